@@ -1,0 +1,171 @@
+/*
+ * engine.h - compatd's core as the server sees it.
+ *
+ * A cd_engine owns a data directory: the store (SQLite, the source of
+ * truth) and, per gallery and per model the gallery has embeddings of, one
+ * cd_index kept in memory and snapshotted to DATA/index/.  Writes commit
+ * to SQLite first and are applied to the indexes before the call returns,
+ * under the gallery's write lock, so an index never runs ahead of or
+ * behind what was acknowledged.  Searches take the gallery's read lock.
+ *
+ * On open the engine loads each index's newest snapshot and replays the
+ * change sequence after it, or rebuilds from SQLite when the snapshot is
+ * missing, unreadable or does not match the store.
+ *
+ * Thread safety: every function may be called from any thread once
+ * cd_engine_open has returned.  Vectors passed in are validated here too
+ * (length, finiteness) and normalised for cosine models.
+ */
+#ifndef CD_ENGINE_H
+#define CD_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "store.h"
+#include "vec.h"
+
+typedef struct cd_engine cd_engine;
+
+typedef struct cd_engine_config {
+    const char *data_dir;       /* created when missing */
+    int snapshot_interval_s;    /* 0: only on close */
+    void (*log)(void *ctx, int level, const char *msg); /* may be NULL */
+    void *log_ctx;
+} cd_engine_config;
+
+/* Levels passed to cd_engine_config.log. */
+enum { CD_LOG_ERROR = 0, CD_LOG_WARN, CD_LOG_INFO, CD_LOG_DEBUG };
+
+/*
+ * Opens the data directory (creating it), opens and migrates the store.
+ * Indexes are not loaded yet: call cd_engine_load_indexes().  Fails with
+ * CD_EVERSION for a data directory of a newer schema, CD_EIO when it
+ * cannot be created or opened.  Close with cd_engine_close().
+ */
+cd_err cd_engine_open(const cd_engine_config *cfg, cd_engine **out,
+                      cd_error *err);
+
+/*
+ * Loads or rebuilds every gallery's indexes.  Until it returns, calls that
+ * need an index fail with CD_EBUSY.  Starts the periodic snapshot thread.
+ */
+cd_err cd_engine_load_indexes(cd_engine *e, cd_error *err);
+
+/* True once cd_engine_load_indexes has finished. */
+bool cd_engine_ready(cd_engine *e);
+
+/* Snapshots every index that changed since its last snapshot. */
+cd_err cd_engine_snapshot(cd_engine *e, cd_error *err);
+
+/* Stops the snapshot thread, snapshots, frees everything.  Accepts NULL. */
+void cd_engine_close(cd_engine *e);
+
+/* --- models ----------------------------------------------------------- */
+
+cd_err cd_engine_model_create(cd_engine *e, const cd_model *m, cd_model *out,
+                              cd_error *err);
+cd_err cd_engine_model_get(cd_engine *e, const char *name, cd_model *out,
+                           cd_error *err);
+/* *out is malloc'd; free with free(). */
+cd_err cd_engine_model_list(cd_engine *e, cd_model **out, size_t *n,
+                            cd_error *err);
+
+/* --- galleries -------------------------------------------------------- */
+
+/*
+ * Creates a gallery for model with an index spec (NULL: "Flat").  A spec
+ * FAISS rejects for the model's dimension is CD_EINVAL.
+ */
+cd_err cd_engine_gallery_create(cd_engine *e, const char *name,
+                                const char *model, const char *index_spec,
+                                cd_gallery *out, cd_error *err);
+cd_err cd_engine_gallery_get(cd_engine *e, const char *name, cd_gallery *out,
+                             cd_error *err);
+/* *out is malloc'd; free with free(). */
+cd_err cd_engine_gallery_list(cd_engine *e, cd_gallery **out, size_t *n,
+                              cd_error *err);
+/* Per-model embedding counts; *out is malloc'd, free with free(). */
+cd_err cd_engine_gallery_embeddings(cd_engine *e, const char *name,
+                                    cd_model_count **out, size_t *n,
+                                    cd_error *err);
+cd_err cd_engine_gallery_set_policy(cd_engine *e, const char *name,
+                                    cd_query_policy policy, cd_error *err);
+/* Deletes the gallery, its items and its index snapshots. */
+cd_err cd_engine_gallery_delete(cd_engine *e, const char *name,
+                                cd_error *err);
+
+/* --- items ------------------------------------------------------------ */
+
+/*
+ * Upserts n items' embeddings of `model` (NULL: the gallery model).  Each
+ * item's vector must have the model's dim floats (the engine copies and,
+ * for cosine, normalises them).  All or nothing; the error names the first
+ * bad item by index.  Acknowledged (CD_OK) only after the SQLite commit.
+ */
+cd_err cd_engine_items_upsert(cd_engine *e, const char *gallery,
+                              const char *model, const cd_item_in *items,
+                              size_t n, cd_error *err);
+
+/* Reads an item; free *out with cd_item_destroy(). */
+cd_err cd_engine_item_get(cd_engine *e, const char *gallery, const char *id,
+                          bool with_vectors, cd_item **out, cd_error *err);
+
+/* Deletes an item from the store and from every index of the gallery. */
+cd_err cd_engine_item_delete(cd_engine *e, const char *gallery,
+                             const char *id, cd_error *err);
+
+/* --- search ----------------------------------------------------------- */
+
+enum { CD_INCLUDE_LABEL = 1, CD_INCLUDE_METADATA = 2 };
+
+typedef struct cd_hit {
+    cd_item_ref item;   /* id, and label / metadata when asked for */
+    float score;        /* similarity (cosine, ip) or squared L2 (l2) */
+} cd_hit;
+
+/* How many items were searched in one model's space. */
+typedef struct cd_searched {
+    char model[CD_NAME_MAX + 1];
+    int64_t items;
+} cd_searched;
+
+typedef struct cd_search_result {
+    char model[CD_NAME_MAX + 1];    /* the query model */
+    size_t nq;                      /* number of queries */
+    size_t k;                       /* hits asked for per query */
+    size_t *counts;                 /* hits found for query i (<= k) */
+    cd_hit *hits;                   /* query i's hits at hits[i*k ...] */
+    size_t n_searched;
+    cd_searched *searched;
+} cd_search_result;
+
+/*
+ * Searches nq query vectors of `model` (NULL: the gallery model) for the k
+ * (1..CD_K_MAX) closest items.  The queries are copied (and normalised for
+ * cosine).  *out is freed with cd_search_result_destroy().  CD_EBUSY before
+ * the indexes are loaded.
+ */
+cd_err cd_engine_search(cd_engine *e, const char *gallery, const char *model,
+                        const float *queries, size_t nq, size_t k,
+                        unsigned include, cd_search_result **out,
+                        cd_error *err);
+
+void cd_search_result_destroy(cd_search_result *r);
+
+/* --- observability ---------------------------------------------------- */
+
+typedef struct cd_engine_stats {
+    int64_t index_rebuilds;         /* since open */
+    int64_t snapshots_written;      /* since open */
+    int64_t last_snapshot_unix;     /* 0: none yet */
+} cd_engine_stats;
+
+void cd_engine_get_stats(cd_engine *e, cd_engine_stats *out);
+
+/* The store, for read-only listings the engine does not wrap. */
+cd_store *cd_engine_store(cd_engine *e);
+
+#endif

@@ -1,0 +1,101 @@
+/*
+ * index.h - one FAISS index for one (gallery, model), through FAISS's C API.
+ *
+ * A cd_index is built with faiss_index_factory from the gallery's index
+ * spec and answers searches over item rowids (FAISS ids = item rowids).
+ * Index types that need training (IVF..., PQ...) keep their vectors in an
+ * exact flat staging index until enough exist to train (see
+ * cd_index_train_threshold); searches before that are exact, so results
+ * are correct from the first vector on.  Index types that cannot remove
+ * vectors (HNSW) hide removed ids from results and report that they want
+ * a rebuild once too many are hidden, or at once when an id is added
+ * again after being removed.
+ *
+ * Thread safety: searches (const functions) may run concurrently with each
+ * other; everything else needs the caller's exclusive lock.
+ */
+#ifndef CD_INDEX_H
+#define CD_INDEX_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "vec.h"
+
+typedef struct cd_index cd_index;
+
+/*
+ * Creates an empty index.  For CD_METRIC_COSINE and CD_METRIC_IP the FAISS
+ * metric is inner product (cosine vectors arrive normalised), for
+ * CD_METRIC_L2 squared L2.  Fails with CD_EINVAL when FAISS rejects the
+ * spec for this dimension (message says why), leaving *out NULL.  Free with
+ * cd_index_destroy().
+ */
+cd_err cd_index_create(const char *spec, int dim, cd_metric metric,
+                       cd_index **out, cd_error *err);
+
+/* Frees the index.  Accepts NULL. */
+void cd_index_destroy(cd_index *ix);
+
+/*
+ * Adds n vectors (dim floats each, row-major) under the given ids.  The
+ * ids must not be present.  Trains the index when the staged count reaches
+ * the threshold.  On failure the index is unchanged.
+ */
+cd_err cd_index_add(cd_index *ix, const int64_t *ids, const float *vectors,
+                    size_t n, cd_error *err);
+
+/*
+ * Removes ids (absent ones are ignored).  For an index that cannot remove,
+ * the ids are hidden from searches instead.
+ */
+cd_err cd_index_remove(cd_index *ix, const int64_t *ids, size_t n,
+                       cd_error *err);
+
+/*
+ * Searches nq queries (dim floats each) for the k closest vectors.
+ * ids_out and scores_out are caller-allocated with nq*k entries; row i
+ * holds query i's results best first, padded with id -1 when fewer than k
+ * vectors exist.  Scores: inner product for cosine/ip (higher is closer),
+ * squared L2 distance for l2 (lower is closer).
+ */
+cd_err cd_index_search(const cd_index *ix, const float *queries, size_t nq,
+                       size_t k, int64_t *ids_out, float *scores_out,
+                       cd_error *err);
+
+/* Number of live (not removed or hidden) vectors. */
+int64_t cd_index_count(const cd_index *ix);
+
+/* True once the index type is trained (always true for Flat, HNSW). */
+bool cd_index_is_trained(const cd_index *ix);
+
+/* Vectors needed before an untrained index type is trained (0: none). */
+int64_t cd_index_train_threshold(const cd_index *ix);
+
+/*
+ * True when the index should be rebuilt from the store: too many hidden
+ * ids, or an id added again after being hidden.
+ */
+bool cd_index_needs_rebuild(const cd_index *ix);
+
+/* True when removals are real (not hidden). */
+bool cd_index_can_remove(const cd_index *ix);
+
+/*
+ * Writes the index to path atomically (a temporary file in the same
+ * directory, fsync, rename).  An index with hidden ids is not saved and
+ * gives CD_ECONFLICT (rebuild it first).
+ */
+cd_err cd_index_save(const cd_index *ix, const char *path, cd_error *err);
+
+/*
+ * Reads an index saved by cd_index_save.  spec, dim and metric are what
+ * the gallery says it must be; a file that is unreadable, truncated or of
+ * another dimension or metric fails with CD_ECORRUPT and *out NULL.
+ */
+cd_err cd_index_load(const char *path, const char *spec, int dim,
+                     cd_metric metric, cd_index **out, cd_error *err);
+
+#endif

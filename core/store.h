@@ -1,0 +1,266 @@
+/*
+ * store.h - the SQLite source of truth.
+ *
+ * A cd_store owns one data directory's SQLite database (WAL mode): models,
+ * galleries, items with their labels and metadata, and every embedding
+ * vector as a BLOB of little-endian float32.  An item's rowid (items.rowid,
+ * never reused: AUTOINCREMENT) is its id in every FAISS index.
+ *
+ * Change sequence: each gallery has a counter `seq`.  Every write that
+ * changes a gallery's vectors (an upsert batch, an item delete) takes the
+ * next value in the same transaction; embeddings rows carry the seq that
+ * last wrote them and deletes leave a tombstone with theirs.  An index
+ * snapshot taken at seq S is brought up to date by replaying the rows and
+ * tombstones with seq > S.
+ *
+ * Thread safety: every function may be called from any thread.  Writes are
+ * serialised on one connection; reads use a small pool of read connections
+ * and so run beside writes (WAL).  All results are copies owned by the
+ * caller.  On failure, out-parameters are set to NULL/0 and nothing stored
+ * changes (each write is one transaction).
+ */
+#ifndef CD_STORE_H
+#define CD_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "vec.h"
+
+typedef struct cd_store cd_store;
+
+/* The schema version this binary writes (schema/NNN_*.sql, highest NNN). */
+#define CD_SCHEMA_VERSION 1
+
+typedef enum cd_query_policy {
+    CD_POLICY_VERIFIED = 0, /* latest evaluation passed (the default) */
+    CD_POLICY_DECLARED,     /* compatible_with chain reaches the gallery model */
+    CD_POLICY_ANY           /* same dim and metric is enough */
+} cd_query_policy;
+
+const char *cd_policy_name(cd_query_policy p);
+bool cd_policy_parse(const char *s, cd_query_policy *out);
+
+typedef struct cd_model {
+    int64_t id;                                 /* rowid in models */
+    char name[CD_NAME_MAX + 1];
+    int dim;                                    /* 1..CD_DIM_MAX */
+    cd_metric metric;
+    char compatible_with[CD_NAME_MAX + 1];      /* "" when none */
+    char description[CD_DESCRIPTION_MAX + 1];   /* "" when none */
+    char created_at[32];                        /* RFC 3339 UTC */
+} cd_model;
+
+typedef struct cd_gallery {
+    int64_t id;                         /* rowid in galleries, never reused */
+    char name[CD_NAME_MAX + 1];
+    int64_t model_id;                   /* the gallery model */
+    char model[CD_NAME_MAX + 1];        /* its name */
+    char index_spec[CD_SPEC_MAX + 1];   /* FAISS index-factory string */
+    cd_query_policy policy;
+    int64_t count;                      /* items in the gallery */
+    int64_t seq;                        /* last change sequence number */
+    char created_at[32];
+} cd_gallery;
+
+/* One item of an upsert batch.  Strings are NUL-terminated UTF-8. */
+typedef struct cd_item_in {
+    const char *id;         /* 1..CD_ITEM_ID_MAX bytes */
+    const char *label;      /* NULL: keep the stored label (none if new) */
+    const char *metadata;   /* JSON object text; NULL: keep the stored one */
+    const float *vector;    /* dim floats, already validated/normalised */
+} cd_item_in;
+
+/* Number of a gallery's items that have an embedding of one model. */
+typedef struct cd_model_count {
+    int64_t model_id;
+    char model[CD_NAME_MAX + 1];
+    int64_t items;
+} cd_model_count;
+
+/* One of an item's embeddings. */
+typedef struct cd_item_embedding {
+    int64_t model_id;
+    char model[CD_NAME_MAX + 1];
+    int dim;
+    float *vector;          /* dim floats; NULL unless vectors were asked for */
+} cd_item_embedding;
+
+/* An item as stored.  Free with cd_item_destroy(). */
+typedef struct cd_item {
+    int64_t rowid;
+    char *id;
+    char *label;                    /* NULL when none */
+    char *metadata;                 /* JSON object text, NULL when none */
+    size_t n_embeddings;
+    cd_item_embedding *embeddings;  /* ordered by model name */
+} cd_item;
+
+/* Frees an item and everything it points to.  Accepts NULL. */
+void cd_item_destroy(cd_item *item);
+
+/* What a search result needs to show of an item. */
+typedef struct cd_item_ref {
+    char *id;
+    char *label;        /* NULL when none or not asked for */
+    char *metadata;     /* NULL when none or not asked for */
+} cd_item_ref;
+
+/*
+ * Opens (creating when missing) the database at path, sets WAL mode and
+ * migrates an older schema forward.  Fails with CD_EVERSION when the file
+ * was written by a newer schema, CD_EIO when it cannot be opened and
+ * CD_ECORRUPT when it is not a compatd database.  *out is NULL on failure;
+ * on success the caller closes it with cd_store_close().
+ */
+cd_err cd_store_open(const char *path, cd_store **out, cd_error *err);
+
+/* Closes every connection.  Accepts NULL. */
+void cd_store_close(cd_store *st);
+
+/* The schema version of the open database. */
+int cd_store_schema_version(cd_store *st);
+
+/* --- models ----------------------------------------------------------- */
+
+/*
+ * Creates a model from m's name, dim, metric, compatible_with and
+ * description (other fields ignored).  Fails with CD_EINVAL on a bad name,
+ * dim or compatible_with name, CD_ENOTFOUND when compatible_with names no
+ * model, CD_EEXISTS when the name is taken.  *out (may be NULL) receives
+ * the stored model.
+ */
+cd_err cd_store_model_create(cd_store *st, const cd_model *m, cd_model *out,
+                             cd_error *err);
+
+/* Looks a model up by name (CD_ENOTFOUND when none). */
+cd_err cd_store_model_get(cd_store *st, const char *name, cd_model *out,
+                          cd_error *err);
+
+/* Looks a model up by id (CD_ENOTFOUND when none). */
+cd_err cd_store_model_get_by_id(cd_store *st, int64_t id, cd_model *out,
+                                cd_error *err);
+
+/* All models by name; *out is malloc'd (free()), *n its length. */
+cd_err cd_store_model_list(cd_store *st, cd_model **out, size_t *n,
+                           cd_error *err);
+
+/* --- galleries -------------------------------------------------------- */
+
+/*
+ * Creates an empty gallery bound to model `model` with index_spec (the
+ * caller has checked that FAISS accepts it).  CD_EINVAL on a bad name,
+ * CD_ENOTFOUND when the model is unknown, CD_EEXISTS when taken.
+ */
+cd_err cd_store_gallery_create(cd_store *st, const char *name,
+                               const char *model, const char *index_spec,
+                               cd_gallery *out, cd_error *err);
+
+cd_err cd_store_gallery_get(cd_store *st, const char *name, cd_gallery *out,
+                            cd_error *err);
+
+/* All galleries by name; *out is malloc'd (free()), *n its length. */
+cd_err cd_store_gallery_list(cd_store *st, cd_gallery **out, size_t *n,
+                             cd_error *err);
+
+cd_err cd_store_gallery_set_policy(cd_store *st, int64_t gallery_id,
+                                   cd_query_policy policy, cd_error *err);
+
+/* Deletes a gallery with all its items, embeddings and tombstones. */
+cd_err cd_store_gallery_delete(cd_store *st, int64_t gallery_id,
+                               cd_error *err);
+
+/*
+ * Per model, how many of the gallery's items have an embedding of it,
+ * ordered by model name.  *out is malloc'd (free()).
+ */
+cd_err cd_store_gallery_embeddings(cd_store *st, int64_t gallery_id,
+                                   cd_model_count **out, size_t *n,
+                                   cd_error *err);
+
+/* --- items ------------------------------------------------------------ */
+
+/*
+ * Stores n items' embeddings of model_id (dim floats each) in one
+ * transaction, creating items that do not exist and updating label and
+ * metadata where given.  All or nothing: on any failure nothing is stored
+ * and the message names the first offending item by index ("item 500:
+ * ...").  An id given twice in one batch is CD_EINVAL.
+ *
+ * On success: *seq_out is the batch's change sequence number, rowids
+ * (caller-allocated, n entries) the items' rowids, and replaced (caller-
+ * allocated, n entries, may be NULL) tells which items already had an
+ * embedding of this model (so an index must drop the old vector).
+ */
+cd_err cd_store_items_upsert(cd_store *st, int64_t gallery_id,
+                             int64_t model_id, int dim,
+                             const cd_item_in *items, size_t n,
+                             int64_t *seq_out, int64_t *rowids,
+                             bool *replaced, cd_error *err);
+
+/*
+ * Reads one item by its id; with_vectors also loads its embeddings.
+ * CD_ENOTFOUND when absent.  Free *out with cd_item_destroy().
+ */
+cd_err cd_store_item_get(cd_store *st, int64_t gallery_id, const char *id,
+                         bool with_vectors, cd_item **out, cd_error *err);
+
+/*
+ * Deletes an item, its embeddings, and writes a tombstone.  *rowid_out is
+ * the deleted rowid and *seq_out the change sequence number.
+ */
+cd_err cd_store_item_delete(cd_store *st, int64_t gallery_id, const char *id,
+                            int64_t *rowid_out, int64_t *seq_out,
+                            cd_error *err);
+
+/*
+ * For each rowid, the item's id (and label / metadata when asked);
+ * refs[i].id is NULL for a rowid that no longer exists.  refs is caller-
+ * allocated (n entries); free its strings with cd_item_refs_finish().
+ */
+cd_err cd_store_item_refs(cd_store *st, const int64_t *rowids, size_t n,
+                          bool with_label, bool with_metadata,
+                          cd_item_ref *refs, cd_error *err);
+
+void cd_item_refs_finish(cd_item_ref *refs, size_t n);
+
+/* --- the change sequence: feeding indexes ------------------------------ */
+
+/*
+ * Called with up to `batch` vectors at a time: rowids[i] and the dim
+ * floats at vectors + i*dim.  A non-zero return stops the scan and is
+ * passed back as the scan's result.
+ */
+typedef cd_err (*cd_scan_fn)(void *ctx, const int64_t *rowids,
+                             const float *vectors, size_t n);
+
+/*
+ * Calls fn over every embedding of model_id in the gallery whose seq is
+ * greater than after_seq (0: all of them), in rowid order, up to `batch`
+ * at a time.  Runs on one read transaction, so it sees one consistent
+ * state.  *max_seq_out (may be NULL) is the gallery's seq in that state.
+ */
+cd_err cd_store_scan_vectors(cd_store *st, int64_t gallery_id,
+                             int64_t model_id, int dim, int64_t after_seq,
+                             size_t batch, cd_scan_fn fn, void *ctx,
+                             int64_t *max_seq_out, cd_error *err);
+
+/*
+ * Rowids deleted from the gallery with seq greater than after_seq.
+ * *out is malloc'd (free()), NULL with *n = 0 when none.
+ */
+cd_err cd_store_tombstones(cd_store *st, int64_t gallery_id,
+                           int64_t after_seq, int64_t **out, size_t *n,
+                           cd_error *err);
+
+/* Drops tombstones with seq <= upto (every index has applied them). */
+cd_err cd_store_tombstones_prune(cd_store *st, int64_t gallery_id,
+                                 int64_t upto, cd_error *err);
+
+/* How many embeddings of model_id the gallery has (a consistency check). */
+cd_err cd_store_count_vectors(cd_store *st, int64_t gallery_id,
+                              int64_t model_id, int64_t *out, cd_error *err);
+
+#endif

@@ -1,0 +1,205 @@
+/*
+ * vec.c - metrics, names, UTF-8 and base64 float32 helpers.
+ */
+#include "vec.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *cd_metric_name(cd_metric m)
+{
+    switch (m) {
+    case CD_METRIC_COSINE: return "cosine";
+    case CD_METRIC_IP: return "ip";
+    case CD_METRIC_L2: return "l2";
+    }
+    return "?";
+}
+
+bool cd_metric_parse(const char *s, cd_metric *out)
+{
+    static const cd_metric all[] = {CD_METRIC_COSINE, CD_METRIC_IP, CD_METRIC_L2};
+    for (size_t i = 0; s && i < sizeof all / sizeof all[0]; i++) {
+        if (strcmp(s, cd_metric_name(all[i])) == 0) {
+            *out = all[i];
+            return true;
+        }
+    }
+    return false;
+}
+
+bool cd_metric_higher_is_better(cd_metric m)
+{
+    return m != CD_METRIC_L2;
+}
+
+bool cd_name_valid(const char *s)
+{
+    size_t n = 0;
+    if (!s)
+        return false;
+    for (; s[n]; n++) {
+        char c = s[n];
+        bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+                  (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+        if (!ok || n >= CD_NAME_MAX)
+            return false;
+    }
+    return n > 0;
+}
+
+bool cd_utf8_valid(const char *str, size_t n)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = s[i];
+        size_t len;
+        unsigned cp;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if ((c & 0xE0) == 0xC0) {
+            len = 2;
+            cp = c & 0x1F;
+        } else if ((c & 0xF0) == 0xE0) {
+            len = 3;
+            cp = c & 0x0F;
+        } else if ((c & 0xF8) == 0xF0) {
+            len = 4;
+            cp = c & 0x07;
+        } else {
+            return false;
+        }
+        if (i + len > n)
+            return false;
+        for (size_t j = 1; j < len; j++) {
+            if ((s[i + j] & 0xC0) != 0x80)
+                return false;
+            cp = (cp << 6) | (s[i + j] & 0x3F);
+        }
+        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) ||
+            (len == 4 && cp < 0x10000) || cp > 0x10FFFF ||
+            (cp >= 0xD800 && cp <= 0xDFFF))
+            return false;
+        i += len;
+    }
+    return true;
+}
+
+bool cd_vec_finite(const float *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(v[i]))
+            return false;
+    return true;
+}
+
+bool cd_vec_normalize(float *v, size_t dim)
+{
+    double ss = 0.0;
+    for (size_t i = 0; i < dim; i++)
+        ss += (double)v[i] * v[i];
+    if (!(ss > 0.0) || !isfinite(ss))
+        return false;
+    double inv = 1.0 / sqrt(ss);
+    for (size_t i = 0; i < dim; i++)
+        v[i] = (float)(v[i] * inv);
+    return true;
+}
+
+static int b64_value(unsigned char c)
+{
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+') return 62;
+    if (c == '/') return 63;
+    return -1;
+}
+
+cd_err cd_b64_decode_floats(const char *text, size_t len, float **out,
+                            size_t *n_out, cd_error *err)
+{
+    *out = NULL;
+    *n_out = 0;
+    if (len % 4 != 0)
+        return cd__fail(err, CD_EVECTOR, "vector_b64 is not valid base64 (length %zu is not a multiple of 4)", len);
+    size_t pad = 0;
+    if (len >= 1 && text[len - 1] == '=') pad++;
+    if (len >= 2 && text[len - 2] == '=') pad++;
+    size_t nbytes = len / 4 * 3 - pad;
+    if (nbytes == 0 || nbytes % 4 != 0)
+        return cd__fail(err, CD_EVECTOR, "vector_b64 decodes to %zu bytes, not a positive multiple of 4 (float32)", nbytes);
+    unsigned char *bytes = malloc(nbytes);
+    if (!bytes)
+        return cd__fail(err, CD_ENOMEM, "out of memory decoding vector_b64");
+    size_t o = 0;
+    for (size_t i = 0; i < len; i += 4) {
+        int v[4];
+        for (int j = 0; j < 4; j++) {
+            unsigned char c = (unsigned char)text[i + j];
+            if (c == '=' && i + 4 == len && j >= 4 - (int)pad) {
+                v[j] = 0;
+                continue;
+            }
+            v[j] = b64_value(c);
+            if (v[j] < 0) {
+                free(bytes);
+                return cd__fail(err, CD_EVECTOR, "vector_b64 has a character that is not base64 at offset %zu", i + j);
+            }
+        }
+        unsigned triple = (unsigned)v[0] << 18 | (unsigned)v[1] << 12 | (unsigned)v[2] << 6 | (unsigned)v[3];
+        unsigned char b[3] = {(unsigned char)(triple >> 16), (unsigned char)(triple >> 8), (unsigned char)triple};
+        for (int j = 0; j < 3 && o < nbytes; j++)
+            bytes[o++] = b[j];
+    }
+    size_t n = nbytes / 4;
+    float *f = malloc(n * sizeof *f);
+    if (!f) {
+        free(bytes);
+        return cd__fail(err, CD_ENOMEM, "out of memory decoding vector_b64");
+    }
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u = (uint32_t)bytes[4 * i] | (uint32_t)bytes[4 * i + 1] << 8 |
+                     (uint32_t)bytes[4 * i + 2] << 16 | (uint32_t)bytes[4 * i + 3] << 24;
+        memcpy(&f[i], &u, sizeof u);
+        if (!isfinite(f[i])) {
+            free(bytes);
+            free(f);
+            return cd__fail(err, CD_EVECTOR, "vector_b64 value %zu is not finite", i);
+        }
+    }
+    free(bytes);
+    *out = f;
+    *n_out = n;
+    return CD_OK;
+}
+
+char *cd_b64_encode_floats(const float *v, size_t n)
+{
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t nbytes = n * 4;
+    char *s = malloc((nbytes + 2) / 3 * 4 + 1);
+    if (!s)
+        return NULL;
+    size_t o = 0;
+    for (size_t i = 0; i < nbytes; i += 3) {
+        unsigned char b[3] = {0, 0, 0};
+        size_t take = nbytes - i < 3 ? nbytes - i : 3;
+        for (size_t j = 0; j < take; j++) {
+            uint32_t u;
+            memcpy(&u, &v[(i + j) / 4], sizeof u);
+            b[j] = (unsigned char)(u >> (8 * ((i + j) % 4)));
+        }
+        unsigned triple = (unsigned)b[0] << 16 | (unsigned)b[1] << 8 | b[2];
+        s[o++] = alphabet[(triple >> 18) & 63];
+        s[o++] = alphabet[(triple >> 12) & 63];
+        s[o++] = take > 1 ? alphabet[(triple >> 6) & 63] : '=';
+        s[o++] = take > 2 ? alphabet[triple & 63] : '=';
+    }
+    s[o] = '\0';
+    return s;
+}

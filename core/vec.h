@@ -1,0 +1,72 @@
+/*
+ * vec.h - small facts about embedding vectors shared by every module:
+ * metrics, names, finiteness, normalisation and the base64 float32 form.
+ * Nothing here allocates except cd_b64_decode_floats.
+ */
+#ifndef CD_VEC_H
+#define CD_VEC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+
+#define CD_NAME_MAX 64          /* models and galleries: [A-Za-z0-9._-]{1,64} */
+#define CD_ITEM_ID_MAX 256      /* bytes of an item id */
+#define CD_METADATA_MAX 16384   /* bytes of an item's metadata JSON text */
+#define CD_DIM_MAX 4096
+#define CD_K_MAX 1000
+#define CD_SPEC_MAX 128         /* bytes of a FAISS index-factory string */
+#define CD_DESCRIPTION_MAX 4096 /* bytes of a model description */
+#define CD_LABEL_MAX 256        /* bytes of an item or probe label */
+
+typedef enum cd_metric {
+    CD_METRIC_COSINE = 0,   /* inner product of L2-normalised vectors */
+    CD_METRIC_IP,           /* inner product; higher is closer */
+    CD_METRIC_L2            /* squared euclidean distance; lower is closer */
+} cd_metric;
+
+/* "cosine", "ip" or "l2". */
+const char *cd_metric_name(cd_metric m);
+
+/* Parses a metric name; false when s is none of the three. */
+bool cd_metric_parse(const char *s, cd_metric *out);
+
+/* True when a higher score is closer (cosine, ip). */
+bool cd_metric_higher_is_better(cd_metric m);
+
+/* True when s matches [A-Za-z0-9._-]{1,64}. */
+bool cd_name_valid(const char *s);
+
+/* True when the n bytes at s are well-formed UTF-8 (no overlongs, no
+ * surrogates, nothing above U+10FFFF). */
+bool cd_utf8_valid(const char *s, size_t n);
+
+/* True when every one of the n floats is finite. */
+bool cd_vec_finite(const float *v, size_t n);
+
+/*
+ * Scales v to unit L2 norm in place.  Returns false, leaving v as it was,
+ * when the norm is zero (a zero vector has no direction).
+ */
+bool cd_vec_normalize(float *v, size_t dim);
+
+/*
+ * Decodes standard base64 (with padding) of little-endian float32 values.
+ * On success *out is a malloc'd array the caller frees with free() and
+ * *n_out the number of floats.  Fails with CD_EVECTOR when the text is
+ * not base64, its byte length is not a multiple of 4, or a value is not
+ * finite; *out is then NULL.
+ */
+cd_err cd_b64_decode_floats(const char *text, size_t len, float **out,
+                            size_t *n_out, cd_error *err);
+
+/*
+ * Encodes n floats as base64 of little-endian float32.  Returns a malloc'd
+ * NUL-terminated string the caller frees with free(), or NULL when out of
+ * memory.
+ */
+char *cd_b64_encode_floats(const float *v, size_t n);
+
+#endif
