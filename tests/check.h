@@ -64,14 +64,15 @@ static int check_count;
                           check_a_, check_b_, (double)(tol));                \
     } while (0)
 
-/* A core call returned CD_OK; on failure prints the cd_error message. */
+/* A core call returned CD_OK; on failure prints the message of errp, the
+ * (non-NULL) cd_error the call filled. */
 #define CHECK_OK(call, errp)                                                 \
     do {                                                                     \
         int check_rc_ = (int)(call);                                         \
         check_count++;                                                       \
         if (check_rc_ != 0)                                                  \
             CHECK_FAILED_("%s returned %d: %s", #call, check_rc_,            \
-                          (errp) ? (errp)->message : "");                    \
+                          (errp)->message);                                  \
     } while (0)
 
 /* Stops the program now when expr is false (later checks depend on it). */

@@ -1,0 +1,1192 @@
+/*
+ * engine.c - the store and the in-memory indexes kept in step.
+ *
+ * Invariants:
+ * - SQLite is the truth.  A gallery's indexes hold exactly the embeddings
+ *   the store holds for that gallery, as of the gallery's `seq`: every
+ *   write commits, then is applied to the indexes, both under the
+ *   gallery's write lock, so no reader sees the index between the two and
+ *   two writers cannot apply in another order than they committed.
+ * - Lock order: the engine's rwlock (gallery list), then one gallery's
+ *   rwlock.  Creating or deleting a gallery takes the engine lock for
+ *   writing, which waits until no call is inside any gallery.  The engine
+ *   lock prefers writers so that a stream of searches cannot starve them.
+ * - A snapshot file is DATA/index/g<gallery id>-m<model id>-s<seq>.faiss:
+ *   the index of that model as of gallery seq <seq>.  The name is written
+ *   by an atomic rename, so a file that exists is complete (or, if the
+ *   disk lied, fails to load and is rebuilt).
+ */
+#include "engine.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "index.h"
+
+#define SCAN_BATCH 4096
+
+/* One (gallery, model) index. */
+typedef struct gal_index {
+    cd_model model;         /* the model whose embeddings it holds */
+    cd_index *ix;           /* NULL until the first embedding arrives */
+    int64_t saved_seq;      /* gallery seq of its newest snapshot, -1 none */
+    bool dirty;             /* changed since that snapshot */
+    bool hidden;            /* has ids hidden, not removed (HNSW): it must
+                               be rebuilt before it can be saved */
+} gal_index;
+
+typedef struct gallery {
+    cd_gallery info;        /* cached row; count is not kept up to date */
+    cd_model model;         /* the gallery model */
+    pthread_rwlock_t lock;
+    gal_index *indexes;
+    size_t n_indexes;
+    int64_t seq;            /* last change applied to the indexes */
+} gallery;
+
+struct cd_engine {
+    char *data_dir;
+    char *index_dir;
+    cd_store *st;
+    cd_engine_config cfg;
+
+    pthread_rwlock_t lock;  /* guards gals / n_gals */
+    gallery **gals;
+    size_t n_gals;
+
+    pthread_mutex_t models_mu;  /* guards the model cache */
+    cd_model *models;
+    size_t n_models;
+
+    atomic_bool ready;
+    atomic_llong rebuilds;
+    atomic_llong snapshots;
+    atomic_llong last_snapshot;
+
+    pthread_mutex_t snap_mu;    /* one snapshot pass at a time */
+    pthread_t snap_thread;
+    bool snap_running;
+    pthread_mutex_t stop_mu;
+    pthread_cond_t stop_cv;
+    bool stopping;
+};
+
+static void elog(cd_engine *e, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void elog(cd_engine *e, int level, const char *fmt, ...)
+{
+    if (!e->cfg.log)
+        return;
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    e->cfg.log(e->cfg.log_ctx, level, buf);
+}
+
+static char *str_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static char *str_printf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = NULL;
+    if (vasprintf(&s, fmt, ap) < 0)
+        s = NULL;
+    va_end(ap);
+    return s;
+}
+
+static int mkdir_p(const char *path)
+{
+    char *tmp = strdup(path);
+    if (!tmp)
+        return -1;
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(tmp, 0755) != 0 && errno != EEXIST) {
+                free(tmp);
+                return -1;
+            }
+            *p = '/';
+        }
+    }
+    int rc = mkdir(tmp, 0755);
+    free(tmp);
+    return rc != 0 && errno != EEXIST ? -1 : 0;
+}
+
+/* --- the model cache (models never change once created) -------------- */
+
+static cd_err model_by_name(cd_engine *e, const char *name, cd_model *out,
+                            cd_error *err)
+{
+    pthread_mutex_lock(&e->models_mu);
+    for (size_t i = 0; i < e->n_models; i++) {
+        if (strcmp(e->models[i].name, name) == 0) {
+            *out = e->models[i];
+            pthread_mutex_unlock(&e->models_mu);
+            return CD_OK;
+        }
+    }
+    pthread_mutex_unlock(&e->models_mu);
+    cd_err rc = cd_store_model_get(e->st, name, out, err);
+    if (rc != CD_OK)
+        return rc;
+    pthread_mutex_lock(&e->models_mu);
+    cd_model *grown = realloc(e->models, (e->n_models + 1) * sizeof *grown);
+    if (grown) {
+        e->models = grown;
+        e->models[e->n_models++] = *out;
+    }
+    pthread_mutex_unlock(&e->models_mu);
+    return CD_OK;
+}
+
+/* --- galleries in memory --------------------------------------------- */
+
+static void gallery_free(gallery *g)
+{
+    if (!g)
+        return;
+    for (size_t i = 0; i < g->n_indexes; i++)
+        cd_index_destroy(g->indexes[i].ix);
+    free(g->indexes);
+    pthread_rwlock_destroy(&g->lock);
+    free(g);
+}
+
+static gallery *gallery_new(cd_engine *e, const cd_gallery *info,
+                            cd_error *err)
+{
+    gallery *g = calloc(1, sizeof *g);
+    if (!g) {
+        cd__fail(err, CD_ENOMEM, "out of memory");
+        return NULL;
+    }
+    g->info = *info;
+    g->seq = info->seq;
+    pthread_rwlock_init(&g->lock, NULL);
+    if (model_by_name(e, info->model, &g->model, err) != CD_OK) {
+        gallery_free(g);
+        return NULL;
+    }
+    return g;
+}
+
+/* The gallery called name; the caller holds e->lock. */
+static gallery *gallery_find(cd_engine *e, const char *name)
+{
+    for (size_t i = 0; i < e->n_gals; i++)
+        if (strcmp(e->gals[i]->info.name, name) == 0)
+            return e->gals[i];
+    return NULL;
+}
+
+/*
+ * Takes the engine lock for reading and returns the gallery, or fails with
+ * CD_ENOTFOUND (and releases the lock).  On success the caller must
+ * pthread_rwlock_unlock(&e->lock) when done.
+ */
+static cd_err gallery_enter(cd_engine *e, const char *name, gallery **out,
+                            cd_error *err)
+{
+    *out = NULL;
+    pthread_rwlock_rdlock(&e->lock);
+    gallery *g = gallery_find(e, name);
+    if (!g) {
+        pthread_rwlock_unlock(&e->lock);
+        return cd__fail(err, CD_ENOTFOUND, "gallery \"%s\" not found", name);
+    }
+    *out = g;
+    return CD_OK;
+}
+
+/* The index slot of model_id in g, or NULL. */
+static gal_index *index_slot(gallery *g, int64_t model_id)
+{
+    for (size_t i = 0; i < g->n_indexes; i++)
+        if (g->indexes[i].model.id == model_id)
+            return &g->indexes[i];
+    return NULL;
+}
+
+/* The slot for model m, added (with no index yet) when missing. */
+static gal_index *index_slot_add(gallery *g, const cd_model *m)
+{
+    gal_index *gi = index_slot(g, m->id);
+    if (gi)
+        return gi;
+    gal_index *grown = realloc(g->indexes, (g->n_indexes + 1) * sizeof *grown);
+    if (!grown)
+        return NULL;
+    g->indexes = grown;
+    gi = &g->indexes[g->n_indexes++];
+    memset(gi, 0, sizeof *gi);
+    gi->model = *m;
+    gi->saved_seq = -1;
+    return gi;
+}
+
+/* --- snapshots and rebuilds ------------------------------------------ */
+
+static char *snapshot_path(cd_engine *e, const gallery *g,
+                           const gal_index *gi, int64_t seq)
+{
+    return str_printf("%s/g%" PRId64 "-m%" PRId64 "-s%" PRId64 ".faiss",
+                      e->index_dir, g->info.id, gi->model.id, seq);
+}
+
+/*
+ * Calls fn(path, seq) for each snapshot file of (gallery_id, model_id)
+ * (model_id < 0: any model).
+ */
+static void snapshot_files(cd_engine *e, int64_t gallery_id, int64_t model_id,
+                           void (*fn)(void *ctx, const char *path,
+                                      int64_t model, int64_t seq),
+                           void *ctx)
+{
+    DIR *d = opendir(e->index_dir);
+    if (!d)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        int64_t gid, mid, seq;
+        int used = 0;
+        if (sscanf(de->d_name, "g%" SCNd64 "-m%" SCNd64 "-s%" SCNd64 ".faiss%n",
+                   &gid, &mid, &seq, &used) != 3 ||
+            de->d_name[used] != '\0' || used == 0)
+            continue;
+        if (gid != gallery_id || (model_id >= 0 && mid != model_id))
+            continue;
+        char *path = str_printf("%s/%s", e->index_dir, de->d_name);
+        if (path)
+            fn(ctx, path, mid, seq);
+        free(path);
+    }
+    closedir(d);
+}
+
+typedef struct newest_ctx {
+    int64_t seq;
+    char *path;
+} newest_ctx;
+
+static void pick_newest(void *ctx, const char *path, int64_t model,
+                        int64_t seq)
+{
+    newest_ctx *n = ctx;
+    if (seq > n->seq) {
+        free(n->path);
+        n->path = strdup(path);
+        n->seq = seq;
+    }
+}
+
+/* Removes the snapshot files of a (gallery, model) other than keep. */
+typedef struct prune_ctx {
+    const char *keep;
+} prune_ctx;
+
+static void remove_other(void *ctx, const char *path, int64_t model,
+                         int64_t seq)
+{
+    prune_ctx *p = ctx;
+    if (!p->keep || strcmp(path, p->keep) != 0)
+        unlink(path);
+}
+
+static cd_err add_batch(void *ctx, const int64_t *rowids,
+                        const float *vectors, size_t n)
+{
+    cd_index *ix = ctx;
+    cd_error err;
+    return cd_index_add(ix, rowids, vectors, n, &err);
+}
+
+/*
+ * Builds gi's index afresh from the store.  The caller holds the gallery's
+ * write lock (or is loading).  On failure the old index stays.
+ */
+static cd_err index_rebuild(cd_engine *e, gallery *g, gal_index *gi,
+                            cd_error *err)
+{
+    cd_index *ix = NULL;
+    cd_err rc = cd_index_create(g->info.index_spec, gi->model.dim,
+                                gi->model.metric, &ix, err);
+    if (rc != CD_OK)
+        return rc;
+    rc = cd_store_scan_vectors(e->st, g->info.id, gi->model.id, gi->model.dim,
+                               0, SCAN_BATCH, add_batch, ix, NULL, err);
+    if (rc != CD_OK) {
+        cd_index_destroy(ix);
+        return cd__fail(err, rc, "rebuilding index of gallery \"%s\" model \"%s\": %s",
+                        g->info.name, gi->model.name,
+                        err ? err->message : cd_strerror(rc));
+    }
+    cd_index_destroy(gi->ix);
+    gi->ix = ix;
+    gi->dirty = true;
+    gi->hidden = false;
+    atomic_fetch_add(&e->rebuilds, 1);
+    elog(e, CD_LOG_INFO, "rebuilt index of gallery %s model %s: %" PRId64 " vectors",
+         g->info.name, gi->model.name, cd_index_count(ix));
+    return CD_OK;
+}
+
+/*
+ * Brings a snapshot loaded at snap_seq up to the store's state: removes
+ * tombstoned and rewritten rows, adds rows written since.  Only for index
+ * types that can really remove.
+ */
+typedef struct catchup_ctx {
+    cd_index *ix;
+    cd_error *err;
+} catchup_ctx;
+
+static cd_err catchup_batch(void *ctx, const int64_t *rowids,
+                            const float *vectors, size_t n)
+{
+    catchup_ctx *c = ctx;
+    cd_err rc = cd_index_remove(c->ix, rowids, n, c->err);
+    if (rc == CD_OK)
+        rc = cd_index_add(c->ix, rowids, vectors, n, c->err);
+    return rc;
+}
+
+static cd_err index_catch_up(cd_engine *e, gallery *g, gal_index *gi,
+                             int64_t snap_seq, cd_error *err)
+{
+    int64_t *dead = NULL;
+    size_t n_dead = 0;
+    cd_err rc = cd_store_tombstones(e->st, g->info.id, snap_seq, &dead,
+                                    &n_dead, err);
+    if (rc != CD_OK)
+        return rc;
+    if (n_dead)
+        rc = cd_index_remove(gi->ix, dead, n_dead, err);
+    gi->hidden |= n_dead && !cd_index_can_remove(gi->ix);
+    free(dead);
+    if (rc != CD_OK)
+        return rc;
+    catchup_ctx c = {gi->ix, err};
+    return cd_store_scan_vectors(e->st, g->info.id, gi->model.id,
+                                 gi->model.dim, snap_seq, SCAN_BATCH,
+                                 catchup_batch, &c, NULL, err);
+}
+
+/* Loads gi's newest snapshot and catches up, or rebuilds. */
+static cd_err index_load(cd_engine *e, gallery *g, gal_index *gi,
+                         cd_error *err)
+{
+    newest_ctx newest = {-1, NULL};
+    snapshot_files(e, g->info.id, gi->model.id, pick_newest, &newest);
+    int64_t stored = 0;
+    cd_err rc = cd_store_count_vectors(e->st, g->info.id, gi->model.id,
+                                       &stored, err);
+    if (rc != CD_OK)
+        goto out;
+
+    const char *why = NULL;
+    cd_error lerr;
+    cd_error_clear(&lerr);
+    if (!newest.path) {
+        why = "no snapshot";
+    } else if (newest.seq > g->seq) {
+        why = "snapshot is newer than the store";
+    } else if (cd_index_load(newest.path, g->info.index_spec, gi->model.dim,
+                             gi->model.metric, &gi->ix, &lerr) != CD_OK) {
+        why = lerr.message;
+    } else if (newest.seq < g->seq && !cd_index_can_remove(gi->ix)) {
+        why = "snapshot is behind and the index type cannot remove";
+    } else if (newest.seq < g->seq &&
+               index_catch_up(e, g, gi, newest.seq, &lerr) != CD_OK) {
+        why = lerr.message;
+    } else if (cd_index_count(gi->ix) != stored) {
+        why = "snapshot does not match the store";
+    }
+
+    if (why) {
+        if (stored > 0 || newest.path)
+            elog(e, CD_LOG_WARN, "gallery %s model %s: %s; rebuilding from the store",
+                 g->info.name, gi->model.name, why);
+        cd_index_destroy(gi->ix);
+        gi->ix = NULL;
+        rc = index_rebuild(e, g, gi, err);
+        if (rc != CD_OK)
+            goto out;
+        gi->saved_seq = -1;
+        gi->dirty = true;
+    } else {
+        gi->saved_seq = newest.seq;
+        gi->dirty = newest.seq != g->seq;
+    }
+out:
+    free(newest.path);
+    return rc;
+}
+
+/* Writes the snapshot of gi if it changed.  Caller holds g's lock. */
+static cd_err index_snapshot(cd_engine *e, gallery *g, gal_index *gi,
+                             cd_error *err)
+{
+    if (!gi->ix || (!gi->dirty && gi->saved_seq == g->seq))
+        return CD_OK;
+    if (gi->hidden) {
+        /* The caller holds the write lock (see cd_engine_snapshot). */
+        cd_err rc = index_rebuild(e, g, gi, err);
+        if (rc != CD_OK)
+            return rc;
+    }
+    char *path = snapshot_path(e, g, gi, g->seq);
+    if (!path)
+        return cd__fail(err, CD_ENOMEM, "out of memory");
+    cd_err rc = cd_index_save(gi->ix, path, err);
+    if (rc == CD_OK) {
+        prune_ctx p = {path};
+        snapshot_files(e, g->info.id, gi->model.id, remove_other, &p);
+        gi->saved_seq = g->seq;
+        gi->dirty = false;
+        atomic_fetch_add(&e->snapshots, 1);
+        atomic_store(&e->last_snapshot, (long long)time(NULL));
+    } else if (rc == CD_ECONFLICT) {
+        rc = CD_OK; /* hidden ids: the next load rebuilds instead */
+    }
+    free(path);
+    return rc;
+}
+
+/* Snapshots every changed index of g and prunes applied tombstones. */
+static cd_err gallery_snapshot(cd_engine *e, gallery *g, cd_error *err)
+{
+    cd_err rc = CD_OK;
+    int64_t min_saved = g->seq;
+    for (size_t i = 0; i < g->n_indexes && rc == CD_OK; i++) {
+        rc = index_snapshot(e, g, &g->indexes[i], err);
+        if (g->indexes[i].ix && g->indexes[i].saved_seq < min_saved)
+            min_saved = g->indexes[i].saved_seq;
+    }
+    if (rc == CD_OK && min_saved > 0)
+        rc = cd_store_tombstones_prune(e->st, g->info.id, min_saved, err);
+    return rc;
+}
+
+/* --- open / load / close --------------------------------------------- */
+
+static void *snapshot_loop(void *arg)
+{
+    cd_engine *e = arg;
+    pthread_mutex_lock(&e->stop_mu);
+    while (!e->stopping) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += e->cfg.snapshot_interval_s;
+        int rc = 0;
+        while (!e->stopping && rc != ETIMEDOUT)
+            rc = pthread_cond_timedwait(&e->stop_cv, &e->stop_mu, &until);
+        if (e->stopping)
+            break;
+        pthread_mutex_unlock(&e->stop_mu);
+        cd_error err;
+        if (cd_engine_snapshot(e, &err) != CD_OK)
+            elog(e, CD_LOG_ERROR, "periodic snapshot failed: %s", err.message);
+        pthread_mutex_lock(&e->stop_mu);
+    }
+    pthread_mutex_unlock(&e->stop_mu);
+    return NULL;
+}
+
+cd_err cd_engine_open(const cd_engine_config *cfg, cd_engine **out,
+                      cd_error *err)
+{
+    *out = NULL;
+    cd_err rc = CD_OK;
+    char *db_path = NULL;
+    cd_gallery *rows = NULL;
+    size_t n_rows = 0;
+
+    cd_engine *e = calloc(1, sizeof *e);
+    if (!e)
+        return cd__fail(err, CD_ENOMEM, "out of memory");
+    e->cfg = *cfg;
+    pthread_rwlockattr_t attr;
+    pthread_rwlockattr_init(&attr);
+    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&e->lock, &attr);
+    pthread_rwlockattr_destroy(&attr);
+    pthread_mutex_init(&e->models_mu, NULL);
+    pthread_mutex_init(&e->stop_mu, NULL);
+    pthread_mutex_init(&e->snap_mu, NULL);
+    pthread_cond_init(&e->stop_cv, NULL);
+
+    e->data_dir = strdup(cfg->data_dir ? cfg->data_dir : "./data");
+    e->index_dir = e->data_dir ? str_printf("%s/index", e->data_dir) : NULL;
+    db_path = e->data_dir ? str_printf("%s/compatd.db", e->data_dir) : NULL;
+    if (!e->index_dir || !db_path) {
+        rc = cd__fail(err, CD_ENOMEM, "out of memory");
+        goto fail;
+    }
+    e->cfg.data_dir = e->data_dir;
+    if (mkdir_p(e->data_dir) != 0 || mkdir_p(e->index_dir) != 0) {
+        rc = cd__fail(err, CD_EIO, "cannot create data directory %s: %s",
+                      e->data_dir, strerror(errno));
+        goto fail;
+    }
+    rc = cd_store_open(db_path, &e->st, err);
+    if (rc != CD_OK)
+        goto fail;
+    rc = cd_store_gallery_list(e->st, &rows, &n_rows, err);
+    if (rc != CD_OK)
+        goto fail;
+    e->gals = calloc(n_rows ? n_rows : 1, sizeof *e->gals);
+    if (!e->gals) {
+        rc = cd__fail(err, CD_ENOMEM, "out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; i < n_rows; i++) {
+        gallery *g = gallery_new(e, &rows[i], err);
+        if (!g) {
+            rc = err ? err->code : CD_ENOMEM;
+            goto fail;
+        }
+        e->gals[e->n_gals++] = g;
+    }
+    free(rows);
+    free(db_path);
+    *out = e;
+    return CD_OK;
+fail:
+    free(rows);
+    free(db_path);
+    cd_engine_close(e);
+    return rc;
+}
+
+cd_err cd_engine_load_indexes(cd_engine *e, cd_error *err)
+{
+    cd_err rc = CD_OK;
+    pthread_rwlock_rdlock(&e->lock);
+    for (size_t i = 0; i < e->n_gals && rc == CD_OK; i++) {
+        gallery *g = e->gals[i];
+        cd_model_count *counts = NULL;
+        size_t n = 0;
+        pthread_rwlock_wrlock(&g->lock);
+        rc = cd_store_gallery_embeddings(e->st, g->info.id, &counts, &n, err);
+        for (size_t j = 0; j < n && rc == CD_OK; j++) {
+            cd_model m;
+            rc = model_by_name(e, counts[j].model, &m, err);
+            gal_index *gi = rc == CD_OK ? index_slot_add(g, &m) : NULL;
+            if (rc == CD_OK && !gi)
+                rc = cd__fail(err, CD_ENOMEM, "out of memory");
+            if (rc == CD_OK)
+                rc = index_load(e, g, gi, err);
+        }
+        free(counts);
+        /* Snapshot files of models the gallery no longer has are stale. */
+        pthread_rwlock_unlock(&g->lock);
+    }
+    pthread_rwlock_unlock(&e->lock);
+    if (rc != CD_OK)
+        return rc;
+    atomic_store(&e->ready, true);
+    if (e->cfg.snapshot_interval_s > 0) {
+        if (pthread_create(&e->snap_thread, NULL, snapshot_loop, e) == 0)
+            e->snap_running = true;
+        else
+            elog(e, CD_LOG_WARN, "cannot start the snapshot thread; snapshots only on close");
+    }
+    return CD_OK;
+}
+
+bool cd_engine_ready(cd_engine *e)
+{
+    return atomic_load(&e->ready);
+}
+
+cd_err cd_engine_snapshot(cd_engine *e, cd_error *err)
+{
+    cd_err rc = CD_OK;
+    if (!cd_engine_ready(e))
+        return CD_OK;
+    /* gal_index.saved_seq/dirty change under a gallery's read lock here,
+     * so passes are serialised by snap_mu. */
+    pthread_mutex_lock(&e->snap_mu);
+    pthread_rwlock_rdlock(&e->lock);
+    for (size_t i = 0; i < e->n_gals; i++) {
+        gallery *g = e->gals[i];
+        /* Saving only reads the index, so searches may go on beside it;
+         * an index with hidden ids is rebuilt first, which needs the
+         * write lock. */
+        bool rebuild = false;
+        pthread_rwlock_rdlock(&g->lock);
+        for (size_t j = 0; j < g->n_indexes; j++)
+            rebuild |= g->indexes[j].hidden;
+        if (rebuild) {
+            pthread_rwlock_unlock(&g->lock);
+            pthread_rwlock_wrlock(&g->lock);
+        }
+        cd_err one = gallery_snapshot(e, g, err);
+        pthread_rwlock_unlock(&g->lock);
+        if (one != CD_OK && rc == CD_OK)
+            rc = one;
+    }
+    pthread_rwlock_unlock(&e->lock);
+    pthread_mutex_unlock(&e->snap_mu);
+    return rc;
+}
+
+void cd_engine_close(cd_engine *e)
+{
+    if (!e)
+        return;
+    if (e->snap_running) {
+        pthread_mutex_lock(&e->stop_mu);
+        e->stopping = true;
+        pthread_cond_broadcast(&e->stop_cv);
+        pthread_mutex_unlock(&e->stop_mu);
+        pthread_join(e->snap_thread, NULL);
+    }
+    cd_error err;
+    if (cd_engine_snapshot(e, &err) != CD_OK)
+        elog(e, CD_LOG_ERROR, "final snapshot failed: %s", err.message);
+    for (size_t i = 0; i < e->n_gals; i++)
+        gallery_free(e->gals[i]);
+    free(e->gals);
+    free(e->models);
+    cd_store_close(e->st);
+    pthread_rwlock_destroy(&e->lock);
+    pthread_mutex_destroy(&e->models_mu);
+    pthread_mutex_destroy(&e->stop_mu);
+    pthread_mutex_destroy(&e->snap_mu);
+    pthread_cond_destroy(&e->stop_cv);
+    free(e->index_dir);
+    free(e->data_dir);
+    free(e);
+}
+
+/* --- models ---------------------------------------------------------- */
+
+cd_err cd_engine_model_create(cd_engine *e, const cd_model *m, cd_model *out,
+                              cd_error *err)
+{
+    return cd_store_model_create(e->st, m, out, err);
+}
+
+cd_err cd_engine_model_get(cd_engine *e, const char *name, cd_model *out,
+                           cd_error *err)
+{
+    return model_by_name(e, name, out, err);
+}
+
+cd_err cd_engine_model_list(cd_engine *e, cd_model **out, size_t *n,
+                            cd_error *err)
+{
+    return cd_store_model_list(e->st, out, n, err);
+}
+
+/* --- galleries ------------------------------------------------------- */
+
+cd_err cd_engine_gallery_create(cd_engine *e, const char *name,
+                                const char *model, const char *index_spec,
+                                cd_gallery *out, cd_error *err)
+{
+    cd_model m;
+    cd_gallery row;
+    cd_index *probe = NULL;
+    const char *spec = index_spec ? index_spec : "Flat";
+
+    if (!cd_name_valid(name))
+        return cd__fail(err, CD_EINVAL, "gallery name must match [A-Za-z0-9._-]{1,64}");
+    cd_err rc = model_by_name(e, model, &m, err);
+    if (rc != CD_OK)
+        return rc;
+    /* FAISS must accept the spec for this dimension now, not at the first
+     * upsert. */
+    rc = cd_index_create(spec, m.dim, m.metric, &probe, err);
+    cd_index_destroy(probe);
+    if (rc != CD_OK)
+        return cd__fail(err, CD_EINVAL, "index \"%s\" is not usable for model %s (dim %d): %s",
+                        spec, m.name, m.dim, err ? err->message : "");
+    if (!cd_engine_ready(e))
+        return cd__fail(err, CD_EBUSY, "indexes are still loading");
+
+    pthread_rwlock_wrlock(&e->lock);
+    gallery **grown = realloc(e->gals, (e->n_gals + 1) * sizeof *grown);
+    if (!grown) {
+        rc = cd__fail(err, CD_ENOMEM, "out of memory");
+        goto out;
+    }
+    e->gals = grown;
+    rc = cd_store_gallery_create(e->st, name, model, spec, &row, err);
+    if (rc != CD_OK)
+        goto out;
+    gallery *g = gallery_new(e, &row, err);
+    if (!g) {
+        rc = err ? err->code : CD_ENOMEM;
+        cd_error ignored;
+        cd_store_gallery_delete(e->st, row.id, &ignored);
+        goto out;
+    }
+    e->gals[e->n_gals++] = g;
+    if (out)
+        *out = row;
+out:
+    pthread_rwlock_unlock(&e->lock);
+    return rc;
+}
+
+cd_err cd_engine_gallery_get(cd_engine *e, const char *name, cd_gallery *out,
+                             cd_error *err)
+{
+    return cd_store_gallery_get(e->st, name, out, err);
+}
+
+cd_err cd_engine_gallery_list(cd_engine *e, cd_gallery **out, size_t *n,
+                              cd_error *err)
+{
+    return cd_store_gallery_list(e->st, out, n, err);
+}
+
+cd_err cd_engine_gallery_embeddings(cd_engine *e, const char *name,
+                                    cd_model_count **out, size_t *n,
+                                    cd_error *err)
+{
+    cd_gallery row;
+    *out = NULL;
+    *n = 0;
+    cd_err rc = cd_store_gallery_get(e->st, name, &row, err);
+    if (rc != CD_OK)
+        return rc;
+    return cd_store_gallery_embeddings(e->st, row.id, out, n, err);
+}
+
+cd_err cd_engine_gallery_set_policy(cd_engine *e, const char *name,
+                                    cd_query_policy policy, cd_error *err)
+{
+    gallery *g;
+    cd_err rc = gallery_enter(e, name, &g, err);
+    if (rc != CD_OK)
+        return rc;
+    pthread_rwlock_wrlock(&g->lock);
+    rc = cd_store_gallery_set_policy(e->st, g->info.id, policy, err);
+    if (rc == CD_OK)
+        g->info.policy = policy;
+    pthread_rwlock_unlock(&g->lock);
+    pthread_rwlock_unlock(&e->lock);
+    return rc;
+}
+
+cd_err cd_engine_gallery_delete(cd_engine *e, const char *name, cd_error *err)
+{
+    cd_err rc = CD_OK;
+    if (!cd_engine_ready(e))
+        return cd__fail(err, CD_EBUSY, "indexes are still loading");
+    pthread_rwlock_wrlock(&e->lock);
+    size_t i = 0;
+    while (i < e->n_gals && strcmp(e->gals[i]->info.name, name) != 0)
+        i++;
+    if (i == e->n_gals) {
+        rc = cd__fail(err, CD_ENOTFOUND, "gallery \"%s\" not found", name);
+        goto out;
+    }
+    gallery *g = e->gals[i];
+    rc = cd_store_gallery_delete(e->st, g->info.id, err);
+    if (rc != CD_OK)
+        goto out;
+    prune_ctx p = {NULL};
+    snapshot_files(e, g->info.id, -1, remove_other, &p);
+    e->gals[i] = e->gals[--e->n_gals];
+    gallery_free(g);
+out:
+    pthread_rwlock_unlock(&e->lock);
+    return rc;
+}
+
+/* --- items ----------------------------------------------------------- */
+
+/*
+ * Copies n vectors of item-sized input into one row-major buffer, checking
+ * finiteness and normalising for cosine.  Messages name the item.
+ */
+static cd_err copy_vectors(const cd_model *m, const cd_item_in *items,
+                           size_t n, float **out, cd_error *err)
+{
+    size_t dim = (size_t)m->dim;
+    float *buf = malloc(n * dim * sizeof *buf);
+    *out = NULL;
+    if (!buf)
+        return cd__fail(err, CD_ENOMEM, "out of memory for %zu vectors", n);
+    for (size_t i = 0; i < n; i++) {
+        float *v = buf + i * dim;
+        if (!items[i].vector) {
+            free(buf);
+            return cd__fail(err, CD_EVECTOR, "item %zu: no vector", i);
+        }
+        memcpy(v, items[i].vector, dim * sizeof *v);
+        if (!cd_vec_finite(v, dim)) {
+            free(buf);
+            return cd__fail(err, CD_EVECTOR, "item %zu: vector has a NaN or infinite value", i);
+        }
+        if (m->metric == CD_METRIC_COSINE && !cd_vec_normalize(v, dim)) {
+            free(buf);
+            return cd__fail(err, CD_EVECTOR, "item %zu: zero vector has no direction for cosine model %s",
+                            i, m->name);
+        }
+    }
+    *out = buf;
+    return CD_OK;
+}
+
+/* Rebuilds gi if its index asks for it; logs (does not fail) otherwise. */
+static void index_settle(cd_engine *e, gallery *g, gal_index *gi)
+{
+    if (gi->ix && !cd_index_needs_rebuild(gi->ix))
+        return;
+    cd_error err;
+    if (index_rebuild(e, g, gi, &err) != CD_OK)
+        elog(e, CD_LOG_ERROR, "gallery %s model %s: %s", g->info.name,
+             gi->model.name, err.message);
+}
+
+cd_err cd_engine_items_upsert(cd_engine *e, const char *gallery_name,
+                              const char *model, const cd_item_in *items,
+                              size_t n, cd_error *err)
+{
+    gallery *g = NULL;
+    cd_model m;
+    float *vecs = NULL;
+    int64_t *rowids = NULL;
+    bool *replaced = NULL;
+    cd_item_in *copy = NULL;
+    cd_err rc;
+
+    if (!cd_engine_ready(e))
+        return cd__fail(err, CD_EBUSY, "indexes are still loading");
+    if (n == 0)
+        return cd__fail(err, CD_EINVAL, "items is empty");
+    rc = gallery_enter(e, gallery_name, &g, err);
+    if (rc != CD_OK)
+        return rc;
+    rc = model_by_name(e, model ? model : g->model.name, &m, err);
+    if (rc != CD_OK)
+        goto out;
+    rc = copy_vectors(&m, items, n, &vecs, err);
+    if (rc != CD_OK)
+        goto out;
+    rowids = malloc(n * sizeof *rowids);
+    replaced = malloc(n * sizeof *replaced);
+    copy = malloc(n * sizeof *copy);
+    if (!rowids || !replaced || !copy) {
+        rc = cd__fail(err, CD_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        copy[i] = items[i];
+        copy[i].vector = vecs + i * (size_t)m.dim;
+    }
+
+    pthread_rwlock_wrlock(&g->lock);
+    int64_t seq = 0;
+    rc = cd_store_items_upsert(e->st, g->info.id, m.id, m.dim, copy, n, &seq,
+                               rowids, replaced, err);
+    if (rc != CD_OK) {
+        pthread_rwlock_unlock(&g->lock);
+        goto out;
+    }
+    /* Committed: from here on the call succeeds; the index follows. */
+    gal_index *gi = index_slot_add(g, &m);
+    cd_error ierr;
+    cd_err irc = gi ? CD_OK : CD_ENOMEM;
+    if (irc == CD_OK && !gi->ix)
+        irc = cd_index_create(g->info.index_spec, m.dim, m.metric, &gi->ix, &ierr);
+    if (irc == CD_OK) {
+        size_t n_old = 0;
+        for (size_t i = 0; i < n; i++)
+            if (replaced[i])
+                n_old++;
+        if (n_old) {
+            int64_t *old = malloc(n_old * sizeof *old);
+            n_old = 0;
+            for (size_t i = 0; old && i < n; i++)
+                if (replaced[i])
+                    old[n_old++] = rowids[i];
+            irc = old ? cd_index_remove(gi->ix, old, n_old, &ierr) : CD_ENOMEM;
+            gi->hidden |= !cd_index_can_remove(gi->ix);
+            free(old);
+        }
+    }
+    if (irc == CD_OK)
+        irc = cd_index_add(gi->ix, rowids, vecs, n, &ierr);
+    g->seq = seq;
+    if (gi) {
+        gi->dirty = true;
+        if (irc != CD_OK) {
+            elog(e, CD_LOG_ERROR, "gallery %s: applying a committed batch to the index failed (%s); rebuilding",
+                 g->info.name, cd_strerror(irc));
+            cd_index_destroy(gi->ix);
+            gi->ix = NULL;
+        }
+        index_settle(e, g, gi);
+    }
+    pthread_rwlock_unlock(&g->lock);
+out:
+    pthread_rwlock_unlock(&e->lock);
+    free(copy);
+    free(replaced);
+    free(rowids);
+    free(vecs);
+    return rc;
+}
+
+cd_err cd_engine_item_get(cd_engine *e, const char *gallery_name,
+                          const char *id, bool with_vectors, cd_item **out,
+                          cd_error *err)
+{
+    cd_gallery row;
+    *out = NULL;
+    cd_err rc = cd_store_gallery_get(e->st, gallery_name, &row, err);
+    if (rc != CD_OK)
+        return rc;
+    return cd_store_item_get(e->st, row.id, id, with_vectors, out, err);
+}
+
+cd_err cd_engine_item_delete(cd_engine *e, const char *gallery_name,
+                             const char *id, cd_error *err)
+{
+    gallery *g;
+    if (!cd_engine_ready(e))
+        return cd__fail(err, CD_EBUSY, "indexes are still loading");
+    cd_err rc = gallery_enter(e, gallery_name, &g, err);
+    if (rc != CD_OK)
+        return rc;
+    pthread_rwlock_wrlock(&g->lock);
+    int64_t rowid = 0, seq = 0;
+    rc = cd_store_item_delete(e->st, g->info.id, id, &rowid, &seq, err);
+    if (rc == CD_OK) {
+        g->seq = seq;
+        for (size_t i = 0; i < g->n_indexes; i++) {
+            gal_index *gi = &g->indexes[i];
+            cd_error ierr;
+            if (!gi->ix)
+                continue;
+            gi->dirty = true;
+            if (cd_index_remove(gi->ix, &rowid, 1, &ierr) != CD_OK) {
+                cd_index_destroy(gi->ix);
+                gi->ix = NULL;
+            } else {
+                gi->hidden |= !cd_index_can_remove(gi->ix);
+            }
+            index_settle(e, g, gi);
+        }
+    }
+    pthread_rwlock_unlock(&g->lock);
+    pthread_rwlock_unlock(&e->lock);
+    return rc;
+}
+
+/* --- search ---------------------------------------------------------- */
+
+void cd_search_result_destroy(cd_search_result *r)
+{
+    if (!r)
+        return;
+    for (size_t q = 0; r->hits && q < r->nq; q++)
+        for (size_t j = 0; j < r->counts[q]; j++) {
+            cd_item_ref *ref = &r->hits[q * r->k + j].item;
+            free(ref->id);
+            free(ref->label);
+            free(ref->metadata);
+        }
+    free(r->hits);
+    free(r->counts);
+    free(r->searched);
+    free(r);
+}
+
+/*
+ * Which model's index answers a query of model m on gallery g.  The gallery
+ * model's own index always; another model's only where the gallery has
+ * embeddings of it (cross-model routing and its gate build on this).
+ */
+static cd_err route_query(gallery *g, const cd_model *m, gal_index **out,
+                          cd_error *err)
+{
+    *out = NULL;
+    if (m->id == g->model.id) {
+        *out = index_slot(g, m->id);
+        return CD_OK;
+    }
+    if (m->dim != g->model.dim)
+        return cd__fail(err, CD_EDIM, "query model %s has dim %d, gallery %s is of model %s with dim %d",
+                        m->name, m->dim, g->info.name, g->model.name, g->model.dim);
+    if (m->metric != g->model.metric)
+        return cd__fail(err, CD_EINVAL, "query model %s uses metric %s, gallery model %s uses %s",
+                        m->name, cd_metric_name(m->metric), g->model.name,
+                        cd_metric_name(g->model.metric));
+    gal_index *gi = index_slot(g, m->id);
+    if (!gi || !gi->ix || cd_index_count(gi->ix) == 0)
+        return cd__fail(err, CD_ENOTVERIFIED, "gallery %s has no embeddings of model %s and queries of it are not allowed against model %s",
+                        g->info.name, m->name, g->model.name);
+    *out = gi;
+    return CD_OK;
+}
+
+cd_err cd_engine_search(cd_engine *e, const char *gallery_name,
+                        const char *model, const float *queries, size_t nq,
+                        size_t k, unsigned include, cd_search_result **out,
+                        cd_error *err)
+{
+    gallery *g = NULL;
+    cd_model m;
+    float *q = NULL;
+    int64_t *ids = NULL;
+    float *scores = NULL;
+    cd_search_result *r = NULL;
+    cd_err rc;
+
+    *out = NULL;
+    if (!cd_engine_ready(e))
+        return cd__fail(err, CD_EBUSY, "indexes are still loading");
+    if (k < 1 || k > CD_K_MAX)
+        return cd__fail(err, CD_EINVAL, "k must be 1..%d", CD_K_MAX);
+    if (nq == 0)
+        return cd__fail(err, CD_EINVAL, "no query vectors");
+    rc = gallery_enter(e, gallery_name, &g, err);
+    if (rc != CD_OK)
+        return rc;
+    rc = model_by_name(e, model ? model : g->model.name, &m, err);
+    if (rc != CD_OK)
+        goto out;
+
+    size_t dim = (size_t)m.dim;
+    q = malloc(nq * dim * sizeof *q);
+    ids = malloc(nq * k * sizeof *ids);
+    scores = malloc(nq * k * sizeof *scores);
+    r = calloc(1, sizeof *r);
+    if (!q || !ids || !scores || !r) {
+        rc = cd__fail(err, CD_ENOMEM, "out of memory");
+        goto out;
+    }
+    memcpy(q, queries, nq * dim * sizeof *q);
+    for (size_t i = 0; i < nq; i++) {
+        if (!cd_vec_finite(q + i * dim, dim)) {
+            rc = cd__fail(err, CD_EVECTOR, "query %zu: vector has a NaN or infinite value", i);
+            goto out;
+        }
+        if (m.metric == CD_METRIC_COSINE && !cd_vec_normalize(q + i * dim, dim)) {
+            rc = cd__fail(err, CD_EVECTOR, "query %zu: zero vector has no direction for cosine model %s",
+                          i, m.name);
+            goto out;
+        }
+    }
+    snprintf(r->model, sizeof r->model, "%s", m.name);
+    r->nq = nq;
+    r->k = k;
+    r->counts = calloc(nq, sizeof *r->counts);
+    r->hits = calloc(nq * k, sizeof *r->hits);
+    r->searched = calloc(1, sizeof *r->searched);
+    if (!r->counts || !r->hits || !r->searched) {
+        rc = cd__fail(err, CD_ENOMEM, "out of memory");
+        goto out;
+    }
+
+    pthread_rwlock_rdlock(&g->lock);
+    gal_index *gi = NULL;
+    rc = route_query(g, &m, &gi, err);
+    if (rc == CD_OK && gi && gi->ix) {
+        rc = cd_index_search(gi->ix, q, nq, k, ids, scores, err);
+        r->n_searched = 1;
+        snprintf(r->searched[0].model, sizeof r->searched[0].model, "%s", gi->model.name);
+        r->searched[0].items = cd_index_count(gi->ix);
+    } else if (rc == CD_OK) {
+        for (size_t i = 0; i < nq * k; i++)
+            ids[i] = -1;
+        r->n_searched = 1;
+        snprintf(r->searched[0].model, sizeof r->searched[0].model, "%s", m.name);
+    }
+    /* Compact each row to its found hits, then resolve ids in one call. */
+    size_t total = 0;
+    if (rc == CD_OK) {
+        for (size_t i = 0; i < nq; i++) {
+            size_t c = 0;
+            for (size_t j = 0; j < k; j++) {
+                if (ids[i * k + j] < 0)
+                    continue;
+                ids[i * k + c] = ids[i * k + j];
+                scores[i * k + c] = scores[i * k + j];
+                c++;
+            }
+            for (size_t j = c; j < k; j++)
+                ids[i * k + j] = -1;
+            r->counts[i] = c;
+            total += c;
+        }
+    }
+    cd_item_ref *refs = NULL;
+    if (rc == CD_OK && total > 0) {
+        refs = calloc(nq * k, sizeof *refs);
+        if (!refs)
+            rc = cd__fail(err, CD_ENOMEM, "out of memory");
+        else
+            rc = cd_store_item_refs(e->st, ids, nq * k,
+                                    include & CD_INCLUDE_LABEL,
+                                    include & CD_INCLUDE_METADATA, refs, err);
+    }
+    pthread_rwlock_unlock(&g->lock);
+    if (rc == CD_OK && refs) {
+        for (size_t i = 0; i < nq; i++) {
+            size_t c = 0;
+            for (size_t j = 0; j < r->counts[i]; j++) {
+                cd_item_ref *ref = &refs[i * k + j];
+                if (!ref->id)
+                    continue; /* deleted after the index answered */
+                r->hits[i * k + c].item = *ref;
+                r->hits[i * k + c].score = scores[i * k + j];
+                memset(ref, 0, sizeof *ref);
+                c++;
+            }
+            r->counts[i] = c;
+        }
+    }
+    if (refs)
+        cd_item_refs_finish(refs, nq * k);
+    free(refs);
+out:
+    pthread_rwlock_unlock(&e->lock);
+    free(q);
+    free(ids);
+    free(scores);
+    if (rc != CD_OK) {
+        cd_search_result_destroy(r);
+        return rc;
+    }
+    *out = r;
+    return CD_OK;
+}
+
+/* --- observability --------------------------------------------------- */
+
+void cd_engine_get_stats(cd_engine *e, cd_engine_stats *out)
+{
+    out->index_rebuilds = atomic_load(&e->rebuilds);
+    out->snapshots_written = atomic_load(&e->snapshots);
+    out->last_snapshot_unix = atomic_load(&e->last_snapshot);
+}
+
+cd_store *cd_engine_store(cd_engine *e)
+{
+    return e->st;
+}

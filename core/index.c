@@ -1,0 +1,910 @@
+/*
+ * index.c - one FAISS index for one (gallery, model), through FAISS's C API.
+ *
+ * A cd_index owns at most two FAISS indexes.  `main` is built by
+ * faiss_index_factory from the spec and always takes caller ids: IVF
+ * indexes (also under a pre-transform) and spec-made IDMaps do natively,
+ * anything else is wrapped in an IndexIDMap that owns it.  While `main`'s
+ * type is untrained, `staging` (an IndexIDMap over an IndexFlat of the
+ * same metric) holds every vector and answers searches exactly; `main`
+ * is then an empty untrained instance kept for its facts (nlist, whether
+ * it can remove).  When the staged count reaches the threshold a fresh
+ * `main` is trained on all staged vectors, they are added under their
+ * ids, and staging is dropped: `staging == NULL` exactly when the index is
+ * trained.
+ *
+ * Ids are item rowids, never negative (FAISS pads results with -1).
+ * Removal is real where FAISS can remove; otherwise (HNSW) removed ids go
+ * into `hidden` and `hidden_vectors` counts the stored vectors carrying a
+ * hidden id, so the live count is ntotal - hidden_vectors.  An id added
+ * again while hidden stays hidden (neither its old nor its new vector is
+ * ever returned) and the index asks for a rebuild.  Staging removes for
+ * real, so `hidden` is empty while staging.
+ *
+ * Search tuning, set on every main index built or loaded: IVF probes
+ * nprobe = max(32, nlist / 16) lists (capped at nlist): 1/8 of the lists
+ * at IVF256, where recall@10 stays above 0.99 on clustered data (FAISS's
+ * default of 1 gives about 0.5); HNSW explores efSearch = 64 candidates
+ * (FAISS's default is 16).  Plain PQ components of the spec are built
+ * without polysemous training (see spec_without_polysemous).
+ *
+ * Every mutating call leaves the index as it was when it fails, except
+ * when FAISS itself fails half-way through an add or remove (out of
+ * memory), which the caller treats as "rebuild".
+ */
+#include "index.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <faiss/c_api/AutoTune_c.h>
+#include <faiss/c_api/IndexFlat_c.h>
+#include <faiss/c_api/IndexIVFFlat_c.h>
+#include <faiss/c_api/IndexIVF_c.h>
+#include <faiss/c_api/IndexPreTransform_c.h>
+#include <faiss/c_api/Index_c.h>
+#include <faiss/c_api/MetaIndexes_c.h>
+#include <faiss/c_api/error_c.h>
+#include <faiss/c_api/impl/AuxIndexStructures_c.h>
+#include <faiss/c_api/index_factory_c.h>
+#include <faiss/c_api/index_io_c.h>
+
+#define TRAIN_POINTS_PER_LIST 39   /* FAISS k-means warns below this */
+#define TRAIN_PQ_MIN (256 * 39)    /* 256 centroids per PQ sub-quantizer */
+#define TRAIN_OTHER 10000          /* untrained types that are not IVF */
+#define NPROBE_MIN 32
+#define HNSW_EF_SEARCH 64
+#define ID_EMPTY (-1)              /* free slot in an id_set */
+
+/* Open-addressing set of non-negative ids; it only grows. */
+typedef struct id_set {
+    int64_t *slots;     /* cap entries, ID_EMPTY where free */
+    size_t cap;         /* 0 or a power of two */
+    size_t len;         /* ids present */
+} id_set;
+
+struct cd_index {
+    char spec[CD_SPEC_MAX + 1];
+    int dim;
+    FaissMetricType metric;
+    FaissIndex *main;       /* takes ids; untrained while staging != NULL */
+    FaissIndex *staging;    /* IDMap(Flat) holding all vectors, or NULL */
+    int64_t threshold;      /* staged count that triggers training; 0: none */
+    size_t nlist;           /* IVF lists of main, 0 when not IVF */
+    bool can_remove;        /* main's type removes for real */
+    id_set hidden;          /* removed ids main could not remove */
+    int64_t hidden_vectors; /* stored vectors whose id is in hidden */
+    bool readded;           /* a hidden id was added again */
+};
+
+/* ---- id_set -------------------------------------------------------- */
+
+static size_t id_hash(int64_t id)
+{
+    uint64_t x = (uint64_t)id;     /* splitmix64's finaliser */
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    x ^= x >> 31;
+    return (size_t)x;
+}
+
+static bool id_set_contains(const id_set *s, int64_t id)
+{
+    if (s->cap == 0 || id < 0)
+        return false;
+    for (size_t i = id_hash(id) & (s->cap - 1);; i = (i + 1) & (s->cap - 1)) {
+        if (s->slots[i] == id)
+            return true;
+        if (s->slots[i] == ID_EMPTY)
+            return false;
+    }
+}
+
+/* Inserts without growing; the caller reserved room. */
+static bool id_set_put(id_set *s, int64_t id)
+{
+    size_t i = id_hash(id) & (s->cap - 1);
+    while (s->slots[i] != ID_EMPTY) {
+        if (s->slots[i] == id)
+            return false;
+        i = (i + 1) & (s->cap - 1);
+    }
+    s->slots[i] = id;
+    s->len++;
+    return true;
+}
+
+/* Makes room for `more` inserts at load <= 1/2.  False when out of memory,
+ * with s unchanged. */
+static bool id_set_reserve(id_set *s, size_t more)
+{
+    if (more > SIZE_MAX / 4 - s->len)
+        return false;
+    size_t need = 2 * (s->len + more);
+    if (need <= s->cap)
+        return true;
+    size_t cap = 16;
+    while (cap < need)
+        cap *= 2;
+    int64_t *slots = malloc(cap * sizeof *slots);
+    if (!slots)
+        return false;
+    for (size_t i = 0; i < cap; i++)
+        slots[i] = ID_EMPTY;
+    id_set grown = {slots, cap, 0};
+    for (size_t i = 0; i < s->cap; i++)
+        if (s->slots[i] != ID_EMPTY)
+            id_set_put(&grown, s->slots[i]);
+    free(s->slots);
+    *s = grown;
+    return true;
+}
+
+static void id_set_finish(id_set *s)
+{
+    free(s->slots);
+    s->slots = NULL;
+    s->cap = s->len = 0;
+}
+
+/* ---- FAISS helpers -------------------------------------------------- */
+
+/* Fails with code and FAISS's last message after `what`. */
+static cd_err faiss_fail(cd_error *err, cd_err code, const char *what)
+{
+    const char *msg = faiss_get_last_error();
+    return cd__fail(err, code, "%s: %s", what, msg ? msg : "unknown error");
+}
+
+/* The IVF under ix's id map or pre-transforms, or NULL. */
+static FaissIndexIVF *find_ivf(FaissIndex *ix)
+{
+    while (ix) {
+        FaissIndexIVF *ivf = faiss_IndexIVF_cast(ix);
+        if (ivf)
+            return ivf;
+        if (faiss_IndexIDMap_cast(ix))
+            ix = faiss_IndexIDMap_sub_index(faiss_IndexIDMap_cast(ix));
+        else if (faiss_IndexPreTransform_cast(ix))
+            ix = faiss_IndexPreTransform_index(faiss_IndexPreTransform_cast(ix));
+        else
+            return NULL;
+    }
+    return NULL;
+}
+
+/* True when ix implements add_with_ids itself. */
+static bool takes_ids(FaissIndex *ix)
+{
+    if (faiss_IndexIDMap_cast(ix) || faiss_IndexIVF_cast(ix))
+        return true;
+    FaissIndexPreTransform *pt = faiss_IndexPreTransform_cast(ix);
+    return pt && takes_ids(faiss_IndexPreTransform_index(pt));
+}
+
+/*
+ * Writes a short description of ix's wrapper chain ("IDMap>Flat",
+ * "IVFFlat256") to buf, to tell whether a loaded index has the shape the
+ * spec makes.  The C API cannot name every class; "?" stands for the rest.
+ */
+static void index_shape(FaissIndex *ix, char *buf, size_t size)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    while (ix && used < size) {
+        const char *sep = used ? ">" : "";
+        FaissIndexIVF *ivf = faiss_IndexIVF_cast(ix);
+        FaissIndex *next = NULL;
+        int w;
+        if (faiss_IndexIDMap2_cast(ix)) {
+            w = snprintf(buf + used, size - used, "%sIDMap2", sep);
+            next = faiss_IndexIDMap2_sub_index(faiss_IndexIDMap2_cast(ix));
+        } else if (faiss_IndexIDMap_cast(ix)) {
+            w = snprintf(buf + used, size - used, "%sIDMap", sep);
+            next = faiss_IndexIDMap_sub_index(faiss_IndexIDMap_cast(ix));
+        } else if (faiss_IndexPreTransform_cast(ix)) {
+            w = snprintf(buf + used, size - used, "%sPT", sep);
+            next = faiss_IndexPreTransform_index(
+                faiss_IndexPreTransform_cast(ix));
+        } else if (ivf) {
+            w = snprintf(buf + used, size - used, "%sIVF%s%zu", sep,
+                         faiss_IndexIVFFlat_cast(ix) ? "Flat" : "",
+                         faiss_IndexIVF_nlist(ivf));
+        } else if (faiss_IndexFlat_cast(ix)) {
+            w = snprintf(buf + used, size - used, "%sFlat", sep);
+        } else {
+            w = snprintf(buf + used, size - used, "%s?", sep);
+        }
+        if (w < 0)
+            return;
+        used += (size_t)w;
+        ix = next;
+    }
+}
+
+/* Sets nprobe (IVF) and efSearch (HNSW) on ix; see the file comment. */
+static cd_err tune(FaissIndex *ix, size_t nlist, cd_error *err)
+{
+    FaissParameterSpace *ps = NULL;
+    if (faiss_ParameterSpace_new(&ps) != 0)
+        return faiss_fail(err, CD_ENOMEM, "faiss parameter space");
+    cd_err rc = CD_OK;
+    if (nlist > 0) {
+        size_t nprobe = nlist / 16 > NPROBE_MIN ? nlist / 16 : NPROBE_MIN;
+        if (nprobe > nlist)
+            nprobe = nlist;
+        if (faiss_ParameterSpace_set_index_parameter(ps, ix, "nprobe",
+                                                     (double)nprobe) != 0)
+            rc = faiss_fail(err, CD_EINTERNAL, "faiss set nprobe");
+    }
+    /* Fails for every index without an HNSW in it; that is expected. */
+    (void)faiss_ParameterSpace_set_index_parameter(ps, ix, "efSearch",
+                                                   HNSW_EF_SEARCH);
+    faiss_ParameterSpace_free(ps);
+    return rc;
+}
+
+/* An empty IndexIDMap over an IndexFlat: the staging index. */
+static cd_err new_staging(int dim, FaissMetricType metric, FaissIndex **out,
+                          cd_error *err)
+{
+    FaissIndexFlat *flat = NULL;
+    FaissIndexIDMap *map = NULL;
+    *out = NULL;
+    if (faiss_IndexFlat_new_with(&flat, dim, metric) != 0)
+        return faiss_fail(err, CD_ENOMEM, "faiss flat index");
+    if (faiss_IndexIDMap_new(&map, flat) != 0) {
+        faiss_Index_free(flat);
+        return faiss_fail(err, CD_ENOMEM, "faiss id map");
+    }
+    faiss_IndexIDMap_set_own_fields(map, 1);
+    *out = map;
+    return CD_OK;
+}
+
+/* True when component [s, s + n) is exactly PQ<M> or PQ<M>x<nbits>. */
+static bool plain_pq(const char *s, size_t n)
+{
+    size_t i = 2;
+    if (n < 3 || s[0] != 'P' || s[1] != 'Q')
+        return false;
+    while (i < n && s[i] >= '0' && s[i] <= '9')
+        i++;
+    if (i == 2)
+        return false;
+    if (i < n && s[i] == 'x') {
+        size_t j = ++i;
+        while (i < n && s[i] >= '0' && s[i] <= '9')
+            i++;
+        if (i == j)
+            return false;
+    }
+    return i == n;
+}
+
+/*
+ * Copies spec to buf (size >= 2 * CD_SPEC_MAX) with "np" after every
+ * plain PQ component: FAISS's polysemous training only serves
+ * Hamming-filtered search (polysemous_ht), which we never turn on, and
+ * costs about 2 s per sub-quantizer whatever the data size.  False when
+ * nothing was rewritten.
+ */
+static bool spec_without_polysemous(const char *spec, char *buf, size_t size)
+{
+    size_t used = 0;
+    bool changed = false;
+    const char *p = spec;
+    for (;;) {
+        size_t n = strcspn(p, ",");
+        bool pq = plain_pq(p, n);
+        if (used + n + 4 > size)
+            return false;
+        memcpy(buf + used, p, n);
+        used += n;
+        if (pq) {
+            memcpy(buf + used, "np", 2);
+            used += 2;
+            changed = true;
+        }
+        if (p[n] == '\0')
+            break;
+        buf[used++] = ',';
+        p += n + 1;
+    }
+    buf[used] = '\0';
+    return changed;
+}
+
+/*
+ * Builds an empty main index for spec: factory, metric check, id map when
+ * the type cannot take ids, search tuning.  *nlist_out gets its IVF list
+ * count (0: not IVF).
+ */
+static cd_err new_main(const char *spec, int dim, FaissMetricType metric,
+                       FaissIndex **out, size_t *nlist_out, cd_error *err)
+{
+    FaissIndex *ix = NULL;
+    FaissIndexIVF *ivf = NULL;
+    size_t nlist = 0;
+    char np_spec[2 * CD_SPEC_MAX + 8];
+    cd_err rc = CD_OK;
+    *out = NULL;
+    /* Without polysemous training where FAISS takes the suffix there. */
+    if (!spec_without_polysemous(spec, np_spec, sizeof np_spec) ||
+        faiss_index_factory(&ix, dim, np_spec, metric) != 0) {
+        ix = NULL;
+        if (faiss_index_factory(&ix, dim, spec, metric) != 0)
+            return faiss_fail(err, CD_EINVAL, "index spec rejected");
+    }
+    if (faiss_Index_metric_type(ix) != metric) {
+        rc = cd__fail(err, CD_EINVAL,
+                      "index spec \"%s\" does not support the %s metric",
+                      spec, metric == METRIC_L2 ? "l2" : "inner product");
+        goto fail;
+    }
+    if (!takes_ids(ix)) {
+        FaissIndexIDMap *map = NULL;
+        if (faiss_IndexIDMap_new(&map, ix) != 0) {
+            rc = faiss_fail(err, CD_ENOMEM, "faiss id map");
+            goto fail;
+        }
+        faiss_IndexIDMap_set_own_fields(map, 1);
+        ix = map;
+    }
+    ivf = find_ivf(ix);
+    nlist = ivf ? faiss_IndexIVF_nlist(ivf) : 0;
+    rc = tune(ix, nlist, err);
+    if (rc != CD_OK)
+        goto fail;
+    *out = ix;
+    *nlist_out = nlist;
+    return CD_OK;
+fail:
+    faiss_Index_free(ix);
+    return rc;
+}
+
+/* Asks ix to remove ids; *removed gets the count.  Non-zero from FAISS
+ * is reported as-is so the caller can tell "cannot remove" apart. */
+static int remove_ids(FaissIndex *ix, const int64_t *ids, size_t n,
+                      size_t *removed)
+{
+    FaissIDSelectorBatch *sel = NULL;
+    *removed = 0;
+    int frc = faiss_IDSelectorBatch_new(&sel, n, ids);
+    if (frc != 0)
+        return frc;
+    frc = faiss_Index_remove_ids(ix, (const FaissIDSelector *)sel, removed);
+    faiss_IDSelector_free((FaissIDSelector *)sel);
+    return frc;
+}
+
+static FaissMetricType faiss_metric(cd_metric m)
+{
+    return m == CD_METRIC_L2 ? METRIC_L2 : METRIC_INNER_PRODUCT;
+}
+
+/* The index searches and adds go to. */
+static FaissIndex *active(const cd_index *ix)
+{
+    return ix->staging ? ix->staging : ix->main;
+}
+
+/* ---- create / destroy ----------------------------------------------- */
+
+cd_err cd_index_create(const char *spec, int dim, cd_metric metric,
+                       cd_index **out, cd_error *err)
+{
+    cd_index *ix = NULL;
+    int64_t probe = -1;
+    size_t removed = 0;
+    cd_err rc = CD_OK;
+    *out = NULL;
+    if (!spec || spec[0] == '\0')
+        return cd__fail(err, CD_EINVAL, "index spec is empty");
+    if (strnlen(spec, CD_SPEC_MAX + 1) > CD_SPEC_MAX)
+        return cd__fail(err, CD_EINVAL, "index spec is longer than %d bytes",
+                        CD_SPEC_MAX);
+    if (dim <= 0 || dim > CD_DIM_MAX)
+        return cd__fail(err, CD_EINVAL, "dimension %d is not in 1..%d", dim,
+                        CD_DIM_MAX);
+    if (metric != CD_METRIC_COSINE && metric != CD_METRIC_IP &&
+        metric != CD_METRIC_L2)
+        return cd__fail(err, CD_EINVAL, "unknown metric %d", (int)metric);
+
+    ix = calloc(1, sizeof *ix);
+    if (!ix)
+        return cd__fail(err, CD_ENOMEM, "out of memory");
+    snprintf(ix->spec, sizeof ix->spec, "%s", spec);
+    ix->dim = dim;
+    ix->metric = faiss_metric(metric);
+
+    rc = new_main(spec, dim, ix->metric, &ix->main, &ix->nlist, err);
+    if (rc != CD_OK)
+        goto fail;
+
+    /* An empty probe: only the type decides whether remove_ids throws. */
+    ix->can_remove = remove_ids(ix->main, &probe, 1, &removed) == 0;
+
+    if (!faiss_Index_is_trained(ix->main)) {
+        rc = new_staging(dim, ix->metric, &ix->staging, err);
+        if (rc != CD_OK)
+            goto fail;
+        if (ix->nlist > 0)
+            ix->threshold = (int64_t)ix->nlist * TRAIN_POINTS_PER_LIST;
+        else
+            ix->threshold = TRAIN_OTHER;
+        if (strstr(spec, "PQ") && ix->threshold < TRAIN_PQ_MIN)
+            ix->threshold = TRAIN_PQ_MIN;
+    }
+    *out = ix;
+    return CD_OK;
+fail:
+    cd_index_destroy(ix);
+    return rc;
+}
+
+void cd_index_destroy(cd_index *ix)
+{
+    if (!ix)
+        return;
+    if (ix->staging)
+        faiss_Index_free(ix->staging);
+    if (ix->main)
+        faiss_Index_free(ix->main);
+    id_set_finish(&ix->hidden);
+    free(ix);
+}
+
+/* ---- add / remove --------------------------------------------------- */
+
+/*
+ * Trains a fresh main index on everything staged plus the n new vectors,
+ * adds them all under their ids, and replaces main and staging with it.
+ */
+static cd_err train_and_swap(cd_index *ix, const int64_t *ids,
+                             const float *vectors, size_t n, cd_error *err)
+{
+    FaissIndexIDMap *map = faiss_IndexIDMap_cast(ix->staging);
+    FaissIndexFlat *flat = faiss_IndexFlat_cast(faiss_IndexIDMap_sub_index(map));
+    float *xb = NULL;
+    int64_t *id_map = NULL;
+    size_t n_floats = 0, staged = 0;
+    faiss_IndexFlat_xb(flat, &xb, &n_floats);
+    faiss_IndexIDMap_id_map(map, &id_map, &staged);
+    if (n_floats != staged * (size_t)ix->dim)
+        return cd__fail(err, CD_EINTERNAL, "staging index holds %zu floats "
+                        "for %zu ids", n_floats, staged);
+
+    size_t total = staged + n;
+    size_t dim = (size_t)ix->dim;
+    float *x = NULL;
+    int64_t *xids = NULL;
+    FaissIndex *fresh = NULL;
+    size_t nlist = 0;
+    cd_err rc = CD_OK;
+
+    if (total > SIZE_MAX / sizeof(float) / dim) {
+        rc = cd__fail(err, CD_ENOMEM, "too many vectors to train on");
+        goto out;
+    }
+    x = malloc(total * dim * sizeof *x);
+    xids = malloc(total * sizeof *xids);
+    if (!x || !xids) {
+        rc = cd__fail(err, CD_ENOMEM, "out of memory");
+        goto out;
+    }
+    if (staged) {
+        memcpy(x, xb, staged * dim * sizeof *x);
+        memcpy(xids, id_map, staged * sizeof *xids);
+    }
+    memcpy(x + staged * dim, vectors, n * dim * sizeof *x);
+    memcpy(xids + staged, ids, n * sizeof *xids);
+
+    rc = new_main(ix->spec, ix->dim, ix->metric, &fresh, &nlist, err);
+    if (rc != CD_OK)
+        goto out;
+    if (faiss_Index_train(fresh, (idx_t)total, x) != 0) {
+        rc = faiss_fail(err, CD_EINTERNAL, "faiss train");
+        goto out;
+    }
+    if (faiss_Index_add_with_ids(fresh, (idx_t)total, x, xids) != 0) {
+        rc = faiss_fail(err, CD_ENOMEM, "faiss add");
+        goto out;
+    }
+    faiss_Index_free(ix->main);
+    faiss_Index_free(ix->staging);
+    ix->main = fresh;
+    ix->staging = NULL;
+    ix->nlist = nlist;
+    fresh = NULL;
+out:
+    if (fresh)
+        faiss_Index_free(fresh);
+    free(xids);
+    free(x);
+    return rc;
+}
+
+cd_err cd_index_add(cd_index *ix, const int64_t *ids, const float *vectors,
+                    size_t n, cd_error *err)
+{
+    if (n == 0)
+        return CD_OK;
+    if (n > (size_t)INT64_MAX / (size_t)ix->dim)
+        return cd__fail(err, CD_EINVAL, "too many vectors");
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] < 0)
+            return cd__fail(err, CD_EINVAL, "vector %zu: negative id %lld",
+                            i, (long long)ids[i]);
+
+    if (ix->staging) {
+        if (faiss_Index_ntotal(ix->staging) + (int64_t)n >= ix->threshold)
+            return train_and_swap(ix, ids, vectors, n, err);
+        if (faiss_Index_add_with_ids(ix->staging, (idx_t)n, vectors, ids) != 0)
+            return faiss_fail(err, CD_ENOMEM, "faiss add");
+        return CD_OK;
+    }
+
+    int64_t again = 0;
+    for (size_t i = 0; ix->hidden.len && i < n; i++)
+        if (id_set_contains(&ix->hidden, ids[i]))
+            again++;
+    if (faiss_Index_add_with_ids(ix->main, (idx_t)n, vectors, ids) != 0)
+        return faiss_fail(err, CD_ENOMEM, "faiss add");
+    if (again) {
+        /* The id stays hidden until the engine rebuilds: its old vector
+         * must never come back and the new one cannot be told apart. */
+        ix->hidden_vectors += again;
+        ix->readded = true;
+    }
+    return CD_OK;
+}
+
+/* Hides the present, not yet hidden ids among ids[0..n). */
+static cd_err hide_ids(cd_index *ix, const int64_t *ids, size_t n,
+                       cd_error *err)
+{
+    id_set want = {NULL, 0, 0}, found = {NULL, 0, 0};
+    FaissIndexIDMap *map = faiss_IndexIDMap_cast(ix->main);
+    int64_t *stored = NULL;
+    size_t n_stored = 0;
+    int64_t vectors = 0;
+    cd_err rc = CD_OK;
+    if (!id_set_reserve(&want, n)) {
+        rc = cd__fail(err, CD_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] >= 0 && !id_set_contains(&ix->hidden, ids[i]))
+            id_set_put(&want, ids[i]);
+    if (want.len == 0)
+        goto out;
+
+    /* Which of them are stored, and how many vectors each carries. */
+    if (map)
+        faiss_IndexIDMap_id_map(map, &stored, &n_stored);
+    if (!id_set_reserve(&found, want.len) ||
+        !id_set_reserve(&ix->hidden, want.len)) {
+        rc = cd__fail(err, CD_ENOMEM, "out of memory");
+        goto out;
+    }
+    if (map) {
+        for (size_t i = 0; i < n_stored; i++) {
+            if (id_set_contains(&want, stored[i])) {
+                id_set_put(&found, stored[i]);
+                vectors++;
+            }
+        }
+    } else {
+        /* No id map to look in (never seen in practice: every type that
+         * cannot remove gets one); trust that each id is stored once. */
+        for (size_t i = 0; i < want.cap; i++)
+            if (want.slots[i] != ID_EMPTY)
+                id_set_put(&found, want.slots[i]);
+        vectors = (int64_t)found.len;
+    }
+    for (size_t i = 0; i < found.cap; i++)
+        if (found.slots[i] != ID_EMPTY)
+            id_set_put(&ix->hidden, found.slots[i]);
+    ix->hidden_vectors += vectors;
+out:
+    id_set_finish(&found);
+    id_set_finish(&want);
+    return rc;
+}
+
+cd_err cd_index_remove(cd_index *ix, const int64_t *ids, size_t n,
+                       cd_error *err)
+{
+    if (n == 0)
+        return CD_OK;
+    if (!ix->staging && !ix->can_remove)
+        return hide_ids(ix, ids, n, err);
+    size_t removed;
+    if (remove_ids(active(ix), ids, n, &removed) != 0)
+        return faiss_fail(err, CD_ENOMEM, "faiss remove");
+    return CD_OK;
+}
+
+/* ---- search --------------------------------------------------------- */
+
+/*
+ * Copies row (fetched entries) to (ids_out, scores_out) (k entries),
+ * skipping -1 and hidden ids, padding with id -1 and score 0.  Works in
+ * place when the row is the output and fetched == k.
+ */
+static void compact_row(const cd_index *ix, const int64_t *ids,
+                        const float *scores, size_t fetched,
+                        int64_t *ids_out, float *scores_out, size_t k)
+{
+    size_t c = 0;
+    for (size_t j = 0; j < fetched && c < k; j++) {
+        if (ids[j] < 0 || id_set_contains(&ix->hidden, ids[j]))
+            continue;
+        ids_out[c] = ids[j];
+        scores_out[c] = scores[j];
+        c++;
+    }
+    for (; c < k; c++) {
+        ids_out[c] = -1;
+        scores_out[c] = 0.0f;
+    }
+}
+
+cd_err cd_index_search(const cd_index *ix, const float *queries, size_t nq,
+                       size_t k, int64_t *ids_out, float *scores_out,
+                       cd_error *err)
+{
+    if (nq == 0 || k == 0)
+        return CD_OK;
+    if (k > (size_t)INT64_MAX || nq > SIZE_MAX / sizeof(int64_t) / k)
+        return cd__fail(err, CD_EINVAL, "too many results asked for");
+
+    const FaissIndex *fx = active(ix);
+    int64_t ntotal = faiss_Index_ntotal(fx);
+    if (ntotal == 0) {
+        for (size_t i = 0; i < nq * k; i++) {
+            ids_out[i] = -1;
+            scores_out[i] = 0.0f;
+        }
+        return CD_OK;
+    }
+
+    /* Over-fetch so that k live hits remain after dropping hidden ones. */
+    size_t fetch = k;
+    if (ix->hidden_vectors > 0) {
+        fetch = k + (size_t)ix->hidden_vectors;
+        if (fetch > (size_t)ntotal)
+            fetch = (size_t)ntotal;
+    }
+    int64_t *ids = ids_out;
+    float *scores = scores_out;
+    cd_err rc = CD_OK;
+    if (fetch != k) {
+        if (nq > SIZE_MAX / sizeof(int64_t) / fetch)
+            return cd__fail(err, CD_EINVAL, "too many results asked for");
+        ids = malloc(nq * fetch * sizeof *ids);
+        scores = malloc(nq * fetch * sizeof *scores);
+        if (!ids || !scores) {
+            rc = cd__fail(err, CD_ENOMEM, "out of memory");
+            goto out;
+        }
+    }
+    if (faiss_Index_search(fx, (idx_t)nq, queries, (idx_t)fetch, scores,
+                           ids) != 0) {
+        rc = faiss_fail(err, CD_EINTERNAL, "faiss search");
+        goto out;
+    }
+    for (size_t i = 0; i < nq; i++)
+        compact_row(ix, ids + i * fetch, scores + i * fetch, fetch,
+                    ids_out + i * k, scores_out + i * k, k);
+out:
+    if (ids != ids_out) {
+        free(ids);
+        free(scores);
+    }
+    return rc;
+}
+
+/* ---- facts ------------------------------------------------------------ */
+
+int64_t cd_index_count(const cd_index *ix)
+{
+    return faiss_Index_ntotal(active(ix)) - ix->hidden_vectors;
+}
+
+bool cd_index_is_trained(const cd_index *ix)
+{
+    return ix->staging == NULL;
+}
+
+int64_t cd_index_train_threshold(const cd_index *ix)
+{
+    return ix->threshold;
+}
+
+bool cd_index_needs_rebuild(const cd_index *ix)
+{
+    if (ix->readded)
+        return true;
+    int64_t stored = faiss_Index_ntotal(active(ix));
+    return ix->hidden_vectors > 0 && ix->hidden_vectors * 10 > stored;
+}
+
+bool cd_index_can_remove(const cd_index *ix)
+{
+    return ix->can_remove;
+}
+
+/* ---- save / load -------------------------------------------------------- */
+
+/* fsyncs the directory holding path, so a rename in it is durable. */
+static cd_err sync_dir(const char *path, cd_error *err)
+{
+    const char *slash = strrchr(path, '/');
+    char *dir = NULL;
+    if (!slash)
+        dir = strdup(".");
+    else if (slash == path)
+        dir = strdup("/");
+    else
+        dir = strndup(path, (size_t)(slash - path));
+    if (!dir)
+        return cd__fail(err, CD_ENOMEM, "out of memory");
+    cd_err rc = CD_OK;
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        rc = cd__fail(err, CD_EIO, "%s: %s", dir, strerror(errno));
+        goto out;
+    }
+    if (fsync(fd) != 0)
+        rc = cd__fail(err, CD_EIO, "fsync %s: %s", dir, strerror(errno));
+    close(fd);
+out:
+    free(dir);
+    return rc;
+}
+
+cd_err cd_index_save(const cd_index *ix, const char *path, cd_error *err)
+{
+    if (ix->hidden.len > 0)
+        return cd__fail(err, CD_ECONFLICT, "index has %zu hidden ids; "
+                        "rebuild it before saving", ix->hidden.len);
+
+    size_t len = strlen(path) + 32;
+    char *tmp = malloc(len);
+    if (!tmp)
+        return cd__fail(err, CD_ENOMEM, "out of memory");
+    snprintf(tmp, len, "%s.tmp.%ld", path, (long)getpid());
+
+    cd_err rc = CD_OK;
+    FILE *f = NULL;
+    int crc;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        rc = cd__fail(err, CD_EIO, "%s: %s", tmp, strerror(errno));
+        goto out;
+    }
+    f = fdopen(fd, "wb");
+    if (!f) {
+        rc = cd__fail(err, CD_EIO, "%s: %s", tmp, strerror(errno));
+        close(fd);
+        goto fail;
+    }
+    if (faiss_write_index(active(ix), f) != 0) {
+        rc = faiss_fail(err, CD_EIO, tmp);
+        goto fail;
+    }
+    if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
+        rc = cd__fail(err, CD_EIO, "%s: %s", tmp, strerror(errno));
+        goto fail;
+    }
+    crc = fclose(f);
+    f = NULL;
+    if (crc != 0) {
+        rc = cd__fail(err, CD_EIO, "%s: %s", tmp, strerror(errno));
+        goto fail;
+    }
+    if (rename(tmp, path) != 0) {
+        rc = cd__fail(err, CD_EIO, "rename to %s: %s", path, strerror(errno));
+        goto fail;
+    }
+    rc = sync_dir(path, err);
+    goto out;
+fail:
+    if (f)
+        fclose(f);
+    unlink(tmp);
+out:
+    free(tmp);
+    return rc;
+}
+
+/*
+ * Missing file: CD_ENOTFOUND.  File that cannot be opened otherwise:
+ * CD_EIO.  Anything FAISS cannot parse, or an index of another dimension,
+ * metric or type than spec makes: CD_ECORRUPT.
+ */
+cd_err cd_index_load(const char *path, const char *spec, int dim,
+                     cd_metric metric, cd_index **out, cd_error *err)
+{
+    cd_index *ix = NULL;
+    FaissIndex *loaded = NULL;
+    FILE *f = NULL;
+    char want[128], got[128];
+    int frc;
+    *out = NULL;
+
+    cd_err rc = cd_index_create(spec, dim, metric, &ix, err);
+    if (rc != CD_OK)
+        return rc;
+
+    f = fopen(path, "rbe");
+    if (!f) {
+        rc = cd__fail(err, errno == ENOENT ? CD_ENOTFOUND : CD_EIO, "%s: %s",
+                      path, strerror(errno));
+        goto fail;
+    }
+    frc = faiss_read_index(f, 0, &loaded);
+    fclose(f);
+    if (frc != 0) {
+        loaded = NULL;
+        rc = faiss_fail(err, CD_ECORRUPT, path);
+        goto fail;
+    }
+    if (faiss_Index_d(loaded) != dim) {
+        rc = cd__fail(err, CD_ECORRUPT, "%s: index has dim %d, want %d", path,
+                      faiss_Index_d(loaded), dim);
+        goto fail;
+    }
+    if (faiss_Index_metric_type(loaded) != ix->metric) {
+        rc = cd__fail(err, CD_ECORRUPT, "%s: index has another metric", path);
+        goto fail;
+    }
+
+    /* Staging file: the spec's type is untrained and this is IDMap>Flat. */
+    index_shape(loaded, got, sizeof got);
+    if (ix->staging) {
+        index_shape(ix->staging, want, sizeof want);
+        if (strcmp(got, want) == 0) {
+            faiss_Index_free(ix->staging);
+            ix->staging = loaded;
+            *out = ix;
+            return CD_OK;
+        }
+    }
+    index_shape(ix->main, want, sizeof want);
+    if (strcmp(got, want) != 0) {
+        rc = cd__fail(err, CD_ECORRUPT, "%s: index is %s, spec \"%s\" makes %s",
+                      path, got, spec, want);
+        goto fail;
+    }
+    if (!faiss_Index_is_trained(loaded)) {
+        rc = cd__fail(err, CD_ECORRUPT, "%s: index is not trained", path);
+        goto fail;
+    }
+    rc = tune(loaded, ix->nlist, err);
+    if (rc != CD_OK)
+        goto fail;
+    faiss_Index_free(ix->main);
+    ix->main = loaded;
+    if (ix->staging) {
+        faiss_Index_free(ix->staging);
+        ix->staging = NULL;
+    }
+    *out = ix;
+    return CD_OK;
+fail:
+    if (loaded)
+        faiss_Index_free(loaded);
+    cd_index_destroy(ix);
+    return rc;
+}

@@ -1,0 +1,12 @@
+#!/bin/sh
+# Installs what is missing, builds compatd and runs it on its defaults
+# (data in ./data, http://127.0.0.1:8080).  Extra arguments go to
+# `compatd serve`, e.g. deploy/run.sh --listen 127.0.0.1:9000.
+set -eu
+cd "$(dirname "$0")/.."
+sh deploy/setup.sh
+if [ ! -f build-release/build.ninja ]; then
+    meson setup build-release --buildtype=release -Dtests=false
+fi
+ninja -C build-release
+exec ./build-release/server/compatd serve "$@"

@@ -1,0 +1,922 @@
+/*
+ * api.c - the /v1 routes of SPEC section 3 and the operational endpoints.
+ *
+ * Each handler: check the body (content type, UTF-8, JSON, fields), turn it
+ * into core arguments, call the engine once, render the result.  Nothing
+ * is stored unless the whole request is valid: every field and vector is
+ * checked here before the engine is called (and the engine checks again).
+ */
+#include "api.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vec.h"
+
+#define MAX_BATCH_ITEMS 100000
+#define MAX_QUERIES 10000
+
+/* --- request bodies --------------------------------------------------- */
+
+/* Parses the body as a JSON object, or sets an error reply and returns
+ * NULL.  The caller frees the result with cJSON_Delete(). */
+static cJSON *parse_body(const cd_request *req, cd_reply *rep)
+{
+    const char *ct = req->content_type;
+    if (!ct || strncasecmp(ct, "application/json", 16) != 0 ||
+        (ct[16] != '\0' && ct[16] != ';' && ct[16] != ' ')) {
+        cd_reply_error(rep, 415, "unsupported_media_type",
+                       "Content-Type must be application/json (got %s)", ct ? ct : "none");
+        return NULL;
+    }
+    if (req->body_len == 0) {
+        cd_reply_error(rep, 400, "invalid_json", "request body is empty");
+        return NULL;
+    }
+    if (!cd_utf8_valid(req->body, req->body_len)) {
+        cd_reply_error(rep, 400, "invalid_utf8", "request body is not valid UTF-8");
+        return NULL;
+    }
+    const char *end = NULL;
+    cJSON *j = cJSON_ParseWithLengthOpts(req->body, req->body_len, &end, 0);
+    if (!j) {
+        size_t at = end && end >= req->body ? (size_t)(end - req->body) : 0;
+        cd_reply_error(rep, 400, "invalid_json",
+                       "request body is not valid JSON (near byte %zu) or nests deeper than %d",
+                       at, CJSON_NESTING_LIMIT);
+        return NULL;
+    }
+    /* Only white space may follow the value. */
+    for (const char *p = end; p && p < req->body + req->body_len; p++) {
+        if (*p != ' ' && *p != '\n' && *p != '\r' && *p != '\t') {
+            cJSON_Delete(j);
+            cd_reply_error(rep, 400, "invalid_json",
+                           "request body has data after the JSON value (byte %zu)",
+                           (size_t)(p - req->body));
+            return NULL;
+        }
+    }
+    if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        cd_reply_error(rep, 400, "invalid_json", "request body must be a JSON object");
+        return NULL;
+    }
+    return j;
+}
+
+/* Refuses fields of obj not in allowed (NULL-terminated). */
+static bool only_fields(const cJSON *obj, const char *const *allowed,
+                        const char *where, cd_reply *rep)
+{
+    const cJSON *f;
+    cJSON_ArrayForEach(f, obj) {
+        bool ok = false;
+        for (size_t i = 0; allowed[i] && !ok; i++)
+            ok = f->string && strcmp(f->string, allowed[i]) == 0;
+        if (!ok) {
+            cd_reply_error(rep, 400, "unknown_field", "%sunknown field \"%s\"", where,
+                           f->string ? f->string : "");
+            return false;
+        }
+    }
+    return true;
+}
+
+/* The string field name of obj: NULL when absent (ok), sets an error reply
+ * when present but not a string. */
+static bool opt_string(const cJSON *obj, const char *name, const char **out,
+                       const char *where, cd_reply *rep)
+{
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(obj, name);
+    *out = NULL;
+    if (!f || cJSON_IsNull(f))
+        return true;
+    if (!cJSON_IsString(f)) {
+        cd_reply_error(rep, 400, "invalid_argument", "%s%s must be a string", where, name);
+        return false;
+    }
+    *out = f->valuestring;
+    return true;
+}
+
+static bool req_name(const cJSON *obj, const char *field, const char **out,
+                     cd_reply *rep)
+{
+    if (!opt_string(obj, field, out, "", rep))
+        return false;
+    if (!*out) {
+        cd_reply_error(rep, 400, "invalid_argument", "%s is required", field);
+        return false;
+    }
+    if (!cd_name_valid(*out)) {
+        cd_reply_error(rep, 400, "invalid_name", "%s must match [A-Za-z0-9._-]{1,64}", field);
+        return false;
+    }
+    return true;
+}
+
+/* An integral JSON number in [lo, hi]. */
+static bool int_in(const cJSON *f, long lo, long hi, long *out)
+{
+    if (!cJSON_IsNumber(f))
+        return false;
+    double d = f->valuedouble;
+    if (!(d >= (double)lo && d <= (double)hi) || d != floor(d))
+        return false;
+    *out = (long)d;
+    return true;
+}
+
+/*
+ * Reads one vector of dim floats into out from obj's "vector" (array of
+ * numbers) or "vector_b64" field; exactly one must be present.  where
+ * prefixes messages ("item 3: ").
+ */
+static bool read_vector_value(const cJSON *v, bool b64, int dim, float *out,
+                              const char *where, const char *model, cd_reply *rep)
+{
+    if (b64) {
+        if (!cJSON_IsString(v)) {
+            cd_reply_error(rep, 400, "invalid_vector", "%svector_b64 must be a string", where);
+            return false;
+        }
+        float *f = NULL;
+        size_t n = 0;
+        cd_error err;
+        if (cd_b64_decode_floats(v->valuestring, strlen(v->valuestring), &f, &n, &err) != CD_OK) {
+            cd_reply_error(rep, 400, "invalid_vector", "%s%s", where, err.message);
+            return false;
+        }
+        if (n != (size_t)dim) {
+            free(f);
+            cd_reply_error(rep, 400, "dimension_mismatch",
+                           "%svector has %zu values, model %s has dim %d", where, n, model, dim);
+            return false;
+        }
+        memcpy(out, f, n * sizeof *f);
+        free(f);
+        return true;
+    }
+    if (!cJSON_IsArray(v)) {
+        cd_reply_error(rep, 400, "invalid_vector", "%svector must be an array of numbers", where);
+        return false;
+    }
+    int n = cJSON_GetArraySize(v);
+    if (n != dim) {
+        cd_reply_error(rep, 400, "dimension_mismatch",
+                       "%svector has %d values, model %s has dim %d", where, n, model, dim);
+        return false;
+    }
+    const cJSON *x;
+    int i = 0;
+    cJSON_ArrayForEach(x, v) {
+        if (!cJSON_IsNumber(x)) {
+            cd_reply_error(rep, 400, "invalid_vector", "%svector value %d is not a number", where, i);
+            return false;
+        }
+        double d = x->valuedouble;
+        if (!isfinite(d) || fabs(d) > FLT_MAX) {
+            cd_reply_error(rep, 400, "invalid_vector",
+                           "%svector value %d is not a finite float32", where, i);
+            return false;
+        }
+        out[i++] = (float)d;
+    }
+    return true;
+}
+
+static bool read_vector(const cJSON *obj, int dim, float *out, const char *where,
+                        const char *model, cd_reply *rep)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, "vector");
+    const cJSON *b = cJSON_GetObjectItemCaseSensitive(obj, "vector_b64");
+    if ((v != NULL) == (b != NULL)) {
+        cd_reply_error(rep, 400, "invalid_vector", "%sgive exactly one of vector or vector_b64",
+                       where);
+        return false;
+    }
+    return read_vector_value(v ? v : b, b != NULL, dim, out, where, model, rep);
+}
+
+/* --- rendering -------------------------------------------------------- */
+
+static cJSON *model_json(const cd_model *m)
+{
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "name", m->name);
+    cJSON_AddNumberToObject(j, "dim", m->dim);
+    cJSON_AddStringToObject(j, "metric", cd_metric_name(m->metric));
+    if (m->compatible_with[0])
+        cJSON_AddStringToObject(j, "compatible_with", m->compatible_with);
+    else
+        cJSON_AddNullToObject(j, "compatible_with");
+    cJSON_AddStringToObject(j, "description", m->description);
+    cJSON_AddStringToObject(j, "created_at", m->created_at);
+    return j;
+}
+
+static cJSON *gallery_json(const cd_gallery *g)
+{
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "name", g->name);
+    cJSON_AddStringToObject(j, "model", g->model);
+    cJSON_AddStringToObject(j, "index", g->index_spec);
+    cJSON_AddNumberToObject(j, "count", (double)g->count);
+    cJSON_AddStringToObject(j, "query_policy", cd_policy_name(g->policy));
+    cJSON_AddStringToObject(j, "created_at", g->created_at);
+    return j;
+}
+
+/* Adds metadata text as a JSON value (null when absent or unparsable). */
+static void add_metadata(cJSON *obj, const char *text)
+{
+    cJSON *m = text ? cJSON_Parse(text) : NULL;
+    if (m)
+        cJSON_AddItemToObject(obj, "metadata", m);
+    else
+        cJSON_AddNullToObject(obj, "metadata");
+}
+
+static void reply_error_or(cd_reply *rep, cd_err rc, const cd_error *err)
+{
+    if (rc != CD_OK)
+        cd_reply_core_error(rep, err);
+}
+
+/* --- models ----------------------------------------------------------- */
+
+static void models_create(cd_api *api, const cd_request *req, cd_reply *rep)
+{
+    static const char *const fields[] = {"name", "dim", "metric", "compatible_with",
+                                         "description", NULL};
+    cJSON *j = parse_body(req, rep);
+    if (!j)
+        return;
+    cd_model m;
+    memset(&m, 0, sizeof m);
+    const char *name, *metric, *compat, *desc;
+    long dim;
+    if (!only_fields(j, fields, "", rep) || !req_name(j, "name", &name, rep))
+        goto out;
+    if (!int_in(cJSON_GetObjectItemCaseSensitive(j, "dim"), 1, CD_DIM_MAX, &dim)) {
+        cd_reply_error(rep, 400, "invalid_argument", "dim must be an integer 1..%d", CD_DIM_MAX);
+        goto out;
+    }
+    if (!opt_string(j, "metric", &metric, "", rep))
+        goto out;
+    if (!metric || !cd_metric_parse(metric, &m.metric)) {
+        cd_reply_error(rep, 400, "invalid_argument", "metric must be cosine, ip or l2");
+        goto out;
+    }
+    if (!opt_string(j, "compatible_with", &compat, "", rep) ||
+        !opt_string(j, "description", &desc, "", rep))
+        goto out;
+    if (compat && !cd_name_valid(compat)) {
+        cd_reply_error(rep, 400, "invalid_name", "compatible_with must match [A-Za-z0-9._-]{1,64}");
+        goto out;
+    }
+    if (desc && strlen(desc) > CD_DESCRIPTION_MAX) {
+        cd_reply_error(rep, 400, "invalid_argument", "description is longer than %d bytes",
+                       CD_DESCRIPTION_MAX);
+        goto out;
+    }
+    snprintf(m.name, sizeof m.name, "%s", name);
+    m.dim = (int)dim;
+    snprintf(m.compatible_with, sizeof m.compatible_with, "%s", compat ? compat : "");
+    snprintf(m.description, sizeof m.description, "%s", desc ? desc : "");
+    cd_model out;
+    cd_error err;
+    cd_err rc = cd_engine_model_create(api->engine, &m, &out, &err);
+    if (rc == CD_OK)
+        cd_reply_json(rep, 201, model_json(&out));
+    reply_error_or(rep, rc, &err);
+out:
+    cJSON_Delete(j);
+}
+
+static void models_list(cd_api *api, cd_reply *rep)
+{
+    cd_model *ms = NULL;
+    size_t n = 0;
+    cd_error err;
+    cd_err rc = cd_engine_model_list(api->engine, &ms, &n, &err);
+    if (rc == CD_OK) {
+        cJSON *root = cJSON_CreateObject();
+        cJSON *arr = cJSON_AddArrayToObject(root, "models");
+        for (size_t i = 0; i < n; i++)
+            cJSON_AddItemToArray(arr, model_json(&ms[i]));
+        cd_reply_json(rep, 200, root);
+    }
+    reply_error_or(rep, rc, &err);
+    free(ms);
+}
+
+static void models_get(cd_api *api, const char *name, cd_reply *rep)
+{
+    cd_model m;
+    cd_error err;
+    cd_err rc = cd_engine_model_get(api->engine, name, &m, &err);
+    if (rc == CD_OK)
+        cd_reply_json(rep, 200, model_json(&m));
+    reply_error_or(rep, rc, &err);
+}
+
+/* --- galleries -------------------------------------------------------- */
+
+static void galleries_create(cd_api *api, const cd_request *req, cd_reply *rep)
+{
+    static const char *const fields[] = {"name", "model", "index", NULL};
+    cJSON *j = parse_body(req, rep);
+    if (!j)
+        return;
+    const char *name, *model, *spec;
+    if (!only_fields(j, fields, "", rep) || !req_name(j, "name", &name, rep) ||
+        !req_name(j, "model", &model, rep) || !opt_string(j, "index", &spec, "", rep))
+        goto out;
+    if (spec && (spec[0] == '\0' || strlen(spec) > CD_SPEC_MAX)) {
+        cd_reply_error(rep, 400, "invalid_index", "index must be a FAISS index-factory string of 1..%d bytes",
+                       CD_SPEC_MAX);
+        goto out;
+    }
+    cd_gallery g;
+    cd_error err;
+    cd_err rc = cd_engine_gallery_create(api->engine, name, model, spec, &g, &err);
+    if (rc == CD_OK)
+        cd_reply_json(rep, 201, gallery_json(&g));
+    else if (rc == CD_EINVAL)
+        cd_reply_error(rep, 400, "invalid_index", "%s", err.message);
+    else
+        cd_reply_core_error(rep, &err);
+out:
+    cJSON_Delete(j);
+}
+
+static void galleries_list(cd_api *api, cd_reply *rep)
+{
+    cd_gallery *gs = NULL;
+    size_t n = 0;
+    cd_error err;
+    cd_err rc = cd_engine_gallery_list(api->engine, &gs, &n, &err);
+    if (rc == CD_OK) {
+        cJSON *root = cJSON_CreateObject();
+        cJSON *arr = cJSON_AddArrayToObject(root, "galleries");
+        for (size_t i = 0; i < n; i++)
+            cJSON_AddItemToArray(arr, gallery_json(&gs[i]));
+        cd_reply_json(rep, 200, root);
+    }
+    reply_error_or(rep, rc, &err);
+    free(gs);
+}
+
+/* True when following compatible_with from model `from` reaches `to`. */
+static bool declared_compatible(cd_api *api, const cd_model *from, const char *to)
+{
+    cd_model m = *from;
+    for (int hops = 0; hops < 64 && m.compatible_with[0]; hops++) {
+        if (strcmp(m.compatible_with, to) == 0)
+            return true;
+        cd_error err;
+        if (cd_engine_model_get(api->engine, m.compatible_with, &m, &err) != CD_OK)
+            return false;
+    }
+    return false;
+}
+
+static void galleries_get(cd_api *api, const char *name, cd_reply *rep)
+{
+    cd_gallery g;
+    cd_error err;
+    cd_model_count *counts = NULL;
+    size_t n = 0;
+    cd_err rc = cd_engine_gallery_get(api->engine, name, &g, &err);
+    if (rc == CD_OK)
+        rc = cd_engine_gallery_embeddings(api->engine, name, &counts, &n, &err);
+    if (rc != CD_OK) {
+        cd_reply_core_error(rep, &err);
+        return;
+    }
+    cJSON *root = gallery_json(&g);
+    cJSON *emb = cJSON_AddObjectToObject(root, "embeddings");
+    cJSON *qm = cJSON_AddArrayToObject(root, "query_models");
+    for (size_t i = 0; i < n; i++) {
+        cJSON_AddNumberToObject(emb, counts[i].model, (double)counts[i].items);
+    }
+    /* Every other model of the same dim and metric could query it. */
+    cd_model gm, *all = NULL;
+    size_t n_all = 0;
+    if (cd_engine_model_get(api->engine, g.model, &gm, &err) == CD_OK &&
+        cd_engine_model_list(api->engine, &all, &n_all, &err) == CD_OK) {
+        for (size_t i = 0; i < n_all; i++) {
+            if (all[i].id == gm.id || all[i].dim != gm.dim || all[i].metric != gm.metric)
+                continue;
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "model", all[i].name);
+            cJSON_AddStringToObject(o, "status", declared_compatible(api, &all[i], gm.name)
+                                                     ? "declared" : "unverified");
+            cJSON_AddNullToObject(o, "evaluation");
+            cJSON_AddItemToArray(qm, o);
+        }
+    }
+    free(all);
+    free(counts);
+    cd_reply_json(rep, 200, root);
+}
+
+static void galleries_patch(cd_api *api, const cd_request *req, const char *name,
+                            cd_reply *rep)
+{
+    static const char *const fields[] = {"query_policy", NULL};
+    cJSON *j = parse_body(req, rep);
+    if (!j)
+        return;
+    const char *policy;
+    cd_query_policy p;
+    if (!only_fields(j, fields, "", rep) || !opt_string(j, "query_policy", &policy, "", rep))
+        goto out;
+    if (!policy || !cd_policy_parse(policy, &p)) {
+        cd_reply_error(rep, 400, "invalid_argument",
+                       "query_policy must be verified, declared or any");
+        goto out;
+    }
+    cd_error err;
+    cd_err rc = cd_engine_gallery_set_policy(api->engine, name, p, &err);
+    if (rc == CD_OK)
+        galleries_get(api, name, rep);
+    reply_error_or(rep, rc, &err);
+out:
+    cJSON_Delete(j);
+}
+
+static void galleries_delete(cd_api *api, const char *name, cd_reply *rep)
+{
+    cd_error err;
+    cd_err rc = cd_engine_gallery_delete(api->engine, name, &err);
+    if (rc == CD_OK)
+        cd_reply_text(rep, 204, NULL, "", 0);
+    reply_error_or(rep, rc, &err);
+}
+
+/* --- items ------------------------------------------------------------ */
+
+/* The model a request names (or the gallery's), with its dim. */
+static bool request_model(cd_api *api, const char *gallery, const char *model,
+                          cd_model *out, cd_reply *rep)
+{
+    cd_gallery g;
+    cd_error err;
+    cd_err rc = cd_engine_gallery_get(api->engine, gallery, &g, &err);
+    if (rc == CD_OK)
+        rc = cd_engine_model_get(api->engine, model ? model : g.model, out, &err);
+    if (rc != CD_OK) {
+        cd_reply_core_error(rep, &err);
+        return false;
+    }
+    return true;
+}
+
+static void items_upsert(cd_api *api, const cd_request *req, const char *gallery,
+                         cd_reply *rep)
+{
+    static const char *const fields[] = {"model", "items", NULL};
+    static const char *const item_fields[] = {"id", "label", "metadata", "vector",
+                                              "vector_b64", NULL};
+    cJSON *j = parse_body(req, rep);
+    cd_item_in *items = NULL;
+    char **texts = NULL;    /* labels from numbers and metadata, to free */
+    float *vecs = NULL;
+    size_t n = 0, n_texts = 0;
+    if (!j)
+        return;
+    const char *model;
+    cd_model m;
+    if (!only_fields(j, fields, "", rep) || !opt_string(j, "model", &model, "", rep))
+        goto out;
+    if (model && !cd_name_valid(model)) {
+        cd_reply_error(rep, 400, "invalid_name", "model must match [A-Za-z0-9._-]{1,64}");
+        goto out;
+    }
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(j, "items");
+    if (!cJSON_IsArray(arr) || cJSON_GetArraySize(arr) == 0) {
+        cd_reply_error(rep, 400, "invalid_argument", "items must be a non-empty array");
+        goto out;
+    }
+    n = (size_t)cJSON_GetArraySize(arr);
+    if (n > MAX_BATCH_ITEMS) {
+        cd_reply_error(rep, 413, "batch_too_large", "a batch holds at most %d items, got %zu",
+                       MAX_BATCH_ITEMS, n);
+        goto out;
+    }
+    if (!request_model(api, gallery, model, &m, rep))
+        goto out;
+    items = calloc(n, sizeof *items);
+    texts = calloc(2 * n, sizeof *texts);
+    vecs = malloc(n * (size_t)m.dim * sizeof *vecs);
+    if (!items || !texts || !vecs) {
+        cd_reply_error(rep, 503, "out_of_memory", "out of memory for %zu items", n);
+        goto out;
+    }
+    size_t i = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, arr) {
+        char where[48];
+        snprintf(where, sizeof where, "item %zu: ", i);
+        if (!cJSON_IsObject(it)) {
+            cd_reply_error(rep, 400, "invalid_argument", "%smust be an object", where);
+            goto out;
+        }
+        if (!only_fields(it, item_fields, where, rep))
+            goto out;
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "id");
+        if (!cJSON_IsString(id) || id->valuestring[0] == '\0' ||
+            strlen(id->valuestring) > CD_ITEM_ID_MAX) {
+            cd_reply_error(rep, 400, "invalid_id", "%sid must be a string of 1..%d bytes", where,
+                           CD_ITEM_ID_MAX);
+            goto out;
+        }
+        items[i].id = id->valuestring;
+        const cJSON *label = cJSON_GetObjectItemCaseSensitive(it, "label");
+        if (label && cJSON_IsString(label)) {
+            items[i].label = label->valuestring;
+        } else if (label && cJSON_IsNumber(label) && label->valuedouble == floor(label->valuedouble) &&
+                   fabs(label->valuedouble) < 1e15) {
+            char buf[32];
+            snprintf(buf, sizeof buf, "%.0f", label->valuedouble);
+            items[i].label = texts[n_texts++] = strdup(buf);
+        } else if (label && !cJSON_IsNull(label)) {
+            cd_reply_error(rep, 400, "invalid_label", "%slabel must be a string or an integer", where);
+            goto out;
+        }
+        if (items[i].label && strlen(items[i].label) > CD_LABEL_MAX) {
+            cd_reply_error(rep, 400, "invalid_label", "%slabel is longer than %d bytes", where,
+                           CD_LABEL_MAX);
+            goto out;
+        }
+        const cJSON *meta = cJSON_GetObjectItemCaseSensitive(it, "metadata");
+        if (meta && !cJSON_IsNull(meta)) {
+            if (!cJSON_IsObject(meta)) {
+                cd_reply_error(rep, 400, "invalid_metadata", "%smetadata must be a JSON object", where);
+                goto out;
+            }
+            char *text = cJSON_PrintUnformatted(meta);
+            if (!text) {
+                cd_reply_error(rep, 503, "out_of_memory", "%sout of memory", where);
+                goto out;
+            }
+            texts[n_texts++] = text;
+            if (strlen(text) > CD_METADATA_MAX) {
+                cd_reply_error(rep, 400, "invalid_metadata", "%smetadata is %zu bytes, the limit is %d",
+                               where, strlen(text), CD_METADATA_MAX);
+                goto out;
+            }
+            items[i].metadata = text;
+        }
+        float *v = vecs + i * (size_t)m.dim;
+        if (!read_vector(it, m.dim, v, where, m.name, rep))
+            goto out;
+        items[i].vector = v;
+        i++;
+    }
+    cd_error err;
+    cd_err rc = cd_engine_items_upsert(api->engine, gallery, m.name, items, n, &err);
+    if (rc == CD_OK) {
+        cJSON *root = cJSON_CreateObject();
+        cJSON_AddNumberToObject(root, "upserted", (double)n);
+        cd_reply_json(rep, 200, root);
+    }
+    reply_error_or(rep, rc, &err);
+out:
+    for (size_t t = 0; texts && t < n_texts; t++)
+        free(texts[t]);
+    free(texts);
+    free(items);
+    free(vecs);
+    cJSON_Delete(j);
+}
+
+static void items_get(cd_api *api, const cd_request *req, const char *gallery,
+                      const char *id, cd_reply *rep)
+{
+    const char *vectors = cd_request_arg(req, "vectors");
+    bool with_vectors = vectors && (strcmp(vectors, "true") == 0 || strcmp(vectors, "1") == 0);
+    if (vectors && !with_vectors && strcmp(vectors, "false") != 0 && strcmp(vectors, "0") != 0) {
+        cd_reply_error(rep, 400, "invalid_argument", "vectors must be true or false");
+        return;
+    }
+    cd_item *item = NULL;
+    cd_error err;
+    cd_err rc = cd_engine_item_get(api->engine, gallery, id, with_vectors, &item, &err);
+    if (rc != CD_OK) {
+        cd_reply_core_error(rep, &err);
+        return;
+    }
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "id", item->id);
+    if (item->label)
+        cJSON_AddStringToObject(root, "label", item->label);
+    else
+        cJSON_AddNullToObject(root, "label");
+    add_metadata(root, item->metadata);
+    cJSON *models = cJSON_AddArrayToObject(root, "models");
+    cJSON *vecs = with_vectors ? cJSON_AddObjectToObject(root, "vectors") : NULL;
+    for (size_t i = 0; i < item->n_embeddings; i++) {
+        const cd_item_embedding *em = &item->embeddings[i];
+        cJSON_AddItemToArray(models, cJSON_CreateString(em->model));
+        if (vecs && em->vector) {
+            cJSON *a = cJSON_CreateArray();
+            for (int d = 0; d < em->dim; d++)
+                cJSON_AddItemToArray(a, cJSON_CreateNumber(em->vector[d]));
+            cJSON_AddItemToObject(vecs, em->model, a);
+        }
+    }
+    cd_item_destroy(item);
+    cd_reply_json(rep, 200, root);
+}
+
+static void items_delete(cd_api *api, const char *gallery, const char *id, cd_reply *rep)
+{
+    cd_error err;
+    cd_err rc = cd_engine_item_delete(api->engine, gallery, id, &err);
+    if (rc == CD_OK)
+        cd_reply_text(rep, 204, NULL, "", 0);
+    reply_error_or(rep, rc, &err);
+}
+
+/* --- search ----------------------------------------------------------- */
+
+static void search(cd_api *api, const cd_request *req, const char *gallery, cd_reply *rep)
+{
+    static const char *const fields[] = {"model", "k", "vector", "vector_b64", "vectors",
+                                         "include", NULL};
+    cJSON *j = parse_body(req, rep);
+    float *q = NULL;
+    cd_search_result *res = NULL;
+    if (!j)
+        return;
+    const char *model;
+    cd_model m;
+    long k = 10;
+    unsigned include = 0;
+    if (!only_fields(j, fields, "", rep) || !opt_string(j, "model", &model, "", rep))
+        goto out;
+    if (model && !cd_name_valid(model)) {
+        cd_reply_error(rep, 400, "invalid_name", "model must match [A-Za-z0-9._-]{1,64}");
+        goto out;
+    }
+    const cJSON *kf = cJSON_GetObjectItemCaseSensitive(j, "k");
+    if (kf && !int_in(kf, 1, CD_K_MAX, &k)) {
+        cd_reply_error(rep, 400, "invalid_k", "k must be an integer 1..%d", CD_K_MAX);
+        goto out;
+    }
+    const cJSON *inc = cJSON_GetObjectItemCaseSensitive(j, "include");
+    if (inc) {
+        const cJSON *x;
+        if (!cJSON_IsArray(inc))
+            goto bad_include;
+        cJSON_ArrayForEach(x, inc) {
+            if (cJSON_IsString(x) && strcmp(x->valuestring, "label") == 0)
+                include |= CD_INCLUDE_LABEL;
+            else if (cJSON_IsString(x) && strcmp(x->valuestring, "metadata") == 0)
+                include |= CD_INCLUDE_METADATA;
+            else
+                goto bad_include;
+        }
+    }
+    const cJSON *one = cJSON_GetObjectItemCaseSensitive(j, "vector");
+    const cJSON *one_b64 = cJSON_GetObjectItemCaseSensitive(j, "vector_b64");
+    const cJSON *many = cJSON_GetObjectItemCaseSensitive(j, "vectors");
+    if ((one != NULL) + (one_b64 != NULL) + (many != NULL) != 1) {
+        cd_reply_error(rep, 400, "invalid_vector", "give exactly one of vector, vector_b64 or vectors");
+        goto out;
+    }
+    size_t nq = 1;
+    if (many) {
+        if (!cJSON_IsArray(many) || cJSON_GetArraySize(many) == 0) {
+            cd_reply_error(rep, 400, "invalid_vector", "vectors must be a non-empty array");
+            goto out;
+        }
+        nq = (size_t)cJSON_GetArraySize(many);
+        if (nq > MAX_QUERIES) {
+            cd_reply_error(rep, 413, "batch_too_large", "at most %d query vectors per request, got %zu",
+                           MAX_QUERIES, nq);
+            goto out;
+        }
+    }
+    if (!request_model(api, gallery, model, &m, rep))
+        goto out;
+    q = malloc(nq * (size_t)m.dim * sizeof *q);
+    if (!q) {
+        cd_reply_error(rep, 503, "out_of_memory", "out of memory for %zu queries", nq);
+        goto out;
+    }
+    if (many) {
+        size_t i = 0;
+        const cJSON *v;
+        cJSON_ArrayForEach(v, many) {
+            char where[48];
+            snprintf(where, sizeof where, "query %zu: ", i);
+            if (!read_vector_value(v, cJSON_IsString(v), m.dim, q + i * (size_t)m.dim, where,
+                                   m.name, rep))
+                goto out;
+            i++;
+        }
+    } else if (!read_vector_value(one ? one : one_b64, one_b64 != NULL, m.dim, q, "", m.name, rep)) {
+        goto out;
+    }
+    cd_error err;
+    cd_err rc = cd_engine_search(api->engine, gallery, m.name, q, nq, (size_t)k, include, &res, &err);
+    if (rc != CD_OK) {
+        cd_reply_core_error(rep, &err);
+        goto out;
+    }
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "model", res->model);
+    cJSON *results = cJSON_AddArrayToObject(root, "results");
+    for (size_t i = 0; i < res->nq; i++) {
+        cJSON *row = cJSON_CreateArray();
+        for (size_t h = 0; h < res->counts[i]; h++) {
+            const cd_hit *hit = &res->hits[i * res->k + h];
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "id", hit->item.id);
+            cJSON_AddNumberToObject(o, "score", hit->score);
+            if (include & CD_INCLUDE_LABEL) {
+                if (hit->item.label)
+                    cJSON_AddStringToObject(o, "label", hit->item.label);
+                else
+                    cJSON_AddNullToObject(o, "label");
+            }
+            if (include & CD_INCLUDE_METADATA)
+                add_metadata(o, hit->item.metadata);
+            cJSON_AddItemToArray(row, o);
+        }
+        cJSON_AddItemToArray(results, row);
+    }
+    cJSON *searched = cJSON_AddArrayToObject(root, "searched");
+    for (size_t i = 0; i < res->n_searched; i++) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "model", res->searched[i].model);
+        cJSON_AddNumberToObject(o, "items", (double)res->searched[i].items);
+        cJSON_AddItemToArray(searched, o);
+    }
+    cd_reply_json(rep, 200, root);
+    goto out;
+bad_include:
+    cd_reply_error(rep, 400, "invalid_argument", "include must be an array of \"label\" and \"metadata\"");
+out:
+    cd_search_result_destroy(res);
+    free(q);
+    cJSON_Delete(j);
+}
+
+/* --- operations ------------------------------------------------------- */
+
+static void metrics_get(cd_api *api, cd_reply *rep)
+{
+    size_t len = 0;
+    char *text = cd_metrics_render(api->metrics, api->engine, &len);
+    if (!text) {
+        cd_reply_error(rep, 503, "out_of_memory", "out of memory rendering metrics");
+        return;
+    }
+    free(rep->body);
+    rep->body = text;
+    rep->len = len;
+    rep->status = 200;
+    rep->content_type = "text/plain; version=0.0.4";
+}
+
+static void simple_status(cd_reply *rep, int status, const char *state)
+{
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "status", state);
+    cd_reply_json(rep, status, root);
+}
+
+/* --- routing ---------------------------------------------------------- */
+
+#define MAX_SEGMENTS 8
+
+/* Splits path at '/' into at most max segments; the last one keeps the
+ * rest of the path (item ids may hold '/').  Returns the count, or -1. */
+static int split_path(char *path, char **seg, int max)
+{
+    int n = 0;
+    char *p = path;
+    if (*p != '/')
+        return -1;
+    p++;
+    while (*p && n < max) {
+        seg[n++] = p;
+        if (n == max)
+            break;
+        char *slash = strchr(p, '/');
+        if (!slash)
+            break;
+        *slash = '\0';
+        p = slash + 1;
+        if (*p == '\0')
+            return -1; /* trailing slash */
+    }
+    return n;
+}
+
+static void method_not_allowed(cd_reply *rep, const char *method, const char *allow)
+{
+    cd_reply_error(rep, 405, "method_not_allowed", "%s is not allowed here (allowed: %s)",
+                   method, allow);
+}
+
+static bool is(const char *a, const char *b)
+{
+    return strcmp(a, b) == 0;
+}
+
+void cd_api_handle(cd_api *api, const cd_request *req, cd_reply *rep)
+{
+    char *path = strdup(req->path);
+    char *seg[MAX_SEGMENTS];
+    const char *M = req->method;
+    if (!path) {
+        cd_reply_error(rep, 503, "out_of_memory", "out of memory");
+        return;
+    }
+    int n = split_path(path, seg, 5);
+    rep->route = "other";
+
+    if (n == 1 && is(seg[0], "healthz")) {
+        rep->route = "/healthz";
+        simple_status(rep, 200, "ok");
+    } else if (n == 1 && is(seg[0], "readyz")) {
+        rep->route = "/readyz";
+        bool ready = cd_engine_ready(api->engine);
+        simple_status(rep, ready ? 200 : 503, ready ? "ready" : "loading");
+    } else if (n == 1 && is(seg[0], "metrics")) {
+        rep->route = "/metrics";
+        metrics_get(api, rep);
+    } else if (n >= 2 && is(seg[0], "v1") && is(seg[1], "models")) {
+        if (n == 2) {
+            rep->route = "/v1/models";
+            if (is(M, "GET"))
+                models_list(api, rep);
+            else if (is(M, "POST"))
+                models_create(api, req, rep);
+            else
+                method_not_allowed(rep, M, "GET, POST");
+        } else if (n == 3) {
+            rep->route = "/v1/models/{name}";
+            if (is(M, "GET"))
+                models_get(api, seg[2], rep);
+            else
+                method_not_allowed(rep, M, "GET");
+        } else {
+            cd_reply_error(rep, 404, "no_route", "no route %s %s", M, req->path);
+        }
+    } else if (n >= 2 && is(seg[0], "v1") && is(seg[1], "galleries")) {
+        if (n == 2) {
+            rep->route = "/v1/galleries";
+            if (is(M, "GET"))
+                galleries_list(api, rep);
+            else if (is(M, "POST"))
+                galleries_create(api, req, rep);
+            else
+                method_not_allowed(rep, M, "GET, POST");
+        } else if (n == 3) {
+            rep->route = "/v1/galleries/{g}";
+            if (is(M, "GET"))
+                galleries_get(api, seg[2], rep);
+            else if (is(M, "PATCH"))
+                galleries_patch(api, req, seg[2], rep);
+            else if (is(M, "DELETE"))
+                galleries_delete(api, seg[2], rep);
+            else
+                method_not_allowed(rep, M, "GET, PATCH, DELETE");
+        } else if (n == 4 && is(seg[3], "items")) {
+            rep->route = "/v1/galleries/{g}/items";
+            if (is(M, "POST"))
+                items_upsert(api, req, seg[2], rep);
+            else
+                method_not_allowed(rep, M, "POST");
+        } else if (n == 5 && is(seg[3], "items")) {
+            rep->route = "/v1/galleries/{g}/items/{id}";
+            if (is(M, "GET"))
+                items_get(api, req, seg[2], seg[4], rep);
+            else if (is(M, "DELETE"))
+                items_delete(api, seg[2], seg[4], rep);
+            else
+                method_not_allowed(rep, M, "GET, DELETE");
+        } else if (n == 4 && is(seg[3], "search")) {
+            rep->route = "/v1/galleries/{g}/search";
+            if (is(M, "POST"))
+                search(api, req, seg[2], rep);
+            else
+                method_not_allowed(rep, M, "POST");
+        } else {
+            cd_reply_error(rep, 404, "no_route", "no route %s %s", M, req->path);
+        }
+    } else {
+        cd_reply_error(rep, 404, "no_route", "no route %s %s", M, req->path);
+    }
+    free(path);
+}

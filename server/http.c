@@ -1,0 +1,505 @@
+/*
+ * http.c - libmicrohttpd glue.  Owns the daemon, reads each request body
+ * whole into memory (refusing more than max_body with 413), hands the
+ * request to api.c, sends the reply, logs one line per request and feeds
+ * the /metrics counters.  Also the one table mapping core errors to HTTP
+ * status and error codes, and the serve loop with its signal handling.
+ */
+#include "http.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <microhttpd.h>
+
+#include "api.h"
+#include "metrics.h"
+
+/* --- logging ---------------------------------------------------------- */
+
+static atomic_int log_level = LOG_INFO;
+
+void cd_log_set_level(int level)
+{
+    atomic_store(&log_level, level);
+}
+
+bool cd_log_level_parse(const char *s, int *out)
+{
+    static const char *const names[] = {"error", "warn", "info", "debug"};
+    for (int i = 0; i < 4; i++)
+        if (strcmp(s, names[i]) == 0) {
+            *out = i;
+            return true;
+        }
+    return false;
+}
+
+void cd_log(int level, const char *fmt, ...)
+{
+    static const char *const names[] = {"error", "warn", "info", "debug"};
+    if (level > atomic_load(&log_level))
+        return;
+    char line[2048];
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s ",
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+                     tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000, names[level]);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "%s\n", line);
+}
+
+static void engine_log(void *ctx, int level, const char *msg)
+{
+    cd_log(level, "%s", msg);
+}
+
+/* --- the error table -------------------------------------------------- */
+
+static const struct {
+    cd_err code;
+    int status;
+    const char *name;
+} error_table[] = {
+    {CD_EINVAL, 400, "invalid_argument"},
+    {CD_EDIM, 400, "dimension_mismatch"},
+    {CD_EVECTOR, 400, "invalid_vector"},
+    {CD_ENOTFOUND, 404, "not_found"},
+    {CD_EEXISTS, 409, "already_exists"},
+    {CD_ECONFLICT, 409, "conflict"},
+    {CD_ENOTVERIFIED, 409, "model_not_verified"},
+    {CD_ETOOLARGE, 413, "too_large"},
+    {CD_EUNPROCESSABLE, 422, "unprocessable"},
+    {CD_EBUSY, 503, "not_ready"},
+    {CD_ENOMEM, 503, "out_of_memory"},
+    {CD_EIO, 500, "io_error"},
+    {CD_ECORRUPT, 500, "corrupt_data"},
+    {CD_EVERSION, 500, "unsupported_version"},
+    {CD_EINTERNAL, 500, "internal_error"},
+};
+
+static size_t error_row(cd_err code)
+{
+    size_t n = sizeof error_table / sizeof error_table[0];
+    for (size_t i = 0; i < n; i++)
+        if (error_table[i].code == code)
+            return i;
+    return n - 1;
+}
+
+int cd_http_status(cd_err code)
+{
+    return error_table[error_row(code)].status;
+}
+
+/* --- replies ---------------------------------------------------------- */
+
+const char *cd_request_arg(const cd_request *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+void cd_reply_json(cd_reply *rep, int status, cJSON *j)
+{
+    free(rep->body);
+    rep->body = j ? cJSON_PrintUnformatted(j) : NULL;
+    cJSON_Delete(j);
+    if (!rep->body) {
+        static const char oom[] = "{\"error\":{\"status\":503,\"code\":\"out_of_memory\","
+                                  "\"message\":\"out of memory rendering the reply\"}}";
+        rep->body = strdup(oom);
+        status = 503;
+    }
+    rep->status = status;
+    rep->len = rep->body ? strlen(rep->body) : 0;
+    rep->content_type = "application/json";
+}
+
+void cd_reply_text(cd_reply *rep, int status, const char *content_type,
+                   const char *text, size_t len)
+{
+    free(rep->body);
+    rep->body = malloc(len + 1);
+    if (rep->body) {
+        memcpy(rep->body, text, len);
+        rep->body[len] = '\0';
+    }
+    rep->len = rep->body ? len : 0;
+    rep->status = status;
+    rep->content_type = content_type;
+}
+
+void cd_reply_error(cd_reply *rep, int status, const char *code,
+                    const char *fmt, ...)
+{
+    char msg[CD_ERRMSG_MAX + 256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    cJSON *root = cJSON_CreateObject();
+    cJSON *e = cJSON_AddObjectToObject(root, "error");
+    cJSON_AddNumberToObject(e, "status", status);
+    cJSON_AddStringToObject(e, "code", code);
+    cJSON_AddStringToObject(e, "message", msg);
+    cd_reply_json(rep, status, root);
+}
+
+void cd_reply_core_error(cd_reply *rep, const cd_error *err)
+{
+    size_t row = error_row(err->code);
+    cd_reply_error(rep, error_table[row].status, error_table[row].name, "%s",
+                   err->message[0] ? err->message : cd_strerror(err->code));
+}
+
+/* --- the daemon ------------------------------------------------------- */
+
+typedef struct server {
+    const cd_server_config *cfg;
+    cd_api api;
+    cd_metrics *metrics;
+    atomic_int in_flight;
+} server;
+
+/* One connection's request while its body arrives. */
+typedef struct request_ctx {
+    char *body;
+    size_t len, cap;
+    bool too_large;
+    struct timespec start;
+} request_ctx;
+
+static double seconds_since(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+static enum MHD_Result send_reply(server *s, struct MHD_Connection *conn,
+                                  const char *method, const char *url,
+                                  request_ctx *rc, cd_reply *rep)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer(
+        rep->len, rep->body ? rep->body : (char *)"", rep->body ? MHD_RESPMEM_MUST_FREE
+                                                                 : MHD_RESPMEM_PERSISTENT);
+    if (!resp) {
+        free(rep->body);
+        return MHD_NO;
+    }
+    rep->body = NULL;
+    if (rep->content_type)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, rep->content_type);
+    enum MHD_Result ok = MHD_queue_response(conn, (unsigned)rep->status, resp);
+    MHD_destroy_response(resp);
+
+    double secs = seconds_since(&rc->start);
+    const char *route = rep->route ? rep->route : "other";
+    cd_metrics_observe(s->metrics, method, route, rep->status, secs);
+    cd_log(rep->status >= 500 ? LOG_ERROR : LOG_INFO,
+           "%s %s %d %.3fms in=%zu out=%zu", method, url, rep->status, secs * 1e3,
+           rc->len, rep->len);
+    return ok;
+}
+
+static bool method_has_body(const char *method)
+{
+    return strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 ||
+           strcmp(method, "PATCH") == 0;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
+                                  const char *url, const char *method,
+                                  const char *version, const char *upload_data,
+                                  size_t *upload_size, void **con_cls)
+{
+    server *s = cls;
+    request_ctx *rc = *con_cls;
+
+    if (!rc) {
+        rc = calloc(1, sizeof *rc);
+        if (!rc)
+            return MHD_NO;
+        clock_gettime(CLOCK_MONOTONIC, &rc->start);
+        *con_cls = rc;
+        atomic_fetch_add(&s->in_flight, 1);
+        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                     MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl) {
+            char *end;
+            errno = 0;
+            unsigned long long n = strtoull(cl, &end, 10);
+            if (errno || *end || n > s->cfg->max_body)
+                rc->too_large = true;
+        }
+        if (rc->too_large) {
+            /* Answer before reading: the client need not send it all. */
+            cd_reply rep = {0};
+            rep.route = "other";
+            cd_reply_error(&rep, 413, "body_too_large",
+                           "request body is larger than the limit of %zu bytes",
+                           s->cfg->max_body);
+            return send_reply(s, conn, method, url, rc, &rep);
+        }
+        return MHD_YES;
+    }
+
+    if (*upload_size) {
+        size_t n = *upload_size;
+        *upload_size = 0;
+        if (rc->too_large)
+            return MHD_YES;
+        if (rc->len + n > s->cfg->max_body) {
+            rc->too_large = true;
+            free(rc->body);
+            rc->body = NULL;
+            rc->cap = 0;
+            return MHD_YES;
+        }
+        if (rc->len + n + 1 > rc->cap) {
+            size_t ncap = rc->cap ? rc->cap : 4096;
+            while (ncap < rc->len + n + 1)
+                ncap *= 2;
+            char *b = realloc(rc->body, ncap);
+            if (!b)
+                return MHD_NO;
+            rc->body = b;
+            rc->cap = ncap;
+        }
+        memcpy(rc->body + rc->len, upload_data, n);
+        rc->len += n;
+        return MHD_YES;
+    }
+
+    cd_reply rep = {0};
+    if (rc->too_large) {
+        rep.route = "other";
+        cd_reply_error(&rep, 413, "body_too_large",
+                       "request body is larger than the limit of %zu bytes", s->cfg->max_body);
+        return send_reply(s, conn, method, url, rc, &rep);
+    }
+    if (!rc->body) {
+        rc->body = malloc(1);
+        if (!rc->body)
+            return MHD_NO;
+    }
+    rc->body[rc->len] = '\0';
+    cd_request req = {
+        .method = method,
+        .path = url,
+        .body = rc->body,
+        .body_len = rc->len,
+        .content_type = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                    MHD_HTTP_HEADER_CONTENT_TYPE),
+        .conn = conn,
+    };
+    if (!method_has_body(method) && rc->len > 0) {
+        rep.route = "other";
+        cd_reply_error(&rep, 400, "unexpected_body", "%s requests take no body", method);
+    } else {
+        cd_api_handle(&s->api, &req, &rep);
+    }
+    return send_reply(s, conn, method, url, rc, &rep);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    server *s = cls;
+    request_ctx *rc = *con_cls;
+    if (!rc)
+        return;
+    free(rc->body);
+    free(rc);
+    *con_cls = NULL;
+    atomic_fetch_sub(&s->in_flight, 1);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char buf[1024];
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    size_t n = strlen(buf);
+    while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+        buf[--n] = '\0';
+    cd_log(LOG_WARN, "libmicrohttpd: %s", buf);
+}
+
+/* Parses "host:port", "[v6]:port" or ":port" into a socket address. */
+static bool parse_listen(const char *listen, struct sockaddr_storage *ss,
+                         socklen_t *len, bool *v6)
+{
+    char host[256];
+    const char *colon;
+    memset(ss, 0, sizeof *ss);
+    if (listen[0] == '[') {
+        const char *close = strchr(listen, ']');
+        if (!close || close[1] != ':' || (size_t)(close - listen - 1) >= sizeof host)
+            return false;
+        memcpy(host, listen + 1, (size_t)(close - listen - 1));
+        host[close - listen - 1] = '\0';
+        colon = close + 1;
+    } else {
+        colon = strrchr(listen, ':');
+        if (!colon || (size_t)(colon - listen) >= sizeof host)
+            return false;
+        memcpy(host, listen, (size_t)(colon - listen));
+        host[colon - listen] = '\0';
+    }
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (colon[1] == '\0' || *end || port < 0 || port > 65535)
+        return false;
+    struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+    if (host[0] == '\0') {
+        in4->sin_family = AF_INET;
+        in4->sin_addr.s_addr = htonl(INADDR_ANY);
+        in4->sin_port = htons((uint16_t)port);
+        *len = sizeof *in4;
+        *v6 = false;
+    } else if (inet_pton(AF_INET, host, &in4->sin_addr) == 1) {
+        in4->sin_family = AF_INET;
+        in4->sin_port = htons((uint16_t)port);
+        *len = sizeof *in4;
+        *v6 = false;
+    } else if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons((uint16_t)port);
+        *len = sizeof *in6;
+        *v6 = true;
+    } else if (strcmp(host, "localhost") == 0) {
+        in4->sin_family = AF_INET;
+        in4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        in4->sin_port = htons((uint16_t)port);
+        *len = sizeof *in4;
+        *v6 = false;
+    } else {
+        return false;
+    }
+    return true;
+}
+
+static int write_port_file(const char *path, unsigned port)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f)
+        return -1;
+    fprintf(f, "%u\n", port);
+    if (fclose(f) != 0)
+        return -1;
+    return rename(tmp, path);
+}
+
+int cd_serve(const cd_server_config *cfg)
+{
+    int status = 1;
+    cd_engine *engine = NULL;
+    struct MHD_Daemon *d = NULL;
+    server s = {.cfg = cfg};
+    cd_error err;
+    sigset_t stop_signals;
+
+    /* Block the stop signals in every thread; the main thread waits. */
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    struct sockaddr_storage addr;
+    socklen_t addr_len;
+    bool v6;
+    if (!parse_listen(cfg->listen, &addr, &addr_len, &v6)) {
+        cd_log(LOG_ERROR, "cannot parse --listen \"%s\" (want HOST:PORT, e.g. 127.0.0.1:8080)",
+               cfg->listen);
+        return 2;
+    }
+
+    s.metrics = cd_metrics_create();
+    if (!s.metrics)
+        goto out;
+    cd_engine_config ecfg = {
+        .data_dir = cfg->data_dir,
+        .snapshot_interval_s = cfg->snapshot_interval_s,
+        .log = engine_log,
+    };
+    if (cd_engine_open(&ecfg, &engine, &err) != CD_OK) {
+        cd_log(LOG_ERROR, "cannot open data directory %s: %s", cfg->data_dir, err.message);
+        goto out;
+    }
+    s.api.engine = engine;
+    s.api.max_body = cfg->max_body;
+    s.api.metrics = s.metrics;
+
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL_LINUX_ONLY |
+                     MHD_USE_ERROR_LOG | MHD_USE_ITC | MHD_USE_TURBO | MHD_USE_SUPPRESS_DATE_NO_CLOCK;
+    if (v6)
+        flags |= MHD_USE_IPv6;
+    d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, &s,
+                         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+                         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+                         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->threads,
+                         MHD_OPTION_NOTIFY_COMPLETED, on_completed, &s,
+                         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
+                         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(256 * 1024),
+                         MHD_OPTION_END);
+    if (!d) {
+        cd_log(LOG_ERROR, "cannot listen on %s: %s", cfg->listen, strerror(errno));
+        goto out;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
+    unsigned port = info ? info->port : 0;
+    char host[INET6_ADDRSTRLEN] = "";
+    if (v6)
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&addr)->sin6_addr, host, sizeof host);
+    else
+        inet_ntop(AF_INET, &((struct sockaddr_in *)&addr)->sin_addr, host, sizeof host);
+    cd_log(LOG_INFO, "listening on http://%s%s%s:%u (data %s, %d threads)", v6 ? "[" : "",
+           host, v6 ? "]" : "", port, cfg->data_dir, cfg->threads);
+    if (cfg->port_file && write_port_file(cfg->port_file, port) != 0)
+        cd_log(LOG_WARN, "cannot write port file %s: %s", cfg->port_file, strerror(errno));
+
+    if (cd_engine_load_indexes(engine, &err) != CD_OK) {
+        cd_log(LOG_ERROR, "cannot load indexes: %s", err.message);
+        goto out;
+    }
+    cd_log(LOG_INFO, "ready");
+
+    int sig = 0;
+    sigwait(&stop_signals, &sig);
+    cd_log(LOG_INFO, "received %s: draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    MHD_socket lsock = MHD_quiesce_daemon(d);
+    if (lsock != MHD_INVALID_SOCKET)
+        close(lsock);
+    for (int i = 0; i < 3000 && atomic_load(&s.in_flight) > 0; i++)
+        usleep(10000);
+    status = 0;
+out:
+    if (d)
+        MHD_stop_daemon(d);
+    cd_engine_close(engine);
+    cd_metrics_destroy(s.metrics);
+    if (status == 0)
+        cd_log(LOG_INFO, "stopped");
+    return status;
+}

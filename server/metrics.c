@@ -1,0 +1,228 @@
+/*
+ * metrics.c - the counters behind /metrics.  Series are few (routes x
+ * methods x statuses), so they live in one array under one mutex; a
+ * request pays one lock and a short scan.
+ */
+#include "metrics.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static const double buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+#define N_BUCKETS (sizeof buckets / sizeof buckets[0])
+
+typedef struct series {
+    char method[8];
+    char route[64];
+    int status;
+    unsigned long long count;
+} series;
+
+typedef struct histogram {
+    char method[8];
+    char route[64];
+    unsigned long long counts[N_BUCKETS + 1];   /* last: +Inf */
+    unsigned long long total;
+    double sum;
+} histogram;
+
+struct cd_metrics {
+    pthread_mutex_t mu;
+    series *series;
+    size_t n_series, cap_series;
+    histogram *hists;
+    size_t n_hists, cap_hists;
+};
+
+cd_metrics *cd_metrics_create(void)
+{
+    cd_metrics *m = calloc(1, sizeof *m);
+    if (m)
+        pthread_mutex_init(&m->mu, NULL);
+    return m;
+}
+
+void cd_metrics_destroy(cd_metrics *m)
+{
+    if (!m)
+        return;
+    pthread_mutex_destroy(&m->mu);
+    free(m->series);
+    free(m->hists);
+    free(m);
+}
+
+static void *grow(void *p, size_t *cap, size_t n, size_t size)
+{
+    if (n < *cap)
+        return p;
+    size_t ncap = *cap ? *cap * 2 : 32;
+    void *q = realloc(p, ncap * size);
+    if (q)
+        *cap = ncap;
+    return q;
+}
+
+void cd_metrics_observe(cd_metrics *m, const char *method, const char *route,
+                        int status, double seconds)
+{
+    pthread_mutex_lock(&m->mu);
+    size_t i;
+    for (i = 0; i < m->n_series; i++)
+        if (m->series[i].status == status && strcmp(m->series[i].route, route) == 0 &&
+            strcmp(m->series[i].method, method) == 0)
+            break;
+    if (i == m->n_series) {
+        series *s = grow(m->series, &m->cap_series, m->n_series, sizeof *s);
+        if (s) {
+            m->series = s;
+            memset(&s[i], 0, sizeof s[i]);
+            snprintf(s[i].method, sizeof s[i].method, "%s", method);
+            snprintf(s[i].route, sizeof s[i].route, "%s", route);
+            s[i].status = status;
+            m->n_series++;
+        }
+    }
+    if (i < m->n_series)
+        m->series[i].count++;
+
+    for (i = 0; i < m->n_hists; i++)
+        if (strcmp(m->hists[i].route, route) == 0 && strcmp(m->hists[i].method, method) == 0)
+            break;
+    if (i == m->n_hists) {
+        histogram *h = grow(m->hists, &m->cap_hists, m->n_hists, sizeof *h);
+        if (h) {
+            m->hists = h;
+            memset(&h[i], 0, sizeof h[i]);
+            snprintf(h[i].method, sizeof h[i].method, "%s", method);
+            snprintf(h[i].route, sizeof h[i].route, "%s", route);
+            m->n_hists++;
+        }
+    }
+    if (i < m->n_hists) {
+        histogram *h = &m->hists[i];
+        size_t b = 0;
+        while (b < N_BUCKETS && seconds > buckets[b])
+            b++;
+        h->counts[b]++;
+        h->total++;
+        h->sum += seconds;
+    }
+    pthread_mutex_unlock(&m->mu);
+}
+
+/* A growing text buffer. */
+typedef struct text {
+    char *s;
+    size_t len, cap;
+    int failed;
+} text;
+
+static void put(text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void put(text *t, const char *fmt, ...)
+{
+    if (t->failed)
+        return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(t->s ? t->s + t->len : NULL, t->s ? t->cap - t->len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            t->failed = 1;
+            return;
+        }
+        if (t->s && t->len + (size_t)n < t->cap) {
+            t->len += (size_t)n;
+            return;
+        }
+        size_t ncap = (t->cap ? t->cap * 2 : 4096) + (size_t)n;
+        char *s = realloc(t->s, ncap);
+        if (!s) {
+            t->failed = 1;
+            return;
+        }
+        t->s = s;
+        t->cap = ncap;
+    }
+}
+
+char *cd_metrics_render(cd_metrics *m, cd_engine *e, size_t *len)
+{
+    text t = {0};
+    pthread_mutex_lock(&m->mu);
+    put(&t, "# HELP compatd_http_requests_total HTTP requests by method, route and status.\n"
+            "# TYPE compatd_http_requests_total counter\n");
+    for (size_t i = 0; i < m->n_series; i++)
+        put(&t, "compatd_http_requests_total{method=\"%s\",route=\"%s\",status=\"%d\"} %llu\n",
+            m->series[i].method, m->series[i].route, m->series[i].status, m->series[i].count);
+    put(&t, "# HELP compatd_http_request_duration_seconds HTTP request latency by method and route.\n"
+            "# TYPE compatd_http_request_duration_seconds histogram\n");
+    for (size_t i = 0; i < m->n_hists; i++) {
+        const histogram *h = &m->hists[i];
+        unsigned long long cum = 0;
+        for (size_t b = 0; b < N_BUCKETS; b++) {
+            cum += h->counts[b];
+            put(&t, "compatd_http_request_duration_seconds_bucket{method=\"%s\",route=\"%s\",le=\"%g\"} %llu\n",
+                h->method, h->route, buckets[b], cum);
+        }
+        put(&t, "compatd_http_request_duration_seconds_bucket{method=\"%s\",route=\"%s\",le=\"+Inf\"} %llu\n",
+            h->method, h->route, h->total);
+        put(&t, "compatd_http_request_duration_seconds_sum{method=\"%s\",route=\"%s\"} %.9f\n",
+            h->method, h->route, h->sum);
+        put(&t, "compatd_http_request_duration_seconds_count{method=\"%s\",route=\"%s\"} %llu\n",
+            h->method, h->route, h->total);
+    }
+    pthread_mutex_unlock(&m->mu);
+
+    if (e) {
+        cd_gallery *gals = NULL;
+        size_t n = 0;
+        cd_error err;
+        put(&t, "# HELP compatd_gallery_items Items per gallery.\n# TYPE compatd_gallery_items gauge\n");
+        if (cd_engine_gallery_list(e, &gals, &n, &err) == CD_OK) {
+            for (size_t i = 0; i < n; i++)
+                put(&t, "compatd_gallery_items{gallery=\"%s\"} %lld\n", gals[i].name,
+                    (long long)gals[i].count);
+            put(&t, "# HELP compatd_gallery_embeddings Embeddings per gallery and model.\n"
+                    "# TYPE compatd_gallery_embeddings gauge\n");
+            for (size_t i = 0; i < n; i++) {
+                cd_model_count *counts = NULL;
+                size_t nc = 0;
+                if (cd_engine_gallery_embeddings(e, gals[i].name, &counts, &nc, &err) != CD_OK)
+                    continue;
+                for (size_t j = 0; j < nc; j++)
+                    put(&t, "compatd_gallery_embeddings{gallery=\"%s\",model=\"%s\"} %lld\n",
+                        gals[i].name, counts[j].model, (long long)counts[j].items);
+                free(counts);
+            }
+        }
+        free(gals);
+        cd_engine_stats st;
+        cd_engine_get_stats(e, &st);
+        put(&t, "# HELP compatd_index_rebuilds_total Index rebuilds from the store since start.\n"
+                "# TYPE compatd_index_rebuilds_total counter\ncompatd_index_rebuilds_total %lld\n",
+            (long long)st.index_rebuilds);
+        put(&t, "# HELP compatd_snapshots_total Index snapshots written since start.\n"
+                "# TYPE compatd_snapshots_total counter\ncompatd_snapshots_total %lld\n",
+            (long long)st.snapshots_written);
+        if (st.last_snapshot_unix > 0)
+            put(&t, "# HELP compatd_snapshot_age_seconds Seconds since the last index snapshot.\n"
+                    "# TYPE compatd_snapshot_age_seconds gauge\ncompatd_snapshot_age_seconds %lld\n",
+                (long long)(time(NULL) - st.last_snapshot_unix));
+        put(&t, "# HELP compatd_ready Whether the indexes are loaded.\n"
+                "# TYPE compatd_ready gauge\ncompatd_ready %d\n", cd_engine_ready(e) ? 1 : 0);
+    }
+    if (t.failed) {
+        free(t.s);
+        return NULL;
+    }
+    *len = t.len;
+    return t.s;
+}

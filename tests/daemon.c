@@ -1,0 +1,745 @@
+/*
+ * daemon.c - the HTTP tests' harness (see daemon.h).
+ *
+ * A run's life: fork, point stdout and stderr at the run's log, exec
+ * compatd on 127.0.0.1:0; the parent polls for the port file and then for
+ * GET /readyz = 200.  Every end of a run goes through reap(), which
+ * collects the exit status and scans the log, so no run escapes the
+ * sanitizer check.
+ */
+#include "daemon.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#define MAX_ARGS 64
+#define LOG_PRINT_MAX (64 * 1024)   /* bytes of a log printed on failure */
+
+struct td_daemon {
+    char dir[PATH_MAX / 2];     /* the mkdtemp directory */
+    char data_dir[PATH_MAX];    /* DIR/data */
+    char port_file[PATH_MAX];   /* DIR/port */
+    char log_path[PATH_MAX];    /* DIR/daemon-<run>.log of the current run */
+    const char *exe;            /* $COMPATD */
+    pid_t pid;                  /* 0 when not running */
+    pid_t killer;               /* pending td_daemon_kill_later helper, or 0 */
+    int port;                   /* bound port of the current or last run */
+    int runs;                   /* runs started, names the logs */
+};
+
+double td_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+/* --- logs ------------------------------------------------------------- */
+
+/* The whole file at path, malloc'd and NUL-terminated, or NULL. */
+static char *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    size_t n = 0, cap = 0;
+    if (!f)
+        return NULL;
+    for (;;) {
+        if (cap - n < 65536) {
+            cap = cap ? cap * 2 : 65536;
+            char *b = realloc(buf, cap + 1);
+            if (!b) {
+                free(buf);
+                fclose(f);
+                return NULL;
+            }
+            buf = b;
+        }
+        size_t got = fread(buf + n, 1, cap - n, f);
+        n += got;
+        if (got == 0)
+            break;
+    }
+    fclose(f);
+    buf[n] = '\0';
+    if (len)
+        *len = n;
+    return buf;
+}
+
+static const char *const sanitizer_marks[] = {
+    "ERROR: AddressSanitizer",
+    "ERROR: LeakSanitizer",
+    "runtime error:",
+    NULL,
+};
+
+/* Prints up to LOG_PRINT_MAX bytes of the log from byte `from`. */
+static void print_log_from(const td_daemon *d, const char *text, size_t len,
+                           size_t from)
+{
+    size_t n = len - from < LOG_PRINT_MAX ? len - from : LOG_PRINT_MAX;
+    fprintf(stderr, "---- %s (%zu bytes%s) ----\n", d->log_path, len,
+            from ? ", from the first sanitizer report" : "");
+    fwrite(text + from, 1, n, stderr);
+    if (n < len - from)
+        fprintf(stderr, "\n[... %zu more bytes]\n", len - from - n);
+    fprintf(stderr, "---- end of log ----\n");
+}
+
+void td_daemon_print_log(const td_daemon *d)
+{
+    size_t len = 0;
+    char *text = read_file(d->log_path, &len);
+    if (!text) {
+        fprintf(stderr, "(no log at %s)\n", d->log_path);
+        return;
+    }
+    /* The tail is what explains a failure. */
+    print_log_from(d, text, len, len > LOG_PRINT_MAX ? len - LOG_PRINT_MAX : 0);
+    free(text);
+}
+
+/* True when the current run's log has no sanitizer report; prints it
+ * from the first report otherwise. */
+static bool log_clean(const td_daemon *d, pid_t pid)
+{
+    size_t len = 0;
+    char *text = read_file(d->log_path, &len);
+    if (!text)
+        return true;
+    const char *first = NULL;
+    for (size_t i = 0; sanitizer_marks[i]; i++) {
+        const char *p = strstr(text, sanitizer_marks[i]);
+        if (p && (!first || p < first))
+            first = p;
+    }
+    if (first) {
+        size_t from = (size_t)(first - text);
+        fprintf(stderr, "daemon pid %d: sanitizer report in its log\n", (int)pid);
+        print_log_from(d, text, len, from > 4096 ? from - 4096 : 0);
+    }
+    free(text);
+    return first == NULL;
+}
+
+/* --- processes -------------------------------------------------------- */
+
+td_daemon *td_daemon_create(void)
+{
+    const char *exe = getenv("COMPATD");
+    if (!exe || !*exe) {
+        fprintf(stderr, "COMPATD is not set (the path of the compatd executable)\n");
+        return NULL;
+    }
+    td_daemon *d = calloc(1, sizeof *d);
+    if (!d)
+        return NULL;
+    d->exe = exe;
+    const char *tmp = getenv("TMPDIR");
+    snprintf(d->dir, sizeof d->dir, "%s/compatd-test-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(d->dir)) {
+        fprintf(stderr, "mkdtemp %s: %s\n", d->dir, strerror(errno));
+        free(d);
+        return NULL;
+    }
+    snprintf(d->data_dir, sizeof d->data_dir, "%s/data", d->dir);
+    snprintf(d->port_file, sizeof d->port_file, "%s/port", d->dir);
+    snprintf(d->log_path, sizeof d->log_path, "%s/daemon-0.log", d->dir);
+    return d;
+}
+
+static double start_timeout(void)
+{
+    const char *s = getenv("COMPATD_START_TIMEOUT");
+    double t = s ? atof(s) : 0;
+    return t > 0 ? t : 120;
+}
+
+/* The port in the port file, or 0 while there is none. */
+static int read_port(const td_daemon *d)
+{
+    char *text = read_file(d->port_file, NULL);
+    if (!text)
+        return 0;
+    int port = atoi(text);
+    free(text);
+    return port > 0 && port < 65536 ? port : 0;
+}
+
+/*
+ * Collects the exit of d's process (blocking, or polling when !block) and
+ * judges it: returns 1 while it still runs, else 0 when it ended the way
+ * `expect` says (a signal number, or 0 for exit status 0) with a clean
+ * log, -1 otherwise.
+ */
+static int reap(td_daemon *d, int expect, bool block)
+{
+    int status = 0;
+    pid_t r;
+    do
+        r = waitpid(d->pid, &status, block ? 0 : WNOHANG);
+    while (r < 0 && errno == EINTR);
+    if (r == 0)
+        return 1;
+    pid_t pid = d->pid;
+    d->pid = 0;
+    if (r < 0) {
+        fprintf(stderr, "waitpid %d: %s\n", (int)pid, strerror(errno));
+        return -1;
+    }
+    bool as_expected = expect ? WIFSIGNALED(status) && WTERMSIG(status) == expect
+                              : WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    if (!as_expected) {
+        if (WIFEXITED(status))
+            fprintf(stderr, "daemon pid %d exited with status %d\n", (int)pid,
+                    WEXITSTATUS(status));
+        else if (WIFSIGNALED(status))
+            fprintf(stderr, "daemon pid %d died of signal %d (%s)\n", (int)pid,
+                    WTERMSIG(status), strsignal(WTERMSIG(status)));
+        td_daemon_print_log(d);
+    }
+    bool clean = log_clean(d, pid);
+    return as_expected && clean ? 0 : -1;
+}
+
+/* GET /readyz with a throw-away handle; its status or 0. */
+static long probe_ready(int port)
+{
+    CURL *c = curl_easy_init();
+    long status = 0;
+    char url[64];
+    if (!c)
+        return 0;
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/readyz", port);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
+    FILE *sink = fopen("/dev/null", "w");
+    if (sink)
+        curl_easy_setopt(c, CURLOPT_WRITEDATA, sink);
+    if (curl_easy_perform(c) == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    if (sink)
+        fclose(sink);
+    curl_easy_cleanup(c);
+    return status;
+}
+
+bool td_daemon_start(td_daemon *d, const char *const *args)
+{
+    const char *argv[MAX_ARGS];
+    size_t n = 0;
+    if (d->pid) {
+        fprintf(stderr, "td_daemon_start: daemon %d is still running\n", (int)d->pid);
+        return false;
+    }
+    argv[n++] = d->exe;
+    argv[n++] = "--listen";
+    argv[n++] = "127.0.0.1:0";
+    argv[n++] = "--data";
+    argv[n++] = d->data_dir;
+    argv[n++] = "--port-file";
+    argv[n++] = d->port_file;
+    for (size_t i = 0; args && args[i] && n < MAX_ARGS - 1; i++)
+        argv[n++] = args[i];
+    argv[n] = NULL;
+
+    unlink(d->port_file);
+    d->port = 0;
+    snprintf(d->log_path, sizeof d->log_path, "%s/daemon-%d.log", d->dir, ++d->runs);
+    int log_fd = open(d->log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (log_fd < 0) {
+        fprintf(stderr, "open %s: %s\n", d->log_path, strerror(errno));
+        return false;
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        fprintf(stderr, "fork: %s\n", strerror(errno));
+        close(log_fd);
+        return false;
+    }
+    if (pid == 0) {
+        /* A test that dies (a failed REQUIRE, a meson timeout) takes its
+         * daemon with it instead of leaving it serving. */
+        pid_t parent = getppid();
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+            _exit(127);
+        int null_fd = open("/dev/null", O_RDONLY);
+        if (null_fd >= 0)
+            dup2(null_fd, 0);
+        dup2(log_fd, 1);
+        dup2(log_fd, 2);
+        execv(d->exe, (char *const *)argv);
+        fprintf(stderr, "exec %s: %s\n", d->exe, strerror(errno));
+        _exit(127);
+    }
+    close(log_fd);
+    d->pid = pid;
+
+    double deadline = td_now() + start_timeout();
+    while (td_now() < deadline) {
+        int r = reap(d, 0, false);
+        if (r != 1) {
+            fprintf(stderr, "daemon exited before it was ready\n");
+            if (r == 0)     /* reap() printed the log of any other exit */
+                td_daemon_print_log(d);
+            return false;
+        }
+        if (!d->port)
+            d->port = read_port(d);
+        if (d->port && probe_ready(d->port) == 200)
+            return true;
+        sleep_ms(20);
+    }
+    fprintf(stderr, "daemon not ready after %.0f s (port %d)\n", start_timeout(), d->port);
+    kill(d->pid, SIGKILL);
+    reap(d, SIGKILL, true);
+    td_daemon_print_log(d);
+    return false;
+}
+
+int td_daemon_stop(td_daemon *d)
+{
+    if (!d->pid) {
+        fprintf(stderr, "td_daemon_stop: daemon is not running\n");
+        return -1;
+    }
+    kill(d->pid, SIGTERM);
+    double deadline = td_now() + start_timeout();
+    while (td_now() < deadline) {
+        int r = reap(d, 0, false);
+        if (r != 1)
+            return r;
+        sleep_ms(10);
+    }
+    fprintf(stderr, "daemon %d still running %.0f s after SIGTERM; killing it\n",
+            (int)d->pid, start_timeout());
+    kill(d->pid, SIGKILL);
+    reap(d, SIGKILL, true);
+    td_daemon_print_log(d);
+    return -1;
+}
+
+bool td_daemon_kill_later(td_daemon *d, unsigned delay_ms)
+{
+    if (!d->pid || d->killer)
+        return false;
+    fflush(NULL);
+    pid_t k = fork();
+    if (k < 0)
+        return false;
+    if (k == 0) {
+        /* The daemon is the parent's unreaped child, so its pid cannot
+         * have been reused before the parent waits for this helper. */
+        sleep_ms(delay_ms);
+        kill(d->pid, SIGKILL);
+        _exit(0);
+    }
+    d->killer = k;
+    return true;
+}
+
+int td_daemon_kill(td_daemon *d)
+{
+    if (d->killer) {
+        while (waitpid(d->killer, NULL, 0) < 0 && errno == EINTR)
+            ;
+        d->killer = 0;
+    }
+    if (!d->pid) {
+        fprintf(stderr, "td_daemon_kill: daemon is not running\n");
+        return -1;
+    }
+    kill(d->pid, SIGKILL);
+    return reap(d, SIGKILL, true);
+}
+
+bool td_daemon_running(const td_daemon *d)
+{
+    return d->pid != 0;
+}
+
+int td_daemon_port(const td_daemon *d)
+{
+    return d->port;
+}
+
+pid_t td_daemon_pid(const td_daemon *d)
+{
+    return d->pid;
+}
+
+const char *td_daemon_data_dir(const td_daemon *d)
+{
+    return d->data_dir;
+}
+
+const char *td_daemon_dir(const td_daemon *d)
+{
+    return d->dir;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag,
+                        struct FTW *ftw)
+{
+    if (remove(path) != 0)
+        fprintf(stderr, "remove %s: %s\n", path, strerror(errno));
+    return 0;
+}
+
+void td_daemon_destroy(td_daemon *d)
+{
+    if (!d)
+        return;
+    if (d->pid) {
+        fprintf(stderr, "td_daemon_destroy: daemon %d still running; killing it\n",
+                (int)d->pid);
+        td_daemon_kill(d);
+    } else if (d->killer) {
+        while (waitpid(d->killer, NULL, 0) < 0 && errno == EINTR)
+            ;
+    }
+    const char *keep = getenv("COMPATD_KEEP");
+    if (keep && strcmp(keep, "1") == 0)
+        fprintf(stderr, "keeping %s\n", d->dir);
+    else
+        nftw(d->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(d);
+}
+
+/* --- the HTTP client -------------------------------------------------- */
+
+struct td_http {
+    CURL *curl;
+    const td_daemon *d;
+    long timeout;
+};
+
+/* A growing response body. */
+typedef struct buffer {
+    char *data;
+    size_t len, cap;
+} buffer;
+
+static size_t on_data(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+    buffer *b = userdata;
+    size_t n = size * nmemb;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *p = realloc(b->data, cap);
+        if (!p)
+            return 0;
+        b->data = p;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, ptr, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+    return n;
+}
+
+/* The unsent part of a chunked request body. */
+typedef struct cursor {
+    const char *p;
+    size_t left;
+} cursor;
+
+static size_t on_read(char *buf, size_t size, size_t nitems, void *userdata)
+{
+    cursor *c = userdata;
+    size_t n = size * nitems;
+    if (n > c->left)
+        n = c->left;
+    if (n > 16384)
+        n = 16384;      /* several chunks, as a streaming client sends */
+    memcpy(buf, c->p, n);
+    c->p += n;
+    c->left -= n;
+    return n;
+}
+
+static bool curl_ready(void)
+{
+    static bool done;
+    if (!done)
+        done = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK;
+    return done;
+}
+
+td_http *td_http_create(const td_daemon *d)
+{
+    if (!curl_ready())
+        return NULL;
+    td_http *h = calloc(1, sizeof *h);
+    if (!h)
+        return NULL;
+    h->curl = curl_easy_init();
+    if (!h->curl) {
+        free(h);
+        return NULL;
+    }
+    h->d = d;
+    h->timeout = 300;
+    return h;
+}
+
+void td_http_destroy(td_http *h)
+{
+    if (!h)
+        return;
+    curl_easy_cleanup(h->curl);
+    free(h);
+}
+
+void td_http_set_timeout(td_http *h, long seconds)
+{
+    h->timeout = seconds;
+}
+
+long td_http_send(td_http *h, const td_request *req, td_reply *out)
+{
+    CURL *c = h->curl;
+    buffer body = {0};
+    cursor cur = {req->body, req->len};
+    struct curl_slist *headers = NULL;
+    char url[4096 + 64];
+    char header[512];
+    char errbuf[CURL_ERROR_SIZE] = "";
+
+    memset(out, 0, sizeof *out);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", td_daemon_port(h->d), req->path);
+    /* Reset keeps the live connection: only the options go. */
+    curl_easy_reset(c);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, h->timeout);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
+
+    /* Without a type of our own curl would send a form's. */
+    snprintf(header, sizeof header, "Content-Type:%s%s",
+             req->content_type ? " " : "", req->content_type ? req->content_type : "");
+    headers = curl_slist_append(headers, header);
+    if (req->body && req->chunked) {
+        headers = curl_slist_append(headers, "Transfer-Encoding: chunked");
+        curl_easy_setopt(c, CURLOPT_POST, 1L);
+        curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
+        curl_easy_setopt(c, CURLOPT_READDATA, &cur);
+    } else if (req->body) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->len);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, req->body);
+    } else {
+        curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
+    }
+    if (strcmp(req->method, req->body ? "POST" : "GET") != 0)
+        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, req->method);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+
+    CURLcode rc = curl_easy_perform(c);
+    if (rc == CURLE_OK) {
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->status);
+    } else {
+        out->status = 0;
+        snprintf(out->error, sizeof out->error, "%s: %s", curl_easy_strerror(rc), errbuf);
+    }
+    curl_slist_free_all(headers);
+    out->body = body.data ? body.data : strdup("");
+    out->len = body.len;
+    if (out->status && out->len)
+        out->json = cJSON_ParseWithLength(out->body, out->len);
+    return out->status;
+}
+
+long td_http_json(td_http *h, const char *method, const char *path,
+                  const char *body, td_reply *out)
+{
+    td_request req = {
+        .method = method,
+        .path = path,
+        .content_type = body ? "application/json" : NULL,
+        .body = body,
+        .len = body ? strlen(body) : 0,
+    };
+    return td_http_send(h, &req, out);
+}
+
+long td_http_jsonf(td_http *h, td_reply *out, const char *method,
+                   const char *path, const char *fmt, ...)
+{
+    char *body = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vasprintf(&body, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        memset(out, 0, sizeof *out);
+        snprintf(out->error, sizeof out->error, "out of memory");
+        return 0;
+    }
+    long status = td_http_json(h, method, path, body, out);
+    free(body);
+    return status;
+}
+
+void td_reply_finish(td_reply *r)
+{
+    free(r->body);
+    cJSON_Delete(r->json);
+    memset(r, 0, sizeof *r);
+}
+
+const char *td_reply_error_code(const td_reply *r)
+{
+    return td_json_str(r->json, "error.code");
+}
+
+const char *td_reply_error_message(const td_reply *r)
+{
+    return td_json_str(r->json, "error.message");
+}
+
+/* --- JSON ------------------------------------------------------------- */
+
+const cJSON *td_json_at(const cJSON *root, const char *path)
+{
+    const cJSON *j = root;
+    const char *p = path;
+    while (j && *p) {
+        char key[256];
+        size_t n = strcspn(p, ".");
+        if (n >= sizeof key)
+            return NULL;
+        memcpy(key, p, n);
+        key[n] = '\0';
+        p += n + (p[n] == '.');
+        if (cJSON_IsArray(j)) {
+            char *end;
+            long i = strtol(key, &end, 10);
+            if (*end || end == key || i < 0)
+                return NULL;
+            j = cJSON_GetArrayItem(j, (int)i);
+        } else if (cJSON_IsObject(j)) {
+            j = cJSON_GetObjectItemCaseSensitive(j, key);
+        } else {
+            return NULL;
+        }
+    }
+    return j;
+}
+
+const char *td_json_str(const cJSON *root, const char *path)
+{
+    const cJSON *j = td_json_at(root, path);
+    return cJSON_IsString(j) ? j->valuestring : NULL;
+}
+
+double td_json_num(const cJSON *root, const char *path)
+{
+    const cJSON *j = td_json_at(root, path);
+    return cJSON_IsNumber(j) ? j->valuedouble : NAN;
+}
+
+/* --- vectors and randomness ------------------------------------------ */
+
+char *td_b64_bytes(const void *bytes, size_t n)
+{
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const unsigned char *b = bytes;
+    char *s = malloc((n + 2) / 3 * 4 + 1);
+    char *o = s;
+    if (!s)
+        return NULL;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t t = (uint32_t)b[i] << 16;
+        if (i + 1 < n)
+            t |= (uint32_t)b[i + 1] << 8;
+        if (i + 2 < n)
+            t |= b[i + 2];
+        *o++ = alphabet[t >> 18 & 63];
+        *o++ = alphabet[t >> 12 & 63];
+        *o++ = i + 1 < n ? alphabet[t >> 6 & 63] : '=';
+        *o++ = i + 2 < n ? alphabet[t & 63] : '=';
+    }
+    *o = '\0';
+    return s;
+}
+
+char *td_b64_floats(const float *v, size_t n)
+{
+    unsigned char *bytes = malloc(n * 4 + 1);
+    if (!bytes)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &v[i], sizeof u);
+        bytes[4 * i] = (unsigned char)u;
+        bytes[4 * i + 1] = (unsigned char)(u >> 8);
+        bytes[4 * i + 2] = (unsigned char)(u >> 16);
+        bytes[4 * i + 3] = (unsigned char)(u >> 24);
+    }
+    char *s = td_b64_bytes(bytes, n * 4);
+    free(bytes);
+    return s;
+}
+
+uint64_t td_rng_next(td_rng *r)
+{
+    uint64_t z = (r->state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+double td_rng_uniform(td_rng *r)
+{
+    return ((double)(td_rng_next(r) >> 11) + 0.5) / 9007199254740992.0;
+}
+
+double td_rng_gauss(td_rng *r)
+{
+    return sqrt(-2.0 * log(td_rng_uniform(r))) * cos(6.283185307179586 * td_rng_uniform(r));
+}
+
+uint64_t td_seed(uint64_t dflt)
+{
+    const char *s = getenv("COMPATD_SEED");
+    uint64_t seed = s && *s ? strtoull(s, NULL, 0) : dflt;
+    fprintf(stderr, "seed %llu (set COMPATD_SEED to repeat another)\n",
+            (unsigned long long)seed);
+    return seed;
+}
+
+bool td_long_tests(void)
+{
+    const char *s = getenv("COMPATD_LONG");
+    return s && strcmp(s, "1") == 0;
+}

@@ -1,0 +1,211 @@
+/*
+ * daemon.h - the HTTP tests' harness: the real compatd as a child process,
+ * a keep-alive libcurl client aimed at it, and small helpers the tests
+ * share (JSON lookups, an independent base64 float32 encoder, a seeded
+ * random generator).
+ *
+ * A td_daemon owns one fresh temporary directory (mkdtemp) holding the
+ * data directory, the port file and one stderr log per run.  The daemon
+ * always listens on 127.0.0.1:0 and the harness reads the bound port from
+ * --port-file, so tests never use a fixed port.  Each time a run ends
+ * (stop, kill) its log is scanned for sanitizer reports ("ERROR:
+ * AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"); a dirty log
+ * or an unexpected exit is printed and makes the call fail, so a test
+ * notices a daemon that misbehaved even when every reply looked right.
+ *
+ * The harness does not count check failures itself (check.h's counters are
+ * per program): its calls return a verdict that the test CHECKs.  Its
+ * names start with td_ ("test daemon"), apart from core's cd_.
+ *
+ * Environment: COMPATD is the daemon's path (set by meson);
+ * COMPATD_KEEP=1 keeps the temporary directories for a post-mortem;
+ * COMPATD_START_TIMEOUT is the seconds to wait for a start (default 120).
+ */
+#ifndef CD_TEST_DAEMON_H
+#define CD_TEST_DAEMON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <cjson/cJSON.h>
+
+/* --- the daemon ------------------------------------------------------- */
+
+typedef struct td_daemon td_daemon;
+
+/*
+ * Creates the temporary directory of a daemon that is not running yet.
+ * Returns NULL (after printing why) when COMPATD is unset or the directory
+ * cannot be made.  Free with td_daemon_destroy().
+ */
+td_daemon *td_daemon_create(void);
+
+/*
+ * Starts the daemon on the directory's data and waits (COMPATD_START_TIMEOUT)
+ * until its port file exists and GET /readyz answers 200.  args are extra
+ * command-line arguments (NULL-terminated; NULL for none), used for this
+ * run only, so a restart may change them.  Returns false, having printed
+ * the daemon's log and killed it, when it exited or never became ready.
+ */
+bool td_daemon_start(td_daemon *d, const char *const *args);
+
+/*
+ * Sends SIGTERM and waits for the exit.  Returns 0 when the daemon exited
+ * with status 0 and its log is clean; otherwise prints the log and returns
+ * non-zero (the exit status, or -1 for a signal or a hang it had to kill).
+ */
+int td_daemon_stop(td_daemon *d);
+
+/*
+ * Arranges SIGKILL for the daemon delay_ms from now, from a helper
+ * process, so that the caller can keep sending requests meanwhile.  The
+ * next td_daemon_kill() waits for it.  Returns false when it cannot fork.
+ */
+bool td_daemon_kill_later(td_daemon *d, unsigned delay_ms);
+
+/*
+ * Kills the daemon with SIGKILL (or waits for a pending td_daemon_kill_later)
+ * and reaps it.  Returns 0 when SIGKILL is what ended it and its log is
+ * clean, non-zero (after printing the log) when it had died otherwise.
+ */
+int td_daemon_kill(td_daemon *d);
+
+/* True while a started daemon has not been stopped or killed. */
+bool td_daemon_running(const td_daemon *d);
+
+/* The bound port of the current (or last) run. */
+int td_daemon_port(const td_daemon *d);
+
+/* The daemon's process id (0 when not running). */
+pid_t td_daemon_pid(const td_daemon *d);
+
+/* The data directory (passed as --data); the string lives as long as d. */
+const char *td_daemon_data_dir(const td_daemon *d);
+
+/* The temporary directory that holds everything of d. */
+const char *td_daemon_dir(const td_daemon *d);
+
+/* Prints the current run's log to stderr (for a failing test's context). */
+void td_daemon_print_log(const td_daemon *d);
+
+/*
+ * Kills a daemon still running, removes its temporary directory (unless
+ * COMPATD_KEEP=1) and frees d.  Accepts NULL.
+ */
+void td_daemon_destroy(td_daemon *d);
+
+/* --- the HTTP client -------------------------------------------------- */
+
+typedef struct td_http td_http;
+
+/* What came back from one request.  Release with td_reply_finish(). */
+typedef struct td_reply {
+    long status;        /* HTTP status; 0 when the request failed in transport */
+    char *body;         /* NUL-terminated, malloc'd; "" when empty */
+    size_t len;         /* bytes of body */
+    cJSON *json;        /* body parsed as JSON, NULL when it is not */
+    char error[256];    /* the transport error when status is 0 */
+} td_reply;
+
+/* One request, for td_http_send(). */
+typedef struct td_request {
+    const char *method;         /* "GET", "POST", "PATCH", "DELETE", ... */
+    const char *path;           /* with its query string: "/v1/models?x=1" */
+    const char *content_type;   /* NULL: no Content-Type header */
+    const char *body;           /* NULL: no body */
+    size_t len;                 /* bytes of body */
+    bool chunked;               /* send with Transfer-Encoding: chunked */
+} td_request;
+
+/*
+ * Creates a client for d's daemon: one curl handle whose connection is kept
+ * alive between requests.  The port is read from d at each request, so the
+ * client follows the daemon across restarts.  Returns NULL when out of
+ * memory.  Free with td_http_destroy().
+ */
+td_http *td_http_create(const td_daemon *d);
+
+/* Frees the client.  Accepts NULL. */
+void td_http_destroy(td_http *h);
+
+/* Sets the whole-request timeout (default 300 s). */
+void td_http_set_timeout(td_http *h, long seconds);
+
+/*
+ * Sends req and fills *out (which the caller releases with td_reply_finish
+ * even when the request failed).  Returns out->status.
+ */
+long td_http_send(td_http *h, const td_request *req, td_reply *out);
+
+/*
+ * Sends method path with body as application/json (body NULL: no body,
+ * no Content-Type).  Returns out->status.
+ */
+long td_http_json(td_http *h, const char *method, const char *path,
+                  const char *body, td_reply *out);
+
+/* td_http_json with a printf-style body. */
+long td_http_jsonf(td_http *h, td_reply *out, const char *method,
+                   const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+/* Frees what r holds and zeroes it.  Accepts a zeroed reply. */
+void td_reply_finish(td_reply *r);
+
+/* r's error.code, or NULL when r is not a well-formed error reply. */
+const char *td_reply_error_code(const td_reply *r);
+
+/* r's error.message, or NULL. */
+const char *td_reply_error_message(const td_reply *r);
+
+/* --- JSON ------------------------------------------------------------- */
+
+/*
+ * The value at a dotted path: "error.code", "results.0.2.id" (numbers
+ * index arrays).  NULL when any step is missing.
+ */
+const cJSON *td_json_at(const cJSON *root, const char *path);
+
+/* The string at path, or NULL when absent or not a string. */
+const char *td_json_str(const cJSON *root, const char *path);
+
+/* The number at path, or NAN when absent or not a number. */
+double td_json_num(const cJSON *root, const char *path);
+
+/* --- vectors and randomness ------------------------------------------ */
+
+/*
+ * Base64 (standard, padded) of n little-endian float32 values, written
+ * here rather than taken from core so that a bug in core's codec cannot
+ * cancel itself out.  Returns a malloc'd string (free()), or NULL.
+ */
+char *td_b64_floats(const float *v, size_t n);
+
+/* Base64 of n arbitrary bytes; malloc'd (free()), or NULL. */
+char *td_b64_bytes(const void *bytes, size_t n);
+
+/* A small splitmix64 generator; seed it by setting state. */
+typedef struct td_rng {
+    uint64_t state;
+} td_rng;
+
+uint64_t td_rng_next(td_rng *r);
+
+/* Uniform in (0, 1). */
+double td_rng_uniform(td_rng *r);
+
+/* Standard normal (Box-Muller). */
+double td_rng_gauss(td_rng *r);
+
+/* The seed a test should use: COMPATD_SEED when set, else dflt.  Printed. */
+uint64_t td_seed(uint64_t dflt);
+
+/* True when the long variants were asked for (COMPATD_LONG=1). */
+bool td_long_tests(void);
+
+/* Seconds on a monotonic clock, for the tests' timing lines. */
+double td_now(void);
+
+#endif

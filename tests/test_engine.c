@@ -1,0 +1,442 @@
+/*
+ * test_engine.c - the engine keeps the store and its indexes in step:
+ * writes, searches against a naive reference, restarts from snapshots,
+ * damaged and stale snapshots, catch-up from the change sequence, and the
+ * index types that cannot remove.
+ */
+#include <dirent.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "engine.h"
+
+#define DIM 16
+#define N_ITEMS 600
+
+static char data_dir[256];
+
+/* A reproducible generator, so a failure can be replayed. */
+static unsigned long long rng_state = 0x9E3779B97F4A7C15ull;
+
+static float frand(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (float)((rng_state >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
+}
+
+/* The gallery as the test believes it is: id i alive with vector v[i]. */
+typedef struct model_state {
+    float v[N_ITEMS + 100][DIM];
+    bool alive[N_ITEMS + 100];
+    cd_metric metric;
+} model_state;
+
+static double score_of(const model_state *s, const float *q, size_t i)
+{
+    double dot = 0, qq = 0, vv = 0, l2 = 0;
+    for (int d = 0; d < DIM; d++) {
+        dot += (double)q[d] * s->v[i][d];
+        qq += (double)q[d] * q[d];
+        vv += (double)s->v[i][d] * s->v[i][d];
+        l2 += ((double)q[d] - s->v[i][d]) * ((double)q[d] - s->v[i][d]);
+    }
+    if (s->metric == CD_METRIC_COSINE)
+        return dot / sqrt(qq * vv);
+    return s->metric == CD_METRIC_IP ? dot : l2;
+}
+
+/* The naive top-k of q: ids written to out, returns how many. */
+static size_t reference_topk(const model_state *s, const float *q, size_t k, size_t *out)
+{
+    bool higher = s->metric != CD_METRIC_L2;
+    double best[64];
+    size_t n = 0;
+    for (size_t i = 0; i < N_ITEMS + 100; i++) {
+        if (!s->alive[i])
+            continue;
+        double sc = score_of(s, q, i);
+        size_t pos = n;
+        while (pos > 0 && (higher ? sc > best[pos - 1] : sc < best[pos - 1]))
+            pos--;
+        if (pos >= k)
+            continue;
+        size_t last = n < k ? n : k - 1;
+        for (size_t j = last; j > pos; j--) {
+            best[j] = best[j - 1];
+            out[j] = out[j - 1];
+        }
+        best[pos] = sc;
+        out[pos] = i;
+        if (n < k)
+            n++;
+    }
+    return n;
+}
+
+static void item_name(size_t i, char *buf, size_t len)
+{
+    snprintf(buf, len, "item-%zu", i);
+}
+
+static void upsert_range(cd_engine *e, const char *gallery, const char *model,
+                         model_state *s, size_t from, size_t to)
+{
+    size_t n = to - from;
+    cd_item_in *items = calloc(n, sizeof *items);
+    char (*ids)[32] = calloc(n, sizeof *ids);
+    REQUIRE(items && ids);
+    for (size_t i = 0; i < n; i++) {
+        for (int d = 0; d < DIM; d++)
+            s->v[from + i][d] = frand();
+        s->alive[from + i] = true;
+        item_name(from + i, ids[i], sizeof ids[i]);
+        items[i].id = ids[i];
+        items[i].label = "L";
+        items[i].vector = s->v[from + i];
+    }
+    cd_error err;
+    CHECK_OK(cd_engine_items_upsert(e, gallery, model, items, n, &err), &err);
+    free(items);
+    free(ids);
+}
+
+/*
+ * 20 fixed queries against the reference top 10: with exact (Flat) the
+ * same ids in the same order and the same scores; otherwise (approximate
+ * index types) a recall of at least 0.9.  Never a dead item.
+ */
+static void check_search(cd_engine *e, const char *gallery, const char *model,
+                         const model_state *s, bool exact, const char *when)
+{
+    size_t found = 0, wanted = 0;
+    for (int qi = 0; qi < 20; qi++) {
+        float q[DIM];
+        for (int d = 0; d < DIM; d++)
+            q[d] = sinf((float)(qi * DIM + d));
+        size_t want[10];
+        size_t n_want = reference_topk(s, q, 10, want);
+        cd_search_result *r = NULL;
+        cd_error err;
+        cd_err rc = cd_engine_search(e, gallery, model, q, 1, 10, CD_INCLUDE_LABEL, &r, &err);
+        CHECK_OK(rc, &err);
+        if (rc != CD_OK)
+            return;
+        CHECK_EQ(r->counts[0], n_want);
+        wanted += n_want;
+        for (size_t j = 0; j < r->counts[0]; j++) {
+            size_t idx = 0;
+            CHECK(sscanf(r->hits[j].item.id, "item-%zu", &idx) == 1);
+            CHECK(idx < N_ITEMS + 100 && s->alive[idx]);
+            CHECK_STREQ(r->hits[j].item.label, "L");
+            for (size_t w = 0; w < n_want; w++)
+                found += want[w] == idx;
+            if (!exact || j >= n_want)
+                continue;
+            if (idx != want[j]) {
+                fprintf(stderr, "%s: query %d rank %zu: %s, reference item-%zu\n", when, qi, j,
+                        r->hits[j].item.id, want[j]);
+                check_failures++;
+                break;
+            }
+            CHECK_NEAR(r->hits[j].score, score_of(s, q, want[j]), 1e-4);
+        }
+        cd_search_result_destroy(r);
+    }
+    if (!exact && (double)found < 0.9 * (double)wanted) {
+        fprintf(stderr, "%s: recall %zu/%zu below 0.9\n", when, found, wanted);
+        check_failures++;
+    }
+}
+
+static cd_engine *open_engine(int snapshot_interval)
+{
+    cd_engine_config cfg = {.data_dir = data_dir, .snapshot_interval_s = snapshot_interval};
+    cd_engine *e = NULL;
+    cd_error err;
+    CHECK_OK(cd_engine_open(&cfg, &e, &err), &err);
+    REQUIRE(e);
+    CHECK(!cd_engine_ready(e));
+    CHECK_OK(cd_engine_load_indexes(e, &err), &err);
+    CHECK(cd_engine_ready(e));
+    return e;
+}
+
+static size_t count_snapshots(void)
+{
+    char path[300];
+    snprintf(path, sizeof path, "%s/index", data_dir);
+    DIR *d = opendir(path);
+    size_t n = 0;
+    struct dirent *de;
+    while (d && (de = readdir(d)) != NULL)
+        n += strstr(de->d_name, ".faiss") != NULL;
+    if (d)
+        closedir(d);
+    return n;
+}
+
+/* Applies fn to every snapshot file. */
+static void each_snapshot(void (*fn)(const char *path))
+{
+    char dir[300];
+    snprintf(dir, sizeof dir, "%s/index", data_dir);
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    while (d && (de = readdir(d)) != NULL) {
+        if (!strstr(de->d_name, ".faiss"))
+            continue;
+        char path[600];
+        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+        fn(path);
+    }
+    if (d)
+        closedir(d);
+}
+
+static void truncate_file(const char *path)
+{
+    CHECK_EQ(truncate(path, 100), 0);
+}
+
+static void remove_file(const char *path)
+{
+    CHECK_EQ(unlink(path), 0);
+}
+
+static void garble_file(const char *path)
+{
+    FILE *f = fopen(path, "r+");
+    REQUIRE(f);
+    fseek(f, 0, SEEK_SET);
+    fputs("this is not a faiss index at all", f);
+    fclose(f);
+}
+
+static void test_lifecycle(const char *spec, cd_metric metric)
+{
+    static model_state s;
+    memset(&s, 0, sizeof s);
+    s.metric = metric;
+    char model[32], gallery[48];
+    snprintf(model, sizeof model, "m-%s", cd_metric_name(metric));
+    snprintf(gallery, sizeof gallery, "g-%s-%c", cd_metric_name(metric), spec[0]);
+    bool exact = strcmp(spec, "Flat") == 0;
+    fprintf(stderr, "lifecycle: %s %s\n", spec, cd_metric_name(metric));
+
+    cd_engine *e = open_engine(0);
+    cd_error err;
+    cd_model m = {.dim = DIM, .metric = metric};
+    snprintf(m.name, sizeof m.name, "%s", model);
+    cd_model got;
+    cd_err rc = cd_engine_model_create(e, &m, &got, &err);
+    CHECK(rc == CD_OK || rc == CD_EEXISTS);
+    CHECK_OK(cd_engine_gallery_create(e, gallery, model, spec, NULL, &err), &err);
+
+    upsert_range(e, gallery, NULL, &s, 0, N_ITEMS);
+    check_search(e, gallery, NULL, &s, exact, "after upsert");
+
+    /* Update 50 vectors, delete 30 items. */
+    upsert_range(e, gallery, NULL, &s, 100, 150);
+    for (size_t i = 200; i < 230; i++) {
+        char name[32];
+        item_name(i, name, sizeof name);
+        CHECK_OK(cd_engine_item_delete(e, gallery, name, &err), &err);
+        s.alive[i] = false;
+    }
+    CHECK_EQ(cd_engine_item_delete(e, gallery, "item-200", &err), CD_ENOTFOUND);
+    check_search(e, gallery, NULL, &s, exact, "after update and delete");
+    cd_engine_close(e);
+    CHECK(count_snapshots() > 0);
+
+    /* Clean restart: loads the snapshot. */
+    e = open_engine(0);
+    check_search(e, gallery, NULL, &s, exact, "after restart");
+    cd_engine_stats st;
+    cd_engine_get_stats(e, &st);
+    if (strcmp(spec, "HNSW32") != 0)
+        CHECK_EQ(st.index_rebuilds, 0);
+    upsert_range(e, gallery, NULL, &s, N_ITEMS, N_ITEMS + 50);
+    cd_engine_close(e);
+
+    /* Damaged snapshots are rebuilt from the store. */
+    each_snapshot(truncate_file);
+    e = open_engine(0);
+    cd_engine_get_stats(e, &st);
+    CHECK(st.index_rebuilds >= 1);
+    check_search(e, gallery, NULL, &s, exact, "after truncated snapshot");
+    cd_engine_close(e);
+
+    each_snapshot(garble_file);
+    e = open_engine(0);
+    check_search(e, gallery, NULL, &s, exact, "after garbled snapshot");
+    cd_engine_close(e);
+
+    each_snapshot(remove_file);
+    CHECK_EQ(count_snapshots(), 0);
+    e = open_engine(0);
+    check_search(e, gallery, NULL, &s, exact, "after deleted snapshot");
+    CHECK_OK(cd_engine_gallery_delete(e, gallery, &err), &err);
+    CHECK_EQ(cd_engine_gallery_delete(e, gallery, &err), CD_ENOTFOUND);
+    cd_engine_close(e);
+}
+
+/*
+ * A snapshot behind the store: changes made after it reach the store
+ * without the engine (as if it crashed after the commit), and the next
+ * open must replay them.
+ */
+static void test_catch_up(void)
+{
+    static model_state s;
+    memset(&s, 0, sizeof s);
+    s.metric = CD_METRIC_L2;
+    cd_error err;
+    cd_engine *e = open_engine(0);
+    cd_model m = {.dim = DIM, .metric = CD_METRIC_L2};
+    snprintf(m.name, sizeof m.name, "catchup-model");
+    CHECK_OK(cd_engine_model_create(e, &m, NULL, &err), &err);
+    CHECK_OK(cd_engine_gallery_create(e, "catchup", "catchup-model", NULL, NULL, &err), &err);
+    upsert_range(e, "catchup", NULL, &s, 0, 300);
+    cd_engine_close(e);
+
+    char db[300];
+    snprintf(db, sizeof db, "%s/compatd.db", data_dir);
+    cd_store *st = NULL;
+    CHECK_OK(cd_store_open(db, &st, &err), &err);
+    cd_gallery g;
+    CHECK_OK(cd_store_gallery_get(st, "catchup", &g, &err), &err);
+    cd_model mm;
+    CHECK_OK(cd_store_model_get(st, "catchup-model", &mm, &err), &err);
+    /* Rewrite 20, add 20, delete 10 straight in the store. */
+    cd_item_in items[40];
+    char ids[40][32];
+    int64_t rowids[40], seq;
+    for (size_t i = 0; i < 40; i++) {
+        size_t idx = i < 20 ? 10 + i : 300 + i - 20;
+        for (int d = 0; d < DIM; d++)
+            s.v[idx][d] = frand();
+        s.alive[idx] = true;
+        item_name(idx, ids[i], sizeof ids[i]);
+        items[i] = (cd_item_in){.id = ids[i], .label = "L", .vector = s.v[idx]};
+    }
+    CHECK_OK(cd_store_items_upsert(st, g.id, mm.id, DIM, items, 40, &seq, rowids, NULL, &err), &err);
+    for (size_t i = 100; i < 110; i++) {
+        char name[32];
+        int64_t rowid;
+        item_name(i, name, sizeof name);
+        CHECK_OK(cd_store_item_delete(st, g.id, name, &rowid, &seq, &err), &err);
+        s.alive[i] = false;
+    }
+    cd_store_close(st);
+
+    e = open_engine(0);
+    cd_engine_stats stats;
+    cd_engine_get_stats(e, &stats);
+    CHECK_EQ(stats.index_rebuilds, 0); /* caught up, not rebuilt */
+    check_search(e, "catchup", NULL, &s, true, "after catch-up");
+    cd_engine_close(e);
+}
+
+/* Refusals that must leave everything as it was. */
+static void test_refusals(void)
+{
+    cd_error err;
+    cd_engine_config cfg = {.data_dir = data_dir};
+    cd_engine *e = NULL;
+    CHECK_OK(cd_engine_open(&cfg, &e, &err), &err);
+    REQUIRE(e);
+    float q[DIM] = {1};
+    cd_search_result *r = NULL;
+    CHECK_EQ(cd_engine_search(e, "catchup", NULL, q, 1, 5, 0, &r, &err), CD_EBUSY);
+    CHECK(r == NULL);
+    CHECK_OK(cd_engine_load_indexes(e, &err), &err);
+
+    cd_model m = {.dim = 100, .metric = CD_METRIC_IP};
+    snprintf(m.name, sizeof m.name, "dim100");
+    CHECK_OK(cd_engine_model_create(e, &m, NULL, &err), &err);
+    static const struct {
+        const char *name, *model, *spec;
+        cd_err want;
+    } cases[] = {
+        {"pq-bad", "dim100", "IVF256,PQ16", CD_EINVAL},
+        {"bogus", "dim100", "Bogus", CD_EINVAL},
+        {"no-model", "nope", "Flat", CD_ENOTFOUND},
+        {"bad/name", "dim100", "Flat", CD_EINVAL},
+        {"catchup", "dim100", "Flat", CD_EEXISTS},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        cd_err rc = cd_engine_gallery_create(e, cases[i].name, cases[i].model, cases[i].spec, NULL, &err);
+        CHECK_EQ(rc, cases[i].want);
+        CHECK(err.message[0] != '\0');
+    }
+    cd_gallery g;
+    CHECK_EQ(cd_engine_gallery_get(e, "pq-bad", &g, &err), CD_ENOTFOUND);
+
+    /* A batch with one bad vector stores nothing. */
+    float good[DIM] = {1, 2, 3}, nan_vec[DIM] = {NAN};
+    cd_item_in items[3] = {{.id = "x0", .vector = good}, {.id = "x1", .vector = good},
+                           {.id = "x2", .vector = nan_vec}};
+    CHECK_OK(cd_engine_gallery_get(e, "catchup", &g, &err), &err);
+    int64_t before = g.count;
+    CHECK_EQ(cd_engine_items_upsert(e, "catchup", NULL, items, 3, &err), CD_EVECTOR);
+    CHECK(strstr(err.message, "item 2") != NULL);
+    CHECK_OK(cd_engine_gallery_get(e, "catchup", &g, &err), &err);
+    CHECK_EQ(g.count, before);
+
+    /* Queries: k out of range, unknown model, another dim. */
+    CHECK_EQ(cd_engine_search(e, "catchup", NULL, q, 1, 0, 0, &r, &err), CD_EINVAL);
+    CHECK_EQ(cd_engine_search(e, "catchup", NULL, q, 1, 1001, 0, &r, &err), CD_EINVAL);
+    CHECK_EQ(cd_engine_search(e, "catchup", "nope", q, 1, 5, 0, &r, &err), CD_ENOTFOUND);
+    CHECK_EQ(cd_engine_search(e, "nope", NULL, q, 1, 5, 0, &r, &err), CD_ENOTFOUND);
+    float q100[100] = {1};
+    CHECK_EQ(cd_engine_search(e, "catchup", "dim100", q100, 1, 5, 0, &r, &err), CD_EDIM);
+    CHECK(r == NULL);
+    cd_engine_close(e);
+}
+
+static int rm_tree(const char *path)
+{
+    DIR *d = opendir(path);
+    if (!d)
+        return unlink(path);
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        char sub[1024];
+        snprintf(sub, sizeof sub, "%s/%s", path, de->d_name);
+        rm_tree(sub);
+    }
+    closedir(d);
+    return rmdir(path);
+}
+
+/* COMPATD_LONG=1 (meson option long_tests) runs every spec x metric. */
+static bool long_run(void)
+{
+    const char *v = getenv("COMPATD_LONG");
+    return v && strcmp(v, "1") == 0;
+}
+
+int main(void)
+{
+    snprintf(data_dir, sizeof data_dir, "/tmp/compatd-test-engine-XXXXXX");
+    REQUIRE(mkdtemp(data_dir));
+    static const char *const specs[] = {"Flat", "HNSW32", "IVF16,Flat"};
+    static const cd_metric metrics[] = {CD_METRIC_COSINE, CD_METRIC_IP, CD_METRIC_L2};
+    for (size_t i = 0; i < 3; i++)
+        for (size_t j = 0; j < 3; j++)
+            if (i == 0 || j == 0 || long_run())
+                test_lifecycle(specs[i], metrics[j]);
+    test_catch_up();
+    test_refusals();
+    CHECK_EQ(rm_tree(data_dir), 0);
+    return check_exit();
+}

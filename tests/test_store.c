@@ -1,0 +1,1207 @@
+/*
+ * test_store.c - the SQLite store: models, galleries, upsert batches and
+ * their all-or-nothing failures, items round trip, deletes and tombstones,
+ * the change sequence that feeds indexes, reopening, migration and the
+ * files it refuses.  Everything happens in a fresh temporary directory,
+ * removed at the end; raw sqlite3 is used only to doctor files.
+ */
+#include <dirent.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "store.h"
+
+#define DIM 4
+#define BIG_BATCH 1000
+
+static char tmpdir[64];
+
+/* tmpdir/name in buf. */
+static const char *tmp_path(char *buf, size_t cap, const char *name)
+{
+    snprintf(buf, cap, "%s/%s", tmpdir, name);
+    return buf;
+}
+
+static bool file_exists(const char *path)
+{
+    return access(path, F_OK) == 0;
+}
+
+static void remove_tmpdir(void)
+{
+    DIR *d = opendir(tmpdir);
+    struct dirent *e;
+    char path[512];
+    while (d && (e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+            CHECK_EQ(unlink(tmp_path(path, sizeof path, e->d_name)), 0);
+    }
+    if (d)
+        closedir(d);
+    CHECK_EQ(rmdir(tmpdir), 0);
+}
+
+/* Deterministic, varied float values (signs, magnitudes, fractions). */
+static void fill_vector(float *v, int dim, uint64_t seed)
+{
+    uint64_t x = seed * 0x9E3779B97F4A7C15u + 1;
+    for (int i = 0; i < dim; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v[i] = (float)((int64_t)(x >> 11) - (1LL << 52)) / (float)(1LL << 50);
+    }
+}
+
+static cd_store *open_ok(const char *path)
+{
+    cd_error err = {0};
+    cd_store *st = NULL;
+    CHECK_OK(cd_store_open(path, &st, &err), &err);
+    REQUIRE(st != NULL);
+    CHECK_EQ(cd_store_schema_version(st), CD_SCHEMA_VERSION);
+    return st;
+}
+
+/* Closes st and checks that it closed cleanly: the last connection to
+ * close checkpoints the WAL and deletes it, which only a clean close does. */
+static void close_ok(cd_store *st, const char *path)
+{
+    char wal[512];
+    cd_store_close(st);
+    snprintf(wal, sizeof wal, "%s-wal", path);
+    CHECK(!file_exists(wal));
+}
+
+/* Runs a statement on the file directly, as an operator or a bug might. */
+static void raw_sql(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    CHECK_EQ(sqlite3_open(path, &db), SQLITE_OK);
+    CHECK_EQ(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    CHECK_EQ(sqlite3_close(db), SQLITE_OK);
+}
+
+static bool starts_with(const char *s, const char *prefix)
+{
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+/* --- models ------------------------------------------------------------- */
+
+static void test_models(cd_store *st)
+{
+    static const struct {
+        const char *name;
+        int dim;
+        int metric;
+        const char *compatible_with;
+        const char *description;
+        cd_err expect;
+    } cases[] = {
+        {"m1", DIM, CD_METRIC_COSINE, "", "first", CD_OK},
+        {"m2", DIM, CD_METRIC_COSINE, "m1", "", CD_OK},
+        {"l2-model", 8, CD_METRIC_L2, "", "caf\xc3\xa9", CD_OK},
+        {"m1", DIM, CD_METRIC_COSINE, "", "", CD_EEXISTS},
+        {"", DIM, CD_METRIC_COSINE, "", "", CD_EINVAL},
+        {"a/b", DIM, CD_METRIC_COSINE, "", "", CD_EINVAL},
+        {"a b", DIM, CD_METRIC_COSINE, "", "", CD_EINVAL},
+        {"zero", 0, CD_METRIC_COSINE, "", "", CD_EINVAL},
+        {"huge", CD_DIM_MAX + 1, CD_METRIC_COSINE, "", "", CD_EINVAL},
+        {"maxdim", CD_DIM_MAX, CD_METRIC_IP, "", "", CD_OK},
+        {"badmetric", DIM, 7, "", "", CD_EINVAL},
+        {"orphan", DIM, CD_METRIC_COSINE, "nope", "", CD_ENOTFOUND},
+        {"badcompat", DIM, CD_METRIC_COSINE, "no pe", "", CD_EINVAL},
+        {"otherdim", 8, CD_METRIC_COSINE, "m1", "", CD_EINVAL},
+        {"othermetric", DIM, CD_METRIC_L2, "m1", "", CD_EINVAL},
+        {"baddesc", DIM, CD_METRIC_COSINE, "", "\xff", CD_EINVAL},
+    };
+    cd_error err = {0};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        cd_model m = {0}, out;
+        snprintf(m.name, sizeof m.name, "%s", cases[i].name);
+        m.dim = cases[i].dim;
+        m.metric = (cd_metric)cases[i].metric;
+        snprintf(m.compatible_with, sizeof m.compatible_with, "%s",
+                 cases[i].compatible_with);
+        snprintf(m.description, sizeof m.description, "%s",
+                 cases[i].description);
+        cd_err rc = cd_store_model_create(st, &m, &out, &err);
+        if (rc != cases[i].expect)
+            fprintf(stderr, "model case %zu: %s\n", i, err.message);
+        CHECK_EQ(rc, cases[i].expect);
+        if (rc == CD_OK) {
+            CHECK(out.id > 0);
+            CHECK_STREQ(out.name, cases[i].name);
+            CHECK_EQ(out.dim, cases[i].dim);
+            CHECK_EQ(out.metric, cases[i].metric);
+            CHECK_STREQ(out.compatible_with, cases[i].compatible_with);
+            CHECK_STREQ(out.description, cases[i].description);
+        } else {
+            CHECK_EQ(err.code, rc);
+            CHECK(err.message[0] != '\0');
+            CHECK_EQ(out.id, 0);
+        }
+    }
+
+    /* out may be the model given. */
+    cd_model same = {.name = "maxdim", .dim = CD_DIM_MAX, .metric = CD_METRIC_IP};
+    CHECK_EQ(cd_store_model_create(st, &same, &same, &err), CD_EEXISTS);
+    CHECK_EQ(same.id, 0);
+    same = (cd_model){.name = "l2-compat", .dim = 8, .metric = CD_METRIC_L2,
+                      .compatible_with = "l2-model"};
+    CHECK_OK(cd_store_model_create(st, &same, &same, &err), &err);
+    CHECK(same.id > 0);
+    CHECK_STREQ(same.name, "l2-compat");
+    CHECK_STREQ(same.compatible_with, "l2-model");
+
+    cd_model m;
+    CHECK_OK(cd_store_model_get(st, "m2", &m, &err), &err);
+    CHECK_STREQ(m.name, "m2");
+    CHECK_STREQ(m.compatible_with, "m1");
+    CHECK_EQ(strlen(m.created_at), 20);
+    CHECK(m.created_at[10] == 'T' && m.created_at[19] == 'Z');
+    CHECK(strncmp(m.created_at, "20", 2) == 0);
+    cd_model by_id;
+    CHECK_OK(cd_store_model_get_by_id(st, m.id, &by_id, &err), &err);
+    CHECK_STREQ(by_id.name, "m2");
+    CHECK_EQ(cd_store_model_get(st, "absent", &m, &err), CD_ENOTFOUND);
+    CHECK_EQ(m.id, 0);
+    CHECK_EQ(cd_store_model_get(st, "not a name", &m, &err), CD_ENOTFOUND);
+    CHECK_EQ(cd_store_model_get_by_id(st, 9999, &m, &err), CD_ENOTFOUND);
+
+    cd_model *list = NULL;
+    size_t n = 0;
+    CHECK_OK(cd_store_model_list(st, &list, &n, &err), &err);
+    static const char *const by_name[] = {"l2-compat", "l2-model", "m1", "m2",
+                                          "maxdim"};
+    CHECK_EQ(n, 5);
+    for (size_t i = 0; i < n && i < 5; i++)
+        CHECK_STREQ(list[i].name, by_name[i]);
+    free(list);
+}
+
+/* --- galleries ---------------------------------------------------------- */
+
+static void test_galleries(cd_store *st)
+{
+    char long_spec[CD_SPEC_MAX + 2];
+    memset(long_spec, 'F', sizeof long_spec - 1);
+    long_spec[sizeof long_spec - 1] = '\0';
+    const struct {
+        const char *name;
+        const char *model;
+        const char *spec;
+        cd_err expect;
+    } cases[] = {
+        {"g1", "m1", "Flat", CD_OK},
+        {"g2", "m1", NULL, CD_OK},          /* the default spec */
+        {"g3", "l2-model", "HNSW32", CD_OK},
+        {"g1", "m1", "Flat", CD_EEXISTS},
+        {"bad name", "m1", "Flat", CD_EINVAL},
+        {"", "m1", "Flat", CD_EINVAL},
+        {"g9", "absent", "Flat", CD_ENOTFOUND},
+        {"g9", "bad model", "Flat", CD_EINVAL},
+        {"g9", "m1", "", CD_EINVAL},
+        {"g9", "m1", long_spec, CD_EINVAL},
+    };
+    cd_error err = {0};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        cd_gallery g;
+        cd_err rc = cd_store_gallery_create(st, cases[i].name, cases[i].model,
+                                            cases[i].spec, &g, &err);
+        if (rc != cases[i].expect)
+            fprintf(stderr, "gallery case %zu: %s\n", i, err.message);
+        CHECK_EQ(rc, cases[i].expect);
+        if (rc == CD_OK) {
+            CHECK(g.id > 0);
+            CHECK_STREQ(g.name, cases[i].name);
+            CHECK_STREQ(g.model, cases[i].model);
+            CHECK_STREQ(g.index_spec, cases[i].spec ? cases[i].spec : "Flat");
+            CHECK_EQ(g.policy, CD_POLICY_VERIFIED);
+            CHECK_EQ(g.count, 0);
+            CHECK_EQ(g.seq, 0);
+            CHECK_EQ(strlen(g.created_at), 20);
+        } else {
+            CHECK_EQ(g.id, 0);
+            CHECK_EQ(err.code, rc);
+        }
+    }
+
+    cd_gallery g;
+    CHECK_OK(cd_store_gallery_get(st, "g2", &g, &err), &err);
+    CHECK_OK(cd_store_gallery_set_policy(st, g.id, CD_POLICY_ANY, &err), &err);
+    CHECK_EQ(cd_store_gallery_set_policy(st, 9999, CD_POLICY_ANY, &err),
+             CD_ENOTFOUND);
+    CHECK_EQ(cd_store_gallery_set_policy(st, g.id, (cd_query_policy)9, &err),
+             CD_EINVAL);
+    CHECK_OK(cd_store_gallery_get(st, "g2", &g, &err), &err);
+    CHECK_EQ(g.policy, CD_POLICY_ANY);
+    CHECK_EQ(cd_store_gallery_get(st, "absent", &g, &err), CD_ENOTFOUND);
+
+    cd_gallery *list = NULL;
+    size_t n = 0;
+    CHECK_OK(cd_store_gallery_list(st, &list, &n, &err), &err);
+    CHECK_EQ(n, 3);
+    for (size_t i = 0; i < n && i < 3; i++) {
+        static const char *const names[] = {"g1", "g2", "g3"};
+        CHECK_STREQ(list[i].name, names[i]);
+    }
+    free(list);
+
+    static const struct {
+        const char *name;
+        cd_query_policy p;
+        bool ok;
+    } policies[] = {
+        {"verified", CD_POLICY_VERIFIED, true},
+        {"declared", CD_POLICY_DECLARED, true},
+        {"any", CD_POLICY_ANY, true},
+        {"Any", CD_POLICY_ANY, false},
+        {"", CD_POLICY_ANY, false},
+    };
+    for (size_t i = 0; i < sizeof policies / sizeof policies[0]; i++) {
+        cd_query_policy p;
+        CHECK_EQ(cd_policy_parse(policies[i].name, &p), policies[i].ok);
+        if (policies[i].ok) {
+            CHECK_EQ(p, policies[i].p);
+            CHECK_STREQ(cd_policy_name(p), policies[i].name);
+        }
+    }
+    CHECK(!cd_policy_parse(NULL, &(cd_query_policy){0}));
+}
+
+/* --- upsert -------------------------------------------------------------- */
+
+typedef struct fixture {
+    cd_store *st;
+    const char *path;       /* the database file */
+    int64_t g1, g2;         /* gallery ids */
+    int64_t m1, m2, l2;     /* model ids */
+} fixture;
+
+static void fixture_load(fixture *f)
+{
+    cd_error err = {0};
+    cd_gallery g;
+    cd_model m;
+    CHECK_OK(cd_store_gallery_get(f->st, "g1", &g, &err), &err);
+    f->g1 = g.id;
+    CHECK_OK(cd_store_gallery_get(f->st, "g2", &g, &err), &err);
+    f->g2 = g.id;
+    CHECK_OK(cd_store_model_get(f->st, "m1", &m, &err), &err);
+    f->m1 = m.id;
+    CHECK_OK(cd_store_model_get(f->st, "m2", &m, &err), &err);
+    f->m2 = m.id;
+    CHECK_OK(cd_store_model_get(f->st, "l2-model", &m, &err), &err);
+    f->l2 = m.id;
+}
+
+static int64_t gallery_seq(cd_store *st, const char *name, int64_t *count)
+{
+    cd_error err = {0};
+    cd_gallery g;
+    CHECK_OK(cd_store_gallery_get(st, name, &g, &err), &err);
+    if (count)
+        *count = g.count;
+    return g.seq;
+}
+
+static void test_upsert(fixture *f)
+{
+    cd_error err = {0};
+    float v[3][DIM];
+    for (int i = 0; i < 3; i++)
+        fill_vector(v[i], DIM, (uint64_t)i);
+    cd_item_in first[] = {
+        {"a", "cat", "{\"n\":1}", v[0]},
+        {"b", NULL, NULL, v[1]},
+        {"caf\xc3\xa9", "dog", NULL, v[2]},
+    };
+    int64_t rowids[3], seq;
+    bool replaced[3];
+    CHECK_OK(cd_store_items_upsert(f->st, f->g1, f->m1, DIM, first, 3, &seq,
+                                   rowids, replaced, &err), &err);
+    CHECK_EQ(seq, 1);
+    CHECK(rowids[0] > 0 && rowids[1] > rowids[0] && rowids[2] > rowids[1]);
+    for (int i = 0; i < 3; i++)
+        CHECK(!replaced[i]);
+    int64_t count;
+    CHECK_EQ(gallery_seq(f->st, "g1", &count), 1);
+    CHECK_EQ(count, 3);
+
+    /* "a" again without label or metadata keeps both; "b" gets a label;
+     * "d" is new. */
+    cd_item_in second[] = {
+        {"a", NULL, NULL, v[1]},
+        {"b", "bird", "{}", v[0]},
+        {"d", NULL, NULL, v[2]},
+    };
+    int64_t rowids2[3];
+    CHECK_OK(cd_store_items_upsert(f->st, f->g1, f->m1, DIM, second, 3, &seq,
+                                   rowids2, replaced, &err), &err);
+    CHECK_EQ(seq, 2);
+    CHECK_EQ(rowids2[0], rowids[0]);
+    CHECK_EQ(rowids2[1], rowids[1]);
+    CHECK(rowids2[2] > rowids[2]);
+    CHECK(replaced[0] && replaced[1] && !replaced[2]);
+    CHECK_EQ(gallery_seq(f->st, "g1", &count), 2);
+    CHECK_EQ(count, 4);
+
+    cd_item *item = NULL;
+    CHECK_OK(cd_store_item_get(f->st, f->g1, "a", false, &item, &err), &err);
+    if (item) {
+        CHECK_STREQ(item->id, "a");
+        CHECK_STREQ(item->label, "cat");
+        CHECK_STREQ(item->metadata, "{\"n\":1}");
+        CHECK_EQ(item->n_embeddings, 1);
+        CHECK(item->embeddings[0].vector == NULL);
+    }
+    cd_item_destroy(item);
+    CHECK_OK(cd_store_item_get(f->st, f->g1, "b", false, &item, &err), &err);
+    if (item) {
+        CHECK_STREQ(item->label, "bird");
+        CHECK_STREQ(item->metadata, "{}");
+    }
+    cd_item_destroy(item);
+    CHECK_OK(cd_store_item_get(f->st, f->g1, "d", false, &item, &err), &err);
+    if (item) {
+        CHECK(item->label == NULL);
+        CHECK(item->metadata == NULL);
+    }
+    cd_item_destroy(item);
+
+    /* A second model's embedding for "a" (a backfill) is not a replacement
+     * and adds no item; replaced may be NULL. */
+    cd_item_in backfill[] = {{"a", NULL, NULL, v[2]}};
+    CHECK_OK(cd_store_items_upsert(f->st, f->g1, f->m2, DIM, backfill, 1, &seq,
+                                   rowids, replaced, &err), &err);
+    CHECK(!replaced[0]);
+    CHECK_EQ(rowids[0], rowids2[0]);
+    CHECK_EQ(seq, 3);
+    CHECK_OK(cd_store_items_upsert(f->st, f->g1, f->m2, DIM, backfill, 1, &seq,
+                                   rowids, NULL, &err), &err);
+    CHECK_EQ(seq, 4);
+    CHECK_EQ(gallery_seq(f->st, "g1", &count), 4);
+    CHECK_EQ(count, 4);
+
+    /* The same id in another gallery is another item. */
+    CHECK_OK(cd_store_items_upsert(f->st, f->g2, f->m1, DIM, backfill, 1, &seq,
+                                   rowids, replaced, &err), &err);
+    CHECK_EQ(seq, 1);
+    CHECK(rowids[0] != rowids2[0]);
+    CHECK(!replaced[0]);
+
+    cd_model_count *counts = NULL;
+    size_t n = 0;
+    CHECK_OK(cd_store_gallery_embeddings(f->st, f->g1, &counts, &n, &err), &err);
+    CHECK_EQ(n, 2);
+    if (n == 2) {
+        CHECK_STREQ(counts[0].model, "m1");
+        CHECK_EQ(counts[0].model_id, f->m1);
+        CHECK_EQ(counts[0].items, 4);
+        CHECK_STREQ(counts[1].model, "m2");
+        CHECK_EQ(counts[1].items, 1);
+    }
+    free(counts);
+    int64_t nvec;
+    CHECK_OK(cd_store_count_vectors(f->st, f->g1, f->m1, &nvec, &err), &err);
+    CHECK_EQ(nvec, 4);
+    CHECK_OK(cd_store_count_vectors(f->st, f->g1, f->m2, &nvec, &err), &err);
+    CHECK_EQ(nvec, 1);
+    CHECK_OK(cd_store_count_vectors(f->st, f->g1, f->l2, &nvec, &err), &err);
+    CHECK_EQ(nvec, 0);
+}
+
+/* How to spoil item 500 of a batch of BIG_BATCH. */
+typedef enum spoil {
+    SPOIL_EMPTY_ID,
+    SPOIL_NULL_ID,
+    SPOIL_LONG_ID,
+    SPOIL_BAD_UTF8_ID,
+    SPOIL_LONG_LABEL,
+    SPOIL_BAD_UTF8_LABEL,
+    SPOIL_LONG_METADATA,
+    SPOIL_NAN,
+    SPOIL_INF,
+    SPOIL_NULL_VECTOR,
+    SPOIL_DUPLICATE,
+} spoil;
+
+static void test_upsert_failures(fixture *f)
+{
+    static const struct {
+        spoil how;
+        cd_err expect;
+        const char *message;        /* the whole message, when fixed */
+    } cases[] = {
+        {SPOIL_EMPTY_ID, CD_EINVAL, NULL},
+        {SPOIL_NULL_ID, CD_EINVAL, NULL},
+        {SPOIL_LONG_ID, CD_EINVAL, NULL},
+        {SPOIL_BAD_UTF8_ID, CD_EINVAL, NULL},
+        {SPOIL_LONG_LABEL, CD_EINVAL, NULL},
+        {SPOIL_BAD_UTF8_LABEL, CD_EINVAL, NULL},
+        {SPOIL_LONG_METADATA, CD_EINVAL, NULL},
+        {SPOIL_NAN, CD_EVECTOR, NULL},
+        {SPOIL_INF, CD_EVECTOR, NULL},
+        {SPOIL_NULL_VECTOR, CD_EVECTOR, NULL},
+        {SPOIL_DUPLICATE, CD_EINVAL,
+         "item 500: id \"new-7\" appears twice in the batch"},
+    };
+    static char ids[BIG_BATCH][16];
+    static float vectors[BIG_BATCH][DIM];
+    static cd_item_in items[BIG_BATCH];
+    static int64_t rowids[BIG_BATCH];
+    char long_id[CD_ITEM_ID_MAX + 2], long_label[CD_LABEL_MAX + 2];
+    static char long_metadata[CD_METADATA_MAX + 2];
+    memset(long_id, 'i', sizeof long_id - 1);
+    long_id[sizeof long_id - 1] = '\0';
+    memset(long_label, 'l', sizeof long_label - 1);
+    long_label[sizeof long_label - 1] = '\0';
+    memset(long_metadata, ' ', sizeof long_metadata - 1);
+    long_metadata[0] = '{';
+    long_metadata[sizeof long_metadata - 2] = '}';
+    long_metadata[sizeof long_metadata - 1] = '\0';
+    float bad[DIM] = {0};
+
+    int64_t count_before, seq_before = gallery_seq(f->st, "g1", &count_before);
+    cd_error err = {0};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        for (int i = 0; i < BIG_BATCH; i++) {
+            /* Item 0 updates an existing item, the rest are new. */
+            snprintf(ids[i], sizeof ids[i], i ? "new-%d" : "a", i);
+            fill_vector(vectors[i], DIM, 1000u + (uint64_t)i);
+            items[i] = (cd_item_in){ids[i], "x", NULL, vectors[i]};
+        }
+        cd_item_in *it = &items[500];
+        switch (cases[c].how) {
+        case SPOIL_EMPTY_ID: it->id = ""; break;
+        case SPOIL_NULL_ID: it->id = NULL; break;
+        case SPOIL_LONG_ID: it->id = long_id; break;
+        case SPOIL_BAD_UTF8_ID: it->id = "a\xc3"; break;
+        case SPOIL_LONG_LABEL: it->label = long_label; break;
+        case SPOIL_BAD_UTF8_LABEL: it->label = "\xed\xa0\x80"; break;
+        case SPOIL_LONG_METADATA: it->metadata = long_metadata; break;
+        case SPOIL_NAN: bad[1] = NAN; it->vector = bad; break;
+        case SPOIL_INF: bad[1] = -INFINITY; it->vector = bad; break;
+        case SPOIL_NULL_VECTOR: it->vector = NULL; break;
+        case SPOIL_DUPLICATE: it->id = "new-7"; break;
+        }
+        int64_t seq = -1;
+        cd_err rc = cd_store_items_upsert(f->st, f->g1, f->m1, DIM, items,
+                                          BIG_BATCH, &seq, rowids, NULL, &err);
+        CHECK_EQ(rc, cases[c].expect);
+        CHECK_EQ(err.code, cases[c].expect);
+        CHECK_EQ(seq, 0);
+        if (!starts_with(err.message, "item 500: "))
+            fprintf(stderr, "case %zu: message \"%s\"\n", c, err.message);
+        CHECK(starts_with(err.message, "item 500: "));
+        if (cases[c].message)
+            CHECK_STREQ(err.message, cases[c].message);
+        bad[1] = 0;
+    }
+
+    /* The whole batch is fine once item 500 is: a 0-length label and
+     * metadata at the limits are allowed. */
+    long_label[CD_LABEL_MAX] = '\0';
+    long_metadata[CD_METADATA_MAX - 1] = '}';
+    long_metadata[CD_METADATA_MAX] = '\0';
+    items[500] = (cd_item_in){ids[500], long_label, long_metadata,
+                              vectors[500]};
+    items[501].label = "";
+    long_id[CD_ITEM_ID_MAX] = '\0';
+    items[502].id = long_id;
+
+    /* A failure inside the transaction, after 500 items were written,
+     * rolls them back too.  A trigger put in by hand makes item 500 fail. */
+    raw_sql(f->path, "CREATE TRIGGER boom BEFORE INSERT ON items"
+                     " WHEN NEW.ext_id = 'new-500'"
+                     " BEGIN SELECT RAISE(ABORT, 'boom'); END");
+    int64_t seq = -1;
+    CHECK_EQ(cd_store_items_upsert(f->st, f->g1, f->m1, DIM, items, BIG_BATCH,
+                                   &seq, rowids, NULL, &err),
+             CD_ECONFLICT);
+    CHECK_EQ(seq, 0);
+    CHECK_STREQ(err.message, "item 500: sqlite: boom");
+    raw_sql(f->path, "DROP TRIGGER boom");
+
+    /* Failures of the batch as a whole. */
+    const struct {
+        int64_t gallery, model;
+        int dim;
+        size_t n;
+        cd_err expect;
+    } whole[] = {
+        {f->g1, f->l2, DIM, BIG_BATCH, CD_EDIM},        /* l2-model: dim 8 */
+        {f->g1, 9999, DIM, BIG_BATCH, CD_ENOTFOUND},
+        {9999, f->m1, DIM, BIG_BATCH, CD_ENOTFOUND},
+        {f->g1, f->m1, 0, BIG_BATCH, CD_EINVAL},
+        {f->g1, f->m1, DIM, 0, CD_EINVAL},
+    };
+    for (size_t c = 0; c < sizeof whole / sizeof whole[0]; c++) {
+        seq = -1;
+        CHECK_EQ(cd_store_items_upsert(f->st, whole[c].gallery, whole[c].model,
+                                       whole[c].dim, items, whole[c].n, &seq,
+                                       rowids, NULL, &err),
+                 whole[c].expect);
+        CHECK_EQ(seq, 0);
+    }
+
+    /* Nothing of any failed batch was stored. */
+    int64_t count;
+    CHECK_EQ(gallery_seq(f->st, "g1", &count), seq_before);
+    CHECK_EQ(count, count_before);
+    cd_item *item = NULL;
+    CHECK_EQ(cd_store_item_get(f->st, f->g1, "new-1", false, &item, &err),
+             CD_ENOTFOUND);
+    CHECK(item == NULL);
+    CHECK_OK(cd_store_item_get(f->st, f->g1, "a", false, &item, &err), &err);
+    if (item)
+        CHECK_STREQ(item->label, "cat");
+    cd_item_destroy(item);
+
+    /* Item 0 ("a") exists in g2, the other 999 are new there. */
+    int64_t count2_before, seq2_before = gallery_seq(f->st, "g2",
+                                                     &count2_before);
+    bool replaced[BIG_BATCH];
+    CHECK_OK(cd_store_items_upsert(f->st, f->g2, f->m1, DIM, items, BIG_BATCH,
+                                   &seq, rowids, replaced, &err), &err);
+    CHECK_EQ(seq, seq2_before + 1);
+    CHECK_EQ(gallery_seq(f->st, "g2", &count), seq);
+    CHECK_EQ(count, count2_before + BIG_BATCH - 1);
+    CHECK(replaced[0]);
+    int n_replaced = 0;
+    for (int i = 0; i < BIG_BATCH; i++)
+        n_replaced += replaced[i];
+    CHECK_EQ(n_replaced, 1);
+    CHECK_OK(cd_store_item_get(f->st, f->g2, long_id, false, &item, &err),
+             &err);
+    if (item)
+        CHECK_EQ(item->rowid, rowids[502]);
+    cd_item_destroy(item);
+    CHECK_OK(cd_store_item_get(f->st, f->g2, "new-500", false, &item, &err),
+             &err);
+    if (item) {
+        CHECK_EQ(strlen(item->label), CD_LABEL_MAX);
+        CHECK_EQ(strlen(item->metadata), CD_METADATA_MAX);
+    }
+    cd_item_destroy(item);
+    CHECK_OK(cd_store_item_get(f->st, f->g2, "new-501", false, &item, &err),
+             &err);
+    if (item)
+        CHECK_STREQ(item->label, "");
+    cd_item_destroy(item);
+}
+
+/* --- items: round trip, delete, tombstones, refs -------------------------- */
+
+static void test_item_roundtrip(fixture *f)
+{
+    /* Values whose bits a lossy path would change. */
+    static const float special[8] = {
+        0.0f, -0.0f, 1e-45f, 3.4028235e38f, -1.17549435e-38f,
+        1.0f / 3.0f, 123456.789f, -2.5f,
+    };
+    float small[DIM];
+    fill_vector(small, DIM, 77);
+    cd_error err = {0};
+    cd_gallery g3;
+    CHECK_OK(cd_store_gallery_get(f->st, "g3", &g3, &err), &err);
+    cd_item_in l2_item[] = {{"x", "lab", NULL, special}};
+    cd_item_in m1_item[] = {{"x", NULL, NULL, small}};
+    int64_t seq, rowid, rowid2;
+    CHECK_OK(cd_store_items_upsert(f->st, g3.id, f->l2, 8, l2_item, 1, &seq,
+                                   &rowid, NULL, &err), &err);
+    CHECK_OK(cd_store_items_upsert(f->st, g3.id, f->m1, DIM, m1_item, 1, &seq,
+                                   &rowid2, NULL, &err), &err);
+    CHECK_EQ(rowid, rowid2);
+
+    static const struct {
+        bool with_vectors;
+    } cases[] = {{true}, {false}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        cd_item *item = NULL;
+        CHECK_OK(cd_store_item_get(f->st, g3.id, "x", cases[c].with_vectors,
+                                   &item, &err), &err);
+        REQUIRE(item != NULL);
+        CHECK_EQ(item->rowid, rowid);
+        CHECK_STREQ(item->id, "x");
+        CHECK_STREQ(item->label, "lab");
+        CHECK_EQ(item->n_embeddings, 2);
+        if (item->n_embeddings == 2) {
+            /* Ordered by model name: "l2-model" before "m1". */
+            CHECK_STREQ(item->embeddings[0].model, "l2-model");
+            CHECK_EQ(item->embeddings[0].model_id, f->l2);
+            CHECK_EQ(item->embeddings[0].dim, 8);
+            CHECK_STREQ(item->embeddings[1].model, "m1");
+            CHECK_EQ(item->embeddings[1].dim, DIM);
+            if (cases[c].with_vectors) {
+                REQUIRE(item->embeddings[0].vector && item->embeddings[1].vector);
+                CHECK(memcmp(item->embeddings[0].vector, special,
+                             sizeof special) == 0);
+                CHECK(memcmp(item->embeddings[1].vector, small,
+                             sizeof small) == 0);
+            } else {
+                CHECK(item->embeddings[0].vector == NULL);
+                CHECK(item->embeddings[1].vector == NULL);
+            }
+        }
+        cd_item_destroy(item);
+    }
+    cd_item *item = (cd_item *)1;
+    CHECK_EQ(cd_store_item_get(f->st, g3.id, "y", true, &item, &err),
+             CD_ENOTFOUND);
+    CHECK(item == NULL);
+    CHECK_EQ(cd_store_item_get(f->st, 9999, "x", true, &item, &err),
+             CD_ENOTFOUND);
+    cd_item_destroy(NULL);
+}
+
+static int64_t item_rowid(cd_store *st, int64_t gallery, const char *id)
+{
+    cd_error err = {0};
+    cd_item *item = NULL;
+    int64_t rowid = 0;
+    CHECK_OK(cd_store_item_get(st, gallery, id, false, &item, &err), &err);
+    if (item)
+        rowid = item->rowid;
+    cd_item_destroy(item);
+    return rowid;
+}
+
+static void check_tombstones(cd_store *st, int64_t gallery, int64_t after,
+                             const int64_t *expect, size_t n_expect)
+{
+    cd_error err = {0};
+    int64_t *rows = NULL;
+    size_t n = 99;
+    CHECK_OK(cd_store_tombstones(st, gallery, after, &rows, &n, &err), &err);
+    CHECK_EQ(n, n_expect);
+    for (size_t i = 0; i < n && i < n_expect; i++)
+        CHECK_EQ(rows[i], expect[i]);
+    if (n == 0)
+        CHECK(rows == NULL);
+    free(rows);
+}
+
+static void test_delete(fixture *f)
+{
+    cd_error err = {0};
+    int64_t b = item_rowid(f->st, f->g1, "b");
+    int64_t d = item_rowid(f->st, f->g1, "d");
+    int64_t count_before, seq_before = gallery_seq(f->st, "g1", &count_before);
+    int64_t rowid, seq_b, seq_d, count, nvec;
+
+    CHECK_OK(cd_store_item_delete(f->st, f->g1, "b", &rowid, &seq_b, &err),
+             &err);
+    CHECK_EQ(rowid, b);
+    CHECK_EQ(seq_b, seq_before + 1);
+    CHECK_EQ(gallery_seq(f->st, "g1", &count), seq_b);
+    CHECK_EQ(count, count_before - 1);
+    cd_item *item = NULL;
+    CHECK_EQ(cd_store_item_get(f->st, f->g1, "b", false, &item, &err),
+             CD_ENOTFOUND);
+    CHECK_OK(cd_store_count_vectors(f->st, f->g1, f->m1, &nvec, &err), &err);
+    CHECK_EQ(nvec, count_before - 1);
+
+    /* Failed deletes change nothing, not even the seq. */
+    static const struct {
+        bool bad_gallery;
+        const char *id;
+    } failing[] = {{false, "b"}, {false, "never"}, {true, "a"}};
+    for (size_t c = 0; c < sizeof failing / sizeof failing[0]; c++) {
+        int64_t r = -1, s = -1;
+        CHECK_EQ(cd_store_item_delete(f->st, failing[c].bad_gallery ? 9999 : f->g1,
+                                      failing[c].id, &r, &s, &err),
+                 CD_ENOTFOUND);
+        CHECK_EQ(r, 0);
+        CHECK_EQ(s, 0);
+    }
+    CHECK_EQ(gallery_seq(f->st, "g1", NULL), seq_b);
+
+    CHECK_OK(cd_store_item_delete(f->st, f->g1, "d", &rowid, &seq_d, &err),
+             &err);
+    CHECK_EQ(rowid, d);
+    CHECK_EQ(seq_d, seq_b + 1);
+
+    const int64_t both[] = {b, d};
+    check_tombstones(f->st, f->g1, 0, both, 2);
+    check_tombstones(f->st, f->g1, seq_b, both + 1, 1);
+    check_tombstones(f->st, f->g1, seq_d, NULL, 0);
+    check_tombstones(f->st, f->g2, 0, NULL, 0);
+    CHECK_OK(cd_store_tombstones_prune(f->st, f->g1, seq_b, &err), &err);
+    check_tombstones(f->st, f->g1, 0, both + 1, 1);
+    CHECK_OK(cd_store_tombstones_prune(f->st, f->g1, seq_d, &err), &err);
+    check_tombstones(f->st, f->g1, 0, NULL, 0);
+
+    /* A deleted item's id comes back as a new item with a new rowid. */
+    float v[DIM];
+    fill_vector(v, DIM, 5);
+    cd_item_in again[] = {{"b", NULL, NULL, v}};
+    bool replaced;
+    int64_t seq;
+    CHECK_OK(cd_store_items_upsert(f->st, f->g1, f->m1, DIM, again, 1, &seq,
+                                   &rowid, &replaced, &err), &err);
+    CHECK(rowid > d);
+    CHECK(!replaced);
+    CHECK_OK(cd_store_item_get(f->st, f->g1, "b", false, &item, &err), &err);
+    if (item)
+        CHECK(item->label == NULL);
+    cd_item_destroy(item);
+}
+
+/* --- the change sequence ------------------------------------------------- */
+
+#define SCAN_ITEMS 13
+
+typedef struct scan_log {
+    int64_t rowids[SCAN_ITEMS * 2];
+    float vectors[SCAN_ITEMS * 2][DIM];
+    size_t n;               /* vectors seen */
+    size_t calls;
+    size_t fail_at_call;    /* 1-based; 0: never fail */
+} scan_log;
+
+static cd_err scan_collect(void *ctx, const int64_t *rowids,
+                           const float *vectors, size_t n)
+{
+    scan_log *log = ctx;
+    if (++log->calls == log->fail_at_call)
+        return CD_EBUSY;
+    for (size_t i = 0; i < n && log->n < SCAN_ITEMS * 2; i++, log->n++) {
+        log->rowids[log->n] = rowids[i];
+        memcpy(log->vectors[log->n], vectors + i * DIM, sizeof log->vectors[0]);
+    }
+    return CD_OK;
+}
+
+static void test_scan(fixture *f)
+{
+    cd_error err = {0};
+    cd_gallery g;
+    CHECK_OK(cd_store_gallery_create(f->st, "scan", "m1", "Flat", &g, &err),
+             &err);
+
+    /* seq 1: items 0..9; seq 2: items 5..12 (5..9 rewritten); seq 3:
+     * item 6 deleted.  seed[i] is item i's current vector. */
+    char ids[SCAN_ITEMS][8];
+    float v[SCAN_ITEMS][DIM];
+    cd_item_in items[SCAN_ITEMS];
+    int64_t rowids[SCAN_ITEMS], seq;
+    for (int i = 0; i < SCAN_ITEMS; i++) {
+        snprintf(ids[i], sizeof ids[i], "s%d", i);
+        fill_vector(v[i], DIM, 500u + (uint64_t)i);
+        items[i] = (cd_item_in){ids[i], NULL, NULL, v[i]};
+    }
+    CHECK_OK(cd_store_items_upsert(f->st, g.id, f->m1, DIM, items, 10, &seq,
+                                   rowids, NULL, &err), &err);
+    CHECK_EQ(seq, 1);
+    for (int i = 5; i < SCAN_ITEMS; i++)
+        fill_vector(v[i], DIM, 600u + (uint64_t)i);
+    CHECK_OK(cd_store_items_upsert(f->st, g.id, f->m1, DIM, items + 5, 8, &seq,
+                                   rowids + 5, NULL, &err), &err);
+    CHECK_EQ(seq, 2);
+    int64_t deleted;
+    CHECK_OK(cd_store_item_delete(f->st, g.id, "s6", &deleted, &seq, &err),
+             &err);
+    CHECK_EQ(seq, 3);
+    CHECK_EQ(deleted, rowids[6]);
+
+    static const struct {
+        int64_t after_seq;
+        size_t batch;
+        size_t expect_n;
+        size_t expect_calls;
+        int first_item;     /* items first_item.. except 6 are expected */
+    } cases[] = {
+        {0, 1, 12, 12, 0},
+        {0, 5, 12, 3, 0},
+        {0, 12, 12, 1, 0},
+        {0, 1000, 12, 1, 0},
+        {1, 2, 7, 4, 5},
+        {1, 7, 7, 1, 5},
+        {2, 10, 0, 0, 0},
+        {3, 10, 0, 0, 0},
+        {99, 10, 0, 0, 0},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        scan_log log = {.n = 0};
+        int64_t max_seq = -1;
+        CHECK_OK(cd_store_scan_vectors(f->st, g.id, f->m1, DIM,
+                                       cases[c].after_seq, cases[c].batch,
+                                       scan_collect, &log, &max_seq, &err),
+                 &err);
+        CHECK_EQ(max_seq, 3);
+        CHECK_EQ(log.n, cases[c].expect_n);
+        CHECK_EQ(log.calls, cases[c].expect_calls);
+        size_t k = 0;
+        for (int i = cases[c].first_item; log.n && i < SCAN_ITEMS; i++) {
+            if (i == 6)
+                continue;
+            CHECK_EQ(log.rowids[k], rowids[i]);     /* rowid order */
+            CHECK(memcmp(log.vectors[k], v[i], sizeof v[i]) == 0);
+            k++;
+        }
+    }
+    const int64_t six[] = {rowids[6]};
+    check_tombstones(f->st, g.id, 2, six, 1);
+
+    /* Other models and galleries are not mixed in. */
+    scan_log log = {.n = 0};
+    CHECK_OK(cd_store_scan_vectors(f->st, g.id, f->m2, DIM, 0, 10,
+                                   scan_collect, &log, NULL, &err), &err);
+    CHECK_EQ(log.calls, 0);
+
+    /* A failing callback stops the scan with its code. */
+    log = (scan_log){.fail_at_call = 2};
+    CHECK_EQ(cd_store_scan_vectors(f->st, g.id, f->m1, DIM, 0, 5, scan_collect,
+                                   &log, NULL, &err),
+             CD_EBUSY);
+    CHECK_EQ(err.code, CD_EBUSY);
+    CHECK_EQ(log.calls, 2);
+
+    static const struct {
+        int64_t gallery_delta;  /* added to g.id */
+        int dim;
+        size_t batch;
+        bool null_fn;
+        cd_err expect;
+    } bad[] = {
+        {9999, DIM, 10, false, CD_ENOTFOUND},
+        {0, 8, 10, false, CD_ECORRUPT},     /* blobs are DIM floats */
+        {0, 0, 10, false, CD_EINVAL},
+        {0, DIM, 0, false, CD_EINVAL},
+        {0, DIM, 10, true, CD_EINVAL},
+    };
+    for (size_t c = 0; c < sizeof bad / sizeof bad[0]; c++) {
+        int64_t max_seq = -1;
+        log = (scan_log){.n = 0};
+        CHECK_EQ(cd_store_scan_vectors(f->st, g.id + bad[c].gallery_delta,
+                                       f->m1, bad[c].dim, 0, bad[c].batch,
+                                       bad[c].null_fn ? NULL : scan_collect,
+                                       &log, &max_seq, &err),
+                 bad[c].expect);
+        CHECK_EQ(max_seq, 0);
+    }
+}
+
+static void test_refs(fixture *f)
+{
+    cd_error err = {0};
+    int64_t a = item_rowid(f->st, f->g1, "a");
+    int64_t c = item_rowid(f->st, f->g1, "caf\xc3\xa9");
+    int64_t d = a + 1000000;    /* never handed out */
+    const int64_t rowids[] = {c, d, a, 0, -1, a};
+    const char *const ids[] = {"caf\xc3\xa9", NULL, "a", NULL, NULL, "a"};
+    const char *const labels[] = {"dog", NULL, "cat", NULL, NULL, "cat"};
+    const char *const metadata[] = {NULL, NULL, "{\"n\":1}", NULL, NULL,
+                                    "{\"n\":1}"};
+    enum { N = sizeof rowids / sizeof rowids[0] };
+
+    static const struct {
+        bool with_label, with_metadata;
+    } cases[] = {{false, false}, {true, false}, {false, true}, {true, true}};
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        cd_item_ref refs[N];
+        CHECK_OK(cd_store_item_refs(f->st, rowids, N, cases[k].with_label,
+                                    cases[k].with_metadata, refs, &err), &err);
+        for (size_t i = 0; i < N; i++) {
+            CHECK_STREQ(refs[i].id, ids[i]);
+            CHECK_STREQ(refs[i].label, cases[k].with_label ? labels[i] : NULL);
+            CHECK_STREQ(refs[i].metadata,
+                        cases[k].with_metadata ? metadata[i] : NULL);
+        }
+        cd_item_refs_finish(refs, N);
+        for (size_t i = 0; i < N; i++)
+            CHECK(refs[i].id == NULL);
+    }
+    CHECK_OK(cd_store_item_refs(f->st, NULL, 0, true, true, NULL, &err), &err);
+}
+
+static void test_gallery_delete(fixture *f)
+{
+    cd_error err = {0};
+    cd_gallery old;
+    CHECK_OK(cd_store_gallery_get(f->st, "g2", &old, &err), &err);
+    CHECK(old.count >= BIG_BATCH);
+    int64_t some = item_rowid(f->st, f->g2, "new-9");
+    cd_gallery scan;
+    CHECK_OK(cd_store_gallery_get(f->st, "scan", &scan, &err), &err);
+    int64_t newest = item_rowid(f->st, scan.id, "s12");
+    CHECK_OK(cd_store_item_delete(f->st, f->g2, "new-8", NULL, NULL, &err),
+             &err);
+
+    CHECK_OK(cd_store_gallery_delete(f->st, old.id, &err), &err);
+    CHECK_EQ(cd_store_gallery_delete(f->st, old.id, &err), CD_ENOTFOUND);
+    cd_gallery g;
+    CHECK_EQ(cd_store_gallery_get(f->st, "g2", &g, &err), CD_ENOTFOUND);
+    int64_t nvec = -1;
+    CHECK_OK(cd_store_count_vectors(f->st, old.id, f->m1, &nvec, &err), &err);
+    CHECK_EQ(nvec, 0);
+    check_tombstones(f->st, old.id, 0, NULL, 0);
+    cd_item_ref ref;
+    CHECK_OK(cd_store_item_refs(f->st, &some, 1, true, true, &ref, &err), &err);
+    CHECK(ref.id == NULL);
+    cd_model_count *counts = (cd_model_count *)1;
+    size_t n = 1;
+    CHECK_OK(cd_store_gallery_embeddings(f->st, old.id, &counts, &n, &err),
+             &err);
+    CHECK_EQ(n, 0);
+    free(counts);
+
+    /* Ids of galleries and items are never reused. */
+    CHECK_OK(cd_store_gallery_create(f->st, "g2", "m1", "Flat", &g, &err), &err);
+    CHECK(g.id > old.id);
+    CHECK_EQ(g.count, 0);
+    CHECK_EQ(g.seq, 0);
+    float v[DIM];
+    fill_vector(v, DIM, 9);
+    cd_item_in one[] = {{"new-9", NULL, NULL, v}};
+    int64_t rowid, seq;
+    CHECK_OK(cd_store_items_upsert(f->st, g.id, f->m1, DIM, one, 1, &seq,
+                                   &rowid, NULL, &err), &err);
+    CHECK(rowid > some && rowid > newest);
+    CHECK_EQ(seq, 1);
+    f->g2 = g.id;
+}
+
+/* --- reads beside writes ------------------------------------------------- */
+
+typedef struct reader_ctx {
+    cd_store *st;
+    int64_t gallery, model;
+    atomic_bool stop;       /* set by the writing thread */
+    int failures;
+    int rounds;
+} reader_ctx;
+
+static cd_err scan_count(void *ctx, const int64_t *rowids, const float *vectors,
+                         size_t n)
+{
+    *(size_t *)ctx += n;
+    return CD_OK;
+}
+
+static void *reader_main(void *arg)
+{
+    reader_ctx *r = arg;
+    cd_error err = {0};
+    while (!atomic_load(&r->stop)) {
+        size_t seen = 0;
+        int64_t max_seq, nvec = 0;
+        cd_gallery g = {0};
+        if (cd_store_scan_vectors(r->st, r->gallery, r->model, DIM, 0, 64,
+                                  scan_count, &seen, &max_seq, &err) != CD_OK ||
+            cd_store_count_vectors(r->st, r->gallery, r->model, &nvec, &err) !=
+                CD_OK ||
+            cd_store_gallery_get(r->st, "busy", &g, &err) != CD_OK)
+            r->failures++;
+        /* Items are only added: a later read never sees fewer. */
+        if ((int64_t)seen > nvec || g.count < nvec)
+            r->failures++;
+        r->rounds++;
+    }
+    return NULL;
+}
+
+static void test_concurrent_reads(fixture *f)
+{
+    enum { READERS = 3, BATCHES = 20, PER_BATCH = 50 };
+    cd_error err = {0};
+    cd_gallery g;
+    CHECK_OK(cd_store_gallery_create(f->st, "busy", "m1", "Flat", &g, &err),
+             &err);
+    reader_ctx r[READERS];
+    pthread_t threads[READERS];
+    for (int i = 0; i < READERS; i++) {
+        r[i] = (reader_ctx){.st = f->st, .gallery = g.id, .model = f->m1};
+        atomic_init(&r[i].stop, false);
+        CHECK_EQ(pthread_create(&threads[i], NULL, reader_main, &r[i]), 0);
+    }
+    char ids[PER_BATCH][16];
+    float v[PER_BATCH][DIM];
+    cd_item_in items[PER_BATCH];
+    int64_t rowids[PER_BATCH], seq;
+    for (int b = 0; b < BATCHES; b++) {
+        for (int i = 0; i < PER_BATCH; i++) {
+            snprintf(ids[i], sizeof ids[i], "b%d-%d", b, i);
+            fill_vector(v[i], DIM, (uint64_t)(b * PER_BATCH + i));
+            items[i] = (cd_item_in){ids[i], NULL, NULL, v[i]};
+        }
+        CHECK_OK(cd_store_items_upsert(f->st, g.id, f->m1, DIM, items,
+                                       PER_BATCH, &seq, rowids, NULL, &err),
+                 &err);
+    }
+    for (int i = 0; i < READERS; i++) {
+        atomic_store(&r[i].stop, true);
+        CHECK_EQ(pthread_join(threads[i], NULL), 0);
+        CHECK_EQ(r[i].failures, 0);
+        CHECK(r[i].rounds > 0);
+    }
+    CHECK_EQ(gallery_seq(f->st, "busy", NULL), BATCHES);
+}
+
+/* --- files: reopen, migrate, refuse -------------------------------------- */
+
+static void test_reopen(const char *path)
+{
+    cd_error err = {0};
+    cd_store *st = open_ok(path);
+    fixture f = {.st = st};
+    fixture_load(&f);
+    cd_model *models = NULL;
+    size_t n;
+    CHECK_OK(cd_store_model_list(st, &models, &n, &err), &err);
+    CHECK_EQ(n, 5);
+    free(models);
+    int64_t count;
+    CHECK_EQ(gallery_seq(st, "scan", &count), 3);
+    CHECK_EQ(count, SCAN_ITEMS - 1);
+    cd_gallery g;
+    CHECK_OK(cd_store_gallery_get(st, "g2", &g, &err), &err);
+    CHECK_EQ(g.policy, CD_POLICY_VERIFIED);
+    CHECK_OK(cd_store_gallery_get(st, "g3", &g, &err), &err);
+    CHECK_STREQ(g.index_spec, "HNSW32");
+    cd_item *item = NULL;
+    CHECK_OK(cd_store_item_get(st, g.id, "x", true, &item, &err), &err);
+    if (item && item->n_embeddings == 2) {
+        CHECK_STREQ(item->label, "lab");
+        CHECK(item->embeddings[0].vector[2] == 1e-45f);
+        CHECK(signbit(item->embeddings[0].vector[1]));
+    }
+    cd_item_destroy(item);
+    CHECK_OK(cd_store_item_get(st, f.g1, "a", false, &item, &err), &err);
+    if (item)
+        CHECK_STREQ(item->metadata, "{\"n\":1}");
+    cd_item_destroy(item);
+    close_ok(st, path);
+}
+
+static void write_file(const char *path, const char *text, size_t times)
+{
+    FILE *fp = fopen(path, "wb");
+    REQUIRE(fp != NULL);
+    for (size_t i = 0; i < times; i++)
+        fputs(text, fp);
+    CHECK_EQ(fclose(fp), 0);
+}
+
+/* The first column of the first row of sql on a file opened directly. */
+static void raw_text(const char *path, const char *sql, char *out, size_t cap)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *s = NULL;
+    out[0] = '\0';
+    CHECK_EQ(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    CHECK_EQ(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK);
+    if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_text(s, 0))
+        snprintf(out, cap, "%s", (const char *)sqlite3_column_text(s, 0));
+    CHECK_EQ(sqlite3_finalize(s), SQLITE_OK);
+    CHECK_EQ(sqlite3_close(db), SQLITE_OK);
+}
+
+static void test_files(void)
+{
+    char path[512], expect[256], text[64];
+    cd_error err = {0};
+
+    /* An empty file and an empty SQLite database are migrated. */
+    static const char *const empties[] = {"empty.db", "empty-sqlite.db"};
+    write_file(tmp_path(path, sizeof path, "empty.db"), "", 0);
+    raw_sql(tmp_path(path, sizeof path, "empty-sqlite.db"),
+            "PRAGMA user_version = 0");
+    for (size_t i = 0; i < sizeof empties / sizeof empties[0]; i++) {
+        cd_store *st = open_ok(tmp_path(path, sizeof path, empties[i]));
+        cd_model m = {.name = "fresh", .dim = 3, .metric = CD_METRIC_IP}, out;
+        CHECK_OK(cd_store_model_create(st, &m, &out, &err), &err);
+        close_ok(st, path);
+        raw_text(path, "PRAGMA user_version", text, sizeof text);
+        snprintf(expect, sizeof expect, "%d", CD_SCHEMA_VERSION);
+        CHECK_STREQ(text, expect);
+        raw_text(path, "PRAGMA journal_mode", text, sizeof text);
+        CHECK_STREQ(text, "wal");
+    }
+
+    /* A newer schema is refused, and so are files compatd did not write. */
+    tmp_path(path, sizeof path, "newer.db");
+    close_ok(open_ok(path), path);
+    raw_sql(path, "PRAGMA user_version = 7");
+    raw_sql(tmp_path(path, sizeof path, "foreign.db"),
+            "CREATE TABLE t (x); INSERT INTO t VALUES (1)");
+    raw_sql(tmp_path(path, sizeof path, "foreign-id.db"),
+            "PRAGMA application_id = 42");
+    write_file(tmp_path(path, sizeof path, "garbage.db"),
+               "this is not an SQLite database\n", 200);
+    write_file(tmp_path(path, sizeof path, "short.db"), "hello", 1);
+    static const struct {
+        const char *file;
+        cd_err expect;
+        bool untouched;     /* still in its old journal mode afterwards */
+    } cases[] = {
+        {"newer.db", CD_EVERSION, false},
+        {"foreign.db", CD_ECORRUPT, true},
+        {"foreign-id.db", CD_ECORRUPT, true},
+        {"garbage.db", CD_ECORRUPT, false},
+        {"short.db", CD_ECORRUPT, false},
+        {"no-such-dir/x.db", CD_EIO, false},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        cd_store *st = (cd_store *)1;
+        cd_err rc = cd_store_open(tmp_path(path, sizeof path, cases[c].file),
+                                  &st, &err);
+        if (rc != cases[c].expect)
+            fprintf(stderr, "%s: %s\n", cases[c].file, err.message);
+        CHECK_EQ(rc, cases[c].expect);
+        CHECK_EQ(err.code, cases[c].expect);
+        CHECK(st == NULL);
+        if (cases[c].untouched) {
+            raw_text(path, "PRAGMA journal_mode", text, sizeof text);
+            CHECK_STREQ(text, "delete");
+        }
+    }
+    CHECK(!file_exists(tmp_path(path, sizeof path, "no-such-dir")));
+    CHECK_EQ(cd_store_open(tmp_path(path, sizeof path, "newer.db"),
+                           (cd_store *[]){NULL}, &err), CD_EVERSION);
+    snprintf(expect, sizeof expect,
+             "data directory has schema version 7, this compatd supports up "
+             "to %d; upgrade compatd", CD_SCHEMA_VERSION);
+    CHECK_STREQ(err.message, expect);
+    CHECK_EQ(cd_store_open(NULL, (cd_store *[]){NULL}, &err), CD_EINVAL);
+    cd_store_close(NULL);
+}
+
+int main(void)
+{
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/test_store.XXXXXX");
+    REQUIRE(mkdtemp(tmpdir) != NULL);
+    char path[512];
+    tmp_path(path, sizeof path, "compatd.db");
+
+    fixture f = {.st = open_ok(path), .path = path};
+    test_models(f.st);
+    test_galleries(f.st);
+    fixture_load(&f);
+    test_upsert(&f);
+    test_upsert_failures(&f);
+    test_item_roundtrip(&f);
+    test_delete(&f);
+    test_scan(&f);
+    test_refs(&f);
+    test_gallery_delete(&f);
+    test_concurrent_reads(&f);
+    close_ok(f.st, path);
+
+    test_reopen(path);
+    test_files();
+    remove_tmpdir();
+    return check_exit();
+}

@@ -1,0 +1,155 @@
+/*
+ * test_vec.c - names, UTF-8, metrics and the base64 float32 codec.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "vec.h"
+
+static void test_names(void)
+{
+    static const struct {
+        const char *name;
+        bool valid;
+    } cases[] = {
+        {"faces-v1", true},
+        {"A.b_c-9", true},
+        {"x", true},
+        {"", false},
+        {"a/b", false},
+        {"a b", false},
+        {"caf\xc3\xa9", false},
+        {"0123456789012345678901234567890123456789012345678901234567890123", true},
+        {"01234567890123456789012345678901234567890123456789012345678901234", false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        CHECK_EQ(cd_name_valid(cases[i].name), cases[i].valid);
+    CHECK(!cd_name_valid(NULL));
+}
+
+static void test_utf8(void)
+{
+    static const struct {
+        const char *s;
+        bool valid;
+    } cases[] = {
+        {"plain", true},
+        {"caf\xc3\xa9", true},
+        {"\xe2\x82\xac", true},             /* euro sign */
+        {"\xf0\x9f\x98\x80", true},         /* emoji */
+        {"\xc3", false},                    /* truncated */
+        {"\xc0\xaf", false},                /* overlong '/' */
+        {"\xed\xa0\x80", false},            /* surrogate */
+        {"\xf4\x90\x80\x80", false},        /* above U+10FFFF */
+        {"\xff", false},
+        {"a\x80", false},                   /* lone continuation */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        CHECK_EQ(cd_utf8_valid(cases[i].s, strlen(cases[i].s)), cases[i].valid);
+}
+
+static void test_metrics(void)
+{
+    static const char *const names[] = {"cosine", "ip", "l2"};
+    for (size_t i = 0; i < 3; i++) {
+        cd_metric m;
+        CHECK(cd_metric_parse(names[i], &m));
+        CHECK_STREQ(cd_metric_name(m), names[i]);
+    }
+    cd_metric m;
+    CHECK(!cd_metric_parse("L2", &m));
+    CHECK(!cd_metric_parse("", &m));
+    CHECK(cd_metric_higher_is_better(CD_METRIC_IP));
+    CHECK(!cd_metric_higher_is_better(CD_METRIC_L2));
+}
+
+static void test_normalize(void)
+{
+    float v[3] = {3, 0, 4};
+    CHECK(cd_vec_normalize(v, 3));
+    CHECK_NEAR(v[0], 0.6, 1e-7);
+    CHECK_NEAR(v[2], 0.8, 1e-7);
+    float z[2] = {0, 0};
+    CHECK(!cd_vec_normalize(z, 2));
+    CHECK_EQ(z[0], 0);
+    float bad[2] = {1, NAN};
+    CHECK(!cd_vec_finite(bad, 2));
+    CHECK(cd_vec_finite(v, 3));
+}
+
+static void test_b64_roundtrip(void)
+{
+    /* 1..5 floats cover every padding case. */
+    for (size_t n = 1; n <= 5; n++) {
+        float v[5] = {1.5f, -2.25f, 3e-38f, 65504.0f, -0.0f};
+        char *text = cd_b64_encode_floats(v, n);
+        REQUIRE(text);
+        float *back = NULL;
+        size_t nb = 0;
+        cd_error err;
+        CHECK_OK(cd_b64_decode_floats(text, strlen(text), &back, &nb, &err), &err);
+        CHECK_EQ(nb, n);
+        for (size_t i = 0; back && i < n; i++)
+            CHECK(memcmp(&back[i], &v[i], sizeof v[i]) == 0);
+        free(back);
+        free(text);
+    }
+    /* A known encoding: 1.0f is 00 00 80 3f. */
+    float *one = NULL;
+    size_t n1 = 0;
+    cd_error err;
+    CHECK_OK(cd_b64_decode_floats("AACAPw==", 8, &one, &n1, &err), &err);
+    CHECK_EQ(n1, 1);
+    if (one)
+        CHECK(one[0] == 1.0f);
+    free(one);
+}
+
+static void test_b64_rejects(void)
+{
+    float nan = NAN, inf = INFINITY;
+    char *nan_text = cd_b64_encode_floats(&nan, 1);
+    char *inf_text = cd_b64_encode_floats(&inf, 1);
+    REQUIRE(nan_text && inf_text);
+    const struct {
+        const char *text;
+        const char *why;
+    } cases[] = {
+        {"", "empty"},
+        {"AAA", "length not a multiple of 4 characters"},
+        {"AAAAAAA=", "5 bytes: not a multiple of 4"},
+        {"AACA", "3 bytes"},
+        {"AAC*Pw==", "not base64"},
+        {"AA=APw==", "padding in the middle"},
+        {nan_text, "NaN"},
+        {inf_text, "Inf"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        float *out = (float *)&out;
+        size_t n = 99;
+        cd_error err;
+        cd_err rc = cd_b64_decode_floats(cases[i].text, strlen(cases[i].text), &out, &n, &err);
+        if (rc != CD_EVECTOR)
+            fprintf(stderr, "case %zu (%s) gave %d\n", i, cases[i].why, rc);
+        CHECK_EQ(rc, CD_EVECTOR);
+        CHECK(out == NULL);
+        CHECK_EQ(n, 0);
+        CHECK(err.message[0] != '\0');
+    }
+    free(nan_text);
+    free(inf_text);
+}
+
+int main(void)
+{
+    test_names();
+    test_utf8();
+    test_metrics();
+    test_normalize();
+    test_b64_roundtrip();
+    test_b64_rejects();
+    return check_exit();
+}
