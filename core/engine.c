@@ -1016,13 +1016,31 @@ void cd_search_result_destroy(cd_search_result *r)
     free(r);
 }
 
+bool cd_engine_declared_compatible(cd_engine *e, const cd_model *from,
+                                   const char *to)
+{
+    cd_model m = *from;
+    /* Chains are short; the bound only guards against a cycle. */
+    for (int hops = 0; hops < 64 && m.compatible_with[0]; hops++) {
+        if (strcmp(m.compatible_with, to) == 0)
+            return true;
+        cd_error err;
+        if (model_by_name(e, m.compatible_with, &m, &err) != CD_OK)
+            return false;
+    }
+    return false;
+}
+
 /*
- * Which model's index answers a query of model m on gallery g.  The gallery
- * model's own index always; another model's only where the gallery has
- * embeddings of it (cross-model routing and its gate build on this).
+ * Which index answers a query of model m on gallery g.  The gallery
+ * model's queries: its own index.  Another model with embeddings in the
+ * gallery: that model's index.  Another model without: the gallery model's
+ * index, when the gallery's query policy lets it in (declared: its
+ * compatible_with chain reaches the gallery model; any: same dim and
+ * metric; verified needs a passed evaluation, of which there are none yet).
  */
-static cd_err route_query(gallery *g, const cd_model *m, gal_index **out,
-                          cd_error *err)
+static cd_err route_query(cd_engine *e, gallery *g, const cd_model *m,
+                          gal_index **out, cd_error *err)
 {
     *out = NULL;
     if (m->id == g->model.id) {
@@ -1037,10 +1055,25 @@ static cd_err route_query(gallery *g, const cd_model *m, gal_index **out,
                         m->name, cd_metric_name(m->metric), g->model.name,
                         cd_metric_name(g->model.metric));
     gal_index *gi = index_slot(g, m->id);
-    if (!gi || !gi->ix || cd_index_count(gi->ix) == 0)
-        return cd__fail(err, CD_ENOTVERIFIED, "gallery %s has no embeddings of model %s and queries of it are not allowed against model %s",
-                        g->info.name, m->name, g->model.name);
-    *out = gi;
+    if (gi && gi->ix && cd_index_count(gi->ix) > 0) {
+        *out = gi;
+        return CD_OK;
+    }
+    switch (g->info.policy) {
+    case CD_POLICY_ANY:
+        break;
+    case CD_POLICY_DECLARED:
+        if (!cd_engine_declared_compatible(e, m, g->model.name))
+            return cd__fail(err, CD_ENOTVERIFIED, "model %s does not declare compatibility with %s "
+                            "(its compatible_with chain does not reach it); gallery %s has query_policy declared",
+                            m->name, g->model.name, g->info.name);
+        break;
+    case CD_POLICY_VERIFIED:
+        return cd__fail(err, CD_ENOTVERIFIED, "model %s has no passed evaluation on gallery %s "
+                        "(query_policy verified); none exists yet",
+                        m->name, g->info.name);
+    }
+    *out = index_slot(g, g->model.id);
     return CD_OK;
 }
 
@@ -1105,7 +1138,7 @@ cd_err cd_engine_search(cd_engine *e, const char *gallery_name,
 
     pthread_rwlock_rdlock(&g->lock);
     gal_index *gi = NULL;
-    rc = route_query(g, &m, &gi, err);
+    rc = route_query(e, g, &m, &gi, err);
     if (rc == CD_OK && gi && gi->ix) {
         rc = cd_index_search(gi->ix, q, nq, k, ids, scores, err);
         r->n_searched = 1;
@@ -1115,7 +1148,8 @@ cd_err cd_engine_search(cd_engine *e, const char *gallery_name,
         for (size_t i = 0; i < nq * k; i++)
             ids[i] = -1;
         r->n_searched = 1;
-        snprintf(r->searched[0].model, sizeof r->searched[0].model, "%s", m.name);
+        snprintf(r->searched[0].model, sizeof r->searched[0].model, "%s",
+                 gi ? gi->model.name : m.name);
     }
     /* Compact each row to its found hits, then resolve ids in one call. */
     size_t total = 0;

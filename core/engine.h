@@ -73,6 +73,10 @@ cd_err cd_engine_model_get(cd_engine *e, const char *name, cd_model *out,
 cd_err cd_engine_model_list(cd_engine *e, cd_model **out, size_t *n,
                             cd_error *err);
 
+/* True when following compatible_with from `from` reaches model `to`. */
+bool cd_engine_declared_compatible(cd_engine *e, const cd_model *from,
+                                   const char *to);
+
 /* --- galleries -------------------------------------------------------- */
 
 /*

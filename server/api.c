@@ -40,6 +40,18 @@ static cJSON *parse_body(const cd_request *req, cd_reply *rep)
         cd_reply_error(rep, 400, "invalid_utf8", "request body is not valid UTF-8");
         return NULL;
     }
+    /* cJSON keeps strings NUL-terminated, so an escaped NUL would cut a
+     * name or id short without a word: refuse it. */
+    for (size_t i = 0; i + 5 < req->body_len; i++) {
+        if (req->body[i] != '\\')
+            continue;
+        if (memcmp(req->body + i + 1, "u0000", 5) == 0) {
+            cd_reply_error(rep, 400, "invalid_json",
+                           "strings must not contain \\u0000 (byte %zu)", i);
+            return NULL;
+        }
+        i++; /* skip the escaped character, e.g. the second of "\\\\" */
+    }
     const char *end = NULL;
     cJSON *j = cJSON_ParseWithLengthOpts(req->body, req->body_len, &end, 0);
     if (!j) {
@@ -371,20 +383,6 @@ static void galleries_list(cd_api *api, cd_reply *rep)
     free(gs);
 }
 
-/* True when following compatible_with from model `from` reaches `to`. */
-static bool declared_compatible(cd_api *api, const cd_model *from, const char *to)
-{
-    cd_model m = *from;
-    for (int hops = 0; hops < 64 && m.compatible_with[0]; hops++) {
-        if (strcmp(m.compatible_with, to) == 0)
-            return true;
-        cd_error err;
-        if (cd_engine_model_get(api->engine, m.compatible_with, &m, &err) != CD_OK)
-            return false;
-    }
-    return false;
-}
-
 static void galleries_get(cd_api *api, const char *name, cd_reply *rep)
 {
     cd_gallery g;
@@ -414,7 +412,7 @@ static void galleries_get(cd_api *api, const char *name, cd_reply *rep)
                 continue;
             cJSON *o = cJSON_CreateObject();
             cJSON_AddStringToObject(o, "model", all[i].name);
-            cJSON_AddStringToObject(o, "status", declared_compatible(api, &all[i], gm.name)
+            cJSON_AddStringToObject(o, "status", cd_engine_declared_compatible(api->engine, &all[i], gm.name)
                                                      ? "declared" : "unverified");
             cJSON_AddNullToObject(o, "evaluation");
             cJSON_AddItemToArray(qm, o);
@@ -842,8 +840,14 @@ void cd_api_handle(cd_api *api, const cd_request *req, cd_reply *rep)
         cd_reply_error(rep, 503, "out_of_memory", "out of memory");
         return;
     }
-    int n = split_path(path, seg, 5);
     rep->route = "other";
+    if (!cd_utf8_valid(req->path, strlen(req->path))) {
+        /* Also how a %00 arrives (see http.c): never echo such bytes. */
+        cd_reply_error(rep, 400, "invalid_path", "request path is not valid UTF-8 or holds %%00");
+        free(path);
+        return;
+    }
+    int n = split_path(path, seg, 5);
 
     if (n == 1 && is(seg[0], "healthz")) {
         rep->route = "/healthz";

@@ -342,6 +342,37 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     cd_log(LOG_WARN, "libmicrohttpd: %s", buf);
 }
 
+static int hex_value(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/*
+ * Percent-decodes the path and query arguments in place.  A %00 would end
+ * the C string early and turn "/items/a%00b" into "/items/a", so it
+ * becomes the byte 0xFF instead, which is never valid UTF-8 and makes
+ * api.c refuse the request.
+ */
+static size_t unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+    char *out = s;
+    for (const char *in = s; *in; in++) {
+        int hi, lo;
+        if (in[0] == '%' && (hi = hex_value(in[1])) >= 0 && (lo = hex_value(in[2])) >= 0) {
+            int byte = hi * 16 + lo;
+            *out++ = (char)(byte == 0 ? 0xFF : byte);
+            in += 2;
+        } else {
+            *out++ = *in;
+        }
+    }
+    *out = '\0';
+    return (size_t)(out - s);
+}
+
 /* Parses "host:port", "[v6]:port" or ":port" into a socket address. */
 static bool parse_listen(const char *listen, struct sockaddr_storage *ss,
                          socklen_t *len, bool *v6)
@@ -460,6 +491,7 @@ int cd_serve(const cd_server_config *cfg)
                          MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
                          MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->threads,
                          MHD_OPTION_NOTIFY_COMPLETED, on_completed, &s,
+                         MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
                          MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
                          MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(256 * 1024),
                          MHD_OPTION_END);

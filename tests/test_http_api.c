@@ -1020,12 +1020,12 @@ static const bad_case bad_cases[] = {
     {"vectors=maybe", "GET", "/v1/galleries/g-l2/items/i1?vectors=maybe", NULL, NULL, NULL, false, 400, "invalid_argument", NULL},
 
     /* what the path says */
-    {"NUL in an item's path", "DELETE", "/v1/galleries/g-l2/items/i1%00x", NULL, NULL, NULL, false, 404, NULL, NULL},
-    {"NUL in an item's path, GET", "GET", "/v1/galleries/g-l2/items/i1%00x", NULL, NULL, NULL, false, 404, NULL, NULL},
-    {"NUL in a gallery's path", "GET", "/v1/galleries/g-l2%00x", NULL, NULL, NULL, false, 404, NULL, NULL},
-    {"NUL in a search path", "POST", "/v1/galleries/g-l2%00x/search", J, "{\"vector\":" V "}", NULL, false, 404, NULL, NULL},
-    {"invalid UTF-8 in an item's path", "GET", "/v1/galleries/g-l2/items/%ff%fe", NULL, NULL, NULL, false, 404, NULL, NULL},
-    {"invalid UTF-8 in a route", "GET", "/v1/%c0%af", NULL, NULL, NULL, false, 404, "no_route", NULL},
+    {"NUL in an item's path", "DELETE", "/v1/galleries/g-l2/items/i1%00x", NULL, NULL, NULL, false, 400, "invalid_path", NULL},
+    {"NUL in an item's path, GET", "GET", "/v1/galleries/g-l2/items/i1%00x", NULL, NULL, NULL, false, 400, "invalid_path", NULL},
+    {"NUL in a gallery's path", "GET", "/v1/galleries/g-l2%00x", NULL, NULL, NULL, false, 400, "invalid_path", NULL},
+    {"NUL in a search path", "POST", "/v1/galleries/g-l2%00x/search", J, "{\"vector\":" V "}", NULL, false, 400, "invalid_path", NULL},
+    {"invalid UTF-8 in an item's path", "GET", "/v1/galleries/g-l2/items/%ff%fe", NULL, NULL, NULL, false, 400, "invalid_path", NULL},
+    {"invalid UTF-8 in a route", "GET", "/v1/%c0%af", NULL, NULL, NULL, false, 400, "invalid_path", NULL},
 
     /* the all-or-nothing batch of 1000 */
     {"batch: item 500 dim 3", "POST", ITEMS, J, NULL, batch_dim, false, 400, "dimension_mismatch", "item 500"},
