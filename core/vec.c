@@ -119,11 +119,10 @@ static int b64_value(unsigned char c)
     return -1;
 }
 
-cd_err cd_b64_decode_floats(const char *text, size_t len, float **out,
-                            size_t *n_out, cd_error *err)
+cd_err cd_b64_float_count(const char *text, size_t len, size_t *n,
+                          cd_error *err)
 {
-    *out = NULL;
-    *n_out = 0;
+    *n = 0;
     if (len % 4 != 0)
         return cd__fail(err, CD_EVECTOR, "vector_b64 is not valid base64 (length %zu is not a multiple of 4)", len);
     size_t pad = 0;
@@ -132,46 +131,67 @@ cd_err cd_b64_decode_floats(const char *text, size_t len, float **out,
     size_t nbytes = len / 4 * 3 - pad;
     if (nbytes == 0 || nbytes % 4 != 0)
         return cd__fail(err, CD_EVECTOR, "vector_b64 decodes to %zu bytes, not a positive multiple of 4 (float32)", nbytes);
-    unsigned char *bytes = malloc(nbytes);
-    if (!bytes)
-        return cd__fail(err, CD_ENOMEM, "out of memory decoding vector_b64");
-    size_t o = 0;
+    *n = nbytes / 4;
+    return CD_OK;
+}
+
+cd_err cd_b64_decode_floats_into(const char *text, size_t len, float *out,
+                                 cd_error *err)
+{
+    size_t n;
+    cd_err rc = cd_b64_float_count(text, len, &n, err);
+    if (rc != CD_OK)
+        return rc;
+    size_t nbytes = n * 4, o = 0;
+    int pad = (int)(len / 4 * 3 - nbytes);
+    unsigned char *bytes = (unsigned char *)out;
     for (size_t i = 0; i < len; i += 4) {
         int v[4];
         for (int j = 0; j < 4; j++) {
             unsigned char c = (unsigned char)text[i + j];
-            if (c == '=' && i + 4 == len && j >= 4 - (int)pad) {
+            /* '=' only as the padding that cd_b64_float_count counted. */
+            if (c == '=' && i + 4 == len && j >= 4 - pad) {
                 v[j] = 0;
                 continue;
             }
             v[j] = b64_value(c);
-            if (v[j] < 0) {
-                free(bytes);
+            if (v[j] < 0)
                 return cd__fail(err, CD_EVECTOR, "vector_b64 has a character that is not base64 at offset %zu", i + j);
-            }
         }
         unsigned triple = (unsigned)v[0] << 18 | (unsigned)v[1] << 12 | (unsigned)v[2] << 6 | (unsigned)v[3];
         unsigned char b[3] = {(unsigned char)(triple >> 16), (unsigned char)(triple >> 8), (unsigned char)triple};
         for (int j = 0; j < 3 && o < nbytes; j++)
             bytes[o++] = b[j];
     }
-    size_t n = nbytes / 4;
-    float *f = malloc(n * sizeof *f);
-    if (!f) {
-        free(bytes);
-        return cd__fail(err, CD_ENOMEM, "out of memory decoding vector_b64");
-    }
     for (size_t i = 0; i < n; i++) {
-        uint32_t u = (uint32_t)bytes[4 * i] | (uint32_t)bytes[4 * i + 1] << 8 |
-                     (uint32_t)bytes[4 * i + 2] << 16 | (uint32_t)bytes[4 * i + 3] << 24;
-        memcpy(&f[i], &u, sizeof u);
-        if (!isfinite(f[i])) {
-            free(bytes);
-            free(f);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+        unsigned char *p = bytes + 4 * i, t;
+        t = p[0], p[0] = p[3], p[3] = t;
+        t = p[1], p[1] = p[2], p[2] = t;
+#endif
+        if (!isfinite(out[i]))
             return cd__fail(err, CD_EVECTOR, "vector_b64 value %zu is not finite", i);
-        }
     }
-    free(bytes);
+    return CD_OK;
+}
+
+cd_err cd_b64_decode_floats(const char *text, size_t len, float **out,
+                            size_t *n_out, cd_error *err)
+{
+    size_t n;
+    *out = NULL;
+    *n_out = 0;
+    cd_err rc = cd_b64_float_count(text, len, &n, err);
+    if (rc != CD_OK)
+        return rc;
+    float *f = malloc(n * sizeof *f);
+    if (!f)
+        return cd__fail(err, CD_ENOMEM, "out of memory decoding vector_b64");
+    rc = cd_b64_decode_floats_into(text, len, f, err);
+    if (rc != CD_OK) {
+        free(f);
+        return rc;
+    }
     *out = f;
     *n_out = n;
     return CD_OK;

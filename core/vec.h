@@ -63,6 +63,22 @@ cd_err cd_b64_decode_floats(const char *text, size_t len, float **out,
                             size_t *n_out, cd_error *err);
 
 /*
+ * The number of floats base64 text of len bytes decodes to; CD_EVECTOR
+ * when the length cannot be float32 data (not a multiple of 4 characters,
+ * or not a whole number of 4-byte floats).
+ */
+cd_err cd_b64_float_count(const char *text, size_t len, size_t *n,
+                          cd_error *err);
+
+/*
+ * Decodes into out, which has room for the cd_b64_float_count floats.
+ * Fails with CD_EVECTOR on a non-base64 character or a value that is not
+ * finite; out's contents are then unspecified.
+ */
+cd_err cd_b64_decode_floats_into(const char *text, size_t len, float *out,
+                                 cd_error *err);
+
+/*
  * Encodes n floats as base64 of little-endian float32.  Returns a malloc'd
  * NUL-terminated string the caller frees with free(), or NULL when out of
  * memory.

@@ -155,21 +155,21 @@ static bool read_vector_value(const cJSON *v, bool b64, int dim, float *out,
             cd_reply_error(rep, 400, "invalid_vector", "%svector_b64 must be a string", where);
             return false;
         }
-        float *f = NULL;
-        size_t n = 0;
+        size_t n = 0, len = strlen(v->valuestring);
         cd_error err;
-        if (cd_b64_decode_floats(v->valuestring, strlen(v->valuestring), &f, &n, &err) != CD_OK) {
+        if (cd_b64_float_count(v->valuestring, len, &n, &err) != CD_OK) {
             cd_reply_error(rep, 400, "invalid_vector", "%s%s", where, err.message);
             return false;
         }
         if (n != (size_t)dim) {
-            free(f);
             cd_reply_error(rep, 400, "dimension_mismatch",
                            "%svector has %zu values, model %s has dim %d", where, n, model, dim);
             return false;
         }
-        memcpy(out, f, n * sizeof *f);
-        free(f);
+        if (cd_b64_decode_floats_into(v->valuestring, len, out, &err) != CD_OK) {
+            cd_reply_error(rep, 400, "invalid_vector", "%s%s", where, err.message);
+            return false;
+        }
         return true;
     }
     if (!cJSON_IsArray(v)) {

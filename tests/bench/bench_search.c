@@ -282,7 +282,7 @@ int main(int argc, char **argv)
         }
         for (size_t i = 0; i < SINGLE_PER_ROUND; i++) {
             size_t at = r * SINGLE_PER_ROUND + i;
-            lat_core[at] = search_core(e, q + at * (size_t)dim);
+            lat_core[at] = search_core(e, q + at * (size_t)dim, 1);
         }
     }
     double http_p50 = percentile(lat_http, nq_total, 0.5), http_p99 = percentile(lat_http, nq_total, 0.99);
