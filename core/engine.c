@@ -575,9 +575,28 @@ fail:
     return rc;
 }
 
+/* Removes temporary files a crash left behind in the index directory. */
+static void remove_temporaries(cd_engine *e)
+{
+    DIR *d = opendir(e->index_dir);
+    if (!d)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (!strstr(de->d_name, ".tmp"))
+            continue;
+        char *path = str_printf("%s/%s", e->index_dir, de->d_name);
+        if (path)
+            unlink(path);
+        free(path);
+    }
+    closedir(d);
+}
+
 cd_err cd_engine_load_indexes(cd_engine *e, cd_error *err)
 {
     cd_err rc = CD_OK;
+    remove_temporaries(e);
     pthread_rwlock_rdlock(&e->lock);
     for (size_t i = 0; i < e->n_gals && rc == CD_OK; i++) {
         gallery *g = e->gals[i];

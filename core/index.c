@@ -55,7 +55,8 @@
 #include <faiss/c_api/index_io_c.h>
 
 #define TRAIN_POINTS_PER_LIST 39   /* FAISS k-means warns below this */
-#define TRAIN_PQ_MIN (256 * 39)    /* 256 centroids per PQ sub-quantizer */
+#define TRAIN_PQ_MIN (256 * TRAIN_POINTS_PER_LIST) /* 256 centroids per PQ
+                                                      sub-quantizer */
 #define TRAIN_OTHER 10000          /* untrained types that are not IVF */
 #define NPROBE_MIN 32
 #define HNSW_EF_SEARCH 64
@@ -156,11 +157,23 @@ static void id_set_finish(id_set *s)
 
 /* ---- FAISS helpers -------------------------------------------------- */
 
-/* Fails with code and FAISS's last message after `what`. */
+/*
+ * Fails with code and FAISS's last message after `what`, without the
+ * "Error in <C++ signature> at <file>:<line>: " that FAISS puts first:
+ * the message may reach an API client.
+ */
 static cd_err faiss_fail(cd_error *err, cd_err code, const char *what)
 {
     const char *msg = faiss_get_last_error();
-    return cd__fail(err, code, "%s: %s", what, msg ? msg : "unknown error");
+    if (!msg)
+        msg = "unknown error";
+    if (strncmp(msg, "Error in ", 9) == 0) {
+        const char *at = strstr(msg, " at ");
+        const char *colon = at ? strstr(at, ": ") : NULL;
+        if (colon && colon[2] != '\0')
+            msg = colon + 2;
+    }
+    return cd__fail(err, code, "%s: %s", what, msg);
 }
 
 /* The IVF under ix's id map or pre-transforms, or NULL. */
@@ -323,6 +336,39 @@ static bool spec_without_polysemous(const char *spec, char *buf, size_t size)
 }
 
 /*
+ * Rejects a plain PQ<M> component whose M does not divide dim, before
+ * FAISS 1.7.3's factory leaks the coarse quantizer doing the same.  Only
+ * when no component can change the dimension (PCA, OPQ, RR, ITQ, Pad);
+ * FAISS judges the others.
+ */
+static cd_err check_pq_split(const char *spec, int dim, cd_error *err)
+{
+    static const char *const reshapers[] = {"PCA", "OPQ", "RR", "ITQ", "Pad"};
+    for (const char *p = spec;; p++) {
+        for (size_t i = 0; i < sizeof reshapers / sizeof reshapers[0]; i++)
+            if (strncmp(p, reshapers[i], strlen(reshapers[i])) == 0)
+                return CD_OK;
+        p = strchr(p, ',');
+        if (!p)
+            break;
+    }
+    for (const char *p = spec;; p++) {
+        size_t n = strcspn(p, ",");
+        if (plain_pq(p, n)) {
+            long m = strtol(p + 2, NULL, 10);
+            if (m <= 0 || dim % m != 0)
+                return cd__fail(err, CD_EINVAL, "index spec \"%s\": PQ%ld "
+                                "needs a dimension divisible by %ld, not %d",
+                                spec, m, m, dim);
+        }
+        p += n;
+        if (*p == '\0')
+            break;
+    }
+    return CD_OK;
+}
+
+/*
  * Builds an empty main index for spec: factory, metric check, id map when
  * the type cannot take ids, search tuning.  *nlist_out gets its IVF list
  * count (0: not IVF).
@@ -336,6 +382,9 @@ static cd_err new_main(const char *spec, int dim, FaissMetricType metric,
     char np_spec[2 * CD_SPEC_MAX + 8];
     cd_err rc = CD_OK;
     *out = NULL;
+    rc = check_pq_split(spec, dim, err);
+    if (rc != CD_OK)
+        return rc;
     /* Without polysemous training where FAISS takes the suffix there. */
     if (!spec_without_polysemous(spec, np_spec, sizeof np_spec) ||
         faiss_index_factory(&ix, dim, np_spec, metric) != 0) {
@@ -397,6 +446,29 @@ static FaissIndex *active(const cd_index *ix)
     return ix->staging ? ix->staging : ix->main;
 }
 
+/*
+ * Training vectors the spec's PQ needs: 39 per centroid of a sub-quantizer,
+ * 256 centroids unless a plain PQ<M>x<nbits> says otherwise; 0 without PQ.
+ */
+static int64_t pq_train_min(const char *spec)
+{
+    int64_t need = strstr(spec, "PQ") ? TRAIN_PQ_MIN : 0;
+    for (const char *p = spec;; p++) {
+        size_t n = strcspn(p, ",");
+        const char *x = memchr(p, 'x', n);
+        if (plain_pq(p, n) && x) {
+            long nbits = strtol(x + 1, NULL, 10);
+            if (nbits > 0 && nbits <= 16 &&
+                ((int64_t)TRAIN_POINTS_PER_LIST << nbits) > need)
+                need = (int64_t)TRAIN_POINTS_PER_LIST << nbits;
+        }
+        p += n;
+        if (*p == '\0')
+            break;
+    }
+    return need;
+}
+
 /* ---- create / destroy ----------------------------------------------- */
 
 cd_err cd_index_create(const char *spec, int dim, cd_metric metric,
@@ -441,8 +513,9 @@ cd_err cd_index_create(const char *spec, int dim, cd_metric metric,
             ix->threshold = (int64_t)ix->nlist * TRAIN_POINTS_PER_LIST;
         else
             ix->threshold = TRAIN_OTHER;
-        if (strstr(spec, "PQ") && ix->threshold < TRAIN_PQ_MIN)
-            ix->threshold = TRAIN_PQ_MIN;
+        int64_t pq = pq_train_min(spec);
+        if (ix->threshold < pq)
+            ix->threshold = pq;
     }
     *out = ix;
     return CD_OK;
@@ -746,6 +819,98 @@ bool cd_index_can_remove(const cd_index *ix)
 
 /* ---- save / load -------------------------------------------------------- */
 
+/*
+ * A saved file is FAISS's own serialisation followed by a trailer:
+ * TRAILER_MAGIC, the FAISS byte count and a 64-bit hash of those bytes,
+ * both little-endian.  FAISS ignores what follows its data, so the file
+ * still opens with faiss_read_index_fname; the trailer lets load reject a
+ * truncated, garbage or bit-flipped file before FAISS parses it (FAISS
+ * 1.7.3 leaks on a failed read, and trusts offsets inside HNSW graphs).
+ */
+#define TRAILER_MAGIC "cdindex1"
+#define TRAILER_SIZE 24
+#define HASH_CHUNK 65536
+
+/* 64-bit hash of a byte stream, fed in pieces. */
+typedef struct stream_hash {
+    uint64_t h;
+    uint64_t len;
+    unsigned char tail[8];  /* bytes not yet making a full word */
+    size_t n_tail;
+} stream_hash;
+
+static uint64_t rotl64(uint64_t x, int r)
+{
+    return (x << r) | (x >> (64 - r));
+}
+
+static uint64_t load_le64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static void store_le64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static void hash_word(stream_hash *sh, uint64_t w)
+{
+    sh->h = rotl64(sh->h ^ (w * 0x87c37b91114253d5ULL), 31) *
+            0x4cf5ad432745937fULL;
+}
+
+static void hash_update(stream_hash *sh, const unsigned char *p, size_t n)
+{
+    sh->len += n;
+    while (n > 0 && sh->n_tail > 0 && sh->n_tail < 8) {
+        sh->tail[sh->n_tail++] = *p++;
+        n--;
+        if (sh->n_tail == 8) {
+            hash_word(sh, load_le64(sh->tail));
+            sh->n_tail = 0;
+        }
+    }
+    for (; n >= 8; p += 8, n -= 8)
+        hash_word(sh, load_le64(p));
+    memcpy(sh->tail + sh->n_tail, p, n);
+    sh->n_tail += n;
+}
+
+static uint64_t hash_final(stream_hash *sh)
+{
+    unsigned char last[8] = {0};
+    memcpy(last, sh->tail, sh->n_tail);
+    hash_word(sh, load_le64(last));
+    uint64_t h = sh->h ^ sh->len;
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    return h;
+}
+
+/* Hashes the first n bytes of f from its start; false on a short read. */
+static bool hash_file(FILE *f, uint64_t n, uint64_t *out)
+{
+    stream_hash sh = {0x9e3779b97f4a7c15ULL, 0, {0}, 0};
+    unsigned char *buf = malloc(HASH_CHUNK);
+    bool ok = buf && fseeko(f, 0, SEEK_SET) == 0;
+    while (ok && n > 0) {
+        size_t want = n < HASH_CHUNK ? (size_t)n : HASH_CHUNK;
+        ok = fread(buf, 1, want, f) == want;
+        if (ok)
+            hash_update(&sh, buf, want);
+        n -= want;
+    }
+    free(buf);
+    *out = hash_final(&sh);
+    return ok;
+}
+
 /* fsyncs the directory holding path, so a rename in it is durable. */
 static cd_err sync_dir(const char *path, cd_error *err)
 {
@@ -773,6 +938,30 @@ out:
     return rc;
 }
 
+/* Writes FAISS's data and the trailer to f, open for update and empty. */
+static cd_err write_contents(const cd_index *ix, FILE *f, const char *name,
+                             cd_error *err)
+{
+    unsigned char trailer[TRAILER_SIZE];
+    uint64_t hash;
+    off_t len;
+    if (faiss_write_index(active(ix), f) != 0)
+        return faiss_fail(err, CD_EIO, name);
+    if (fflush(f) != 0 || (len = ftello(f)) < 0)
+        return cd__fail(err, CD_EIO, "%s: %s", name, strerror(errno));
+    if (!hash_file(f, (uint64_t)len, &hash))
+        return cd__fail(err, CD_EIO, "%s: cannot read back what was written",
+                        name);
+    memcpy(trailer, TRAILER_MAGIC, 8);
+    store_le64(trailer + 8, (uint64_t)len);
+    store_le64(trailer + 16, hash);
+    if (fseeko(f, len, SEEK_SET) != 0 ||
+        fwrite(trailer, 1, sizeof trailer, f) != sizeof trailer ||
+        fflush(f) != 0 || fsync(fileno(f)) != 0)
+        return cd__fail(err, CD_EIO, "%s: %s", name, strerror(errno));
+    return CD_OK;
+}
+
 cd_err cd_index_save(const cd_index *ix, const char *path, cd_error *err)
 {
     if (ix->hidden.len > 0)
@@ -788,25 +977,20 @@ cd_err cd_index_save(const cd_index *ix, const char *path, cd_error *err)
     cd_err rc = CD_OK;
     FILE *f = NULL;
     int crc;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
         rc = cd__fail(err, CD_EIO, "%s: %s", tmp, strerror(errno));
         goto out;
     }
-    f = fdopen(fd, "wb");
+    f = fdopen(fd, "w+b");
     if (!f) {
         rc = cd__fail(err, CD_EIO, "%s: %s", tmp, strerror(errno));
         close(fd);
         goto fail;
     }
-    if (faiss_write_index(active(ix), f) != 0) {
-        rc = faiss_fail(err, CD_EIO, tmp);
+    rc = write_contents(ix, f, tmp, err);
+    if (rc != CD_OK)
         goto fail;
-    }
-    if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
-        rc = cd__fail(err, CD_EIO, "%s: %s", tmp, strerror(errno));
-        goto fail;
-    }
     crc = fclose(f);
     f = NULL;
     if (crc != 0) {
@@ -829,9 +1013,46 @@ out:
 }
 
 /*
- * Missing file: CD_ENOTFOUND.  File that cannot be opened otherwise:
- * CD_EIO.  Anything FAISS cannot parse, or an index of another dimension,
- * metric or type than spec makes: CD_ECORRUPT.
+ * Checks f's trailer and hash and reads the FAISS index before it into
+ * *out.  Every failure is CD_ECORRUPT except a failing read (CD_EIO).
+ */
+static cd_err read_contents(FILE *f, const char *path, FaissIndex **out,
+                            cd_error *err)
+{
+    struct stat st;
+    unsigned char trailer[TRAILER_SIZE];
+    uint64_t len, hash;
+    *out = NULL;
+    if (fstat(fileno(f), &st) != 0)
+        return cd__fail(err, CD_EIO, "%s: %s", path, strerror(errno));
+    if (st.st_size < TRAILER_SIZE)
+        return cd__fail(err, CD_ECORRUPT, "%s: %lld bytes is too short for "
+                        "an index", path, (long long)st.st_size);
+    if (fseeko(f, st.st_size - TRAILER_SIZE, SEEK_SET) != 0 ||
+        fread(trailer, 1, sizeof trailer, f) != sizeof trailer)
+        return cd__fail(err, CD_EIO, "%s: cannot read", path);
+    len = load_le64(trailer + 8);
+    if (memcmp(trailer, TRAILER_MAGIC, 8) != 0 ||
+        len != (uint64_t)st.st_size - TRAILER_SIZE)
+        return cd__fail(err, CD_ECORRUPT, "%s: no index trailer (truncated "
+                        "or not written by compatd)", path);
+    if (!hash_file(f, len, &hash))
+        return cd__fail(err, CD_EIO, "%s: cannot read", path);
+    if (hash != load_le64(trailer + 16))
+        return cd__fail(err, CD_ECORRUPT, "%s: checksum mismatch", path);
+    if (fseeko(f, 0, SEEK_SET) != 0)
+        return cd__fail(err, CD_EIO, "%s: %s", path, strerror(errno));
+    if (faiss_read_index(f, 0, out) != 0) {
+        *out = NULL;
+        return faiss_fail(err, CD_ECORRUPT, path);
+    }
+    return CD_OK;
+}
+
+/*
+ * Missing file: CD_ENOTFOUND.  File that cannot be opened or read:
+ * CD_EIO.  Truncated, damaged, not ours, or an index of another
+ * dimension, metric or type than spec makes: CD_ECORRUPT.
  */
 cd_err cd_index_load(const char *path, const char *spec, int dim,
                      cd_metric metric, cd_index **out, cd_error *err)
@@ -840,7 +1061,6 @@ cd_err cd_index_load(const char *path, const char *spec, int dim,
     FaissIndex *loaded = NULL;
     FILE *f = NULL;
     char want[128], got[128];
-    int frc;
     *out = NULL;
 
     cd_err rc = cd_index_create(spec, dim, metric, &ix, err);
@@ -853,13 +1073,10 @@ cd_err cd_index_load(const char *path, const char *spec, int dim,
                       path, strerror(errno));
         goto fail;
     }
-    frc = faiss_read_index(f, 0, &loaded);
+    rc = read_contents(f, path, &loaded, err);
     fclose(f);
-    if (frc != 0) {
-        loaded = NULL;
-        rc = faiss_fail(err, CD_ECORRUPT, path);
+    if (rc != CD_OK)
         goto fail;
-    }
     if (faiss_Index_d(loaded) != dim) {
         rc = cd__fail(err, CD_ECORRUPT, "%s: index has dim %d, want %d", path,
                       faiss_Index_d(loaded), dim);

@@ -41,8 +41,11 @@ void cd_index_destroy(cd_index *ix);
 
 /*
  * Adds n vectors (dim floats each, row-major) under the given ids.  The
- * ids must not be present.  Trains the index when the staged count reaches
- * the threshold.  On failure the index is unchanged.
+ * ids must not be present and not be negative (CD_EINVAL).  Trains the
+ * index when the staged count reaches the threshold.  An id that is
+ * hidden (see cd_index_remove) is added but stays hidden, old and new
+ * vector alike, and cd_index_needs_rebuild turns true.  n == 0 does
+ * nothing.  On failure the index is unchanged.
  */
 cd_err cd_index_add(cd_index *ix, const int64_t *ids, const float *vectors,
                     size_t n, cd_error *err);
@@ -57,8 +60,8 @@ cd_err cd_index_remove(cd_index *ix, const int64_t *ids, size_t n,
 /*
  * Searches nq queries (dim floats each) for the k closest vectors.
  * ids_out and scores_out are caller-allocated with nq*k entries; row i
- * holds query i's results best first, padded with id -1 when fewer than k
- * vectors exist.  Scores: inner product for cosine/ip (higher is closer),
+ * holds query i's results best first, padded with id -1 (score 0) when
+ * fewer than k vectors exist.  Scores: inner product for cosine/ip (higher is closer),
  * squared L2 distance for l2 (lower is closer).
  */
 cd_err cd_index_search(const cd_index *ix, const float *queries, size_t nq,
@@ -85,15 +88,20 @@ bool cd_index_can_remove(const cd_index *ix);
 
 /*
  * Writes the index to path atomically (a temporary file in the same
- * directory, fsync, rename).  An index with hidden ids is not saved and
- * gives CD_ECONFLICT (rebuild it first).
+ * directory, fsync, rename, fsync of the directory).  The file is FAISS's
+ * serialisation followed by a 24-byte trailer (magic, length, hash) that
+ * cd_index_load checks.  An index with hidden ids is not saved and gives
+ * CD_ECONFLICT (rebuild it first); CD_EIO when writing fails.
  */
 cd_err cd_index_save(const cd_index *ix, const char *path, cd_error *err);
 
 /*
  * Reads an index saved by cd_index_save.  spec, dim and metric are what
- * the gallery says it must be; a file that is unreadable, truncated or of
- * another dimension or metric fails with CD_ECORRUPT and *out NULL.
+ * the gallery says it must be; a file that is truncated, damaged, not
+ * written by cd_index_save, or of another dimension, metric or index type
+ * fails with CD_ECORRUPT.  A missing file gives CD_ENOTFOUND, one that
+ * cannot be opened or read CD_EIO, a bad spec CD_EINVAL.  *out is NULL
+ * on failure; free the index with cd_index_destroy().
  */
 cd_err cd_index_load(const char *path, const char *spec, int dim,
                      cd_metric metric, cd_index **out, cd_error *err);

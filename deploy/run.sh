@@ -9,4 +9,6 @@ if [ ! -f build-release/build.ninja ]; then
     meson setup build-release --buildtype=release -Dtests=false
 fi
 ninja -C build-release
+# FAISS runs OpenMP threads; spinning while idle starves a small machine.
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 exec ./build-release/server/compatd serve "$@"
