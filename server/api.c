@@ -43,9 +43,11 @@ static cJSON *parse_body(const cd_request *req, cd_reply *rep)
     /* cJSON keeps strings NUL-terminated, so an escaped NUL would cut a
      * name or id short without a word: refuse it. */
     for (size_t i = 0; i + 5 < req->body_len; i++) {
-        if (req->body[i] != '\\')
-            continue;
-        if (memcmp(req->body + i + 1, "u0000", 5) == 0) {
+        const char *bs = memchr(req->body + i, '\\', req->body_len - i);
+        if (!bs)
+            break;
+        i = (size_t)(bs - req->body);
+        if (i + 5 < req->body_len && memcmp(req->body + i + 1, "u0000", 5) == 0) {
             cd_reply_error(rep, 400, "invalid_json",
                            "strings must not contain \\u0000 (byte %zu)", i);
             return NULL;
