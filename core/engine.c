@@ -333,9 +333,10 @@ static cd_err index_rebuild(cd_engine *e, gallery *g, gal_index *gi,
                                0, SCAN_BATCH, add_batch, ix, NULL, err);
     if (rc != CD_OK) {
         cd_index_destroy(ix);
+        char why[CD_ERRMSG_MAX]; /* cd__fail writes over err->message */
+        snprintf(why, sizeof why, "%s", err ? err->message : cd_strerror(rc));
         return cd__fail(err, rc, "rebuilding index of gallery \"%s\" model \"%s\": %s",
-                        g->info.name, gi->model.name,
-                        err ? err->message : cd_strerror(rc));
+                        g->info.name, gi->model.name, why);
     }
     cd_index_destroy(gi->ix);
     gi->ix = ix;
@@ -734,11 +735,12 @@ cd_err cd_engine_gallery_create(cd_engine *e, const char *name,
         return rc;
     /* FAISS must accept the spec for this dimension now, not at the first
      * upsert. */
-    rc = cd_index_create(spec, m.dim, m.metric, &probe, err);
+    cd_error why;
+    rc = cd_index_create(spec, m.dim, m.metric, &probe, &why);
     cd_index_destroy(probe);
     if (rc != CD_OK)
         return cd__fail(err, CD_EINVAL, "index \"%s\" is not usable for model %s (dim %d): %s",
-                        spec, m.name, m.dim, err ? err->message : "");
+                        spec, m.name, m.dim, why.message);
     if (!cd_engine_ready(e))
         return cd__fail(err, CD_EBUSY, "indexes are still loading");
 

@@ -174,7 +174,8 @@ cd_err cd_store_gallery_delete(cd_store *st, int64_t gallery_id,
 
 /*
  * Per model, how many of the gallery's items have an embedding of it,
- * ordered by model name.  *out is malloc'd (free()).
+ * ordered by model name.  *out is malloc'd (free()).  Counts the rows, so
+ * it reads all of the gallery's embeddings.
  */
 cd_err cd_store_gallery_embeddings(cd_store *st, int64_t gallery_id,
                                    cd_model_count **out, size_t *n,
@@ -241,6 +242,9 @@ typedef cd_err (*cd_scan_fn)(void *ctx, const int64_t *rowids,
  * greater than after_seq (0: all of them), in rowid order, up to `batch`
  * at a time.  Runs on one read transaction, so it sees one consistent
  * state.  *max_seq_out (may be NULL) is the gallery's seq in that state.
+ * Embeddings are stored in (gallery, model, rowid) order, so the scan
+ * reads all of the gallery's vectors of model_id whatever after_seq is:
+ * a catch-up reads as much as a rebuild (and only feeds fn less).
  */
 cd_err cd_store_scan_vectors(cd_store *st, int64_t gallery_id,
                              int64_t model_id, int dim, int64_t after_seq,
@@ -259,7 +263,8 @@ cd_err cd_store_tombstones(cd_store *st, int64_t gallery_id,
 cd_err cd_store_tombstones_prune(cd_store *st, int64_t gallery_id,
                                  int64_t upto, cd_error *err);
 
-/* How many embeddings of model_id the gallery has (a consistency check). */
+/* How many embeddings of model_id the gallery has (a consistency check).
+ * Counts the rows, so it reads them as a full scan would. */
 cd_err cd_store_count_vectors(cd_store *st, int64_t gallery_id,
                               int64_t model_id, int64_t *out, cd_error *err);
 

@@ -5,6 +5,8 @@
 -- with foreign keys off, followed by PRAGMA foreign_key_check; the runner
 -- then sets PRAGMA user_version to the file's number.  A migration file
 -- therefore holds no BEGIN/COMMIT and no PRAGMA user_version of its own.
+-- On a new database store.c sets the page size (16 KiB) before this file
+-- runs, since it is fixed once the first table exists.
 --
 -- Invariants the store keeps:
 --   * AUTOINCREMENT on galleries and items: an id is never reused, so an
@@ -18,6 +20,11 @@
 --   * embeddings.gallery_id = the gallery of the row's item (denormalised
 --     so that an index can be fed from embeddings alone).
 --   * vector is dim little-endian float32 values of the row's model.
+--   * items and embeddings, the tables every upsert writes, carry no
+--     foreign keys: checking a parent row per item cost a b-tree search
+--     each.  store.c keeps them instead: an upsert checks its gallery and
+--     model once per batch, and deleting an item or a gallery deletes its
+--     embeddings (and items) by hand in the same transaction.
 
 CREATE TABLE models (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -43,24 +50,24 @@ CREATE TABLE galleries (
 
 CREATE TABLE items (
     rowid      INTEGER PRIMARY KEY AUTOINCREMENT,
-    gallery_id INTEGER NOT NULL REFERENCES galleries (id) ON DELETE CASCADE,
+    gallery_id INTEGER NOT NULL,        -- galleries.id (kept by store.c)
     ext_id     TEXT NOT NULL,           -- the id clients give
     label      TEXT,
     metadata   TEXT,                    -- JSON object text
     UNIQUE (gallery_id, ext_id)
 );
 
+-- Keyed the way an index is fed: one gallery's vectors of one model are
+-- one range of the primary key, in rowid order.  There is no other index
+-- on the table: every upsert writes one b-tree entry per item here.
 CREATE TABLE embeddings (
-    item_rowid INTEGER NOT NULL REFERENCES items (rowid) ON DELETE CASCADE,
-    model_id   INTEGER NOT NULL REFERENCES models (id),
-    gallery_id INTEGER NOT NULL,
+    gallery_id INTEGER NOT NULL,        -- = the item's gallery
+    model_id   INTEGER NOT NULL,        -- models.id
+    item_rowid INTEGER NOT NULL,        -- items.rowid
     seq        INTEGER NOT NULL,
     vector     BLOB NOT NULL,
-    PRIMARY KEY (item_rowid, model_id)
+    PRIMARY KEY (gallery_id, model_id, item_rowid)
 ) WITHOUT ROWID;
-
--- Feeds an index: one model's vectors of one gallery changed after a seq.
-CREATE INDEX embeddings_by_gallery ON embeddings (gallery_id, model_id, seq);
 
 CREATE TABLE tombstones (
     gallery_id INTEGER NOT NULL REFERENCES galleries (id) ON DELETE CASCADE,

@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -89,6 +90,36 @@ static void raw_sql(const char *path, const char *sql)
     CHECK_EQ(sqlite3_open(path, &db), SQLITE_OK);
     CHECK_EQ(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
     CHECK_EQ(sqlite3_close(db), SQLITE_OK);
+}
+
+/* The integer sql yields on the file opened directly, read-only: a count
+ * the store's own code took no part in. */
+static int64_t raw_int(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *s = NULL;
+    int64_t value = -1;
+    CHECK_EQ(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    CHECK_EQ(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK);
+    if (sqlite3_step(s) == SQLITE_ROW)
+        value = sqlite3_column_int64(s, 0);
+    CHECK_EQ(sqlite3_finalize(s), SQLITE_OK);
+    CHECK_EQ(sqlite3_close(db), SQLITE_OK);
+    return value;
+}
+
+/* raw_int of a printf-formatted query. */
+static int64_t raw_intf(const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static int64_t raw_intf(const char *path, const char *fmt, ...)
+{
+    char sql[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(sql, sizeof sql, fmt, ap);
+    va_end(ap);
+    return raw_int(path, sql);
 }
 
 static bool starts_with(const char *s, const char *prefix)
@@ -759,6 +790,66 @@ static void test_delete(fixture *f)
     cd_item_destroy(item);
 }
 
+/*
+ * Deleting an item deletes its embeddings of every model: nothing cascades
+ * (the hot tables have no foreign keys), store.c does it per model.
+ */
+static void test_delete_models(fixture *f)
+{
+    cd_error err = {0};
+    cd_gallery g3;
+    CHECK_OK(cd_store_gallery_get(f->st, "g3", &g3, &err), &err);
+    float v8[8], v4[DIM];
+    fill_vector(v8, 8, 41);
+    fill_vector(v4, DIM, 42);
+    cd_item_in l2_item[] = {{"y", NULL, NULL, v8}};
+    cd_item_in m1_item[] = {{"y", NULL, NULL, v4}};
+    int64_t rowid, rowid2, seq, l2_before, m1_before, n;
+    CHECK_OK(cd_store_count_vectors(f->st, g3.id, f->l2, &l2_before, &err),
+             &err);
+    CHECK_OK(cd_store_count_vectors(f->st, g3.id, f->m1, &m1_before, &err),
+             &err);
+    CHECK_OK(cd_store_items_upsert(f->st, g3.id, f->l2, 8, l2_item, 1, &seq,
+                                   &rowid, NULL, &err), &err);
+    CHECK_OK(cd_store_items_upsert(f->st, g3.id, f->m1, DIM, m1_item, 1, &seq,
+                                   &rowid2, NULL, &err), &err);
+    CHECK_EQ(rowid, rowid2);
+    CHECK_EQ(raw_intf(f->path, "SELECT count(*) FROM embeddings"
+                               " WHERE gallery_id = %lld AND item_rowid = %lld",
+                      (long long)g3.id, (long long)rowid), 2);
+
+    CHECK_OK(cd_store_item_delete(f->st, g3.id, "y", &rowid2, &seq, &err),
+             &err);
+    CHECK_EQ(rowid2, rowid);
+    CHECK_EQ(raw_intf(f->path, "SELECT count(*) FROM embeddings"
+                               " WHERE gallery_id = %lld AND item_rowid = %lld",
+                      (long long)g3.id, (long long)rowid), 0);
+    CHECK_OK(cd_store_count_vectors(f->st, g3.id, f->l2, &n, &err), &err);
+    CHECK_EQ(n, l2_before);
+    CHECK_OK(cd_store_count_vectors(f->st, g3.id, f->m1, &n, &err), &err);
+    CHECK_EQ(n, m1_before);
+    const int64_t dead[] = {rowid};
+    check_tombstones(f->st, g3.id, seq - 1, dead, 1);
+
+    /* Back as a new item, with nothing of the old one. */
+    bool replaced = true;
+    CHECK_OK(cd_store_items_upsert(f->st, g3.id, f->m1, DIM, m1_item, 1, &seq,
+                                   &rowid2, &replaced, &err), &err);
+    CHECK(rowid2 > rowid);
+    CHECK(!replaced);
+    cd_item *item = NULL;
+    CHECK_OK(cd_store_item_get(f->st, g3.id, "y", true, &item, &err), &err);
+    if (item) {
+        CHECK_EQ(item->n_embeddings, 1);
+        if (item->n_embeddings == 1) {
+            CHECK_EQ(item->embeddings[0].model_id, f->m1);
+            CHECK(memcmp(item->embeddings[0].vector, v4, sizeof v4) == 0);
+        }
+    }
+    cd_item_destroy(item);
+    CHECK_OK(cd_store_item_delete(f->st, g3.id, "y", NULL, NULL, &err), &err);
+}
+
 /* --- the change sequence ------------------------------------------------- */
 
 #define SCAN_ITEMS 13
@@ -854,6 +945,12 @@ static void test_scan(fixture *f)
     }
     const int64_t six[] = {rowids[6]};
     check_tombstones(f->st, g.id, 2, six, 1);
+    int64_t nvec;
+    CHECK_OK(cd_store_count_vectors(f->st, g.id, f->m1, &nvec, &err), &err);
+    CHECK_EQ(nvec, SCAN_ITEMS - 1);
+    CHECK_EQ(raw_intf(f->path, "SELECT count(*) FROM embeddings"
+                               " WHERE gallery_id = %lld AND model_id = %lld",
+                      (long long)g.id, (long long)f->m1), SCAN_ITEMS - 1);
 
     /* Other models and galleries are not mixed in. */
     scan_log log = {.n = 0};
@@ -957,6 +1054,17 @@ static void test_gallery_delete(fixture *f)
              &err);
     CHECK_EQ(n, 0);
     free(counts);
+    /* Nothing is left behind, looked at with the store's back turned; the
+     * other galleries keep theirs. */
+    static const char *const tables[] = {"items", "embeddings", "tombstones"};
+    for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++)
+        CHECK_EQ(raw_intf(f->path, "SELECT count(*) FROM %s WHERE gallery_id = %lld",
+                          tables[i], (long long)old.id), 0);
+    int64_t g1_count;
+    gallery_seq(f->st, "g1", &g1_count);
+    CHECK(g1_count > 0);
+    CHECK_EQ(raw_intf(f->path, "SELECT count(*) FROM items WHERE gallery_id = %lld",
+                      (long long)f->g1), g1_count);
 
     /* Ids of galleries and items are never reused. */
     CHECK_OK(cd_store_gallery_create(f->st, "g2", "m1", "Flat", &g, &err), &err);
@@ -1131,6 +1239,32 @@ static void test_files(void)
         CHECK_STREQ(text, "wal");
     }
 
+    /* A new database gets the page size and the hot tables' layout the
+     * upsert speed depends on: no foreign keys on items and embeddings,
+     * and embeddings with its primary key as its only index. */
+    static const struct {
+        const char *sql;
+        int64_t expect;
+    } layout[] = {
+        {"PRAGMA page_size", 16384},
+        {"SELECT count(*) FROM pragma_foreign_key_list('items')", 0},
+        {"SELECT count(*) FROM pragma_foreign_key_list('embeddings')", 0},
+        {"SELECT count(*) FROM pragma_index_list('embeddings')", 1},
+        {"SELECT count(*) FROM pragma_index_list('embeddings')"
+         " WHERE origin = 'pk'", 1},
+        {"SELECT group_concat(name) = 'gallery_id,model_id,item_rowid' FROM"
+         " (SELECT name FROM pragma_index_info('sqlite_autoindex_embeddings_1')"
+         " ORDER BY seqno)", 1},
+    };
+    tmp_path(path, sizeof path, "layout.db");
+    close_ok(open_ok(path), path);
+    for (size_t i = 0; i < sizeof layout / sizeof layout[0]; i++) {
+        int64_t got = raw_int(path, layout[i].sql);
+        if (got != layout[i].expect)
+            fprintf(stderr, "layout: %s\n", layout[i].sql);
+        CHECK_EQ(got, layout[i].expect);
+    }
+
     /* A newer schema is refused, and so are files compatd did not write. */
     tmp_path(path, sizeof path, "newer.db");
     close_ok(open_ok(path), path);
@@ -1194,6 +1328,7 @@ int main(void)
     test_upsert_failures(&f);
     test_item_roundtrip(&f);
     test_delete(&f);
+    test_delete_models(&f);
     test_scan(&f);
     test_refs(&f);
     test_gallery_delete(&f);
