@@ -491,7 +491,8 @@ static void kill_rounds(world *w, int rounds)
         CHECK_EQ(td_daemon_kill(w->victim), 0);
         /* Only periodic snapshots write files before a clean stop. */
         size_t n_snap = 0;
-        free_names(snapshot_files(index_dir, &n_snap), n_snap);
+        char **snaps = snapshot_files(index_dir, &n_snap); /* sets n_snap */
+        free_names(snaps, n_snap);
         snapshotted_rounds += snappy && n_snap > 0;
         REQUIRE(td_daemon_start(w->victim, victim_args(round + 1)));
         int applied = in_flight ? resolve_in_flight(w, o) : 0;
