@@ -769,6 +769,22 @@ out:
     return rc;
 }
 
+cd_err cd_engine_request_model(cd_engine *e, const char *gallery_name,
+                               const char *model, cd_model *out,
+                               cd_error *err)
+{
+    gallery *g;
+    cd_err rc = gallery_enter(e, gallery_name, &g, err);
+    if (rc != CD_OK)
+        return rc;
+    if (!model)
+        *out = g->model; /* never changes once the gallery exists */
+    else
+        rc = model_by_name(e, model, out, err);
+    pthread_rwlock_unlock(&e->lock);
+    return rc;
+}
+
 cd_err cd_engine_gallery_get(cd_engine *e, const char *name, cd_gallery *out,
                              cd_error *err)
 {

@@ -77,6 +77,16 @@ cd_err cd_engine_model_list(cd_engine *e, cd_model **out, size_t *n,
 bool cd_engine_declared_compatible(cd_engine *e, const cd_model *from,
                                    const char *to);
 
+/*
+ * The model a request on gallery means: `model`, or the gallery model when
+ * model is NULL.  Answered from memory (no SQLite read), since it runs
+ * before every upsert and search.  CD_ENOTFOUND for an unknown gallery or
+ * model.
+ */
+cd_err cd_engine_request_model(cd_engine *e, const char *gallery,
+                               const char *model, cd_model *out,
+                               cd_error *err);
+
 /* --- galleries -------------------------------------------------------- */
 
 /*

@@ -465,11 +465,8 @@ static void galleries_delete(cd_api *api, const char *name, cd_reply *rep)
 static bool request_model(cd_api *api, const char *gallery, const char *model,
                           cd_model *out, cd_reply *rep)
 {
-    cd_gallery g;
     cd_error err;
-    cd_err rc = cd_engine_gallery_get(api->engine, gallery, &g, &err);
-    if (rc == CD_OK)
-        rc = cd_engine_model_get(api->engine, model ? model : g.model, out, &err);
+    cd_err rc = cd_engine_request_model(api->engine, gallery, model, out, &err);
     if (rc != CD_OK) {
         cd_reply_core_error(rep, &err);
         return false;

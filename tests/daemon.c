@@ -743,3 +743,14 @@ bool td_long_tests(void)
     const char *s = getenv("COMPATD_LONG");
     return s && strcmp(s, "1") == 0;
 }
+
+long td_gallery_count(td_http *h, const char *name)
+{
+    char path[128];
+    td_reply r;
+    snprintf(path, sizeof path, "/v1/galleries/%s", name);
+    td_http_json(h, "GET", path, NULL, &r);
+    double n = td_json_num(r.json, "count");
+    td_reply_finish(&r);
+    return isnan(n) ? -1 : (long)n;
+}

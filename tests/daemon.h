@@ -151,6 +151,9 @@ long td_http_jsonf(td_http *h, td_reply *out, const char *method,
                    const char *path, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 
+/* GET /v1/galleries/{name}'s "count", or -1 when the reply has none. */
+long td_gallery_count(td_http *h, const char *name);
+
 /* Frees what r holds and zeroes it.  Accepts a zeroed reply. */
 void td_reply_finish(td_reply *r);
 

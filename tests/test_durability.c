@@ -246,17 +246,6 @@ static int item_state(td_http *h, const gallery_state *gs, size_t id, const floa
     return state;
 }
 
-static long gallery_count(td_http *h, const char *name)
-{
-    char path[128];
-    td_reply r;
-    snprintf(path, sizeof path, "/v1/galleries/%s", name);
-    td_http_json(h, "GET", path, NULL, &r);
-    double n = td_json_num(r.json, "count");
-    td_reply_finish(&r);
-    return isnan(n) ? -1 : (long)n;
-}
-
 static size_t live_count(const gallery_state *gs)
 {
     size_t n = 0;
@@ -366,8 +355,8 @@ static void verify(world *w, const char *when)
         gallery_state *gs = &w->g[g];
         size_t missing = 0, wrong = 0, undead = 0;
         bool failed = false;
-        CHECK_EQ(gallery_count(w->hv, gs->name), live_count(gs));
-        CHECK_EQ(gallery_count(w->hr, gs->name), live_count(gs));
+        CHECK_EQ(td_gallery_count(w->hv, gs->name), live_count(gs));
+        CHECK_EQ(td_gallery_count(w->hr, gs->name), live_count(gs));
         for (size_t id = 0; id < gs->n_ids; id++) {
             int s = item_state(w->hv, gs, id, gs->vec + id * DIM, gs->label[id], &failed);
             if (gs->live[id]) {

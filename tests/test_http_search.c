@@ -348,17 +348,6 @@ static long create_gallery(td_http *h, const char *name, const char *model,
                          spec);
 }
 
-static long gallery_count(td_http *h, const char *gallery)
-{
-    char path[128];
-    td_reply r;
-    snprintf(path, sizeof path, "/v1/galleries/%s", gallery);
-    td_http_json(h, "GET", path, NULL, &r);
-    double n = td_json_num(r.json, "count");
-    td_reply_finish(&r);
-    return isnan(n) ? -1 : (long)n;
-}
-
 /* Deletes the top hit of the first queries and then random items. */
 static size_t delete_some(td_http *h, const char *gallery, dataset *ds, td_rng *rng)
 {
@@ -434,7 +423,7 @@ static void test_flat(td_http *h, metric m, const float *centres, const float *q
     CHECK_EQ(create_gallery(h, gallery, model, "Flat", &r), 201);
     td_reply_finish(&r);
     upsert(h, gallery, &ds, 0, n);
-    CHECK_EQ(gallery_count(h, gallery), n);
+    CHECK_EQ(td_gallery_count(h, gallery), n);
     double t1 = td_now();
 
     CHECK_EQ(check_all_exact(h, gallery, &ds, "exact"), 0);
@@ -475,7 +464,7 @@ static void test_flat(td_http *h, metric m, const float *centres, const float *q
 
     /* Deleted items leave the results; the rest is still exact. */
     size_t deleted = delete_some(h, gallery, &ds, rng);
-    CHECK_EQ(gallery_count(h, gallery), n - deleted);
+    CHECK_EQ(td_gallery_count(h, gallery), n - deleted);
     CHECK_EQ(check_all_exact(h, gallery, &ds, "after deletes"), 0);
 
     fprintf(stderr, "flat %-6s %zu vectors: ingest %.1f s, %d queries x2 + batch + deletes %.1f s\n",
@@ -551,12 +540,12 @@ static void test_spec(td_http *h, const spec_case *c, metric m, const float *cen
         CHECK(staged_recall >= c->min_recall);
 
     upsert(h, gallery, &ds, N_STAGED, N_TRAINED);
-    CHECK_EQ(gallery_count(h, gallery), N_TRAINED);
+    CHECK_EQ(td_gallery_count(h, gallery), N_TRAINED);
     double trained_recall = mean_recall(h, gallery, &ds);
     CHECK(trained_recall >= c->min_recall);
 
     size_t deleted = delete_some(h, gallery, &ds, rng);
-    CHECK_EQ(gallery_count(h, gallery), live_count(&ds));
+    CHECK_EQ(td_gallery_count(h, gallery), live_count(&ds));
     double after_recall = mean_recall(h, gallery, &ds);
     CHECK(after_recall >= c->min_recall);
 
