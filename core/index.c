@@ -54,20 +54,14 @@
 #include <faiss/c_api/index_factory_c.h>
 #include <faiss/c_api/index_io_c.h>
 
+#include "idset.h"
+
 #define TRAIN_POINTS_PER_LIST 39   /* FAISS k-means warns below this */
 #define TRAIN_PQ_MIN (256 * TRAIN_POINTS_PER_LIST) /* 256 centroids per PQ
                                                       sub-quantizer */
 #define TRAIN_OTHER 10000          /* untrained types that are not IVF */
 #define NPROBE_MIN 32
 #define HNSW_EF_SEARCH 64
-#define ID_EMPTY (-1)              /* free slot in an id_set */
-
-/* Open-addressing set of non-negative ids; it only grows. */
-typedef struct id_set {
-    int64_t *slots;     /* cap entries, ID_EMPTY where free */
-    size_t cap;         /* 0 or a power of two */
-    size_t len;         /* ids present */
-} id_set;
 
 struct cd_index {
     char spec[CD_SPEC_MAX + 1];
@@ -78,82 +72,10 @@ struct cd_index {
     int64_t threshold;      /* staged count that triggers training; 0: none */
     size_t nlist;           /* IVF lists of main, 0 when not IVF */
     bool can_remove;        /* main's type removes for real */
-    id_set hidden;          /* removed ids main could not remove */
+    cd__idset hidden;          /* removed ids main could not remove */
     int64_t hidden_vectors; /* stored vectors whose id is in hidden */
     bool readded;           /* a hidden id was added again */
 };
-
-/* ---- id_set -------------------------------------------------------- */
-
-static size_t id_hash(int64_t id)
-{
-    uint64_t x = (uint64_t)id;     /* splitmix64's finaliser */
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ULL;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebULL;
-    x ^= x >> 31;
-    return (size_t)x;
-}
-
-static bool id_set_contains(const id_set *s, int64_t id)
-{
-    if (s->cap == 0 || id < 0)
-        return false;
-    for (size_t i = id_hash(id) & (s->cap - 1);; i = (i + 1) & (s->cap - 1)) {
-        if (s->slots[i] == id)
-            return true;
-        if (s->slots[i] == ID_EMPTY)
-            return false;
-    }
-}
-
-/* Inserts without growing; the caller reserved room. */
-static bool id_set_put(id_set *s, int64_t id)
-{
-    size_t i = id_hash(id) & (s->cap - 1);
-    while (s->slots[i] != ID_EMPTY) {
-        if (s->slots[i] == id)
-            return false;
-        i = (i + 1) & (s->cap - 1);
-    }
-    s->slots[i] = id;
-    s->len++;
-    return true;
-}
-
-/* Makes room for `more` inserts at load <= 1/2.  False when out of memory,
- * with s unchanged. */
-static bool id_set_reserve(id_set *s, size_t more)
-{
-    if (more > SIZE_MAX / 4 - s->len)
-        return false;
-    size_t need = 2 * (s->len + more);
-    if (need <= s->cap)
-        return true;
-    size_t cap = 16;
-    while (cap < need)
-        cap *= 2;
-    int64_t *slots = malloc(cap * sizeof *slots);
-    if (!slots)
-        return false;
-    for (size_t i = 0; i < cap; i++)
-        slots[i] = ID_EMPTY;
-    id_set grown = {slots, cap, 0};
-    for (size_t i = 0; i < s->cap; i++)
-        if (s->slots[i] != ID_EMPTY)
-            id_set_put(&grown, s->slots[i]);
-    free(s->slots);
-    *s = grown;
-    return true;
-}
-
-static void id_set_finish(id_set *s)
-{
-    free(s->slots);
-    s->slots = NULL;
-    s->cap = s->len = 0;
-}
 
 /* ---- FAISS helpers -------------------------------------------------- */
 
@@ -532,7 +454,7 @@ void cd_index_destroy(cd_index *ix)
         faiss_Index_free(ix->staging);
     if (ix->main)
         faiss_Index_free(ix->main);
-    id_set_finish(&ix->hidden);
+    cd__idset_finish(&ix->hidden);
     free(ix);
 }
 
@@ -628,7 +550,7 @@ cd_err cd_index_add(cd_index *ix, const int64_t *ids, const float *vectors,
 
     int64_t again = 0;
     for (size_t i = 0; ix->hidden.len && i < n; i++)
-        if (id_set_contains(&ix->hidden, ids[i]))
+        if (cd__idset_contains(&ix->hidden, ids[i]))
             again++;
     if (faiss_Index_add_with_ids(ix->main, (idx_t)n, vectors, ids) != 0)
         return faiss_fail(err, CD_ENOMEM, "faiss add");
@@ -645,34 +567,34 @@ cd_err cd_index_add(cd_index *ix, const int64_t *ids, const float *vectors,
 static cd_err hide_ids(cd_index *ix, const int64_t *ids, size_t n,
                        cd_error *err)
 {
-    id_set want = {NULL, 0, 0}, found = {NULL, 0, 0};
+    cd__idset want = CD__IDSET_INIT, found = CD__IDSET_INIT;
     FaissIndexIDMap *map = faiss_IndexIDMap_cast(ix->main);
     int64_t *stored = NULL;
     size_t n_stored = 0;
     int64_t vectors = 0;
     cd_err rc = CD_OK;
-    if (!id_set_reserve(&want, n)) {
+    if (!cd__idset_reserve(&want, n)) {
         rc = cd__fail(err, CD_ENOMEM, "out of memory");
         goto out;
     }
     for (size_t i = 0; i < n; i++)
-        if (ids[i] >= 0 && !id_set_contains(&ix->hidden, ids[i]))
-            id_set_put(&want, ids[i]);
+        if (ids[i] >= 0 && !cd__idset_contains(&ix->hidden, ids[i]))
+            cd__idset_put(&want, ids[i]);
     if (want.len == 0)
         goto out;
 
     /* Which of them are stored, and how many vectors each carries. */
     if (map)
         faiss_IndexIDMap_id_map(map, &stored, &n_stored);
-    if (!id_set_reserve(&found, want.len) ||
-        !id_set_reserve(&ix->hidden, want.len)) {
+    if (!cd__idset_reserve(&found, want.len) ||
+        !cd__idset_reserve(&ix->hidden, want.len)) {
         rc = cd__fail(err, CD_ENOMEM, "out of memory");
         goto out;
     }
     if (map) {
         for (size_t i = 0; i < n_stored; i++) {
-            if (id_set_contains(&want, stored[i])) {
-                id_set_put(&found, stored[i]);
+            if (cd__idset_contains(&want, stored[i])) {
+                cd__idset_put(&found, stored[i]);
                 vectors++;
             }
         }
@@ -680,17 +602,17 @@ static cd_err hide_ids(cd_index *ix, const int64_t *ids, size_t n,
         /* No id map to look in (never seen in practice: every type that
          * cannot remove gets one); trust that each id is stored once. */
         for (size_t i = 0; i < want.cap; i++)
-            if (want.slots[i] != ID_EMPTY)
-                id_set_put(&found, want.slots[i]);
+            if (want.slots[i] >= 0)
+                cd__idset_put(&found, want.slots[i]);
         vectors = (int64_t)found.len;
     }
     for (size_t i = 0; i < found.cap; i++)
-        if (found.slots[i] != ID_EMPTY)
-            id_set_put(&ix->hidden, found.slots[i]);
+        if (found.slots[i] >= 0)
+            cd__idset_put(&ix->hidden, found.slots[i]);
     ix->hidden_vectors += vectors;
 out:
-    id_set_finish(&found);
-    id_set_finish(&want);
+    cd__idset_finish(&found);
+    cd__idset_finish(&want);
     return rc;
 }
 
@@ -720,7 +642,7 @@ static void compact_row(const cd_index *ix, const int64_t *ids,
 {
     size_t c = 0;
     for (size_t j = 0; j < fetched && c < k; j++) {
-        if (ids[j] < 0 || id_set_contains(&ix->hidden, ids[j]))
+        if (ids[j] < 0 || cd__idset_contains(&ix->hidden, ids[j]))
             continue;
         ids_out[c] = ids[j];
         scores_out[c] = scores[j];
