@@ -21,6 +21,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -31,6 +32,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "eval.h"
+#include "idset.h"
 #include "index.h"
 
 #define SCAN_BATCH 4096
@@ -43,6 +46,8 @@ typedef struct gal_index {
     bool dirty;             /* changed since that snapshot */
     bool hidden;            /* has ids hidden, not removed (HNSW): it must
                                be rebuilt before it can be saved */
+    cd__idset members;      /* rowids with an embedding of this model in
+                               the store (what the index should hold) */
 } gal_index;
 
 typedef struct gallery {
@@ -52,6 +57,12 @@ typedef struct gallery {
     gal_index *indexes;
     size_t n_indexes;
     int64_t seq;            /* last change applied to the indexes */
+    pthread_mutex_t overlap_mu; /* guards the two fields below, which
+                                   searches (read lock) fill in */
+    int64_t overlap_model;  /* model whose overlap is cached, 0: none */
+    int64_t overlap_seq;    /* gallery seq it was counted at */
+    size_t overlap;         /* gallery-model items that also have one of
+                               overlap_model */
 } gallery;
 
 struct cd_engine {
@@ -162,10 +173,13 @@ static void gallery_free(gallery *g)
 {
     if (!g)
         return;
-    for (size_t i = 0; i < g->n_indexes; i++)
+    for (size_t i = 0; i < g->n_indexes; i++) {
         cd_index_destroy(g->indexes[i].ix);
+        cd__idset_finish(&g->indexes[i].members);
+    }
     free(g->indexes);
     pthread_rwlock_destroy(&g->lock);
+    pthread_mutex_destroy(&g->overlap_mu);
     free(g);
 }
 
@@ -180,6 +194,7 @@ static gallery *gallery_new(cd_engine *e, const cd_gallery *info,
     g->info = *info;
     g->seq = info->seq;
     pthread_rwlock_init(&g->lock, NULL);
+    pthread_mutex_init(&g->overlap_mu, NULL);
     if (model_by_name(e, info->model, &g->model, err) != CD_OK) {
         gallery_free(g);
         return NULL;
@@ -389,10 +404,28 @@ static cd_err index_catch_up(cd_engine *e, gallery *g, gal_index *gi,
                                  catchup_batch, &c, NULL, err);
 }
 
-/* Loads gi's newest snapshot and catches up, or rebuilds. */
+static cd_err members_batch(void *ctx, const int64_t *rowids,
+                            const float *vectors, size_t n)
+{
+    cd__idset *members = ctx;
+    if (!cd__idset_reserve(members, n))
+        return CD_ENOMEM;
+    for (size_t i = 0; i < n; i++)
+        cd__idset_put(members, rowids[i]);
+    return CD_OK;
+}
+
+/* Loads gi's newest snapshot and catches up, or rebuilds; reads which
+ * items have an embedding of gi's model. */
 static cd_err index_load(cd_engine *e, gallery *g, gal_index *gi,
                          cd_error *err)
 {
+    cd__idset_finish(&gi->members);
+    cd_err mrc = cd_store_scan_rowids(e->st, g->info.id, gi->model.id,
+                                      SCAN_BATCH, members_batch,
+                                      &gi->members, err);
+    if (mrc != CD_OK)
+        return mrc;
     newest_ctx newest = {-1, NULL};
     snapshot_files(e, g->info.id, gi->model.id, pick_newest, &newest);
     int64_t stored = 0;
@@ -967,6 +1000,9 @@ cd_err cd_engine_items_upsert(cd_engine *e, const char *gallery_name,
     }
     if (irc == CD_OK)
         irc = cd_index_add(gi->ix, rowids, vecs, n, &ierr);
+    if (gi && members_batch(&gi->members, rowids, NULL, n) != CD_OK)
+        elog(e, CD_LOG_ERROR, "gallery %s: out of memory noting the items of model %s",
+             g->info.name, m.name);
     g->seq = seq;
     if (gi) {
         gi->dirty = true;
@@ -1017,6 +1053,7 @@ cd_err cd_engine_item_delete(cd_engine *e, const char *gallery_name,
         for (size_t i = 0; i < g->n_indexes; i++) {
             gal_index *gi = &g->indexes[i];
             cd_error ierr;
+            cd__idset_remove(&gi->members, rowid);
             if (!gi->ix)
                 continue;
             gi->dirty = true;
@@ -1069,19 +1106,107 @@ bool cd_engine_declared_compatible(cd_engine *e, const cd_model *from,
 }
 
 /*
- * Which index answers a query of model m on gallery g.  The gallery
- * model's queries: its own index.  Another model with embeddings in the
- * gallery: that model's index.  Another model without: the gallery model's
- * index, when the gallery's query policy lets it in (declared: its
- * compatible_with chain reaches the gallery model; any: same dim and
- * metric; verified needs a passed evaluation, of which there are none yet).
+ * Items of the gallery model that also have an embedding of gi's model,
+ * counted by walking the smaller of the two sets; cached per gallery seq
+ * (searches hold only the read lock, so the cache has its own mutex).
  */
-static cd_err route_query(cd_engine *e, gallery *g, const cd_model *m,
-                          gal_index **out, cd_error *err)
+static size_t overlap_count(gallery *g, const gal_index *base,
+                            const gal_index *own)
 {
-    *out = NULL;
+    pthread_mutex_lock(&g->overlap_mu);
+    if (g->overlap_model == own->model.id && g->overlap_seq == g->seq) {
+        size_t n = g->overlap;
+        pthread_mutex_unlock(&g->overlap_mu);
+        return n;
+    }
+    const cd__idset *small = &own->members, *large = &base->members;
+    if (small->len > large->len) {
+        small = &base->members;
+        large = &own->members;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < small->cap; i++)
+        if (small->slots[i] >= 0 && cd__idset_contains(large, small->slots[i]))
+            n++;
+    g->overlap_model = own->model.id;
+    g->overlap_seq = g->seq;
+    g->overlap = n;
+    pthread_mutex_unlock(&g->overlap_mu);
+    return n;
+}
+
+/* How a query of one model is answered on one gallery. */
+typedef struct query_plan {
+    const gal_index *own;   /* the query model's index, for the items that
+                               have its embeddings; NULL when none */
+    const gal_index *base;  /* the gallery model's index, for the items
+                               that have no query-model embedding; NULL
+                               when no such item exists */
+    int64_t own_items;      /* items searched in each space */
+    int64_t base_items;
+} query_plan;
+
+/*
+ * Whether the gallery's query policy lets model m (not the gallery model)
+ * be compared with gallery-model embeddings.  verified: the latest
+ * evaluation of m on g passed; declared: that, or m's compatible_with
+ * chain reaches the gallery model; any: always (dim and metric are
+ * checked before).
+ */
+static cd_err gate(cd_engine *e, gallery *g, const cd_model *m, cd_error *err)
+{
+    if (g->info.policy == CD_POLICY_ANY)
+        return CD_OK;
+    if (g->info.policy == CD_POLICY_DECLARED &&
+        cd_engine_declared_compatible(e, m, g->model.name))
+        return CD_OK;
+    cd_evaluation *ev = NULL;
+    size_t n = 0;
+    cd_err rc = cd_store_evaluation_latest(e->st, g->info.id, m->id, &ev, &n, err);
+    if (rc != CD_OK)
+        return rc;
+    const char *policy = cd_policy_name(g->info.policy);
+    if (n == 1 && ev[0].compatible == 1) {
+        rc = CD_OK;
+    } else if (n == 1 && ev[0].compatible == 0) {
+        rc = cd__fail(err, CD_ENOTVERIFIED,
+                      "model %s is not verified on gallery %s: its latest evaluation %" PRId64
+                      " failed the criterion (%s); query_policy is %s",
+                      m->name, g->info.name, ev[0].id, ev[0].criterion, policy);
+    } else if (n == 1) {
+        rc = cd__fail(err, CD_ENOTVERIFIED,
+                      "model %s is not verified on gallery %s: its latest evaluation %" PRId64
+                      " had no baseline, so no verdict; query_policy is %s",
+                      m->name, g->info.name, ev[0].id, policy);
+    } else {
+        rc = cd__fail(err, CD_ENOTVERIFIED,
+                      "model %s is not verified on gallery %s: no evaluation of it exists there%s;"
+                      " query_policy is %s",
+                      m->name, g->info.name,
+                      g->info.policy == CD_POLICY_DECLARED
+                          ? " and its compatible_with chain does not reach the gallery model" : "",
+                      policy);
+    }
+    cd_evaluations_destroy(ev, n);
+    return rc;
+}
+
+/*
+ * Plans a query of model m on g.  The gallery model's queries use its own
+ * index.  Another model (same dim and metric, else 400) searches its own
+ * embeddings where items have them and the gallery-model embeddings of
+ * the rest (hot refresh); the second part compares two models' spaces, so
+ * it needs the gallery's query policy to allow m.  The caller holds g's
+ * read lock.
+ */
+static cd_err plan_query(cd_engine *e, gallery *g, const cd_model *m,
+                         query_plan *plan, cd_error *err)
+{
+    memset(plan, 0, sizeof *plan);
+    const gal_index *base = index_slot(g, g->model.id);
     if (m->id == g->model.id) {
-        *out = index_slot(g, m->id);
+        plan->base = base;
+        plan->base_items = base ? (int64_t)base->members.len : 0;
         return CD_OK;
     }
     if (m->dim != g->model.dim)
@@ -1091,27 +1216,155 @@ static cd_err route_query(cd_engine *e, gallery *g, const cd_model *m,
         return cd__fail(err, CD_EINVAL, "query model %s uses metric %s, gallery model %s uses %s",
                         m->name, cd_metric_name(m->metric), g->model.name,
                         cd_metric_name(g->model.metric));
-    gal_index *gi = index_slot(g, m->id);
-    if (gi && gi->ix && cd_index_count(gi->ix) > 0) {
-        *out = gi;
+    const gal_index *own = index_slot(g, m->id);
+    if (own && own->members.len > 0) {
+        plan->own = own;
+        plan->own_items = (int64_t)own->members.len;
+    }
+    size_t base_len = base ? base->members.len : 0;
+    size_t overlap = plan->own && base_len ? overlap_count(g, base, own) : 0;
+    plan->base_items = (int64_t)(base_len - overlap);
+    if (plan->own && plan->base_items == 0)
+        return CD_OK;   /* fully backfilled: no cross-model comparison */
+    cd_err rc = gate(e, g, m, err);
+    if (rc != CD_OK)
+        return rc;
+    plan->base = plan->base_items > 0 ? base : NULL;
+    return CD_OK;
+}
+
+#define FILTER_CHUNK_ENTRIES ((size_t)1 << 22) /* queries x candidates */
+
+/*
+ * Searches base for each query's k best items that are not in `skip`:
+ * asks FAISS for more candidates than k, drops the skipped ones, and asks
+ * again with four times as many for queries left short, up to every
+ * vector of the index.  Queries go in chunks so that a chunk's candidates
+ * stay bounded.  ids/scores: nq*k, padded with -1.
+ */
+static cd_err search_excluding(const gal_index *base, const cd__idset *skip,
+                               int64_t keep, const float *q, size_t nq,
+                               size_t dim, size_t k, int64_t *ids,
+                               float *scores, cd_error *err)
+{
+    size_t total = (size_t)cd_index_count(base->ix);
+    size_t want = k < (size_t)keep ? k : (size_t)keep;
+    size_t first = k * (total / (size_t)(keep > 0 ? keep : 1) + 1) + 8;
+    int64_t *cid = NULL;
+    float *csc = NULL;
+    cd_err rc = CD_OK;
+    for (size_t i = 0; i < nq * k; i++) {
+        ids[i] = -1;
+        scores[i] = 0;
+    }
+    for (size_t q0 = 0; q0 < nq && rc == CD_OK;) {
+        size_t kk = first < total ? first : total;
+        if (kk < k)
+            kk = k;
+        size_t chunk = FILTER_CHUNK_ENTRIES / kk;
+        if (chunk == 0)
+            chunk = 1;
+        if (chunk > nq - q0)
+            chunk = nq - q0;
+        bool short_rows = true;
+        while (short_rows && rc == CD_OK) {
+            free(cid);
+            free(csc);
+            cid = malloc(chunk * kk * sizeof *cid);
+            csc = malloc(chunk * kk * sizeof *csc);
+            if (!cid || !csc) {
+                rc = cd__fail(err, CD_ENOMEM, "out of memory for %zu candidates", chunk * kk);
+                break;
+            }
+            rc = cd_index_search(base->ix, q + q0 * dim, chunk, kk, cid, csc, err);
+            short_rows = false;
+            for (size_t i = 0; rc == CD_OK && i < chunk; i++) {
+                size_t got = 0;
+                for (size_t j = 0; j < kk && got < k; j++) {
+                    int64_t id = cid[i * kk + j];
+                    if (id < 0 || cd__idset_contains(skip, id))
+                        continue;
+                    ids[(q0 + i) * k + got] = id;
+                    scores[(q0 + i) * k + got] = csc[i * kk + j];
+                    got++;
+                }
+                if (got < want && kk < total)
+                    short_rows = true;
+            }
+            if (short_rows)
+                kk = kk > total / 4 ? total : kk * 4;
+        }
+        q0 += chunk;
+    }
+    free(cid);
+    free(csc);
+    return rc;
+}
+
+/* Merges row a and row b (k each, best first, -1 padded) into out. */
+static void merge_rows(bool higher_better, size_t k, const int64_t *ia,
+                       const float *sa, const int64_t *ib, const float *sb,
+                       int64_t *io, float *so)
+{
+    size_t a = 0, b = 0;
+    for (size_t o = 0; o < k; o++) {
+        bool has_a = a < k && ia[a] >= 0, has_b = b < k && ib[b] >= 0;
+        bool take_a;
+        if (!has_a && !has_b) {
+            io[o] = -1;
+            so[o] = 0;
+            continue;
+        }
+        if (!has_b)
+            take_a = true;
+        else if (!has_a)
+            take_a = false;
+        else if (sa[a] != sb[b])
+            take_a = higher_better ? sa[a] > sb[b] : sa[a] < sb[b];
+        else
+            take_a = ia[a] < ib[b];   /* ties: earlier item first */
+        io[o] = take_a ? ia[a] : ib[b];
+        so[o] = take_a ? sa[a++] : sb[b++];
+    }
+}
+
+/* Answers the plan's queries into ids/scores (nq*k, -1 padded). */
+static cd_err run_plan(const query_plan *p, const cd_model *m,
+                       const float *q, size_t nq, size_t k, int64_t *ids,
+                       float *scores, cd_error *err)
+{
+    size_t dim = (size_t)m->dim;
+    const gal_index *own = p->own && p->own->ix ? p->own : NULL;
+    const gal_index *base = p->base && p->base->ix ? p->base : NULL;
+    if (!own && !base) {
+        for (size_t i = 0; i < nq * k; i++)
+            ids[i] = -1;
         return CD_OK;
     }
-    switch (g->info.policy) {
-    case CD_POLICY_ANY:
-        break;
-    case CD_POLICY_DECLARED:
-        if (!cd_engine_declared_compatible(e, m, g->model.name))
-            return cd__fail(err, CD_ENOTVERIFIED, "model %s does not declare compatibility with %s "
-                            "(its compatible_with chain does not reach it); gallery %s has query_policy declared",
-                            m->name, g->model.name, g->info.name);
-        break;
-    case CD_POLICY_VERIFIED:
-        return cd__fail(err, CD_ENOTVERIFIED, "model %s has no passed evaluation on gallery %s "
-                        "(query_policy verified); none exists yet",
-                        m->name, g->info.name);
-    }
-    *out = index_slot(g, g->model.id);
-    return CD_OK;
+    if (!base)
+        return cd_index_search(own->ix, q, nq, k, ids, scores, err);
+    if (!own)
+        return cd_index_search(base->ix, q, nq, k, ids, scores, err);
+
+    int64_t *oid = malloc(nq * k * sizeof *oid), *bid = malloc(nq * k * sizeof *bid);
+    float *osc = malloc(nq * k * sizeof *osc), *bsc = malloc(nq * k * sizeof *bsc);
+    cd_err rc = CD_OK;
+    if (!oid || !bid || !osc || !bsc)
+        rc = cd__fail(err, CD_ENOMEM, "out of memory");
+    if (rc == CD_OK)
+        rc = cd_index_search(own->ix, q, nq, k, oid, osc, err);
+    if (rc == CD_OK)
+        rc = search_excluding(base, &own->members, p->base_items, q, nq, dim, k,
+                              bid, bsc, err);
+    bool higher = cd_metric_higher_is_better(m->metric);
+    for (size_t i = 0; rc == CD_OK && i < nq; i++)
+        merge_rows(higher, k, oid + i * k, osc + i * k, bid + i * k, bsc + i * k,
+                   ids + i * k, scores + i * k);
+    free(oid);
+    free(bid);
+    free(osc);
+    free(bsc);
+    return rc;
 }
 
 cd_err cd_engine_search(cd_engine *e, const char *gallery_name,
@@ -1167,26 +1420,28 @@ cd_err cd_engine_search(cd_engine *e, const char *gallery_name,
     r->k = k;
     r->counts = calloc(nq, sizeof *r->counts);
     r->hits = calloc(nq * k, sizeof *r->hits);
-    r->searched = calloc(1, sizeof *r->searched);
+    r->searched = calloc(2, sizeof *r->searched);
     if (!r->counts || !r->hits || !r->searched) {
         rc = cd__fail(err, CD_ENOMEM, "out of memory");
         goto out;
     }
 
     pthread_rwlock_rdlock(&g->lock);
-    gal_index *gi = NULL;
-    rc = route_query(e, g, &m, &gi, err);
-    if (rc == CD_OK && gi && gi->ix) {
-        rc = cd_index_search(gi->ix, q, nq, k, ids, scores, err);
-        r->n_searched = 1;
-        snprintf(r->searched[0].model, sizeof r->searched[0].model, "%s", gi->model.name);
-        r->searched[0].items = cd_index_count(gi->ix);
-    } else if (rc == CD_OK) {
-        for (size_t i = 0; i < nq * k; i++)
-            ids[i] = -1;
-        r->n_searched = 1;
-        snprintf(r->searched[0].model, sizeof r->searched[0].model, "%s",
-                 gi ? gi->model.name : m.name);
+    query_plan plan;
+    rc = plan_query(e, g, &m, &plan, err);
+    if (rc == CD_OK)
+        rc = run_plan(&plan, &m, q, nq, k, ids, scores, err);
+    if (rc == CD_OK) {
+        if (plan.own) {
+            cd_searched *s = &r->searched[r->n_searched++];
+            snprintf(s->model, sizeof s->model, "%s", m.name);
+            s->items = plan.own_items;
+        }
+        if (plan.base || !plan.own) {
+            cd_searched *s = &r->searched[r->n_searched++];
+            snprintf(s->model, sizeof s->model, "%s", g->model.name);
+            s->items = plan.base_items;
+        }
     }
     /* Compact each row to its found hits, then resolve ids in one call. */
     size_t total = 0;
@@ -1246,6 +1501,192 @@ out:
     }
     *out = r;
     return CD_OK;
+}
+
+/* --- evaluations ----------------------------------------------------- */
+
+/*
+ * Copies n vectors of dim floats, checking finiteness and normalising for
+ * cosine; `what` names the set in messages ("query", "baseline").
+ */
+static cd_err copy_probe_vectors(const cd_model *m, const float *in, size_t n,
+                                 const char *what, float **out, cd_error *err)
+{
+    size_t dim = (size_t)m->dim;
+    *out = NULL;
+    if (n == 0)
+        return CD_OK;
+    float *buf = malloc(n * dim * sizeof *buf);
+    if (!buf)
+        return cd__fail(err, CD_ENOMEM, "out of memory for %zu %s vectors", n, what);
+    memcpy(buf, in, n * dim * sizeof *buf);
+    for (size_t i = 0; i < n; i++) {
+        float *v = buf + i * dim;
+        if (!cd_vec_finite(v, dim)) {
+            free(buf);
+            return cd__fail(err, CD_EVECTOR, "%s %zu: vector has a NaN or infinite value", what, i);
+        }
+        if (m->metric == CD_METRIC_COSINE && !cd_vec_normalize(v, dim)) {
+            free(buf);
+            return cd__fail(err, CD_EVECTOR, "%s %zu: zero vector has no direction for cosine model %s",
+                            what, i, m->name);
+        }
+    }
+    *out = buf;
+    return CD_OK;
+}
+
+cd_err cd_engine_evaluate(cd_engine *e, const char *gallery_name,
+                          const char *query_model, const cd_eval_set *probes,
+                          const cd_eval_set *baseline, const int *ks,
+                          size_t n_ks, int primary_k, cd_eval_report **out,
+                          cd_evaluation *meta, cd_error *err)
+{
+    gallery *g = NULL;
+    cd_model qm, gm;
+    float *pv = NULL, *bv = NULL;
+    cd_eval_items items = {0};
+    cd_gallery info;
+    *out = NULL;
+    memset(meta, 0, sizeof *meta);
+
+    if (!cd_engine_ready(e))
+        return cd__fail(err, CD_EBUSY, "indexes are still loading");
+    cd_err rc = gallery_enter(e, gallery_name, &g, err);
+    if (rc != CD_OK)
+        return rc;
+    info = g->info;
+    gm = g->model;
+    rc = model_by_name(e, query_model, &qm, err);
+    if (rc == CD_OK && qm.dim != gm.dim)
+        rc = cd__fail(err, CD_EDIM, "query model %s has dim %d, gallery %s is of model %s with dim %d",
+                      qm.name, qm.dim, info.name, gm.name, gm.dim);
+    if (rc == CD_OK && qm.metric != gm.metric)
+        rc = cd__fail(err, CD_EINVAL, "query model %s uses metric %s, gallery model %s uses %s",
+                      qm.name, cd_metric_name(qm.metric), gm.name, cd_metric_name(gm.metric));
+    if (rc == CD_OK)
+        rc = copy_probe_vectors(&qm, probes->vectors, probes->n, "query", &pv, err);
+    if (rc == CD_OK && baseline)
+        rc = copy_probe_vectors(&gm, baseline->vectors, baseline->n, "baseline", &bv, err);
+    if (rc == CD_OK) {
+        /* One read transaction: a consistent gallery even while writes go
+         * on; the copy is ours, so no lock is held while computing. */
+        rc = cd_store_eval_items(e->st, info.id, gm.id, gm.dim,
+                                 qm.id == gm.id ? 0 : qm.id, &items, err);
+    }
+    pthread_rwlock_unlock(&e->lock);
+    if (rc != CD_OK)
+        goto out;
+    if (items.n == 0) {
+        rc = cd__fail(err, CD_EUNPROCESSABLE,
+                      "gallery %s has no labelled items with %s embeddings to evaluate against",
+                      info.name, gm.name);
+        goto out;
+    }
+    cd_eval_input in = {
+        .dim = gm.dim,
+        .metric = gm.metric,
+        .probes = {probes->n, pv, probes->ids, probes->labels},
+        .baseline = {baseline ? baseline->n : 0, bv, baseline ? baseline->ids : NULL,
+                     baseline ? baseline->labels : NULL},
+        .gallery = {items.n, items.vectors, (const char *const *)items.ids,
+                    (const char *const *)items.labels},
+        .paragon = qm.id == gm.id ? items.vectors : items.paragon,
+        .ks = ks,
+        .n_ks = n_ks,
+        .primary_k = primary_k,
+    };
+    rc = cd_eval_run(&in, out, err);
+    if (rc == CD_OK) {
+        meta->gallery_id = info.id;
+        snprintf(meta->gallery, sizeof meta->gallery, "%s", info.name);
+        meta->query_model_id = qm.id;
+        snprintf(meta->query_model, sizeof meta->query_model, "%s", qm.name);
+        meta->gallery_model_id = gm.id;
+        snprintf(meta->gallery_model, sizeof meta->gallery_model, "%s", gm.name);
+        cd_engine_eval_summary(*out, meta);
+    }
+out:
+    cd_eval_items_finish(&items);
+    free(pv);
+    free(bv);
+    return rc;
+}
+
+/* The primary metric's name, "top<k>" or "map". */
+static void primary_name(int k, char *buf, size_t size)
+{
+    if (k > 0)
+        snprintf(buf, size, "top%d", k);
+    else
+        snprintf(buf, size, "map");
+}
+
+void cd_engine_eval_summary(const cd_eval_report *r, cd_evaluation *ev)
+{
+    char name[16];
+    primary_name(r->primary_k, name, sizeof name);
+    ev->compatible = r->compatible;
+    ev->queries = r->queries;
+    if (r->compatible < 0)
+        snprintf(ev->criterion, sizeof ev->criterion,
+                 "%s new->old %.4f; no baseline, so no verdict", name, r->primary_cross);
+    else
+        snprintf(ev->criterion, sizeof ev->criterion, "%s new->old %.4f %s old->old %.4f",
+                 name, r->primary_cross, r->compatible ? ">" : "<=", r->primary_baseline);
+    size_t top1 = r->n_ks;
+    for (size_t i = 0; i < r->n_ks; i++)
+        if (r->ks[i] == 1)
+            top1 = i;
+    ev->cross_top1 = top1 < r->n_ks ? r->cross.top[top1] : NAN;
+    ev->baseline_top1 = top1 < r->n_ks && r->has_baseline ? r->baseline.top[top1] : NAN;
+    ev->cross_map = r->cross.map;
+    ev->baseline_map = r->has_baseline ? r->baseline.map : NAN;
+    ev->nfr = r->has_baseline ? r->nfr : NAN;
+}
+
+cd_err cd_engine_evaluation_save(cd_engine *e, cd_evaluation *ev,
+                                 cd_error *err)
+{
+    return cd_store_evaluation_insert(e->st, ev, err);
+}
+
+cd_err cd_engine_evaluation_get(cd_engine *e, int64_t id, cd_evaluation *out,
+                                cd_error *err)
+{
+    return cd_store_evaluation_get(e->st, id, out, err);
+}
+
+cd_err cd_engine_evaluation_list(cd_engine *e, const char *gallery_name,
+                                 const char *query_model, int64_t before,
+                                 size_t limit, cd_evaluation **out, size_t *n,
+                                 cd_error *err)
+{
+    cd_gallery row;
+    cd_model m = {0};
+    *out = NULL;
+    *n = 0;
+    cd_err rc = cd_store_gallery_get(e->st, gallery_name, &row, err);
+    if (rc == CD_OK && query_model)
+        rc = model_by_name(e, query_model, &m, err);
+    if (rc != CD_OK)
+        return rc;
+    return cd_store_evaluation_list(e->st, row.id, m.id, before, limit, true, out, n, err);
+}
+
+cd_err cd_engine_evaluation_latest(cd_engine *e, const char *gallery_name,
+                                   cd_evaluation **out, size_t *n,
+                                   cd_error *err)
+{
+    cd_gallery row = {0};
+    *out = NULL;
+    *n = 0;
+    if (gallery_name) {
+        cd_err rc = cd_store_gallery_get(e->st, gallery_name, &row, err);
+        if (rc != CD_OK)
+            return rc;
+    }
+    return cd_store_evaluation_latest(e->st, row.id, 0, out, n, err);
 }
 
 /* --- observability --------------------------------------------------- */

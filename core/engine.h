@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "eval.h"
 #include "store.h"
 #include "vec.h"
 
@@ -168,6 +169,60 @@ cd_err cd_engine_search(cd_engine *e, const char *gallery, const char *model,
                         cd_error *err);
 
 void cd_search_result_destroy(cd_search_result *r);
+
+/* --- evaluations (SPEC 3.5, section 4) --------------------------------- */
+
+/*
+ * Evaluates query_model on gallery: probes (vectors of query_model) and
+ * baseline (gallery-model vectors of the same probes, matched by id; NULL
+ * or n == 0 for none) against every labelled item's gallery-model
+ * embedding, exactly (whatever index serves search), with the paragon
+ * when every such item has a query_model embedding too.  Vectors are
+ * copied, checked and normalised for cosine here.  Errors: CD_ENOTFOUND
+ * (gallery, model), CD_EDIM / CD_EINVAL (dim or metric differ from the
+ * gallery model's), CD_EVECTOR, cd_eval_run's CD_EINVAL, CD_EUNPROCESSABLE
+ * when the gallery has no labelled item.  Nothing is stored: on success
+ * *out (free with cd_eval_report_destroy) and *meta (gallery and model
+ * ids and names, the summary of cd_engine_eval_summary; report NULL) are
+ * ready for cd_engine_evaluation_save.
+ */
+cd_err cd_engine_evaluate(cd_engine *e, const char *gallery,
+                          const char *query_model, const cd_eval_set *probes,
+                          const cd_eval_set *baseline, const int *ks,
+                          size_t n_ks, int primary_k, cd_eval_report **out,
+                          cd_evaluation *meta, cd_error *err);
+
+/* Fills ev's verdict, criterion text and summary numbers from r. */
+void cd_engine_eval_summary(const cd_eval_report *r, cd_evaluation *ev);
+
+/*
+ * Stores ev (as cd_engine_evaluate filled it, plus ev->report, the report
+ * document) and sets ev->id and ev->created_at.
+ */
+cd_err cd_engine_evaluation_save(cd_engine *e, cd_evaluation *ev,
+                                 cd_error *err);
+
+/* Evaluation id with its report; free with cd_evaluation_finish(). */
+cd_err cd_engine_evaluation_get(cd_engine *e, int64_t id, cd_evaluation *out,
+                                cd_error *err);
+
+/*
+ * A gallery's evaluations with reports, newest first, at most limit with
+ * id < before (0: none), of query_model only when not NULL.  Free *out
+ * with cd_evaluations_destroy().
+ */
+cd_err cd_engine_evaluation_list(cd_engine *e, const char *gallery,
+                                 const char *query_model, int64_t before,
+                                 size_t limit, cd_evaluation **out, size_t *n,
+                                 cd_error *err);
+
+/*
+ * The latest evaluation of each query model on gallery (NULL: on every
+ * gallery), without reports.  Free *out with cd_evaluations_destroy().
+ */
+cd_err cd_engine_evaluation_latest(cd_engine *e, const char *gallery,
+                                   cd_evaluation **out, size_t *n,
+                                   cd_error *err);
 
 /* --- observability ---------------------------------------------------- */
 

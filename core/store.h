@@ -32,7 +32,7 @@
 typedef struct cd_store cd_store;
 
 /* The schema version this binary writes (schema/NNN_*.sql, highest NNN). */
-#define CD_SCHEMA_VERSION 1
+#define CD_SCHEMA_VERSION 2
 
 typedef enum cd_query_policy {
     CD_POLICY_VERIFIED = 0, /* latest evaluation passed (the default) */
@@ -267,5 +267,97 @@ cd_err cd_store_tombstones_prune(cd_store *st, int64_t gallery_id,
  * Counts the rows, so it reads them as a full scan would. */
 cd_err cd_store_count_vectors(cd_store *st, int64_t gallery_id,
                               int64_t model_id, int64_t *out, cd_error *err);
+
+/* --- evaluations --------------------------------------------------------- */
+
+/*
+ * A stored compatibility report: the numbers the gate, the gallery listing
+ * and the matrix read, and the report document (text the store keeps as
+ * given).  Reals are NaN where the report has no value.
+ */
+typedef struct cd_evaluation {
+    int64_t id;
+    int64_t gallery_id;
+    char gallery[CD_NAME_MAX + 1];
+    int64_t query_model_id;
+    char query_model[CD_NAME_MAX + 1];
+    int64_t gallery_model_id;
+    char gallery_model[CD_NAME_MAX + 1];
+    char created_at[32];            /* RFC 3339 UTC */
+    int compatible;                 /* 1 passed, 0 failed, -1 no verdict */
+    char criterion[256];
+    int64_t queries;
+    double cross_top1, baseline_top1, cross_map, baseline_map, nfr;
+    char *report;                   /* malloc'd; NULL unless asked for */
+} cd_evaluation;
+
+/*
+ * Stores ev (gallery_id, query_model_id, gallery_model_id, compatible,
+ * criterion, queries, the reals and report are read) and sets ev->id and
+ * ev->created_at.  CD_ENOTFOUND when the gallery no longer exists.
+ */
+cd_err cd_store_evaluation_insert(cd_store *st, cd_evaluation *ev,
+                                  cd_error *err);
+
+/*
+ * Reads evaluation id with its report (free ev->report, or call
+ * cd_evaluation_finish).  CD_ENOTFOUND when there is none.
+ */
+cd_err cd_store_evaluation_get(cd_store *st, int64_t id, cd_evaluation *out,
+                               cd_error *err);
+
+/*
+ * A gallery's evaluations, newest first: at most limit of them with id <
+ * before (0: no bound), of query_model_id only when it is not 0; with their
+ * reports when with_report.  *out is freed with cd_evaluations_destroy().
+ */
+cd_err cd_store_evaluation_list(cd_store *st, int64_t gallery_id,
+                                int64_t query_model_id, int64_t before,
+                                size_t limit, bool with_report,
+                                cd_evaluation **out, size_t *n,
+                                cd_error *err);
+
+/*
+ * The latest evaluation of each (gallery, query model) pair, without
+ * reports: of one gallery when gallery_id is not 0, of one query model
+ * when query_model_id is not 0; ordered by gallery name, then query model
+ * name.  *out is freed with cd_evaluations_destroy().
+ */
+cd_err cd_store_evaluation_latest(cd_store *st, int64_t gallery_id,
+                                  int64_t query_model_id,
+                                  cd_evaluation **out, size_t *n,
+                                  cd_error *err);
+
+/* Frees ev->report.  Accepts NULL. */
+void cd_evaluation_finish(cd_evaluation *ev);
+
+/* Frees n evaluations and the array.  Accepts NULL. */
+void cd_evaluations_destroy(cd_evaluation *evs, size_t n);
+
+/*
+ * The gallery of an evaluation: every labelled item that has an embedding
+ * of model_id, in rowid (insertion) order, and, when every one of them also
+ * has one of paragon_model_id (not 0), those embeddings in the same order.
+ * Read in one transaction.  Free with cd_eval_items_finish().
+ */
+typedef struct cd_eval_items {
+    size_t n;
+    char **ids;
+    char **labels;
+    float *vectors;         /* n * dim of model_id */
+    float *paragon;         /* n * dim of paragon_model_id, or NULL */
+} cd_eval_items;
+
+cd_err cd_store_eval_items(cd_store *st, int64_t gallery_id, int64_t model_id,
+                           int dim, int64_t paragon_model_id,
+                           cd_eval_items *out, cd_error *err);
+
+/* Frees what cd_store_eval_items filled in and zeroes it.  Accepts NULL. */
+void cd_eval_items_finish(cd_eval_items *items);
+
+/* Each rowid of one gallery's embeddings of model_id, via fn (vectors NULL). */
+cd_err cd_store_scan_rowids(cd_store *st, int64_t gallery_id,
+                            int64_t model_id, size_t batch, cd_scan_fn fn,
+                            void *ctx, cd_error *err);
 
 #endif

@@ -183,6 +183,7 @@ typedef struct request_ctx {
     char *body;
     size_t len, cap;
     bool too_large;
+    size_t limit;           /* body limit of this request's route */
     struct timespec start;
 } request_ctx;
 
@@ -225,6 +226,18 @@ static bool method_has_body(const char *method)
            strcmp(method, "PATCH") == 0;
 }
 
+/* Evaluations carry whole probe sets, so they have a limit of their own. */
+static size_t body_limit(const cd_server_config *cfg, const char *method,
+                         const char *url)
+{
+    static const char suffix[] = "/evaluations";
+    size_t n = strlen(url), m = sizeof suffix - 1;
+    if (strcmp(method, "POST") == 0 && n > m && strcmp(url + n - m, suffix) == 0 &&
+        cfg->max_eval_body > cfg->max_body)
+        return cfg->max_eval_body;
+    return cfg->max_body;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
                                   const char *url, const char *method,
                                   const char *version, const char *upload_data,
@@ -240,13 +253,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
         clock_gettime(CLOCK_MONOTONIC, &rc->start);
         *con_cls = rc;
         atomic_fetch_add(&s->in_flight, 1);
+        rc->limit = body_limit(s->cfg, method, url);
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl) {
             char *end;
             errno = 0;
             unsigned long long n = strtoull(cl, &end, 10);
-            if (errno || *end || n > s->cfg->max_body)
+            if (errno || *end || n > rc->limit)
                 rc->too_large = true;
         }
         if (rc->too_large) {
@@ -255,7 +269,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
             rep.route = "other";
             cd_reply_error(&rep, 413, "body_too_large",
                            "request body is larger than the limit of %zu bytes",
-                           s->cfg->max_body);
+                           rc->limit);
             return send_reply(s, conn, method, url, rc, &rep);
         }
         return MHD_YES;
@@ -266,7 +280,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
         *upload_size = 0;
         if (rc->too_large)
             return MHD_YES;
-        if (rc->len + n > s->cfg->max_body) {
+        if (rc->len + n > rc->limit) {
             rc->too_large = true;
             free(rc->body);
             rc->body = NULL;
@@ -292,7 +306,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
     if (rc->too_large) {
         rep.route = "other";
         cd_reply_error(&rep, 413, "body_too_large",
-                       "request body is larger than the limit of %zu bytes", s->cfg->max_body);
+                       "request body is larger than the limit of %zu bytes", rc->limit);
         return send_reply(s, conn, method, url, rc, &rep);
     }
     if (!rc->body) {

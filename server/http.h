@@ -25,6 +25,7 @@ typedef struct cd_server_config {
     const char *data_dir;
     int threads;
     size_t max_body;        /* bytes */
+    size_t max_eval_body;   /* bytes, for POST .../evaluations */
     int log_level;
     int snapshot_interval_s;
     const char *port_file;  /* where to write the bound port, or NULL */

@@ -14,6 +14,8 @@
 #include "http.h"
 
 #define DEFAULT_MAX_BODY (64u * 1024 * 1024)
+/* 50,000 probes x 256 dims with a baseline is ~140 MB as vector_b64. */
+#define DEFAULT_MAX_EVAL_BODY (512u * 1024 * 1024)
 
 static const char usage[] =
     "usage: compatd [serve] [options]\n"
@@ -25,6 +27,7 @@ static const char usage[] =
     "  --data DIR                data directory (default ./data)\n"
     "  --threads N               request threads (default: 2 x CPUs, at least 4)\n"
     "  --max-body BYTES          largest request body (default 67108864); K, M, G suffixes\n"
+    "  --max-eval-body BYTES     largest evaluation request body (default 536870912)\n"
     "  --log-level LEVEL         error, warn, info or debug (default info)\n"
     "  --snapshot-interval SECS  index snapshot period (default 300; 0: only at shutdown)\n"
     "  --port-file FILE          write the bound port to FILE once listening\n"
@@ -32,7 +35,7 @@ static const char usage[] =
     "  -h, --help                this text\n"
     "  --version                 print the version\n";
 
-enum { OPT_LISTEN = 256, OPT_DATA, OPT_THREADS, OPT_MAX_BODY, OPT_LOG_LEVEL,
+enum { OPT_LISTEN = 256, OPT_DATA, OPT_THREADS, OPT_MAX_BODY, OPT_MAX_EVAL_BODY, OPT_LOG_LEVEL,
        OPT_SNAPSHOT, OPT_PORT_FILE, OPT_CONFIG, OPT_VERSION };
 
 static const struct option options[] = {
@@ -40,6 +43,7 @@ static const struct option options[] = {
     {"data", required_argument, NULL, OPT_DATA},
     {"threads", required_argument, NULL, OPT_THREADS},
     {"max-body", required_argument, NULL, OPT_MAX_BODY},
+    {"max-eval-body", required_argument, NULL, OPT_MAX_EVAL_BODY},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"snapshot-interval", required_argument, NULL, OPT_SNAPSHOT},
     {"port-file", required_argument, NULL, OPT_PORT_FILE},
@@ -188,6 +192,7 @@ static int serve_main(int argc, char **argv)
         .data_dir = get_value(&s, OPT_DATA, "./data"),
         .threads = default_threads,
         .max_body = DEFAULT_MAX_BODY,
+        .max_eval_body = DEFAULT_MAX_EVAL_BODY,
         .log_level = LOG_INFO,
         .snapshot_interval_s = 300,
         .port_file = get_value(&s, OPT_PORT_FILE, NULL),
@@ -199,6 +204,10 @@ static int serve_main(int argc, char **argv)
     }
     if ((v = get_value(&s, OPT_MAX_BODY, NULL)) && parse_size(v, &cfg.max_body) != 0) {
         fprintf(stderr, "compatd: --max-body must be a positive size in bytes (K, M, G allowed)\n");
+        goto out;
+    }
+    if ((v = get_value(&s, OPT_MAX_EVAL_BODY, NULL)) && parse_size(v, &cfg.max_eval_body) != 0) {
+        fprintf(stderr, "compatd: --max-eval-body must be a positive size in bytes (K, M, G allowed)\n");
         goto out;
     }
     if ((v = get_value(&s, OPT_LOG_LEVEL, NULL)) && !cd_log_level_parse(v, &cfg.log_level)) {
