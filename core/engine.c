@@ -83,6 +83,8 @@ struct cd_engine {
     atomic_llong rebuilds;
     atomic_llong snapshots;
     atomic_llong last_snapshot;
+    atomic_llong evaluations;
+    atomic_llong evaluations_failed;
 
     pthread_mutex_t snap_mu;    /* one snapshot pass at a time */
     pthread_t snap_thread;
@@ -1648,7 +1650,13 @@ void cd_engine_eval_summary(const cd_eval_report *r, cd_evaluation *ev)
 cd_err cd_engine_evaluation_save(cd_engine *e, cd_evaluation *ev,
                                  cd_error *err)
 {
-    return cd_store_evaluation_insert(e->st, ev, err);
+    cd_err rc = cd_store_evaluation_insert(e->st, ev, err);
+    if (rc == CD_OK) {
+        atomic_fetch_add(&e->evaluations, 1);
+        if (ev->compatible == 0)
+            atomic_fetch_add(&e->evaluations_failed, 1);
+    }
+    return rc;
 }
 
 cd_err cd_engine_evaluation_get(cd_engine *e, int64_t id, cd_evaluation *out,
@@ -1696,6 +1704,8 @@ void cd_engine_get_stats(cd_engine *e, cd_engine_stats *out)
     out->index_rebuilds = atomic_load(&e->rebuilds);
     out->snapshots_written = atomic_load(&e->snapshots);
     out->last_snapshot_unix = atomic_load(&e->last_snapshot);
+    out->evaluations_run = atomic_load(&e->evaluations);
+    out->evaluations_failed = atomic_load(&e->evaluations_failed);
 }
 
 cd_store *cd_engine_store(cd_engine *e)

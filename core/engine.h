@@ -230,6 +230,8 @@ typedef struct cd_engine_stats {
     int64_t index_rebuilds;         /* since open */
     int64_t snapshots_written;      /* since open */
     int64_t last_snapshot_unix;     /* 0: none yet */
+    int64_t evaluations_run;        /* evaluations stored since open */
+    int64_t evaluations_failed;     /* of which failed the criterion */
 } cd_engine_stats;
 
 void cd_engine_get_stats(cd_engine *e, cd_engine_stats *out);

@@ -209,6 +209,12 @@ char *cd_metrics_render(cd_metrics *m, cd_engine *e, size_t *len)
         put(&t, "# HELP compatd_index_rebuilds_total Index rebuilds from the store since start.\n"
                 "# TYPE compatd_index_rebuilds_total counter\ncompatd_index_rebuilds_total %lld\n",
             (long long)st.index_rebuilds);
+        put(&t, "# HELP compatd_evaluations_total Evaluations run and stored since start.\n"
+                "# TYPE compatd_evaluations_total counter\ncompatd_evaluations_total %lld\n",
+            (long long)st.evaluations_run);
+        put(&t, "# HELP compatd_evaluations_failed_total Stored evaluations that failed the criterion.\n"
+                "# TYPE compatd_evaluations_failed_total counter\ncompatd_evaluations_failed_total %lld\n",
+            (long long)st.evaluations_failed);
         put(&t, "# HELP compatd_snapshots_total Index snapshots written since start.\n"
                 "# TYPE compatd_snapshots_total counter\ncompatd_snapshots_total %lld\n",
             (long long)st.snapshots_written);

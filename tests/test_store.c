@@ -1082,6 +1082,161 @@ static void test_gallery_delete(fixture *f)
     f->g2 = g.id;
 }
 
+/* --- evaluations --------------------------------------------------------- */
+
+static cd_evaluation make_eval(int64_t gallery, int64_t qm, int64_t gm,
+                               int compatible, double top1, const char *report)
+{
+    cd_evaluation ev;
+    memset(&ev, 0, sizeof ev);
+    ev.gallery_id = gallery;
+    ev.query_model_id = qm;
+    ev.gallery_model_id = gm;
+    ev.compatible = compatible;
+    snprintf(ev.criterion, sizeof ev.criterion, "top1 %.2f", top1);
+    ev.queries = 10;
+    ev.cross_top1 = top1;
+    ev.baseline_top1 = compatible < 0 ? NAN : 0.5;
+    ev.cross_map = 0.25;
+    ev.baseline_map = compatible < 0 ? NAN : 0.125;
+    ev.nfr = compatible < 0 ? NAN : 0.0625;
+    ev.report = (char *)report;
+    return ev;
+}
+
+static void test_evaluations(fixture *f)
+{
+    cd_error err = {0};
+    cd_gallery g;
+    CHECK_OK(cd_store_gallery_create(f->st, "evals", "m1", "Flat", &g, &err), &err);
+
+    /* The evaluation gallery: labelled items with an m1 embedding, in
+     * insertion order; the paragon only while every one has an m2 one. */
+    float v[6][DIM];
+    for (int i = 0; i < 6; i++)
+        fill_vector(v[i], DIM, 100 + (uint64_t)i);
+    cd_item_in items[] = {
+        {"e0", "A", NULL, v[0]}, {"e1", NULL, NULL, v[1]}, {"e2", "B", NULL, v[2]},
+        {"e3", "A", NULL, v[3]},
+    };
+    int64_t seq, rowids[4];
+    CHECK_OK(cd_store_items_upsert(f->st, g.id, f->m1, DIM, items, 4, &seq, rowids, NULL,
+                                   &err), &err);
+    cd_item_in m2_items[] = {{"e0", NULL, NULL, v[4]}, {"e3", NULL, NULL, v[5]},
+                             {"only-m2", "C", NULL, v[5]}};
+    CHECK_OK(cd_store_items_upsert(f->st, g.id, f->m2, DIM, m2_items, 3, &seq, rowids, NULL,
+                                   &err), &err);
+    cd_eval_items it;
+    CHECK_OK(cd_store_eval_items(f->st, g.id, f->m1, DIM, f->m2, &it, &err), &err);
+    CHECK_EQ(it.n, 3);
+    if (it.n == 3) {
+        CHECK_STREQ(it.ids[0], "e0");
+        CHECK_STREQ(it.ids[1], "e2");
+        CHECK_STREQ(it.ids[2], "e3");
+        CHECK_STREQ(it.labels[1], "B");
+        CHECK(memcmp(it.vectors + DIM, v[2], sizeof v[2]) == 0);
+    }
+    CHECK(it.paragon == NULL);      /* e2 has no m2 embedding */
+    cd_eval_items_finish(&it);
+    CHECK(it.n == 0 && it.ids == NULL);
+    cd_item_in e2_m2[] = {{"e2", NULL, NULL, v[1]}};
+    CHECK_OK(cd_store_items_upsert(f->st, g.id, f->m2, DIM, e2_m2, 1, &seq, rowids, NULL,
+                                   &err), &err);
+    CHECK_OK(cd_store_eval_items(f->st, g.id, f->m1, DIM, f->m2, &it, &err), &err);
+    CHECK_EQ(it.n, 3);
+    CHECK(it.paragon != NULL);
+    if (it.paragon && it.n == 3) {
+        CHECK(memcmp(it.paragon, v[4], sizeof v[4]) == 0);
+        CHECK(memcmp(it.paragon + DIM, v[1], sizeof v[1]) == 0);
+        CHECK(memcmp(it.paragon + 2 * DIM, v[5], sizeof v[5]) == 0);
+    }
+    cd_eval_items_finish(&it);
+    CHECK_OK(cd_store_eval_items(f->st, g.id, f->m1, DIM, 0, &it, &err), &err);
+    CHECK(it.n == 3 && it.paragon == NULL);
+    cd_eval_items_finish(&it);
+    cd_eval_items_finish(NULL);
+
+    /* Rows: insert, get, list newest first with paging, latest per pair. */
+    static const struct {
+        int64_t *model;
+        int compatible;
+        double top1;
+        const char *report;
+    } rows[] = {
+        {NULL, 1, 0.9, "{\"n\":1}"}, {NULL, 0, 0.4, "{\"n\":2}"}, {NULL, -1, 0.7, "{\"n\":3}"},
+        {NULL, 0, 0.3, "{\"n\":4}"},
+    };
+    int64_t qm[] = {f->m2, f->m2, f->m1, f->m2};
+    int64_t ids[4];
+    for (size_t i = 0; i < 4; i++) {
+        cd_evaluation ev = make_eval(g.id, qm[i], f->m1, rows[i].compatible, rows[i].top1,
+                                     rows[i].report);
+        CHECK_OK(cd_store_evaluation_insert(f->st, &ev, &err), &err);
+        CHECK(ev.id > 0 && (i == 0 || ev.id > ids[i - 1]));
+        CHECK(starts_with(ev.created_at, "20"));
+        ids[i] = ev.id;
+    }
+    cd_evaluation got;
+    CHECK_OK(cd_store_evaluation_get(f->st, ids[2], &got, &err), &err);
+    CHECK_STREQ(got.report, "{\"n\":3}");
+    CHECK_STREQ(got.gallery, "evals");
+    CHECK_STREQ(got.query_model, "m1");
+    CHECK_STREQ(got.gallery_model, "m1");
+    CHECK_EQ(got.compatible, -1);
+    CHECK(isnan(got.baseline_top1) && isnan(got.nfr));
+    CHECK_NEAR(got.cross_top1, 0.7, 1e-12);
+    CHECK_STREQ(got.criterion, "top1 0.70");
+    cd_evaluation_finish(&got);
+    CHECK(got.report == NULL);
+    cd_evaluation_finish(NULL);
+    CHECK_EQ(cd_store_evaluation_get(f->st, ids[3] + 100, &got, &err), CD_ENOTFOUND);
+
+    cd_evaluation *list = NULL;
+    size_t n = 0;
+    CHECK_OK(cd_store_evaluation_list(f->st, g.id, 0, 0, 2, true, &list, &n, &err), &err);
+    CHECK_EQ(n, 2);
+    if (n == 2) {
+        CHECK_EQ(list[0].id, ids[3]);
+        CHECK_EQ(list[1].id, ids[2]);
+        CHECK_STREQ(list[0].report, "{\"n\":4}");
+    }
+    cd_evaluations_destroy(list, n);
+    CHECK_OK(cd_store_evaluation_list(f->st, g.id, f->m2, ids[3], 10, false, &list, &n, &err),
+             &err);
+    CHECK_EQ(n, 2);
+    if (n == 2) {
+        CHECK_EQ(list[0].id, ids[1]);
+        CHECK_EQ(list[1].id, ids[0]);
+        CHECK(list[0].report == NULL);
+    }
+    cd_evaluations_destroy(list, n);
+    cd_evaluations_destroy(NULL, 0);
+
+    CHECK_OK(cd_store_evaluation_latest(f->st, g.id, 0, &list, &n, &err), &err);
+    CHECK_EQ(n, 2);   /* (evals, m1) and (evals, m2), by query model name */
+    if (n == 2) {
+        CHECK_EQ(list[0].id, ids[2]);
+        CHECK_EQ(list[1].id, ids[3]);
+        CHECK_EQ(list[1].compatible, 0);
+        CHECK(list[1].report == NULL);
+    }
+    cd_evaluations_destroy(list, n);
+    CHECK_OK(cd_store_evaluation_latest(f->st, g.id, f->m2, &list, &n, &err), &err);
+    CHECK(n == 1 && list[0].id == ids[3]);
+    cd_evaluations_destroy(list, n);
+
+    /* A gallery's evaluations go with it; none can be added to it after. */
+    CHECK_OK(cd_store_gallery_delete(f->st, g.id, &err), &err);
+    CHECK_EQ(raw_intf(f->path, "SELECT count(*) FROM evaluations WHERE gallery_id = %lld",
+                      (long long)g.id), 0);
+    CHECK_OK(cd_store_evaluation_latest(f->st, g.id, 0, &list, &n, &err), &err);
+    CHECK_EQ(n, 0);
+    cd_evaluations_destroy(list, n);
+    cd_evaluation late = make_eval(g.id, f->m2, f->m1, 1, 0.9, "{}");
+    CHECK_EQ(cd_store_evaluation_insert(f->st, &late, &err), CD_ENOTFOUND);
+    CHECK_EQ(late.id, 0);
+}
+
 /* --- reads beside writes ------------------------------------------------- */
 
 typedef struct reader_ctx {
@@ -1332,6 +1487,7 @@ int main(void)
     test_scan(&f);
     test_refs(&f);
     test_gallery_delete(&f);
+    test_evaluations(&f);
     test_concurrent_reads(&f);
     close_ok(f.st, path);
 
