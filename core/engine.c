@@ -1100,8 +1100,11 @@ bool cd_engine_declared_compatible(cd_engine *e, const cd_model *from,
     for (int hops = 0; hops < 64 && m.compatible_with[0]; hops++) {
         if (strcmp(m.compatible_with, to) == 0)
             return true;
+        /* The name lives in m, which the look-up overwrites. */
+        char next[CD_NAME_MAX + 1];
+        memcpy(next, m.compatible_with, sizeof next);
         cd_error err;
-        if (model_by_name(e, m.compatible_with, &m, &err) != CD_OK)
+        if (model_by_name(e, next, &m, &err) != CD_OK)
             return false;
     }
     return false;

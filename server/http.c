@@ -460,6 +460,7 @@ int cd_serve(const cd_server_config *cfg)
     int status = 1;
     cd_engine *engine = NULL;
     struct MHD_Daemon *d = NULL;
+    MHD_socket lsock = MHD_INVALID_SOCKET;
     server s = {.cfg = cfg};
     cd_error err;
     sigset_t stop_signals;
@@ -534,15 +535,17 @@ int cd_serve(const cd_server_config *cfg)
     int sig = 0;
     sigwait(&stop_signals, &sig);
     cd_log(LOG_INFO, "received %s: draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-    MHD_socket lsock = MHD_quiesce_daemon(d);
-    if (lsock != MHD_INVALID_SOCKET)
-        close(lsock);
+    /* The threads drop the listen socket only later: it is closed after
+     * MHD_stop_daemon (libmicrohttpd's contract for MHD_quiesce_daemon). */
+    lsock = MHD_quiesce_daemon(d);
     for (int i = 0; i < 3000 && atomic_load(&s.in_flight) > 0; i++)
         usleep(10000);
     status = 0;
 out:
     if (d)
         MHD_stop_daemon(d);
+    if (lsock != MHD_INVALID_SOCKET)
+        close(lsock);
     cd_engine_close(engine);
     cd_metrics_destroy(s.metrics);
     if (status == 0)
