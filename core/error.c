@@ -6,6 +6,8 @@
 #include <stdarg.h>
 #include <stdio.h>
 
+#include "vec.h"
+
 const char *cd_strerror(cd_err code)
 {
     switch (code) {
@@ -35,8 +37,12 @@ cd_err cd__fail(cd_error *err, cd_err code, const char *fmt, ...)
         va_list ap;
         va_start(ap, fmt);
         err->code = code;
-        vsnprintf(err->message, sizeof err->message, fmt, ap);
+        int n = vsnprintf(err->message, sizeof err->message, fmt, ap);
         va_end(ap);
+        /* A message cut short must not end inside a UTF-8 character: it
+         * may quote a client's text and goes out in JSON. */
+        if (n >= (int)sizeof err->message)
+            err->message[cd_utf8_cut(err->message, sizeof err->message - 1)] = '\0';
     }
     return code;
 }

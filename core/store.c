@@ -37,6 +37,8 @@
  */
 #include "store.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
 #include <sqlite3.h>
@@ -44,7 +46,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "embed.h"
 
@@ -108,6 +112,13 @@ typedef enum stmt_id {
     ST_EVAL_LIST,
     ST_EVAL_LATEST,
     ST_EVAL_ITEMS,
+    ST_KEY_INSERT,
+    ST_KEY_BY_NAME,
+    ST_KEY_BY_ID,
+    ST_KEY_BY_HASH,
+    ST_KEY_LIST,
+    ST_KEY_REVOKE,
+    ST_KEY_ANY,
     ST_COUNT
 } stmt_id;
 
@@ -115,6 +126,10 @@ typedef enum stmt_id {
     "SELECT m.id, m.name, m.dim, m.metric, coalesce(c.name, ''),"           \
     " m.description, m.created_at"                                           \
     " FROM models m LEFT JOIN models c ON c.id = m.compatible_with"
+
+#define KEY_SELECT                                                           \
+    "SELECT id, name, scope, prefix, created_at, coalesce(revoked_at, ''),"  \
+    " hash FROM api_keys"
 
 #define GALLERY_SELECT                                                       \
     "SELECT g.id, g.name, g.model_id, m.name, g.index_spec,"                \
@@ -243,6 +258,17 @@ static const char *const stmt_sql[ST_COUNT] = {
         " AND p.item_rowid = e.item_rowid"
         " WHERE e.gallery_id = ?1 AND e.model_id = ?2 AND i.label IS NOT NULL"
         " ORDER BY e.item_rowid",
+    [ST_KEY_INSERT] =
+        "INSERT INTO api_keys (name, scope, hash, prefix, created_at)"
+        " VALUES (?1, ?2, ?3, ?4, ?5)",
+    [ST_KEY_BY_NAME] = KEY_SELECT " WHERE name = ?1",
+    [ST_KEY_BY_ID] = KEY_SELECT " WHERE id = ?1",
+    /* The UNIQUE index on hash: one b-tree search per request. */
+    [ST_KEY_BY_HASH] = KEY_SELECT " WHERE hash = ?1",
+    [ST_KEY_LIST] = KEY_SELECT " ORDER BY id",
+    [ST_KEY_REVOKE] =
+        "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+    [ST_KEY_ANY] = "SELECT EXISTS (SELECT 1 FROM api_keys)",
 };
 
 /* One SQLite connection; used by one thread at a time (holding lock). */
@@ -2272,4 +2298,524 @@ unlock:
     }
     *out = it;
     return CD_OK;
+}
+
+/* --- backup ------------------------------------------------------------ */
+
+/* The copy goes in steps of this many pages (4 MiB of 16 KiB pages), so
+ * that a step that meets SQLITE_BUSY (another connection recovering the
+ * WAL) is retried alone after a pause, not the whole copy. */
+#define BACKUP_STEP_PAGES 256
+#define BACKUP_BUSY_SLEEP_MS 10
+
+/* True when path exists (as anything); errno other than ENOENT counts as
+ * existing, so that a file we cannot see into is not overwritten. */
+static bool path_exists(const char *path)
+{
+    struct stat sb;
+    return lstat(path, &sb) == 0 || errno != ENOENT;
+}
+
+/* fsync of a file or directory by name. */
+static cd_err fsync_path(const char *path, bool is_dir, cd_error *err)
+{
+    int fd = open(path, (is_dir ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
+    if (fd < 0)
+        return cd__fail(err, CD_EIO, "cannot open %s: %s", path, strerror(errno));
+    int rc = fsync(fd);
+    int saved = errno;
+    close(fd);
+    if (rc != 0)
+        return cd__fail(err, CD_EIO, "cannot fsync %s: %s", path, strerror(saved));
+    return CD_OK;
+}
+
+/* The directory part of path ("." when it has none); malloc'd. */
+static char *dir_of(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        return strdup(".");
+    size_t n = slash == path ? 1 : (size_t)(slash - path);
+    char *dir = malloc(n + 1);
+    if (dir) {
+        memcpy(dir, path, n);
+        dir[n] = '\0';
+    }
+    return dir;
+}
+
+/*
+ * Opens db_path read-only and starts the read transaction the copy is
+ * taken in, after checking that it is a compatd database.
+ */
+static cd_err backup_source_open(const char *db_path, sqlite3 **out,
+                                 cd_error *err)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *s = NULL;
+    cd_err rc = CD_OK;
+    *out = NULL;
+    int src = sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+    if (src != SQLITE_OK) {
+        rc = cd__fail(err, src == SQLITE_NOMEM ? CD_ENOMEM : CD_EIO, "cannot open %s: %s",
+                      db_path, db ? sqlite3_errmsg(db) : sqlite3_errstr(src));
+        goto fail;
+    }
+    sqlite3_extended_result_codes(db, 1);
+    sqlite3_busy_timeout(db, STORE_BUSY_TIMEOUT_MS);
+    /* The read transaction begins at the first read, here; every step of
+     * the copy then reads this one state. */
+    src = sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
+    if (src == SQLITE_OK)
+        src = sqlite3_prepare_v2(db, "SELECT (SELECT application_id FROM pragma_application_id),"
+                                 " (SELECT count(*) FROM sqlite_schema)", -1, &s, NULL);
+    if (src == SQLITE_OK)
+        src = sqlite3_step(s);
+    if ((src & 0xff) == SQLITE_NOTADB) {
+        rc = cd__fail(err, CD_ECORRUPT, "%s is not a compatd database: %s", db_path,
+                      sqlite3_errmsg(db));
+        goto fail;
+    }
+    if (src != SQLITE_ROW) {
+        rc = cd__fail(err, code_of(src), "cannot read %s: %s", db_path, sqlite3_errmsg(db));
+        goto fail;
+    }
+    if (sqlite3_column_int64(s, 0) != STORE_APPLICATION_ID || sqlite3_column_int64(s, 1) == 0) {
+        rc = cd__fail(err, CD_ECORRUPT, "%s is not a compatd database", db_path);
+        goto fail;
+    }
+    sqlite3_finalize(s);
+    s = NULL;
+    if (sqlite3_txn_state(db, "main") != SQLITE_TXN_READ) {
+        rc = cd__fail(err, CD_EINTERNAL, "no read transaction on %s", db_path);
+        goto fail;
+    }
+    *out = db;
+    return CD_OK;
+fail:
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return rc;
+}
+
+/* Copies src into the (empty) database file tmp_path and checks it. */
+static cd_err backup_copy(sqlite3 *src, const char *tmp_path, cd_error *err)
+{
+    sqlite3 *dst = NULL;
+    sqlite3_backup *b = NULL;
+    sqlite3_stmt *s = NULL;
+    cd_err rc = CD_OK;
+    int drc = sqlite3_open_v2(tmp_path, &dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (drc != SQLITE_OK) {
+        rc = cd__fail(err, drc == SQLITE_NOMEM ? CD_ENOMEM : CD_EIO, "cannot open %s: %s",
+                      tmp_path, dst ? sqlite3_errmsg(dst) : sqlite3_errstr(drc));
+        goto done;
+    }
+    sqlite3_extended_result_codes(dst, 1);
+    /* The whole file is fsynced once at the end instead. */
+    drc = sqlite3_exec(dst, "PRAGMA synchronous = OFF", NULL, NULL, NULL);
+    if (drc != SQLITE_OK) {
+        rc = cd__fail(err, code_of(drc), "%s: %s", tmp_path, sqlite3_errmsg(dst));
+        goto done;
+    }
+    b = sqlite3_backup_init(dst, "main", src, "main");
+    if (!b) {
+        rc = cd__fail(err, code_of(sqlite3_errcode(dst)), "cannot start the copy: %s",
+                      sqlite3_errmsg(dst));
+        goto done;
+    }
+    do {
+        drc = sqlite3_backup_step(b, BACKUP_STEP_PAGES);
+        if (drc == SQLITE_BUSY || drc == SQLITE_LOCKED)
+            sqlite3_sleep(BACKUP_BUSY_SLEEP_MS);
+    } while (drc == SQLITE_OK || drc == SQLITE_BUSY || drc == SQLITE_LOCKED);
+    int frc = sqlite3_backup_finish(b);
+    if (drc != SQLITE_DONE || frc != SQLITE_OK) {
+        rc = cd__fail(err, code_of(drc != SQLITE_DONE ? drc : frc), "copying into %s: %s",
+                      tmp_path, sqlite3_errmsg(dst));
+        goto done;
+    }
+    drc = sqlite3_prepare_v2(dst, "PRAGMA quick_check", -1, &s, NULL);
+    if (drc == SQLITE_OK)
+        drc = sqlite3_step(s);
+    if (drc != SQLITE_ROW) {
+        rc = cd__fail(err, code_of(drc), "checking %s: %s", tmp_path, sqlite3_errmsg(dst));
+    } else {
+        const unsigned char *verdict = sqlite3_column_text(s, 0);
+        if (!verdict || strcmp((const char *)verdict, "ok") != 0)
+            rc = cd__fail(err, CD_ECORRUPT, "the copy %s does not check: %s", tmp_path,
+                          verdict ? (const char *)verdict : "?");
+    }
+done:
+    sqlite3_finalize(s);
+    if (dst && sqlite3_close(dst) != SQLITE_OK && rc == CD_OK)
+        rc = cd__fail(err, CD_EIO, "cannot close %s: %s", tmp_path, sqlite3_errmsg(dst));
+    return rc;
+}
+
+/*
+ * Gives tmp_path the name dest_path unless that exists: link() fails
+ * rather than replace, where rename() would replace.  File systems
+ * without hard links get a rename after a last look.
+ */
+static cd_err backup_publish(const char *tmp_path, const char *dest_path,
+                             cd_error *err)
+{
+    if (link(tmp_path, dest_path) == 0) {
+        unlink(tmp_path);
+        return CD_OK;
+    }
+    if (errno == EEXIST)
+        return cd__fail(err, CD_EEXISTS, "%s already exists", dest_path);
+    if (errno != EPERM && errno != ENOTSUP && errno != ENOSYS)
+        return cd__fail(err, CD_EIO, "cannot link %s to %s: %s", tmp_path, dest_path,
+                        strerror(errno));
+    if (path_exists(dest_path))
+        return cd__fail(err, CD_EEXISTS, "%s already exists", dest_path);
+    if (rename(tmp_path, dest_path) != 0)
+        return cd__fail(err, CD_EIO, "cannot rename %s to %s: %s", tmp_path, dest_path,
+                        strerror(errno));
+    return CD_OK;
+}
+
+cd_err cd_store_backup(const char *db_path, const char *dest_path,
+                       int64_t *bytes_out, cd_error *err)
+{
+    static const char *const beside[] = {"", "-wal", "-journal"};
+    sqlite3 *src = NULL;
+    char *tmp_path = NULL, *tmp_journal = NULL, *dir = NULL;
+    bool tmp_made = false;
+    cd_err rc = CD_OK;
+    if (bytes_out)
+        *bytes_out = 0;
+    if (!db_path || !*db_path || !dest_path || !*dest_path)
+        return cd__fail(err, CD_EINVAL, "cd_store_backup: no path");
+    pthread_once(&sqlite_once, sqlite_setup);
+
+    for (size_t i = 0; i < sizeof beside / sizeof beside[0]; i++) {
+        char *p = sqlite3_mprintf("%s%s", dest_path, beside[i]);
+        bool taken = !p || path_exists(p);
+        sqlite3_free(p);
+        if (taken)
+            return cd__fail(err, CD_EEXISTS, "%s%s already exists", dest_path, beside[i]);
+    }
+    if (!path_exists(db_path))
+        return cd__fail(err, CD_ENOTFOUND, "no database at %s", db_path);
+
+    tmp_path = sqlite3_mprintf("%s.tmp-%ld", dest_path, (long)getpid());
+    tmp_journal = sqlite3_mprintf("%s-journal", tmp_path ? tmp_path : "");
+    dir = dir_of(dest_path);
+    if (!tmp_path || !tmp_journal || !dir) {
+        rc = cd__fail(err, CD_ENOMEM, "out of memory");
+        goto done;
+    }
+    rc = backup_source_open(db_path, &src, err);
+    if (rc != CD_OK)
+        goto done;
+    /* A file left by a crashed backup of a process with our pid is ours
+     * to replace; O_EXCL then makes sure no one else writes this name. */
+    unlink(tmp_path);
+    unlink(tmp_journal);
+    int fd = open(tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        rc = cd__fail(err, CD_EIO, "cannot create %s: %s", tmp_path, strerror(errno));
+        goto done;
+    }
+    close(fd);
+    tmp_made = true;
+    rc = backup_copy(src, tmp_path, err);
+    /* The read transaction ends here: the WAL may be checkpointed again. */
+    sqlite3_close(src);
+    src = NULL;
+    if (rc == CD_OK)
+        rc = fsync_path(tmp_path, false, err);
+    if (rc == CD_OK && bytes_out) {
+        struct stat sb;
+        if (stat(tmp_path, &sb) == 0)
+            *bytes_out = (int64_t)sb.st_size;
+    }
+    if (rc == CD_OK)
+        rc = backup_publish(tmp_path, dest_path, err);
+    if (rc == CD_OK) {
+        tmp_made = false;
+        rc = fsync_path(dir, true, err);
+    }
+done:
+    sqlite3_close(src);
+    if (tmp_made) {
+        unlink(tmp_path);
+        unlink(tmp_journal);
+    }
+    sqlite3_free(tmp_path);
+    sqlite3_free(tmp_journal);
+    free(dir);
+    return rc;
+}
+
+/* --- API keys ------------------------------------------------------------ */
+
+const char *cd_scope_name(cd_scope s)
+{
+    switch (s) {
+    case CD_SCOPE_NONE: return "none";
+    case CD_SCOPE_READ: return "read";
+    case CD_SCOPE_WRITE: return "write";
+    case CD_SCOPE_ADMIN: return "admin";
+    }
+    return "?";
+}
+
+bool cd_scope_parse(const char *s, cd_scope *out)
+{
+    static const cd_scope all[] = {CD_SCOPE_READ, CD_SCOPE_WRITE,
+                                   CD_SCOPE_ADMIN};
+    for (size_t i = 0; s && i < sizeof all / sizeof all[0]; i++) {
+        if (strcmp(s, cd_scope_name(all[i])) == 0) {
+            *out = all[i];
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Fills *k from a KEY_SELECT row. */
+static cd_err key_from_row(sqlite3_stmt *s, cd_api_key *k, cd_error *err)
+{
+    memset(k, 0, sizeof *k);
+    k->id = sqlite3_column_int64(s, 0);
+    const void *hash = sqlite3_column_blob(s, 6);
+    if (!copy_column(s, 1, k->name, sizeof k->name) ||
+        !cd_scope_parse((const char *)sqlite3_column_text(s, 2), &k->scope) ||
+        !copy_column(s, 3, k->prefix, sizeof k->prefix) ||
+        !copy_column(s, 4, k->created_at, sizeof k->created_at) ||
+        !copy_column(s, 5, k->revoked_at, sizeof k->revoked_at) || !hash ||
+        sqlite3_column_bytes(s, 6) != CD_KEY_HASH_SIZE)
+        return cd__fail(err, CD_ECORRUPT, "API key %lld has a damaged row",
+                        (long long)k->id);
+    memcpy(k->hash, hash, CD_KEY_HASH_SIZE);
+    return CD_OK;
+}
+
+/*
+ * Runs a KEY_SELECT statement bound to name (ST_KEY_BY_NAME), key_id
+ * (ST_KEY_BY_ID) or hash (ST_KEY_BY_HASH) on c and fills *out.
+ */
+static cd_err key_read(cd_conn *c, stmt_id id, const char *name, int64_t key_id,
+                       const unsigned char *hash, cd_api_key *out,
+                       cd_error *err)
+{
+    sqlite3_stmt *s;
+    cd_err rc = conn_stmt(c, id, &s, err);
+    if (rc != CD_OK)
+        return rc;
+    if (id == ST_KEY_BY_NAME)
+        sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+    else if (id == ST_KEY_BY_ID)
+        sqlite3_bind_int64(s, 1, key_id);
+    else
+        sqlite3_bind_blob(s, 1, hash, CD_KEY_HASH_SIZE, SQLITE_STATIC);
+    int step = sqlite3_step(s);
+    if (step == SQLITE_ROW)
+        rc = key_from_row(s, out, err);
+    else if (step == SQLITE_DONE && id == ST_KEY_BY_NAME)
+        rc = cd__fail(err, CD_ENOTFOUND, "no API key named %s", name);
+    else if (step == SQLITE_DONE && id == ST_KEY_BY_ID)
+        rc = cd__fail(err, CD_ENOTFOUND, "no API key with id %lld",
+                      (long long)key_id);
+    else if (step == SQLITE_DONE)
+        rc = cd__fail(err, CD_ENOTFOUND, "unknown API key");
+    else
+        rc = db_fail(err, c, step);
+    stmt_done(s);
+    return rc;
+}
+
+cd_err cd_store_key_insert(cd_store *st, const char *name, cd_scope scope,
+                           const unsigned char hash[CD_KEY_HASH_SIZE],
+                           const char *prefix, cd_api_key *out,
+                           cd_error *err)
+{
+    size_t len;
+    if (out)
+        memset(out, 0, sizeof *out);
+    if (!st || !hash || !prefix)
+        return cd__fail(err, CD_EINVAL, "cd_store_key_insert: NULL argument");
+    if (!cd_name_valid(name))
+        return cd__fail(err, CD_EINVAL,
+                        "key name \"%.*s\" is not 1 to %d of [A-Za-z0-9._-]",
+                        CD_NAME_MAX, name ? name : "(null)", CD_NAME_MAX);
+    if (scope != CD_SCOPE_READ && scope != CD_SCOPE_WRITE &&
+        scope != CD_SCOPE_ADMIN)
+        return cd__fail(err, CD_EINVAL, "unknown key scope %d", (int)scope);
+    if (!text_ok(prefix, CD_KEY_PREFIX_LEN, &len))
+        return cd__fail(err, CD_EINVAL, "key prefix is not UTF-8 of at most %d bytes",
+                        CD_KEY_PREFIX_LEN);
+
+    char created_at[32];
+    now_rfc3339(created_at);
+    cd_conn *c = writer_acquire(st);
+    sqlite3_stmt *s = NULL;
+    cd_api_key same;
+    cd_err rc = tx_begin(c, true, err);
+    if (rc != CD_OK)
+        goto unlock;
+    /* Names first, so that a taken name is reported as such even when the
+     * key text is the same too. */
+    rc = key_read(c, ST_KEY_BY_NAME, name, 0, NULL, &same, err);
+    if (rc == CD_OK) {
+        rc = cd__fail(err, CD_EEXISTS, "an API key named %s already exists%s",
+                      name, same.revoked_at[0] ? " (revoked; names are not reused)" : "");
+        goto end;
+    }
+    if (rc != CD_ENOTFOUND)
+        goto end;
+    rc = key_read(c, ST_KEY_BY_HASH, NULL, 0, hash, &same, err);
+    if (rc == CD_OK) {
+        rc = cd__fail(err, CD_ECONFLICT,
+                      "this key is already stored, as API key %s", same.name);
+        goto end;
+    }
+    if (rc != CD_ENOTFOUND)
+        goto end;
+    rc = conn_stmt(c, ST_KEY_INSERT, &s, err);
+    if (rc != CD_OK)
+        goto end;
+    sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, cd_scope_name(scope), -1, SQLITE_STATIC);
+    sqlite3_bind_blob(s, 3, hash, CD_KEY_HASH_SIZE, SQLITE_STATIC);
+    sqlite3_bind_text(s, 4, prefix, (int)len, SQLITE_STATIC);
+    sqlite3_bind_text(s, 5, created_at, -1, SQLITE_STATIC);
+    int step = sqlite3_step(s);
+    if (step != SQLITE_DONE)
+        rc = db_fail(err, c, step);
+    stmt_done(s);
+    if (rc == CD_OK && out)
+        rc = key_read(c, ST_KEY_BY_ID, NULL, sqlite3_last_insert_rowid(c->db),
+                      NULL, out, err);
+end:
+    rc = tx_end(c, rc, err);
+unlock:
+    conn_release(c);
+    if (rc != CD_OK && out)
+        memset(out, 0, sizeof *out);
+    return rc;
+}
+
+cd_err cd_store_key_get(cd_store *st, const char *name, cd_api_key *out,
+                        cd_error *err)
+{
+    if (!st || !out)
+        return cd__fail(err, CD_EINVAL, "cd_store_key_get: NULL argument");
+    memset(out, 0, sizeof *out);
+    if (!cd_name_valid(name))
+        return cd__fail(err, CD_ENOTFOUND, "no API key named %.*s",
+                        CD_NAME_MAX, name ? name : "(null)");
+    cd_conn *c = reader_acquire(st);
+    cd_err rc = key_read(c, ST_KEY_BY_NAME, name, 0, NULL, out, err);
+    conn_release(c);
+    if (rc != CD_OK)
+        memset(out, 0, sizeof *out);
+    return rc;
+}
+
+cd_err cd_store_key_get_by_id(cd_store *st, int64_t id, cd_api_key *out,
+                              cd_error *err)
+{
+    if (!st || !out)
+        return cd__fail(err, CD_EINVAL, "cd_store_key_get_by_id: NULL argument");
+    cd_conn *c = reader_acquire(st);
+    cd_err rc = key_read(c, ST_KEY_BY_ID, NULL, id, NULL, out, err);
+    conn_release(c);
+    if (rc != CD_OK)
+        memset(out, 0, sizeof *out);
+    return rc;
+}
+
+cd_err cd_store_key_find(cd_store *st,
+                         const unsigned char hash[CD_KEY_HASH_SIZE],
+                         cd_api_key *out, cd_error *err)
+{
+    if (!st || !hash || !out)
+        return cd__fail(err, CD_EINVAL, "cd_store_key_find: NULL argument");
+    cd_conn *c = reader_acquire(st);
+    cd_err rc = key_read(c, ST_KEY_BY_HASH, NULL, 0, hash, out, err);
+    conn_release(c);
+    if (rc != CD_OK)
+        memset(out, 0, sizeof *out);
+    return rc;
+}
+
+static cd_err key_fill(sqlite3_stmt *s, void *elem, cd_error *err)
+{
+    return key_from_row(s, elem, err);
+}
+
+cd_err cd_store_key_list(cd_store *st, cd_api_key **out, size_t *n,
+                         cd_error *err)
+{
+    if (!st || !out || !n)
+        return cd__fail(err, CD_EINVAL, "cd_store_key_list: NULL argument");
+    void *rows;
+    cd_err rc = list_rows(st, ST_KEY_LIST, 0, 0, sizeof(cd_api_key),
+                          key_fill, &rows, n, err);
+    *out = rows;
+    return rc;
+}
+
+cd_err cd_store_key_revoke(cd_store *st, int64_t id, cd_api_key *out,
+                           bool *was_revoked, cd_error *err)
+{
+    cd_api_key k;
+    if (out)
+        memset(out, 0, sizeof *out);
+    if (was_revoked)
+        *was_revoked = false;
+    if (!st)
+        return cd__fail(err, CD_EINVAL, "cd_store_key_revoke: NULL store");
+    char now[32];
+    now_rfc3339(now);
+    cd_conn *c = writer_acquire(st);
+    sqlite3_stmt *s = NULL;
+    cd_err rc = tx_begin(c, true, err);
+    if (rc != CD_OK)
+        goto unlock;
+    rc = key_read(c, ST_KEY_BY_ID, NULL, id, NULL, &k, err);
+    if (rc != CD_OK)
+        goto end;
+    if (k.revoked_at[0]) {
+        if (was_revoked)
+            *was_revoked = true;
+        goto end;
+    }
+    rc = conn_stmt(c, ST_KEY_REVOKE, &s, err);
+    if (rc != CD_OK)
+        goto end;
+    sqlite3_bind_int64(s, 1, id);
+    sqlite3_bind_text(s, 2, now, -1, SQLITE_STATIC);
+    int step = sqlite3_step(s);
+    if (step != SQLITE_DONE)
+        rc = db_fail(err, c, step);
+    stmt_done(s);
+    if (rc == CD_OK)
+        rc = key_read(c, ST_KEY_BY_ID, NULL, id, NULL, &k, err);
+end:
+    rc = tx_end(c, rc, err);
+unlock:
+    conn_release(c);
+    if (rc == CD_OK && out)
+        *out = k;
+    return rc;
+}
+
+cd_err cd_store_keys_exist(cd_store *st, bool *out, cd_error *err)
+{
+    if (!st || !out)
+        return cd__fail(err, CD_EINVAL, "cd_store_keys_exist: NULL argument");
+    int64_t any = 0;
+    cd_conn *c = reader_acquire(st);
+    cd_err rc = run_i64(c, ST_KEY_ANY, 0, 0, 0, NULL, &any, err);
+    conn_release(c);
+    *out = rc == CD_OK && any != 0;
+    return rc;
 }

@@ -32,7 +32,7 @@
 typedef struct cd_store cd_store;
 
 /* The schema version this binary writes (schema/NNN_*.sql, highest NNN). */
-#define CD_SCHEMA_VERSION 2
+#define CD_SCHEMA_VERSION 3
 
 typedef enum cd_query_policy {
     CD_POLICY_VERIFIED = 0, /* latest evaluation passed (the default) */
@@ -359,5 +359,110 @@ void cd_eval_items_finish(cd_eval_items *items);
 cd_err cd_store_scan_rowids(cd_store *st, int64_t gallery_id,
                             int64_t model_id, size_t batch, cd_scan_fn fn,
                             void *ctx, cd_error *err);
+
+/* --- backup ------------------------------------------------------------ */
+
+/*
+ * Copies the compatd database at db_path, which a running daemon may be
+ * writing meanwhile, to the new file dest_path: one consistent state (the
+ * one of the moment the copy starts), so that a daemon started on the copy
+ * serves every write acknowledged before then.  db_path is only read.
+ *
+ * The copy runs under one read transaction on its own connection, so in
+ * WAL mode it blocks no writer (WAL checkpoints cannot pass it until it
+ * ends, so the WAL may grow meanwhile); pages are copied in bounded steps
+ * through SQLite's backup API into dest_path.tmp-<pid>, which is checked
+ * (PRAGMA quick_check), fsynced and then linked to dest_path, so that
+ * dest_path, once it exists, is complete.  Index snapshots are not
+ * copied: a daemon rebuilds missing ones from the database.
+ *
+ * Fails with CD_EEXISTS when dest_path (or a -wal or -journal beside it)
+ * exists, CD_ENOTFOUND when db_path does not, CD_ECORRUPT when db_path is
+ * not a compatd database or the copy does not check, CD_EIO when a file
+ * cannot be read or written.  On failure nothing is left at the temporary
+ * name, and dest_path exists only when what failed was the last step, the
+ * fsync of its directory.  *bytes_out (may be NULL) is the copy's size.
+ */
+cd_err cd_store_backup(const char *db_path, const char *dest_path,
+                       int64_t *bytes_out, cd_error *err);
+
+/* --- API keys ------------------------------------------------------------ */
+
+/*
+ * What a key may do (SPEC 5).  Ordered: a larger scope includes every
+ * smaller one (admin includes write includes read).
+ */
+typedef enum cd_scope {
+    CD_SCOPE_NONE = 0,  /* no key needed (for routes); never stored */
+    CD_SCOPE_READ,      /* GET, search */
+    CD_SCOPE_WRITE,     /* items, running evaluations */
+    CD_SCOPE_ADMIN      /* models, galleries, keys */
+} cd_scope;
+
+/* "read", "write" or "admin" ("none" for CD_SCOPE_NONE). */
+const char *cd_scope_name(cd_scope s);
+
+/* Parses "read", "write" or "admin"; false for anything else. */
+bool cd_scope_parse(const char *s, cd_scope *out);
+
+#define CD_KEY_HASH_SIZE 32     /* SHA-256 of the key text */
+#define CD_KEY_PREFIX_LEN 8     /* characters of the key text kept to list it */
+
+/* A stored key: never its text. */
+typedef struct cd_api_key {
+    int64_t id;                             /* rowid, never reused */
+    char name[CD_NAME_MAX + 1];             /* [A-Za-z0-9._-]{1,64}, unique */
+    cd_scope scope;
+    char prefix[CD_KEY_PREFIX_LEN + 1];     /* first characters of the text */
+    char created_at[32];                    /* RFC 3339 UTC */
+    char revoked_at[32];                    /* RFC 3339 UTC; "" while active */
+    unsigned char hash[CD_KEY_HASH_SIZE];   /* SHA-256 of the text */
+} cd_api_key;
+
+/*
+ * Stores a key: name, scope (read, write or admin), the hash of its text
+ * and its prefix (at most CD_KEY_PREFIX_LEN characters).  CD_EINVAL on a
+ * bad name, scope or prefix, CD_EEXISTS when the name is taken (also by a
+ * revoked key: names are never reused), CD_ECONFLICT when a key of the
+ * same hash is stored (under another name).  *out (may be NULL) receives
+ * the stored key.
+ */
+cd_err cd_store_key_insert(cd_store *st, const char *name, cd_scope scope,
+                           const unsigned char hash[CD_KEY_HASH_SIZE],
+                           const char *prefix, cd_api_key *out,
+                           cd_error *err);
+
+/* The key of that name (CD_ENOTFOUND when none). */
+cd_err cd_store_key_get(cd_store *st, const char *name, cd_api_key *out,
+                        cd_error *err);
+
+/* The key of that id (CD_ENOTFOUND when none). */
+cd_err cd_store_key_get_by_id(cd_store *st, int64_t id, cd_api_key *out,
+                              cd_error *err);
+
+/*
+ * The key whose text hashes to hash, revoked or not (CD_ENOTFOUND when
+ * none).  One look-up in the hash index, on a read connection: it sees
+ * every key committed before it began, by any process.
+ */
+cd_err cd_store_key_find(cd_store *st,
+                         const unsigned char hash[CD_KEY_HASH_SIZE],
+                         cd_api_key *out, cd_error *err);
+
+/* Every key, by id; *out is malloc'd (free()), *n its length. */
+cd_err cd_store_key_list(cd_store *st, cd_api_key **out, size_t *n,
+                         cd_error *err);
+
+/*
+ * Revokes key id: sets its revoked_at, unless it is revoked already
+ * (then nothing changes and *was_revoked, which may be NULL, is true).
+ * CD_ENOTFOUND when there is no such key.  *out (may be NULL) receives
+ * the key as stored afterwards.
+ */
+cd_err cd_store_key_revoke(cd_store *st, int64_t id, cd_api_key *out,
+                           bool *was_revoked, cd_error *err);
+
+/* Whether any key row exists, revoked ones included. */
+cd_err cd_store_keys_exist(cd_store *st, bool *out, cd_error *err);
 
 #endif

@@ -98,6 +98,22 @@ bool cd_utf8_valid(const char *str, size_t n)
     return true;
 }
 
+size_t cd_utf8_cut(const char *str, size_t n)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    size_t i = n, cont = 0;
+    while (i > 0 && cont < 3 && (s[i - 1] & 0xC0) == 0x80) {
+        i--;
+        cont++;
+    }
+    if (i == 0)
+        return n;
+    unsigned lead = s[i - 1];
+    size_t len = (lead & 0xE0) == 0xC0 ? 2 : (lead & 0xF0) == 0xE0 ? 3
+                 : (lead & 0xF8) == 0xF0 ? 4 : 1;
+    return cont + 1 < len ? i - 1 : n;
+}
+
 bool cd_vec_finite(const float *v, size_t n)
 {
     for (size_t i = 0; i < n; i++)

@@ -43,6 +43,13 @@ bool cd_name_valid(const char *s);
  * surrogates, nothing above U+10FFFF). */
 bool cd_utf8_valid(const char *s, size_t n);
 
+/*
+ * Where to cut the n bytes at s so that the cut does not split a UTF-8
+ * sequence: n, or less when the last sequence is incomplete.  Text cut by
+ * a bounded snprintf keeps being valid UTF-8 when cut there.
+ */
+size_t cd_utf8_cut(const char *s, size_t n);
+
 /* True when every one of the n floats is finite. */
 bool cd_vec_finite(const float *v, size_t n);
 

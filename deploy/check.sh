@@ -1,7 +1,9 @@
 #!/bin/sh
 # Installs what is missing, builds compatd twice (plain, and with
 # AddressSanitizer + UndefinedBehaviorSanitizer) and runs the whole test
-# suite in both.  Ends with one line: "N passed, N failed".
+# suite in both; then builds the libFuzzer harnesses with clang
+# (build-fuzz) and runs each for FUZZ_SECONDS (default 60), one test each.
+# Ends with one line: "N passed, N failed".
 set -u
 cd "$(dirname "$0")/.."
 sh deploy/setup.sh || exit 1
@@ -24,7 +26,19 @@ for dir in build build-asan; do
     meson test -C "$dir" --print-errorlogs --num-processes 2 || status=1
 done
 
-/usr/bin/python3 - build/meson-logs/testlog.json build-asan/meson-logs/testlog.json <<'PY'
+# A crash, leak, sanitizer report or timeout fails its harness; a build
+# dir that cannot be set up counts as one failure (no testlog.json).
+rm -f build-fuzz/meson-logs/testlog.json
+if [ -f build-fuzz/build.ninja ] ||
+   CC=clang meson setup build-fuzz -Dfuzz=true -Dtests=false -Db_lundef=false; then
+    echo "== fuzzing in build-fuzz, ${FUZZ_SECONDS:-60}s per harness"
+    meson test -C build-fuzz --suite fuzz --print-errorlogs --num-processes 2 || status=1
+else
+    status=1
+fi
+
+/usr/bin/python3 - build/meson-logs/testlog.json build-asan/meson-logs/testlog.json \
+    build-fuzz/meson-logs/testlog.json <<'PY'
 import json, sys
 passed = failed = 0
 for path in sys.argv[1:]:

@@ -13,7 +13,9 @@ if [ "$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi
 PACKAGES="build-essential pkg-config meson ninja-build cmake dpkg-dev
   libmicrohttpd-dev libcjson-dev libsqlite3-dev libcurl4-gnutls-dev
   libopenblas-dev liblapack-dev libgnutls28-dev
-  python3 python3-numpy python3-faiss valgrind curl sqlite3 clang"
+  python3 python3-numpy python3-faiss valgrind curl sqlite3 clang
+  libclang-rt-dev libomp-dev
+  nettle-dev gnutls-bin"
 
 missing=
 for p in $PACKAGES; do

@@ -16,10 +16,29 @@
 #include <string.h>
 
 #include "eval.h"
+#include "keys.h"
 #include "vec.h"
 
-#define MAX_BATCH_ITEMS 100000
-#define MAX_QUERIES 10000
+/* --- limits ----------------------------------------------------------- */
+
+/* api->limits with defaults for the fields left 0 and the caps applied. */
+static cd_limits limits_of(const cd_api *api)
+{
+    cd_limits l = api->limits;
+    if (l.max_batch == 0)
+        l.max_batch = CD_DEFAULT_MAX_BATCH;
+    if (l.max_queries == 0)
+        l.max_queries = CD_DEFAULT_MAX_QUERIES;
+    if (l.max_k <= 0 || l.max_k > CD_K_MAX)
+        l.max_k = l.max_k <= 0 ? CD_DEFAULT_MAX_K : CD_K_MAX;
+    if (l.max_dim <= 0 || l.max_dim > CD_DIM_MAX)
+        l.max_dim = l.max_dim <= 0 ? CD_DEFAULT_MAX_DIM : CD_DIM_MAX;
+    if (l.max_metadata == 0 || l.max_metadata > CD_METADATA_MAX)
+        l.max_metadata = l.max_metadata == 0 ? CD_DEFAULT_MAX_METADATA : CD_METADATA_MAX;
+    if (l.max_eval_probes == 0)
+        l.max_eval_probes = CD_DEFAULT_MAX_EVAL_PROBES;
+    return l;
+}
 
 /* --- request bodies --------------------------------------------------- */
 
@@ -277,10 +296,11 @@ static void models_create(cd_api *api, const cd_request *req, cd_reply *rep)
     memset(&m, 0, sizeof m);
     const char *name, *metric, *compat, *desc;
     long dim;
+    int max_dim = limits_of(api).max_dim;
     if (!only_fields(j, fields, "", rep) || !req_name(j, "name", &name, rep))
         goto out;
-    if (!int_in(cJSON_GetObjectItemCaseSensitive(j, "dim"), 1, CD_DIM_MAX, &dim)) {
-        cd_reply_error(rep, 400, "invalid_argument", "dim must be an integer 1..%d", CD_DIM_MAX);
+    if (!int_in(cJSON_GetObjectItemCaseSensitive(j, "dim"), 1, max_dim, &dim)) {
+        cd_reply_error(rep, 400, "invalid_argument", "dim must be an integer 1..%d", max_dim);
         goto out;
     }
     if (!opt_string(j, "metric", &metric, "", rep))
@@ -509,6 +529,7 @@ static void items_upsert(cd_api *api, const cd_request *req, const char *gallery
     char **texts = NULL;    /* labels from numbers and metadata, to free */
     float *vecs = NULL;
     size_t n = 0, n_texts = 0;
+    cd_limits lim = limits_of(api);
     if (!j)
         return;
     const char *model;
@@ -525,9 +546,9 @@ static void items_upsert(cd_api *api, const cd_request *req, const char *gallery
         goto out;
     }
     n = (size_t)cJSON_GetArraySize(arr);
-    if (n > MAX_BATCH_ITEMS) {
-        cd_reply_error(rep, 413, "batch_too_large", "a batch holds at most %d items, got %zu",
-                       MAX_BATCH_ITEMS, n);
+    if (n > lim.max_batch) {
+        cd_reply_error(rep, 413, "batch_too_large", "a batch holds at most %zu items, got %zu",
+                       lim.max_batch, n);
         goto out;
     }
     if (!request_model(api, gallery, model, &m, rep))
@@ -587,9 +608,9 @@ static void items_upsert(cd_api *api, const cd_request *req, const char *gallery
                 goto out;
             }
             texts[n_texts++] = text;
-            if (strlen(text) > CD_METADATA_MAX) {
-                cd_reply_error(rep, 400, "invalid_metadata", "%smetadata is %zu bytes, the limit is %d",
-                               where, strlen(text), CD_METADATA_MAX);
+            if (strlen(text) > lim.max_metadata) {
+                cd_reply_error(rep, 400, "invalid_metadata", "%smetadata is %zu bytes, the limit is %zu",
+                               where, strlen(text), lim.max_metadata);
                 goto out;
             }
             items[i].metadata = text;
@@ -680,6 +701,7 @@ static void search(cd_api *api, const cd_request *req, const char *gallery, cd_r
     cd_model m;
     long k = 10;
     unsigned include = 0;
+    cd_limits lim = limits_of(api);
     if (!only_fields(j, fields, "", rep) || !opt_string(j, "model", &model, "", rep))
         goto out;
     if (model && !cd_name_valid(model)) {
@@ -687,8 +709,8 @@ static void search(cd_api *api, const cd_request *req, const char *gallery, cd_r
         goto out;
     }
     const cJSON *kf = cJSON_GetObjectItemCaseSensitive(j, "k");
-    if (kf && !int_in(kf, 1, CD_K_MAX, &k)) {
-        cd_reply_error(rep, 400, "invalid_k", "k must be an integer 1..%d", CD_K_MAX);
+    if (kf && !int_in(kf, 1, lim.max_k, &k)) {
+        cd_reply_error(rep, 400, "invalid_k", "k must be an integer 1..%d", lim.max_k);
         goto out;
     }
     const cJSON *inc = cJSON_GetObjectItemCaseSensitive(j, "include");
@@ -719,9 +741,9 @@ static void search(cd_api *api, const cd_request *req, const char *gallery, cd_r
             goto out;
         }
         nq = (size_t)cJSON_GetArraySize(many);
-        if (nq > MAX_QUERIES) {
-            cd_reply_error(rep, 413, "batch_too_large", "at most %d query vectors per request, got %zu",
-                           MAX_QUERIES, nq);
+        if (nq > lim.max_queries) {
+            cd_reply_error(rep, 413, "batch_too_large", "at most %zu query vectors per request, got %zu",
+                           lim.max_queries, nq);
             goto out;
         }
     }
@@ -1037,7 +1059,8 @@ static bool read_label(const cJSON *it, const char *where, probe_buf *p,
  * what is "queries" or "baseline"; labels are required for queries.
  */
 static bool read_probes(const cJSON *arr, const char *what, const cd_model *m,
-                        bool need_label, probe_buf *p, cd_reply *rep)
+                        bool need_label, size_t max_probes, probe_buf *p,
+                        cd_reply *rep)
 {
     static const char *const fields[] = {"id", "label", "vector", "vector_b64", NULL};
     if (!cJSON_IsArray(arr) || cJSON_GetArraySize(arr) == 0) {
@@ -1045,6 +1068,12 @@ static bool read_probes(const cJSON *arr, const char *what, const cd_model *m,
         return false;
     }
     size_t n = (size_t)cJSON_GetArraySize(arr), dim = (size_t)m->dim;
+    if (n > max_probes) {
+        cd_reply_error(rep, 413, "batch_too_large",
+                       "%s holds at most %zu probes per evaluation, got %zu", what,
+                       max_probes, n);
+        return false;
+    }
     p->ids = calloc(n, sizeof *p->ids);
     p->labels = calloc(n, sizeof *p->labels);
     p->owned = calloc(n, sizeof *p->owned);
@@ -1117,9 +1146,11 @@ static void evaluations_create(cd_api *api, const cd_request *req, const char *g
         goto out;
     }
     const cJSON *b = cJSON_GetObjectItemCaseSensitive(j, "baseline");
+    size_t max_probes = limits_of(api).max_eval_probes;
     if (!read_probes(cJSON_GetObjectItemCaseSensitive(j, "queries"), "queries", &qm, true,
-                     &probes, rep) ||
-        (b && !cJSON_IsNull(b) && !read_probes(b, "baseline", &gm, false, &base, rep)))
+                     max_probes, &probes, rep) ||
+        (b && !cJSON_IsNull(b) &&
+         !read_probes(b, "baseline", &gm, false, max_probes, &base, rep)))
         goto out;
 
     cd_eval_set ps = {probes.n, probes.vectors, probes.ids, probes.labels};
@@ -1369,6 +1400,207 @@ static bool is(const char *a, const char *b)
     return strcmp(a, b) == 0;
 }
 
+/*
+ * Every route, found by match_route() for both the scope check and the
+ * dispatch, so that the two always agree on what a path is.
+ */
+typedef enum route_id {
+    R_NONE = 0,         /* no route: 404 */
+    R_HEALTHZ,
+    R_READYZ,
+    R_METRICS,
+    R_MODELS,
+    R_MODEL,
+    R_GALLERIES,
+    R_GALLERY,
+    R_ITEMS,
+    R_ITEM,
+    R_SEARCH,
+    R_EVALUATIONS,
+    R_EVALUATION,
+    R_COMPATIBILITY,
+    R_COUNT
+} route_id;
+
+/* Route patterns, for logs and metrics. */
+static const char *const route_pattern[R_COUNT] = {
+    [R_NONE] = "other",
+    [R_HEALTHZ] = "/healthz",
+    [R_READYZ] = "/readyz",
+    [R_METRICS] = "/metrics",
+    [R_MODELS] = "/v1/models",
+    [R_MODEL] = "/v1/models/{name}",
+    [R_GALLERIES] = "/v1/galleries",
+    [R_GALLERY] = "/v1/galleries/{g}",
+    [R_ITEMS] = "/v1/galleries/{g}/items",
+    [R_ITEM] = "/v1/galleries/{g}/items/{id}",
+    [R_SEARCH] = "/v1/galleries/{g}/search",
+    [R_EVALUATIONS] = "/v1/galleries/{g}/evaluations",
+    [R_EVALUATION] = "/v1/evaluations/{id}",
+    [R_COMPATIBILITY] = "/v1/compatibility",
+};
+
+/*
+ * The key scope each route and method needs (SPEC 5): read to read and
+ * search, write for items and running evaluations, admin for models and
+ * galleries.  The probes need no key (Kubernetes asks them without one);
+ * GET /metrics needs read unless --metrics-public.  Whatever is not listed
+ * (another method, a path of no route, GET / and any dashboard page) needs
+ * read: a client without a key learns nothing, not even which routes exist.
+ */
+static const struct {
+    route_id route;
+    const char *method;     /* NULL: every method */
+    cd_scope scope;         /* CD_SCOPE_NONE: no key needed */
+} route_scopes[] = {
+    {R_HEALTHZ, NULL, CD_SCOPE_NONE},
+    {R_READYZ, NULL, CD_SCOPE_NONE},
+    {R_METRICS, NULL, CD_SCOPE_READ},
+    {R_MODELS, "GET", CD_SCOPE_READ},
+    {R_MODELS, "POST", CD_SCOPE_ADMIN},
+    {R_MODEL, "GET", CD_SCOPE_READ},
+    {R_GALLERIES, "GET", CD_SCOPE_READ},
+    {R_GALLERIES, "POST", CD_SCOPE_ADMIN},
+    {R_GALLERY, "GET", CD_SCOPE_READ},
+    {R_GALLERY, "PATCH", CD_SCOPE_ADMIN},
+    {R_GALLERY, "DELETE", CD_SCOPE_ADMIN},
+    {R_ITEMS, "POST", CD_SCOPE_WRITE},
+    {R_ITEM, "GET", CD_SCOPE_READ},
+    {R_ITEM, "DELETE", CD_SCOPE_WRITE},
+    {R_SEARCH, "POST", CD_SCOPE_READ},
+    {R_EVALUATIONS, "GET", CD_SCOPE_READ},
+    {R_EVALUATIONS, "POST", CD_SCOPE_WRITE},
+    {R_EVALUATION, "GET", CD_SCOPE_READ},
+    {R_COMPATIBILITY, "GET", CD_SCOPE_READ},
+};
+
+/* The route of path, which is split in place into seg (MAX_SEGMENTS). */
+static route_id match_route(char *path, char **seg)
+{
+    int n = split_path(path, seg, 5);
+    if (n == 1 && is(seg[0], "healthz"))
+        return R_HEALTHZ;
+    if (n == 1 && is(seg[0], "readyz"))
+        return R_READYZ;
+    if (n == 1 && is(seg[0], "metrics"))
+        return R_METRICS;
+    if (n < 2 || !is(seg[0], "v1"))
+        return R_NONE;
+    if (is(seg[1], "models"))
+        return n == 2 ? R_MODELS : n == 3 ? R_MODEL : R_NONE;
+    if (is(seg[1], "galleries")) {
+        if (n == 2)
+            return R_GALLERIES;
+        if (n == 3)
+            return R_GALLERY;
+        if (n == 4 && is(seg[3], "items"))
+            return R_ITEMS;
+        if (n == 5 && is(seg[3], "items"))
+            return R_ITEM;
+        if (n == 4 && is(seg[3], "search"))
+            return R_SEARCH;
+        if (n == 4 && is(seg[3], "evaluations"))
+            return R_EVALUATIONS;
+        return R_NONE;
+    }
+    if (n == 3 && is(seg[1], "evaluations"))
+        return R_EVALUATION;
+    if (n == 2 && is(seg[1], "compatibility"))
+        return R_COMPATIBILITY;
+    return R_NONE;
+}
+
+static cd_scope route_scope(const cd_api *api, route_id r, const char *method)
+{
+    if (r == R_METRICS && api->metrics_public)
+        return CD_SCOPE_NONE;
+    for (size_t i = 0; i < sizeof route_scopes / sizeof route_scopes[0]; i++)
+        if (route_scopes[i].route == r &&
+            (!route_scopes[i].method || is(route_scopes[i].method, method)))
+            return route_scopes[i].scope;
+    return CD_SCOPE_READ;
+}
+
+/*
+ * Whether requests need a key: yes once any key row exists (revoked ones
+ * too).  Rows are never deleted, so a yes is kept for good; until then
+ * each request asks the store, so that the first key made with
+ * `compatd keys create` while the daemon serves counts at once.
+ */
+static cd_err keys_required(cd_api *api, bool *out, cd_error *err)
+{
+    if (atomic_load(&api->keys_seen)) {
+        *out = true;
+        return CD_OK;
+    }
+    cd_err rc = cd_store_keys_exist(cd_engine_store(api->engine), out, err);
+    if (rc == CD_OK && *out)
+        atomic_store(&api->keys_seen, true);
+    return rc;
+}
+
+static const char authenticate_bearer[] = "Bearer realm=\"compatd\"";
+static const char authenticate_invalid[] =
+    "Bearer realm=\"compatd\", error=\"invalid_token\"";
+
+bool cd_api_authorize(cd_api *api, const cd_request *req, cd_reply *rep)
+{
+    char *seg[MAX_SEGMENTS];
+    char *path = strdup(req->path);
+    cd_error err;
+    if (!path) {
+        rep->route = "other";
+        cd_reply_error(rep, 503, "out_of_memory", "out of memory");
+        return false;
+    }
+    route_id r = match_route(path, seg);
+    free(path);
+    rep->route = route_pattern[r];
+    cd_scope need = route_scope(api, r, req->method);
+    if (need == CD_SCOPE_NONE)
+        return true;
+    bool required;
+    if (keys_required(api, &required, &err) != CD_OK) {
+        cd_reply_core_error(rep, &err);
+        return false;
+    }
+    if (!required)
+        return true;
+    if (!req->api_key) {
+        rep->authenticate = authenticate_bearer;
+        if (req->auth_invalid)
+            cd_reply_error(rep, 401, "unauthorized",
+                           "the Authorization header must be \"Bearer <key>\"");
+        else
+            cd_reply_error(rep, 401, "unauthorized",
+                           "an API key is required: send \"Authorization: Bearer <key>\"");
+        return false;
+    }
+    cd_key_status status;
+    cd_api_key key;
+    if (cd_keys_verify(cd_engine_store(api->engine), req->api_key, &status, &key,
+                       &err) != CD_OK) {
+        cd_reply_core_error(rep, &err);
+        return false;
+    }
+    if (status != CD_KEY_ACTIVE) {
+        rep->authenticate = authenticate_invalid;
+        if (status == CD_KEY_REVOKED)
+            cd_reply_error(rep, 401, "unauthorized", "API key %s was revoked at %s",
+                           key.name, key.revoked_at);
+        else
+            cd_reply_error(rep, 401, "unauthorized", "unknown API key");
+        return false;
+    }
+    if (key.scope < need) {
+        cd_reply_error(rep, 403, "forbidden", "API key %s has scope %s; %s %s needs %s",
+                       key.name, cd_scope_name(key.scope), req->method, rep->route,
+                       cd_scope_name(need));
+        return false;
+    }
+    return true;
+}
+
 void cd_api_handle(cd_api *api, const cd_request *req, cd_reply *rep)
 {
     char *path = strdup(req->path);
@@ -1385,100 +1617,96 @@ void cd_api_handle(cd_api *api, const cd_request *req, cd_reply *rep)
         free(path);
         return;
     }
-    int n = split_path(path, seg, 5);
-
-    if (n == 1 && is(seg[0], "healthz")) {
-        rep->route = "/healthz";
+    route_id r = match_route(path, seg);
+    rep->route = route_pattern[r];
+    switch (r) {
+    case R_HEALTHZ:
         simple_status(rep, 200, "ok");
-    } else if (n == 1 && is(seg[0], "readyz")) {
-        rep->route = "/readyz";
+        break;
+    case R_READYZ: {
         bool ready = cd_engine_ready(api->engine);
         simple_status(rep, ready ? 200 : 503, ready ? "ready" : "loading");
-    } else if (n == 1 && is(seg[0], "metrics")) {
-        rep->route = "/metrics";
+        break;
+    }
+    case R_METRICS:
         metrics_get(api, rep);
-    } else if (n >= 2 && is(seg[0], "v1") && is(seg[1], "models")) {
-        if (n == 2) {
-            rep->route = "/v1/models";
-            if (is(M, "GET"))
-                models_list(api, rep);
-            else if (is(M, "POST"))
-                models_create(api, req, rep);
-            else
-                method_not_allowed(rep, M, "GET, POST");
-        } else if (n == 3) {
-            rep->route = "/v1/models/{name}";
-            if (is(M, "GET"))
-                models_get(api, seg[2], rep);
-            else
-                method_not_allowed(rep, M, "GET");
-        } else {
-            cd_reply_error(rep, 404, "no_route", "no route %s %s", M, req->path);
-        }
-    } else if (n >= 2 && is(seg[0], "v1") && is(seg[1], "galleries")) {
-        if (n == 2) {
-            rep->route = "/v1/galleries";
-            if (is(M, "GET"))
-                galleries_list(api, rep);
-            else if (is(M, "POST"))
-                galleries_create(api, req, rep);
-            else
-                method_not_allowed(rep, M, "GET, POST");
-        } else if (n == 3) {
-            rep->route = "/v1/galleries/{g}";
-            if (is(M, "GET"))
-                galleries_get(api, seg[2], rep);
-            else if (is(M, "PATCH"))
-                galleries_patch(api, req, seg[2], rep);
-            else if (is(M, "DELETE"))
-                galleries_delete(api, seg[2], rep);
-            else
-                method_not_allowed(rep, M, "GET, PATCH, DELETE");
-        } else if (n == 4 && is(seg[3], "items")) {
-            rep->route = "/v1/galleries/{g}/items";
-            if (is(M, "POST"))
-                items_upsert(api, req, seg[2], rep);
-            else
-                method_not_allowed(rep, M, "POST");
-        } else if (n == 5 && is(seg[3], "items")) {
-            rep->route = "/v1/galleries/{g}/items/{id}";
-            if (is(M, "GET"))
-                items_get(api, req, seg[2], seg[4], rep);
-            else if (is(M, "DELETE"))
-                items_delete(api, seg[2], seg[4], rep);
-            else
-                method_not_allowed(rep, M, "GET, DELETE");
-        } else if (n == 4 && is(seg[3], "evaluations")) {
-            rep->route = "/v1/galleries/{g}/evaluations";
-            if (is(M, "POST"))
-                evaluations_create(api, req, seg[2], rep);
-            else if (is(M, "GET"))
-                evaluations_list(api, req, seg[2], rep);
-            else
-                method_not_allowed(rep, M, "GET, POST");
-        } else if (n == 4 && is(seg[3], "search")) {
-            rep->route = "/v1/galleries/{g}/search";
-            if (is(M, "POST"))
-                search(api, req, seg[2], rep);
-            else
-                method_not_allowed(rep, M, "POST");
-        } else {
-            cd_reply_error(rep, 404, "no_route", "no route %s %s", M, req->path);
-        }
-    } else if (n == 3 && is(seg[0], "v1") && is(seg[1], "evaluations")) {
-        rep->route = "/v1/evaluations/{id}";
+        break;
+    case R_MODELS:
+        if (is(M, "GET"))
+            models_list(api, rep);
+        else if (is(M, "POST"))
+            models_create(api, req, rep);
+        else
+            method_not_allowed(rep, M, "GET, POST");
+        break;
+    case R_MODEL:
+        if (is(M, "GET"))
+            models_get(api, seg[2], rep);
+        else
+            method_not_allowed(rep, M, "GET");
+        break;
+    case R_GALLERIES:
+        if (is(M, "GET"))
+            galleries_list(api, rep);
+        else if (is(M, "POST"))
+            galleries_create(api, req, rep);
+        else
+            method_not_allowed(rep, M, "GET, POST");
+        break;
+    case R_GALLERY:
+        if (is(M, "GET"))
+            galleries_get(api, seg[2], rep);
+        else if (is(M, "PATCH"))
+            galleries_patch(api, req, seg[2], rep);
+        else if (is(M, "DELETE"))
+            galleries_delete(api, seg[2], rep);
+        else
+            method_not_allowed(rep, M, "GET, PATCH, DELETE");
+        break;
+    case R_ITEMS:
+        if (is(M, "POST"))
+            items_upsert(api, req, seg[2], rep);
+        else
+            method_not_allowed(rep, M, "POST");
+        break;
+    case R_ITEM:
+        if (is(M, "GET"))
+            items_get(api, req, seg[2], seg[4], rep);
+        else if (is(M, "DELETE"))
+            items_delete(api, seg[2], seg[4], rep);
+        else
+            method_not_allowed(rep, M, "GET, DELETE");
+        break;
+    case R_SEARCH:
+        if (is(M, "POST"))
+            search(api, req, seg[2], rep);
+        else
+            method_not_allowed(rep, M, "POST");
+        break;
+    case R_EVALUATIONS:
+        if (is(M, "POST"))
+            evaluations_create(api, req, seg[2], rep);
+        else if (is(M, "GET"))
+            evaluations_list(api, req, seg[2], rep);
+        else
+            method_not_allowed(rep, M, "GET, POST");
+        break;
+    case R_EVALUATION:
         if (is(M, "GET"))
             evaluations_get(api, seg[2], rep);
         else
             method_not_allowed(rep, M, "GET");
-    } else if (n == 2 && is(seg[0], "v1") && is(seg[1], "compatibility")) {
-        rep->route = "/v1/compatibility";
+        break;
+    case R_COMPATIBILITY:
         if (is(M, "GET"))
             compatibility_get(api, rep);
         else
             method_not_allowed(rep, M, "GET");
-    } else {
+        break;
+    case R_NONE:
+    case R_COUNT:
         cd_reply_error(rep, 404, "no_route", "no route %s %s", M, req->path);
+        break;
     }
     free(path);
 }

@@ -4,6 +4,13 @@
  * request to api.c, sends the reply, logs one line per request and feeds
  * the /metrics counters.  Also the one table mapping core errors to HTTP
  * status and error codes, and the serve loop with its signal handling.
+ *
+ * Keys are checked as soon as a request's headers are in, before its body
+ * is read: the Authorization header is parsed here and api.c decides
+ * (cd_api_authorize), so a client without a valid key cannot make the
+ * daemon buffer a body.  With TLS, libmicrohttpd runs GnuTLS on the
+ * certificate and key read into memory at start (checked here first for
+ * a clear error).
  */
 #include "http.h"
 
@@ -17,13 +24,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <gnutls/gnutls.h>
 #include <microhttpd.h>
 
 #include "api.h"
+#include "auth.h"
 #include "metrics.h"
 
 /* --- logging ---------------------------------------------------------- */
@@ -152,8 +163,11 @@ void cd_reply_error(cd_reply *rep, int status, const char *code,
     char msg[CD_ERRMSG_MAX + 256];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    int n = vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    /* Messages quote the client's text: a cut must not split a character. */
+    if (n >= (int)sizeof msg)
+        msg[cd_utf8_cut(msg, sizeof msg - 1)] = '\0';
     cJSON *root = cJSON_CreateObject();
     cJSON *e = cJSON_AddObjectToObject(root, "error");
     cJSON_AddNumberToObject(e, "status", status);
@@ -183,6 +197,7 @@ typedef struct request_ctx {
     char *body;
     size_t len, cap;
     bool too_large;
+    bool answered;          /* replied before the body came (401, 403) */
     size_t limit;           /* body limit of this request's route */
     struct timespec start;
 } request_ctx;
@@ -208,6 +223,8 @@ static enum MHD_Result send_reply(server *s, struct MHD_Connection *conn,
     rep->body = NULL;
     if (rep->content_type)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, rep->content_type);
+    if (rep->authenticate)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, rep->authenticate);
     enum MHD_Result ok = MHD_queue_response(conn, (unsigned)rep->status, resp);
     MHD_destroy_response(resp);
 
@@ -238,6 +255,34 @@ static size_t body_limit(const cd_server_config *cfg, const char *method,
     return cfg->max_body;
 }
 
+/*
+ * Reads "Authorization: Bearer <key>" into req->api_key (pointing into the
+ * connection's header, which lives as long as the request); any other
+ * Authorization header sets req->auth_invalid.  The scheme is case-
+ * insensitive (RFC 7235); the key is whatever follows the spaces after it.
+ */
+static void read_authorization(struct MHD_Connection *conn, cd_request *req)
+{
+    static const char scheme[] = "Bearer";
+    const size_t n = sizeof scheme - 1;
+    const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                MHD_HTTP_HEADER_AUTHORIZATION);
+    req->api_key = NULL;
+    req->auth_invalid = false;
+    if (!h)
+        return;
+    if (strncasecmp(h, scheme, n) == 0 && (h[n] == ' ' || h[n] == '\t')) {
+        const char *key = h + n;
+        while (*key == ' ' || *key == '\t')
+            key++;
+        if (*key) {
+            req->api_key = key;
+            return;
+        }
+    }
+    req->auth_invalid = true;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
                                   const char *url, const char *method,
                                   const char *version, const char *upload_data,
@@ -253,6 +298,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
         clock_gettime(CLOCK_MONOTONIC, &rc->start);
         *con_cls = rc;
         atomic_fetch_add(&s->in_flight, 1);
+        cd_request head = {.method = method, .path = url, .conn = conn};
+        cd_reply rep = {0};
+        read_authorization(conn, &head);
+        if (!cd_api_authorize(&s->api, &head, &rep)) {
+            /* Answer before reading: the body is not wanted. */
+            rc->answered = true;
+            return send_reply(s, conn, method, url, rc, &rep);
+        }
+        free(rep.body);
         rc->limit = body_limit(s->cfg, method, url);
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -265,7 +319,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
         }
         if (rc->too_large) {
             /* Answer before reading: the client need not send it all. */
-            cd_reply rep = {0};
+            rep = (cd_reply){0};
             rep.route = "other";
             cd_reply_error(&rep, 413, "body_too_large",
                            "request body is larger than the limit of %zu bytes",
@@ -275,6 +329,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
         return MHD_YES;
     }
 
+    if (rc->answered) {
+        *upload_size = 0;
+        return MHD_YES;
+    }
     if (*upload_size) {
         size_t n = *upload_size;
         *upload_size = 0;
@@ -324,6 +382,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
                                                     MHD_HTTP_HEADER_CONTENT_TYPE),
         .conn = conn,
     };
+    read_authorization(conn, &req);
     if (!method_has_body(method) && rc->len > 0) {
         rep.route = "other";
         cd_reply_error(&rep, 400, "unexpected_body", "%s requests take no body", method);
@@ -442,6 +501,100 @@ static bool parse_listen(const char *listen, struct sockaddr_storage *ss,
     return true;
 }
 
+/* True for 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104 ("localhost" was
+ * parsed as 127.0.0.1). */
+static bool is_loopback(const struct sockaddr_storage *ss, bool v6)
+{
+    if (!v6) {
+        const struct sockaddr_in *in4 = (const struct sockaddr_in *)ss;
+        return (ntohl(in4->sin_addr.s_addr) >> 24) == 127;
+    }
+    const struct in6_addr *a = &((const struct sockaddr_in6 *)ss)->sin6_addr;
+    return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+}
+
+#define TLS_FILE_MAX (1 << 20)
+
+/* The whole of a PEM file, malloc'd and NUL-terminated, or NULL after
+ * logging why. */
+static char *read_pem(const char *flag, const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    if (!f) {
+        cd_log(LOG_ERROR, "cannot read %s %s: %s", flag, path, strerror(errno));
+        return NULL;
+    }
+    buf = malloc(TLS_FILE_MAX + 1);
+    size_t n = buf ? fread(buf, 1, TLS_FILE_MAX + 1, f) : 0;
+    if (!buf || ferror(f) || n == 0 || n > TLS_FILE_MAX) {
+        cd_log(LOG_ERROR, "cannot read %s %s: %s", flag, path,
+               !buf ? "out of memory" : ferror(f) ? strerror(errno)
+               : n == 0 ? "the file is empty" : "the file is larger than 1 MiB");
+        free(buf);
+        buf = NULL;
+    } else {
+        buf[n] = '\0';
+        *len = n;
+    }
+    fclose(f);
+    return buf;
+}
+
+/*
+ * Loads the certificate and key as libmicrohttpd will, so that a wrong
+ * file is one clear line at start rather than its generic failure.
+ */
+static bool tls_check(const cd_server_config *cfg, const char *cert, size_t cert_len,
+                      const char *key, size_t key_len)
+{
+    gnutls_certificate_credentials_t cred;
+    if (!MHD_is_feature_supported(MHD_FEATURE_TLS)) {
+        cd_log(LOG_ERROR, "this libmicrohttpd was built without TLS: --tls-cert cannot be used");
+        return false;
+    }
+    if (gnutls_certificate_allocate_credentials(&cred) < 0) {
+        cd_log(LOG_ERROR, "cannot set TLS up: out of memory");
+        return false;
+    }
+    gnutls_datum_t c = {(unsigned char *)cert, (unsigned)cert_len};
+    gnutls_datum_t k = {(unsigned char *)key, (unsigned)key_len};
+    int r = gnutls_certificate_set_x509_key_mem(cred, &c, &k, GNUTLS_X509_FMT_PEM);
+    gnutls_certificate_free_credentials(cred);
+    if (r < 0) {
+        cd_log(LOG_ERROR, "cannot use --tls-cert %s with --tls-key %s: %s", cfg->tls_cert,
+               cfg->tls_key, gnutls_strerror(r));
+        return false;
+    }
+    return true;
+}
+
+/* Raises the open files limit towards what max_connections needs (each
+ * connection is a descriptor; the store, indexes and logs need some). */
+static void raise_fd_limit(unsigned max_connections)
+{
+    struct rlimit rl;
+    rlim_t want = (rlim_t)max_connections + 256;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want)
+        return;
+    rlim_t old = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? want : rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+        rl.rlim_cur = old;
+    if (rl.rlim_cur < want)
+        cd_log(LOG_WARN, "open files limit is %llu: fewer than --max-connections %u "
+               "connections may be served", (unsigned long long)rl.rlim_cur, max_connections);
+}
+
+/* The one line that explains why the daemon will not start open. */
+static void log_refuse_open(const cd_server_config *cfg)
+{
+    cd_log(LOG_ERROR, "refusing to listen on %s without API keys: anyone who can reach it "
+           "could change the data; create a key (compatd keys create --scope admin "
+           "--name NAME --data %s, or --key-file) or listen on 127.0.0.1",
+           cfg->listen, cfg->data_dir);
+}
+
 static int write_port_file(const char *path, unsigned port)
 {
     char tmp[4096];
@@ -455,6 +608,23 @@ static int write_port_file(const char *path, unsigned port)
     return rename(tmp, path);
 }
 
+/* The thread of cd_serve, which waits for SIGTERM and SIGINT. */
+static pid_t waiting_thread;
+
+/*
+ * Runs in a thread that does not block the stop signals (one a library
+ * started before cd_serve blocked them), where the default action would
+ * end the process without draining: sends the signal on to the waiting
+ * thread, which blocks it until its sigwait takes it.  Only raw system
+ * calls here: it is a signal handler.
+ */
+static void forward_stop_signal(int sig)
+{
+    int saved = errno;
+    syscall(SYS_tgkill, (pid_t)syscall(SYS_getpid), waiting_thread, sig);
+    errno = saved;
+}
+
 int cd_serve(const cd_server_config *cfg)
 {
     int status = 1;
@@ -464,13 +634,23 @@ int cd_serve(const cd_server_config *cfg)
     server s = {.cfg = cfg};
     cd_error err;
     sigset_t stop_signals;
+    char *tls_cert = NULL, *tls_key = NULL;
+    size_t tls_cert_len = 0, tls_key_len = 0;
+    struct MHD_OptionItem tls_opts[3] = {{MHD_OPTION_END, 0, NULL}};
 
-    /* Block the stop signals in every thread; the main thread waits. */
+    /* Block the stop signals in every thread; the main thread waits.
+     * Threads started before this (OpenBLAS starts its pool when it is
+     * loaded) do not block them: there the handler passes them on. */
     sigemptyset(&stop_signals);
     sigaddset(&stop_signals, SIGTERM);
     sigaddset(&stop_signals, SIGINT);
     pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
     signal(SIGPIPE, SIG_IGN);
+    waiting_thread = (pid_t)syscall(SYS_gettid);
+    struct sigaction forward = {.sa_handler = forward_stop_signal, .sa_flags = SA_RESTART};
+    sigfillset(&forward.sa_mask);
+    sigaction(SIGTERM, &forward, NULL);
+    sigaction(SIGINT, &forward, NULL);
 
     struct sockaddr_storage addr;
     socklen_t addr_len;
@@ -479,6 +659,38 @@ int cd_serve(const cd_server_config *cfg)
         cd_log(LOG_ERROR, "cannot parse --listen \"%s\" (want HOST:PORT, e.g. 127.0.0.1:8080)",
                cfg->listen);
         return 2;
+    }
+    unsigned max_connections = cfg->max_connections ? cfg->max_connections : 1024;
+    if (max_connections < (unsigned)cfg->threads) {
+        cd_log(LOG_ERROR, "--max-connections %u is less than --threads %d: each thread "
+               "needs at least one", max_connections, cfg->threads);
+        return 2;
+    }
+    if (!cfg->tls_cert != !cfg->tls_key) {
+        cd_log(LOG_ERROR, "--tls-cert and --tls-key go together: give both or neither");
+        return 2;
+    }
+    status = 2;
+    if (cfg->tls_cert) {
+        tls_cert = read_pem("--tls-cert", cfg->tls_cert, &tls_cert_len);
+        tls_key = tls_cert ? read_pem("--tls-key", cfg->tls_key, &tls_key_len) : NULL;
+        if (!tls_key || !tls_check(cfg, tls_cert, tls_cert_len, tls_key, tls_key_len))
+            goto out;
+        tls_opts[0] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, tls_cert};
+        tls_opts[1] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, tls_key};
+        tls_opts[2] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+    }
+    status = 1;
+    raise_fd_limit(max_connections);
+    if (!is_loopback(&addr, v6) && !cfg->key_file) {
+        /* Without a database there are no keys: say so before making one. */
+        char db[4096];
+        snprintf(db, sizeof db, "%s/compatd.db", cfg->data_dir);
+        if (access(db, F_OK) != 0) {
+            log_refuse_open(cfg);
+            status = 2;
+            goto out;
+        }
     }
 
     s.metrics = cd_metrics_create();
@@ -496,19 +708,42 @@ int cd_serve(const cd_server_config *cfg)
     s.api.engine = engine;
     s.api.max_body = cfg->max_body;
     s.api.metrics = s.metrics;
+    if (cfg->limits)
+        s.api.limits = *cfg->limits;
+    s.api.metrics_public = cfg->metrics_public;
+
+    /* Keys: those of the key file first, then the loopback rule. */
+    bool have_keys = false;
+    if (cfg->key_file && cd_key_file_load(cd_engine_store(engine), cfg->key_file) != 0) {
+        status = 2;
+        goto out;
+    }
+    if (cd_store_keys_exist(cd_engine_store(engine), &have_keys, &err) != CD_OK) {
+        cd_log(LOG_ERROR, "cannot read the API keys: %s", err.message);
+        goto out;
+    }
+    if (!have_keys && !is_loopback(&addr, v6)) {
+        log_refuse_open(cfg);
+        status = 2;
+        goto out;
+    }
 
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL_LINUX_ONLY |
                      MHD_USE_ERROR_LOG | MHD_USE_ITC | MHD_USE_TURBO | MHD_USE_SUPPRESS_DATE_NO_CLOCK;
     if (v6)
         flags |= MHD_USE_IPv6;
+    if (tls_cert)
+        flags |= MHD_USE_TLS;
     d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, &s,
                          MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
                          MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
                          MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->threads,
                          MHD_OPTION_NOTIFY_COMPLETED, on_completed, &s,
                          MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
-                         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
+                         MHD_OPTION_CONNECTION_TIMEOUT, cfg->idle_timeout_s,
+                         MHD_OPTION_CONNECTION_LIMIT, max_connections,
                          MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(256 * 1024),
+                         MHD_OPTION_ARRAY, tls_opts,
                          MHD_OPTION_END);
     if (!d) {
         cd_log(LOG_ERROR, "cannot listen on %s: %s", cfg->listen, strerror(errno));
@@ -521,8 +756,10 @@ int cd_serve(const cd_server_config *cfg)
         inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&addr)->sin6_addr, host, sizeof host);
     else
         inet_ntop(AF_INET, &((struct sockaddr_in *)&addr)->sin_addr, host, sizeof host);
-    cd_log(LOG_INFO, "listening on http://%s%s%s:%u (data %s, %d threads)", v6 ? "[" : "",
-           host, v6 ? "]" : "", port, cfg->data_dir, cfg->threads);
+    cd_log(LOG_INFO, "listening on %s://%s%s%s:%u (data %s, %d threads, %s)",
+           tls_cert ? "https" : "http", v6 ? "[" : "", host, v6 ? "]" : "", port,
+           cfg->data_dir, cfg->threads,
+           have_keys ? "API keys required" : "no API keys: open to local clients");
     if (cfg->port_file && write_port_file(cfg->port_file, port) != 0)
         cd_log(LOG_WARN, "cannot write port file %s: %s", cfg->port_file, strerror(errno));
 
@@ -548,6 +785,11 @@ out:
         close(lsock);
     cd_engine_close(engine);
     cd_metrics_destroy(s.metrics);
+    free(tls_cert);
+    if (tls_key) {
+        memset(tls_key, 0, tls_key_len);
+        free(tls_key);
+    }
     if (status == 0)
         cd_log(LOG_INFO, "stopped");
     return status;

@@ -20,6 +20,8 @@
 
 enum { LOG_ERROR = CD_LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
 
+struct cd_limits;   /* api.h */
+
 typedef struct cd_server_config {
     const char *listen;     /* "127.0.0.1:8080", "[::1]:0", ":8080" */
     const char *data_dir;
@@ -29,6 +31,13 @@ typedef struct cd_server_config {
     int log_level;
     int snapshot_interval_s;
     const char *port_file;  /* where to write the bound port, or NULL */
+    const char *tls_cert;   /* PEM certificate (chain) file, or NULL: plain HTTP */
+    const char *tls_key;    /* PEM private key file; set with tls_cert */
+    const char *key_file;   /* "name scope key" lines stored at start, or NULL */
+    bool metrics_public;    /* GET /metrics needs no key */
+    unsigned max_connections;   /* open connections at once (>= threads) */
+    unsigned idle_timeout_s;    /* close a connection idle this long; 0: never */
+    const struct cd_limits *limits; /* per-request limits (api.h); NULL: defaults */
 } cd_server_config;
 
 /* A request as handlers see it: read-only. */
@@ -39,6 +48,8 @@ typedef struct cd_request {
     size_t body_len;
     const char *content_type;   /* NULL when absent */
     void *conn;                 /* for query arguments (cd_request_arg) */
+    const char *api_key;        /* from "Authorization: Bearer <key>", or NULL */
+    bool auth_invalid;          /* an Authorization header that is not that */
 } cd_request;
 
 /* A reply being built by a handler. */
@@ -48,6 +59,7 @@ typedef struct cd_reply {
     size_t len;
     const char *content_type;   /* static string */
     const char *route;          /* route pattern for logs and metrics */
+    const char *authenticate;   /* WWW-Authenticate value (static), or NULL */
 } cd_reply;
 
 /* The value of query argument name, or NULL. */

@@ -2,16 +2,24 @@
  * main.c - the compatd command line.  `compatd serve` (the default) runs
  * the daemon; flags may also come from a config file of `key = value`
  * lines with the flags' names (`listen = 127.0.0.1:8080`), read first so
- * that flags on the command line win.
+ * that flags on the command line win.  `compatd backup` copies a data
+ * directory's database while a daemon serves from it (core/store.h,
+ * cd_store_backup).  `compatd keys` manages API keys (server/auth.c).
+ * Commands are rows of the `commands` table at the end.
  */
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "api.h"
+#include "auth.h"
 #include "http.h"
+#include "store.h"
 
 #define DEFAULT_MAX_BODY (64u * 1024 * 1024)
 /* 50,000 probes x 256 dims with a baseline is ~140 MB as vector_b64. */
@@ -19,6 +27,8 @@
 
 static const char usage[] =
     "usage: compatd [serve] [options]\n"
+    "       compatd backup --to DIR [--data DIR]\n"
+    "       compatd keys create|list|revoke ... (compatd keys --help)\n"
     "\n"
     "Serves a backward-compatible embedding gallery over HTTP.\n"
     "\n"
@@ -31,12 +41,32 @@ static const char usage[] =
     "  --log-level LEVEL         error, warn, info or debug (default info)\n"
     "  --snapshot-interval SECS  index snapshot period (default 300; 0: only at shutdown)\n"
     "  --port-file FILE          write the bound port to FILE once listening\n"
-    "  --config FILE             read options from FILE (key = value lines)\n"
+    "\n"
+    "  --key-file FILE           store the API keys of FILE's \"name scope key\" lines at start\n"
+    "                            (names already stored are left alone)\n"
+    "  --metrics-public          GET /metrics needs no API key (the probes never do)\n"
+    "  --tls-cert FILE           serve HTTPS with this PEM certificate (chain); needs --tls-key\n"
+    "  --tls-key FILE            the PEM private key of --tls-cert\n"
+    "\n"
+    "  --max-batch N             items per upsert request (default 100000)\n"
+    "  --max-queries N           query vectors per search request (default 10000)\n"
+    "  --max-k N                 largest k of a search (default and at most 1000)\n"
+    "  --max-dim N               largest dim of a new model (default and at most 4096)\n"
+    "  --max-metadata BYTES      largest metadata of an item (default and at most 16384)\n"
+    "  --max-eval-probes N       probes per evaluation, queries and baseline each (default 100000)\n"
+    "  --max-connections N       open connections at once, at least --threads (default 1024)\n"
+    "  --idle-timeout SECS       close connections idle this long (default 30; 0: never)\n"
+    "\n"
+    "  --config FILE             read options from FILE (key = value lines, the option names\n"
+    "                            without --; metrics-public = true)\n"
     "  -h, --help                this text\n"
     "  --version                 print the version\n";
 
 enum { OPT_LISTEN = 256, OPT_DATA, OPT_THREADS, OPT_MAX_BODY, OPT_MAX_EVAL_BODY, OPT_LOG_LEVEL,
-       OPT_SNAPSHOT, OPT_PORT_FILE, OPT_CONFIG, OPT_VERSION };
+       OPT_SNAPSHOT, OPT_PORT_FILE, OPT_KEY_FILE, OPT_METRICS_PUBLIC, OPT_TLS_CERT, OPT_TLS_KEY,
+       OPT_MAX_BATCH, OPT_MAX_QUERIES, OPT_MAX_K, OPT_MAX_DIM, OPT_MAX_METADATA,
+       OPT_MAX_EVAL_PROBES, OPT_MAX_CONNECTIONS, OPT_IDLE_TIMEOUT,
+       OPT_CONFIG, OPT_VERSION };
 
 static const struct option options[] = {
     {"listen", required_argument, NULL, OPT_LISTEN},
@@ -47,6 +77,18 @@ static const struct option options[] = {
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"snapshot-interval", required_argument, NULL, OPT_SNAPSHOT},
     {"port-file", required_argument, NULL, OPT_PORT_FILE},
+    {"key-file", required_argument, NULL, OPT_KEY_FILE},
+    {"metrics-public", no_argument, NULL, OPT_METRICS_PUBLIC},
+    {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+    {"tls-key", required_argument, NULL, OPT_TLS_KEY},
+    {"max-batch", required_argument, NULL, OPT_MAX_BATCH},
+    {"max-queries", required_argument, NULL, OPT_MAX_QUERIES},
+    {"max-k", required_argument, NULL, OPT_MAX_K},
+    {"max-dim", required_argument, NULL, OPT_MAX_DIM},
+    {"max-metadata", required_argument, NULL, OPT_MAX_METADATA},
+    {"max-eval-probes", required_argument, NULL, OPT_MAX_EVAL_PROBES},
+    {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
+    {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
     {"config", required_argument, NULL, OPT_CONFIG},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, OPT_VERSION},
@@ -151,6 +193,84 @@ static int parse_int(const char *s, int lo, int hi, int *out)
     return 0;
 }
 
+/* The long name of option opt. */
+static const char *opt_name(int opt)
+{
+    const struct option *o = options;
+    while (o->name && o->val != opt)
+        o++;
+    return o->name ? o->name : "?";
+}
+
+static int parse_bool(const char *s, bool *out)
+{
+    static const char *const yes[] = {"true", "yes", "on", "1"}, *const no[] = {"false", "no",
+                                                                              "off", "0"};
+    for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++) {
+        if (strcmp(s, yes[i]) == 0 || strcmp(s, no[i]) == 0) {
+            *out = strcmp(s, yes[i]) == 0;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* The limits and connection settings (api.h, http.h) from s into cfg and
+ * lim; prints which one is wrong and returns -1 on a bad value. */
+static int read_limits(const settings *s, cd_server_config *cfg, cd_limits *lim)
+{
+    static const struct {
+        int opt;
+        int lo, hi;
+    } counts[] = {
+        {OPT_MAX_BATCH, 1, 10000000},
+        {OPT_MAX_QUERIES, 1, 1000000},
+        {OPT_MAX_K, 1, CD_K_MAX},
+        {OPT_MAX_DIM, 1, CD_DIM_MAX},
+        {OPT_MAX_EVAL_PROBES, 1, 10000000},
+        {OPT_MAX_CONNECTIONS, 1, 1000000},
+        {OPT_IDLE_TIMEOUT, 0, 86400},
+    };
+    int val[sizeof counts / sizeof counts[0]];
+    for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++) {
+        const char *v = get_value(s, counts[i].opt, NULL);
+        val[i] = 0;
+        if (v && parse_int(v, counts[i].lo, counts[i].hi, &val[i]) != 0) {
+            fprintf(stderr, "compatd: --%s must be an integer %d..%d\n",
+                    opt_name(counts[i].opt), counts[i].lo, counts[i].hi);
+            return -1;
+        }
+    }
+    *lim = (cd_limits){
+        .max_batch = val[0] ? (size_t)val[0] : CD_DEFAULT_MAX_BATCH,
+        .max_queries = val[1] ? (size_t)val[1] : CD_DEFAULT_MAX_QUERIES,
+        .max_k = val[2] ? val[2] : CD_DEFAULT_MAX_K,
+        .max_dim = val[3] ? val[3] : CD_DEFAULT_MAX_DIM,
+        .max_metadata = CD_DEFAULT_MAX_METADATA,
+        .max_eval_probes = val[4] ? (size_t)val[4] : CD_DEFAULT_MAX_EVAL_PROBES,
+    };
+    cfg->max_connections = val[5] ? (unsigned)val[5] : 1024;
+    cfg->idle_timeout_s = get_value(s, OPT_IDLE_TIMEOUT, NULL) ? (unsigned)val[6] : 30;
+    const char *v = get_value(s, OPT_MAX_METADATA, NULL);
+    if (v && (parse_size(v, &lim->max_metadata) != 0 || lim->max_metadata > CD_METADATA_MAX)) {
+        fprintf(stderr, "compatd: --max-metadata must be 1..%d bytes\n", CD_METADATA_MAX);
+        return -1;
+    }
+    if ((v = get_value(s, OPT_METRICS_PUBLIC, NULL)) && parse_bool(v, &cfg->metrics_public) != 0) {
+        fprintf(stderr, "compatd: metrics-public must be true or false\n");
+        return -1;
+    }
+    cfg->tls_cert = get_value(s, OPT_TLS_CERT, NULL);
+    cfg->tls_key = get_value(s, OPT_TLS_KEY, NULL);
+    if (!cfg->tls_cert != !cfg->tls_key) {
+        fprintf(stderr, "compatd: --tls-cert and --tls-key go together: give both or neither\n");
+        return -1;
+    }
+    cfg->key_file = get_value(s, OPT_KEY_FILE, NULL);
+    cfg->limits = lim;
+    return 0;
+}
+
 static int serve_main(int argc, char **argv)
 {
     settings s = {0};
@@ -176,7 +296,7 @@ static int serve_main(int argc, char **argv)
         } else if (opt == '?') {
             fputs(usage, stderr);
             goto out;
-        } else if (opt != OPT_CONFIG && set_value(&s, opt, optarg) != 0) {
+        } else if (opt != OPT_CONFIG && set_value(&s, opt, optarg ? optarg : "true") != 0) {
             goto out;
         }
     }
@@ -219,6 +339,14 @@ static int serve_main(int argc, char **argv)
         fprintf(stderr, "compatd: --snapshot-interval must be 0..604800 seconds\n");
         goto out;
     }
+    cd_limits limits;
+    if (read_limits(&s, &cfg, &limits) != 0)
+        goto out;
+    if (cfg.max_connections < (unsigned)cfg.threads) {
+        fprintf(stderr, "compatd: --max-connections %u is less than --threads %d\n",
+                cfg.max_connections, cfg.threads);
+        goto out;
+    }
     cd_log_set_level(cfg.log_level);
     status = cd_serve(&cfg);
 out:
@@ -227,11 +355,115 @@ out:
     return status;
 }
 
+/* --- compatd backup ----------------------------------------------------- */
+
+static const char backup_usage[] =
+    "usage: compatd backup --to DIR [--data DIR]\n"
+    "\n"
+    "Copies the data directory's database to DIR/compatd.db while a daemon\n"
+    "may keep serving from it.  The copy holds one consistent state, with\n"
+    "every write acknowledged before the backup began; `compatd serve --data\n"
+    "DIR` serves it (index snapshots are not copied: they are rebuilt from\n"
+    "the database on the first start).\n"
+    "\n"
+    "options:\n"
+    "  --to DIR      destination directory, created (mode 0700) when missing;\n"
+    "                refused when it already holds a compatd.db\n"
+    "  --data DIR    data directory to copy (default ./data)\n"
+    "  -h, --help    this text\n";
+
+static int backup_main(int argc, char **argv)
+{
+    enum { OPT_TO = 256, OPT_FROM };
+    static const struct option backup_options[] = {
+        {"to", required_argument, NULL, OPT_TO},
+        {"data", required_argument, NULL, OPT_FROM},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *to = NULL, *data = "./data";
+    int opt;
+    optind = 1;
+    opterr = 1;
+    while ((opt = getopt_long(argc, argv, "h", backup_options, NULL)) != -1) {
+        if (opt == 'h') {
+            fputs(backup_usage, stdout);
+            return 0;
+        } else if (opt == OPT_TO) {
+            to = optarg;
+        } else if (opt == OPT_FROM) {
+            data = optarg;
+        } else {
+            fputs(backup_usage, stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "compatd: unexpected argument \"%s\"\n%s", argv[optind], backup_usage);
+        return 2;
+    }
+    if (!to || !*to || !*data) {
+        fprintf(stderr, "compatd: backup needs --to DIR\n%s", backup_usage);
+        return 2;
+    }
+
+    char *src = NULL, *dest = NULL;
+    int status = 1;
+    /* asprintf leaves its pointer undefined when it fails. */
+    if (asprintf(&src, "%s/compatd.db", data) < 0)
+        src = NULL;
+    if (asprintf(&dest, "%s/compatd.db", to) < 0)
+        dest = NULL;
+    if (!src || !dest) {
+        fprintf(stderr, "compatd: out of memory\n");
+        goto out;
+    }
+    if (mkdir(to, 0700) != 0 && errno != EEXIST) {
+        fprintf(stderr, "compatd: cannot create %s: %s\n", to, strerror(errno));
+        goto out;
+    }
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    cd_error err = {0};
+    int64_t bytes = 0;
+    cd_err rc = cd_store_backup(src, dest, &bytes, &err);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (rc == CD_EEXISTS) {
+        fprintf(stderr, "compatd: backup refused: %s; back up into a new or empty directory\n",
+                err.message);
+        goto out;
+    }
+    if (rc != CD_OK) {
+        fprintf(stderr, "compatd: backup failed: %s\n", err.message);
+        goto out;
+    }
+    double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    printf("compatd: backed up %s to %s (%lld bytes, %.2f s)\n", src, dest, (long long)bytes,
+           secs);
+    status = 0;
+out:
+    free(src);
+    free(dest);
+    return status;
+}
+
+/* The commands; without one (no argument, or options first) it is serve.
+ * Each gets argv from its own name on. */
+static const struct command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+} commands[] = {
+    {"serve", serve_main},
+    {"backup", backup_main},
+    {"keys", cd_keys_main},
+};
+
 int main(int argc, char **argv)
 {
-    if (argc >= 2 && strcmp(argv[1], "serve") == 0)
-        return serve_main(argc - 1, argv + 1);
     if (argc >= 2 && argv[1][0] != '-') {
+        for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+            if (strcmp(argv[1], commands[i].name) == 0)
+                return commands[i].run(argc - 1, argv + 1);
         fprintf(stderr, "compatd: unknown command \"%s\"\n%s", argv[1], usage);
         return 2;
     }

@@ -40,6 +40,7 @@ struct td_daemon {
     pid_t killer;               /* pending td_daemon_kill_later helper, or 0 */
     int port;                   /* bound port of the current or last run */
     int runs;                   /* runs started, names the logs */
+    char ca_file[PATH_MAX];     /* td_daemon_set_tls: speak https; "" for http */
 };
 
 double td_now(void)
@@ -225,15 +226,30 @@ static int reap(td_daemon *d, int expect, bool block)
     return as_expected && clean ? 0 : -1;
 }
 
+/* The scheme, host and port of d's current run, for URLs. */
+static void base_url(const td_daemon *d, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%s://127.0.0.1:%d", d->ca_file[0] ? "https" : "http", d->port);
+}
+
+/* Makes c trust d's certificate when d speaks https. */
+static void set_tls(CURL *c, const td_daemon *d)
+{
+    if (d->ca_file[0])
+        curl_easy_setopt(c, CURLOPT_CAINFO, d->ca_file);
+}
+
 /* GET /readyz with a throw-away handle; its status or 0. */
-static long probe_ready(int port)
+static long probe_ready(const td_daemon *d)
 {
     CURL *c = curl_easy_init();
     long status = 0;
-    char url[64];
+    char url[PATH_MAX];
     if (!c)
         return 0;
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/readyz", port);
+    base_url(d, url, sizeof url - 16);
+    strcat(url, "/readyz");
+    set_tls(c, d);
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
@@ -311,7 +327,7 @@ bool td_daemon_start(td_daemon *d, const char *const *args)
         }
         if (!d->port)
             d->port = read_port(d);
-        if (d->port && probe_ready(d->port) == 200)
+        if (d->port && probe_ready(d) == 200)
             return true;
         sleep_ms(20);
     }
@@ -437,6 +453,7 @@ struct td_http {
     CURL *curl;
     const td_daemon *d;
     long timeout;
+    char *header;       /* td_http_set_header, or NULL */
 };
 
 /* A growing response body. */
@@ -515,6 +532,7 @@ void td_http_destroy(td_http *h)
     if (!h)
         return;
     curl_easy_cleanup(h->curl);
+    free(h->header);
     free(h);
 }
 
@@ -526,7 +544,7 @@ void td_http_set_timeout(td_http *h, long seconds)
 long td_http_send(td_http *h, const td_request *req, td_reply *out)
 {
     CURL *c = h->curl;
-    buffer body = {0};
+    buffer body = {0}, head = {0};
     cursor cur = {req->body, req->len};
     struct curl_slist *headers = NULL;
     char url[4096 + 64];
@@ -534,20 +552,26 @@ long td_http_send(td_http *h, const td_request *req, td_reply *out)
     char errbuf[CURL_ERROR_SIZE] = "";
 
     memset(out, 0, sizeof *out);
-    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", td_daemon_port(h->d), req->path);
+    base_url(h->d, url, 64);
+    snprintf(url + strlen(url), sizeof url - strlen(url), "%s", req->path);
     /* Reset keeps the live connection: only the options go. */
     curl_easy_reset(c);
+    set_tls(c, h->d);
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_TIMEOUT, h->timeout);
     curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_data);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &head);
 
     /* Without a type of our own curl would send a form's. */
     snprintf(header, sizeof header, "Content-Type:%s%s",
              req->content_type ? " " : "", req->content_type ? req->content_type : "");
     headers = curl_slist_append(headers, header);
+    if (h->header)
+        headers = curl_slist_append(headers, h->header);
     if (req->body && req->chunked) {
         headers = curl_slist_append(headers, "Transfer-Encoding: chunked");
         curl_easy_setopt(c, CURLOPT_POST, 1L);
@@ -572,6 +596,7 @@ long td_http_send(td_http *h, const td_request *req, td_reply *out)
     }
     curl_slist_free_all(headers);
     out->body = body.data ? body.data : strdup("");
+    out->headers = head.data ? head.data : strdup("");
     out->len = body.len;
     if (out->status && out->len)
         out->json = cJSON_ParseWithLength(out->body, out->len);
@@ -612,6 +637,7 @@ long td_http_jsonf(td_http *h, td_reply *out, const char *method,
 void td_reply_finish(td_reply *r)
 {
     free(r->body);
+    free(r->headers);
     cJSON_Delete(r->json);
     memset(r, 0, sizeof *r);
 }
@@ -753,4 +779,107 @@ long td_gallery_count(td_http *h, const char *name)
     double n = td_json_num(r.json, "count");
     td_reply_finish(&r);
     return isnan(n) ? -1 : (long)n;
+}
+
+/* --- other compatd commands ------------------------------------------ */
+
+int td_run_compatd(const char *const *args, char **output)
+{
+    const char *argv[MAX_ARGS];
+    const char *exe = getenv("COMPATD");
+    size_t n = 0;
+    if (output)
+        *output = NULL;
+    if (!exe || !*exe) {
+        fprintf(stderr, "COMPATD is not set (the path of the compatd executable)\n");
+        return -1;
+    }
+    argv[n++] = exe;
+    for (size_t i = 0; args && args[i] && n < MAX_ARGS - 1; i++)
+        argv[n++] = args[i];
+    argv[n] = NULL;
+
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0) {
+        fprintf(stderr, "pipe: %s\n", strerror(errno));
+        return -1;
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        fprintf(stderr, "fork: %s\n", strerror(errno));
+        close(fds[0]);
+        close(fds[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        pid_t parent = getppid();
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+            _exit(127);
+        int null_fd = open("/dev/null", O_RDONLY);
+        if (null_fd >= 0)
+            dup2(null_fd, 0);
+        dup2(fds[1], 1);
+        dup2(fds[1], 2);
+        execv(exe, (char *const *)argv);
+        fprintf(stderr, "exec %s: %s\n", exe, strerror(errno));
+        _exit(127);
+    }
+    close(fds[1]);
+    buffer out = {0};
+    char chunk[4096];
+    for (;;) {
+        ssize_t got = read(fds[0], chunk, sizeof chunk);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            break;
+        on_data(chunk, 1, (size_t)got, &out);
+    }
+    close(fds[0]);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    const char *text = out.data ? out.data : "";
+    int rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    if (WIFSIGNALED(status))
+        fprintf(stderr, "%s %s died of signal %d (%s)\n%s", exe, args && args[0] ? args[0] : "",
+                WTERMSIG(status), strsignal(WTERMSIG(status)), text);
+    for (size_t i = 0; sanitizer_marks[i]; i++) {
+        if (strstr(text, sanitizer_marks[i])) {
+            fprintf(stderr, "%s %s: sanitizer report in its output\n%s", exe,
+                    args && args[0] ? args[0] : "", text);
+            rc = -1;
+            break;
+        }
+    }
+    if (output)
+        *output = out.data ? out.data : strdup("");
+    else
+        free(out.data);
+    return rc;
+}
+
+/* --- API keys and TLS ------------------------------------------------- */
+
+void td_http_set_header(td_http *h, const char *header)
+{
+    free(h->header);
+    h->header = header ? strdup(header) : NULL;
+}
+
+void td_http_set_key(td_http *h, const char *key)
+{
+    char header[512];
+    if (!key) {
+        td_http_set_header(h, NULL);
+        return;
+    }
+    snprintf(header, sizeof header, "Authorization: Bearer %s", key);
+    td_http_set_header(h, header);
+}
+
+void td_daemon_set_tls(td_daemon *d, const char *ca_file)
+{
+    snprintf(d->ca_file, sizeof d->ca_file, "%s", ca_file ? ca_file : "");
 }

@@ -107,6 +107,7 @@ typedef struct td_reply {
     size_t len;         /* bytes of body */
     cJSON *json;        /* body parsed as JSON, NULL when it is not */
     char error[256];    /* the transport error when status is 0 */
+    char *headers;      /* the response's header lines as received; malloc'd */
 } td_reply;
 
 /* One request, for td_http_send(). */
@@ -210,5 +211,35 @@ bool td_long_tests(void);
 
 /* Seconds on a monotonic clock, for the tests' timing lines. */
 double td_now(void);
+
+/* --- other compatd commands ------------------------------------------ */
+
+/*
+ * Runs $COMPATD with args (NULL-terminated, after the program's name:
+ * {"backup", "--to", dir, NULL}) and waits for it.  Its stdout and stderr
+ * go together into *output (malloc'd, NUL-terminated; free()), unless
+ * output is NULL.  Returns the exit status, or -1 when it could not run
+ * or died of a signal.  Output with a sanitizer report is printed and
+ * makes it -1 too, as a daemon's log does.
+ */
+int td_run_compatd(const char *const *args, char **output);
+
+/* --- API keys and TLS ------------------------------------------------- */
+
+/*
+ * Sends header (a whole line, "Name: value") with every later request of
+ * h, until it is set again; NULL sends none (the default).
+ */
+void td_http_set_header(td_http *h, const char *header);
+
+/* td_http_set_header with "Authorization: Bearer <key>"; NULL for none. */
+void td_http_set_key(td_http *h, const char *key);
+
+/*
+ * From now on the harness speaks https to d (its readiness probe and every
+ * td_http of d), trusting the certificate in ca_file; NULL goes back to
+ * http.  The daemon's --tls-cert and --tls-key are the caller's args.
+ */
+void td_daemon_set_tls(td_daemon *d, const char *ca_file);
 
 #endif

@@ -51,6 +51,37 @@ static void test_utf8(void)
         CHECK_EQ(cd_utf8_valid(cases[i].s, strlen(cases[i].s)), cases[i].valid);
 }
 
+static void test_utf8_cut(void)
+{
+    static const struct {
+        const char *s;
+        size_t n, want;
+    } cases[] = {
+        {"abc", 3, 3},
+        {"ab\xc3\xa9", 4, 4},              /* whole 2-byte character */
+        {"ab\xc3\xa9", 3, 2},              /* its first byte only */
+        {"\xe2\x82\xac", 2, 0},           /* euro sign, 2 of 3 bytes */
+        {"a\xe2\x82\xac", 4, 4},
+        {"a\xf0\x9f\x98\x80", 4, 1},      /* emoji, 3 of 4 bytes */
+        {"a\xf0\x9f\x98\x80", 5, 5},
+        {"", 0, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        CHECK_EQ(cd_utf8_cut(cases[i].s, cases[i].n), cases[i].want);
+
+    /* A message cut at CD_ERRMSG_MAX stays valid UTF-8. */
+    char text[2 * CD_ERRMSG_MAX];
+    for (size_t i = 0; i + 2 < sizeof text; i += 2)
+        memcpy(text + i, "\xc3\xa9", 2);
+    text[sizeof text - 2] = '\0';
+    for (int shift = 0; shift < 2; shift++) {
+        cd_error err;
+        CHECK_EQ(cd__fail(&err, CD_EINVAL, "%.*s%s", shift, "x", text), CD_EINVAL);
+        CHECK(strlen(err.message) >= CD_ERRMSG_MAX - 2);
+        CHECK(cd_utf8_valid(err.message, strlen(err.message)));
+    }
+}
+
 static void test_metrics(void)
 {
     static const char *const names[] = {"cosine", "ip", "l2"};
@@ -147,6 +178,7 @@ int main(void)
 {
     test_names();
     test_utf8();
+    test_utf8_cut();
     test_metrics();
     test_normalize();
     test_b64_roundtrip();

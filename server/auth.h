@@ -1,0 +1,31 @@
+/*
+ * auth.h - API keys on the server side: the key file `compatd serve
+ * --key-file` stores at start, and the `compatd keys` command.  Which
+ * route needs which scope is api.c's (next to the routes); the keys
+ * themselves are core's (keys.h).
+ */
+#ifndef CD_AUTH_H
+#define CD_AUTH_H
+
+#include "store.h"
+
+/*
+ * Stores the keys of a key file: lines "name scope key" (blank lines and
+ * lines starting with '#' are skipped), e.g. a Kubernetes Secret mounted
+ * as a file.  The whole file is checked before anything is stored.  A key
+ * whose name is stored already is left as it is (a warning says so when
+ * the text differs).  Returns 0, or -1 after logging one line that names
+ * the file, the line and what is wrong (never the key).
+ */
+int cd_key_file_load(cd_store *st, const char *path);
+
+/*
+ * `compatd keys create|list|revoke ...`: argv[0] is "keys".  Opens the
+ * data directory's database itself, so it works while a daemon serves
+ * from it.  Returns the process exit status: 0, 1 when the operation
+ * failed (duplicate name, unknown key, unreadable database), 2 for a bad
+ * command line.
+ */
+int cd_keys_main(int argc, char **argv);
+
+#endif

@@ -1,0 +1,491 @@
+/*
+ * test_http_limits.c - the per-request limits and the connection limits of
+ * `compatd serve`, each set low, against the real daemon on loopback.
+ *
+ * Per-request limits (--max-batch, --max-queries, --max-k, --max-dim,
+ * --max-metadata, --max-eval-probes): one over the limit gets its 4xx
+ * with the SPEC error body and stores nothing (a fingerprint of listings
+ * and an item is the same before and after); exactly at the limit is
+ * accepted.  Connections: --idle-timeout closes a connection that sent
+ * half a request and stalled, after about the timeout; --max-connections
+ * (here from a --config file, as every limit may be) keeps connections
+ * over the limit from being served until one closes.  Slow clients: 200
+ * connections trickling one byte a second for about 10 s do not slow a
+ * normal client's requests past a couple of seconds each.  Bad values
+ * are startup errors with status 2.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "daemon.h"
+
+#define SLOW_CLIENTS 200
+#define SLOW_SECONDS 10.0
+#define NORMAL_MAX_SECONDS 2.0
+
+static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
+static char *fmt(const char *f, ...)
+{
+    char *s = NULL;
+    va_list ap;
+    va_start(ap, f);
+    int n = vasprintf(&s, f, ap);
+    va_end(ap);
+    REQUIRE(n >= 0);
+    return s;
+}
+
+/* n copies of c, malloc'd. */
+static char *repeat(char c, size_t n)
+{
+    char *s = malloc(n + 1);
+    REQUIRE(s != NULL);
+    memset(s, c, n);
+    s[n] = '\0';
+    return s;
+}
+
+/* ---- raw connections ------------------------------------------------- */
+
+/* A connected TCP socket to 127.0.0.1:port, or -1. */
+static int raw_connect(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        fprintf(stderr, "socket: %s\n", strerror(errno));
+        return -1;
+    }
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        fprintf(stderr, "connect: %s\n", strerror(errno));
+        close(fd);
+        return -1;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return fd;
+}
+
+static bool raw_send(int fd, const char *s)
+{
+    size_t n = strlen(s);
+    while (n) {
+        ssize_t w = send(fd, s, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return false;
+        s += w;
+        n -= (size_t)w;
+    }
+    return true;
+}
+
+/*
+ * Reads from fd for up to secs: returns 1 when the peer closed (EOF or
+ * reset), 0 when it is still open at the end.  What arrived is appended
+ * to buf (NUL-terminated) when buf is not NULL.
+ */
+static int raw_wait_closed(int fd, double secs, char *buf, size_t cap)
+{
+    size_t n = buf ? strlen(buf) : 0;
+    double deadline = td_now() + secs;
+    while (td_now() < deadline) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int ms = (int)((deadline - td_now()) * 1000) + 1;
+        if (poll(&p, 1, ms) <= 0)
+            continue;
+        char tmp[4096];
+        ssize_t got = recv(fd, tmp, sizeof tmp, 0);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            return 1;
+        if (buf && n + 1 < cap) {
+            size_t take = (size_t)got < cap - 1 - n ? (size_t)got : cap - 1 - n;
+            memcpy(buf + n, tmp, take);
+            n += take;
+            buf[n] = '\0';
+        }
+    }
+    return 0;
+}
+
+/* Sends a whole GET on fd (keep-alive) and reads until its reply is in. */
+static bool raw_get(int fd, const char *path, char *buf, size_t cap)
+{
+    char *req = fmt("GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", path);
+    bool ok = raw_send(fd, req);
+    free(req);
+    buf[0] = '\0';
+    double deadline = td_now() + 10;
+    size_t n = 0;
+    while (ok && td_now() < deadline && !strstr(buf, "\r\n\r\n")) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 100) <= 0)
+            continue;
+        ssize_t got = recv(fd, buf + n, cap - 1 - n, 0);
+        if (got <= 0)
+            return false;
+        n += (size_t)got;
+        buf[n] = '\0';
+    }
+    return ok && strncmp(buf, "HTTP/1.1 200", 12) == 0;
+}
+
+/* ---- the per-request limits ----------------------------------------- */
+
+/* Listings and one item, to compare before and after refused requests. */
+static char *fingerprint(td_http *h)
+{
+    static const char *const paths[] = {"/v1/models", "/v1/galleries", "/v1/galleries/g",
+                                        "/v1/galleries/g/items/a?vectors=true",
+                                        "/v1/galleries/g/evaluations", "/v1/compatibility"};
+    char *all = strdup("");
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        td_reply r;
+        CHECK_EQ(td_http_json(h, "GET", paths[i], NULL, &r), 200);
+        char *next = fmt("%s\n%s", all, r.body);
+        free(all);
+        all = next;
+        td_reply_finish(&r);
+    }
+    return all;
+}
+
+#define ITEM(id, label, x) "{\"id\":\"" id "\",\"label\":\"" label "\",\"vector\":[" x "]}"
+#define PROBE(id, label, x) "{\"id\":\"" id "\",\"label\":\"" label "\",\"vector\":[" x "]}"
+
+static void test_request_limits(td_daemon *d)
+{
+    const char *args[] = {"--max-batch", "3", "--max-queries", "2", "--max-k", "5",
+                          "--max-dim", "8", "--max-metadata", "64", "--max-eval-probes", "3",
+                          "--idle-timeout", "2", NULL};
+    REQUIRE(td_daemon_start(d, args));
+    td_http *h = td_http_create(d);
+    REQUIRE(h != NULL);
+    td_http_set_timeout(h, 30);
+    td_reply r;
+    CHECK_EQ(td_http_json(h, "POST", "/v1/models", "{\"name\":\"m\",\"dim\":4,\"metric\":\"ip\"}",
+                          &r), 201);
+    td_reply_finish(&r);
+    CHECK_EQ(td_http_json(h, "POST", "/v1/galleries", "{\"name\":\"g\",\"model\":\"m\"}", &r),
+             201);
+    td_reply_finish(&r);
+    CHECK_EQ(td_http_json(h, "POST", "/v1/galleries/g/items",
+                          "{\"items\":[" ITEM("a", "x", "1,0,0,0") "," ITEM("b", "y", "0,1,0,0")
+                          "," ITEM("c", "x", "0.9,0.1,0,0") "]}", &r), 200);
+    td_reply_finish(&r);
+
+    char *meta_65 = repeat('m', 57), *meta_64 = repeat('m', 56);
+    char *over_meta = fmt("{\"items\":[{\"id\":\"d\",\"metadata\":{\"k\":\"%s\"},"
+                          "\"vector\":[0,0,1,0]}]}", meta_65);
+    char *at_meta = fmt("{\"items\":[{\"id\":\"d\",\"metadata\":{\"k\":\"%s\"},"
+                        "\"vector\":[0,0,1,0]}]}", meta_64);
+    const struct {
+        const char *what;
+        const char *path;
+        const char *over, *at;      /* one over the limit; exactly at it */
+        long status;
+        const char *code;
+        const char *says;
+    } cases[] = {
+        {"--max-dim", "/v1/models", "{\"name\":\"big\",\"dim\":9,\"metric\":\"ip\"}",
+         "{\"name\":\"m8\",\"dim\":8,\"metric\":\"ip\"}", 400, "invalid_argument", "1..8"},
+        {"--max-batch", "/v1/galleries/g/items",
+         "{\"items\":[" ITEM("e", "x", "1,0,0,0") "," ITEM("f", "x", "1,0,0,0") ","
+         ITEM("g", "x", "1,0,0,0") "," ITEM("h", "x", "1,0,0,0") "]}",
+         "{\"items\":[" ITEM("a", "x", "1,0,0,0") "," ITEM("b", "y", "0,1,0,0") ","
+         ITEM("c", "x", "0.9,0.1,0,0") "]}", 413, "batch_too_large", "at most 3 items, got 4"},
+        {"--max-metadata", "/v1/galleries/g/items", over_meta, at_meta, 400,
+         "invalid_metadata", "65 bytes, the limit is 64"},
+        {"--max-queries", "/v1/galleries/g/search",
+         "{\"vectors\":[[1,0,0,0],[0,1,0,0],[0,0,1,0]]}",
+         "{\"vectors\":[[1,0,0,0],[0,1,0,0]]}", 413, "batch_too_large",
+         "at most 2 query vectors per request, got 3"},
+        {"--max-k", "/v1/galleries/g/search", "{\"vector\":[1,0,0,0],\"k\":6}",
+         "{\"vector\":[1,0,0,0],\"k\":5}", 400, "invalid_k", "1..5"},
+        {"--max-eval-probes (queries)", "/v1/galleries/g/evaluations",
+         "{\"query_model\":\"m\",\"queries\":[" PROBE("q1", "x", "1,0,0,0") ","
+         PROBE("q2", "y", "0,1,0,0") "," PROBE("q3", "x", "1,0.1,0,0") ","
+         PROBE("q4", "y", "0,1,0.1,0") "]}",
+         "{\"query_model\":\"m\",\"queries\":[" PROBE("q1", "x", "1,0,0,0") ","
+         PROBE("q2", "y", "0,1,0,0") "," PROBE("q3", "x", "1,0.1,0,0") "]}",
+         413, "batch_too_large", "at most 3 probes per evaluation, got 4"},
+        {"--max-eval-probes (baseline)", "/v1/galleries/g/evaluations",
+         "{\"query_model\":\"m\",\"queries\":[" PROBE("q1", "x", "1,0,0,0") "],"
+         "\"baseline\":[{\"id\":\"q1\",\"vector\":[1,0,0,0]},{\"id\":\"q2\",\"vector\":[1,0,0,0]},"
+         "{\"id\":\"q3\",\"vector\":[1,0,0,0]},{\"id\":\"q4\",\"vector\":[1,0,0,0]}]}",
+         NULL, 413, "batch_too_large", "baseline holds at most 3 probes"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *before = fingerprint(h);
+        long st = td_http_json(h, "POST", cases[i].path, cases[i].over, &r);
+        const char *code = td_reply_error_code(&r), *msg = td_reply_error_message(&r);
+        if (st != cases[i].status || !code || strcmp(code, cases[i].code) != 0 || !msg ||
+            !strstr(msg, cases[i].says))
+            fprintf(stderr, "%s: %ld %s\n", cases[i].what, st, r.body);
+        CHECK_EQ(st, cases[i].status);
+        CHECK_STREQ(code, cases[i].code);
+        CHECK_EQ(td_json_num(r.json, "error.status"), cases[i].status);
+        CHECK(msg && strstr(msg, cases[i].says));
+        td_reply_finish(&r);
+        char *after = fingerprint(h);
+        CHECK_STREQ(after, before);
+        free(after);
+        free(before);
+        if (cases[i].at) {
+            st = td_http_json(h, "POST", cases[i].path, cases[i].at, &r);
+            if (st != 200 && st != 201)
+                fprintf(stderr, "%s at the limit: %ld %s\n", cases[i].what, st, r.body);
+            CHECK(st == 200 || st == 201);
+            td_reply_finish(&r);
+        }
+    }
+    CHECK_EQ(td_gallery_count(h, "g"), 4);
+    CHECK_EQ(td_http_json(h, "GET", "/v1/models/big", NULL, &r), 404);
+    td_reply_finish(&r);
+    free(meta_65);
+    free(meta_64);
+    free(over_meta);
+    free(at_meta);
+    td_http_destroy(h);
+}
+
+/* --idle-timeout 2 (the daemon of test_request_limits): stalled
+ * connections are closed after about 2 s, whatever they stalled in. */
+static void test_idle_timeout(td_daemon *d)
+{
+    static const char *const stalls[] = {
+        "",                                                         /* nothing at all */
+        "GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Half: ",    /* half the headers */
+        "POST /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        "Content-Length: 100\r\n\r\n{\"name\":",                     /* half the body */
+    };
+    enum { N = sizeof stalls / sizeof stalls[0] };
+    int fds[N];
+    double t0 = td_now(), closed_at[N];
+    for (size_t i = 0; i < N; i++) {
+        fds[i] = raw_connect(td_daemon_port(d));
+        REQUIRE(fds[i] >= 0);
+        CHECK(raw_send(fds[i], stalls[i]));
+        closed_at[i] = 0;
+    }
+    size_t open = N;
+    while (open && td_now() - t0 < 10) {
+        for (size_t i = 0; i < N; i++) {
+            if (closed_at[i] == 0 && raw_wait_closed(fds[i], 0.05, NULL, 0)) {
+                closed_at[i] = td_now() - t0;
+                open--;
+            }
+        }
+    }
+    for (size_t i = 0; i < N; i++) {
+        fprintf(stderr, "stall %zu closed after %.2f s\n", i, closed_at[i]);
+        CHECK(closed_at[i] >= 1.0 && closed_at[i] <= 5.0);
+        close(fds[i]);
+    }
+    /* And the daemon answers as before. */
+    td_http *h = td_http_create(d);
+    REQUIRE(h != NULL);
+    td_reply r;
+    CHECK_EQ(td_http_json(h, "GET", "/v1/galleries/g", NULL, &r), 200);
+    td_reply_finish(&r);
+    td_http_destroy(h);
+    CHECK_EQ(td_daemon_stop(d), 0);
+}
+
+/* --max-connections (and --max-batch, --threads) from a --config file. */
+static void test_connection_limit(td_daemon *d)
+{
+    char *conf = fmt("%s/limits.conf", td_daemon_dir(d));
+    FILE *f = fopen(conf, "w");
+    REQUIRE(f != NULL);
+    fputs("# limits\nthreads = 1\nmax-connections = 4\nmax-batch = 2\nidle-timeout = 0\n", f);
+    CHECK_EQ(fclose(f), 0);
+    const char *args[] = {"--config", conf, NULL};
+    REQUIRE(td_daemon_start(d, args));
+    td_http *h = td_http_create(d);
+    REQUIRE(h != NULL);
+    td_reply r;
+    CHECK_EQ(td_http_json(h, "POST", "/v1/galleries/g/items",
+                          "{\"items\":[" ITEM("p", "x", "1,0,0,0") "," ITEM("q", "x", "1,0,0,0")
+                          "," ITEM("r", "x", "1,0,0,0") "]}", &r), 413);
+    CHECK_STREQ(td_reply_error_code(&r), "batch_too_large");
+    td_reply_finish(&r);
+    td_http_destroy(h);     /* closes its connection */
+
+    /* Four connections, each served once and kept open. */
+    int fds[4], extra = -1;
+    char buf[8192];
+    for (int i = 0; i < 4; i++) {
+        fds[i] = raw_connect(td_daemon_port(d));
+        REQUIRE(fds[i] >= 0);
+        CHECK(raw_get(fds[i], "/healthz", buf, sizeof buf));
+    }
+    /* A fifth gets no answer while they are open. */
+    extra = raw_connect(td_daemon_port(d));
+    if (extra >= 0) {
+        buf[0] = '\0';
+        raw_send(extra, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+        raw_wait_closed(extra, 1.5, buf, sizeof buf);
+        CHECK(strncmp(buf, "HTTP/1.1 200", 12) != 0);
+        close(extra);
+    }
+    /* The four still work; once they close, new clients are served. */
+    CHECK(raw_get(fds[0], "/healthz", buf, sizeof buf));
+    for (int i = 0; i < 4; i++)
+        close(fds[i]);
+    h = td_http_create(d);
+    REQUIRE(h != NULL);
+    td_http_set_timeout(h, 10);
+    double t0 = td_now();
+    long st = 0;
+    while (st != 200 && td_now() - t0 < 10) {
+        st = td_http_json(h, "GET", "/v1/galleries/g", NULL, &r);
+        td_reply_finish(&r);
+    }
+    CHECK_EQ(st, 200);
+    td_http_destroy(h);
+    CHECK_EQ(td_daemon_stop(d), 0);
+    free(conf);
+}
+
+/*
+ * 200 slow clients, each trickling one byte of a never-ending header a
+ * second, while a normal client keeps asking: each of its requests must
+ * be answered within NORMAL_MAX_SECONDS.
+ */
+static void test_slow_clients(td_daemon *d)
+{
+    REQUIRE(td_daemon_start(d, NULL));
+    td_http *h = td_http_create(d);
+    REQUIRE(h != NULL);
+    td_http_set_timeout(h, 10);
+    int fds[SLOW_CLIENTS];
+    for (int i = 0; i < SLOW_CLIENTS; i++) {
+        fds[i] = raw_connect(td_daemon_port(d));
+        REQUIRE(fds[i] >= 0);
+        fcntl(fds[i], F_SETFL, fcntl(fds[i], F_GETFL) | O_NONBLOCK);
+        CHECK(raw_send(fds[i], "GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "));
+    }
+    double t0 = td_now(), next_trickle = t0, worst = 0;
+    int requests = 0, answered = 0, trickles = 0;
+    while (td_now() - t0 < SLOW_SECONDS) {
+        if (td_now() >= next_trickle) {
+            for (int i = 0; i < SLOW_CLIENTS; i++)
+                send(fds[i], "a", 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+            trickles++;
+            next_trickle += 1.0;
+        }
+        static const char *const paths[] = {"/v1/models", "/v1/galleries/g",
+                                            "/v1/galleries/g/items/a", "/healthz"};
+        td_reply r;
+        double s = td_now();
+        long st;
+        if (requests % 5 == 4)
+            st = td_http_json(h, "POST", "/v1/galleries/g/search",
+                              "{\"vector\":[1,0,0,0],\"k\":3}", &r);
+        else
+            st = td_http_json(h, "GET", paths[requests % 4], NULL, &r);
+        double took = td_now() - s;
+        td_reply_finish(&r);
+        requests++;
+        answered += st == 200;
+        if (took > worst)
+            worst = took;
+        if (took > NORMAL_MAX_SECONDS)
+            fprintf(stderr, "request %d took %.2f s\n", requests, took);
+        struct timespec nap = {0, 50 * 1000 * 1000};
+        nanosleep(&nap, NULL);
+    }
+    fprintf(stderr, "slow clients: %d trickles, %d requests (%d answered 200), worst %.3f s\n",
+            trickles, requests, answered, worst);
+    CHECK(trickles >= (int)SLOW_SECONDS - 1);
+    CHECK(requests >= 20);
+    CHECK_EQ(answered, requests);
+    CHECK(worst <= NORMAL_MAX_SECONDS);
+    /* The slow clients were kept, not dropped: most are still open. */
+    int still_open = 0;
+    for (int i = 0; i < SLOW_CLIENTS; i++) {
+        char c;
+        ssize_t got = recv(fds[i], &c, 1, MSG_DONTWAIT);
+        still_open += got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+        close(fds[i]);
+    }
+    fprintf(stderr, "%d of %d slow clients still open\n", still_open, SLOW_CLIENTS);
+    td_reply r;
+    CHECK_EQ(td_http_json(h, "GET", "/readyz", NULL, &r), 200);
+    td_reply_finish(&r);
+    td_http_destroy(h);
+    CHECK_EQ(td_daemon_stop(d), 0);
+}
+
+/* Bad values are startup errors, from flags and from a config file. */
+static void test_bad_values(td_daemon *d)
+{
+    char *conf = fmt("%s/bad.conf", td_daemon_dir(d));
+    FILE *f = fopen(conf, "w");
+    REQUIRE(f != NULL);
+    fputs("max-k = 2000\n", f);
+    CHECK_EQ(fclose(f), 0);
+    const struct {
+        const char *args[6];
+        const char *says;
+    } cases[] = {
+        {{"--max-k", "1001"}, "--max-k must be an integer 1..1000"},
+        {{"--max-k", "0"}, "--max-k must be"},
+        {{"--max-dim", "4097"}, "--max-dim must be an integer 1..4096"},
+        {{"--max-metadata", "16385"}, "--max-metadata must be 1..16384 bytes"},
+        {{"--max-metadata", "0"}, "--max-metadata must be"},
+        {{"--max-batch", "0"}, "--max-batch must be"},
+        {{"--max-queries", "ten"}, "--max-queries must be"},
+        {{"--max-eval-probes", "-1"}, "--max-eval-probes must be"},
+        {{"--idle-timeout", "-1"}, "--idle-timeout must be"},
+        {{"--max-connections", "2", "--threads", "4"}, "--max-connections 2 is less than"},
+        {{"--config", conf}, "--max-k must be an integer 1..1000"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *args[16] = {"serve", "--listen", "127.0.0.1:0", "--data",
+                                td_daemon_data_dir(d)};
+        size_t n = 5;
+        for (size_t j = 0; cases[i].args[j]; j++)
+            args[n++] = cases[i].args[j];
+        args[n] = NULL;
+        char *out = NULL;
+        int st = td_run_compatd(args, &out);
+        if (st != 2 || !out || !strstr(out, cases[i].says))
+            fprintf(stderr, "bad value %zu: status %d: %s\n", i, st, out ? out : "");
+        CHECK_EQ(st, 2);
+        CHECK(out && strstr(out, cases[i].says));
+        free(out);
+    }
+    free(conf);
+}
+
+int main(void)
+{
+    td_daemon *d = td_daemon_create();
+    REQUIRE(d != NULL);
+    test_request_limits(d);
+    test_idle_timeout(d);
+    test_connection_limit(d);
+    test_slow_clients(d);
+    test_bad_values(d);
+    td_daemon_destroy(d);
+    return check_exit();
+}
