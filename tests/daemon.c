@@ -883,3 +883,17 @@ void td_daemon_set_tls(td_daemon *d, const char *ca_file)
 {
     snprintf(d->ca_file, sizeof d->ca_file, "%s", ca_file ? ca_file : "");
 }
+
+char *td_fmt(const char *f, ...)
+{
+    char *s = NULL;
+    va_list ap;
+    va_start(ap, f);
+    int n = vasprintf(&s, f, ap);
+    va_end(ap);
+    if (n < 0) {
+        fprintf(stderr, "td_fmt: out of memory\n");
+        exit(1);
+    }
+    return s;
+}

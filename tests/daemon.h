@@ -31,6 +31,9 @@
 
 #include <cjson/cJSON.h>
 
+/* A malloc'd printf-style string; exits the test when out of memory. */
+char *td_fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
+
 /* --- the daemon ------------------------------------------------------- */
 
 typedef struct td_daemon td_daemon;

@@ -45,19 +45,6 @@ static float item_vectors[N_FIXTURES][N_ITEMS][DIM];
 
 /* ---- small helpers --------------------------------------------------- */
 
-/* The printf-formatted string, malloc'd. */
-static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
-static char *fmt(const char *f, ...)
-{
-    char *s = NULL;
-    va_list ap;
-    va_start(ap, f);
-    int n = vasprintf(&s, f, ap);
-    va_end(ap);
-    REQUIRE(n >= 0);
-    return s;
-}
-
 /* n copies of unit, malloc'd. */
 static char *repeat(const char *unit, size_t n)
 {
@@ -177,7 +164,7 @@ static void test_models(td_http *h)
 {
     td_reply r;
     for (size_t i = 0; i < N_FIXTURES; i++) {
-        char *body = fmt("{\"name\":\"%s\",\"dim\":%d,\"metric\":\"%s\","
+        char *body = td_fmt("{\"name\":\"%s\",\"dim\":%d,\"metric\":\"%s\","
                          "\"description\":\"fixture %zu\"}",
                          fixtures[i].model, DIM, fixtures[i].metric, i);
         CHECK_EQ(call(h, &r, 201, "POST", "/v1/models", body), 201);
@@ -201,7 +188,7 @@ static void test_models(td_http *h)
 
     /* The longest name there may be, and the content type with a charset. */
     char *name64 = repeat("n", 64);
-    char *body = fmt("{\"name\":\"%s\",\"dim\":1,\"metric\":\"ip\"}", name64);
+    char *body = td_fmt("{\"name\":\"%s\",\"dim\":1,\"metric\":\"ip\"}", name64);
     td_request req = {"POST", "/v1/models", "application/json; charset=utf-8", body,
                       strlen(body), false};
     CHECK_EQ(td_http_send(h, &req, &r), 201);
@@ -227,7 +214,7 @@ static void test_models(td_http *h)
     CHECK_STREQ(td_json_str(r.json, "compatible_with"), "m-l2");
     CHECK_EQ(td_json_num(r.json, "dim"), 4);
     td_reply_finish(&r);
-    char *path = fmt("/v1/models/%s", name64);
+    char *path = td_fmt("/v1/models/%s", name64);
     CHECK_EQ(call(h, &r, 200, "GET", path, NULL), 200);
     td_reply_finish(&r);
     free(path);
@@ -240,9 +227,9 @@ static void test_galleries(td_http *h)
     for (size_t i = 0; i < N_FIXTURES; i++) {
         /* The default index, and "Flat" given explicitly. */
         char *body = i == 1
-            ? fmt("{\"name\":\"%s\",\"model\":\"%s\",\"index\":\"Flat\"}",
+            ? td_fmt("{\"name\":\"%s\",\"model\":\"%s\",\"index\":\"Flat\"}",
                   fixtures[i].gallery, fixtures[i].model)
-            : fmt("{\"name\":\"%s\",\"model\":\"%s\"}", fixtures[i].gallery,
+            : td_fmt("{\"name\":\"%s\",\"model\":\"%s\"}", fixtures[i].gallery,
                   fixtures[i].model);
         CHECK_EQ(call(h, &r, 201, "POST", "/v1/galleries", body), 201);
         CHECK_STREQ(td_json_str(r.json, "name"), fixtures[i].gallery);
@@ -293,7 +280,7 @@ static void test_upsert(td_http *h, td_rng *rng)
             for (int d = 0; d < DIM; d++)
                 v[d] = (float)td_rng_gauss(rng);
             char *vec = i < N_ITEMS / 2 ? json_floats(v, DIM) : b64_of(v, DIM);
-            parts[i] = fmt("%s{\"id\":\"i%zu\",\"label\":\"L%zu\",\"metadata\":{\"n\":%zu,"
+            parts[i] = td_fmt("%s{\"id\":\"i%zu\",\"label\":\"L%zu\",\"metadata\":{\"n\":%zu,"
                            "\"tags\":[\"x\",\"\\u00e9\"]},\"%s\":%s%s%s}",
                            i ? "," : "", i, i % 3, i, i < N_ITEMS / 2 ? "vector" : "vector_b64",
                            i < N_ITEMS / 2 ? "" : "\"", vec, i < N_ITEMS / 2 ? "" : "\"");
@@ -307,8 +294,8 @@ static void test_upsert(td_http *h, td_rng *rng)
             strcat(items, parts[i]);
             free(parts[i]);
         }
-        char *body = fmt("{\"items\":[%s]}", items);
-        char *path = fmt("/v1/galleries/%s/items", fixtures[g].gallery);
+        char *body = td_fmt("{\"items\":[%s]}", items);
+        char *path = td_fmt("/v1/galleries/%s/items", fixtures[g].gallery);
         CHECK_EQ(call(h, &r, 200, "POST", path, body), 200);
         CHECK_EQ(td_json_num(r.json, "upserted"), N_ITEMS);
         td_reply_finish(&r);
@@ -316,10 +303,10 @@ static void test_upsert(td_http *h, td_rng *rng)
         free(body);
         free(items);
 
-        path = fmt("/v1/galleries/%s", fixtures[g].gallery);
+        path = td_fmt("/v1/galleries/%s", fixtures[g].gallery);
         CHECK_EQ(call(h, &r, 200, "GET", path, NULL), 200);
         CHECK_EQ(td_json_num(r.json, "count"), N_ITEMS);
-        char *key = fmt("embeddings.%s", fixtures[g].model);
+        char *key = td_fmt("embeddings.%s", fixtures[g].model);
         CHECK_EQ(td_json_num(r.json, key), N_ITEMS);
         free(key);
         td_reply_finish(&r);
@@ -332,16 +319,16 @@ static void test_upsert(td_http *h, td_rng *rng)
 static void check_item(td_http *h, size_t g, size_t i, const char *label)
 {
     td_reply r;
-    char *path = fmt("/v1/galleries/%s/items/i%zu?vectors=true", fixtures[g].gallery, i);
+    char *path = td_fmt("/v1/galleries/%s/items/i%zu?vectors=true", fixtures[g].gallery, i);
     CHECK_EQ(call(h, &r, 200, "GET", path, NULL), 200);
-    char *id = fmt("i%zu", i);
+    char *id = td_fmt("i%zu", i);
     CHECK_STREQ(td_json_str(r.json, "id"), id);
     CHECK_STREQ(td_json_str(r.json, "label"), label);
     CHECK_EQ(td_json_num(r.json, "metadata.n"), i);
     CHECK_STREQ(td_json_str(r.json, "metadata.tags.1"), "\xc3\xa9");
     CHECK_EQ(cJSON_GetArraySize(td_json_at(r.json, "models")), 1);
     CHECK_STREQ(td_json_str(r.json, "models.0"), fixtures[g].model);
-    char *key = fmt("vectors.%s", fixtures[g].model);
+    char *key = td_fmt("vectors.%s", fixtures[g].model);
     const cJSON *vec = td_json_at(r.json, key);
     CHECK_EQ(cJSON_GetArraySize(vec), DIM);
     const float *sent = item_vectors[g][i];
@@ -387,7 +374,7 @@ static void test_items_get(td_http *h)
     for (int d = 0; d < DIM; d++)
         v[d] = (float)(d + 1) / 3.0f;
     char *vec = json_floats(v, DIM);
-    char *body = fmt("{\"model\":\"m-l2\",\"items\":[{\"id\":\"i2\",\"vector\":%s}]}", vec);
+    char *body = td_fmt("{\"model\":\"m-l2\",\"items\":[{\"id\":\"i2\",\"vector\":%s}]}", vec);
     CHECK_EQ(call(h, &r, 200, "POST", "/v1/galleries/g-l2/items", body), 200);
     CHECK_EQ(td_json_num(r.json, "upserted"), 1);
     td_reply_finish(&r);
@@ -402,7 +389,7 @@ static void test_items_get(td_http *h)
 /* One search of g with body; returns the reply for the caller to check. */
 static long search(td_http *h, td_reply *r, const char *gallery, const char *body)
 {
-    char *path = fmt("/v1/galleries/%s/search", gallery);
+    char *path = td_fmt("/v1/galleries/%s/search", gallery);
     long status = call(h, r, 200, "POST", path, body);
     free(path);
     return status;
@@ -414,7 +401,7 @@ static void test_search(td_http *h)
     for (size_t g = 0; g < N_FIXTURES; g++) {
         const float *v = item_vectors[g][3];
         char *vec = json_floats(v, DIM), *b64 = b64_of(v, DIM);
-        char *body = fmt("{\"k\":%d,\"vector\":%s,\"include\":[\"label\",\"metadata\"]}",
+        char *body = td_fmt("{\"k\":%d,\"vector\":%s,\"include\":[\"label\",\"metadata\"]}",
                          N_ITEMS, vec);
         CHECK_EQ(search(h, &r, fixtures[g].gallery, body), 200);
         CHECK_STREQ(td_json_str(r.json, "model"), fixtures[g].model);
@@ -461,7 +448,7 @@ static void test_search(td_http *h)
         }
 
         /* The same query as base64 finds the same. */
-        char *body2 = fmt("{\"k\":%d,\"vector_b64\":\"%s\",\"include\":[\"label\",\"metadata\"]}",
+        char *body2 = td_fmt("{\"k\":%d,\"vector_b64\":\"%s\",\"include\":[\"label\",\"metadata\"]}",
                           N_ITEMS, b64);
         CHECK_EQ(search(h, &r2, fixtures[g].gallery, body2), 200);
         CHECK_STREQ(r.body, r2.body);
@@ -469,7 +456,7 @@ static void test_search(td_http *h)
         free(body2);
 
         /* A batch of two: the same query in both forms. */
-        body2 = fmt("{\"k\":%d,\"vectors\":[%s,\"%s\"],\"include\":[\"label\",\"metadata\"]}",
+        body2 = td_fmt("{\"k\":%d,\"vectors\":[%s,\"%s\"],\"include\":[\"label\",\"metadata\"]}",
                     N_ITEMS, vec, b64);
         CHECK_EQ(search(h, &r2, fixtures[g].gallery, body2), 200);
         CHECK_EQ(cJSON_GetArraySize(td_json_at(r2.json, "results")), 2);
@@ -486,13 +473,13 @@ static void test_search(td_http *h)
 
         /* k larger than the gallery: every item, once; default k is 10;
          * without include, no label key. */
-        body2 = fmt("{\"k\":1000,\"vector\":%s}", vec);
+        body2 = td_fmt("{\"k\":1000,\"vector\":%s}", vec);
         CHECK_EQ(search(h, &r2, fixtures[g].gallery, body2), 200);
         CHECK_EQ(cJSON_GetArraySize(td_json_at(r2.json, "results.0")), N_ITEMS);
         CHECK(td_json_at(r2.json, "results.0.0.label") == NULL);
         td_reply_finish(&r2);
         free(body2);
-        body2 = fmt("{\"k\":1,\"vector\":%s}", vec);
+        body2 = td_fmt("{\"k\":1,\"vector\":%s}", vec);
         CHECK_EQ(search(h, &r2, fixtures[g].gallery, body2), 200);
         CHECK_EQ(cJSON_GetArraySize(td_json_at(r2.json, "results.0")), 1);
         CHECK_STREQ(td_json_str(r2.json, "results.0.0.id"), td_json_str(r.json, "results.0.0.id"));
@@ -521,7 +508,7 @@ static void test_item_delete(td_http *h)
 {
     td_reply r;
     char *vec = json_floats(item_vectors[0][5], DIM);
-    char *body = fmt("{\"k\":100,\"vector\":%s}", vec);
+    char *body = td_fmt("{\"k\":100,\"vector\":%s}", vec);
     CHECK_EQ(search(h, &r, "g-l2", body), 200);
     CHECK(results_have(&r, "i5"));
     td_reply_finish(&r);
@@ -556,7 +543,7 @@ static void test_policy(td_http *h)
 {
     td_reply r;
     char *vec = json_floats(item_vectors[0][1], DIM);
-    char *body = fmt("{\"model\":\"m-l2-v2\",\"vector\":%s}", vec);
+    char *body = td_fmt("{\"model\":\"m-l2-v2\",\"vector\":%s}", vec);
 
     CHECK_EQ(call(h, &r, 409, "POST", "/v1/galleries/g-l2/search", body), 409);
     check_error_reply(&r, 409, "model_not_verified");
@@ -697,14 +684,14 @@ static char *macro_text(const char *name)
     if (strcmp(name, "SPEC129") == 0) return repeat("F", 129);
     if (strcmp(name, "META17K") == 0) {
         char *s = repeat("m", 17000);
-        char *m = fmt("{\"s\":\"%s\"}", s);
+        char *m = td_fmt("{\"s\":\"%s\"}", s);
         free(s);
         return m;
     }
     if (strcmp(name, "META16K1") == 0) {
         /* {"s":"..."} of 16385 bytes: one over the limit. */
         char *s = repeat("m", 16385 - 8);
-        char *m = fmt("{\"s\":\"%s\"}", s);
+        char *m = td_fmt("{\"s\":\"%s\"}", s);
         free(s);
         return m;
     }
@@ -761,7 +748,7 @@ static char *deep_arrays(void)
 static char *deep_in_items(void)
 {
     char *deep = repeat("[", 100000);
-    char *s = fmt("{\"items\":%s", deep);
+    char *s = td_fmt("{\"items\":%s", deep);
     free(deep);
     return s;
 }
@@ -1064,7 +1051,7 @@ static char *fingerprint(td_http *h)
     for (size_t i = 0; i < sizeof reads / sizeof reads[0]; i++) {
         td_reply r;
         td_http_json(h, reads[i].method, reads[i].path, reads[i].body, &r);
-        char *next = fmt("%s%s %s -> %ld %s\n", all, reads[i].method, reads[i].path,
+        char *next = td_fmt("%s%s %s -> %ld %s\n", all, reads[i].method, reads[i].path,
                          r.status, r.body);
         free(all);
         all = next;

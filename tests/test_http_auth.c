@@ -83,20 +83,6 @@ static const char *const cred_name[] = {"no key", "malformed header", "unknown k
 
 static char keys[N_CREDS][128];     /* key text of the key credentials */
 
-/* ---- small helpers --------------------------------------------------- */
-
-static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
-static char *fmt(const char *f, ...)
-{
-    char *s = NULL;
-    va_list ap;
-    va_start(ap, f);
-    int n = vasprintf(&s, f, ap);
-    va_end(ap);
-    REQUIRE(n >= 0);
-    return s;
-}
-
 /* Sets h's credential c. */
 static void use_cred(td_http *h, enum cred c)
 {
@@ -314,7 +300,7 @@ static void test_keys_command(const td_daemon *d, td_http *h)
 
     /* Only the key on stdout. */
     const char *exe = getenv("COMPATD");
-    char *cmd = fmt("'%s' keys create --scope read --name stdout-only --data '%s' 2>/dev/null",
+    char *cmd = td_fmt("'%s' keys create --scope read --name stdout-only --data '%s' 2>/dev/null",
                     exe, data);
     FILE *p = popen(cmd, "r");
     REQUIRE(p != NULL);
@@ -429,7 +415,7 @@ static void test_key_file(td_daemon *d, td_http *h)
     const char *dir = td_daemon_dir(d);
     const char *kf_admin = "kf-admin-0123456789abcdefghijklmnopqrstuvwxyz";
     const char *kf_read = "S2V5c0Zyb21BU2VjcmV0MDEyMzQ1Njc4OWFiY2RlZg==";
-    char *path = fmt("%s/keys", dir);
+    char *path = td_fmt("%s/keys", dir);
     FILE *f = fopen(path, "w");
     REQUIRE(f != NULL);
     fprintf(f, "# name scope key\n\nkf-admin admin %s\n  kf-read\tread   %s  \n"
@@ -551,7 +537,7 @@ static void test_loopback_rule(void)
      * with --key-file may listen on 0.0.0.0. */
     d = td_daemon_create();
     REQUIRE(d != NULL);
-    char *path = fmt("%s/keys", td_daemon_dir(d));
+    char *path = td_fmt("%s/keys", td_daemon_dir(d));
     FILE *f = fopen(path, "w");
     REQUIRE(f != NULL);
     fputs("ops admin container-key-0123456789abcdefghijklmnop\n", f);

@@ -46,19 +46,6 @@ static const char *const metric_names[] = {"cosine", "ip", "l2"};
 
 /* ---- small helpers --------------------------------------------------- */
 
-/* The printf-formatted string, malloc'd. */
-static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
-static char *fmt(const char *f, ...)
-{
-    char *s = NULL;
-    va_list ap;
-    va_start(ap, f);
-    int n = vasprintf(&s, f, ap);
-    va_end(ap);
-    REQUIRE(n >= 0);
-    return s;
-}
-
 /* A growing request body. */
 typedef struct text {
     char *s;
@@ -152,8 +139,8 @@ static void create_model(td_http *h, const char *name, int dim, const char *metr
                          const char *compatible_with)
 {
     td_reply r;
-    char *cw = compatible_with ? fmt(",\"compatible_with\":\"%s\"", compatible_with) : fmt("%s", "");
-    char *body = fmt("{\"name\":\"%s\",\"dim\":%d,\"metric\":\"%s\"%s}", name, dim, metric_name, cw);
+    char *cw = compatible_with ? td_fmt(",\"compatible_with\":\"%s\"", compatible_with) : td_fmt("%s", "");
+    char *body = td_fmt("{\"name\":\"%s\",\"dim\":%d,\"metric\":\"%s\"%s}", name, dim, metric_name, cw);
     CHECK_EQ(call(h, &r, 201, "POST", "/v1/models", body), 201);
     td_reply_finish(&r);
     free(body);
@@ -163,7 +150,7 @@ static void create_model(td_http *h, const char *name, int dim, const char *metr
 static void create_gallery(td_http *h, const char *name, const char *model)
 {
     td_reply r;
-    char *body = fmt("{\"name\":\"%s\",\"model\":\"%s\"}", name, model);
+    char *body = td_fmt("{\"name\":\"%s\",\"model\":\"%s\"}", name, model);
     CHECK_EQ(call(h, &r, 201, "POST", "/v1/galleries", body), 201);
     td_reply_finish(&r);
     free(body);
@@ -172,8 +159,8 @@ static void create_gallery(td_http *h, const char *name, const char *model)
 static void set_policy(td_http *h, const char *gallery, const char *policy)
 {
     td_reply r;
-    char *path = fmt("/v1/galleries/%s", gallery);
-    char *body = fmt("{\"query_policy\":\"%s\"}", policy);
+    char *path = td_fmt("/v1/galleries/%s", gallery);
+    char *body = td_fmt("{\"query_policy\":\"%s\"}", policy);
     CHECK_EQ(call(h, &r, 200, "PATCH", path, body), 200);
     CHECK_STREQ(td_json_str(r.json, "query_policy"), policy);
     td_reply_finish(&r);
@@ -204,7 +191,7 @@ static void upsert(td_http *h, const char *gallery, const char *model, size_t n,
         append(&body, "}");
     }
     append(&body, "]}");
-    char *path = fmt("/v1/galleries/%s/items", gallery);
+    char *path = td_fmt("/v1/galleries/%s/items", gallery);
     td_reply r;
     CHECK_EQ(call(h, &r, 200, "POST", path, body.s), 200);
     CHECK_EQ(td_json_num(r.json, "upserted"), n);
@@ -216,7 +203,7 @@ static void upsert(td_http *h, const char *gallery, const char *model, size_t n,
 static void delete_item(td_http *h, const char *gallery, const char *id)
 {
     td_reply r;
-    char *path = fmt("/v1/galleries/%s/items/%s", gallery, id);
+    char *path = td_fmt("/v1/galleries/%s/items/%s", gallery, id);
     CHECK_EQ(call(h, &r, 204, "DELETE", path, NULL), 204);
     td_reply_finish(&r);
     free(path);
@@ -731,7 +718,7 @@ static char *eval_body(const ref_input *in, const char *query_model, const char 
 static cJSON *post_eval(td_http *h, const char *gallery, const char *body)
 {
     td_reply r;
-    char *path = fmt("/v1/galleries/%s/evaluations", gallery);
+    char *path = td_fmt("/v1/galleries/%s/evaluations", gallery);
     CHECK_EQ(call(h, &r, 201, "POST", path, body), 201);
     cJSON *out = NULL;
     if (r.status == 201 && r.json) {
@@ -990,8 +977,8 @@ static void test_reference(td_http *h, metric m, td_rng *rng, eval_log *log)
     size_t n = 0;
     for (int l = 0; l < REF_LABELS; l++) {
         for (int k = 0; k < REF_PER_LABEL; k++, n++) {
-            rg->ids[n] = fmt("it%zu", n);
-            rg->labels[n] = fmt("%d", l);
+            rg->ids[n] = td_fmt("it%zu", n);
+            rg->labels[n] = td_fmt("%d", l);
             make_noisy(m, rng, centres[l], item_p, rg->g + n * REF_DIM);
             make_noisy(m, rng, centres[l], item_p, rg->q + n * REF_DIM);
         }
@@ -999,17 +986,17 @@ static void test_reference(td_http *h, metric m, td_rng *rng, eval_log *log)
     for (int u = 0; u < REF_UNLABELLED; u++, n++) {
         float c[REF_DIM];
         make_centre(m, rng, c);
-        rg->ids[n] = fmt("u%d", u);
+        rg->ids[n] = td_fmt("u%d", u);
         make_noisy(m, rng, c, 1.0, rg->g + n * REF_DIM);
         make_noisy(m, rng, c, 1.0, rg->q + n * REF_DIM);
     }
     size_t solo = n++, gone = n++;
-    rg->ids[solo] = fmt("solo-item");
-    rg->labels[solo] = fmt("solo");
+    rg->ids[solo] = td_fmt("solo-item");
+    rg->labels[solo] = td_fmt("solo");
     make_centre(m, rng, rg->g + solo * REF_DIM);
     make_centre(m, rng, rg->q + solo * REF_DIM);
-    rg->ids[gone] = fmt("gone");
-    rg->labels[gone] = fmt("3");
+    rg->ids[gone] = td_fmt("gone");
+    rg->labels[gone] = td_fmt("3");
     make_noisy(m, rng, centres[3], 0, rg->g + gone * REF_DIM);
     make_noisy(m, rng, centres[3], 0, rg->q + gone * REF_DIM);
     REQUIRE(n == REF_ITEMS);
@@ -1047,8 +1034,8 @@ static void test_reference(td_http *h, metric m, td_rng *rng, eval_log *log)
     size_t np = 0;
     for (int i = 0; i < REF_FRESH; i++, np++) {
         int l = rand_int(rng, 0, REF_LABELS - 1);
-        ps->ids[np] = fmt("p%d", i);
-        ps->labels[np] = fmt("%d", l);
+        ps->ids[np] = td_fmt("p%d", i);
+        ps->labels[np] = td_fmt("%d", l);
         make_noisy(m, rng, centres[l], probe_p, ps->q + np * REF_DIM);
         make_noisy(m, rng, centres[l], base_p, ps->b + np * REF_DIM);
     }
@@ -1063,35 +1050,35 @@ static void test_reference(td_http *h, metric m, td_rng *rng, eval_log *log)
         if (dup)
             continue;
         int l = atoi(rg->labels[i]);
-        ps->ids[np] = fmt("%s", rg->ids[i]);
-        ps->labels[np] = fmt("%s", rg->labels[i]);
+        ps->ids[np] = td_fmt("%s", rg->ids[i]);
+        ps->labels[np] = td_fmt("%s", rg->labels[i]);
         make_noisy(m, rng, centres[l], probe_p, ps->q + np * REF_DIM);
         make_noisy(m, rng, centres[l], base_p, ps->b + np * REF_DIM);
         np++;
         k++;
     }
     /* The only item of its label is the probe itself: skipped. */
-    ps->ids[np] = fmt("solo-item");
-    ps->labels[np] = fmt("solo");
+    ps->ids[np] = td_fmt("solo-item");
+    ps->labels[np] = td_fmt("solo");
     memcpy(ps->q + np * REF_DIM, rg->g + solo * REF_DIM, REF_DIM * sizeof(float));
     memcpy(ps->b + np * REF_DIM, rg->g + solo * REF_DIM, REF_DIM * sizeof(float));
     np++;
     /* The deleted item's id: an ordinary probe. */
-    ps->ids[np] = fmt("gone");
-    ps->labels[np] = fmt("3");
+    ps->ids[np] = td_fmt("gone");
+    ps->labels[np] = td_fmt("3");
     make_noisy(m, rng, centres[3], probe_p, ps->q + np * REF_DIM);
     make_noisy(m, rng, centres[3], base_p, ps->b + np * REF_DIM);
     np++;
     /* Labels no item has: skipped. */
     for (int k = 0; k < 3; k++, np++) {
-        ps->ids[np] = fmt("stranger%d", k);
-        ps->labels[np] = fmt("%s", k == 2 ? "nobody" : "99");
+        ps->ids[np] = td_fmt("stranger%d", k);
+        ps->labels[np] = td_fmt("%s", k == 2 ? "nobody" : "99");
         make_noisy(m, rng, centres[k], probe_p, ps->q + np * REF_DIM);
         make_noisy(m, rng, centres[k], base_p, ps->b + np * REF_DIM);
     }
     /* An unlabelled item's id: nothing to leave out. */
-    ps->ids[np] = fmt("u0");
-    ps->labels[np] = fmt("2");
+    ps->ids[np] = td_fmt("u0");
+    ps->labels[np] = td_fmt("2");
     make_noisy(m, rng, centres[2], probe_p, ps->q + np * REF_DIM);
     make_noisy(m, rng, centres[2], base_p, ps->b + np * REF_DIM);
     np++;
@@ -1221,7 +1208,7 @@ static long search_as(td_http *h, const char *gallery, const char *model, int di
     append(&t, "{\"model\":\"%s\",\"k\":5,\"vector\":", model);
     append_floats(&t, v, (size_t)dim);
     append(&t, "}");
-    char *path = fmt("/v1/galleries/%s/search", gallery);
+    char *path = td_fmt("/v1/galleries/%s/search", gallery);
     td_http_json(h, "POST", path, t.s, r);
     free(path);
     free(t.s);
@@ -1377,8 +1364,8 @@ static upgrade *test_upgrade(td_http *h, td_rng *rng, eval_log *log)
             centres[l][d] = (float)td_rng_gauss(rng);
     for (size_t i = 0; i < UP_ITEMS; i++) {
         int l = (int)(i % UP_LABELS);
-        u->ids[i] = fmt("ph%zu", i);
-        u->labels[i] = fmt("L%d", l);
+        u->ids[i] = td_fmt("ph%zu", i);
+        u->labels[i] = td_fmt("L%d", l);
         noisy(rng, centres[l], 1.0, u->items + i * UP_DIM);
         u->yes[i] = true;
     }
@@ -1399,8 +1386,8 @@ static upgrade *test_upgrade(td_http *h, td_rng *rng, eval_log *log)
     }
     for (size_t p = 0; p < UP_PROBES; p++) {
         int l = (int)(p % UP_LABELS);
-        u->pids[p] = fmt("pq%zu", p);
-        u->plabels[p] = fmt("L%d", l);
+        u->pids[p] = td_fmt("pq%zu", p);
+        u->plabels[p] = td_fmt("L%d", l);
         noisy(rng, centres[l], 0.9, u->good + p * UP_DIM);
         noisy(rng, centres[l], 2.2, u->weak + p * UP_DIM);
         noisy(rng, centres[l], 1.4, u->base + p * UP_DIM);
@@ -1719,7 +1706,7 @@ typedef struct state {
 static void check_reports_stored(td_http *h, const eval_log *log, const char *when)
 {
     for (size_t i = 0; i < log->n; i++) {
-        char *path = fmt("/v1/evaluations/%lld", eval_id(log->report[i]));
+        char *path = td_fmt("/v1/evaluations/%lld", eval_id(log->report[i]));
         td_reply r;
         CHECK_EQ(call(h, &r, 200, "GET", path, NULL), 200);
         bool same = r.json && cJSON_Compare(r.json, log->report[i], true);
@@ -1796,7 +1783,7 @@ static void test_storage(td_daemon *d, td_http *h, const eval_log *log, td_rng *
     CHECK_EQ(cJSON_GetArraySize(td_json_at(r.json, "evaluations")), 2);
     long long second = (long long)td_json_num(r.json, "evaluations.1.id");
     td_reply_finish(&r);
-    char *path = fmt("/v1/galleries/photos/evaluations?limit=2&before=%lld", nb);
+    char *path = td_fmt("/v1/galleries/photos/evaluations?limit=2&before=%lld", nb);
     CHECK_EQ(call(h, &r, 200, "GET", path, NULL), 200);
     double first_next = td_json_num(r.json, "evaluations.0.id");
     CHECK(first_next < (double)second);
@@ -1865,53 +1852,53 @@ static void test_bad(td_http *h, td_rng *rng)
     char *nan_b64 = td_b64_floats(nan_v, UP_DIM);
     REQUIRE(nan_b64 != NULL);
     /* A probe the gallery can evaluate. */
-    char *p1 = fmt("{\"id\":\"b1\",\"label\":\"L1\",\"vector\":%s}", v.s);
-    char *p2 = fmt("{\"id\":\"b2\",\"label\":\"L2\",\"vector\":%s}", v.s);
-    char *b1 = fmt("{\"id\":\"b1\",\"vector\":%s}", v.s);
-    char *b2 = fmt("{\"id\":\"b2\",\"vector\":%s}", v.s);
+    char *p1 = td_fmt("{\"id\":\"b1\",\"label\":\"L1\",\"vector\":%s}", v.s);
+    char *p2 = td_fmt("{\"id\":\"b2\",\"label\":\"L2\",\"vector\":%s}", v.s);
+    char *b1 = td_fmt("{\"id\":\"b1\",\"vector\":%s}", v.s);
+    char *b2 = td_fmt("{\"id\":\"b2\",\"vector\":%s}", v.s);
     const char *J = "application/json";
 
     bad_case cases[] = {
-        {"unknown gallery", "nope", J, fmt("{\"query_model\":\"new-compat\",\"queries\":[%s]}", p1), 404, NULL},
-        {"unknown query_model", "photos", J, fmt("{\"query_model\":\"nomodel\",\"queries\":[%s]}", p1), 404, NULL},
-        {"missing query_model", "photos", J, fmt("{\"queries\":[%s]}", p1), 400, NULL},
-        {"query_model a number", "photos", J, fmt("{\"query_model\":7,\"queries\":[%s]}", p1), 400, NULL},
-        {"query model of another dim", "photos", J, fmt("{\"query_model\":\"wide\",\"queries\":[{\"id\":\"b1\",\"label\":\"L1\",\"vector\":%s}]}", v16.s), 400, NULL},
-        {"query model of another metric", "photos", J, fmt("{\"query_model\":\"old-l2\",\"queries\":[%s]}", p1), 400, NULL},
-        {"probe of the wrong length", "photos", J, fmt("{\"query_model\":\"new-compat\",\"queries\":[%s,{\"id\":\"b3\",\"label\":\"L1\",\"vector\":%s}]}", p1, v31.s), 400, "dimension_mismatch"},
-        {"baseline of the wrong length", "photos", J, fmt("{\"query_model\":\"new-compat\",\"queries\":[%s],\"baseline\":[{\"id\":\"b1\",\"vector\":%s}]}", p1, v31.s), 400, "dimension_mismatch"},
-        {"string in a vector", "photos", J, fmt("{\"query_model\":\"new-compat\",\"queries\":[{\"id\":\"b1\",\"label\":\"L1\",\"vector\":[\"a\"%s]}]}", ",1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31"), 400, NULL},
-        {"null in a vector", "photos", J, fmt("{\"query_model\":\"new-compat\",\"queries\":[{\"id\":\"b1\",\"label\":\"L1\",\"vector\":[null%s]}]}", ",1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31"), 400, NULL},
-        {"vector a string", "photos", J, fmt("{\"query_model\":\"new-compat\",\"queries\":[{\"id\":\"b1\",\"label\":\"L1\",\"vector\":\"abc\"}]}"), 400, NULL},
-        {"NaN in vector_b64", "photos", J, fmt("{\"query_model\":\"new-compat\",\"queries\":[{\"id\":\"b1\",\"label\":\"L1\",\"vector_b64\":\"%s\"}]}", nan_b64), 400, NULL},
-        {"probe without vector", "photos", J, fmt("{\"query_model\":\"new-compat\",\"queries\":[{\"id\":\"b1\",\"label\":\"L1\"}]}"), 400, NULL},
-        {"probe without label", "photos", J, fmt("{\"query_model\":\"new-compat\",\"queries\":[%s,{\"id\":\"b3\",\"vector\":%s}]}", p1, v.s), 400, NULL},
-        {"probe label null", "photos", J, fmt("{\"query_model\":\"new-compat\",\"queries\":[{\"id\":\"b1\",\"label\":null,\"vector\":%s}]}", v.s), 400, NULL},
-        {"probe label an object", "photos", J, fmt("{\"query_model\":\"new-compat\",\"queries\":[{\"id\":\"b1\",\"label\":{},\"vector\":%s}]}", v.s), 400, NULL},
-        {"probe without id", "photos", J, fmt("{\"query_model\":\"new-compat\",\"queries\":[{\"label\":\"L1\",\"vector\":%s}]}", v.s), 400, NULL},
-        {"duplicate probe ids", "photos", J, fmt("{\"query_model\":\"new-compat\",\"queries\":[%s,%s,%s]}", p1, p2, p1), 400, NULL},
-        {"baseline id matching no probe", "photos", J, fmt("{\"query_model\":\"new-compat\",\"queries\":[%s,%s],\"baseline\":[%s,%s,{\"id\":\"b9\",\"vector\":%s}]}", p1, p2, b1, b2, v.s), 400, NULL},
-        {"probe without a baseline entry", "photos", J, fmt("{\"query_model\":\"new-compat\",\"queries\":[%s,%s],\"baseline\":[%s]}", p1, p2, b1), 400, NULL},
-        {"duplicate baseline ids", "photos", J, fmt("{\"query_model\":\"new-compat\",\"queries\":[%s,%s],\"baseline\":[%s,%s,%s]}", p1, p2, b1, b2, b1), 400, NULL},
-        {"empty queries", "photos", J, fmt("{\"query_model\":\"new-compat\",\"queries\":[]}"), 400, NULL},
-        {"queries missing", "photos", J, fmt("{\"query_model\":\"new-compat\"}"), 400, NULL},
-        {"queries an object", "photos", J, fmt("{\"query_model\":\"new-compat\",\"queries\":%s}", p1), 400, NULL},
-        {"ks empty", "photos", J, fmt("{\"query_model\":\"new-compat\",\"queries\":[%s],\"ks\":[]}", p1), 400, NULL},
-        {"ks with 0", "photos", J, fmt("{\"query_model\":\"new-compat\",\"queries\":[%s],\"ks\":[1,0]}", p1), 400, NULL},
-        {"ks with -1", "photos", J, fmt("{\"query_model\":\"new-compat\",\"queries\":[%s],\"ks\":[-1,1]}", p1), 400, NULL},
-        {"ks with 1001", "photos", J, fmt("{\"query_model\":\"new-compat\",\"queries\":[%s],\"ks\":[1,1001]}", p1), 400, NULL},
-        {"ks with 2.5", "photos", J, fmt("{\"query_model\":\"new-compat\",\"queries\":[%s],\"ks\":[1,2.5]}", p1), 400, NULL},
-        {"ks with a string", "photos", J, fmt("{\"query_model\":\"new-compat\",\"queries\":[%s],\"ks\":[1,\"5\"]}", p1), 400, NULL},
-        {"ks a number", "photos", J, fmt("{\"query_model\":\"new-compat\",\"queries\":[%s],\"ks\":5}", p1), 400, NULL},
-        {"primary top7, 7 not in ks", "photos", J, fmt("{\"query_model\":\"new-compat\",\"queries\":[%s],\"ks\":[1,5],\"primary_metric\":\"top7\"}", p1), 400, NULL},
-        {"primary top7, default ks", "photos", J, fmt("{\"query_model\":\"new-compat\",\"queries\":[%s],\"primary_metric\":\"top7\"}", p1), 400, NULL},
-        {"primary foo", "photos", J, fmt("{\"query_model\":\"new-compat\",\"queries\":[%s],\"primary_metric\":\"foo\"}", p1), 400, NULL},
-        {"unknown top-level field", "photos", J, fmt("{\"query_model\":\"new-compat\",\"queries\":[%s],\"extra\":1}", p1), 400, NULL},
-        {"gallery without items", "empty-g", J, fmt("{\"query_model\":\"new-compat\",\"queries\":[%s]}", p1), 422, NULL},
-        {"gallery without labelled items", "nolabel-g", J, fmt("{\"query_model\":\"new-compat\",\"queries\":[%s]}", p1), 422, NULL},
-        {"text/plain", "photos", "text/plain", fmt("{\"query_model\":\"new-compat\",\"queries\":[%s]}", p1), 415, NULL},
-        {"invalid JSON", "photos", J, fmt("{\"query_model\":\"new-compat\",\"queries\":[%s", p1), 400, NULL},
-        {"a JSON array", "photos", J, fmt("[{\"query_model\":\"new-compat\"}]"), 400, NULL},
+        {"unknown gallery", "nope", J, td_fmt("{\"query_model\":\"new-compat\",\"queries\":[%s]}", p1), 404, NULL},
+        {"unknown query_model", "photos", J, td_fmt("{\"query_model\":\"nomodel\",\"queries\":[%s]}", p1), 404, NULL},
+        {"missing query_model", "photos", J, td_fmt("{\"queries\":[%s]}", p1), 400, NULL},
+        {"query_model a number", "photos", J, td_fmt("{\"query_model\":7,\"queries\":[%s]}", p1), 400, NULL},
+        {"query model of another dim", "photos", J, td_fmt("{\"query_model\":\"wide\",\"queries\":[{\"id\":\"b1\",\"label\":\"L1\",\"vector\":%s}]}", v16.s), 400, NULL},
+        {"query model of another metric", "photos", J, td_fmt("{\"query_model\":\"old-l2\",\"queries\":[%s]}", p1), 400, NULL},
+        {"probe of the wrong length", "photos", J, td_fmt("{\"query_model\":\"new-compat\",\"queries\":[%s,{\"id\":\"b3\",\"label\":\"L1\",\"vector\":%s}]}", p1, v31.s), 400, "dimension_mismatch"},
+        {"baseline of the wrong length", "photos", J, td_fmt("{\"query_model\":\"new-compat\",\"queries\":[%s],\"baseline\":[{\"id\":\"b1\",\"vector\":%s}]}", p1, v31.s), 400, "dimension_mismatch"},
+        {"string in a vector", "photos", J, td_fmt("{\"query_model\":\"new-compat\",\"queries\":[{\"id\":\"b1\",\"label\":\"L1\",\"vector\":[\"a\"%s]}]}", ",1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31"), 400, NULL},
+        {"null in a vector", "photos", J, td_fmt("{\"query_model\":\"new-compat\",\"queries\":[{\"id\":\"b1\",\"label\":\"L1\",\"vector\":[null%s]}]}", ",1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31"), 400, NULL},
+        {"vector a string", "photos", J, td_fmt("{\"query_model\":\"new-compat\",\"queries\":[{\"id\":\"b1\",\"label\":\"L1\",\"vector\":\"abc\"}]}"), 400, NULL},
+        {"NaN in vector_b64", "photos", J, td_fmt("{\"query_model\":\"new-compat\",\"queries\":[{\"id\":\"b1\",\"label\":\"L1\",\"vector_b64\":\"%s\"}]}", nan_b64), 400, NULL},
+        {"probe without vector", "photos", J, td_fmt("{\"query_model\":\"new-compat\",\"queries\":[{\"id\":\"b1\",\"label\":\"L1\"}]}"), 400, NULL},
+        {"probe without label", "photos", J, td_fmt("{\"query_model\":\"new-compat\",\"queries\":[%s,{\"id\":\"b3\",\"vector\":%s}]}", p1, v.s), 400, NULL},
+        {"probe label null", "photos", J, td_fmt("{\"query_model\":\"new-compat\",\"queries\":[{\"id\":\"b1\",\"label\":null,\"vector\":%s}]}", v.s), 400, NULL},
+        {"probe label an object", "photos", J, td_fmt("{\"query_model\":\"new-compat\",\"queries\":[{\"id\":\"b1\",\"label\":{},\"vector\":%s}]}", v.s), 400, NULL},
+        {"probe without id", "photos", J, td_fmt("{\"query_model\":\"new-compat\",\"queries\":[{\"label\":\"L1\",\"vector\":%s}]}", v.s), 400, NULL},
+        {"duplicate probe ids", "photos", J, td_fmt("{\"query_model\":\"new-compat\",\"queries\":[%s,%s,%s]}", p1, p2, p1), 400, NULL},
+        {"baseline id matching no probe", "photos", J, td_fmt("{\"query_model\":\"new-compat\",\"queries\":[%s,%s],\"baseline\":[%s,%s,{\"id\":\"b9\",\"vector\":%s}]}", p1, p2, b1, b2, v.s), 400, NULL},
+        {"probe without a baseline entry", "photos", J, td_fmt("{\"query_model\":\"new-compat\",\"queries\":[%s,%s],\"baseline\":[%s]}", p1, p2, b1), 400, NULL},
+        {"duplicate baseline ids", "photos", J, td_fmt("{\"query_model\":\"new-compat\",\"queries\":[%s,%s],\"baseline\":[%s,%s,%s]}", p1, p2, b1, b2, b1), 400, NULL},
+        {"empty queries", "photos", J, td_fmt("{\"query_model\":\"new-compat\",\"queries\":[]}"), 400, NULL},
+        {"queries missing", "photos", J, td_fmt("{\"query_model\":\"new-compat\"}"), 400, NULL},
+        {"queries an object", "photos", J, td_fmt("{\"query_model\":\"new-compat\",\"queries\":%s}", p1), 400, NULL},
+        {"ks empty", "photos", J, td_fmt("{\"query_model\":\"new-compat\",\"queries\":[%s],\"ks\":[]}", p1), 400, NULL},
+        {"ks with 0", "photos", J, td_fmt("{\"query_model\":\"new-compat\",\"queries\":[%s],\"ks\":[1,0]}", p1), 400, NULL},
+        {"ks with -1", "photos", J, td_fmt("{\"query_model\":\"new-compat\",\"queries\":[%s],\"ks\":[-1,1]}", p1), 400, NULL},
+        {"ks with 1001", "photos", J, td_fmt("{\"query_model\":\"new-compat\",\"queries\":[%s],\"ks\":[1,1001]}", p1), 400, NULL},
+        {"ks with 2.5", "photos", J, td_fmt("{\"query_model\":\"new-compat\",\"queries\":[%s],\"ks\":[1,2.5]}", p1), 400, NULL},
+        {"ks with a string", "photos", J, td_fmt("{\"query_model\":\"new-compat\",\"queries\":[%s],\"ks\":[1,\"5\"]}", p1), 400, NULL},
+        {"ks a number", "photos", J, td_fmt("{\"query_model\":\"new-compat\",\"queries\":[%s],\"ks\":5}", p1), 400, NULL},
+        {"primary top7, 7 not in ks", "photos", J, td_fmt("{\"query_model\":\"new-compat\",\"queries\":[%s],\"ks\":[1,5],\"primary_metric\":\"top7\"}", p1), 400, NULL},
+        {"primary top7, default ks", "photos", J, td_fmt("{\"query_model\":\"new-compat\",\"queries\":[%s],\"primary_metric\":\"top7\"}", p1), 400, NULL},
+        {"primary foo", "photos", J, td_fmt("{\"query_model\":\"new-compat\",\"queries\":[%s],\"primary_metric\":\"foo\"}", p1), 400, NULL},
+        {"unknown top-level field", "photos", J, td_fmt("{\"query_model\":\"new-compat\",\"queries\":[%s],\"extra\":1}", p1), 400, NULL},
+        {"gallery without items", "empty-g", J, td_fmt("{\"query_model\":\"new-compat\",\"queries\":[%s]}", p1), 422, NULL},
+        {"gallery without labelled items", "nolabel-g", J, td_fmt("{\"query_model\":\"new-compat\",\"queries\":[%s]}", p1), 422, NULL},
+        {"text/plain", "photos", "text/plain", td_fmt("{\"query_model\":\"new-compat\",\"queries\":[%s]}", p1), 415, NULL},
+        {"invalid JSON", "photos", J, td_fmt("{\"query_model\":\"new-compat\",\"queries\":[%s", p1), 400, NULL},
+        {"a JSON array", "photos", J, td_fmt("[{\"query_model\":\"new-compat\"}]"), 400, NULL},
     };
     static const char *const watched[] = {"photos", "empty-g", "nolabel-g"};
     long before[3];
@@ -1923,7 +1910,7 @@ static void test_bad(td_http *h, td_rng *rng)
 
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         const bad_case *bc = &cases[c];
-        char *path = fmt("/v1/galleries/%s/evaluations", bc->gallery);
+        char *path = td_fmt("/v1/galleries/%s/evaluations", bc->gallery);
         td_request req = {
             .method = "POST", .path = path, .content_type = bc->content_type,
             .body = bc->body, .len = strlen(bc->body),
@@ -1977,8 +1964,8 @@ static void test_big_body(td_http *h, td_rng *rng)
         centres[i] = (float)td_rng_gauss(rng);
     char *ids[BIG_ITEMS], *labels[BIG_ITEMS];
     for (size_t i = 0; i < BIG_ITEMS; i++) {
-        ids[i] = fmt("b%zu", i);
-        labels[i] = fmt("%zu", i % BIG_LABELS);
+        ids[i] = td_fmt("b%zu", i);
+        labels[i] = td_fmt("%zu", i % BIG_LABELS);
         for (size_t d = 0; d < BIG_DIM; d++)
             x[i * BIG_DIM + d] = centres[(i % BIG_LABELS) * BIG_DIM + d] +
                                  (float)td_rng_gauss(rng);

@@ -60,20 +60,6 @@ typedef struct ref_hits {
     double score[K_BIG];
 } ref_hits;
 
-/* ---- helpers ----------------------------------------------------------- */
-
-static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
-static char *fmt(const char *f, ...)
-{
-    char *s = NULL;
-    va_list ap;
-    va_start(ap, f);
-    int n = vasprintf(&s, f, ap);
-    va_end(ap);
-    REQUIRE(n >= 0);
-    return s;
-}
-
 typedef struct text {
     char *s;
     size_t len, cap;
@@ -121,8 +107,8 @@ static long call(td_http *h, td_reply *r, long want, const char *method, const c
 static void set_policy(td_http *h, const world *w, const char *policy)
 {
     td_reply r;
-    char *path = fmt("/v1/galleries/%s", w->gallery);
-    char *body = fmt("{\"query_policy\":\"%s\"}", policy);
+    char *path = td_fmt("/v1/galleries/%s", w->gallery);
+    char *body = td_fmt("{\"query_policy\":\"%s\"}", policy);
     CHECK_EQ(call(h, &r, 200, "PATCH", path, body), 200);
     td_reply_finish(&r);
     free(body);
@@ -154,7 +140,7 @@ static size_t id_index(const char *id)
 /* Upserts the listed items' vectors of one model (g1 or q1). */
 static void upsert(td_http *h, world *w, bool q1, const size_t *which, size_t n)
 {
-    char *path = fmt("/v1/galleries/%s/items", w->gallery);
+    char *path = td_fmt("/v1/galleries/%s/items", w->gallery);
     for (size_t b = 0; b < n; b += BATCH) {
         size_t end = b + BATCH < n ? b + BATCH : n;
         text body = {0};
@@ -365,7 +351,7 @@ static void search(td_http *h, const world *w, bool q1, const float *qs, size_t 
                    size_t alt, td_reply *r)
 {
     text body = {0};
-    char *path = fmt("/v1/galleries/%s/search", w->gallery);
+    char *path = td_fmt("/v1/galleries/%s/search", w->gallery);
     append(&body, "{\"model\":\"%s\",\"k\":%zu,", q1 ? w->q1 : w->g1, k);
     if (nq > 1) {
         append(&body, "\"vectors\":[");
@@ -486,7 +472,7 @@ static void delete_top_hits(td_http *h, world *w)
                 continue;
             char id[32];
             item_id(i, id, sizeof id);
-            char *path = fmt("/v1/galleries/%s/items/%s", w->gallery, id);
+            char *path = td_fmt("/v1/galleries/%s/items/%s", w->gallery, id);
             td_reply rep;
             CHECK_EQ(call(h, &rep, 204, "DELETE", path, NULL), 204);
             td_reply_finish(&rep);
@@ -517,16 +503,16 @@ static void test_metric(td_daemon *d, td_http *h, metric m, td_rng *rng)
     w->queries = gaussians(rng, N_QUERIES, centres, 0.5);
 
     td_reply r;
-    char *body = fmt("{\"name\":\"%s\",\"dim\":%d,\"metric\":\"%s\"}", w->g1, DIM,
+    char *body = td_fmt("{\"name\":\"%s\",\"dim\":%d,\"metric\":\"%s\"}", w->g1, DIM,
                      metric_names[m]);
     CHECK_EQ(call(h, &r, 201, "POST", "/v1/models", body), 201);
     td_reply_finish(&r);
     free(body);
-    body = fmt("{\"name\":\"%s\",\"dim\":%d,\"metric\":\"%s\"}", w->q1, DIM, metric_names[m]);
+    body = td_fmt("{\"name\":\"%s\",\"dim\":%d,\"metric\":\"%s\"}", w->q1, DIM, metric_names[m]);
     CHECK_EQ(call(h, &r, 201, "POST", "/v1/models", body), 201);
     td_reply_finish(&r);
     free(body);
-    body = fmt("{\"name\":\"%s\",\"model\":\"%s\"}", w->gallery, w->g1);
+    body = td_fmt("{\"name\":\"%s\",\"model\":\"%s\"}", w->gallery, w->g1);
     CHECK_EQ(call(h, &r, 201, "POST", "/v1/galleries", body), 201);
     td_reply_finish(&r);
     free(body);
@@ -606,7 +592,7 @@ static void test_empty_gallery(td_http *h)
     CHECK_EQ(call(h, &r, 201, "POST", "/v1/galleries",
                   "{\"name\":\"hr-empty\",\"model\":\"g1-cosine\"}"), 201);
     td_reply_finish(&r);
-    char *body = fmt("{\"model\":\"q1-cosine\",\"k\":3,\"vector\":[%s1]}",
+    char *body = td_fmt("{\"model\":\"q1-cosine\",\"k\":3,\"vector\":[%s1]}",
                      "0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,");
     CHECK_EQ(call(h, &r, 409, "POST", "/v1/galleries/hr-empty/search", body), 409);
     CHECK_STREQ(td_reply_error_code(&r), "model_not_verified");

@@ -36,18 +36,6 @@
 #define SLOW_SECONDS 10.0
 #define NORMAL_MAX_SECONDS 2.0
 
-static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
-static char *fmt(const char *f, ...)
-{
-    char *s = NULL;
-    va_list ap;
-    va_start(ap, f);
-    int n = vasprintf(&s, f, ap);
-    va_end(ap);
-    REQUIRE(n >= 0);
-    return s;
-}
-
 /* n copies of c, malloc'd. */
 static char *repeat(char c, size_t n)
 {
@@ -128,7 +116,7 @@ static int raw_wait_closed(int fd, double secs, char *buf, size_t cap)
 /* Sends a whole GET on fd (keep-alive) and reads until its reply is in. */
 static bool raw_get(int fd, const char *path, char *buf, size_t cap)
 {
-    char *req = fmt("GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", path);
+    char *req = td_fmt("GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", path);
     bool ok = raw_send(fd, req);
     free(req);
     buf[0] = '\0';
@@ -159,7 +147,7 @@ static char *fingerprint(td_http *h)
     for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
         td_reply r;
         CHECK_EQ(td_http_json(h, "GET", paths[i], NULL, &r), 200);
-        char *next = fmt("%s\n%s", all, r.body);
+        char *next = td_fmt("%s\n%s", all, r.body);
         free(all);
         all = next;
         td_reply_finish(&r);
@@ -192,9 +180,9 @@ static void test_request_limits(td_daemon *d)
     td_reply_finish(&r);
 
     char *meta_65 = repeat('m', 57), *meta_64 = repeat('m', 56);
-    char *over_meta = fmt("{\"items\":[{\"id\":\"d\",\"metadata\":{\"k\":\"%s\"},"
+    char *over_meta = td_fmt("{\"items\":[{\"id\":\"d\",\"metadata\":{\"k\":\"%s\"},"
                           "\"vector\":[0,0,1,0]}]}", meta_65);
-    char *at_meta = fmt("{\"items\":[{\"id\":\"d\",\"metadata\":{\"k\":\"%s\"},"
+    char *at_meta = td_fmt("{\"items\":[{\"id\":\"d\",\"metadata\":{\"k\":\"%s\"},"
                         "\"vector\":[0,0,1,0]}]}", meta_64);
     const struct {
         const char *what;
@@ -312,7 +300,7 @@ static void test_idle_timeout(td_daemon *d)
 /* --max-connections (and --max-batch, --threads) from a --config file. */
 static void test_connection_limit(td_daemon *d)
 {
-    char *conf = fmt("%s/limits.conf", td_daemon_dir(d));
+    char *conf = td_fmt("%s/limits.conf", td_daemon_dir(d));
     FILE *f = fopen(conf, "w");
     REQUIRE(f != NULL);
     fputs("# limits\nthreads = 1\nmax-connections = 4\nmax-batch = 2\nidle-timeout = 0\n", f);
@@ -438,7 +426,7 @@ static void test_slow_clients(td_daemon *d)
 /* Bad values are startup errors, from flags and from a config file. */
 static void test_bad_values(td_daemon *d)
 {
-    char *conf = fmt("%s/bad.conf", td_daemon_dir(d));
+    char *conf = td_fmt("%s/bad.conf", td_daemon_dir(d));
     FILE *f = fopen(conf, "w");
     REQUIRE(f != NULL);
     fputs("max-k = 2000\n", f);

@@ -23,28 +23,16 @@
 #include "check.h"
 #include "daemon.h"
 
-static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
-static char *fmt(const char *f, ...)
-{
-    char *s = NULL;
-    va_list ap;
-    va_start(ap, f);
-    int n = vasprintf(&s, f, ap);
-    va_end(ap);
-    REQUIRE(n >= 0);
-    return s;
-}
-
 /* Makes DIR/key.pem and DIR/cert.pem (CN and IP SAN 127.0.0.1). */
 static bool make_cert(const char *dir)
 {
-    char *tmpl = fmt("%s/cert.cfg", dir);
+    char *tmpl = td_fmt("%s/cert.cfg", dir);
     FILE *f = fopen(tmpl, "w");
     REQUIRE(f != NULL);
     fputs("cn = \"127.0.0.1\"\nip_address = \"127.0.0.1\"\ndns_name = \"localhost\"\n"
           "expiration_days = 7\ntls_www_server\nsigning_key\nencryption_key\n", f);
     CHECK_EQ(fclose(f), 0);
-    char *cmd = fmt("command -v certtool >/dev/null 2>&1 && "
+    char *cmd = td_fmt("command -v certtool >/dev/null 2>&1 && "
                     "certtool --generate-privkey --key-type=ecdsa --outfile '%s/key.pem' "
                     ">/dev/null 2>&1 && "
                     "certtool --generate-self-signed --load-privkey '%s/key.pem' "
@@ -54,7 +42,7 @@ static bool make_cert(const char *dir)
     free(cmd);
     if (rc != 0) {
         fprintf(stderr, "certtool failed or is missing: trying openssl\n");
-        cmd = fmt("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+        cmd = td_fmt("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
                   "-keyout '%s/key.pem' -out '%s/cert.pem' -days 7 -subj /CN=127.0.0.1 "
                   "-addext subjectAltName=IP:127.0.0.1,DNS:localhost >/dev/null 2>&1",
                   dir, dir);
@@ -183,7 +171,7 @@ static void test_tls_with_keys(td_daemon *d, const char *cert, const char *key)
 static void test_bad_settings(td_daemon *d, const char *cert, const char *key)
 {
     const char *dir = td_daemon_dir(d);
-    char *empty = fmt("%s/empty.pem", dir), *junk = fmt("%s/junk.pem", dir);
+    char *empty = td_fmt("%s/empty.pem", dir), *junk = td_fmt("%s/junk.pem", dir);
     FILE *f = fopen(empty, "w");
     REQUIRE(f != NULL);
     CHECK_EQ(fclose(f), 0);
@@ -238,8 +226,8 @@ int main(void)
 {
     td_daemon *d = td_daemon_create();
     REQUIRE(d != NULL);
-    char *cert = fmt("%s/cert.pem", td_daemon_dir(d));
-    char *key = fmt("%s/key.pem", td_daemon_dir(d));
+    char *cert = td_fmt("%s/cert.pem", td_daemon_dir(d));
+    char *key = td_fmt("%s/key.pem", td_daemon_dir(d));
     REQUIRE(make_cert(td_daemon_dir(d)));
 
     test_tls_serving(d, cert, key);
