@@ -897,3 +897,29 @@ char *td_fmt(const char *f, ...)
     }
     return s;
 }
+
+void td_text_append(td_text *t, const char *f, ...)
+{
+    for (;;) {
+        va_list ap;
+        va_start(ap, f);
+        int n = vsnprintf(t->s ? t->s + t->len : NULL, t->s ? t->cap - t->len : 0, f, ap);
+        va_end(ap);
+        if (n < 0) {
+            fprintf(stderr, "td_text_append: bad format\n");
+            exit(1);
+        }
+        if (t->s && (size_t)n < t->cap - t->len) {
+            t->len += (size_t)n;
+            return;
+        }
+        size_t cap = (t->cap + (size_t)n + 1) * 2;
+        char *grown = realloc(t->s, cap < 4096 ? 4096 : cap);
+        if (!grown) {
+            fprintf(stderr, "td_text_append: out of memory\n");
+            exit(1);
+        }
+        t->s = grown;
+        t->cap = cap < 4096 ? 4096 : cap;
+    }
+}

@@ -31,6 +31,15 @@
 
 #include <cjson/cJSON.h>
 
+/* A growing string (a request body): zero it to start, free(t.s) at the
+ * end.  td_text_append adds printf-style text; exits when out of memory. */
+typedef struct td_text {
+    char *s;            /* NUL-terminated once anything was appended */
+    size_t len, cap;
+} td_text;
+
+void td_text_append(td_text *t, const char *f, ...) __attribute__((format(printf, 2, 3)));
+
 /* A malloc'd printf-style string; exits the test when out of memory. */
 char *td_fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
 

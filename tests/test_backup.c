@@ -34,30 +34,7 @@
 #define N_LATE 40           /* items written just before kill -9 */
 #define N_QUERIES 10
 
-/* A growing string. */
-typedef struct text {
-    char *s;
-    size_t len, cap;
-} text;
-
-static void append(text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void append(text *t, const char *fmt, ...)
-{
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(t->s ? t->s + t->len : NULL, t->s ? t->cap - t->len : 0, fmt, ap);
-        va_end(ap);
-        REQUIRE(n >= 0);
-        if (t->s && (size_t)n < t->cap - t->len) {
-            t->len += (size_t)n;
-            return;
-        }
-        t->cap = (t->cap + (size_t)n + 1) * 2;
-        t->s = realloc(t->s, t->cap);
-        REQUIRE(t->s != NULL);
-    }
-}
+typedef td_text text;
 
 /* The vector of item i of model m (0 or 1), from the seed. */
 static void item_vector(uint64_t seed, int m, size_t i, float *v)
@@ -85,16 +62,16 @@ static void upsert(td_http *h, uint64_t seed, const char *g, int m, size_t from,
 {
     text t = {0};
     float v[DIM];
-    append(&t, "{\"model\":\"%s\",\"items\":[", m ? "b" : "a");
+    td_text_append(&t, "{\"model\":\"%s\",\"items\":[", m ? "b" : "a");
     for (size_t i = from; i < to; i++) {
         item_vector(seed, m, i, v);
         char *b64 = td_b64_floats(v, DIM);
         REQUIRE(b64 != NULL);
-        append(&t, "%s{\"id\":\"it%zu\",\"label\":\"L%zu\",\"metadata\":{\"n\":%zu},"
+        td_text_append(&t, "%s{\"id\":\"it%zu\",\"label\":\"L%zu\",\"metadata\":{\"n\":%zu},"
                    "\"vector_b64\":\"%s\"}", i > from ? "," : "", i, i % 5, i, b64);
         free(b64);
     }
-    append(&t, "]}");
+    td_text_append(&t, "]}");
     char path[128];
     snprintf(path, sizeof path, "/v1/galleries/%s/items", g);
     call(h, 200, "POST", path, t.s);
@@ -106,24 +83,24 @@ static void evaluate(td_http *h, uint64_t seed)
 {
     text t = {0};
     float v[DIM];
-    append(&t, "{\"query_model\":\"b\",\"queries\":[");
+    td_text_append(&t, "{\"query_model\":\"b\",\"queries\":[");
     for (size_t i = 0; i < 50; i++) {
         item_vector(seed, 1, i, v);
         v[0] += 0.05f;
         char *b64 = td_b64_floats(v, DIM);
-        append(&t, "%s{\"id\":\"p%zu\",\"label\":\"L%zu\",\"vector_b64\":\"%s\"}", i ? "," : "",
+        td_text_append(&t, "%s{\"id\":\"p%zu\",\"label\":\"L%zu\",\"vector_b64\":\"%s\"}", i ? "," : "",
                i, i % 5, b64);
         free(b64);
     }
-    append(&t, "],\"baseline\":[");
+    td_text_append(&t, "],\"baseline\":[");
     for (size_t i = 0; i < 50; i++) {
         item_vector(seed, 0, i, v);
         v[1] += 0.05f;
         char *b64 = td_b64_floats(v, DIM);
-        append(&t, "%s{\"id\":\"p%zu\",\"vector_b64\":\"%s\"}", i ? "," : "", i, b64);
+        td_text_append(&t, "%s{\"id\":\"p%zu\",\"vector_b64\":\"%s\"}", i ? "," : "", i, b64);
         free(b64);
     }
-    append(&t, "],\"ks\":[1,5]}");
+    td_text_append(&t, "],\"ks\":[1,5]}");
     call(h, 201, "POST", "/v1/galleries/flat/evaluations", t.s);
     free(t.s);
 }
@@ -211,7 +188,7 @@ static void compare_daemons(td_http *orig, td_http *copy, uint64_t seed, size_t 
         item_vector(seed ^ 0x5eed, 0, q, v);
         char *b64 = td_b64_floats(v, DIM);
         text body = {0};
-        append(&body, "{\"k\":10,\"vector_b64\":\"%s\",\"include\":[\"label\",\"metadata\"]%s}",
+        td_text_append(&body, "{\"k\":10,\"vector_b64\":\"%s\",\"include\":[\"label\",\"metadata\"]%s}",
                b64, q % 2 ? ",\"model\":\"b\"" : "");
         check_same(orig, copy, "POST", "/v1/galleries/flat/search", body.s);
         free(body.s);

@@ -46,44 +46,15 @@ static const char *const metric_names[] = {"cosine", "ip", "l2"};
 
 /* ---- small helpers --------------------------------------------------- */
 
-/* A growing request body. */
-typedef struct text {
-    char *s;
-    size_t len, cap;
-} text;
-
-static void append(text *t, const char *f, ...) __attribute__((format(printf, 2, 3)));
-static void append(text *t, const char *f, ...)
-{
-    if (!t->s) {
-        t->cap = 4096;
-        t->s = malloc(t->cap);
-        REQUIRE(t->s != NULL);
-        t->s[0] = '\0';
-    }
-    for (;;) {
-        va_list ap;
-        va_start(ap, f);
-        int n = vsnprintf(t->s + t->len, t->cap - t->len, f, ap);
-        va_end(ap);
-        REQUIRE(n >= 0);
-        if ((size_t)n < t->cap - t->len) {
-            t->len += (size_t)n;
-            return;
-        }
-        t->cap = (t->cap + (size_t)n + 1) * 2;
-        t->s = realloc(t->s, t->cap);
-        REQUIRE(t->s != NULL);
-    }
-}
+typedef td_text text;
 
 /* Appends v as a JSON array (exact: %.9g round-trips float32). */
 static void append_floats(text *t, const float *v, size_t n)
 {
-    append(t, "[");
+    td_text_append(t, "[");
     for (size_t i = 0; i < n; i++)
-        append(t, "%s%.9g", i ? "," : "", v[i]);
-    append(t, "]");
+        td_text_append(t, "%s%.9g", i ? "," : "", v[i]);
+    td_text_append(t, "]");
 }
 
 /* Appends "vector":[..] or "vector_b64":"..", alternately by `which`. */
@@ -92,10 +63,10 @@ static void append_vector(text *t, const float *v, size_t n, size_t which)
     if (which % 2) {
         char *b = td_b64_floats(v, n);
         REQUIRE(b != NULL);
-        append(t, "\"vector_b64\":\"%s\"", b);
+        td_text_append(t, "\"vector_b64\":\"%s\"", b);
         free(b);
     } else {
-        append(t, "\"vector\":");
+        td_text_append(t, "\"vector\":");
         append_floats(t, v, n);
     }
 }
@@ -114,9 +85,9 @@ static bool all_digits(const char *s)
 static void append_label(text *t, const char *label, bool as_int)
 {
     if (as_int && all_digits(label))
-        append(t, "\"label\":%s", label);
+        td_text_append(t, "\"label\":%s", label);
     else
-        append(t, "\"label\":\"%s\"", label);
+        td_text_append(t, "\"label\":\"%s\"", label);
 }
 
 /* Prints the reply when status is not what the test expected. */
@@ -177,20 +148,20 @@ static void upsert(td_http *h, const char *gallery, const char *model, size_t n,
                    char *const *ids, char *const *labels, const float *x, int dim)
 {
     text body = {0};
-    append(&body, "{");
+    td_text_append(&body, "{");
     if (model)
-        append(&body, "\"model\":\"%s\",", model);
-    append(&body, "\"items\":[");
+        td_text_append(&body, "\"model\":\"%s\",", model);
+    td_text_append(&body, "\"items\":[");
     for (size_t i = 0; i < n; i++) {
-        append(&body, "%s{\"id\":\"%s\",", i ? "," : "", ids[i]);
+        td_text_append(&body, "%s{\"id\":\"%s\",", i ? "," : "", ids[i]);
         if (labels && labels[i]) {
             append_label(&body, labels[i], i % 2 == 0);
-            append(&body, ",");
+            td_text_append(&body, ",");
         }
         append_vector(&body, x + i * (size_t)dim, (size_t)dim, i);
-        append(&body, "}");
+        td_text_append(&body, "}");
     }
-    append(&body, "]}");
+    td_text_append(&body, "]}");
     char *path = td_fmt("/v1/galleries/%s/items", gallery);
     td_reply r;
     CHECK_EQ(call(h, &r, 200, "POST", path, body.s), 200);
@@ -683,34 +654,34 @@ static char *eval_body(const ref_input *in, const char *query_model, const char 
 {
     text t = {0};
     size_t dim = (size_t)in->dim;
-    append(&t, "{\"query_model\":\"%s\",\"queries\":[", query_model);
+    td_text_append(&t, "{\"query_model\":\"%s\",\"queries\":[", query_model);
     for (size_t p = 0; p < in->n_probes; p++) {
-        append(&t, "%s{\"id\":\"%s\",", p ? "," : "", in->probe_ids[p]);
+        td_text_append(&t, "%s{\"id\":\"%s\",", p ? "," : "", in->probe_ids[p]);
         append_label(&t, in->probe_labels[p], p % 3 == 0);
-        append(&t, ",");
+        td_text_append(&t, ",");
         append_vector(&t, in->probe_q + p * dim, dim, p);
-        append(&t, "}");
+        td_text_append(&t, "}");
     }
-    append(&t, "]");
+    td_text_append(&t, "]");
     if (in->probe_b) {
-        append(&t, ",\"baseline\":[");
+        td_text_append(&t, ",\"baseline\":[");
         for (size_t k = 0; k < in->n_probes; k++) {
             size_t p = in->n_probes - 1 - k;
-            append(&t, "%s{\"id\":\"%s\",", k ? "," : "", in->probe_ids[p]);
+            td_text_append(&t, "%s{\"id\":\"%s\",", k ? "," : "", in->probe_ids[p]);
             if (p % 2) {
                 append_label(&t, in->probe_labels[p], false);
-                append(&t, ",");
+                td_text_append(&t, ",");
             }
             append_vector(&t, in->probe_b + p * dim, dim, p + 1);
-            append(&t, "}");
+            td_text_append(&t, "}");
         }
-        append(&t, "]");
+        td_text_append(&t, "]");
     }
     if (ks_json)
-        append(&t, ",\"ks\":%s", ks_json);
+        td_text_append(&t, ",\"ks\":%s", ks_json);
     if (primary)
-        append(&t, ",\"primary_metric\":\"%s\"", primary);
-    append(&t, "}");
+        td_text_append(&t, ",\"primary_metric\":\"%s\"", primary);
+    td_text_append(&t, "}");
     return t.s;
 }
 
@@ -1205,9 +1176,9 @@ static long search_as(td_http *h, const char *gallery, const char *model, int di
     float v[UP_DIM * 2];
     for (int d = 0; d < dim; d++)
         v[d] = (float)td_rng_gauss(rng);
-    append(&t, "{\"model\":\"%s\",\"k\":5,\"vector\":", model);
+    td_text_append(&t, "{\"model\":\"%s\",\"k\":5,\"vector\":", model);
     append_floats(&t, v, (size_t)dim);
-    append(&t, "}");
+    td_text_append(&t, "}");
     char *path = td_fmt("/v1/galleries/%s/search", gallery);
     td_http_json(h, "POST", path, t.s, r);
     free(path);
@@ -1615,17 +1586,17 @@ static long list_ids(td_http *h, const char *gallery, const char *query_model, i
     for (int page = 0; page < 1000; page++) {
         text path = {0};
         char sep = '?';
-        append(&path, "/v1/galleries/%s/evaluations", gallery);
+        td_text_append(&path, "/v1/galleries/%s/evaluations", gallery);
         if (limit) {
-            append(&path, "%climit=%d", sep, limit);
+            td_text_append(&path, "%climit=%d", sep, limit);
             sep = '&';
         }
         if (before >= 0) {
-            append(&path, "%cbefore=%lld", sep, before);
+            td_text_append(&path, "%cbefore=%lld", sep, before);
             sep = '&';
         }
         if (query_model)
-            append(&path, "%cquery_model=%s", sep, query_model);
+            td_text_append(&path, "%cquery_model=%s", sep, query_model);
         td_reply r;
         call(h, &r, 200, "GET", path.s, NULL);
         free(path.s);
@@ -1974,10 +1945,10 @@ static void test_big_body(td_http *h, td_rng *rng)
 
     double t0 = td_now();
     text t = {0};
-    append(&t, "{\"query_model\":\"big-q\",\"ks\":[1,10],\"queries\":[");
+    td_text_append(&t, "{\"query_model\":\"big-q\",\"ks\":[1,10],\"queries\":[");
     for (int pass = 0; pass < 2; pass++) {
         if (pass)
-            append(&t, "],\"baseline\":[");
+            td_text_append(&t, "],\"baseline\":[");
         for (size_t p = 0; p < BIG_PROBES; p++) {
             size_t l = p % BIG_LABELS;
             double sigma = pass ? 5.0 : 2.0;
@@ -1986,14 +1957,14 @@ static void test_big_body(td_http *h, td_rng *rng)
             char *b = td_b64_floats(v, BIG_DIM);
             REQUIRE(b != NULL);
             if (pass)
-                append(&t, "%s{\"id\":\"q%zu\",\"vector_b64\":\"%s\"}", p ? "," : "", p, b);
+                td_text_append(&t, "%s{\"id\":\"q%zu\",\"vector_b64\":\"%s\"}", p ? "," : "", p, b);
             else
-                append(&t, "%s{\"id\":\"q%zu\",\"label\":%zu,\"vector_b64\":\"%s\"}",
+                td_text_append(&t, "%s{\"id\":\"q%zu\",\"label\":%zu,\"vector_b64\":\"%s\"}",
                        p ? "," : "", p, l, b);
             free(b);
         }
     }
-    append(&t, "]}");
+    td_text_append(&t, "]}");
     double t1 = td_now();
     td_reply r;
     CHECK_EQ(call(h, &r, 201, "POST", "/v1/galleries/big/evaluations", t.s), 201);

@@ -60,34 +60,7 @@ typedef struct ref_hits {
     double score[K_BIG];
 } ref_hits;
 
-typedef struct text {
-    char *s;
-    size_t len, cap;
-} text;
-
-static void append(text *t, const char *f, ...) __attribute__((format(printf, 2, 3)));
-static void append(text *t, const char *f, ...)
-{
-    if (!t->s) {
-        t->cap = 4096;
-        t->s = malloc(t->cap);
-        REQUIRE(t->s != NULL);
-    }
-    for (;;) {
-        va_list ap;
-        va_start(ap, f);
-        int n = vsnprintf(t->s + t->len, t->cap - t->len, f, ap);
-        va_end(ap);
-        REQUIRE(n >= 0);
-        if ((size_t)n < t->cap - t->len) {
-            t->len += (size_t)n;
-            return;
-        }
-        t->cap = (t->cap + (size_t)n + 1) * 2;
-        t->s = realloc(t->s, t->cap);
-        REQUIRE(t->s != NULL);
-    }
-}
+typedef td_text text;
 
 static void show_if(const td_reply *r, long want, const char *what)
 {
@@ -144,17 +117,17 @@ static void upsert(td_http *h, world *w, bool q1, const size_t *which, size_t n)
     for (size_t b = 0; b < n; b += BATCH) {
         size_t end = b + BATCH < n ? b + BATCH : n;
         text body = {0};
-        append(&body, "{\"model\":\"%s\",\"items\":[", q1 ? w->q1 : w->g1);
+        td_text_append(&body, "{\"model\":\"%s\",\"items\":[", q1 ? w->q1 : w->g1);
         for (size_t k = b; k < end; k++) {
             size_t i = which[k];
             char id[32];
             item_id(i, id, sizeof id);
             char *v = td_b64_floats((q1 ? w->q : w->g) + i * DIM, DIM);
             REQUIRE(v != NULL);
-            append(&body, "%s{\"id\":\"%s\",\"vector_b64\":\"%s\"}", k > b ? "," : "", id, v);
+            td_text_append(&body, "%s{\"id\":\"%s\",\"vector_b64\":\"%s\"}", k > b ? "," : "", id, v);
             free(v);
         }
-        append(&body, "]}");
+        td_text_append(&body, "]}");
         td_reply r;
         CHECK_EQ(call(h, &r, 200, "POST", path, body.s), 200);
         CHECK_EQ(td_json_num(r.json, "upserted"), end - b);
@@ -352,26 +325,26 @@ static void search(td_http *h, const world *w, bool q1, const float *qs, size_t 
 {
     text body = {0};
     char *path = td_fmt("/v1/galleries/%s/search", w->gallery);
-    append(&body, "{\"model\":\"%s\",\"k\":%zu,", q1 ? w->q1 : w->g1, k);
+    td_text_append(&body, "{\"model\":\"%s\",\"k\":%zu,", q1 ? w->q1 : w->g1, k);
     if (nq > 1) {
-        append(&body, "\"vectors\":[");
+        td_text_append(&body, "\"vectors\":[");
         for (size_t i = 0; i < nq; i++) {
             char *v = td_b64_floats(qs + i * DIM, DIM);
             REQUIRE(v != NULL);
-            append(&body, "%s\"%s\"", i ? "," : "", v);
+            td_text_append(&body, "%s\"%s\"", i ? "," : "", v);
             free(v);
         }
-        append(&body, "]}");
+        td_text_append(&body, "]}");
     } else if (alt % 2) {
         char *v = td_b64_floats(qs, DIM);
         REQUIRE(v != NULL);
-        append(&body, "\"vector_b64\":\"%s\"}", v);
+        td_text_append(&body, "\"vector_b64\":\"%s\"}", v);
         free(v);
     } else {
-        append(&body, "\"vector\":[");
+        td_text_append(&body, "\"vector\":[");
         for (size_t d = 0; d < DIM; d++)
-            append(&body, "%s%.9g", d ? "," : "", qs[d]);
-        append(&body, "]}");
+            td_text_append(&body, "%s%.9g", d ? "," : "", qs[d]);
+        td_text_append(&body, "]}");
     }
     td_http_json(h, "POST", path, body.s, r);
     free(path);

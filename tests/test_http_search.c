@@ -223,35 +223,7 @@ static bool has_dead(const cJSON *hits, const dataset *ds)
 
 /* ---- HTTP ------------------------------------------------------------ */
 
-/* A growing request body. */
-typedef struct text {
-    char *s;
-    size_t len, cap;
-} text;
-
-static void append(text *t, const char *f, ...) __attribute__((format(printf, 2, 3)));
-static void append(text *t, const char *f, ...)
-{
-    if (!t->s) {
-        t->cap = 4096;
-        t->s = malloc(t->cap);
-        REQUIRE(t->s != NULL);
-    }
-    for (;;) {
-        va_list ap;
-        va_start(ap, f);
-        int n = vsnprintf(t->s + t->len, t->cap - t->len, f, ap);
-        va_end(ap);
-        REQUIRE(n >= 0);
-        if ((size_t)n < t->cap - t->len) {
-            t->len += (size_t)n;
-            return;
-        }
-        t->cap = (t->cap + (size_t)n + 1) * 2;
-        t->s = realloc(t->s, t->cap);
-        REQUIRE(t->s != NULL);
-    }
-}
+typedef td_text text;
 
 static void post(td_http *h, td_reply *r, long want, const char *path, const char *body)
 {
@@ -269,14 +241,14 @@ static void upsert(td_http *h, const char *gallery, dataset *ds, size_t from, si
     for (size_t b = from; b < to; b += BATCH) {
         size_t end = b + BATCH < to ? b + BATCH : to;
         text body = {0};
-        append(&body, "{\"items\":[");
+        td_text_append(&body, "{\"items\":[");
         for (size_t i = b; i < end; i++) {
             char *v = td_b64_floats(ds->x + i * DIM, DIM);
             REQUIRE(v != NULL);
-            append(&body, "%s{\"id\":\"v%zu\",\"vector_b64\":\"%s\"}", i > b ? "," : "", i, v);
+            td_text_append(&body, "%s{\"id\":\"v%zu\",\"vector_b64\":\"%s\"}", i > b ? "," : "", i, v);
             free(v);
         }
-        append(&body, "]}");
+        td_text_append(&body, "]}");
         td_reply r;
         post(h, &r, 200, path, body.s);
         CHECK_EQ(r.status, 200);
@@ -300,13 +272,13 @@ static void search_one(td_http *h, const char *gallery, const float *q, size_t q
     if (qi % 2) {
         char *v = td_b64_floats(q, DIM);
         REQUIRE(v != NULL);
-        append(&body, "{\"k\":%d,\"vector_b64\":\"%s\"}", K, v);
+        td_text_append(&body, "{\"k\":%d,\"vector_b64\":\"%s\"}", K, v);
         free(v);
     } else {
-        append(&body, "{\"k\":%d,\"vector\":[", K);
+        td_text_append(&body, "{\"k\":%d,\"vector\":[", K);
         for (size_t d = 0; d < DIM; d++)
-            append(&body, "%s%.9g", d ? "," : "", q[d]);
-        append(&body, "]}");
+            td_text_append(&body, "%s%.9g", d ? "," : "", q[d]);
+        td_text_append(&body, "]}");
     }
     post(h, r, 200, path, body.s);
     free(body.s);
@@ -319,14 +291,14 @@ static void search_batch(td_http *h, const char *gallery, const float *qs, size_
     char path[128];
     text body = {0};
     snprintf(path, sizeof path, "/v1/galleries/%s/search", gallery);
-    append(&body, "{\"k\":%d,\"vectors\":[", K);
+    td_text_append(&body, "{\"k\":%d,\"vectors\":[", K);
     for (size_t i = 0; i < nq; i++) {
         char *v = td_b64_floats(qs + i * DIM, DIM);
         REQUIRE(v != NULL);
-        append(&body, "%s\"%s\"", i ? "," : "", v);
+        td_text_append(&body, "%s\"%s\"", i ? "," : "", v);
         free(v);
     }
-    append(&body, "]}");
+    td_text_append(&body, "]}");
     post(h, r, 200, path, body.s);
     free(body.s);
 }

@@ -107,30 +107,7 @@ static void lat_add(lat *l, double secs)
     l->v[l->n++] = secs;
 }
 
-/* A growing string. */
-typedef struct text {
-    char *s;
-    size_t len, cap;
-} text;
-
-static void append(text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void append(text *t, const char *fmt, ...)
-{
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(t->s ? t->s + t->len : NULL, t->s ? t->cap - t->len : 0, fmt, ap);
-        va_end(ap);
-        if (n < 0)
-            must(NULL);
-        if (t->s && (size_t)n < t->cap - t->len) {
-            t->len += (size_t)n;
-            return;
-        }
-        t->cap = (t->cap + (size_t)n + 1) * 2;
-        t->s = must(realloc(t->s, t->cap));
-    }
-}
+typedef td_text text;
 
 /* What every thread shares. */
 typedef struct load {
@@ -202,15 +179,15 @@ static void *ingest_main(void *arg)
             continue;
         }
         text body = {0};
-        append(&body, "{\"items\":[");
+        td_text_append(&body, "{\"items\":[");
         for (size_t i = 0; i < BATCH; i++) {
             item_vector(L->seed, t, n0 + i, v);
             char *b64 = must(td_b64_floats(v, DIM));
-            append(&body, "%s{\"id\":\"i%d-%zu\",\"label\":\"L%zu\",\"vector_b64\":\"%s\"}",
+            td_text_append(&body, "%s{\"id\":\"i%d-%zu\",\"label\":\"L%zu\",\"vector_b64\":\"%s\"}",
                    i ? "," : "", t, n0 + i, (n0 + i) % 64, b64);
             free(b64);
         }
-        append(&body, "]}");
+        td_text_append(&body, "]}");
         td_reply r;
         double start = td_now();
         td_http_json(w->h, "POST", path, body.s, &r);
@@ -269,17 +246,17 @@ static void *search_main(void *arg)
         text body = {0};
         if (nq == 1) {
             char *b64 = td_b64_floats(v, DIM);
-            append(&body, "{\"k\":%d,\"vector_b64\":\"%s\"}", K, b64);
+            td_text_append(&body, "{\"k\":%d,\"vector_b64\":\"%s\"}", K, b64);
             free(b64);
         } else {
-            append(&body, "{\"k\":%d,\"include\":[\"label\"],\"vectors\":[", K);
+            td_text_append(&body, "{\"k\":%d,\"include\":[\"label\"],\"vectors\":[", K);
             for (size_t q = 0; q < nq; q++) {
-                append(&body, "%s[", q ? "," : "");
+                td_text_append(&body, "%s[", q ? "," : "");
                 for (size_t d = 0; d < DIM; d++)
-                    append(&body, "%s%.9g", d ? "," : "", v[q * DIM + d]);
-                append(&body, "]");
+                    td_text_append(&body, "%s%.9g", d ? "," : "", v[q * DIM + d]);
+                td_text_append(&body, "]");
             }
-            append(&body, "]}");
+            td_text_append(&body, "]}");
         }
         double start = td_now();
         td_http_json(w->h, "POST", "/v1/galleries/load/search", body.s, &r);
@@ -439,35 +416,35 @@ static char *set_up(td_http *h, uint64_t seed)
     for (size_t i = 0; i < EVAL_LABELS * EVAL_DIM; i++)
         centres[i] = (float)td_rng_gauss(&r);
     text items = {0};
-    append(&items, "{\"items\":[");
+    td_text_append(&items, "{\"items\":[");
     for (size_t i = 0; i < EVAL_ITEMS; i++) {
         near_centre(&r, centres, i % EVAL_LABELS, v);
         char *b64 = td_b64_floats(v, EVAL_DIM);
-        append(&items, "%s{\"id\":\"e%zu\",\"label\":\"c%zu\",\"vector_b64\":\"%s\"}",
+        td_text_append(&items, "%s{\"id\":\"e%zu\",\"label\":\"c%zu\",\"vector_b64\":\"%s\"}",
                i ? "," : "", i, i % EVAL_LABELS, b64);
         free(b64);
     }
-    append(&items, "]}");
+    td_text_append(&items, "]}");
     call(h, 200, "POST", "/v1/galleries/evalg/items", items.s);
     free(items.s);
 
     text body = {0};
-    append(&body, "{\"query_model\":\"e2\",\"ks\":[1,5,10],\"queries\":[");
+    td_text_append(&body, "{\"query_model\":\"e2\",\"ks\":[1,5,10],\"queries\":[");
     for (size_t p = 0; p < EVAL_PROBES; p++) {
         near_centre(&r, centres, p % EVAL_LABELS, v);
         char *b64 = td_b64_floats(v, EVAL_DIM);
-        append(&body, "%s{\"id\":\"p%zu\",\"label\":\"c%zu\",\"vector_b64\":\"%s\"}",
+        td_text_append(&body, "%s{\"id\":\"p%zu\",\"label\":\"c%zu\",\"vector_b64\":\"%s\"}",
                p ? "," : "", p, p % EVAL_LABELS, b64);
         free(b64);
     }
-    append(&body, "],\"baseline\":[");
+    td_text_append(&body, "],\"baseline\":[");
     for (size_t p = 0; p < EVAL_PROBES; p++) {
         near_centre(&r, centres, p % EVAL_LABELS, v);
         char *b64 = td_b64_floats(v, EVAL_DIM);
-        append(&body, "%s{\"id\":\"p%zu\",\"vector_b64\":\"%s\"}", p ? "," : "", p, b64);
+        td_text_append(&body, "%s{\"id\":\"p%zu\",\"vector_b64\":\"%s\"}", p ? "," : "", p, b64);
         free(b64);
     }
-    append(&body, "]}");
+    td_text_append(&body, "]}");
     return body.s;
 }
 
