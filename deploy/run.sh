@@ -9,6 +9,8 @@ if [ ! -f build-release/build.ninja ]; then
     meson setup build-release --buildtype=release -Dtests=false
 fi
 ninja -C build-release
-# FAISS runs OpenMP threads; spinning while idle starves a small machine.
+# FAISS runs OpenMP threads and OpenBLAS its own; spinning while idle
+# starves a small machine (both are read when the libraries load).
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
+export OPENBLAS_THREAD_TIMEOUT="${OPENBLAS_THREAD_TIMEOUT:-4}"
 exec ./build-release/server/compatd serve "$@"
