@@ -120,9 +120,13 @@ typedef struct cd_eval_report {
  * Computes the report.  Fails, with *out NULL and a message naming the
  * offending entry, with CD_EINVAL for a probe without a label, a probe id
  * or baseline id given twice, a baseline id that matches no probe or a
- * probe without a baseline entry, bad ks or primary_k; CD_EUNPROCESSABLE
- * when the gallery is empty; CD_ENOMEM.  On success the caller frees *out
- * with cd_eval_report_destroy().
+ * probe without a baseline entry, bad ks or primary_k (also for a gallery
+ * item without an id or label, a gallery id given twice, a missing array,
+ * a dim outside 1..CD_DIM_MAX or an unknown metric); CD_EUNPROCESSABLE
+ * when the gallery is empty; CD_ETOOLARGE beyond 2^30 probes or items;
+ * CD_ENOMEM.  On success the caller frees *out with
+ * cd_eval_report_destroy().  Vectors must be finite (non-finite ones give
+ * meaningless numbers, never a crash).
  */
 cd_err cd_eval_run(const cd_eval_input *in, cd_eval_report **out,
                    cd_error *err);

@@ -8,7 +8,7 @@
  * definitions.  Scenarios are a table, each run for cosine, ip and l2.
  * Vectors are small integers (ip, l2) or unit vectors whose components
  * are +-1/4 or +-1/2 (cosine), so float and double scores are exactly
- * equal and ties are real ties; one scenario uses Gaussian floats rounded
+ * equal and ties are real ties; two scenarios use Gaussian floats rounded
  * to a fine dyadic grid, for the same reason (unrounded, a near-tie that
  * float and double order differently moves an AP by 1e-5 now and then).
  *
@@ -386,7 +386,7 @@ static void compare(const cd_eval_report *got, const cd_eval_report *want)
 typedef enum vec_kind {
     VK_INT,         /* components in -2..2 (cosine: +-1/4 or +-1/2) */
     VK_FLOAT        /* Gaussian on a grid of 1/16 (cosine: normalised,
-                               on a grid of 1/1024, so only nearly unit) */
+                       then on a grid of 1/1024, so nearly unit) */
 } vec_kind;
 
 typedef struct scenario {
@@ -786,6 +786,62 @@ static void test_ties_by_hand(void)
     }
 }
 
+/*
+ * Non-finite or overflowing vectors are the caller's to keep out; they
+ * must still not crash the engine or leave its counts inconsistent (run
+ * under the sanitizers, this is what the test is for).
+ */
+static void test_nonfinite(void)
+{
+    enum { N = 64, NQ = 16, DIM = 4 };
+    static const float bad[] = {NAN, INFINITY, -INFINITY, 3e38f, -3e38f};
+    static const int ks[] = {1, 5};
+    float *g = xcalloc(N * DIM, sizeof *g), *q = xcalloc(NQ * DIM, sizeof *q);
+    char *gids[N], *glabels[N], *pids[NQ], *plabels[NQ];
+    for (size_t i = 0; i < N; i++) {
+        gids[i] = fmt_id("g", i);
+        glabels[i] = label_name("L", (int)(i % 4));
+    }
+    for (size_t i = 0; i < NQ; i++) {
+        pids[i] = fmt_id(i % 2 ? "g" : "q", i);
+        plabels[i] = label_name("L", (int)(i % 5));
+    }
+    for (cd_metric m = CD_METRIC_COSINE; m <= CD_METRIC_L2; m++)
+        for (size_t b = 0; b < sizeof bad / sizeof bad[0]; b++) {
+            for (size_t i = 0; i < N * DIM; i++)
+                g[i] = i % 7 == 0 ? bad[b] : (float)rnd_int(-2, 2);
+            for (size_t i = 0; i < NQ * DIM; i++)
+                q[i] = i % 5 == 0 ? bad[(b + 1) % 5] : (float)rnd_int(-2, 2);
+            cd_eval_input in = {
+                .dim = DIM, .metric = m,
+                .probes = {NQ, q, (const char *const *)pids,
+                           (const char *const *)plabels},
+                .baseline = {NQ, g, (const char *const *)pids, NULL},
+                .gallery = {N, g, (const char *const *)gids,
+                            (const char *const *)glabels},
+                .paragon = g, .ks = ks, .n_ks = 2, .primary_k = 5,
+            };
+            cd_error err;
+            cd_eval_report *r = NULL;
+            CHECK_OK(cd_eval_run(&in, &r, &err), &err);
+            if (r) {
+                CHECK_EQ(r->queries + r->skipped, NQ);
+                CHECK(r->n_negative_flips <= (size_t)r->queries);
+            }
+            cd_eval_report_destroy(r);
+        }
+    for (size_t i = 0; i < N; i++) {
+        free(gids[i]);
+        free(glabels[i]);
+    }
+    for (size_t i = 0; i < NQ; i++) {
+        free(pids[i]);
+        free(plabels[i]);
+    }
+    free(g);
+    free(q);
+}
+
 /* ---- validation ---- */
 
 enum mutation {
@@ -919,6 +975,7 @@ int main(void)
     test_validation();
     test_flips();
     test_ties_by_hand();
+    test_nonfinite();
     test_scenarios(quick);
     return check_exit();
 }

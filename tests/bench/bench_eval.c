@@ -376,7 +376,13 @@ int main(int argc, char **argv)
     printf("compatd evaluation benchmark: %zu x %d gallery, %zu probes with "
            "baseline, cosine, ks 1/5/10\n", n, DIM, nq);
     printf("sgemm: the two bare products (cross, baseline) blocked as "
-           "cd_eval_run blocks them; best of %d rounds each\n\n", ROUNDS);
+           "cd_eval_run blocks them; best of %d rounds each\n", ROUNDS);
+    /* Idle OpenBLAS workers spin for a while after each product and take
+     * CPU from the row walk that follows; say how they were told to. */
+    const char *timeout = getenv("OPENBLAS_THREAD_TIMEOUT");
+    const char *policy = getenv("OMP_WAIT_POLICY");
+    printf("OPENBLAS_THREAD_TIMEOUT=%s OMP_WAIT_POLICY=%s\n\n",
+           timeout ? timeout : "(unset)", policy ? policy : "(unset)");
     printf("%6s | %8s | %9s | %6s | %13s | %s\n", "labels", "sgemm s",
            "report s", "ratio", "numpy+faiss s", "same numbers");
     printf("-------+----------+-----------+--------+---------------+---------"
