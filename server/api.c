@@ -15,9 +15,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "embed.h"
 #include "eval.h"
 #include "keys.h"
 #include "vec.h"
+
+/* Files compiled into the binary by core/embedgen.c (server/meson.build):
+ * the dashboard's page and assets (server/web/), and the API description
+ * (schema/openapi.yaml). */
+extern const cd_embedded_file cd__web_assets[];
+extern const size_t cd__web_assets_count;
+extern const cd_embedded_file cd__openapi[];
+extern const size_t cd__openapi_count;
 
 /* --- limits ----------------------------------------------------------- */
 
@@ -1354,6 +1363,41 @@ static void metrics_get(cd_api *api, cd_reply *rep)
     rep->content_type = "text/plain; version=0.0.4";
 }
 
+/* Content type of an embedded file, by its name's ending. */
+static const char *content_type_of(const char *name)
+{
+    static const struct {
+        const char *ending, *type;
+    } types[] = {
+        {".html", "text/html; charset=utf-8"},
+        {".js", "text/javascript; charset=utf-8"},
+        {".css", "text/css; charset=utf-8"},
+        {".svg", "image/svg+xml"},
+        {".yaml", "application/yaml; charset=utf-8"},
+    };
+    size_t n = strlen(name);
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        size_t e = strlen(types[i].ending);
+        if (n >= e && strcmp(name + n - e, types[i].ending) == 0)
+            return types[i].type;
+    }
+    return "application/octet-stream";
+}
+
+/* Replies with the embedded file name of table, or 404. */
+static void embedded_get(cd_reply *rep, const cd_embedded_file *table, size_t count,
+                         const char *name)
+{
+    for (size_t i = 0; i < count; i++) {
+        if (strcmp(table[i].name, name) == 0) {
+            cd_reply_text(rep, 200, content_type_of(name), (const char *)table[i].data,
+                          table[i].len);
+            return;
+        }
+    }
+    cd_reply_error(rep, 404, "not_found", "no dashboard file %s", name);
+}
+
 static void simple_status(cd_reply *rep, int status, const char *state)
 {
     cJSON *root = cJSON_CreateObject();
@@ -1406,9 +1450,12 @@ static bool is(const char *a, const char *b)
  */
 typedef enum route_id {
     R_NONE = 0,         /* no route: 404 */
+    R_DASHBOARD,
+    R_ASSET,
     R_HEALTHZ,
     R_READYZ,
     R_METRICS,
+    R_OPENAPI,
     R_MODELS,
     R_MODEL,
     R_GALLERIES,
@@ -1422,39 +1469,54 @@ typedef enum route_id {
     R_COUNT
 } route_id;
 
-/* Route patterns, for logs and metrics. */
-static const char *const route_pattern[R_COUNT] = {
-    [R_NONE] = "other",
-    [R_HEALTHZ] = "/healthz",
-    [R_READYZ] = "/readyz",
-    [R_METRICS] = "/metrics",
-    [R_MODELS] = "/v1/models",
-    [R_MODEL] = "/v1/models/{name}",
-    [R_GALLERIES] = "/v1/galleries",
-    [R_GALLERY] = "/v1/galleries/{g}",
-    [R_ITEMS] = "/v1/galleries/{g}/items",
-    [R_ITEM] = "/v1/galleries/{g}/items/{id}",
-    [R_SEARCH] = "/v1/galleries/{g}/search",
-    [R_EVALUATIONS] = "/v1/galleries/{g}/evaluations",
-    [R_EVALUATION] = "/v1/evaluations/{id}",
-    [R_COMPATIBILITY] = "/v1/compatibility",
+/* Each route's pattern (for logs, metrics and schema/openapi.yaml) and the
+ * methods it answers (the Allow list of a 405). */
+static const cd_route_info routes[R_COUNT] = {
+    [R_NONE] = {"other", ""},
+    [R_DASHBOARD] = {"/", "GET"},
+    [R_ASSET] = {"/ui/{file}", "GET"},
+    [R_HEALTHZ] = {"/healthz", "GET"},
+    [R_READYZ] = {"/readyz", "GET"},
+    [R_METRICS] = {"/metrics", "GET"},
+    [R_OPENAPI] = {"/v1/openapi.yaml", "GET"},
+    [R_MODELS] = {"/v1/models", "GET, POST"},
+    [R_MODEL] = {"/v1/models/{name}", "GET"},
+    [R_GALLERIES] = {"/v1/galleries", "GET, POST"},
+    [R_GALLERY] = {"/v1/galleries/{g}", "GET, PATCH, DELETE"},
+    [R_ITEMS] = {"/v1/galleries/{g}/items", "POST"},
+    [R_ITEM] = {"/v1/galleries/{g}/items/{id}", "GET, DELETE"},
+    [R_SEARCH] = {"/v1/galleries/{g}/search", "POST"},
+    [R_EVALUATIONS] = {"/v1/galleries/{g}/evaluations", "GET, POST"},
+    [R_EVALUATION] = {"/v1/evaluations/{id}", "GET"},
+    [R_COMPATIBILITY] = {"/v1/compatibility", "GET"},
 };
+
+size_t cd_api_routes(const cd_route_info **out)
+{
+    *out = routes + 1;
+    return R_COUNT - 1;
+}
 
 /*
  * The key scope each route and method needs (SPEC 5): read to read and
  * search, write for items and running evaluations, admin for models and
  * galleries.  The probes need no key (Kubernetes asks them without one);
- * GET /metrics needs read unless --metrics-public.  Whatever is not listed
- * (another method, a path of no route, GET / and any dashboard page) needs
- * read: a client without a key learns nothing, not even which routes exist.
+ * GET /metrics needs read unless --metrics-public.  The dashboard's page
+ * and assets need none: they hold no data, and the page must load to ask
+ * for a key.  Whatever is not listed (another method, a path of no route)
+ * needs read: a client without a key learns nothing, not even which
+ * routes exist.
  */
 static const struct {
     route_id route;
     const char *method;     /* NULL: every method */
     cd_scope scope;         /* CD_SCOPE_NONE: no key needed */
 } route_scopes[] = {
+    {R_DASHBOARD, "GET", CD_SCOPE_NONE},
+    {R_ASSET, "GET", CD_SCOPE_NONE},
     {R_HEALTHZ, NULL, CD_SCOPE_NONE},
     {R_READYZ, NULL, CD_SCOPE_NONE},
+    {R_OPENAPI, "GET", CD_SCOPE_READ},
     {R_METRICS, NULL, CD_SCOPE_READ},
     {R_MODELS, "GET", CD_SCOPE_READ},
     {R_MODELS, "POST", CD_SCOPE_ADMIN},
@@ -1478,6 +1540,10 @@ static const struct {
 static route_id match_route(char *path, char **seg)
 {
     int n = split_path(path, seg, 5);
+    if (n == 0)
+        return R_DASHBOARD;
+    if (n == 2 && is(seg[0], "ui"))
+        return R_ASSET;
     if (n == 1 && is(seg[0], "healthz"))
         return R_HEALTHZ;
     if (n == 1 && is(seg[0], "readyz"))
@@ -1486,6 +1552,8 @@ static route_id match_route(char *path, char **seg)
         return R_METRICS;
     if (n < 2 || !is(seg[0], "v1"))
         return R_NONE;
+    if (n == 2 && is(seg[1], "openapi.yaml"))
+        return R_OPENAPI;
     if (is(seg[1], "models"))
         return n == 2 ? R_MODELS : n == 3 ? R_MODEL : R_NONE;
     if (is(seg[1], "galleries")) {
@@ -1555,7 +1623,7 @@ bool cd_api_authorize(cd_api *api, const cd_request *req, cd_reply *rep)
     }
     route_id r = match_route(path, seg);
     free(path);
-    rep->route = route_pattern[r];
+    rep->route = routes[r].pattern;
     cd_scope need = route_scope(api, r, req->method);
     if (need == CD_SCOPE_NONE)
         return true;
@@ -1618,8 +1686,19 @@ void cd_api_handle(cd_api *api, const cd_request *req, cd_reply *rep)
         return;
     }
     route_id r = match_route(path, seg);
-    rep->route = route_pattern[r];
+    rep->route = routes[r].pattern;
     switch (r) {
+    case R_DASHBOARD:
+    case R_ASSET:
+    case R_OPENAPI:
+        if (!is(M, "GET"))
+            method_not_allowed(rep, M, routes[r].methods);
+        else if (r == R_OPENAPI)
+            embedded_get(rep, cd__openapi, cd__openapi_count, "openapi.yaml");
+        else
+            embedded_get(rep, cd__web_assets, cd__web_assets_count,
+                         r == R_DASHBOARD ? "index.html" : seg[1]);
+        break;
     case R_HEALTHZ:
         simple_status(rep, 200, "ok");
         break;
@@ -1637,13 +1716,13 @@ void cd_api_handle(cd_api *api, const cd_request *req, cd_reply *rep)
         else if (is(M, "POST"))
             models_create(api, req, rep);
         else
-            method_not_allowed(rep, M, "GET, POST");
+            method_not_allowed(rep, M, routes[r].methods);
         break;
     case R_MODEL:
         if (is(M, "GET"))
             models_get(api, seg[2], rep);
         else
-            method_not_allowed(rep, M, "GET");
+            method_not_allowed(rep, M, routes[r].methods);
         break;
     case R_GALLERIES:
         if (is(M, "GET"))
@@ -1651,7 +1730,7 @@ void cd_api_handle(cd_api *api, const cd_request *req, cd_reply *rep)
         else if (is(M, "POST"))
             galleries_create(api, req, rep);
         else
-            method_not_allowed(rep, M, "GET, POST");
+            method_not_allowed(rep, M, routes[r].methods);
         break;
     case R_GALLERY:
         if (is(M, "GET"))
@@ -1661,13 +1740,13 @@ void cd_api_handle(cd_api *api, const cd_request *req, cd_reply *rep)
         else if (is(M, "DELETE"))
             galleries_delete(api, seg[2], rep);
         else
-            method_not_allowed(rep, M, "GET, PATCH, DELETE");
+            method_not_allowed(rep, M, routes[r].methods);
         break;
     case R_ITEMS:
         if (is(M, "POST"))
             items_upsert(api, req, seg[2], rep);
         else
-            method_not_allowed(rep, M, "POST");
+            method_not_allowed(rep, M, routes[r].methods);
         break;
     case R_ITEM:
         if (is(M, "GET"))
@@ -1675,13 +1754,13 @@ void cd_api_handle(cd_api *api, const cd_request *req, cd_reply *rep)
         else if (is(M, "DELETE"))
             items_delete(api, seg[2], seg[4], rep);
         else
-            method_not_allowed(rep, M, "GET, DELETE");
+            method_not_allowed(rep, M, routes[r].methods);
         break;
     case R_SEARCH:
         if (is(M, "POST"))
             search(api, req, seg[2], rep);
         else
-            method_not_allowed(rep, M, "POST");
+            method_not_allowed(rep, M, routes[r].methods);
         break;
     case R_EVALUATIONS:
         if (is(M, "POST"))
@@ -1689,19 +1768,19 @@ void cd_api_handle(cd_api *api, const cd_request *req, cd_reply *rep)
         else if (is(M, "GET"))
             evaluations_list(api, req, seg[2], rep);
         else
-            method_not_allowed(rep, M, "GET, POST");
+            method_not_allowed(rep, M, routes[r].methods);
         break;
     case R_EVALUATION:
         if (is(M, "GET"))
             evaluations_get(api, seg[2], rep);
         else
-            method_not_allowed(rep, M, "GET");
+            method_not_allowed(rep, M, routes[r].methods);
         break;
     case R_COMPATIBILITY:
         if (is(M, "GET"))
             compatibility_get(api, rep);
         else
-            method_not_allowed(rep, M, "GET");
+            method_not_allowed(rep, M, routes[r].methods);
         break;
     case R_NONE:
     case R_COUNT:

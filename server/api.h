@@ -44,6 +44,17 @@ typedef struct cd_api {
                                required for good (rows are never deleted) */
 } cd_api;
 
+/* A route the server answers: its path pattern ("/v1/models/{name}") and
+ * the methods it answers ("GET, POST"). */
+typedef struct cd_route_info {
+    const char *pattern;
+    const char *methods;
+} cd_route_info;
+
+/* Sets *out to the table of every route (static; not freed) and returns
+ * its length.  schema/openapi.yaml describes exactly these. */
+size_t cd_api_routes(const cd_route_info **out);
+
 /* Routes req and fills rep.  Never fails: every problem becomes a reply. */
 void cd_api_handle(cd_api *api, const cd_request *req, cd_reply *rep);
 

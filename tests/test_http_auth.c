@@ -69,7 +69,10 @@ static const struct route_case {
     {"GET", "/v1/galleries/g1/evaluations", NULL, READ, 200},
     {"GET", "/v1/evaluations/1", NULL, READ, 200},
     {"GET", "/v1/compatibility", NULL, READ, 200},
-    {"GET", "/", NULL, READ, 404},                      /* the dashboard's place */
+    {"GET", "/", NULL, OPEN, 200},                      /* the dashboard asks for a key */
+    {"GET", "/ui/app.js", NULL, OPEN, 200},
+    {"GET", "/ui/no-such.js", NULL, OPEN, 404},
+    {"GET", "/v1/openapi.yaml", NULL, READ, 200},
     {"GET", "/no/such/route", NULL, READ, 404},
     {"PUT", "/v1/models", "{}", READ, 405},
 };

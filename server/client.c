@@ -1,0 +1,2 @@
+/* client.c - see client.h. (Being written.) */
+#include "client.h"
