@@ -15,7 +15,7 @@ PACKAGES="build-essential pkg-config meson ninja-build cmake dpkg-dev
   libopenblas-dev liblapack-dev libgnutls28-dev
   python3 python3-numpy python3-faiss valgrind curl sqlite3 clang
   libclang-rt-dev libomp-dev
-  nettle-dev gnutls-bin chromium fonts-dejavu-core"
+  nettle-dev gnutls-bin chromium fonts-dejavu-core python3-yaml"
 
 missing=
 for p in $PACKAGES; do

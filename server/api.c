@@ -1437,6 +1437,7 @@ static void method_not_allowed(cd_reply *rep, const char *method, const char *al
 {
     cd_reply_error(rep, 405, "method_not_allowed", "%s is not allowed here (allowed: %s)",
                    method, allow);
+    rep->allow = allow;
 }
 
 static bool is(const char *a, const char *b)
@@ -1700,15 +1701,18 @@ void cd_api_handle(cd_api *api, const cd_request *req, cd_reply *rep)
                          r == R_DASHBOARD ? "index.html" : seg[1]);
         break;
     case R_HEALTHZ:
-        simple_status(rep, 200, "ok");
-        break;
-    case R_READYZ: {
-        bool ready = cd_engine_ready(api->engine);
-        simple_status(rep, ready ? 200 : 503, ready ? "ready" : "loading");
-        break;
-    }
+    case R_READYZ:
     case R_METRICS:
-        metrics_get(api, rep);
+        if (!is(M, "GET")) {
+            method_not_allowed(rep, M, routes[r].methods);
+        } else if (r == R_HEALTHZ) {
+            simple_status(rep, 200, "ok");
+        } else if (r == R_READYZ) {
+            bool ready = cd_engine_ready(api->engine);
+            simple_status(rep, ready ? 200 : 503, ready ? "ready" : "loading");
+        } else {
+            metrics_get(api, rep);
+        }
         break;
     case R_MODELS:
         if (is(M, "GET"))

@@ -225,6 +225,8 @@ static enum MHD_Result send_reply(server *s, struct MHD_Connection *conn,
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, rep->content_type);
     if (rep->authenticate)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, rep->authenticate);
+    if (rep->allow)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, rep->allow);
     enum MHD_Result ok = MHD_queue_response(conn, (unsigned)rep->status, resp);
     MHD_destroy_response(resp);
 

@@ -60,6 +60,7 @@ typedef struct cd_reply {
     const char *content_type;   /* static string */
     const char *route;          /* route pattern for logs and metrics */
     const char *authenticate;   /* WWW-Authenticate value (static), or NULL */
+    const char *allow;          /* Allow value of a 405 (static), or NULL */
 } cd_reply;
 
 /* The value of query argument name, or NULL. */
