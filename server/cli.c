@@ -1,2 +1,1393 @@
-/* cli.c - see cli.h. (Being written.) */
+/*
+ * cli.c - the operator commands that talk to a server over HTTP (see
+ * cli.h): import, eval, models, galleries, status.
+ *
+ * The shape of every command: parse options (one option table per
+ * command, over one enum of every option, so one parser serves all), make
+ * a client (client.h), ask the server, print.  Files are read with
+ * core/vecfile.h and checked against the model the server describes
+ * before anything is written, so a bad file sends nothing.
+ *
+ * An import sends batches in file order and each batch is atomic on the
+ * server, so after an interruption the items stored are a prefix of the
+ * files.  That is what makes resuming cheap and sound: a batch whose first
+ * and last items already hold an embedding of the model is stored whole,
+ * and is skipped.
+ */
 #include "cli.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "client.h"
+#include "vec.h"
+#include "vecfile.h"
+
+#define DEFAULT_URL "http://127.0.0.1:8080"
+#define DEFAULT_BATCH 10000
+#define MAX_BATCH 1000000
+/* Largest request body an import builds: half the daemon's default limit. */
+#define BATCH_BODY_MAX (32u * 1024 * 1024)
+/* Per item of a batch, besides its base64 vector: id, label, JSON. */
+#define ITEM_OVERHEAD (CD_ITEM_ID_MAX + CD_LABEL_MAX + 64)
+#define PROGRESS_BAR_WIDTH 30
+#define REGRESSIONS_SHOWN 10
+
+/* Every option of every command; each command's table takes a subset. */
+enum {
+    OPT_URL = 256, OPT_KEY, OPT_CACERT, OPT_JSON,
+    OPT_GALLERY, OPT_MODEL, OPT_VECTORS, OPT_IDS, OPT_LABELS, OPT_FORMAT, OPT_DIM, OPT_BATCH,
+    OPT_NO_RESUME, OPT_QUIET,
+    OPT_QUERY_MODEL, OPT_QUERIES, OPT_BASELINE, OPT_BASELINE_IDS, OPT_KS, OPT_PRIMARY,
+    OPT_SHOW,
+    OPT_END
+};
+
+#define CONNECTION_OPTIONS                                  \
+    {"url", required_argument, NULL, OPT_URL},              \
+    {"key", required_argument, NULL, OPT_KEY},              \
+    {"cacert", required_argument, NULL, OPT_CACERT},        \
+    {"help", no_argument, NULL, 'h'}
+
+#define CONNECTION_HELP                                                                    \
+    "connection:\n"                                                                        \
+    "  --url URL           the server (default $COMPATD_URL, else " DEFAULT_URL ")\n"      \
+    "  --key KEY           API key, sent as \"Authorization: Bearer KEY\" (default\n"      \
+    "                      $COMPATD_KEY; prefer the variable: arguments show in ps)\n"     \
+    "  --cacert FILE       PEM CA certificate(s) an https server must chain to (default\n" \
+    "                      $COMPATD_CACERT, else the system's trust store)\n"              \
+    "  -h, --help          this text\n"
+
+/* The values of a command line, by option; flags hold "true". */
+typedef struct args {
+    const char *v[OPT_END - OPT_URL];
+} args;
+
+static const char *arg(const args *a, int opt)
+{
+    return a->v[opt - OPT_URL];
+}
+
+/*
+ * Parses argv (argv[0] is the command's name) with table into *a.
+ * Returns -1 to go on, else the exit status to return now (0 after
+ * --help, 2 after a bad command line, with the usage printed).
+ */
+static int parse_args(const char *cmd, int argc, char **argv, const struct option *table,
+                      const char *usage, args *a)
+{
+    int opt;
+    memset(a, 0, sizeof *a);
+    optind = 1;
+    opterr = 1;
+    while ((opt = getopt_long(argc, argv, "h", table, NULL)) != -1) {
+        if (opt == 'h') {
+            fputs(usage, stdout);
+            return 0;
+        }
+        if (opt < OPT_URL || opt >= OPT_END) {
+            fputs(usage, stderr);
+            return 2;
+        }
+        a->v[opt - OPT_URL] = optarg ? optarg : "true";
+    }
+    if (optind < argc) {
+        fprintf(stderr, "compatd %s: unexpected argument \"%s\"\n%s", cmd, argv[optind], usage);
+        return 2;
+    }
+    return -1;
+}
+
+/* Prints "compatd <cmd>: <message>" on stderr; returns 1 (an exit status). */
+static int fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int fail(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "compatd %s: ", cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return 1;
+}
+
+/* An integer option lo..hi into *out; false (after saying so) otherwise. */
+static bool int_arg(const char *cmd, const char *name, const char *s, long lo, long hi,
+                    long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) {
+        fprintf(stderr, "compatd %s: --%s must be an integer %ld..%ld\n", cmd, name, lo, hi);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+/* The option's value, else the environment variable's, else dflt. */
+static const char *arg_or_env(const args *a, int opt, const char *env, const char *dflt)
+{
+    const char *v = arg(a, opt);
+    if (!v)
+        v = getenv(env);
+    return v && *v ? v : dflt;
+}
+
+/* A client from --url/--key/--cacert and the environment; NULL after
+ * printing why. */
+static cd_client *connect_to(const char *cmd, const args *a)
+{
+    cd_client *c;
+    cd_error err;
+    if (cd_client_create(arg_or_env(a, OPT_URL, "COMPATD_URL", DEFAULT_URL),
+                         arg_or_env(a, OPT_KEY, "COMPATD_KEY", NULL),
+                         arg_or_env(a, OPT_CACERT, "COMPATD_CACERT", NULL), &c, &err) != CD_OK) {
+        fail(cmd, "%s", err.message);
+        return NULL;
+    }
+    return c;
+}
+
+/* Prints a failed call's error (context, when not NULL, first); a 401
+ * without a key says how to give one. */
+static void call_failed(const char *cmd, const cd_client *c, long status, const cd_error *err,
+                        const char *context)
+{
+    if (status == 401 && !cd_client_has_key(c))
+        fail(cmd, "the server at %s needs an API key: give --key KEY or set COMPATD_KEY (%s)",
+             cd_client_url(c), err->message);
+    else
+        fail(cmd, "%s%s%s%s", context ? context : "", context ? ": " : "", err->message,
+             context && status == 413 ? " (try a smaller --batch)" : "");
+}
+
+/* One API call (see cd_client_call); prints the error and returns false
+ * when it fails. */
+static bool call(const char *cmd, cd_client *c, const char *method, const char *path,
+                 const char *body, cJSON **json, char **text)
+{
+    cd_error err;
+    long status = 0;
+    if (cd_client_call(c, method, path, body, &status, json, text, &err) == CD_OK)
+        return true;
+    call_failed(cmd, c, status, &err, NULL);
+    return false;
+}
+
+/*
+ * A request path from literal parts and segments, alternating: part, seg,
+ * part, seg, ..., NULL.  Segments are percent-encoded (item ids may hold
+ * '/', spaces, UTF-8).  malloc'd (free()); NULL when out of memory.
+ */
+static char *api_path(const char *part, ...)
+{
+    va_list ap;
+    char *out = NULL;
+    size_t len = 0;
+    bool is_seg = false, ok = true;
+    FILE *f = open_memstream(&out, &len);
+    if (!f)
+        return NULL;
+    va_start(ap, part);
+    for (const char *s = part; s; s = va_arg(ap, const char *), is_seg = !is_seg) {
+        char *esc = is_seg ? cd_client_escape(s) : NULL;
+        ok = ok && (!is_seg || esc);
+        fputs(is_seg ? (esc ? esc : "") : s, f);
+        free(esc);
+    }
+    va_end(ap);
+    if (fclose(f) != 0 || !ok) {
+        free(out);
+        return NULL;
+    }
+    return out;
+}
+
+/* GET of a path built by api_path; prints the error when it fails. */
+static cJSON *get_json(const char *cmd, cd_client *c, char *path, char **text)
+{
+    cJSON *j = NULL;
+    if (!path) {
+        fail(cmd, "out of memory");
+        return NULL;
+    }
+    call(cmd, c, "GET", path, NULL, &j, text);
+    free(path);
+    return j;
+}
+
+/* --- JSON and text helpers ---------------------------------------------- */
+
+static const char *jstr(const cJSON *o, const char *name, const char *dflt)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+    return cJSON_IsString(v) ? v->valuestring : dflt;
+}
+
+/* The number o.name, or NAN when it is absent, null or not a number. */
+static double jnum(const cJSON *o, const char *name)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+    return cJSON_IsNumber(v) ? v->valuedouble : NAN;
+}
+
+/* v with 4 decimals, "-" for NaN (null in the JSON). */
+static const char *fmt_real(char *buf, size_t size, double v)
+{
+    if (isnan(v))
+        snprintf(buf, size, "-");
+    else
+        snprintf(buf, size, "%.4f", v);
+    return buf;
+}
+
+/* An integer count, "-" for NaN. */
+static const char *fmt_count(char *buf, size_t size, double v)
+{
+    if (isnan(v))
+        snprintf(buf, size, "-");
+    else
+        snprintf(buf, size, "%.0f", v);
+    return buf;
+}
+
+static void print_json_text(const char *text)
+{
+    size_t n = strlen(text);
+    fputs(text, stdout);
+    if (n == 0 || text[n - 1] != '\n')
+        fputc('\n', stdout);
+}
+
+/* Prints j unformatted on one line; false when out of memory. */
+static bool print_json(const cJSON *j)
+{
+    char *s = cJSON_PrintUnformatted(j);
+    if (!s)
+        return false;
+    print_json_text(s);
+    free(s);
+    return true;
+}
+
+/*
+ * An aligned text table: columns padded to their widest cell, two spaces
+ * apart, left- or right-aligned by column ('l' or 'r' in align).  Cells
+ * are copied.  A table without heads prints only its rows.
+ */
+typedef struct table {
+    size_t cols, rows, cap;
+    const char *align;      /* cols characters of 'l' and 'r' */
+    char **cells;           /* rows x cols malloc'd strings */
+    bool oom;               /* a row could not be added */
+} table;
+
+static bool table_row(table *t, const char *const *cells)
+{
+    if (t->rows == t->cap) {
+        size_t cap = t->cap ? 2 * t->cap : 16;
+        char **grown = realloc(t->cells, cap * t->cols * sizeof *grown);
+        if (!grown) {
+            t->oom = true;
+            return false;
+        }
+        t->cells = grown;
+        t->cap = cap;
+    }
+    char **row = t->cells + t->rows * t->cols;
+    for (size_t i = 0; i < t->cols; i++) {
+        row[i] = strdup(cells[i] ? cells[i] : "-");
+        if (!row[i]) {
+            while (i > 0)
+                free(row[--i]);
+            t->oom = true;
+            return false;
+        }
+    }
+    t->rows++;
+    return true;
+}
+
+static void table_init(table *t, size_t cols, const char *align, const char *const *heads)
+{
+    *t = (table){.cols = cols, .align = align};
+    if (heads)
+        table_row(t, heads);
+}
+
+/* Prints t to f with indent spaces before each row; false when out of
+ * memory struck while it was filled. */
+static bool table_print(const table *t, FILE *f, int indent)
+{
+    size_t width[16] = {0};
+    if (t->oom || t->cols > sizeof width / sizeof width[0])
+        return false;
+    for (size_t r = 0; r < t->rows; r++)
+        for (size_t c = 0; c < t->cols; c++) {
+            size_t n = strlen(t->cells[r * t->cols + c]);
+            if (n > width[c])
+                width[c] = n;
+        }
+    for (size_t r = 0; r < t->rows; r++) {
+        fprintf(f, "%*s", indent, "");
+        for (size_t c = 0; c < t->cols; c++) {
+            const char *s = t->cells[r * t->cols + c];
+            bool last = c + 1 == t->cols;
+            if (t->align[c] == 'r')
+                fprintf(f, "%*s", (int)width[c], s);
+            else
+                fprintf(f, "%-*s", last ? 0 : (int)width[c], s);
+            fputs(last ? "\n" : "  ", f);
+        }
+    }
+    return true;
+}
+
+static void table_finish(table *t)
+{
+    for (size_t i = 0; t->cells && i < t->rows * t->cols; i++)
+        free(t->cells[i]);
+    free(t->cells);
+    memset(t, 0, sizeof *t);
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* "42s", "3m05s", "2h07m". */
+static const char *fmt_duration(char *buf, size_t size, double s)
+{
+    long t = s < 0 ? 0 : s > 1e8 ? 100000000L : (long)(s + 0.5);
+    if (s < 10)
+        snprintf(buf, size, "%.1fs", s < 0 ? 0 : s);
+    else if (t < 60)
+        snprintf(buf, size, "%lds", t);
+    else if (t < 3600)
+        snprintf(buf, size, "%ldm%02lds", t / 60, t % 60);
+    else
+        snprintf(buf, size, "%ldh%02ldm", t / 3600, t % 3600 / 60);
+    return buf;
+}
+
+/* --- vector files ------------------------------------------------------ */
+
+/*
+ * Loads path as fmt_name ("npy", "fvecs", "raw"; NULL: from the file's
+ * name, raw for anything but .npy and .fvecs) with the model's dim:
+ * required for raw files (raw_dim, or the model's when 0), checked for the
+ * others.  Prints one line and returns false when the file is unusable.
+ */
+static bool load_vectors(const char *cmd, const char *path, const char *fmt_name,
+                         size_t raw_dim, const char *model, size_t model_dim,
+                         cd_vecfile *out)
+{
+    static const struct {
+        const char *name;
+        cd_vecfile_format fmt;
+    } formats[] = {{"npy", CD_VECFILE_NPY}, {"fvecs", CD_VECFILE_FVECS}, {"raw", CD_VECFILE_RAW}};
+    cd_vecfile_format fmt = CD_VECFILE_RAW;
+    cd_error err;
+    memset(out, 0, sizeof *out);
+    if (fmt_name) {
+        size_t i = 0;
+        while (i < sizeof formats / sizeof formats[0] && strcmp(formats[i].name, fmt_name) != 0)
+            i++;
+        if (i == sizeof formats / sizeof formats[0]) {
+            fail(cmd, "--format must be npy, fvecs or raw, not \"%s\"", fmt_name);
+            return false;
+        }
+        fmt = formats[i].fmt;
+    } else if (cd_vecfile_format_from_path(path, &fmt, NULL) != CD_OK) {
+        fmt = CD_VECFILE_RAW;
+    }
+    if (fmt == CD_VECFILE_RAW && raw_dim && raw_dim != model_dim) {
+        fail(cmd, "%s: --dim %zu differs from model %s's dim %zu", path, raw_dim, model,
+             model_dim);
+        return false;
+    }
+    if (cd_vecfile_load(path, fmt, fmt == CD_VECFILE_RAW ? model_dim : 0, out, &err) != CD_OK) {
+        fail(cmd, "%s", err.message);
+        return false;
+    }
+    if (out->dim != model_dim) {
+        fail(cmd, "%s: vectors have dim %zu, model %s has dim %zu", path, out->dim, model,
+             model_dim);
+        cd_vecfile_finish(out);
+        return false;
+    }
+    return true;
+}
+
+/* A lines file with one line per vector; prints one line when unusable. */
+static bool load_lines(const char *cmd, const char *path, size_t n, size_t max_len,
+                       cd_lines *out)
+{
+    cd_error err;
+    if (cd_lines_load(path, n, max_len, out, &err) != CD_OK) {
+        fail(cmd, "%s", err.message);
+        return false;
+    }
+    return true;
+}
+
+/* The model's dim from GET /v1/models/{name}; 0 after printing why. */
+static size_t model_dim(const char *cmd, cd_client *c, const char *model)
+{
+    cJSON *m = get_json(cmd, c, api_path("/v1/models/", model, NULL), NULL);
+    double dim = jnum(m, "dim");
+    cJSON_Delete(m);
+    if (m && !(dim >= 1 && dim <= CD_DIM_MAX)) {
+        fail(cmd, "the server describes model %s without a valid dim", model);
+        return 0;
+    }
+    return m ? (size_t)dim : 0;
+}
+
+/* --- compatd import ------------------------------------------------------ */
+
+static const char import_usage[] =
+    "usage: compatd import --gallery G --model M --vectors FILE --ids FILE [options]\n"
+    "\n"
+    "Imports embeddings into gallery G over the HTTP API, in batches.  Line i of\n"
+    "the ids file (and of the labels file) belongs to vector i.  Vectors come from\n"
+    "a NumPy .npy file (float32 <f4, C order, n x dim), an .fvecs file, or raw\n"
+    "little-endian float32 (dim from --dim or the model).  The files are checked\n"
+    "against model M before anything is sent.\n"
+    "\n"
+    "Resumable: run it again after an interruption and the batches already stored\n"
+    "(first and last item holding an embedding of M; a batch is stored atomically)\n"
+    "are skipped.  Progress goes to stderr: a bar on a terminal, plain lines\n"
+    "otherwise; a summary line to stdout.\n"
+    "\n"
+    "options:\n"
+    "  --gallery G         the gallery (it must exist)\n"
+    "  --model M           model of the vectors: the gallery's, or another to backfill\n"
+    "  --vectors FILE      the vectors (.npy, .fvecs or raw float32)\n"
+    "  --ids FILE          item ids, one per line\n"
+    "  --labels FILE       labels, one per line (optional; existing labels are kept\n"
+    "                      when absent)\n"
+    "  --format FMT        npy, fvecs or raw (default: from FILE's name; raw unless it\n"
+    "                      ends in .npy or .fvecs)\n"
+    "  --dim N             floats per vector of a raw file (default: the model's dim)\n"
+    "  --batch N           items per request (default 10000; fewer when a request\n"
+    "                      would pass 32 MiB)\n"
+    "  --no-resume         send every batch, even those already stored\n"
+    "  --quiet             no progress, only the summary and errors\n"
+    "\n" CONNECTION_HELP;
+
+/* Where an import stands, and how it shows it on stderr. */
+typedef struct progress {
+    bool tty;               /* redraw one bar line with \r */
+    bool quiet;             /* show nothing */
+    size_t total;           /* items in the files */
+    size_t done;            /* items sent or skipped so far */
+    size_t sent;            /* items sent by this run */
+    double t0;              /* when sending began */
+    double last;            /* when the last line or bar was shown */
+    int last_tenth;         /* the last 10% step a plain line showed */
+    size_t shown;           /* `done` when last shown */
+} progress;
+
+static void progress_show(progress *p, bool final)
+{
+    double t = now_s();
+    int tenth = p->total ? (int)(p->done * 10 / p->total) : 10;
+    if (p->quiet)
+        return;
+    if (!final && (p->tty ? t - p->last < 0.1 : t - p->last < 1.0 && tenth == p->last_tenth))
+        return;
+    if (final && !p->tty && p->last > 0 && p->shown == p->done)
+        return;     /* that line is out already */
+    p->last = t;
+    p->last_tenth = tenth;
+    p->shown = p->done;
+    double rate = t > p->t0 ? (double)p->sent / (t - p->t0) : 0;
+    double pct = p->total ? 100.0 * (double)p->done / (double)p->total : 100;
+    char eta[32];
+    if (p->done == p->total)
+        fmt_duration(eta, sizeof eta, 0);
+    else if (rate > 0)
+        fmt_duration(eta, sizeof eta, (double)(p->total - p->done) / rate);
+    else
+        snprintf(eta, sizeof eta, "?");
+    if (p->tty) {
+        char bar[PROGRESS_BAR_WIDTH + 1];
+        int full = (int)(pct / 100 * PROGRESS_BAR_WIDTH);
+        for (int i = 0; i < PROGRESS_BAR_WIDTH; i++)
+            bar[i] = i < full ? '#' : '.';
+        bar[PROGRESS_BAR_WIDTH] = '\0';
+        fprintf(stderr, "\rimport [%s] %3.0f%%  %zu/%zu items  %.0f items/s  eta %-8s", bar, pct,
+                p->done, p->total, rate, eta);
+        if (final)
+            fputc('\n', stderr);
+    } else {
+        fprintf(stderr, "import: %zu/%zu items (%.0f%%), %.0f items/s, eta %s\n", p->done,
+                p->total, pct, rate, eta);
+    }
+    fflush(stderr);
+}
+
+/* Ends a bar line so that a message starts on a line of its own. */
+static void progress_break(const progress *p)
+{
+    if (p->tty && !p->quiet && p->last > 0)
+        fputc('\n', stderr);
+}
+
+/*
+ * Whether item id of gallery holds an embedding of model: 1 yes, 0 no
+ * (or no such item), -1 after printing an error.
+ */
+static int item_has_model(const char *cmd, cd_client *c, const char *gallery, const char *id,
+                          const char *model)
+{
+    char *path = api_path("/v1/galleries/", gallery, "/items/", id, NULL);
+    cJSON *j = NULL;
+    cd_error err;
+    long status = 0;
+    int rc = -1;
+    if (!path) {
+        fail(cmd, "out of memory");
+        return -1;
+    }
+    if (cd_client_call(c, "GET", path, NULL, &status, &j, NULL, &err) != CD_OK) {
+        if (status == 404)
+            rc = 0;
+        else
+            fail(cmd, "%s", err.message);
+        goto out;
+    }
+    rc = 0;
+    const cJSON *m;
+    cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(j, "models"))
+        if (cJSON_IsString(m) && strcmp(m->valuestring, model) == 0)
+            rc = 1;
+out:
+    cJSON_Delete(j);
+    free(path);
+    return rc;
+}
+
+/* The upsert body of items [from, to); malloc'd text, NULL when out of
+ * memory. */
+static char *batch_body(const char *model, const cd_vecfile *v, const cd_lines *ids,
+                        const cd_lines *labels, size_t from, size_t to)
+{
+    char *text = NULL;
+    cJSON *root = cJSON_CreateObject(), *items = NULL;
+    if (!root || !cJSON_AddStringToObject(root, "model", model) ||
+        !(items = cJSON_AddArrayToObject(root, "items")))
+        goto out;
+    for (size_t i = from; i < to; i++) {
+        cJSON *it = cJSON_CreateObject();
+        if (!it)
+            goto out;
+        cJSON_AddItemToArray(items, it);
+        char *b64 = cd_b64_encode_floats(v->data + i * v->dim, v->dim);
+        if (!b64)
+            goto out;
+        cJSON *s = cJSON_CreateString(b64);
+        free(b64);
+        if (!s || !cJSON_AddStringToObject(it, "id", ids->lines[i]) ||
+            (labels && !cJSON_AddStringToObject(it, "label", labels->lines[i]))) {
+            cJSON_Delete(s);
+            goto out;
+        }
+        cJSON_AddItemToObject(it, "vector_b64", s);
+    }
+    text = cJSON_PrintUnformatted(root);
+out:
+    cJSON_Delete(root);
+    return text;
+}
+
+/* Prints the resume notice for a run of skipped batches and resets it. */
+static void report_skipped(const progress *p, size_t *run_batches, size_t *run_items,
+                           size_t first_batch)
+{
+    if (*run_batches && !p->quiet) {
+        progress_break(p);
+        fprintf(stderr, "import: resuming: skipped %zu batch%s (%zu items, from batch %zu) "
+                "already stored\n", *run_batches, *run_batches == 1 ? "" : "es", *run_items,
+                first_batch + 1);
+    }
+    *run_batches = *run_items = 0;
+}
+
+int cd_import_main(int argc, char **argv)
+{
+    static const char cmd[] = "import";
+    static const struct option options[] = {
+        CONNECTION_OPTIONS,
+        {"gallery", required_argument, NULL, OPT_GALLERY},
+        {"model", required_argument, NULL, OPT_MODEL},
+        {"vectors", required_argument, NULL, OPT_VECTORS},
+        {"ids", required_argument, NULL, OPT_IDS},
+        {"labels", required_argument, NULL, OPT_LABELS},
+        {"format", required_argument, NULL, OPT_FORMAT},
+        {"dim", required_argument, NULL, OPT_DIM},
+        {"batch", required_argument, NULL, OPT_BATCH},
+        {"no-resume", no_argument, NULL, OPT_NO_RESUME},
+        {"quiet", no_argument, NULL, OPT_QUIET},
+        {NULL, 0, NULL, 0},
+    };
+    args a;
+    int rc = parse_args(cmd, argc, argv, options, import_usage, &a);
+    if (rc >= 0)
+        return rc;
+    const char *gallery = arg(&a, OPT_GALLERY), *model = arg(&a, OPT_MODEL);
+    const char *vectors = arg(&a, OPT_VECTORS), *ids_path = arg(&a, OPT_IDS);
+    const char *labels_path = arg(&a, OPT_LABELS);
+    long batch = DEFAULT_BATCH, raw_dim = 0;
+    if (!gallery || !model || !vectors || !ids_path) {
+        fprintf(stderr, "compatd import: --gallery, --model, --vectors and --ids are required\n%s",
+                import_usage);
+        return 2;
+    }
+    if ((arg(&a, OPT_BATCH) && !int_arg(cmd, "batch", arg(&a, OPT_BATCH), 1, MAX_BATCH, &batch)) ||
+        (arg(&a, OPT_DIM) && !int_arg(cmd, "dim", arg(&a, OPT_DIM), 1, CD_DIM_MAX, &raw_dim)))
+        return 2;
+
+    cd_client *c = NULL;
+    cd_vecfile v = {0};
+    cd_lines ids = {0}, labels = {0};
+    char *items_path = NULL, *body = NULL;
+    cJSON *g = NULL, *reply = NULL;
+    rc = 1;
+    if (!(c = connect_to(cmd, &a)))
+        goto out;
+    size_t dim = model_dim(cmd, c, model);
+    if (!dim || !(g = get_json(cmd, c, api_path("/v1/galleries/", gallery, NULL), NULL)))
+        goto out;
+    if (!load_vectors(cmd, vectors, arg(&a, OPT_FORMAT), (size_t)raw_dim, model, dim, &v) ||
+        !load_lines(cmd, ids_path, v.n, CD_ITEM_ID_MAX, &ids) ||
+        (labels_path && !load_lines(cmd, labels_path, v.n, CD_LABEL_MAX, &labels)))
+        goto out;
+    if (!(items_path = api_path("/v1/galleries/", gallery, "/items", NULL))) {
+        fail(cmd, "out of memory");
+        goto out;
+    }
+
+    size_t per_item = (dim * 4 + 2) / 3 * 4 + ITEM_OVERHEAD;
+    size_t size = (size_t)batch;
+    if (size > BATCH_BODY_MAX / per_item)
+        size = BATCH_BODY_MAX / per_item ? BATCH_BODY_MAX / per_item : 1;
+    size_t n_batches = (v.n + size - 1) / size;
+    bool resume = !arg(&a, OPT_NO_RESUME);
+    progress p = {.tty = isatty(STDERR_FILENO) == 1, .quiet = arg(&a, OPT_QUIET) != NULL,
+                  .total = v.n, .t0 = now_s(), .last_tenth = 0};
+    size_t sent_batches = 0, skipped_batches = 0, skipped_items = 0;
+    size_t run_batches = 0, run_items = 0, run_first = 0;
+    for (size_t b = 0; b < n_batches; b++) {
+        size_t from = b * size, to = from + size < v.n ? from + size : v.n;
+        if (resume) {
+            int first = item_has_model(cmd, c, gallery, ids.lines[from], model);
+            int last = first == 1 ? item_has_model(cmd, c, gallery, ids.lines[to - 1], model) : 0;
+            if (first < 0 || last < 0)
+                goto out;
+            if (first && last) {
+                if (!run_batches++)
+                    run_first = b;
+                run_items += to - from;
+                skipped_batches++;
+                skipped_items += to - from;
+                p.done = to;
+                progress_show(&p, false);
+                continue;
+            }
+        }
+        report_skipped(&p, &run_batches, &run_items, run_first);
+        if (!(body = batch_body(model, &v, &ids, labels_path ? &labels : NULL, from, to))) {
+            fail(cmd, "out of memory building batch %zu", b + 1);
+            goto out;
+        }
+        cd_error err;
+        long status;
+        if (cd_client_call(c, "POST", items_path, body, &status, &reply, NULL, &err) != CD_OK) {
+            char context[96];
+            progress_break(&p);
+            snprintf(context, sizeof context, "batch %zu (lines %zu-%zu)", b + 1, from + 1, to);
+            call_failed(cmd, c, status, &err, context);
+            goto out;
+        }
+        cJSON_Delete(reply);
+        reply = NULL;
+        free(body);
+        body = NULL;
+        sent_batches++;
+        p.sent += to - from;
+        p.done = to;
+        progress_show(&p, false);
+    }
+    report_skipped(&p, &run_batches, &run_items, run_first);
+    progress_show(&p, true);
+    double secs = now_s() - p.t0;
+    char took[32];
+    printf("import: %zu items of model %s into gallery %s: %zu sent in %zu batch%s, "
+           "%zu skipped (%zu batch%s already stored), %s, %.0f items/s\n",
+           v.n, model, gallery, p.sent, sent_batches, sent_batches == 1 ? "" : "es",
+           skipped_items, skipped_batches, skipped_batches == 1 ? "" : "es",
+           fmt_duration(took, sizeof took, secs), secs > 0 ? (double)p.sent / secs : 0.0);
+    rc = 0;
+out:
+    free(body);
+    free(items_path);
+    cJSON_Delete(reply);
+    cJSON_Delete(g);
+    cd_lines_finish(&labels);
+    cd_lines_finish(&ids);
+    cd_vecfile_finish(&v);
+    cd_client_destroy(c);
+    return rc;
+}
+
+/* --- compatd eval -------------------------------------------------------- */
+
+static const char eval_usage[] =
+    "usage: compatd eval --gallery G --query-model M --queries FILE --labels FILE [options]\n"
+    "       compatd eval --show ID [--json]\n"
+    "\n"
+    "Runs an evaluation of query model M against gallery G (POST\n"
+    "/v1/galleries/G/evaluations) from probe files, and prints the stored report\n"
+    "as a table: the verdict and criterion, cross / baseline / paragon accuracy\n"
+    "for each top-k and mAP, the update gain and the flips.  --show prints a\n"
+    "stored evaluation.  Vector files are .npy, .fvecs or raw float32, as for\n"
+    "`compatd import`; line i of a lines file belongs to vector i.\n"
+    "\n"
+    "options:\n"
+    "  --gallery G          the gallery; its labelled items are the evaluation gallery\n"
+    "  --query-model M      the model the queries were embedded with\n"
+    "  --queries FILE       the probes embedded by M\n"
+    "  --labels FILE        the probes' labels, one per line\n"
+    "  --ids FILE           the probes' ids, one per line (default q1, q2, ...: the line\n"
+    "                       numbers); a probe never retrieves the item of its own id\n"
+    "  --baseline FILE      the same probes embedded by the gallery's model: gives the\n"
+    "                       old->old reference, the verdict and the flips\n"
+    "  --baseline-ids FILE  ids of the baseline probes (default: the probes' ids, in\n"
+    "                       the same order)\n"
+    "  --ks LIST            the k of top-k, e.g. 1,5,10 (the server's default: 1,5,10)\n"
+    "  --primary METRIC     the criterion's metric: top<k> or map (default top1)\n"
+    "  --format FMT         npy, fvecs or raw, for both vector files (default: from the\n"
+    "                       files' names)\n"
+    "  --show ID            print stored evaluation ID instead of running one\n"
+    "  --json               print the server's JSON instead of the table\n"
+    "\n" CONNECTION_HELP;
+
+/* Adds one metric row (top<k> or map) of the report to t. */
+static void report_metric_row(table *t, const cJSON *r, const char *key)
+{
+    static const char *const parts[] = {"cross", "baseline", "paragon", "update_gain"};
+    char buf[4][32];
+    const char *cells[5] = {key};
+    for (size_t i = 0; i < 4; i++)
+        cells[i + 1] = fmt_real(buf[i], sizeof buf[i],
+                                jnum(cJSON_GetObjectItemCaseSensitive(r, parts[i]), key));
+    table_row(t, cells);
+}
+
+/* Prints a report (SPEC 3.5) as tables; false when out of memory. */
+static bool print_report(const cJSON *r)
+{
+    char id[32], created[96], gal[256], probes[96], nb[4][32];
+    const cJSON *compatible = cJSON_GetObjectItemCaseSensitive(r, "compatible");
+    const char *verdict = cJSON_IsTrue(compatible) ? "compatible"
+                          : cJSON_IsFalse(compatible) ? "NOT compatible"
+                                                      : "none (no baseline)";
+    snprintf(id, sizeof id, "%s", fmt_count(nb[0], sizeof nb[0], jnum(r, "id")));
+    snprintf(created, sizeof created, "%s", jstr(r, "created_at", "-"));
+    snprintf(gal, sizeof gal, "%s (model %s, %s labelled items)", jstr(r, "gallery", "-"),
+             jstr(r, "gallery_model", "-"), fmt_count(nb[1], sizeof nb[1], jnum(r, "gallery_items")));
+    snprintf(probes, sizeof probes, "%s (%s skipped)",
+             fmt_count(nb[2], sizeof nb[2], jnum(r, "queries")),
+             fmt_count(nb[3], sizeof nb[3], jnum(r, "skipped")));
+    table head, metrics, flips, regress;
+    bool ok;
+    table_init(&head, 2, "ll", NULL);
+    table_row(&head, (const char *const[]){"evaluation", id});
+    table_row(&head, (const char *const[]){"created", created});
+    table_row(&head, (const char *const[]){"gallery", gal});
+    table_row(&head, (const char *const[]){"query model", jstr(r, "query_model", "-")});
+    table_row(&head, (const char *const[]){"probes", probes});
+    table_row(&head, (const char *const[]){"primary", jstr(r, "primary_metric", "-")});
+    table_row(&head, (const char *const[]){"verdict", verdict});
+    table_row(&head, (const char *const[]){"criterion", jstr(r, "criterion", "-")});
+
+    table_init(&metrics, 5, "lrrrr",
+               (const char *const[]){"metric", "cross", "baseline", "paragon", "update_gain"});
+    const cJSON *k;
+    cJSON_ArrayForEach(k, cJSON_GetObjectItemCaseSensitive(r, "ks")) {
+        char key[32];
+        snprintf(key, sizeof key, "top%.0f", cJSON_IsNumber(k) ? k->valuedouble : 0);
+        report_metric_row(&metrics, r, key);
+    }
+    report_metric_row(&metrics, r, "map");
+
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(r, "flips");
+    table_init(&flips, 2, "ll", NULL);
+    if (cJSON_IsObject(f)) {
+        char text[96], v[3][32];
+        snprintf(text, sizeof text, "%s negative, %s positive",
+                 fmt_count(nb[0], sizeof nb[0], jnum(f, "negative")),
+                 fmt_count(nb[1], sizeof nb[1], jnum(f, "positive")));
+        table_row(&flips, (const char *const[]){"flips", text});
+        table_row(&flips, (const char *const[]){"nfr", fmt_real(v[0], sizeof v[0], jnum(f, "nfr"))});
+        table_row(&flips, (const char *const[]){"nfi", fmt_real(v[1], sizeof v[1], jnum(f, "nfi"))});
+        table_row(&flips, (const char *const[]){"pfr", fmt_real(v[2], sizeof v[2], jnum(f, "pfr"))});
+    } else {
+        table_row(&flips, (const char *const[]){"flips", "- (no baseline)"});
+    }
+
+    /* The labels that regressed most: by negative flips, then by name. */
+    table_init(&regress, 5, "lrrrr",
+               (const char *const[]){"label", "queries", "baseline_top1", "cross_top1",
+                                     "negative_flips"});
+    const cJSON *by = cJSON_GetObjectItemCaseSensitive(r, "by_label");
+    size_t shown = 0;
+    for (double want = INFINITY; shown < REGRESSIONS_SHOWN;) {
+        /* The largest count below `want`, then every label with it. */
+        double next = 0;
+        const cJSON *l;
+        cJSON_ArrayForEach(l, by) {
+            double n = jnum(l, "negative_flips");
+            if (n < want && n > next)
+                next = n;
+        }
+        if (next <= 0)
+            break;
+        cJSON_ArrayForEach(l, by) {
+            if (jnum(l, "negative_flips") != next || shown == REGRESSIONS_SHOWN)
+                continue;
+            char q[32], bt[32], ct[32], nf[32];
+            table_row(&regress, (const char *const[]){
+                jstr(l, "label", "-"), fmt_count(q, sizeof q, jnum(l, "queries")),
+                fmt_real(bt, sizeof bt, jnum(l, "baseline_top1")),
+                fmt_real(ct, sizeof ct, jnum(l, "cross_top1")),
+                fmt_count(nf, sizeof nf, next)});
+            shown++;
+        }
+        want = next;
+    }
+
+    ok = table_print(&head, stdout, 0);
+    fputc('\n', stdout);
+    ok = table_print(&metrics, stdout, 0) && ok;
+    fputc('\n', stdout);
+    ok = table_print(&flips, stdout, 0) && ok;
+    if (shown) {
+        printf("\nregressions by label (most negative flips first, at most %d):\n",
+               REGRESSIONS_SHOWN);
+        ok = table_print(&regress, stdout, 2) && ok;
+    }
+    table_finish(&regress);
+    table_finish(&flips);
+    table_finish(&metrics);
+    table_finish(&head);
+    return ok;
+}
+
+/* "1,5,10" as a JSON array of integers; NULL after printing why. */
+static cJSON *parse_ks(const char *cmd, const char *s)
+{
+    cJSON *arr = cJSON_CreateArray();
+    const char *p = s;
+    while (arr) {
+        char *end;
+        errno = 0;
+        long k = strtol(p, &end, 10);
+        if (errno || end == p || k < 1 || k > CD_K_MAX || (*end && *end != ',')) {
+            fail(cmd, "--ks must be a comma-separated list of integers 1..%d, not \"%s\"",
+                 CD_K_MAX, s);
+            cJSON_Delete(arr);
+            return NULL;
+        }
+        cJSON_AddItemToArray(arr, cJSON_CreateNumber((double)k));
+        if (!*end)
+            return arr;
+        p = end + 1;
+    }
+    fail(cmd, "out of memory");
+    return NULL;
+}
+
+/* Adds probes [{id, label?, vector_b64}] of v to arr; false when out of
+ * memory. */
+static bool add_probes(cJSON *arr, const cd_vecfile *v, const char *const *ids,
+                       const cd_lines *labels)
+{
+    for (size_t i = 0; i < v->n; i++) {
+        cJSON *it = cJSON_CreateObject();
+        if (!it)
+            return false;
+        cJSON_AddItemToArray(arr, it);
+        char *b64 = cd_b64_encode_floats(v->data + i * v->dim, v->dim);
+        cJSON *s = b64 ? cJSON_CreateString(b64) : NULL;
+        free(b64);
+        if (!s || !cJSON_AddStringToObject(it, "id", ids[i]) ||
+            (labels && !cJSON_AddStringToObject(it, "label", labels->lines[i]))) {
+            cJSON_Delete(s);
+            return false;
+        }
+        cJSON_AddItemToObject(it, "vector_b64", s);
+    }
+    return true;
+}
+
+/* Prints a report reply: its text with --json, else the table. */
+static int show_report(const char *cmd, const args *a, const cJSON *report, const char *text)
+{
+    if (arg(a, OPT_JSON)) {
+        print_json_text(text);
+        return 0;
+    }
+    if (!print_report(report))
+        return fail(cmd, "out of memory");
+    return 0;
+}
+
+/* `compatd eval --show ID`. */
+static int eval_show(const char *cmd, const args *a)
+{
+    const char *id = arg(a, OPT_SHOW);
+    long n;
+    if (!int_arg(cmd, "show", id, 1, LONG_MAX, &n))
+        return 2;
+    cd_client *c = connect_to(cmd, a);
+    char *text = NULL;
+    cJSON *r = c ? get_json(cmd, c, api_path("/v1/evaluations/", id, NULL), &text) : NULL;
+    int rc = r ? show_report(cmd, a, r, text) : 1;
+    free(text);
+    cJSON_Delete(r);
+    cd_client_destroy(c);
+    return rc;
+}
+
+int cd_eval_main(int argc, char **argv)
+{
+    static const char cmd[] = "eval";
+    static const struct option options[] = {
+        CONNECTION_OPTIONS,
+        {"json", no_argument, NULL, OPT_JSON},
+        {"gallery", required_argument, NULL, OPT_GALLERY},
+        {"query-model", required_argument, NULL, OPT_QUERY_MODEL},
+        {"queries", required_argument, NULL, OPT_QUERIES},
+        {"labels", required_argument, NULL, OPT_LABELS},
+        {"ids", required_argument, NULL, OPT_IDS},
+        {"baseline", required_argument, NULL, OPT_BASELINE},
+        {"baseline-ids", required_argument, NULL, OPT_BASELINE_IDS},
+        {"ks", required_argument, NULL, OPT_KS},
+        {"primary", required_argument, NULL, OPT_PRIMARY},
+        {"format", required_argument, NULL, OPT_FORMAT},
+        {"show", required_argument, NULL, OPT_SHOW},
+        {NULL, 0, NULL, 0},
+    };
+    args a;
+    int rc = parse_args(cmd, argc, argv, options, eval_usage, &a);
+    if (rc >= 0)
+        return rc;
+    if (arg(&a, OPT_SHOW)) {
+        for (int o = OPT_GALLERY; o < OPT_END; o++)
+            if (o != OPT_SHOW && arg(&a, o)) {
+                fprintf(stderr, "compatd eval: --show takes only --json and the connection "
+                        "options\n");
+                return 2;
+            }
+        return eval_show(cmd, &a);
+    }
+    const char *gallery = arg(&a, OPT_GALLERY), *qmodel = arg(&a, OPT_QUERY_MODEL);
+    const char *queries = arg(&a, OPT_QUERIES), *labels_path = arg(&a, OPT_LABELS);
+    const char *ids_path = arg(&a, OPT_IDS), *baseline = arg(&a, OPT_BASELINE);
+    const char *base_ids_path = arg(&a, OPT_BASELINE_IDS), *fmt = arg(&a, OPT_FORMAT);
+    if (!gallery || !qmodel || !queries || !labels_path) {
+        fprintf(stderr, "compatd eval: --gallery, --query-model, --queries and --labels are "
+                "required (or --show ID)\n%s", eval_usage);
+        return 2;
+    }
+    if (base_ids_path && !baseline) {
+        fprintf(stderr, "compatd eval: --baseline-ids goes with --baseline\n");
+        return 2;
+    }
+
+    cd_client *c = NULL;
+    cd_vecfile qv = {0}, bv = {0};
+    cd_lines labels = {0}, ids = {0}, base_ids = {0};
+    char **made_ids = NULL, *path = NULL, *body = NULL, *text = NULL;
+    cJSON *g = NULL, *req = NULL, *report = NULL, *ks = NULL;
+    rc = 1;
+    if (arg(&a, OPT_KS) && !(ks = parse_ks(cmd, arg(&a, OPT_KS))))
+        return 2;
+    if (!(c = connect_to(cmd, &a)) ||
+        !(g = get_json(cmd, c, api_path("/v1/galleries/", gallery, NULL), NULL)))
+        goto out;
+    const char *gmodel = jstr(g, "model", NULL);
+    if (!gmodel) {
+        fail(cmd, "the server describes gallery %s without its model", gallery);
+        goto out;
+    }
+    size_t qdim = model_dim(cmd, c, qmodel), gdim = qdim ? model_dim(cmd, c, gmodel) : 0;
+    if (!qdim || !gdim)
+        goto out;
+    if (!load_vectors(cmd, queries, fmt, 0, qmodel, qdim, &qv) ||
+        !load_lines(cmd, labels_path, qv.n, CD_LABEL_MAX, &labels) ||
+        (ids_path && !load_lines(cmd, ids_path, qv.n, CD_ITEM_ID_MAX, &ids)))
+        goto out;
+    if (!ids_path) {
+        if (!(made_ids = calloc(qv.n, sizeof *made_ids)))
+            goto oom;
+        for (size_t i = 0; i < qv.n; i++)
+            if (asprintf(&made_ids[i], "q%zu", i + 1) < 0) {
+                made_ids[i] = NULL;
+                goto oom;
+            }
+    }
+    const char *const *qids = ids_path ? (const char *const *)ids.lines
+                                       : (const char *const *)made_ids;
+    if (baseline) {
+        if (!load_vectors(cmd, baseline, fmt, 0, gmodel, gdim, &bv) ||
+            (base_ids_path && !load_lines(cmd, base_ids_path, bv.n, CD_ITEM_ID_MAX, &base_ids)))
+            goto out;
+        if (!base_ids_path && bv.n != qv.n) {
+            fail(cmd, "%s: %zu vectors, %s has %zu: give --baseline-ids to match them by id",
+                 baseline, bv.n, queries, qv.n);
+            goto out;
+        }
+    }
+
+    cJSON *arr;
+    if (!(req = cJSON_CreateObject()) || !cJSON_AddStringToObject(req, "query_model", qmodel) ||
+        !(arr = cJSON_AddArrayToObject(req, "queries")) || !add_probes(arr, &qv, qids, &labels))
+        goto oom;
+    if (baseline && (!(arr = cJSON_AddArrayToObject(req, "baseline")) ||
+                     !add_probes(arr, &bv,
+                                 base_ids_path ? (const char *const *)base_ids.lines : qids,
+                                 NULL)))
+        goto oom;
+    if (ks) {
+        cJSON_AddItemToObject(req, "ks", ks);
+        ks = NULL;
+    }
+    if (arg(&a, OPT_PRIMARY) && !cJSON_AddStringToObject(req, "primary_metric",
+                                                         arg(&a, OPT_PRIMARY)))
+        goto oom;
+    if (!(body = cJSON_PrintUnformatted(req)) ||
+        !(path = api_path("/v1/galleries/", gallery, "/evaluations", NULL)))
+        goto oom;
+    cJSON_Delete(req);      /* the body text is all that is needed now */
+    req = NULL;
+    if (!call(cmd, c, "POST", path, body, &report, &text))
+        goto out;
+    rc = show_report(cmd, &a, report, text);
+    goto out;
+oom:
+    fail(cmd, "out of memory");
+out:
+    free(text);
+    cJSON_Delete(report);
+    free(body);
+    free(path);
+    cJSON_Delete(req);
+    cJSON_Delete(ks);
+    for (size_t i = 0; made_ids && i < qv.n; i++)
+        free(made_ids[i]);
+    free(made_ids);
+    cd_lines_finish(&base_ids);
+    cd_lines_finish(&ids);
+    cd_lines_finish(&labels);
+    cd_vecfile_finish(&bv);
+    cd_vecfile_finish(&qv);
+    cJSON_Delete(g);
+    cd_client_destroy(c);
+    return rc;
+}
+
+/* --- compatd models, galleries, status --------------------------------- */
+
+/* The options of the listing commands. */
+static const struct option listing_options[] = {
+    CONNECTION_OPTIONS,
+    {"json", no_argument, NULL, OPT_JSON},
+    {NULL, 0, NULL, 0},
+};
+
+#define LISTING_HELP                                                         \
+    "options:\n"                                                             \
+    "  --json              print the server's JSON instead of the table\n"  \
+    "\n" CONNECTION_HELP
+
+static const char models_usage[] =
+    "usage: compatd models [--json]\n"
+    "\n"
+    "Lists the server's models: name, dim, metric, the model each was trained to\n"
+    "be compatible with, and when it was created (GET /v1/models).\n"
+    "\n" LISTING_HELP;
+
+int cd_models_main(int argc, char **argv)
+{
+    static const char cmd[] = "models";
+    args a;
+    int rc = parse_args(cmd, argc, argv, listing_options, models_usage, &a);
+    if (rc >= 0)
+        return rc;
+    cd_client *c = connect_to(cmd, &a);
+    char *text = NULL;
+    cJSON *j = c ? get_json(cmd, c, api_path("/v1/models", NULL), &text) : NULL;
+    rc = 1;
+    if (j && arg(&a, OPT_JSON)) {
+        print_json_text(text);
+        rc = 0;
+    } else if (j) {
+        table t;
+        table_init(&t, 6, "lrllll",
+                   (const char *const[]){"NAME", "DIM", "METRIC", "COMPATIBLE_WITH", "CREATED",
+                                         "DESCRIPTION"});
+        const cJSON *m;
+        cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(j, "models")) {
+            char dim[32];
+            const char *desc = jstr(m, "description", "");
+            table_row(&t, (const char *const[]){
+                jstr(m, "name", "-"), fmt_count(dim, sizeof dim, jnum(m, "dim")),
+                jstr(m, "metric", "-"), jstr(m, "compatible_with", "-"),
+                jstr(m, "created_at", "-"), *desc ? desc : "-"});
+        }
+        rc = table_print(&t, stdout, 0) ? 0 : fail(cmd, "out of memory");
+        table_finish(&t);
+    }
+    free(text);
+    cJSON_Delete(j);
+    cd_client_destroy(c);
+    return rc;
+}
+
+static const char galleries_usage[] =
+    "usage: compatd galleries [--json]\n"
+    "\n"
+    "Lists the server's galleries (model, index, query policy, items), then the\n"
+    "embeddings each holds per model with the backfill coverage (share of its\n"
+    "items), then the models that may query each one with their status\n"
+    "(verified, failed, declared, unverified) and latest evaluation.  --json\n"
+    "prints {\"galleries\": [GET /v1/galleries/{g} of each]}.\n"
+    "\n" LISTING_HELP;
+
+int cd_galleries_main(int argc, char **argv)
+{
+    static const char cmd[] = "galleries";
+    args a;
+    int rc = parse_args(cmd, argc, argv, listing_options, galleries_usage, &a);
+    if (rc >= 0)
+        return rc;
+    cd_client *c = connect_to(cmd, &a);
+    cJSON *list = c ? get_json(cmd, c, api_path("/v1/galleries", NULL), NULL) : NULL;
+    cJSON *all = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(all, "galleries");
+    table main_t, emb_t, qm_t;
+    table_init(&main_t, 5, "lllrl",
+               (const char *const[]){"GALLERY", "MODEL", "INDEX", "ITEMS", "POLICY"});
+    table_init(&emb_t, 4, "llrr",
+               (const char *const[]){"GALLERY", "EMBEDDINGS_OF", "ITEMS", "COVERAGE"});
+    table_init(&qm_t, 5, "llllr",
+               (const char *const[]){"GALLERY", "QUERY_MODEL", "STATUS", "CROSS_TOP1",
+                                     "EVALUATION"});
+    rc = 1;
+    if (!list)
+        goto out;
+    if (!arr) {
+        fail(cmd, "out of memory");
+        goto out;
+    }
+    const cJSON *brief;
+    cJSON_ArrayForEach(brief, cJSON_GetObjectItemCaseSensitive(list, "galleries")) {
+        const char *name = jstr(brief, "name", "");
+        cJSON *g = get_json(cmd, c, api_path("/v1/galleries/", name, NULL), NULL);
+        if (!g)
+            goto out;
+        cJSON_AddItemToArray(arr, g);
+        double count = jnum(g, "count");
+        char items[32];
+        table_row(&main_t, (const char *const[]){
+            name, jstr(g, "model", "-"), jstr(g, "index", "-"),
+            fmt_count(items, sizeof items, count), jstr(g, "query_policy", "-")});
+        const cJSON *e;
+        cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(g, "embeddings")) {
+            char n[32], cov[32];
+            double v = cJSON_IsNumber(e) ? e->valuedouble : NAN;
+            if (count > 0 && !isnan(v))
+                snprintf(cov, sizeof cov, "%.1f%%", 100.0 * v / count);
+            else
+                snprintf(cov, sizeof cov, "-");
+            table_row(&emb_t, (const char *const[]){name, e->string, fmt_count(n, sizeof n, v),
+                                                    cov});
+        }
+        const cJSON *q;
+        cJSON_ArrayForEach(q, cJSON_GetObjectItemCaseSensitive(g, "query_models")) {
+            const cJSON *ev = cJSON_GetObjectItemCaseSensitive(q, "evaluation");
+            char top1[32], id[32];
+            table_row(&qm_t, (const char *const[]){
+                name, jstr(q, "model", "-"), jstr(q, "status", "-"),
+                fmt_real(top1, sizeof top1, jnum(ev, "cross_top1")),
+                fmt_count(id, sizeof id, jnum(ev, "id"))});
+        }
+    }
+    if (arg(&a, OPT_JSON)) {
+        rc = print_json(all) ? 0 : fail(cmd, "out of memory");
+        goto out;
+    }
+    bool ok = table_print(&main_t, stdout, 0);
+    if (emb_t.rows > 1) {
+        fputc('\n', stdout);
+        ok = table_print(&emb_t, stdout, 0) && ok;
+    }
+    if (qm_t.rows > 1) {
+        fputc('\n', stdout);
+        ok = table_print(&qm_t, stdout, 0) && ok;
+    }
+    rc = ok ? 0 : fail(cmd, "out of memory");
+out:
+    table_finish(&qm_t);
+    table_finish(&emb_t);
+    table_finish(&main_t);
+    cJSON_Delete(all);
+    cJSON_Delete(list);
+    cd_client_destroy(c);
+    return rc;
+}
+
+static const char status_usage[] =
+    "usage: compatd status [--json]\n"
+    "\n"
+    "Shows whether the server is alive and ready (GET /healthz, /readyz), how\n"
+    "many models, galleries and items it holds, and the compatibility summary\n"
+    "(GET /v1/compatibility): each evaluated (query model, gallery model) pair of\n"
+    "each gallery with its verdict, and the share of newer->older pairs that\n"
+    "pass.  Exits 0 when the server is ready, 1 otherwise.  --json prints\n"
+    "{\"url\", \"health\", \"ready\", \"models\", \"galleries\", \"compatibility\"}\n"
+    "with the server's replies.\n"
+    "\n" LISTING_HELP;
+
+/* GET of a probe (/healthz, /readyz): its "status" word ("loading" for
+ * 503); NULL after printing why. */
+static cJSON *probe(const char *cmd, cd_client *c, const char *path)
+{
+    cJSON *j = NULL;
+    cd_error err;
+    long status = 0;
+    if (cd_client_call(c, "GET", path, NULL, &status, &j, NULL, &err) == CD_OK)
+        return j ? j : cJSON_CreateObject();
+    if (status == 503)
+        return cJSON_Parse("{\"status\":\"loading\"}");
+    fail(cmd, "%s", err.message);
+    return NULL;
+}
+
+int cd_status_main(int argc, char **argv)
+{
+    static const char cmd[] = "status";
+    args a;
+    int rc = parse_args(cmd, argc, argv, listing_options, status_usage, &a);
+    if (rc >= 0)
+        return rc;
+    cd_client *c = connect_to(cmd, &a);
+    cJSON *all = cJSON_CreateObject();
+    table head, pairs, share;
+    table_init(&head, 2, "ll", NULL);
+    table_init(&pairs, 8, "llllrrrr",
+               (const char *const[]){"GALLERY", "QUERY_MODEL", "GALLERY_MODEL", "VERDICT",
+                                     "CROSS_TOP1", "BASELINE_TOP1", "NFR", "EVALUATION"});
+    table_init(&share, 4, "lrrr", (const char *const[]){"GALLERY", "PASSED", "PAIRS", "SHARE"});
+    rc = 1;
+    if (!c)
+        goto out;
+    cJSON *health = probe(cmd, c, "/healthz"), *ready = health ? probe(cmd, c, "/readyz") : NULL;
+    cJSON_AddItemToObject(all, "health", health);
+    cJSON_AddItemToObject(all, "ready", ready);
+    cJSON *models = NULL, *galleries = NULL, *compat = NULL;
+    if (!ready || !(models = get_json(cmd, c, api_path("/v1/models", NULL), NULL)))
+        goto out;
+    cJSON_AddItemToObject(all, "models", models);
+    if (!(galleries = get_json(cmd, c, api_path("/v1/galleries", NULL), NULL)))
+        goto out;
+    cJSON_AddItemToObject(all, "galleries", galleries);
+    if (!(compat = get_json(cmd, c, api_path("/v1/compatibility", NULL), NULL)))
+        goto out;
+    cJSON_AddItemToObject(all, "compatibility", compat);
+    cJSON_AddStringToObject(all, "url", cd_client_url(c));
+    bool is_ready = strcmp(jstr(ready, "status", ""), "ready") == 0;
+    if (arg(&a, OPT_JSON)) {
+        rc = !print_json(all) ? fail(cmd, "out of memory") : is_ready ? 0 : 1;
+        goto out;
+    }
+
+    char n_models[32], n_galleries[32], n_items[32];
+    double items = 0;
+    const cJSON *x;
+    cJSON_ArrayForEach(x, cJSON_GetObjectItemCaseSensitive(galleries, "galleries"))
+        items += isnan(jnum(x, "count")) ? 0 : jnum(x, "count");
+    snprintf(n_models, sizeof n_models, "%d",
+             cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(models, "models")));
+    snprintf(n_galleries, sizeof n_galleries, "%d",
+             cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(galleries, "galleries")));
+    snprintf(n_items, sizeof n_items, "%.0f", items);
+    table_row(&head, (const char *const[]){"server", cd_client_url(c)});
+    table_row(&head, (const char *const[]){"health", jstr(health, "status", "-")});
+    table_row(&head, (const char *const[]){"ready", jstr(ready, "status", "-")});
+    table_row(&head, (const char *const[]){"models", n_models});
+    table_row(&head, (const char *const[]){"galleries", n_galleries});
+    table_row(&head, (const char *const[]){"items", n_items});
+
+    const cJSON *g;
+    cJSON_ArrayForEach(g, cJSON_GetObjectItemCaseSensitive(compat, "galleries")) {
+        const char *name = jstr(g, "gallery", "-");
+        const cJSON *p;
+        cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(g, "pairs")) {
+            char ct[32], bt[32], nfr[32], id[32];
+            table_row(&pairs, (const char *const[]){
+                name, jstr(p, "query_model", "-"), jstr(p, "gallery_model", "-"),
+                jstr(p, "verdict", "-"), fmt_real(ct, sizeof ct, jnum(p, "cross_top1")),
+                fmt_real(bt, sizeof bt, jnum(p, "baseline_top1")),
+                fmt_real(nfr, sizeof nfr, jnum(p, "nfr")),
+                fmt_count(id, sizeof id, jnum(p, "evaluation"))});
+        }
+        const cJSON *ac = cJSON_GetObjectItemCaseSensitive(g, "ac");
+        char passed[32], n[32], pct[32];
+        double s = jnum(ac, "share");
+        if (isnan(s))
+            snprintf(pct, sizeof pct, "-");
+        else
+            snprintf(pct, sizeof pct, "%.1f%%", 100 * s);
+        table_row(&share, (const char *const[]){
+            name, fmt_count(passed, sizeof passed, jnum(ac, "passed")),
+            fmt_count(n, sizeof n, jnum(ac, "pairs")), pct});
+    }
+    bool ok = table_print(&head, stdout, 0);
+    if (pairs.rows > 1) {
+        printf("\ncompatibility (latest evaluation of each pair):\n");
+        ok = table_print(&pairs, stdout, 2) && ok;
+    }
+    if (share.rows > 1) {
+        printf("\nnewer->older pairs that pass, per gallery:\n");
+        ok = table_print(&share, stdout, 2) && ok;
+    }
+    rc = !ok ? fail(cmd, "out of memory") : is_ready ? 0 : 1;
+out:
+    table_finish(&share);
+    table_finish(&pairs);
+    table_finish(&head);
+    cJSON_Delete(all);
+    cd_client_destroy(c);
+    return rc;
+}

@@ -5,7 +5,9 @@
  * that flags on the command line win.  `compatd backup` copies a data
  * directory's database while a daemon serves from it (core/store.h,
  * cd_store_backup).  `compatd keys` manages API keys (server/auth.c).
- * Commands are rows of the `commands` table at the end.
+ * `compatd import`, `eval`, `models`, `galleries` and `status` talk to a
+ * server over HTTP (server/cli.c).  Commands are rows of the `commands`
+ * table at the end.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -18,6 +20,7 @@
 
 #include "api.h"
 #include "auth.h"
+#include "cli.h"
 #include "http.h"
 #include "store.h"
 
@@ -29,6 +32,11 @@ static const char usage[] =
     "usage: compatd [serve] [options]\n"
     "       compatd backup --to DIR [--data DIR]\n"
     "       compatd keys create|list|revoke ... (compatd keys --help)\n"
+    "       compatd import --gallery G --model M --vectors FILE --ids FILE [--labels FILE] ...\n"
+    "       compatd eval --gallery G --query-model M --queries FILE --labels FILE ...\n"
+    "       compatd eval --show ID\n"
+    "       compatd models|galleries|status [--json]\n"
+    "  (the client commands take --url URL, --key KEY, --cacert FILE; compatd <command> --help)\n"
     "\n"
     "Serves a backward-compatible embedding gallery over HTTP.\n"
     "\n"
@@ -456,6 +464,11 @@ static const struct command {
     {"serve", serve_main},
     {"backup", backup_main},
     {"keys", cd_keys_main},
+    {"import", cd_import_main},
+    {"eval", cd_eval_main},
+    {"models", cd_models_main},
+    {"galleries", cd_galleries_main},
+    {"status", cd_status_main},
 };
 
 int main(int argc, char **argv)

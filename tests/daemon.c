@@ -14,6 +14,7 @@
 #include <ftw.h>
 #include <limits.h>
 #include <math.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -22,6 +23,7 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -922,4 +924,197 @@ void td_text_append(td_text *t, const char *f, ...)
         t->s = grown;
         t->cap = cap < 4096 ? 4096 : cap;
     }
+}
+
+/* --- compatd commands with stdout and stderr apart -------------------- */
+
+/* A pseudo-terminal in raw mode: its master in *master, its slave (open)
+ * in *slave. */
+static bool open_pty(int *master, int *slave)
+{
+    struct termios tio;
+    *master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    *slave = -1;
+    if (*master < 0 || grantpt(*master) != 0 || unlockpt(*master) != 0)
+        goto fail;
+    const char *name = ptsname(*master);
+    if (!name || (*slave = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC)) < 0)
+        goto fail;
+    if (tcgetattr(*slave, &tio) != 0)
+        goto fail;
+    cfmakeraw(&tio);
+    if (tcsetattr(*slave, TCSANOW, &tio) != 0)
+        goto fail;
+    return true;
+fail:
+    fprintf(stderr, "pseudo-terminal: %s\n", strerror(errno));
+    if (*slave >= 0)
+        close(*slave);
+    if (*master >= 0)
+        close(*master);
+    return false;
+}
+
+bool td_compatd_spawn(const char *const *args, bool tty, td_proc *p)
+{
+    const char *argv[MAX_ARGS];
+    const char *exe = getenv("COMPATD");
+    int out[2] = {-1, -1}, err[2] = {-1, -1};
+    size_t n = 0;
+    *p = (td_proc){0, -1, -1};
+    if (!exe || !*exe) {
+        fprintf(stderr, "COMPATD is not set (the path of the compatd executable)\n");
+        return false;
+    }
+    argv[n++] = exe;
+    for (size_t i = 0; args && args[i] && n < MAX_ARGS - 1; i++)
+        argv[n++] = args[i];
+    argv[n] = NULL;
+    if (pipe2(out, O_CLOEXEC) != 0) {
+        fprintf(stderr, "pipe: %s\n", strerror(errno));
+        return false;
+    }
+    if (tty ? !open_pty(&err[0], &err[1]) : pipe2(err, O_CLOEXEC) != 0) {
+        if (!tty)
+            fprintf(stderr, "pipe: %s\n", strerror(errno));
+        close(out[0]);
+        close(out[1]);
+        return false;
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        fprintf(stderr, "fork: %s\n", strerror(errno));
+        for (int i = 0; i < 2; i++) {
+            close(out[i]);
+            close(err[i]);
+        }
+        return false;
+    }
+    if (pid == 0) {
+        pid_t parent = getppid();
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+            _exit(127);
+        int null_fd = open("/dev/null", O_RDONLY);
+        if (null_fd >= 0)
+            dup2(null_fd, 0);
+        dup2(out[1], 1);
+        dup2(err[1], 2);
+        execv(exe, (char *const *)argv);
+        fprintf(stderr, "exec %s: %s\n", exe, strerror(errno));
+        _exit(127);
+    }
+    close(out[1]);
+    close(err[1]);
+    *p = (td_proc){pid, out[0], err[0]};
+    return true;
+}
+
+int td_compatd_wait(td_proc *p, char **out, char **err)
+{
+    buffer b[2] = {{0}, {0}};
+    struct pollfd fds[2] = {{.fd = p->out_fd, .events = POLLIN},
+                            {.fd = p->err_fd, .events = POLLIN}};
+    if (out)
+        *out = NULL;
+    if (err)
+        *err = NULL;
+    while (fds[0].fd >= 0 || fds[1].fd >= 0) {
+        if (poll(fds, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            fprintf(stderr, "poll: %s\n", strerror(errno));
+            break;
+        }
+        for (int i = 0; i < 2; i++) {
+            if (fds[i].fd < 0 || !fds[i].revents)
+                continue;
+            char chunk[4096];
+            ssize_t got = read(fds[i].fd, chunk, sizeof chunk);
+            if (got < 0 && errno == EINTR)
+                continue;
+            if (got <= 0) {     /* EOF, or EIO from a pty whose slave closed */
+                close(fds[i].fd);
+                fds[i].fd = -1;
+            } else {
+                on_data(chunk, 1, (size_t)got, &b[i]);
+            }
+        }
+    }
+    p->out_fd = p->err_fd = -1;
+    int status = 0, rc = -1;
+    pid_t r;
+    while ((r = waitpid(p->pid, &status, 0)) < 0 && errno == EINTR)
+        ;
+    p->pid = 0;
+    const char *text = b[1].data ? b[1].data : "";
+    if (r < 0)
+        fprintf(stderr, "waitpid: %s\n", strerror(errno));
+    else if (WIFEXITED(status))
+        rc = WEXITSTATUS(status);
+    else if (WIFSIGNALED(status))
+        rc = 128 + WTERMSIG(status);
+    if (r >= 0 && WIFSIGNALED(status) && WTERMSIG(status) != SIGKILL)
+        fprintf(stderr, "compatd died of signal %d (%s)\n%s", WTERMSIG(status),
+                strsignal(WTERMSIG(status)), text);
+    for (size_t i = 0; sanitizer_marks[i]; i++) {
+        if (strstr(text, sanitizer_marks[i])) {
+            fprintf(stderr, "compatd: sanitizer report in its stderr\n%s", text);
+            rc = -1;
+            break;
+        }
+    }
+    for (int i = 0; i < 2; i++) {
+        char **dst = i ? err : out;
+        if (dst)
+            *dst = b[i].data ? b[i].data : strdup("");
+        else
+            free(b[i].data);
+    }
+    return rc;
+}
+
+int td_run_compatd_split(const char *const *args, char **out, char **err)
+{
+    td_proc p;
+    if (out)
+        *out = NULL;
+    if (err)
+        *err = NULL;
+    if (!td_compatd_spawn(args, false, &p))
+        return -1;
+    return td_compatd_wait(&p, out, err);
+}
+
+bool td_make_cert(const char *dir)
+{
+    char *tmpl = td_fmt("%s/cert.cfg", dir);
+    FILE *f = fopen(tmpl, "w");
+    if (!f) {
+        fprintf(stderr, "%s: %s\n", tmpl, strerror(errno));
+        free(tmpl);
+        return false;
+    }
+    fputs("cn = \"127.0.0.1\"\nip_address = \"127.0.0.1\"\ndns_name = \"localhost\"\n"
+          "expiration_days = 7\ntls_www_server\nsigning_key\nencryption_key\n", f);
+    bool ok = fclose(f) == 0;
+    char *cmd = td_fmt("command -v certtool >/dev/null 2>&1 && "
+                       "certtool --generate-privkey --key-type=ecdsa --outfile '%s/key.pem' "
+                       ">/dev/null 2>&1 && "
+                       "certtool --generate-self-signed --load-privkey '%s/key.pem' "
+                       "--template '%s' --outfile '%s/cert.pem' >/dev/null 2>&1",
+                       dir, dir, tmpl, dir);
+    int rc = ok ? system(cmd) : -1;
+    free(cmd);
+    if (ok && rc != 0) {
+        fprintf(stderr, "certtool failed or is missing: trying openssl\n");
+        cmd = td_fmt("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+                     "-keyout '%s/key.pem' -out '%s/cert.pem' -days 7 -subj /CN=127.0.0.1 "
+                     "-addext subjectAltName=IP:127.0.0.1,DNS:localhost >/dev/null 2>&1",
+                     dir, dir);
+        rc = system(cmd);
+        free(cmd);
+    }
+    free(tmpl);
+    return ok && rc == 0;
 }

@@ -254,4 +254,44 @@ void td_http_set_key(td_http *h, const char *key);
  */
 void td_daemon_set_tls(td_daemon *d, const char *ca_file);
 
+/* --- compatd commands with stdout and stderr apart -------------------- */
+
+/* A compatd command started by td_compatd_spawn(). */
+typedef struct td_proc {
+    pid_t pid;          /* 0 once reaped */
+    int out_fd;         /* read end of its stdout; -1 once closed */
+    int err_fd;         /* read end of its stderr (a pty's master with tty) */
+} td_proc;
+
+/*
+ * Starts $COMPATD with args (as td_run_compatd) without waiting for it.
+ * stdin is /dev/null, stdout a pipe, stderr a pipe too or, with tty, a
+ * pseudo-terminal in raw mode (no "\n" to "\r\n"), so that the command
+ * sees isatty(2).  The caller may read p->err_fd itself (to act on
+ * progress) and must end with td_compatd_wait().  Returns false, after
+ * printing why, when it cannot start.
+ */
+bool td_compatd_spawn(const char *const *args, bool tty, td_proc *p);
+
+/*
+ * Reads the rest of p's stdout and stderr into *out and *err (malloc'd,
+ * NUL-terminated, free(); either pointer may be NULL to drop that stream),
+ * waits for the exit and closes p's descriptors.  Returns the exit status,
+ * 128 + the signal number when a signal ended it (printed unless it was
+ * SIGKILL, which only a test sends), or -1 when it cannot wait or its
+ * output holds a sanitizer report (printed).
+ */
+int td_compatd_wait(td_proc *p, char **out, char **err);
+
+/* td_compatd_spawn without a tty, then td_compatd_wait. */
+int td_run_compatd_split(const char *const *args, char **out, char **err);
+
+/*
+ * Makes DIR/key.pem and a self-signed DIR/cert.pem for 127.0.0.1 (CN, IP
+ * SAN; DNS SAN localhost), valid 7 days, with certtool (GnuTLS), or
+ * openssl when certtool is missing.  Returns false when neither works.
+ * (test_http_tls.c has its own copy from before this one.)
+ */
+bool td_make_cert(const char *dir);
+
 #endif
