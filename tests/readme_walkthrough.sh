@@ -1,0 +1,89 @@
+#!/bin/sh
+# readme_walkthrough.sh COMPATD README - runs the README's walkthrough as a
+# new user would: the shell block between the `walkthrough:begin` and
+# `walkthrough:end` markers, against a real daemon started here on a port
+# of its own (the block's localhost:8080 and the CLI's default URL are
+# pointed at it), with `compatd` on PATH and Debian's python3 (numpy).
+# Every command of the block must succeed, and every line of the output
+# the README quotes after it (the block following "The first evaluation
+# prints") must appear in what the commands printed, so the README's
+# numbers are the ones a user gets.
+set -u
+
+if [ $# -ne 2 ]; then
+    echo "usage: $0 COMPATD README" >&2
+    exit 2
+fi
+compatd=$1
+readme=$2
+
+tmp=$(mktemp -d) || exit 1
+pid=
+cleanup() {
+    if [ -n "$pid" ]; then
+        kill "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+    fi
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+fail() {
+    echo "readme_walkthrough: $*" >&2
+    exit 1
+}
+
+# The block, and the output the README quotes.
+awk '/walkthrough:begin/ { on = 1; next } /walkthrough:end/ { on = 0 }
+     on && !/^```/' "$readme" > "$tmp/walkthrough.sh"
+awk '/^The first evaluation prints/ { want = 1; next }
+     want && /^```/ { if (in_block) exit; in_block = 1; next }
+     in_block && $0 != "..." && $0 != "" { print }' "$readme" > "$tmp/quoted.txt"
+[ -s "$tmp/walkthrough.sh" ] || fail "no walkthrough block between the markers in $readme"
+[ -s "$tmp/quoted.txt" ] || fail "no quoted output after \"The first evaluation prints\" in $readme"
+
+mkdir -p "$tmp/bin" "$tmp/data" "$tmp/home"
+ln -s "$(readlink -f "$compatd")" "$tmp/bin/compatd"
+"$compatd" serve --data "$tmp/data" --listen 127.0.0.1:0 --port-file "$tmp/port" \
+    > "$tmp/daemon.log" 2>&1 &
+pid=$!
+i=0
+while [ ! -s "$tmp/port" ]; do
+    i=$((i + 1))
+    [ $i -le 300 ] || { cat "$tmp/daemon.log" >&2; fail "the daemon did not start"; }
+    sleep 0.1
+done
+port=$(cat "$tmp/port")
+i=0
+until curl -fs -o /dev/null "http://127.0.0.1:$port/readyz"; do
+    i=$((i + 1))
+    [ $i -le 300 ] || { cat "$tmp/daemon.log" >&2; fail "the daemon never became ready"; }
+    sleep 0.1
+done
+
+sed -e "s/localhost:8080/127.0.0.1:$port/g" -e "s/127\.0\.0\.1:8080/127.0.0.1:$port/g" \
+    "$tmp/walkthrough.sh" > "$tmp/run.sh"
+(
+    cd "$tmp/home" &&
+    HOME="$tmp/home" TMPDIR="$tmp/home" PATH="$tmp/bin:/usr/bin:/bin" COMPATD_URL="http://127.0.0.1:$port" \
+        sh -e "$tmp/run.sh"
+) > "$tmp/out.txt" 2> "$tmp/err.txt"
+status=$?
+cat "$tmp/out.txt"
+if [ $status -ne 0 ]; then
+    cat "$tmp/err.txt" >&2
+    fail "the walkthrough failed (exit $status)"
+fi
+
+missing=0
+while IFS= read -r line; do
+    if ! grep -qxF -- "$line" "$tmp/out.txt"; then
+        echo "readme_walkthrough: the README quotes a line the run did not print: $line" >&2
+        missing=$((missing + 1))
+    fi
+done < "$tmp/quoted.txt"
+[ $missing -eq 0 ] || fail "$missing quoted lines differ from the real output"
+
+# The dashboard the README sends the user to is there.
+curl -fs "http://127.0.0.1:$port/" | grep -q '<title>' || fail "GET / is not the dashboard"
+echo "readme_walkthrough: the walkthrough ran; $(wc -l < "$tmp/quoted.txt") quoted lines match"
