@@ -102,7 +102,11 @@ cd_err cd_engine_gallery_get(cd_engine *e, const char *name, cd_gallery *out,
 /* *out is malloc'd; free with free(). */
 cd_err cd_engine_gallery_list(cd_engine *e, cd_gallery **out, size_t *n,
                               cd_error *err);
-/* Per-model embedding counts; *out is malloc'd, free with free(). */
+/*
+ * Per-model embedding counts of the gallery (models with none left out),
+ * ordered by model name; *out is malloc'd, free with free().  Reads the
+ * engine's memory once the indexes are loaded, the store before.
+ */
 cd_err cd_engine_gallery_embeddings(cd_engine *e, const char *name,
                                     cd_model_count **out, size_t *n,
                                     cd_error *err);

@@ -219,6 +219,39 @@ static void garble_file(const char *path)
     fclose(f);
 }
 
+/*
+ * The gallery's embedding count of its model, as the engine answers it
+ * (from memory once loaded), equals the items the test keeps alive and
+ * what the store counts in SQLite.
+ */
+static void check_counts(cd_engine *e, const char *gallery, const model_state *s,
+                         const char *when)
+{
+    size_t alive = 0;
+    for (size_t i = 0; i < N_ITEMS + 100; i++)
+        alive += s->alive[i];
+    cd_error err;
+    cd_model_count *mem = NULL, *sql = NULL;
+    size_t n_mem = 0, n_sql = 0;
+    cd_gallery row;
+    CHECK_OK(cd_engine_gallery_embeddings(e, gallery, &mem, &n_mem, &err), &err);
+    CHECK_OK(cd_engine_gallery_get(e, gallery, &row, &err), &err);
+    CHECK_OK(cd_store_gallery_embeddings(cd_engine_store(e), row.id, &sql, &n_sql, &err), &err);
+    CHECK_EQ(n_mem, 1);
+    CHECK_EQ(n_sql, 1);
+    if (n_mem == 1 && n_sql == 1) {
+        if (mem[0].items != (int64_t)alive || sql[0].items != (int64_t)alive)
+            fprintf(stderr, "counts %s: engine %lld, store %lld, alive %zu\n", when,
+                    (long long)mem[0].items, (long long)sql[0].items, alive);
+        CHECK_EQ(mem[0].items, alive);
+        CHECK_EQ(sql[0].items, alive);
+        CHECK_STREQ(mem[0].model, sql[0].model);
+        CHECK_EQ(mem[0].model_id, sql[0].model_id);
+    }
+    free(mem);
+    free(sql);
+}
+
 static void test_lifecycle(const char *spec, cd_metric metric)
 {
     static model_state s;
@@ -252,12 +285,14 @@ static void test_lifecycle(const char *spec, cd_metric metric)
     }
     CHECK_EQ(cd_engine_item_delete(e, gallery, "item-200", &err), CD_ENOTFOUND);
     check_search(e, gallery, NULL, &s, exact, "after update and delete");
+    check_counts(e, gallery, &s, "after update and delete");
     cd_engine_close(e);
     CHECK(count_snapshots() > 0);
 
     /* Clean restart: loads the snapshot. */
     e = open_engine(0);
     check_search(e, gallery, NULL, &s, exact, "after restart");
+    check_counts(e, gallery, &s, "after restart");
     cd_engine_stats st;
     cd_engine_get_stats(e, &st);
     if (strcmp(spec, "HNSW32") != 0)
@@ -282,6 +317,7 @@ static void test_lifecycle(const char *spec, cd_metric metric)
     CHECK_EQ(count_snapshots(), 0);
     e = open_engine(0);
     check_search(e, gallery, NULL, &s, exact, "after deleted snapshot");
+    check_counts(e, gallery, &s, "after a rebuild");
     CHECK_OK(cd_engine_gallery_delete(e, gallery, &err), &err);
     CHECK_EQ(cd_engine_gallery_delete(e, gallery, &err), CD_ENOTFOUND);
     cd_engine_close(e);
