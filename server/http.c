@@ -199,6 +199,8 @@ typedef struct request_ctx {
     bool too_large;
     bool answered;          /* replied before the body came (401, 403) */
     size_t limit;           /* body limit of this request's route */
+    const char *route;      /* its route pattern (static), for the replies
+                               made here: 413, unexpected body */
     struct timespec start;
 } request_ctx;
 
@@ -309,6 +311,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
             return send_reply(s, conn, method, url, rc, &rep);
         }
         free(rep.body);
+        rc->route = rep.route;
         rc->limit = body_limit(s->cfg, method, url);
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -322,7 +325,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
         if (rc->too_large) {
             /* Answer before reading: the client need not send it all. */
             rep = (cd_reply){0};
-            rep.route = "other";
+            rep.route = rc->route;
             cd_reply_error(&rep, 413, "body_too_large",
                            "request body is larger than the limit of %zu bytes",
                            rc->limit);
@@ -364,7 +367,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 
     cd_reply rep = {0};
     if (rc->too_large) {
-        rep.route = "other";
+        rep.route = rc->route;
         cd_reply_error(&rep, 413, "body_too_large",
                        "request body is larger than the limit of %zu bytes", rc->limit);
         return send_reply(s, conn, method, url, rc, &rep);
@@ -386,7 +389,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
     };
     read_authorization(conn, &req);
     if (!method_has_body(method) && rc->len > 0) {
-        rep.route = "other";
+        rep.route = rc->route;
         cd_reply_error(&rep, 400, "unexpected_body", "%s requests take no body", method);
     } else {
         cd_api_handle(&s->api, &req, &rep);

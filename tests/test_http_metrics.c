@@ -446,7 +446,7 @@ int main(void)
 {
     td_daemon *d = td_daemon_create();
     REQUIRE(d != NULL);
-    const char *args[] = {"--snapshot-interval", "1", NULL};
+    const char *args[] = {"--snapshot-interval", "1", "--max-body", "64K", NULL};
     REQUIRE(td_daemon_start(d, args));
     td_http *h = td_http_create(d);
     REQUIRE(h != NULL);
@@ -480,6 +480,13 @@ int main(void)
         for (size_t i = 0; i < sizeof search_steps / sizeof search_steps[0]; i++)
             step(h, search_steps[i].method, search_steps[i].path, search_steps[i].body,
                  search_steps[i].status);
+    /* Replies made before the route's handler runs count under the route. */
+    char *big = calloc(1, 70 * 1024);
+    REQUIRE(big != NULL);
+    memset(big, ' ', 70 * 1024 - 1);
+    step(h, "POST", "/v1/galleries/g/items", big, 413);
+    free(big);
+    step(h, "GET", "/v1/models", "{}", 400);
     char *eval = eval_body();
     td_reply r;
     CHECK_EQ(td_http_json(h, "POST", "/v1/galleries/g/evaluations", eval, &r), 201);
@@ -502,6 +509,10 @@ int main(void)
     CHECK_EQ(value_of(&b, "compatd_http_requests_total", search_400), 2 * N_SEARCH_ROUNDS);
     CHECK_EQ(value_of(&b, "compatd_http_requests_total", search_404), N_SEARCH_ROUNDS);
     CHECK_EQ(value_of(&b, "compatd_http_requests_total", models_201), 2);
+    const char *items_413[] = {"method=POST", "route=/v1/galleries/{g}/items", "status=413", NULL};
+    const char *models_400[] = {"method=GET", "route=/v1/models", "status=400", NULL};
+    CHECK_EQ(value_of(&b, "compatd_http_requests_total", items_413), 1);
+    CHECK_EQ(value_of(&b, "compatd_http_requests_total", models_400), 1);
     const char *search_all[] = {"method=POST", "route=/v1/galleries/{g}/search", NULL};
     CHECK_EQ(value_of(&b, "compatd_http_request_duration_seconds_count", search_all),
              5 * N_SEARCH_ROUNDS);
