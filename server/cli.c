@@ -1131,6 +1131,41 @@ static const struct option listing_options[] = {
     "  --json              print the server's JSON instead of the table\n"  \
     "\n" CONNECTION_HELP
 
+/* What a listing command does once connected: asks c, prints (the
+ * server's JSON with json) and returns the exit status. */
+typedef int listing_fn(const char *cmd, cd_client *c, bool json);
+
+/*
+ * The frame every listing command shares: parses argv with
+ * listing_options (usage for --help and errors), connects, runs list and
+ * destroys the client.  Returns the exit status: parse_args's, 1 when the
+ * client cannot be made, else list's.
+ */
+static int listing_main(const char *cmd, int argc, char **argv, const char *usage,
+                        listing_fn *list)
+{
+    args a;
+    int rc = parse_args(cmd, argc, argv, listing_options, usage, &a);
+    if (rc >= 0)
+        return rc;
+    cd_client *c = connect_to(cmd, &a);
+    rc = c ? list(cmd, c, arg(&a, OPT_JSON) != NULL) : 1;
+    cd_client_destroy(c);
+    return rc;
+}
+
+/* Prints t after a blank line and title (NULL: none), indented by indent,
+ * when it has rows besides its heads; false when out of memory. */
+static bool table_print_section(const table *t, const char *title, int indent)
+{
+    if (t->rows <= 1)
+        return true;
+    fputc('\n', stdout);
+    if (title)
+        printf("%s:\n", title);
+    return table_print(t, stdout, indent);
+}
+
 static const char models_usage[] =
     "usage: compatd models [--json]\n"
     "\n"
@@ -1138,18 +1173,12 @@ static const char models_usage[] =
     "be compatible with, and when it was created (GET /v1/models).\n"
     "\n" LISTING_HELP;
 
-int cd_models_main(int argc, char **argv)
+static int models_list(const char *cmd, cd_client *c, bool json)
 {
-    static const char cmd[] = "models";
-    args a;
-    int rc = parse_args(cmd, argc, argv, listing_options, models_usage, &a);
-    if (rc >= 0)
-        return rc;
-    cd_client *c = connect_to(cmd, &a);
     char *text = NULL;
-    cJSON *j = c ? get_json(cmd, c, api_path("/v1/models", NULL), &text) : NULL;
-    rc = 1;
-    if (j && arg(&a, OPT_JSON)) {
+    cJSON *j = get_json(cmd, c, api_path("/v1/models", NULL), &text);
+    int rc = 1;
+    if (j && json) {
         print_json_text(text);
         rc = 0;
     } else if (j) {
@@ -1171,8 +1200,12 @@ int cd_models_main(int argc, char **argv)
     }
     free(text);
     cJSON_Delete(j);
-    cd_client_destroy(c);
     return rc;
+}
+
+int cd_models_main(int argc, char **argv)
+{
+    return listing_main("models", argc, argv, models_usage, models_list);
 }
 
 static const char galleries_usage[] =
@@ -1185,15 +1218,9 @@ static const char galleries_usage[] =
     "prints {\"galleries\": [GET /v1/galleries/{g} of each]}.\n"
     "\n" LISTING_HELP;
 
-int cd_galleries_main(int argc, char **argv)
+static int galleries_list(const char *cmd, cd_client *c, bool json)
 {
-    static const char cmd[] = "galleries";
-    args a;
-    int rc = parse_args(cmd, argc, argv, listing_options, galleries_usage, &a);
-    if (rc >= 0)
-        return rc;
-    cd_client *c = connect_to(cmd, &a);
-    cJSON *list = c ? get_json(cmd, c, api_path("/v1/galleries", NULL), NULL) : NULL;
+    cJSON *list = get_json(cmd, c, api_path("/v1/galleries", NULL), NULL);
     cJSON *all = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(all, "galleries");
     table main_t, emb_t, qm_t;
     table_init(&main_t, 5, "lllrl",
@@ -1203,7 +1230,7 @@ int cd_galleries_main(int argc, char **argv)
     table_init(&qm_t, 5, "llllr",
                (const char *const[]){"GALLERY", "QUERY_MODEL", "STATUS", "CROSS_TOP1",
                                      "EVALUATION"});
-    rc = 1;
+    int rc = 1;
     if (!list)
         goto out;
     if (!arr) {
@@ -1243,19 +1270,13 @@ int cd_galleries_main(int argc, char **argv)
                 fmt_count(id, sizeof id, jnum(ev, "id"))});
         }
     }
-    if (arg(&a, OPT_JSON)) {
+    if (json) {
         rc = print_json(all) ? 0 : fail(cmd, "out of memory");
         goto out;
     }
     bool ok = table_print(&main_t, stdout, 0);
-    if (emb_t.rows > 1) {
-        fputc('\n', stdout);
-        ok = table_print(&emb_t, stdout, 0) && ok;
-    }
-    if (qm_t.rows > 1) {
-        fputc('\n', stdout);
-        ok = table_print(&qm_t, stdout, 0) && ok;
-    }
+    ok = table_print_section(&emb_t, NULL, 0) && ok;
+    ok = table_print_section(&qm_t, NULL, 0) && ok;
     rc = ok ? 0 : fail(cmd, "out of memory");
 out:
     table_finish(&qm_t);
@@ -1263,8 +1284,12 @@ out:
     table_finish(&main_t);
     cJSON_Delete(all);
     cJSON_Delete(list);
-    cd_client_destroy(c);
     return rc;
+}
+
+int cd_galleries_main(int argc, char **argv)
+{
+    return listing_main("galleries", argc, argv, galleries_usage, galleries_list);
 }
 
 static const char status_usage[] =
@@ -1294,14 +1319,8 @@ static cJSON *probe(const char *cmd, cd_client *c, const char *path)
     return NULL;
 }
 
-int cd_status_main(int argc, char **argv)
+static int status_list(const char *cmd, cd_client *c, bool json)
 {
-    static const char cmd[] = "status";
-    args a;
-    int rc = parse_args(cmd, argc, argv, listing_options, status_usage, &a);
-    if (rc >= 0)
-        return rc;
-    cd_client *c = connect_to(cmd, &a);
     cJSON *all = cJSON_CreateObject();
     table head, pairs, share;
     table_init(&head, 2, "ll", NULL);
@@ -1309,9 +1328,7 @@ int cd_status_main(int argc, char **argv)
                (const char *const[]){"GALLERY", "QUERY_MODEL", "GALLERY_MODEL", "VERDICT",
                                      "CROSS_TOP1", "BASELINE_TOP1", "NFR", "EVALUATION"});
     table_init(&share, 4, "lrrr", (const char *const[]){"GALLERY", "PASSED", "PAIRS", "SHARE"});
-    rc = 1;
-    if (!c)
-        goto out;
+    int rc = 1;
     cJSON *health = probe(cmd, c, "/healthz"), *ready = health ? probe(cmd, c, "/readyz") : NULL;
     cJSON_AddItemToObject(all, "health", health);
     cJSON_AddItemToObject(all, "ready", ready);
@@ -1327,7 +1344,7 @@ int cd_status_main(int argc, char **argv)
     cJSON_AddItemToObject(all, "compatibility", compat);
     cJSON_AddStringToObject(all, "url", cd_client_url(c));
     bool is_ready = strcmp(jstr(ready, "status", ""), "ready") == 0;
-    if (arg(&a, OPT_JSON)) {
+    if (json) {
         rc = !print_json(all) ? fail(cmd, "out of memory") : is_ready ? 0 : 1;
         goto out;
     }
@@ -1374,20 +1391,18 @@ int cd_status_main(int argc, char **argv)
             fmt_count(n, sizeof n, jnum(ac, "pairs")), pct});
     }
     bool ok = table_print(&head, stdout, 0);
-    if (pairs.rows > 1) {
-        printf("\ncompatibility (latest evaluation of each pair):\n");
-        ok = table_print(&pairs, stdout, 2) && ok;
-    }
-    if (share.rows > 1) {
-        printf("\nnewer->older pairs that pass, per gallery:\n");
-        ok = table_print(&share, stdout, 2) && ok;
-    }
+    ok = table_print_section(&pairs, "compatibility (latest evaluation of each pair)", 2) && ok;
+    ok = table_print_section(&share, "newer->older pairs that pass, per gallery", 2) && ok;
     rc = !ok ? fail(cmd, "out of memory") : is_ready ? 0 : 1;
 out:
     table_finish(&share);
     table_finish(&pairs);
     table_finish(&head);
     cJSON_Delete(all);
-    cd_client_destroy(c);
     return rc;
+}
+
+int cd_status_main(int argc, char **argv)
+{
+    return listing_main("status", argc, argv, status_usage, status_list);
 }

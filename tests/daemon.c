@@ -5,7 +5,9 @@
  * compatd on 127.0.0.1:0; the parent polls for the port file and then for
  * GET /readyz = 200.  Every end of a run goes through reap(), which
  * collects the exit status and scans the log, so no run escapes the
- * sanitizer check.
+ * sanitizer check.  Every other program (compatd's commands, a test's
+ * python3) starts in spawn() and ends in finish(), which scans its stderr
+ * the same way.
  */
 #include "daemon.h"
 
@@ -783,36 +785,93 @@ long td_gallery_count(td_http *h, const char *name)
     return isnan(n) ? -1 : (long)n;
 }
 
-/* --- other compatd commands ------------------------------------------ */
+/* --- child processes ------------------------------------------------- */
 
-int td_run_compatd(const char *const *args, char **output)
+/* Where a spawned program's stderr goes. */
+enum err_to {
+    ERR_TO_PIPE,    /* a pipe of its own: err_fd */
+    ERR_TO_TTY,     /* a pseudo-terminal: err_fd is its master */
+    ERR_TO_OUT,     /* stdout's pipe, in order with stdout: err_fd is -1 */
+};
+
+/* A pseudo-terminal in raw mode: its master in *master, its slave (open)
+ * in *slave. */
+static bool open_pty(int *master, int *slave)
 {
-    const char *argv[MAX_ARGS];
+    struct termios tio;
+    *master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    *slave = -1;
+    if (*master < 0 || grantpt(*master) != 0 || unlockpt(*master) != 0)
+        goto fail;
+    const char *name = ptsname(*master);
+    if (!name || (*slave = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC)) < 0)
+        goto fail;
+    if (tcgetattr(*slave, &tio) != 0)
+        goto fail;
+    cfmakeraw(&tio);
+    if (tcsetattr(*slave, TCSANOW, &tio) != 0)
+        goto fail;
+    return true;
+fail:
+    fprintf(stderr, "pseudo-terminal: %s\n", strerror(errno));
+    if (*slave >= 0)
+        close(*slave);
+    if (*master >= 0)
+        close(*master);
+    return false;
+}
+
+/* argv (MAX_ARGS entries) = $COMPATD, then args (NULL for none); false
+ * after printing why when COMPATD is unset. */
+static bool compatd_argv(const char *const *args, const char **argv)
+{
     const char *exe = getenv("COMPATD");
     size_t n = 0;
-    if (output)
-        *output = NULL;
     if (!exe || !*exe) {
         fprintf(stderr, "COMPATD is not set (the path of the compatd executable)\n");
-        return -1;
+        return false;
     }
     argv[n++] = exe;
     for (size_t i = 0; args && args[i] && n < MAX_ARGS - 1; i++)
         argv[n++] = args[i];
     argv[n] = NULL;
+    return true;
+}
 
-    int fds[2];
-    if (pipe2(fds, O_CLOEXEC) != 0) {
+/*
+ * Starts argv[0] (searched in PATH when it has no '/') with argv, stdin
+ * /dev/null, stdout a pipe and stderr where err_to says, killed when the
+ * test dies.  Fills *p; false after printing why (p then holds no
+ * process and no descriptors).
+ */
+static bool spawn(const char *const *argv, enum err_to err_to, td_proc *p)
+{
+    int out[2] = {-1, -1}, err[2] = {-1, -1};
+    *p = (td_proc){.out_fd = -1, .err_fd = -1};
+    snprintf(p->name, sizeof p->name, "%s%s%s", argv[0], argv[1] ? " " : "",
+             argv[1] ? argv[1] : "");
+    if (pipe2(out, O_CLOEXEC) != 0) {
         fprintf(stderr, "pipe: %s\n", strerror(errno));
-        return -1;
+        return false;
+    }
+    if (err_to == ERR_TO_TTY ? !open_pty(&err[0], &err[1])
+        : err_to == ERR_TO_PIPE && pipe2(err, O_CLOEXEC) != 0) {
+        if (err_to == ERR_TO_PIPE)
+            fprintf(stderr, "pipe: %s\n", strerror(errno));
+        close(out[0]);
+        close(out[1]);
+        return false;
     }
     fflush(NULL);
     pid_t pid = fork();
     if (pid < 0) {
         fprintf(stderr, "fork: %s\n", strerror(errno));
-        close(fds[0]);
-        close(fds[1]);
-        return -1;
+        for (int i = 0; i < 2; i++) {
+            close(out[i]);
+            if (err[i] >= 0)
+                close(err[i]);
+        }
+        return false;
     }
     if (pid == 0) {
         pid_t parent = getppid();
@@ -821,45 +880,105 @@ int td_run_compatd(const char *const *args, char **output)
         int null_fd = open("/dev/null", O_RDONLY);
         if (null_fd >= 0)
             dup2(null_fd, 0);
-        dup2(fds[1], 1);
-        dup2(fds[1], 2);
-        execv(exe, (char *const *)argv);
-        fprintf(stderr, "exec %s: %s\n", exe, strerror(errno));
+        dup2(out[1], 1);
+        dup2(err_to == ERR_TO_OUT ? out[1] : err[1], 2);
+        execvp(argv[0], (char *const *)argv);
+        fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
         _exit(127);
     }
-    close(fds[1]);
-    buffer out = {0};
-    char chunk[4096];
-    for (;;) {
-        ssize_t got = read(fds[0], chunk, sizeof chunk);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got <= 0)
+    close(out[1]);
+    if (err[1] >= 0)
+        close(err[1]);
+    p->pid = pid;
+    p->out_fd = out[0];
+    p->err_fd = err[0];
+    return true;
+}
+
+/*
+ * Reads p's stdout and stderr to their ends into *out and *err (either
+ * NULL to drop the stream), reaps p and closes its descriptors.  Returns
+ * the exit status; when a signal ended it, 128 + the signal number
+ * (printed unless SIGKILL), or with signal_fails -1 (always printed); -1
+ * when it cannot wait or its stderr (its stdout when it had no err_fd)
+ * holds a sanitizer report (printed).
+ */
+static int finish(td_proc *p, char **out, char **err, bool signal_fails)
+{
+    buffer b[2] = {{0}, {0}};
+    struct pollfd fds[2] = {{.fd = p->out_fd, .events = POLLIN},
+                            {.fd = p->err_fd, .events = POLLIN}};
+    bool merged = p->err_fd < 0;
+    if (out)
+        *out = NULL;
+    if (err)
+        *err = NULL;
+    while (fds[0].fd >= 0 || fds[1].fd >= 0) {
+        if (poll(fds, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            fprintf(stderr, "poll: %s\n", strerror(errno));
             break;
-        on_data(chunk, 1, (size_t)got, &out);
+        }
+        for (int i = 0; i < 2; i++) {
+            if (fds[i].fd < 0 || !fds[i].revents)
+                continue;
+            char chunk[4096];
+            ssize_t got = read(fds[i].fd, chunk, sizeof chunk);
+            if (got < 0 && errno == EINTR)
+                continue;
+            if (got <= 0) {     /* EOF, or EIO from a pty whose slave closed */
+                close(fds[i].fd);
+                fds[i].fd = -1;
+            } else {
+                on_data(chunk, 1, (size_t)got, &b[i]);
+            }
+        }
     }
-    close(fds[0]);
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+    p->out_fd = p->err_fd = -1;
+    int status = 0, rc = -1;
+    pid_t r;
+    while ((r = waitpid(p->pid, &status, 0)) < 0 && errno == EINTR)
         ;
-    const char *text = out.data ? out.data : "";
-    int rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    if (WIFSIGNALED(status))
-        fprintf(stderr, "%s %s died of signal %d (%s)\n%s", exe, args && args[0] ? args[0] : "",
-                WTERMSIG(status), strsignal(WTERMSIG(status)), text);
+    p->pid = 0;
+    const char *text = b[merged ? 0 : 1].data ? b[merged ? 0 : 1].data : "";
+    if (r < 0)
+        fprintf(stderr, "waitpid: %s\n", strerror(errno));
+    else if (WIFEXITED(status))
+        rc = WEXITSTATUS(status);
+    else if (WIFSIGNALED(status))
+        rc = signal_fails ? -1 : 128 + WTERMSIG(status);
+    if (r >= 0 && WIFSIGNALED(status) && (signal_fails || WTERMSIG(status) != SIGKILL))
+        fprintf(stderr, "%s died of signal %d (%s)\n%s", p->name, WTERMSIG(status),
+                strsignal(WTERMSIG(status)), text);
     for (size_t i = 0; sanitizer_marks[i]; i++) {
         if (strstr(text, sanitizer_marks[i])) {
-            fprintf(stderr, "%s %s: sanitizer report in its output\n%s", exe,
-                    args && args[0] ? args[0] : "", text);
+            fprintf(stderr, "%s: sanitizer report in its output\n%s", p->name, text);
             rc = -1;
             break;
         }
     }
-    if (output)
-        *output = out.data ? out.data : strdup("");
-    else
-        free(out.data);
+    for (int i = 0; i < 2; i++) {
+        char **dst = i ? err : out;
+        if (dst)
+            *dst = b[i].data ? b[i].data : strdup("");
+        else
+            free(b[i].data);
+    }
     return rc;
+}
+
+/* --- other compatd commands ------------------------------------------ */
+
+int td_run_compatd(const char *const *args, char **output)
+{
+    const char *argv[MAX_ARGS];
+    td_proc p;
+    if (output)
+        *output = NULL;
+    if (!compatd_argv(args, argv) || !spawn(argv, ERR_TO_OUT, &p))
+        return -1;
+    return finish(&p, output, NULL, true);
 }
 
 /* --- API keys and TLS ------------------------------------------------- */
@@ -926,164 +1045,62 @@ void td_text_append(td_text *t, const char *f, ...)
     }
 }
 
-/* --- compatd commands with stdout and stderr apart -------------------- */
+/* --- programs with stdout and stderr apart --------------------------- */
 
-/* A pseudo-terminal in raw mode: its master in *master, its slave (open)
- * in *slave. */
-static bool open_pty(int *master, int *slave)
+bool td_spawn(const char *const *argv, bool tty, td_proc *p)
 {
-    struct termios tio;
-    *master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
-    *slave = -1;
-    if (*master < 0 || grantpt(*master) != 0 || unlockpt(*master) != 0)
-        goto fail;
-    const char *name = ptsname(*master);
-    if (!name || (*slave = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC)) < 0)
-        goto fail;
-    if (tcgetattr(*slave, &tio) != 0)
-        goto fail;
-    cfmakeraw(&tio);
-    if (tcsetattr(*slave, TCSANOW, &tio) != 0)
-        goto fail;
-    return true;
-fail:
-    fprintf(stderr, "pseudo-terminal: %s\n", strerror(errno));
-    if (*slave >= 0)
-        close(*slave);
-    if (*master >= 0)
-        close(*master);
-    return false;
+    return spawn(argv, tty ? ERR_TO_TTY : ERR_TO_PIPE, p);
 }
 
 bool td_compatd_spawn(const char *const *args, bool tty, td_proc *p)
 {
     const char *argv[MAX_ARGS];
-    const char *exe = getenv("COMPATD");
-    int out[2] = {-1, -1}, err[2] = {-1, -1};
-    size_t n = 0;
-    *p = (td_proc){0, -1, -1};
-    if (!exe || !*exe) {
-        fprintf(stderr, "COMPATD is not set (the path of the compatd executable)\n");
-        return false;
-    }
-    argv[n++] = exe;
-    for (size_t i = 0; args && args[i] && n < MAX_ARGS - 1; i++)
-        argv[n++] = args[i];
-    argv[n] = NULL;
-    if (pipe2(out, O_CLOEXEC) != 0) {
-        fprintf(stderr, "pipe: %s\n", strerror(errno));
-        return false;
-    }
-    if (tty ? !open_pty(&err[0], &err[1]) : pipe2(err, O_CLOEXEC) != 0) {
-        if (!tty)
-            fprintf(stderr, "pipe: %s\n", strerror(errno));
-        close(out[0]);
-        close(out[1]);
-        return false;
-    }
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid < 0) {
-        fprintf(stderr, "fork: %s\n", strerror(errno));
-        for (int i = 0; i < 2; i++) {
-            close(out[i]);
-            close(err[i]);
-        }
-        return false;
-    }
-    if (pid == 0) {
-        pid_t parent = getppid();
-        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
-            _exit(127);
-        int null_fd = open("/dev/null", O_RDONLY);
-        if (null_fd >= 0)
-            dup2(null_fd, 0);
-        dup2(out[1], 1);
-        dup2(err[1], 2);
-        execv(exe, (char *const *)argv);
-        fprintf(stderr, "exec %s: %s\n", exe, strerror(errno));
-        _exit(127);
-    }
-    close(out[1]);
-    close(err[1]);
-    *p = (td_proc){pid, out[0], err[0]};
-    return true;
+    *p = (td_proc){.out_fd = -1, .err_fd = -1};
+    return compatd_argv(args, argv) && td_spawn(argv, tty, p);
 }
 
 int td_compatd_wait(td_proc *p, char **out, char **err)
 {
-    buffer b[2] = {{0}, {0}};
-    struct pollfd fds[2] = {{.fd = p->out_fd, .events = POLLIN},
-                            {.fd = p->err_fd, .events = POLLIN}};
-    if (out)
-        *out = NULL;
-    if (err)
-        *err = NULL;
-    while (fds[0].fd >= 0 || fds[1].fd >= 0) {
-        if (poll(fds, 2, -1) < 0) {
-            if (errno == EINTR)
-                continue;
-            fprintf(stderr, "poll: %s\n", strerror(errno));
-            break;
-        }
-        for (int i = 0; i < 2; i++) {
-            if (fds[i].fd < 0 || !fds[i].revents)
-                continue;
-            char chunk[4096];
-            ssize_t got = read(fds[i].fd, chunk, sizeof chunk);
-            if (got < 0 && errno == EINTR)
-                continue;
-            if (got <= 0) {     /* EOF, or EIO from a pty whose slave closed */
-                close(fds[i].fd);
-                fds[i].fd = -1;
-            } else {
-                on_data(chunk, 1, (size_t)got, &b[i]);
-            }
-        }
-    }
-    p->out_fd = p->err_fd = -1;
-    int status = 0, rc = -1;
-    pid_t r;
-    while ((r = waitpid(p->pid, &status, 0)) < 0 && errno == EINTR)
-        ;
-    p->pid = 0;
-    const char *text = b[1].data ? b[1].data : "";
-    if (r < 0)
-        fprintf(stderr, "waitpid: %s\n", strerror(errno));
-    else if (WIFEXITED(status))
-        rc = WEXITSTATUS(status);
-    else if (WIFSIGNALED(status))
-        rc = 128 + WTERMSIG(status);
-    if (r >= 0 && WIFSIGNALED(status) && WTERMSIG(status) != SIGKILL)
-        fprintf(stderr, "compatd died of signal %d (%s)\n%s", WTERMSIG(status),
-                strsignal(WTERMSIG(status)), text);
-    for (size_t i = 0; sanitizer_marks[i]; i++) {
-        if (strstr(text, sanitizer_marks[i])) {
-            fprintf(stderr, "compatd: sanitizer report in its stderr\n%s", text);
-            rc = -1;
-            break;
-        }
-    }
-    for (int i = 0; i < 2; i++) {
-        char **dst = i ? err : out;
-        if (dst)
-            *dst = b[i].data ? b[i].data : strdup("");
-        else
-            free(b[i].data);
-    }
-    return rc;
+    return finish(p, out, err, false);
 }
 
-int td_run_compatd_split(const char *const *args, char **out, char **err)
+int td_run(const char *const *argv, char **out, char **err)
 {
     td_proc p;
     if (out)
         *out = NULL;
     if (err)
         *err = NULL;
-    if (!td_compatd_spawn(args, false, &p))
+    if (!td_spawn(argv, false, &p))
         return -1;
     return td_compatd_wait(&p, out, err);
+}
+
+int td_run_compatd_split(const char *const *args, char **out, char **err)
+{
+    const char *argv[MAX_ARGS];
+    if (out)
+        *out = NULL;
+    if (err)
+        *err = NULL;
+    return compatd_argv(args, argv) ? td_run(argv, out, err) : -1;
+}
+
+int td_create_key(const td_daemon *d, const char *name, const char *scope, char *out,
+                  size_t cap)
+{
+    const char *args[] = {"keys", "create", "--scope", scope, "--name", name, "--data",
+                          d->data_dir, NULL};
+    char *output = NULL;
+    int rc = td_run_compatd(args, &output);
+    size_t n = output ? strcspn(output, "\n") : 0;
+    if (out && cap)
+        snprintf(out, cap, "%.*s", (int)(n < cap ? n : cap - 1), output ? output : "");
+    if (rc != 0)
+        fprintf(stderr, "keys create %s %s: status %d: %s\n", name, scope, rc,
+                output ? output : "");
+    free(output);
+    return rc;
 }
 
 bool td_make_cert(const char *dir)

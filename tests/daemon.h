@@ -254,43 +254,62 @@ void td_http_set_key(td_http *h, const char *key);
  */
 void td_daemon_set_tls(td_daemon *d, const char *ca_file);
 
-/* --- compatd commands with stdout and stderr apart -------------------- */
+/* --- programs with stdout and stderr apart --------------------------- */
 
-/* A compatd command started by td_compatd_spawn(). */
+/* A program started by td_spawn() or td_compatd_spawn(). */
 typedef struct td_proc {
     pid_t pid;          /* 0 once reaped */
     int out_fd;         /* read end of its stdout; -1 once closed */
     int err_fd;         /* read end of its stderr (a pty's master with tty) */
+    char name[256];     /* argv[0] and argv[1], for messages */
 } td_proc;
 
 /*
- * Starts $COMPATD with args (as td_run_compatd) without waiting for it.
- * stdin is /dev/null, stdout a pipe, stderr a pipe too or, with tty, a
- * pseudo-terminal in raw mode (no "\n" to "\r\n"), so that the command
- * sees isatty(2).  The caller may read p->err_fd itself (to act on
- * progress) and must end with td_compatd_wait().  Returns false, after
- * printing why, when it cannot start.
+ * Starts argv[0] (searched in PATH when it has no '/'; argv NULL-terminated,
+ * with the program's name first) without waiting for it.  stdin is
+ * /dev/null, stdout a pipe, stderr a pipe too or, with tty, a
+ * pseudo-terminal in raw mode (no "\n" to "\r\n"), so that the program
+ * sees isatty(2); it is killed if the test dies.  The caller may read
+ * p->err_fd itself (to act on progress) and must end with
+ * td_compatd_wait().  Returns false, after printing why, when it cannot
+ * start (an exec that fails is exit status 127 instead).
  */
+bool td_spawn(const char *const *argv, bool tty, td_proc *p);
+
+/* td_spawn of $COMPATD with args (as td_run_compatd). */
 bool td_compatd_spawn(const char *const *args, bool tty, td_proc *p);
 
 /*
  * Reads the rest of p's stdout and stderr into *out and *err (malloc'd,
  * NUL-terminated, free(); either pointer may be NULL to drop that stream),
- * waits for the exit and closes p's descriptors.  Returns the exit status,
- * 128 + the signal number when a signal ended it (printed unless it was
- * SIGKILL, which only a test sends), or -1 when it cannot wait or its
- * output holds a sanitizer report (printed).
+ * waits for the exit and closes p's descriptors.  Serves any td_proc, of
+ * compatd or not.  Returns the exit status, 128 + the signal number when a
+ * signal ended it (printed unless it was SIGKILL, which only a test sends),
+ * or -1 when it cannot wait or its stderr holds a sanitizer report
+ * (printed).
  */
 int td_compatd_wait(td_proc *p, char **out, char **err);
 
-/* td_compatd_spawn without a tty, then td_compatd_wait. */
+/* td_spawn without a tty, then td_compatd_wait: runs any program.  -1 when
+ * it cannot start. */
+int td_run(const char *const *argv, char **out, char **err);
+
+/* td_run of $COMPATD with args (as td_run_compatd). */
 int td_run_compatd_split(const char *const *args, char **out, char **err);
+
+/*
+ * Runs `compatd keys create --scope scope --name name` on d's data
+ * directory and copies the key it printed (its first output line) into out
+ * (cap bytes, truncated; "" when nothing came; out may be NULL).  Returns
+ * the exit status, having printed the output when it is not 0.
+ */
+int td_create_key(const td_daemon *d, const char *name, const char *scope, char *out,
+                  size_t cap);
 
 /*
  * Makes DIR/key.pem and a self-signed DIR/cert.pem for 127.0.0.1 (CN, IP
  * SAN; DNS SAN localhost), valid 7 days, with certtool (GnuTLS), or
  * openssl when certtool is missing.  Returns false when neither works.
- * (test_http_tls.c has its own copy from before this one.)
  */
 bool td_make_cert(const char *dir);
 

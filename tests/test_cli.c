@@ -1080,20 +1080,11 @@ static void test_unreachable(ctx *c)
     free(dead);
 }
 
-/* `compatd keys create`'s key (its first line of output). */
-static char *create_key(const ctx *c, const char *name, const char *scope)
-{
-    const char *args[] = {"keys", "create", "--scope", scope, "--name", name, "--data",
-                          td_daemon_data_dir(c->d), NULL};
-    char *out = NULL;
-    REQUIRE(td_run_compatd(args, &out) == 0);
-    out[strcspn(out, "\n")] = '\0';
-    return out;
-}
-
 static void test_keys(ctx *c)
 {
-    char *admin = create_key(c, "cli-admin", "admin"), *reader = create_key(c, "cli-read", "read");
+    char admin[128], reader[128];
+    REQUIRE(td_create_key(c->d, "cli-admin", "admin", admin, sizeof admin) == 0);
+    REQUIRE(td_create_key(c->d, "cli-read", "read", reader, sizeof reader) == 0);
     static const struct {
         int env;            /* COMPATD_KEY: 0 unset, 1 admin, 2 wrong */
         int arg;            /* --key: the same */
@@ -1151,8 +1142,6 @@ static void test_keys(ctx *c)
     free(err);
     free(vec), free(ids), free(labels);
     dataset_finish(&s);
-    free(reader);
-    free(admin);
 }
 
 /* A second daemon serving https: --cacert and COMPATD_CACERT. */

@@ -514,6 +514,18 @@ static double attr_num(const char *tag, const char *name)
     return d;
 }
 
+/* The data-value of the first data-field="field" element after at (a
+ * point in dom), or NAN. */
+static double field_num(const char *dom, const char *at, const char *field)
+{
+    char *needle = td_fmt("data-field=\"%s\"", field);
+    char *tag = at ? tag_around(dom, strstr(at, needle)) : NULL;
+    double v = attr_num(tag, "data-value");
+    free(tag);
+    free(needle);
+    return v;
+}
+
 /* The start tag of the element whose attribute is name="value". */
 static char *find_tag(const char *dom, const char *name, const char *value)
 {
@@ -521,6 +533,16 @@ static char *find_tag(const char *dom, const char *name, const char *value)
     const char *at = dom ? strstr(dom, needle) : NULL;
     free(needle);
     return tag_around(dom, at);
+}
+
+/* The value of attribute attr of that element (unescaped, malloc'd), or
+ * NULL. */
+static char *find_attr(const char *dom, const char *name, const char *value, const char *attr)
+{
+    char *tag = find_tag(dom, name, value);
+    char *v = attr_of(tag, attr);
+    free(tag);
+    return v;
 }
 
 /* The text right after the start tag found by marker (up to the next
@@ -591,11 +613,9 @@ static void check_served_assets(td_http *h)
 static void check_overview(td_http *h, const char *dom)
 {
     REQUIRE(dom != NULL);
-    char *body = find_tag(dom, "data-view", "overview");
-    char *conn = attr_of(body, "data-connection");
+    char *conn = find_attr(dom, "data-view", "overview", "data-connection");
     CHECK_STREQ(conn, "ok");
     free(conn);
-    free(body);
     CHECK(strstr(dom, "id=\"banner-unreachable\"") == NULL);
     CHECK(strstr(dom, "id=\"banner-auth\"") == NULL);
 
@@ -782,12 +802,8 @@ static void check_history(td_http *h, const char *dom, const char *model)
             char *href = td_fmt("href=\"#/evaluations/%s\"", id);
             CHECK(strstr(at, href) != NULL);
             free(href);
-            char *cross = tag_around(dom, strstr(at, "data-field=\"cross_top1\""));
-            CHECK_NEAR(attr_num(cross, "data-value"), td_json_num(e, "cross.top1"), 1e-12);
-            free(cross);
-            char *nfr = tag_around(dom, strstr(at, "data-field=\"nfr\""));
-            CHECK_NEAR(attr_num(nfr, "data-value"), td_json_num(e, "flips.nfr"), 1e-12);
-            free(nfr);
+            CHECK_NEAR(field_num(dom, at, "cross_top1"), td_json_num(e, "cross.top1"), 1e-12);
+            CHECK_NEAR(field_num(dom, at, "nfr"), td_json_num(e, "flips.nfr"), 1e-12);
         }
         free(needle);
         free(id);
@@ -809,11 +825,9 @@ static void check_evaluation(td_http *h, const char *dom, long long id)
     char *title = find_tag(dom, "id", "evaluation-title");
     CHECK_EQ(attr_num(title, "data-evaluation"), id);
     free(title);
-    char *v = find_tag(dom, "id", "evaluation-verdict");
-    char *verdict = attr_of(v, "data-verdict");
+    char *verdict = find_attr(dom, "id", "evaluation-verdict", "data-verdict");
     CHECK_STREQ(verdict, cJSON_IsTrue(td_json_at(rep, "compatible")) ? "pass" : "fail");
     free(verdict);
-    free(v);
     char *crit = text_after(dom, NULL, "id=\"criterion\"");
     CHECK_STREQ(crit, td_json_str(rep, "criterion"));
     free(crit);
@@ -882,8 +896,7 @@ static void check_evaluation(td_http *h, const char *dom, long long id)
                 want = l;
         CHECK(want != NULL);
         const char *row_end = strstr(at, "</tr>");
-        char *nf_tag = tag_around(dom, strstr(at, "data-field=\"negative_flips\""));
-        double nf = attr_num(nf_tag, "data-value");
+        double nf = field_num(dom, at, "negative_flips");
         CHECK(nf <= prev);
         if (rows == 1)
             CHECK_EQ(nf, max_flips);
@@ -893,12 +906,9 @@ static void check_evaluation(td_http *h, const char *dom, long long id)
         prev = nf;
         if (want) {
             CHECK_EQ(nf, td_json_num(want, "negative_flips"));
-            char *ct = tag_around(dom, strstr(at, "data-field=\"cross_top1\""));
-            CHECK_NEAR(attr_num(ct, "data-value"), td_json_num(want, "cross_top1"), 1e-12);
-            free(ct);
-            char *bt = tag_around(dom, strstr(at, "data-field=\"baseline_top1\""));
-            CHECK_NEAR(attr_num(bt, "data-value"), td_json_num(want, "baseline_top1"), 1e-12);
-            free(bt);
+            CHECK_NEAR(field_num(dom, at, "cross_top1"), td_json_num(want, "cross_top1"), 1e-12);
+            CHECK_NEAR(field_num(dom, at, "baseline_top1"), td_json_num(want, "baseline_top1"),
+                       1e-12);
             char *q = text_after(at, row_end, "data-field=\"queries\"");
             char qs[32];
             snprintf(qs, sizeof qs, "%.0f", td_json_num(want, "queries"));
@@ -908,7 +918,6 @@ static void check_evaluation(td_http *h, const char *dom, long long id)
             CHECK_STREQ(shown, label);   /* markup in a label is text */
             free(shown);
         }
-        free(nf_tag);
         free(label);
         free(tag);
     }
@@ -1300,13 +1309,7 @@ int main(void)
 
     /* Keys from now on: the first key counts at once. */
     char key[128] = "";
-    const char *args[] = {"keys", "create", "--scope", "read", "--name", "dashboard", "--data",
-                          td_daemon_data_dir(d), NULL};
-    char *out = NULL;
-    CHECK_EQ(td_run_compatd(args, &out), 0);
-    if (out)
-        snprintf(key, sizeof key, "%.*s", (int)strcspn(out, "\n"), out);
-    free(out);
+    CHECK_EQ(td_create_key(d, "dashboard", "read", key, sizeof key), 0);
     CHECK_EQ(strncmp(key, "cdk_", 4), 0);
     td_reply r;
     CHECK_EQ(td_http_json(h, "GET", "/v1/compatibility", NULL, &r), 401);
@@ -1314,11 +1317,9 @@ int main(void)
 
     dom = dump_dom(base);
     CHECK(dom != NULL);
-    char *body = find_tag(dom, "data-view", "overview");
-    char *conn = attr_of(body, "data-connection");
+    char *conn = find_attr(dom, "data-view", "overview", "data-connection");
     CHECK_STREQ(conn, "auth");
     free(conn);
-    free(body);
     CHECK(dom && strstr(dom, "id=\"banner-auth\""));
     CHECK(dom && strstr(dom, "id=\"api-key-input\"") && strstr(dom, "type=\"password\""));
     CHECK(dom && !strstr(dom, "data-cell="));

@@ -27,7 +27,6 @@
  *    no field the schemas do not name.
  */
 #include <ctype.h>
-#include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdbool.h>
@@ -35,7 +34,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "api.h"
@@ -466,41 +464,17 @@ static void test_routes_match(void)
 }
 
 /*
- * Runs argv and returns its exit status (-1 when it could not run or died
- * of a signal), its standard output in *out (malloc'd).
+ * Runs argv (td_run) and returns its exit status, its standard output in
+ * *out (malloc'd); its standard error is printed, for the failure's why.
  */
-static int run_capture(char *const argv[], char **out)
+static int run_python(const char *const argv[], char **out)
 {
-    int fd[2];
-    *out = NULL;
-    if (pipe(fd) != 0)
-        return -1;
-    pid_t pid = fork();
-    if (pid < 0) {
-        close(fd[0]);
-        close(fd[1]);
-        return -1;
-    }
-    if (pid == 0) {
-        dup2(fd[1], 1);
-        close(fd[0]);
-        close(fd[1]);
-        execvp(argv[0], argv);
-        _exit(127);
-    }
-    close(fd[1]);
-    td_text t = {0};
-    char buf[4096];
-    ssize_t k;
-    while ((k = read(fd[0], buf, sizeof buf)) > 0 || (k < 0 && errno == EINTR))
-        if (k > 0)
-            td_text_append(&t, "%.*s", (int)k, buf);
-    close(fd[0]);
-    int st;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-        ;
-    *out = t.s ? t.s : td_fmt("%s", "");
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    char *err = NULL;
+    int st = td_run(argv, out, &err);
+    if (err && *err)
+        fputs(err, stderr);
+    free(err);
+    return st;
 }
 
 /*
@@ -559,9 +533,9 @@ static int cmp_int(const void *a, const void *b)
 
 static void test_python_agrees(const char *yaml_path)
 {
-    char *const argv[] = {PYTHON, "-c", (char *)python_check, (char *)yaml_path, NULL};
+    const char *const argv[] = {PYTHON, "-c", python_check, yaml_path, NULL};
     char *out = NULL;
-    int st = run_capture(argv, &out);
+    int st = run_python(argv, &out);
     if (st == 127 || st == 77)
         fprintf(stderr, "the PyYAML cross-check cannot run: %s\n",
                 st == 127 ? "no " PYTHON : PYTHON " has no yaml module (python3-yaml)");
@@ -709,10 +683,9 @@ static void test_python_schemas(const td_daemon *d, const char *yaml_path)
     if (replies.s)
         fputs(replies.s, f);
     CHECK(fclose(f) == 0);
-    char *const argv[] = {PYTHON, "-c", (char *)python_schemas, (char *)yaml_path, file,
-                          NULL};
+    const char *const argv[] = {PYTHON, "-c", python_schemas, yaml_path, file, NULL};
     char *out = NULL;
-    int st = run_capture(argv, &out);
+    int st = run_python(argv, &out);
     if (st == 127 || st == 77) {
         fprintf(stderr, "the schema check of replies cannot run: %s\n",
                 st == 127 ? "no " PYTHON : PYTHON " has no yaml module (python3-yaml)");
@@ -1048,15 +1021,7 @@ static void test_scopes(td_daemon *d, td_http *h)
     for (size_t s = 0; s < 3; s++) {
         char name[32];
         snprintf(name, sizeof name, "openapi-%s", scopes[s]);
-        const char *args[] = {"keys", "create", "--scope", scopes[s], "--name", name,
-                              "--data", td_daemon_data_dir(d), NULL};
-        char *out = NULL;
-        int rc = td_run_compatd(args, &out);
-        if (rc != 0)
-            fprintf(stderr, "keys create %s: %d: %s\n", scopes[s], rc, out ? out : "");
-        REQUIRE(rc == 0);
-        snprintf(keys[s], sizeof keys[s], "%.*s", (int)strcspn(out, "\n"), out);
-        free(out);
+        REQUIRE(td_create_key(d, name, scopes[s], keys[s], sizeof keys[s]) == 0);
     }
     for (size_t i = 0; i < n_ops; i++) {
         const op *o = &ops[i];

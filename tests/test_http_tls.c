@@ -1,8 +1,8 @@
 /*
  * test_http_tls.c - `compatd serve --tls-cert FILE --tls-key FILE`.
  *
- * A self-signed certificate for 127.0.0.1 is made with certtool (GnuTLS;
- * openssl when certtool is missing) in the daemon's temporary directory.
+ * A self-signed certificate for 127.0.0.1 is made by td_make_cert (certtool,
+ * or openssl when certtool is missing) in the daemon's temporary directory.
  * The daemon serves HTTPS: requests verified against that certificate
  * work, with API keys too.  Plain HTTP sent to the TLS port gets no HTTP
  * answer, the connection just ends, and the daemon keeps serving HTTPS.
@@ -22,36 +22,6 @@
 
 #include "check.h"
 #include "daemon.h"
-
-/* Makes DIR/key.pem and DIR/cert.pem (CN and IP SAN 127.0.0.1). */
-static bool make_cert(const char *dir)
-{
-    char *tmpl = td_fmt("%s/cert.cfg", dir);
-    FILE *f = fopen(tmpl, "w");
-    REQUIRE(f != NULL);
-    fputs("cn = \"127.0.0.1\"\nip_address = \"127.0.0.1\"\ndns_name = \"localhost\"\n"
-          "expiration_days = 7\ntls_www_server\nsigning_key\nencryption_key\n", f);
-    CHECK_EQ(fclose(f), 0);
-    char *cmd = td_fmt("command -v certtool >/dev/null 2>&1 && "
-                    "certtool --generate-privkey --key-type=ecdsa --outfile '%s/key.pem' "
-                    ">/dev/null 2>&1 && "
-                    "certtool --generate-self-signed --load-privkey '%s/key.pem' "
-                    "--template '%s' --outfile '%s/cert.pem' >/dev/null 2>&1",
-                    dir, dir, tmpl, dir);
-    int rc = system(cmd);
-    free(cmd);
-    if (rc != 0) {
-        fprintf(stderr, "certtool failed or is missing: trying openssl\n");
-        cmd = td_fmt("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
-                  "-keyout '%s/key.pem' -out '%s/cert.pem' -days 7 -subj /CN=127.0.0.1 "
-                  "-addext subjectAltName=IP:127.0.0.1,DNS:localhost >/dev/null 2>&1",
-                  dir, dir);
-        rc = system(cmd);
-        free(cmd);
-    }
-    free(tmpl);
-    return rc == 0;
-}
 
 /*
  * Sends a plain HTTP request to port and reads what comes back for up to
@@ -144,19 +114,15 @@ static void test_tls_serving(td_daemon *d, const char *cert, const char *key)
 static void test_tls_with_keys(td_daemon *d, const char *cert, const char *key)
 {
     td_reply r;
-    char *out = NULL;
-    const char *create[] = {"keys", "create", "--scope", "read", "--name", "tls-reader",
-                            "--data", td_daemon_data_dir(d), NULL};
-    REQUIRE(td_run_compatd(create, &out) == 0);
-    REQUIRE(out != NULL);
-    out[strcspn(out, "\n")] = '\0';
+    char reader[128];
+    REQUIRE(td_create_key(d, "tls-reader", "read", reader, sizeof reader) == 0);
     const char *args[] = {"--tls-cert", cert, "--tls-key", key, "--listen", "0.0.0.0:0", NULL};
     REQUIRE(td_daemon_start(d, args));
     td_http *h = td_http_create(d);
     REQUIRE(h != NULL);
     CHECK_EQ(td_http_json(h, "GET", "/v1/models", NULL, &r), 401);
     td_reply_finish(&r);
-    td_http_set_key(h, out);
+    td_http_set_key(h, reader);
     CHECK_EQ(td_http_json(h, "GET", "/v1/models", NULL, &r), 200);
     td_reply_finish(&r);
     CHECK_EQ(td_http_json(h, "POST", "/v1/models", "{\"name\":\"m2\",\"dim\":2,\"metric\":\"l2\"}",
@@ -164,7 +130,6 @@ static void test_tls_with_keys(td_daemon *d, const char *cert, const char *key)
     td_reply_finish(&r);
     td_http_destroy(h);
     CHECK_EQ(td_daemon_stop(d), 0);
-    free(out);
 }
 
 /* Bad TLS settings stop the start with one clear line. */
@@ -228,7 +193,7 @@ int main(void)
     REQUIRE(d != NULL);
     char *cert = td_fmt("%s/cert.pem", td_daemon_dir(d));
     char *key = td_fmt("%s/key.pem", td_daemon_dir(d));
-    REQUIRE(make_cert(td_daemon_dir(d)));
+    REQUIRE(td_make_cert(td_daemon_dir(d)));
 
     test_tls_serving(d, cert, key);
     test_tls_with_keys(d, cert, key);
