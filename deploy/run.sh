@@ -4,7 +4,7 @@
 # `compatd serve`, e.g. deploy/run.sh --listen 127.0.0.1:9000.
 set -eu
 cd "$(dirname "$0")/.."
-sh deploy/setup.sh
+COMPATD_SETUP=run sh deploy/setup.sh
 if [ ! -f build-release/build.ninja ]; then
     meson setup build-release --buildtype=release -Dtests=false
 fi

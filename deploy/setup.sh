@@ -3,6 +3,10 @@
 # and builds FAISS with its C API once (into FAISS_PREFIX) when the system
 # has no libfaiss_c.  Idempotent: a second run installs nothing and builds
 # nothing.  Needs root (or sudo) for apt-get.
+#
+# COMPATD_SETUP=run installs only what building and running need (and the
+# README walkthrough's numpy and curl), for deploy/run.sh and container
+# builds; the default, test, adds what the test suite needs.
 set -eu
 
 FAISS_PREFIX=${FAISS_PREFIX:-/opt/compatd/faiss}
@@ -12,10 +16,19 @@ if [ "$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi
 
 PACKAGES="build-essential pkg-config meson ninja-build cmake dpkg-dev
   libmicrohttpd-dev libcjson-dev libsqlite3-dev libcurl4-gnutls-dev
-  libopenblas-dev liblapack-dev libgnutls28-dev
-  python3 python3-numpy python3-faiss valgrind curl sqlite3 clang
-  libclang-rt-dev libomp-dev
-  nettle-dev gnutls-bin chromium fonts-dejavu-core python3-yaml"
+  libopenblas-dev liblapack-dev libgnutls28-dev nettle-dev
+  python3 python3-numpy curl sqlite3"
+# valgrind; clang and its runtimes for the fuzzers; certtool for the TLS
+# tests; Chromium for the dashboard's browser test; PyYAML for the OpenAPI
+# test; FAISS's Python module for the evaluation benchmark's reference.
+TEST_PACKAGES="valgrind clang libclang-rt-dev libomp-dev gnutls-bin
+  chromium fonts-dejavu-core python3-yaml python3-faiss"
+
+case ${COMPATD_SETUP:-test} in
+test) PACKAGES="$PACKAGES $TEST_PACKAGES" ;;
+run) ;;
+*) echo "setup: COMPATD_SETUP must be run or test" >&2; exit 2 ;;
+esac
 
 missing=
 for p in $PACKAGES; do
