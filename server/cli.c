@@ -11,8 +11,9 @@
  * An import sends batches in file order and each batch is atomic on the
  * server, so after an interruption the items stored are a prefix of the
  * files.  That is what makes resuming cheap and sound: a batch whose first
- * and last items already hold an embedding of the model is stored whole,
- * and is skipped.
+ * and last items already hold the files' vectors of the model (and their
+ * labels) is stored whole, and is skipped; one whose data changed since
+ * is sent again.
  */
 #include "cli.h"
 
@@ -448,11 +449,15 @@ static bool load_lines(const char *cmd, const char *path, size_t n, size_t max_l
     return true;
 }
 
-/* The model's dim from GET /v1/models/{name}; 0 after printing why. */
-static size_t model_dim(const char *cmd, cd_client *c, const char *model)
+/* The model's dim from GET /v1/models/{name}, and in *cosine (when not
+ * NULL) whether its metric is cosine; 0 after printing why. */
+static size_t model_dim(const char *cmd, cd_client *c, const char *model, bool *cosine)
 {
     cJSON *m = get_json(cmd, c, api_path("/v1/models/", model, NULL), NULL);
     double dim = jnum(m, "dim");
+    const cJSON *metric = cJSON_GetObjectItemCaseSensitive(m, "metric");
+    if (cosine)
+        *cosine = cJSON_IsString(metric) && strcmp(metric->valuestring, "cosine") == 0;
     cJSON_Delete(m);
     if (m && !(dim >= 1 && dim <= CD_DIM_MAX)) {
         fail(cmd, "the server describes model %s without a valid dim", model);
@@ -473,8 +478,8 @@ static const char import_usage[] =
     "against model M before anything is sent.\n"
     "\n"
     "Resumable: run it again after an interruption and the batches already stored\n"
-    "(first and last item holding an embedding of M; a batch is stored atomically)\n"
-    "are skipped.  Progress goes to stderr: a bar on a terminal, plain lines\n"
+    "(their first and last items hold the files' vectors for M, and labels; a\n"
+    "batch is stored atomically) are skipped.  Progress goes to stderr: a bar on a terminal, plain lines\n"
     "otherwise; a summary line to stdout.\n"
     "\n"
     "options:\n"
@@ -552,21 +557,39 @@ static void progress_break(const progress *p)
         fputc('\n', stderr);
 }
 
-/*
- * Whether item id of gallery holds an embedding of model: 1 yes, 0 no
- * (or no such item), -1 after printing an error.
- */
-static int item_has_model(const char *cmd, cd_client *c, const char *gallery, const char *id,
-                          const char *model)
+/* The file's vector as the server stores it: L2-normalised for cosine
+ * (core/vec.c does the same on ingest). */
+static void as_stored(const float *v, size_t dim, bool cosine, double *out)
 {
-    char *path = api_path("/v1/galleries/", gallery, "/items/", id, NULL);
+    double norm = 0;
+    for (size_t d = 0; d < dim; d++)
+        norm += (double)v[d] * v[d];
+    norm = cosine && norm > 0 ? sqrt(norm) : 1;
+    for (size_t d = 0; d < dim; d++)
+        out[d] = v[d] / norm;
+}
+
+/*
+ * Whether item id of gallery already holds what line i of the files would
+ * write: an embedding of model equal to the file's vector (within float
+ * rounding of the normalisation, for cosine) and, when labels are given,
+ * the same label.  1 yes, 0 no (or no such item), -1 after printing an
+ * error.
+ */
+static int item_stored(const char *cmd, cd_client *c, const char *gallery, const char *model,
+                       bool cosine, const cd_vecfile *v, const cd_lines *ids,
+                       const cd_lines *labels, size_t i)
+{
+    char *path = api_path("/v1/galleries/", gallery, "/items/", ids->lines[i], "?vectors=true",
+                          NULL);
+    double *want = malloc(v->dim * sizeof *want);
     cJSON *j = NULL;
     cd_error err;
     long status = 0;
     int rc = -1;
-    if (!path) {
+    if (!path || !want) {
         fail(cmd, "out of memory");
-        return -1;
+        goto out;
     }
     if (cd_client_call(c, "GET", path, NULL, &status, &j, NULL, &err) != CD_OK) {
         if (status == 404)
@@ -576,12 +599,28 @@ static int item_has_model(const char *cmd, cd_client *c, const char *gallery, co
         goto out;
     }
     rc = 0;
-    const cJSON *m;
-    cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(j, "models"))
-        if (cJSON_IsString(m) && strcmp(m->valuestring, model) == 0)
-            rc = 1;
+    const cJSON *label = cJSON_GetObjectItemCaseSensitive(j, "label");
+    if (labels && !(cJSON_IsString(label) && strcmp(label->valuestring, labels->lines[i]) == 0))
+        goto out;
+    const cJSON *got = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(j, "vectors"), model);
+    if (!cJSON_IsArray(got) || (size_t)cJSON_GetArraySize(got) != v->dim)
+        goto out;
+    as_stored(v->data + i * v->dim, v->dim, cosine, want);
+    size_t d = 0;
+    const cJSON *x;
+    cJSON_ArrayForEach(x, got) {
+        float tol = cosine ? 1e-6f : 0;
+        /* The reply's numbers are float32 values printed as doubles, not
+         * always to the last digit (cJSON): compare them as float32. */
+        if (!cJSON_IsNumber(x) || fabsf((float)x->valuedouble - (float)want[d]) > tol)
+            goto out;
+        d++;
+    }
+    rc = 1;
 out:
     cJSON_Delete(j);
+    free(want);
     free(path);
     return rc;
 }
@@ -674,7 +713,8 @@ int cd_import_main(int argc, char **argv)
     rc = 1;
     if (!(c = connect_to(cmd, &a)))
         goto out;
-    size_t dim = model_dim(cmd, c, model);
+    bool cosine = false;
+    size_t dim = model_dim(cmd, c, model, &cosine);
     if (!dim || !(g = get_json(cmd, c, api_path("/v1/galleries/", gallery, NULL), NULL)))
         goto out;
     if (!load_vectors(cmd, vectors, arg(&a, OPT_FORMAT), (size_t)raw_dim, model, dim, &v) ||
@@ -699,8 +739,10 @@ int cd_import_main(int argc, char **argv)
     for (size_t b = 0; b < n_batches; b++) {
         size_t from = b * size, to = from + size < v.n ? from + size : v.n;
         if (resume) {
-            int first = item_has_model(cmd, c, gallery, ids.lines[from], model);
-            int last = first == 1 ? item_has_model(cmd, c, gallery, ids.lines[to - 1], model) : 0;
+            const cd_lines *l = labels_path ? &labels : NULL;
+            int first = item_stored(cmd, c, gallery, model, cosine, &v, &ids, l, from);
+            int last = first == 1 ? item_stored(cmd, c, gallery, model, cosine, &v, &ids, l, to - 1)
+                                  : 0;
             if (first < 0 || last < 0)
                 goto out;
             if (first && last) {
@@ -1041,7 +1083,8 @@ int cd_eval_main(int argc, char **argv)
         fail(cmd, "the server describes gallery %s without its model", gallery);
         goto out;
     }
-    size_t qdim = model_dim(cmd, c, qmodel), gdim = qdim ? model_dim(cmd, c, gmodel) : 0;
+    size_t qdim = model_dim(cmd, c, qmodel, NULL),
+           gdim = qdim ? model_dim(cmd, c, gmodel, NULL) : 0;
     if (!qdim || !gdim)
         goto out;
     if (!load_vectors(cmd, queries, fmt, 0, qmodel, qdim, &qv) ||

@@ -630,6 +630,59 @@ static void test_resume_prefix(ctx *c)
     dataset_finish(&s);
 }
 
+/*
+ * Resume compares what is stored with the files: the same ids with other
+ * vectors (a re-embedding) or other labels are sent again, not skipped;
+ * then the unchanged files skip everything.
+ */
+static void test_resume_changed(ctx *c)
+{
+    dataset first, second;
+    make_dataset(c, &first, "rc", 500, DIM, true);
+    make_dataset(c, &second, "rc", 500, DIM, true);   /* same ids, new vectors */
+    char *vec1, *ids1, *lab1, *vec2, *ids2, *lab2, *vec3, *ids3, *lab3;
+    write_set(c, "changed-1", &first, first.n, &vec1, &ids1, &lab1);
+    write_set(c, "changed-2", &second, second.n, &vec2, &ids2, &lab2);
+    for (size_t i = 0; i < second.n; i++) {
+        free(second.labels[i]);
+        second.labels[i] = td_fmt("relabelled-%zu", i % 5);
+    }
+    write_set(c, "changed-3", &second, second.n, &vec3, &ids3, &lab3);
+    create_gallery(c, "resume-changed", "m8");
+    static const struct {
+        int set;    /* 1: first vectors; 2: new vectors; 3: new vectors and labels */
+        size_t sent, skipped;
+    } steps[] = {
+        {1, 500, 0},
+        {2, 500, 0},    /* every vector changed: all sent */
+        {3, 500, 0},    /* every label changed: all sent */
+        {3, 0, 500},    /* nothing changed: all skipped */
+    };
+    for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
+        int k = steps[i].set;
+        const char *argv[] = {"import", "--gallery", "resume-changed", "--model", "m8",
+                              "--vectors", k == 1 ? vec1 : k == 2 ? vec2 : vec3,
+                              "--ids", k == 1 ? ids1 : k == 2 ? ids2 : ids3,
+                              "--labels", k == 1 ? lab1 : k == 2 ? lab2 : lab3,
+                              "--batch", "50", NULL};
+        char *out, *err;
+        CHECK_EQ(cli(c, &out, &err, argv), 0);
+        size_t sent = 0, batches = 0, skipped = 0, skipped_batches = 0;
+        CHECK(parse_summary(out, &sent, &batches, &skipped, &skipped_batches));
+        if (sent != steps[i].sent || skipped != steps[i].skipped)
+            fprintf(stderr, "resume-changed step %zu: %s%s", i, out, err);
+        CHECK_EQ(sent, steps[i].sent);
+        CHECK_EQ(skipped, steps[i].skipped);
+        free(out);
+        free(err);
+    }
+    check_stored(c, "resume-changed", "m8", &second, "resume with changed files");
+    free(vec1), free(ids1), free(lab1), free(vec2), free(ids2), free(lab2);
+    free(vec3), free(ids3), free(lab3);
+    dataset_finish(&first);
+    dataset_finish(&second);
+}
+
 /* kill -9 of the command once its progress shows 10%, then a re-run. */
 static void test_resume_kill(ctx *c)
 {
@@ -1218,6 +1271,7 @@ int main(void)
     test_progress(&c);
     test_resume_prefix(&c);
     test_resume_kill(&c);
+    test_resume_changed(&c);
     test_eval(&c);
     test_listings(&c);
     test_unreachable(&c);
