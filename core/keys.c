@@ -13,6 +13,8 @@
 #include <nettle/memops.h>
 #include <nettle/sha2.h>
 
+#include "vec.h"
+
 #define KEY_RANDOM_BYTES 32
 
 #if SHA256_DIGEST_SIZE != CD_KEY_HASH_SIZE
@@ -62,28 +64,6 @@ static cd_err random_bytes(unsigned char *buf, size_t n, cd_error *err)
     return CD_OK;
 }
 
-/* Base64url of n bytes without padding into out (room for 4*n/3 + 2). */
-static void base64url(const unsigned char *b, size_t n, char *out)
-{
-    static const char alphabet[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    size_t o = 0;
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t t = (uint32_t)b[i] << 16;
-        if (i + 1 < n)
-            t |= (uint32_t)b[i + 1] << 8;
-        if (i + 2 < n)
-            t |= b[i + 2];
-        out[o++] = alphabet[t >> 18 & 63];
-        out[o++] = alphabet[t >> 12 & 63];
-        if (i + 1 < n)
-            out[o++] = alphabet[t >> 6 & 63];
-        if (i + 2 < n)
-            out[o++] = alphabet[t & 63];
-    }
-    out[o] = '\0';
-}
-
 /* Stores the hash and prefix of key, a valid key text. */
 static cd_err store_key(cd_store *st, const char *name, cd_scope scope,
                         const char *key, cd_api_key *out, cd_error *err)
@@ -112,7 +92,7 @@ cd_err cd_keys_create(cd_store *st, const char *name, cd_scope scope,
     cd_err rc = random_bytes(random, sizeof random, err);
     if (rc == CD_OK) {
         memcpy(key, CD_KEY_TEXT_PREFIX, pre);
-        base64url(random, sizeof random, key + pre);
+        cd__b64_encode(random, sizeof random, true, key + pre);
         rc = store_key(st, name, scope, key, out, err);
     }
     memset(random, 0, sizeof random);

@@ -242,29 +242,51 @@ cd_err cd_b64_decode_floats(const char *text, size_t len, float **out,
     return CD_OK;
 }
 
+size_t cd__b64_encode(const unsigned char *b, size_t n, bool url, char *out)
+{
+    const char *alphabet = url
+        ? "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+        : "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t o = 0;
+    for (size_t i = 0; i < n; i += 3) {
+        size_t take = n - i < 3 ? n - i : 3;
+        uint32_t t = (uint32_t)b[i] << 16;
+        if (take > 1)
+            t |= (uint32_t)b[i + 1] << 8;
+        if (take > 2)
+            t |= b[i + 2];
+        out[o++] = alphabet[t >> 18 & 63];
+        out[o++] = alphabet[t >> 12 & 63];
+        if (take > 1)
+            out[o++] = alphabet[t >> 6 & 63];
+        else if (!url)
+            out[o++] = '=';
+        if (take > 2)
+            out[o++] = alphabet[t & 63];
+        else if (!url)
+            out[o++] = '=';
+    }
+    out[o] = '\0';
+    return o;
+}
+
 char *cd_b64_encode_floats(const float *v, size_t n)
 {
-    static const char alphabet[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     size_t nbytes = n * 4;
+    unsigned char *le = malloc(nbytes ? nbytes : 1);
     char *s = malloc((nbytes + 2) / 3 * 4 + 1);
-    if (!s)
+    if (!le || !s) {
+        free(le);
+        free(s);
         return NULL;
-    size_t o = 0;
-    for (size_t i = 0; i < nbytes; i += 3) {
-        unsigned char b[3] = {0, 0, 0};
-        size_t take = nbytes - i < 3 ? nbytes - i : 3;
-        for (size_t j = 0; j < take; j++) {
-            uint32_t u;
-            memcpy(&u, &v[(i + j) / 4], sizeof u);
-            b[j] = (unsigned char)(u >> (8 * ((i + j) % 4)));
-        }
-        unsigned triple = (unsigned)b[0] << 16 | (unsigned)b[1] << 8 | b[2];
-        s[o++] = alphabet[(triple >> 18) & 63];
-        s[o++] = alphabet[(triple >> 12) & 63];
-        s[o++] = take > 1 ? alphabet[(triple >> 6) & 63] : '=';
-        s[o++] = take > 2 ? alphabet[triple & 63] : '=';
     }
-    s[o] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &v[i], sizeof u);
+        for (int j = 0; j < 4; j++)
+            le[4 * i + (size_t)j] = (unsigned char)(u >> (8 * j));
+    }
+    cd__b64_encode(le, nbytes, false, s);
+    free(le);
     return s;
 }

@@ -1,7 +1,9 @@
 /*
  * vec.h - small facts about embedding vectors shared by every module:
- * metrics, names, finiteness, normalisation and the base64 float32 form.
- * Nothing here allocates except cd_b64_decode_floats.
+ * metrics, names, finiteness, normalisation and the base64 float32 form
+ * (and the base64 encoder API keys use too).
+ * Nothing here allocates except cd_b64_decode_floats and
+ * cd_b64_encode_floats.
  */
 #ifndef CD_VEC_H
 #define CD_VEC_H
@@ -91,5 +93,12 @@ cd_err cd_b64_decode_floats_into(const char *text, size_t len, float *out,
  * memory.
  */
 char *cd_b64_encode_floats(const float *v, size_t n);
+
+/*
+ * Writes base64 of n bytes to out, which has room for (n + 2) / 3 * 4 + 1
+ * chars: the standard alphabet with '=' padding, or (url) base64url
+ * without padding.  NUL-terminates out and returns the chars written.
+ */
+size_t cd__b64_encode(const unsigned char *b, size_t n, bool url, char *out);
 
 #endif

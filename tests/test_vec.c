@@ -111,6 +111,33 @@ static void test_normalize(void)
     CHECK(cd_vec_finite(v, 3));
 }
 
+/* RFC 4648's test vectors, and bytes that need the two alphabets' last
+ * characters (0xfb 0xff: "+/8=" and "-_8"). */
+static void test_b64_encode(void)
+{
+    static const struct {
+        const char *bytes, *std, *url;
+    } cases[] = {
+        {"", "", ""},
+        {"f", "Zg==", "Zg"},
+        {"fo", "Zm8=", "Zm8"},
+        {"foo", "Zm9v", "Zm9v"},
+        {"foob", "Zm9vYg==", "Zm9vYg"},
+        {"fooba", "Zm9vYmE=", "Zm9vYmE"},
+        {"foobar", "Zm9vYmFy", "Zm9vYmFy"},
+        {"\xfb\xff", "+/8=", "-_8"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const unsigned char *b = (const unsigned char *)cases[i].bytes;
+        size_t n = strlen(cases[i].bytes);
+        char out[16];
+        CHECK_EQ(cd__b64_encode(b, n, false, out), strlen(cases[i].std));
+        CHECK_STREQ(out, cases[i].std);
+        CHECK_EQ(cd__b64_encode(b, n, true, out), strlen(cases[i].url));
+        CHECK_STREQ(out, cases[i].url);
+    }
+}
+
 static void test_b64_roundtrip(void)
 {
     /* 1..5 floats cover every padding case. */
@@ -181,6 +208,7 @@ int main(void)
     test_utf8_cut();
     test_metrics();
     test_normalize();
+    test_b64_encode();
     test_b64_roundtrip();
     test_b64_rejects();
     return check_exit();
