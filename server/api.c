@@ -1445,6 +1445,21 @@ static bool is(const char *a, const char *b)
     return strcmp(a, b) == 0;
 }
 
+/* Whether method is one of methods, a list like "GET, PATCH, DELETE". */
+static bool method_listed(const char *methods, const char *method)
+{
+    size_t n = strlen(method);
+    for (const char *p = methods; *p;) {
+        size_t len = strcspn(p, ",");
+        if (len == n && strncmp(p, method, n) == 0)
+            return true;
+        p += len;
+        while (*p == ',' || *p == ' ')
+            p++;
+    }
+    return false;
+}
+
 /*
  * Every route, found by match_route() for both the scope check and the
  * dispatch, so that the two always agree on what a path is.
@@ -1471,7 +1486,8 @@ typedef enum route_id {
 } route_id;
 
 /* Each route's pattern (for logs, metrics and schema/openapi.yaml) and the
- * methods it answers (the Allow list of a 405). */
+ * methods it answers: cd_api_handle answers any other with 405 and this
+ * list as Allow before it dispatches. */
 static const cd_route_info routes[R_COUNT] = {
     [R_NONE] = {"other", ""},
     [R_DASHBOARD] = {"/", "GET"},
@@ -1688,103 +1704,78 @@ void cd_api_handle(cd_api *api, const cd_request *req, cd_reply *rep)
     }
     route_id r = match_route(path, seg);
     rep->route = routes[r].pattern;
+    if (r != R_NONE && !method_listed(routes[r].methods, M)) {
+        method_not_allowed(rep, M, routes[r].methods);
+        free(path);
+        return;
+    }
+    /* From here on M is one of the route's methods. */
     switch (r) {
     case R_DASHBOARD:
     case R_ASSET:
+        embedded_get(rep, cd__web_assets, cd__web_assets_count,
+                     r == R_DASHBOARD ? "index.html" : seg[1]);
+        break;
     case R_OPENAPI:
-        if (!is(M, "GET"))
-            method_not_allowed(rep, M, routes[r].methods);
-        else if (r == R_OPENAPI)
-            embedded_get(rep, cd__openapi, cd__openapi_count, "openapi.yaml");
-        else
-            embedded_get(rep, cd__web_assets, cd__web_assets_count,
-                         r == R_DASHBOARD ? "index.html" : seg[1]);
+        embedded_get(rep, cd__openapi, cd__openapi_count, "openapi.yaml");
         break;
     case R_HEALTHZ:
-    case R_READYZ:
+        simple_status(rep, 200, "ok");
+        break;
+    case R_READYZ: {
+        bool ready = cd_engine_ready(api->engine);
+        simple_status(rep, ready ? 200 : 503, ready ? "ready" : "loading");
+        break;
+    }
     case R_METRICS:
-        if (!is(M, "GET")) {
-            method_not_allowed(rep, M, routes[r].methods);
-        } else if (r == R_HEALTHZ) {
-            simple_status(rep, 200, "ok");
-        } else if (r == R_READYZ) {
-            bool ready = cd_engine_ready(api->engine);
-            simple_status(rep, ready ? 200 : 503, ready ? "ready" : "loading");
-        } else {
-            metrics_get(api, rep);
-        }
+        metrics_get(api, rep);
         break;
     case R_MODELS:
         if (is(M, "GET"))
             models_list(api, rep);
-        else if (is(M, "POST"))
-            models_create(api, req, rep);
         else
-            method_not_allowed(rep, M, routes[r].methods);
+            models_create(api, req, rep);
         break;
     case R_MODEL:
-        if (is(M, "GET"))
-            models_get(api, seg[2], rep);
-        else
-            method_not_allowed(rep, M, routes[r].methods);
+        models_get(api, seg[2], rep);
         break;
     case R_GALLERIES:
         if (is(M, "GET"))
             galleries_list(api, rep);
-        else if (is(M, "POST"))
-            galleries_create(api, req, rep);
         else
-            method_not_allowed(rep, M, routes[r].methods);
+            galleries_create(api, req, rep);
         break;
     case R_GALLERY:
         if (is(M, "GET"))
             galleries_get(api, seg[2], rep);
         else if (is(M, "PATCH"))
             galleries_patch(api, req, seg[2], rep);
-        else if (is(M, "DELETE"))
-            galleries_delete(api, seg[2], rep);
         else
-            method_not_allowed(rep, M, routes[r].methods);
+            galleries_delete(api, seg[2], rep);
         break;
     case R_ITEMS:
-        if (is(M, "POST"))
-            items_upsert(api, req, seg[2], rep);
-        else
-            method_not_allowed(rep, M, routes[r].methods);
+        items_upsert(api, req, seg[2], rep);
         break;
     case R_ITEM:
         if (is(M, "GET"))
             items_get(api, req, seg[2], seg[4], rep);
-        else if (is(M, "DELETE"))
-            items_delete(api, seg[2], seg[4], rep);
         else
-            method_not_allowed(rep, M, routes[r].methods);
+            items_delete(api, seg[2], seg[4], rep);
         break;
     case R_SEARCH:
-        if (is(M, "POST"))
-            search(api, req, seg[2], rep);
-        else
-            method_not_allowed(rep, M, routes[r].methods);
+        search(api, req, seg[2], rep);
         break;
     case R_EVALUATIONS:
         if (is(M, "POST"))
             evaluations_create(api, req, seg[2], rep);
-        else if (is(M, "GET"))
-            evaluations_list(api, req, seg[2], rep);
         else
-            method_not_allowed(rep, M, routes[r].methods);
+            evaluations_list(api, req, seg[2], rep);
         break;
     case R_EVALUATION:
-        if (is(M, "GET"))
-            evaluations_get(api, seg[2], rep);
-        else
-            method_not_allowed(rep, M, routes[r].methods);
+        evaluations_get(api, seg[2], rep);
         break;
     case R_COMPATIBILITY:
-        if (is(M, "GET"))
-            compatibility_get(api, rep);
-        else
-            method_not_allowed(rep, M, routes[r].methods);
+        compatibility_get(api, rep);
         break;
     case R_NONE:
     case R_COUNT:
