@@ -72,7 +72,8 @@ static cJSON *parse_body(const cd_request *req, cd_reply *rep)
     }
     /* cJSON keeps strings NUL-terminated, so an escaped NUL would cut a
      * name or id short without a word: refuse it. */
-    for (size_t i = 0; i + 5 < req->body_len; i++) {
+    size_t i = 0;
+    while (i + 5 < req->body_len) {
         const char *bs = memchr(req->body + i, '\\', req->body_len - i);
         if (!bs)
             break;
@@ -82,7 +83,7 @@ static cJSON *parse_body(const cd_request *req, cd_reply *rep)
                            "strings must not contain \\u0000 (byte %zu)", i);
             return NULL;
         }
-        i++; /* skip the escaped character, e.g. the second of "\\\\" */
+        i += 2; /* past the backslash and the escaped character, e.g. "\\\\" */
     }
     const char *end = NULL;
     cJSON *j = cJSON_ParseWithLengthOpts(req->body, req->body_len, &end, 0);
