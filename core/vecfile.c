@@ -458,18 +458,46 @@ static void unmap_file(const void *buf, size_t len)
         munmap((void *)buf, len);
 }
 
-cd_err cd_vecfile_load(const char *path, cd_vecfile_format fmt, size_t dim,
-                       cd_vecfile *out, cd_error *err)
+/*
+ * What a path form reads: vectors (vecs set) or lines (lines set), with the
+ * arguments of the memory form it calls.
+ */
+typedef struct load_spec {
+    cd_vecfile *vecs;           /* cd_vecfile_load's out, or NULL */
+    cd_vecfile_format fmt;
+    size_t dim;
+    cd_lines *lines;            /* cd_lines_load's out, or NULL */
+    size_t expect;
+    size_t max_len;
+} load_spec;
+
+/*
+ * The path forms: zeroes the result, maps path and hands the bytes to the
+ * memory form, with path as the name its messages start with.
+ */
+static cd_err load_file(const char *path, const load_spec *s, cd_error *err)
 {
     const void *buf;
     size_t len;
-    memset(out, 0, sizeof *out);
+    if (s->vecs)
+        memset(s->vecs, 0, sizeof *s->vecs);
+    else
+        memset(s->lines, 0, sizeof *s->lines);
     cd_err rc = map_file(path, &buf, &len, err);
     if (rc != CD_OK)
         return rc;
-    rc = cd_vecfile_parse(buf, len, fmt, dim, path, out, err);
+    if (s->vecs)
+        rc = cd_vecfile_parse(buf, len, s->fmt, s->dim, path, s->vecs, err);
+    else
+        rc = cd_lines_parse(buf, len, s->expect, s->max_len, path, s->lines, err);
     unmap_file(buf, len);
     return rc;
+}
+
+cd_err cd_vecfile_load(const char *path, cd_vecfile_format fmt, size_t dim,
+                       cd_vecfile *out, cd_error *err)
+{
+    return load_file(path, &(load_spec){.vecs = out, .fmt = fmt, .dim = dim}, err);
 }
 
 /* --- lines ------------------------------------------------------------- */
@@ -547,15 +575,8 @@ fail:
 cd_err cd_lines_load(const char *path, size_t expect, size_t max_len,
                      cd_lines *out, cd_error *err)
 {
-    const void *buf;
-    size_t len;
-    memset(out, 0, sizeof *out);
-    cd_err rc = map_file(path, &buf, &len, err);
-    if (rc != CD_OK)
-        return rc;
-    rc = cd_lines_parse(buf, len, expect, max_len, path, out, err);
-    unmap_file(buf, len);
-    return rc;
+    return load_file(path, &(load_spec){.lines = out, .expect = expect, .max_len = max_len},
+                     err);
 }
 
 void cd_lines_finish(cd_lines *l)

@@ -4,12 +4,17 @@
  * dim float32) and raw little-endian float32, plus the one-string-per-line
  * files that carry the vectors' ids and labels.
  *
- * Every reader has a memory form (the bytes are the whole file; nothing
- * outside them is touched, so it can be fuzzed) and a path form that maps
- * the file and calls the memory form.  A file is accepted whole or not at
- * all: truncated data, an unsupported dtype or layout, a non-finite value
- * or a malformed line is an error whose message starts with the file's
- * name ("x.npy: dtype <f8 is not float32 (<f4)").
+ * Every reader has a memory form, *_parse (the bytes are the whole file;
+ * nothing outside them is touched, so it can be fuzzed), and a path form,
+ * *_load, that maps the file (read-only, not copied; it must not be
+ * truncated while it is read) and calls the memory form with the path as
+ * the name.  A path form returns what its memory form does, and also, with
+ * *out zeroed, CD_EIO when the file cannot be opened, examined or mapped,
+ * CD_EINVAL when it is not a regular file and CD_ETOOLARGE when it is too
+ * large to map.  A file is accepted whole or not at all: truncated data, an
+ * unsupported dtype or layout, a non-finite value or a malformed line is an
+ * error whose message starts with the file's name ("x.npy: dtype <f8 is
+ * not float32 (<f4)").
  */
 #ifndef CD_VECFILE_H
 #define CD_VECFILE_H
@@ -66,11 +71,7 @@ cd_err cd_vecfile_parse(const void *buf, size_t len, cd_vecfile_format fmt,
                         size_t dim, const char *name, cd_vecfile *out,
                         cd_error *err);
 
-/*
- * Reads the file at path (mapped, not copied) with cd_vecfile_parse.
- * Also CD_EIO when it cannot be opened or mapped.  The file must not be
- * truncated while it is read.
- */
+/* cd_vecfile_parse of the file at path: the path form (see the top). */
 cd_err cd_vecfile_load(const char *path, cd_vecfile_format fmt, size_t dim,
                        cd_vecfile *out, cd_error *err);
 
@@ -93,7 +94,7 @@ cd_err cd_lines_parse(const void *buf, size_t len, size_t expect,
                       size_t max_len, const char *name, cd_lines *out,
                       cd_error *err);
 
-/* cd_lines_parse of the file at path; also CD_EIO when unreadable. */
+/* cd_lines_parse of the file at path: the path form (see the top). */
 cd_err cd_lines_load(const char *path, size_t expect, size_t max_len,
                      cd_lines *out, cd_error *err);
 

@@ -89,7 +89,7 @@ static void build_gallery(void)
         die("items of m2", &err);
 }
 
-void fuzz_api_init(void)
+int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     const char *tmp = getenv("TMPDIR");
     cd_error err;
@@ -133,9 +133,11 @@ void fuzz_api_init(void)
     api.engine = engine;
     api.max_body = 1 << 20;
     api.metrics = metrics;
+    return 0;
 }
 
-long fuzz_api_items(void)
+/* The number of items in gallery g now. */
+static long gallery_items(void)
 {
     cd_error err;
     cd_gallery g;
@@ -144,12 +146,17 @@ long fuzz_api_items(void)
     return (long)g.count;
 }
 
-void fuzz_api_reset(void)
+void fuzz_api_end_run(unsigned long reset_runs, long max_items)
 {
-    cd_error err;
-    if (cd_engine_gallery_delete(engine, FUZZ_GALLERY, &err) != CD_OK)
-        die("gallery delete", &err);
-    build_gallery();
+    static unsigned long runs;
+    runs++;
+    if (runs % reset_runs == 0 ||
+        (max_items && runs % FUZZ_CHECK_RUNS == 0 && gallery_items() > max_items)) {
+        cd_error err;
+        if (cd_engine_gallery_delete(engine, FUZZ_GALLERY, &err) != CD_OK)
+            die("gallery delete", &err);
+        build_gallery();
+    }
 }
 
 /* Prints the request and reply and aborts: libFuzzer saves the input. */

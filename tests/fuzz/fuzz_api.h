@@ -2,13 +2,17 @@
  * fuzz_api.h - what the request-body fuzzers share: a real engine in a
  * temporary data directory, with models and a labelled, partly
  * backfilled gallery, and one call that posts a body to a route through
- * cd_api_handle and checks the reply.
+ * cd_api_handle and checks the reply.  Linking fuzz_api.c gives a harness
+ * its LLVMFuzzerInitialize (harness.h), which opens the engine and builds
+ * the fixture, exiting the process on failure (a harness that cannot
+ * start has nothing to report); the harness defines only
+ * LLVMFuzzerTestOneInput.
  *
  * The data directory lives under $TMPDIR (tests/fuzz/run.sh points it at a
  * directory of its own, on /dev/shm when there is one, and removes it) and
  * is removed at exit.
  *
- * Fixture, set up by fuzz_api_init and again by fuzz_api_reset:
+ * Fixture, set up by LLVMFuzzerInitialize and again by fuzz_api_end_run:
  *   models   m1 (dim 4, cosine), m2 (dim 4, cosine, compatible_with m1),
  *            m3 (dim 4, l2), m4 (dim 8, ip)
  *   gallery  g of m1, Flat, query_policy "declared"; items i0..i23, the
@@ -22,19 +26,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "harness.h"
+
 #define FUZZ_GALLERY "g"
 #define FUZZ_ITEMS 24
 #define FUZZ_LABELLED 16
-
-/* Opens the engine and builds the fixture; exits the process on failure
- * (a harness that cannot start has nothing to report). */
-void fuzz_api_init(void);
-
-/* The number of items in gallery g now. */
-long fuzz_api_items(void);
-
-/* Deletes gallery g (its items and evaluations) and builds it again. */
-void fuzz_api_reset(void);
+#define FUZZ_CHECK_RUNS 50
 
 /*
  * POSTs the size bytes at data (any bytes) as an application/json body to
@@ -44,5 +41,15 @@ void fuzz_api_reset(void);
  * document whose status differs from the reply's.  Returns the status.
  */
 int fuzz_api_post(const char *path, const uint8_t *data, size_t size);
+
+/*
+ * Ends a run of a harness whose bodies write to gallery g: counts it, and
+ * every reset_runs (>= 1) runs, or sooner when the gallery has grown past
+ * max_items items (0: no limit; looked at every FUZZ_CHECK_RUNS runs, as
+ * counting costs a query), deletes gallery g (its items and evaluations)
+ * and builds it again, to keep runs fast and findings reproducible from a
+ * fresh fixture.  A harness whose bodies write nothing need not call it.
+ */
+void fuzz_api_end_run(unsigned long reset_runs, long max_items);
 
 #endif

@@ -6,19 +6,11 @@
  * round trip bit for bit.
  */
 #include <math.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "harness.h"
 #include "vec.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static void finding(const char *why)
-{
-    fprintf(stderr, "fuzz_b64: %s\n", why);
-    abort();
-}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -30,35 +22,35 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     cd_err rc_count = cd_b64_float_count(text, size, &count, &err2);
 
     if (rc != CD_OK && (out != NULL || n != 0))
-        finding("a failed decode left *out or *n_out set");
+        fuzz_finding("a failed decode left *out or *n_out set", NULL);
     if (rc != CD_OK && (rc != CD_EVECTOR || err.message[0] == '\0'))
-        finding("a failed decode is not CD_EVECTOR with a message");
+        fuzz_finding("a failed decode is not CD_EVECTOR with a message", NULL);
     if (rc == CD_OK && (rc_count != CD_OK || count != n || n == 0))
-        finding("cd_b64_float_count disagrees with cd_b64_decode_floats");
+        fuzz_finding("cd_b64_float_count disagrees with cd_b64_decode_floats", NULL);
     if (rc_count == CD_OK) {
         float *into = malloc(count * sizeof *into);
         if (!into)
             abort();
         cd_err rc_into = cd_b64_decode_floats_into(text, size, into, &err2);
         if ((rc_into == CD_OK) != (rc == CD_OK))
-            finding("cd_b64_decode_floats_into disagrees with cd_b64_decode_floats");
+            fuzz_finding("cd_b64_decode_floats_into disagrees with cd_b64_decode_floats", NULL);
         if (rc == CD_OK && memcmp(into, out, n * sizeof *out) != 0)
-            finding("cd_b64_decode_floats_into decoded other values");
+            fuzz_finding("cd_b64_decode_floats_into decoded other values", NULL);
         free(into);
     }
     if (rc == CD_OK) {
         if (!cd_vec_finite(out, n))
-            finding("a decoded value is not finite");
+            fuzz_finding("a decoded value is not finite", NULL);
         char *again = cd_b64_encode_floats(out, n);
         if (!again)
             abort();
         if (strlen(again) != size)
-            finding("re-encoding changed the length");
+            fuzz_finding("re-encoding changed the length", NULL);
         float *back = NULL;
         size_t nb = 0;
         if (cd_b64_decode_floats(again, strlen(again), &back, &nb, &err2) != CD_OK ||
             nb != n || memcmp(back, out, n * sizeof *out) != 0)
-            finding("encode/decode round trip changed the values");
+            fuzz_finding("encode/decode round trip changed the values", NULL);
         free(back);
         free(again);
         free(out);

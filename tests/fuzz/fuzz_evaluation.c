@@ -6,27 +6,13 @@
  * the paragon.  Each evaluation that succeeds is stored; the gallery (and
  * with it its evaluations) is rebuilt every RESET_RUNS runs.
  */
-#include <stddef.h>
-#include <stdint.h>
-
 #include "fuzz_api.h"
 
 #define RESET_RUNS 1000
 
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-int LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-    fuzz_api_init();
-    return 0;
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static unsigned long runs;
     fuzz_api_post("/v1/galleries/" FUZZ_GALLERY "/evaluations", data, size);
-    if (++runs % RESET_RUNS == 0)
-        fuzz_api_reset();
+    fuzz_api_end_run(RESET_RUNS, 0);
     return 0;
 }

@@ -7,34 +7,25 @@
  * .fvecs and raw agree on the floats; on failure the result is zeroed and
  * the message names the file.
  */
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
+#include "harness.h"
 #include "vec.h"
 #include "vecfile.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static void finding(const char *why, const cd_error *err)
-{
-    fprintf(stderr, "fuzz_fvecs: %s (%s)\n", why, err->message);
-    abort();
-}
 
 static void check(cd_err rc, const cd_vecfile *v, size_t size, const char *name,
                   const cd_error *err)
 {
     if (rc == CD_OK) {
         if (!v->data || v->n == 0 || v->dim == 0 || v->n * v->dim * 4 > size)
-            finding("success with an impossible shape", err);
+            fuzz_finding("success with an impossible shape", err);
         if (!cd_vec_finite(v->data, v->n * v->dim))
-            finding("success with a value that is not finite", err);
+            fuzz_finding("success with a value that is not finite", err);
     } else {
         if (v->data || v->n || v->dim)
-            finding("failure left a result", err);
+            fuzz_finding("failure left a result", err);
         if (strncmp(err->message, name, strlen(name)) != 0 || err->code != rc)
-            finding("failure message does not name the file", err);
+            fuzz_finding("failure message does not name the file", err);
     }
 }
 
@@ -59,7 +50,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 float f;
                 memcpy(&f, row + 4 * c, sizeof f);
                 if (memcmp(&f, &fv.data[r * fv.dim + c], sizeof f) != 0)
-                    finding(".fvecs values differ from the file's bytes", &err);
+                    fuzz_finding(".fvecs values differ from the file's bytes", &err);
             }
         }
     }

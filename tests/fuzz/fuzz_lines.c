@@ -5,22 +5,13 @@
  * within the length limit, and that asking for the count it found
  * succeeds while asking for one more fails.
  */
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
+#include "harness.h"
 #include "vec.h"
 #include "vecfile.h"
 
 #define MAX_LEN 16
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static void finding(const char *why, const cd_error *err)
-{
-    fprintf(stderr, "fuzz_lines: %s (%s)\n", why, err->message);
-    abort();
-}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -33,18 +24,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             size_t len = strlen(l.lines[i]);
             if (len == 0 || len > MAX_LEN || memchr(l.lines[i], '\n', len) ||
                 !cd_utf8_valid(l.lines[i], len))
-                finding("a returned line breaks the contract", &err);
+                fuzz_finding("a returned line breaks the contract", &err);
         }
         cd_lines again;
         if (cd_lines_parse(data, size, l.n, MAX_LEN, "ids.txt", &again, &err) != CD_OK ||
             again.n != l.n)
-            finding("expecting the found count failed", &err);
+            fuzz_finding("expecting the found count failed", &err);
         cd_lines_finish(&again);
         if (cd_lines_parse(data, size, l.n + 1, MAX_LEN, "ids.txt", &again, &err) != CD_EINVAL)
-            finding("expecting one line more succeeded", &err);
+            fuzz_finding("expecting one line more succeeded", &err);
         cd_lines_finish(&again);
     } else if (l.n || l.lines || l.text || strncmp(err.message, "ids.txt: ", 9) != 0) {
-        finding("failure left a result or its message does not name the file", &err);
+        fuzz_finding("failure left a result or its message does not name the file", &err);
     }
     cd_lines_finish(&l);
     return 0;

@@ -5,19 +5,7 @@
  * of m2 (declared compatible) to the mixed, partly backfilled gallery,
  * of m3 / m4 to the dim and metric checks.  Searches write nothing.
  */
-#include <stddef.h>
-#include <stdint.h>
-
 #include "fuzz_api.h"
-
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-int LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-    fuzz_api_init();
-    return 0;
-}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
