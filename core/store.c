@@ -462,6 +462,60 @@ static cd_err run_i64(cd_conn *c, stmt_id id, int nargs, int64_t a,
     return rc;
 }
 
+/* Fills the struct at elem from the current row of s. */
+typedef cd_err (*row_fill_fn)(sqlite3_stmt *s, void *elem, cd_error *err);
+
+/*
+ * Runs statement id, a look-up of one row by ?1, on c and fills *out from
+ * its row with fill.  ?1 is name when that is not NULL, else hash (an API
+ * key's CD_KEY_HASH_SIZE bytes) when that is not NULL, else row_id.  When
+ * there is no row, returns CD_ENOTFOUND and leaves err and *out alone:
+ * the caller knows what it looked for and words the message.
+ */
+static cd_err read_row(cd_conn *c, stmt_id id, const char *name,
+                       const unsigned char *hash, int64_t row_id,
+                       row_fill_fn fill, void *out, cd_error *err)
+{
+    sqlite3_stmt *s;
+    cd_err rc = conn_stmt(c, id, &s, err);
+    if (rc != CD_OK)
+        return rc;
+    if (name)
+        sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+    else if (hash)
+        sqlite3_bind_blob(s, 1, hash, CD_KEY_HASH_SIZE, SQLITE_STATIC);
+    else
+        sqlite3_bind_int64(s, 1, row_id);
+    int step = sqlite3_step(s);
+    if (step == SQLITE_ROW)
+        rc = fill(s, out, err);
+    else if (step == SQLITE_DONE)
+        rc = CD_ENOTFOUND;
+    else
+        rc = db_fail(err, c, step);
+    stmt_done(s);
+    return rc;
+}
+
+/*
+ * Steps s, a bound statement that yields no row (an INSERT or UPDATE),
+ * and makes it ready for its next use.  When noun is not NULL, breaking a
+ * UNIQUE constraint fails CD_EEXISTS, "<noun> <name> already exists";
+ * any other failure is SQLite's.
+ */
+static cd_err step_write(cd_conn *c, sqlite3_stmt *s, const char *noun,
+                         const char *name, cd_error *err)
+{
+    int step = sqlite3_step(s);
+    cd_err rc = CD_OK;
+    if (step == SQLITE_CONSTRAINT_UNIQUE && noun)
+        rc = cd__fail(err, CD_EEXISTS, "%s %s already exists", noun, name);
+    else if (step != SQLITE_DONE)
+        rc = db_fail(err, c, step);
+    stmt_done(s);
+    return rc;
+}
+
 static cd_err tx_begin(cd_conn *c, bool write, cd_error *err)
 {
     return run_i64(c, write ? ST_BEGIN_IMMEDIATE : ST_BEGIN, 0, 0, 0, NULL,
@@ -810,32 +864,25 @@ static cd_err model_from_row(sqlite3_stmt *s, cd_model *m, cd_error *err)
     return CD_OK;
 }
 
-/*
- * Runs a MODEL_SELECT statement bound to name (or id when name is NULL)
- * on c and fills *out with its row.
- */
+static cd_err model_fill(sqlite3_stmt *s, void *elem, cd_error *err)
+{
+    return model_from_row(s, elem, err);
+}
+
+/* Reads the model named name (or with id model_id when name is NULL) on c
+ * into *out with statement id, ST_MODEL_BY_NAME or ST_MODEL_BY_ID; *out
+ * is zeroed on failure. */
 static cd_err model_read(cd_conn *c, stmt_id id, const char *name,
                          int64_t model_id, cd_model *out, cd_error *err)
 {
-    sqlite3_stmt *s;
-    cd_err rc = conn_stmt(c, id, &s, err);
-    if (rc != CD_OK)
-        return rc;
-    if (name)
-        sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
-    else
-        sqlite3_bind_int64(s, 1, model_id);
-    int step = sqlite3_step(s);
-    if (step == SQLITE_ROW)
-        rc = model_from_row(s, out, err);
-    else if (step == SQLITE_DONE && name)
+    cd_err rc = read_row(c, id, name, NULL, model_id, model_fill, out, err);
+    if (rc == CD_ENOTFOUND && name)
         rc = cd__fail(err, CD_ENOTFOUND, "model %s not found", name);
-    else if (step == SQLITE_DONE)
+    else if (rc == CD_ENOTFOUND)
         rc = cd__fail(err, CD_ENOTFOUND, "model %lld not found",
                       (long long)model_id);
-    else
-        rc = db_fail(err, c, step);
-    stmt_done(s);
+    if (rc != CD_OK)
+        memset(out, 0, sizeof *out);
     return rc;
 }
 
@@ -942,12 +989,7 @@ cd_err cd_store_model_create(cd_store *st, const cd_model *in, cd_model *out,
         sqlite3_bind_int64(s, 4, compat_id);
     sqlite3_bind_text(s, 5, m->description, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 6, created_at, -1, SQLITE_STATIC);
-    int step = sqlite3_step(s);
-    if (step == SQLITE_CONSTRAINT_UNIQUE)
-        rc = cd__fail(err, CD_EEXISTS, "model %s already exists", m->name);
-    else if (step != SQLITE_DONE)
-        rc = db_fail(err, c, step);
-    stmt_done(s);
+    rc = step_write(c, s, "model", m->name, err);
     if (rc == CD_OK && out)
         rc = model_read(c, ST_MODEL_BY_ID, NULL, sqlite3_last_insert_rowid(c->db),
                         out, err);
@@ -972,8 +1014,6 @@ cd_err cd_store_model_get(cd_store *st, const char *name, cd_model *out,
     cd_conn *c = reader_acquire(st);
     cd_err rc = model_read(c, ST_MODEL_BY_NAME, name, 0, out, err);
     conn_release(c);
-    if (rc != CD_OK)
-        memset(out, 0, sizeof *out);
     return rc;
 }
 
@@ -985,8 +1025,6 @@ cd_err cd_store_model_get_by_id(cd_store *st, int64_t id, cd_model *out,
     cd_conn *c = reader_acquire(st);
     cd_err rc = model_read(c, ST_MODEL_BY_ID, NULL, id, out, err);
     conn_release(c);
-    if (rc != CD_OK)
-        memset(out, 0, sizeof *out);
     return rc;
 }
 
@@ -995,8 +1033,6 @@ cd_err cd_store_model_get_by_id(cd_store *st, int64_t id, cd_model *out,
  * nargs is 1) on a read connection into a malloc'd array of elements of
  * size `size`, each filled by `fill`.
  */
-typedef cd_err (*row_fill_fn)(sqlite3_stmt *s, void *elem, cd_error *err);
-
 static cd_err list_rows(cd_store *st, stmt_id id, int nargs, int64_t a,
                         size_t size, row_fill_fn fill, void **out, size_t *n,
                         cd_error *err)
@@ -1042,11 +1078,6 @@ done:
     return rc;
 }
 
-static cd_err model_fill(sqlite3_stmt *s, void *elem, cd_error *err)
-{
-    return model_from_row(s, elem, err);
-}
-
 cd_err cd_store_model_list(cd_store *st, cd_model **out, size_t *n,
                            cd_error *err)
 {
@@ -1084,29 +1115,21 @@ static cd_err gallery_fill(sqlite3_stmt *s, void *elem, cd_error *err)
     return gallery_from_row(s, elem, err);
 }
 
-/* Runs a GALLERY_SELECT statement bound to name or id on c into *out. */
+/* Reads the gallery named name (or with id gallery_id when name is NULL)
+ * on c into *out with statement id, ST_GALLERY_BY_NAME or _BY_ID; *out
+ * is zeroed on failure. */
 static cd_err gallery_read(cd_conn *c, stmt_id id, const char *name,
                            int64_t gallery_id, cd_gallery *out, cd_error *err)
 {
-    sqlite3_stmt *s;
-    cd_err rc = conn_stmt(c, id, &s, err);
-    if (rc != CD_OK)
-        return rc;
-    if (name)
-        sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
-    else
-        sqlite3_bind_int64(s, 1, gallery_id);
-    int step = sqlite3_step(s);
-    if (step == SQLITE_ROW)
-        rc = gallery_from_row(s, out, err);
-    else if (step == SQLITE_DONE && name)
+    cd_err rc = read_row(c, id, name, NULL, gallery_id, gallery_fill, out,
+                         err);
+    if (rc == CD_ENOTFOUND && name)
         rc = cd__fail(err, CD_ENOTFOUND, "gallery %s not found", name);
-    else if (step == SQLITE_DONE)
+    else if (rc == CD_ENOTFOUND)
         rc = cd__fail(err, CD_ENOTFOUND, "gallery %lld not found",
                       (long long)gallery_id);
-    else
-        rc = db_fail(err, c, step);
-    stmt_done(s);
+    if (rc != CD_OK)
+        memset(out, 0, sizeof *out);
     return rc;
 }
 
@@ -1152,12 +1175,7 @@ cd_err cd_store_gallery_create(cd_store *st, const char *name,
     sqlite3_bind_int64(s, 2, model_id);
     sqlite3_bind_text(s, 3, index_spec, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 4, created_at, -1, SQLITE_STATIC);
-    int step = sqlite3_step(s);
-    if (step == SQLITE_CONSTRAINT_UNIQUE)
-        rc = cd__fail(err, CD_EEXISTS, "gallery %s already exists", name);
-    else if (step != SQLITE_DONE)
-        rc = db_fail(err, c, step);
-    stmt_done(s);
+    rc = step_write(c, s, "gallery", name, err);
     if (rc == CD_OK && out)
         rc = gallery_read(c, ST_GALLERY_BY_ID, NULL,
                           sqlite3_last_insert_rowid(c->db), out, err);
@@ -1182,8 +1200,6 @@ cd_err cd_store_gallery_get(cd_store *st, const char *name, cd_gallery *out,
     cd_conn *c = reader_acquire(st);
     cd_err rc = gallery_read(c, ST_GALLERY_BY_NAME, name, 0, out, err);
     conn_release(c);
-    if (rc != CD_OK)
-        memset(out, 0, sizeof *out);
     return rc;
 }
 
@@ -1214,13 +1230,10 @@ cd_err cd_store_gallery_set_policy(cd_store *st, int64_t gallery_id,
         /* One statement: autocommit makes it its own transaction. */
         sqlite3_bind_int64(s, 1, gallery_id);
         sqlite3_bind_text(s, 2, cd_policy_name(policy), -1, SQLITE_STATIC);
-        int step = sqlite3_step(s);
-        if (step != SQLITE_DONE)
-            rc = db_fail(err, c, step);
-        else if (sqlite3_changes(c->db) == 0)
+        rc = step_write(c, s, NULL, NULL, err);
+        if (rc == CD_OK && sqlite3_changes(c->db) == 0)
             rc = cd__fail(err, CD_ENOTFOUND, "gallery %lld not found",
                           (long long)gallery_id);
-        stmt_done(s);
     }
     conn_release(c);
     return rc;
@@ -1692,10 +1705,7 @@ cd_err cd_store_item_delete(cd_store *st, int64_t gallery_id, const char *id,
             sqlite3_bind_int64(s, 1, gallery_id);
             sqlite3_bind_int64(s, 2, seq);
             sqlite3_bind_int64(s, 3, rowid);
-            step = sqlite3_step(s);
-            if (step != SQLITE_DONE)
-                rc = db_fail(err, c, step);
-            stmt_done(s);
+            rc = step_write(c, s, NULL, NULL, err);
         }
     }
 end:
@@ -2074,10 +2084,7 @@ cd_err cd_store_evaluation_insert(cd_store *st, cd_evaluation *ev,
         bind_real(s, 11, ev->baseline_map);
         bind_real(s, 12, ev->nfr);
         sqlite3_bind_text(s, 13, ev->report, -1, SQLITE_STATIC);
-        int step = sqlite3_step(s);
-        if (step != SQLITE_DONE)
-            rc = db_fail(err, c, step);
-        stmt_done(s);
+        rc = step_write(c, s, NULL, NULL, err);
     }
     int64_t id = sqlite3_last_insert_rowid(c->db);
     rc = tx_end(c, rc, err);
@@ -2597,37 +2604,30 @@ static cd_err key_from_row(sqlite3_stmt *s, cd_api_key *k, cd_error *err)
     return CD_OK;
 }
 
+static cd_err key_fill(sqlite3_stmt *s, void *elem, cd_error *err)
+{
+    return key_from_row(s, elem, err);
+}
+
 /*
- * Runs a KEY_SELECT statement bound to name (ST_KEY_BY_NAME), key_id
- * (ST_KEY_BY_ID) or hash (ST_KEY_BY_HASH) on c and fills *out.
+ * Reads the API key named name (ST_KEY_BY_NAME), with id key_id
+ * (ST_KEY_BY_ID) or hash (ST_KEY_BY_HASH) on c into *out, zeroed on
+ * failure; the other two arguments are NULL or 0.
  */
 static cd_err key_read(cd_conn *c, stmt_id id, const char *name, int64_t key_id,
                        const unsigned char *hash, cd_api_key *out,
                        cd_error *err)
 {
-    sqlite3_stmt *s;
-    cd_err rc = conn_stmt(c, id, &s, err);
-    if (rc != CD_OK)
-        return rc;
-    if (id == ST_KEY_BY_NAME)
-        sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
-    else if (id == ST_KEY_BY_ID)
-        sqlite3_bind_int64(s, 1, key_id);
-    else
-        sqlite3_bind_blob(s, 1, hash, CD_KEY_HASH_SIZE, SQLITE_STATIC);
-    int step = sqlite3_step(s);
-    if (step == SQLITE_ROW)
-        rc = key_from_row(s, out, err);
-    else if (step == SQLITE_DONE && id == ST_KEY_BY_NAME)
+    cd_err rc = read_row(c, id, name, hash, key_id, key_fill, out, err);
+    if (rc == CD_ENOTFOUND && name)
         rc = cd__fail(err, CD_ENOTFOUND, "no API key named %s", name);
-    else if (step == SQLITE_DONE && id == ST_KEY_BY_ID)
+    else if (rc == CD_ENOTFOUND && !hash)
         rc = cd__fail(err, CD_ENOTFOUND, "no API key with id %lld",
                       (long long)key_id);
-    else if (step == SQLITE_DONE)
+    else if (rc == CD_ENOTFOUND)
         rc = cd__fail(err, CD_ENOTFOUND, "unknown API key");
-    else
-        rc = db_fail(err, c, step);
-    stmt_done(s);
+    if (rc != CD_OK)
+        memset(out, 0, sizeof *out);
     return rc;
 }
 
@@ -2686,10 +2686,8 @@ cd_err cd_store_key_insert(cd_store *st, const char *name, cd_scope scope,
     sqlite3_bind_blob(s, 3, hash, CD_KEY_HASH_SIZE, SQLITE_STATIC);
     sqlite3_bind_text(s, 4, prefix, (int)len, SQLITE_STATIC);
     sqlite3_bind_text(s, 5, created_at, -1, SQLITE_STATIC);
-    int step = sqlite3_step(s);
-    if (step != SQLITE_DONE)
-        rc = db_fail(err, c, step);
-    stmt_done(s);
+    /* Name and hash were looked up above, in this transaction. */
+    rc = step_write(c, s, NULL, NULL, err);
     if (rc == CD_OK && out)
         rc = key_read(c, ST_KEY_BY_ID, NULL, sqlite3_last_insert_rowid(c->db),
                       NULL, out, err);
@@ -2714,8 +2712,6 @@ cd_err cd_store_key_get(cd_store *st, const char *name, cd_api_key *out,
     cd_conn *c = reader_acquire(st);
     cd_err rc = key_read(c, ST_KEY_BY_NAME, name, 0, NULL, out, err);
     conn_release(c);
-    if (rc != CD_OK)
-        memset(out, 0, sizeof *out);
     return rc;
 }
 
@@ -2727,8 +2723,6 @@ cd_err cd_store_key_get_by_id(cd_store *st, int64_t id, cd_api_key *out,
     cd_conn *c = reader_acquire(st);
     cd_err rc = key_read(c, ST_KEY_BY_ID, NULL, id, NULL, out, err);
     conn_release(c);
-    if (rc != CD_OK)
-        memset(out, 0, sizeof *out);
     return rc;
 }
 
@@ -2741,14 +2735,7 @@ cd_err cd_store_key_find(cd_store *st,
     cd_conn *c = reader_acquire(st);
     cd_err rc = key_read(c, ST_KEY_BY_HASH, NULL, 0, hash, out, err);
     conn_release(c);
-    if (rc != CD_OK)
-        memset(out, 0, sizeof *out);
     return rc;
-}
-
-static cd_err key_fill(sqlite3_stmt *s, void *elem, cd_error *err)
-{
-    return key_from_row(s, elem, err);
 }
 
 cd_err cd_store_key_list(cd_store *st, cd_api_key **out, size_t *n,
@@ -2793,10 +2780,7 @@ cd_err cd_store_key_revoke(cd_store *st, int64_t id, cd_api_key *out,
         goto end;
     sqlite3_bind_int64(s, 1, id);
     sqlite3_bind_text(s, 2, now, -1, SQLITE_STATIC);
-    int step = sqlite3_step(s);
-    if (step != SQLITE_DONE)
-        rc = db_fail(err, c, step);
-    stmt_done(s);
+    rc = step_write(c, s, NULL, NULL, err);
     if (rc == CD_OK)
         rc = key_read(c, ST_KEY_BY_ID, NULL, id, NULL, &k, err);
 end:
