@@ -176,6 +176,37 @@ td_daemon *td_daemon_create(void)
     return d;
 }
 
+/*
+ * Forks and runs argv[0] (searched in PATH when it has no '/') with argv,
+ * stdin /dev/null, stdout out_fd and stderr err_fd.  The child dies with
+ * the test (a failed REQUIRE, a meson timeout) instead of outliving it.
+ * Returns the child's pid, or -1 after printing why when fork fails; the
+ * caller still owns (and closes) out_fd and err_fd.
+ */
+static pid_t fork_exec(const char *const *argv, int out_fd, int err_fd)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        fprintf(stderr, "fork: %s\n", strerror(errno));
+        return -1;
+    }
+    if (pid == 0) {
+        pid_t parent = getppid();
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+            _exit(127);
+        int null_fd = open("/dev/null", O_RDONLY);
+        if (null_fd >= 0)
+            dup2(null_fd, 0);
+        dup2(out_fd, 1);
+        dup2(err_fd, 2);
+        execvp(argv[0], (char *const *)argv);
+        fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    return pid;
+}
+
 static double start_timeout(void)
 {
     const char *s = getenv("COMPATD_START_TIMEOUT");
@@ -295,29 +326,10 @@ bool td_daemon_start(td_daemon *d, const char *const *args)
         fprintf(stderr, "open %s: %s\n", d->log_path, strerror(errno));
         return false;
     }
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid < 0) {
-        fprintf(stderr, "fork: %s\n", strerror(errno));
-        close(log_fd);
-        return false;
-    }
-    if (pid == 0) {
-        /* A test that dies (a failed REQUIRE, a meson timeout) takes its
-         * daemon with it instead of leaving it serving. */
-        pid_t parent = getppid();
-        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
-            _exit(127);
-        int null_fd = open("/dev/null", O_RDONLY);
-        if (null_fd >= 0)
-            dup2(null_fd, 0);
-        dup2(log_fd, 1);
-        dup2(log_fd, 2);
-        execv(d->exe, (char *const *)argv);
-        fprintf(stderr, "exec %s: %s\n", d->exe, strerror(errno));
-        _exit(127);
-    }
+    pid_t pid = fork_exec(argv, log_fd, log_fd);
     close(log_fd);
+    if (pid < 0)
+        return false;
     d->pid = pid;
 
     double deadline = td_now() + start_timeout();
@@ -540,6 +552,24 @@ void td_http_destroy(td_http *h)
     free(h);
 }
 
+bool td_daemon_start_client(const char *const *args, td_daemon **d, td_http **h)
+{
+    *h = NULL;
+    if (!(*d = td_daemon_create()))
+        return false;
+    if (!td_daemon_start(*d, args))
+        goto fail;
+    if (!(*h = td_http_create(*d))) {
+        fprintf(stderr, "td_http_create failed (curl or memory)\n");
+        goto fail;
+    }
+    return true;
+fail:
+    td_daemon_destroy(*d);
+    *d = NULL;
+    return false;
+}
+
 void td_http_set_timeout(td_http *h, long seconds)
 {
     h->timeout = seconds;
@@ -618,6 +648,21 @@ long td_http_json(td_http *h, const char *method, const char *path,
         .len = body ? strlen(body) : 0,
     };
     return td_http_send(h, &req, out);
+}
+
+void td_reply_show_if(const td_reply *r, long want, const char *what)
+{
+    if (r->status != want)
+        fprintf(stderr, "%s: want %ld, got %ld: %.600s%s\n", what, want, r->status,
+                r->status ? r->body : "", r->status ? "" : r->error);
+}
+
+long td_http_call(td_http *h, td_reply *out, long want, const char *method, const char *path,
+                  const char *body)
+{
+    td_http_json(h, method, path, body, out);
+    td_reply_show_if(out, want, path);
+    return out->status;
 }
 
 long td_http_jsonf(td_http *h, td_reply *out, const char *method,
@@ -741,6 +786,21 @@ char *td_b64_floats(const float *v, size_t n)
     return s;
 }
 
+void td_text_append_b64_rows(td_text *t, const float *x, size_t n, size_t dim)
+{
+    td_text_append(t, "[");
+    for (size_t i = 0; i < n; i++) {
+        char *v = td_b64_floats(x + i * dim, dim);
+        if (!v) {
+            fprintf(stderr, "td_text_append_b64_rows: out of memory\n");
+            exit(1);
+        }
+        td_text_append(t, "%s\"%s\"", i ? "," : "", v);
+        free(v);
+    }
+    td_text_append(t, "]");
+}
+
 uint64_t td_rng_next(td_rng *r)
 {
     uint64_t z = (r->state += 0x9e3779b97f4a7c15ULL);
@@ -783,6 +843,52 @@ long td_gallery_count(td_http *h, const char *name)
     double n = td_json_num(r.json, "count");
     td_reply_finish(&r);
     return isnan(n) ? -1 : (long)n;
+}
+
+/* --- reference search ----------------------------------------------- */
+
+const char *const td_metric_names[3] = {"cosine", "ip", "l2"};
+
+double td_ref_score(td_metric m, const float *x, const float *q, size_t dim)
+{
+    double dot = 0, xx = 0, qq = 0, l2 = 0;
+    for (size_t d = 0; d < dim; d++) {
+        dot += (double)x[d] * q[d];
+        xx += (double)x[d] * x[d];
+        qq += (double)q[d] * q[d];
+        l2 += ((double)x[d] - q[d]) * ((double)x[d] - q[d]);
+    }
+    switch (m) {
+    case TD_METRIC_COSINE: return dot / (sqrt(xx) * sqrt(qq));
+    case TD_METRIC_IP: return dot;
+    case TD_METRIC_L2: return l2;
+    }
+    return NAN;
+}
+
+bool td_ref_better(td_metric m, double a, double b)
+{
+    return m != TD_METRIC_L2 ? a > b : a < b;
+}
+
+void td_ref_topk_offer(td_metric m, size_t k, size_t *idx, double *score, size_t *n,
+                       size_t i, double s)
+{
+    if (*n == k && !td_ref_better(m, s, score[k - 1]))
+        return;
+    size_t p = *n < k ? (*n)++ : k - 1;
+    while (p > 0 && td_ref_better(m, s, score[p - 1])) {
+        score[p] = score[p - 1];
+        idx[p] = idx[p - 1];
+        p--;
+    }
+    score[p] = s;
+    idx[p] = i;
+}
+
+double td_tie_eps(double s)
+{
+    return 1e-6 + 1e-5 * fabs(s);
 }
 
 /* --- child processes ------------------------------------------------- */
@@ -862,29 +968,14 @@ static bool spawn(const char *const *argv, enum err_to err_to, td_proc *p)
         close(out[1]);
         return false;
     }
-    fflush(NULL);
-    pid_t pid = fork();
+    pid_t pid = fork_exec(argv, out[1], err_to == ERR_TO_OUT ? out[1] : err[1]);
     if (pid < 0) {
-        fprintf(stderr, "fork: %s\n", strerror(errno));
         for (int i = 0; i < 2; i++) {
             close(out[i]);
             if (err[i] >= 0)
                 close(err[i]);
         }
         return false;
-    }
-    if (pid == 0) {
-        pid_t parent = getppid();
-        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
-            _exit(127);
-        int null_fd = open("/dev/null", O_RDONLY);
-        if (null_fd >= 0)
-            dup2(null_fd, 0);
-        dup2(out[1], 1);
-        dup2(err_to == ERR_TO_OUT ? out[1] : err[1], 2);
-        execvp(argv[0], (char *const *)argv);
-        fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
-        _exit(127);
     }
     close(out[1]);
     if (err[1] >= 0)
@@ -979,6 +1070,28 @@ int td_run_compatd(const char *const *args, char **output)
     if (!compatd_argv(args, argv) || !spawn(argv, ERR_TO_OUT, &p))
         return -1;
     return finish(&p, output, NULL, true);
+}
+
+bool td_serve_refused(const td_daemon *d, const char *const *extra, int want,
+                      const char *says)
+{
+    const char *args[MAX_ARGS] = {"serve", "--listen", "127.0.0.1:0", "--data", d->data_dir};
+    size_t n = 5;
+    for (size_t i = 0; extra && extra[i] && n < MAX_ARGS - 2; i++)
+        args[n++] = extra[i];
+    args[n] = NULL;
+    char *out = NULL;
+    int st = td_run_compatd(args, &out);
+    bool ok = st == want && out && strstr(out, says);
+    if (!ok) {
+        fprintf(stderr, "compatd serve");
+        for (size_t i = 5; i < n; i++)
+            fprintf(stderr, " %s", args[i]);
+        fprintf(stderr, ": status %d, want %d and \"%s\": %s\n", st, want, says,
+                out ? out : "");
+    }
+    free(out);
+    return ok;
 }
 
 /* --- API keys and TLS ------------------------------------------------- */

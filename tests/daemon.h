@@ -143,6 +143,15 @@ td_http *td_http_create(const td_daemon *d);
 /* Frees the client.  Accepts NULL. */
 void td_http_destroy(td_http *h);
 
+/*
+ * The start most HTTP tests make: td_daemon_create, td_daemon_start with
+ * args, td_http_create.  Returns true with *d and *h set; on failure
+ * prints which step failed, frees what it made and returns false with *d
+ * and *h NULL.  The caller ends with td_http_destroy(*h),
+ * td_daemon_stop(*d) and td_daemon_destroy(*d).
+ */
+bool td_daemon_start_client(const char *const *args, td_daemon **d, td_http **h);
+
 /* Sets the whole-request timeout (default 300 s). */
 void td_http_set_timeout(td_http *h, long seconds);
 
@@ -176,6 +185,19 @@ const char *td_reply_error_code(const td_reply *r);
 /* r's error.message, or NULL. */
 const char *td_reply_error_message(const td_reply *r);
 
+/*
+ * td_http_json, then, when the status is not want, prints path, the status
+ * and the reply's body (its first 600 bytes) or transport error, so that a
+ * failing CHECK on the returned status has its context.  The caller
+ * releases *out with td_reply_finish().  Returns out->status.
+ */
+long td_http_call(td_http *h, td_reply *out, long want, const char *method, const char *path,
+                  const char *body);
+
+/* Prints what, want and r's status and body (or error) when r->status is
+ * not want; nothing otherwise. */
+void td_reply_show_if(const td_reply *r, long want, const char *what);
+
 /* --- JSON ------------------------------------------------------------- */
 
 /*
@@ -202,6 +224,12 @@ char *td_b64_floats(const float *v, size_t n);
 /* Base64 of n arbitrary bytes; malloc'd (free()), or NULL. */
 char *td_b64_bytes(const void *bytes, size_t n);
 
+/*
+ * Appends n rows of dim float32 values (x, row after row) to t as a JSON
+ * array of td_b64_floats strings: ["..","..."].  Exits when out of memory.
+ */
+void td_text_append_b64_rows(td_text *t, const float *x, size_t n, size_t dim);
+
 /* A small splitmix64 generator; seed it by setting state. */
 typedef struct td_rng {
     uint64_t state;
@@ -224,6 +252,41 @@ bool td_long_tests(void);
 /* Seconds on a monotonic clock, for the tests' timing lines. */
 double td_now(void);
 
+/* --- reference search ----------------------------------------------- */
+
+/* The API's metrics; td_metric_names[m] is how the API spells m. */
+typedef enum td_metric { TD_METRIC_COSINE, TD_METRIC_IP, TD_METRIC_L2 } td_metric;
+
+extern const char *const td_metric_names[3];
+
+/*
+ * The score the API reports for stored vector x against query q (dim
+ * values each), computed in double and independently of core: cosine
+ * similarity, inner product, or squared L2 distance.  Symmetric in x, q.
+ */
+double td_ref_score(td_metric m, const float *x, const float *q, size_t dim);
+
+/* True when score a ranks strictly before b: higher for cosine and ip,
+ * lower for l2. */
+bool td_ref_better(td_metric m, double a, double b);
+
+/*
+ * Offers item i, scoring s, to the best-first list idx[0..*n), score[0..*n)
+ * of at most k entries.  It goes after every entry scoring better or the
+ * same (so ties keep the order of offering) and pushes out the last entry
+ * when the list is full; an item no better than a full list's last is
+ * dropped.  Offering every item of a scan gives a reference top-k.
+ */
+void td_ref_topk_offer(td_metric m, size_t k, size_t *idx, double *score, size_t *n,
+                       size_t i, double s);
+
+/*
+ * Scores of float32 arithmetic closer than this to s are a tie: the server
+ * may order such items either way (dims up to a few dozen, scores up to
+ * ~50).
+ */
+double td_tie_eps(double s);
+
 /* --- other compatd commands ------------------------------------------ */
 
 /*
@@ -235,6 +298,16 @@ double td_now(void);
  * makes it -1 too, as a daemon's log does.
  */
 int td_run_compatd(const char *const *args, char **output);
+
+/*
+ * Runs `compatd serve --listen 127.0.0.1:0 --data <d's data directory>`
+ * with extra (NULL-terminated; NULL for none) to its exit, for settings
+ * the daemon must refuse at startup.  Returns true when it exited with
+ * status want and its output (stdout and stderr) contains says; otherwise
+ * prints extra, the status and the output, and returns false.
+ */
+bool td_serve_refused(const td_daemon *d, const char *const *extra, int want,
+                      const char *says);
 
 /* --- API keys and TLS ------------------------------------------------- */
 

@@ -118,23 +118,6 @@ static bool utf8_ok(const char *str, size_t n)
     return true;
 }
 
-/* Prints the reply when status is not what the test expected. */
-static void show_if(const td_reply *r, long want, const char *what)
-{
-    if (r->status != want)
-        fprintf(stderr, "%s: want %ld, got %ld: %s%s\n", what, want, r->status,
-                r->status ? r->body : "", r->status ? "" : r->error);
-}
-
-/* Sends and checks the status; the reply is the caller's to finish. */
-static long call(td_http *h, td_reply *r, long want, const char *method,
-                 const char *path, const char *body)
-{
-    td_http_json(h, method, path, body, r);
-    show_if(r, want, path);
-    return r->status;
-}
-
 /* The reply's error object is the SPEC one with the given status/code. */
 static void check_error_reply(const td_reply *r, long status, const char *code)
 {
@@ -152,10 +135,10 @@ static void check_error_reply(const td_reply *r, long status, const char *code)
 static void test_health(td_http *h)
 {
     td_reply r;
-    CHECK_EQ(call(h, &r, 200, "GET", "/healthz", NULL), 200);
+    CHECK_EQ(td_http_call(h, &r, 200, "GET", "/healthz", NULL), 200);
     CHECK_STREQ(td_json_str(r.json, "status"), "ok");
     td_reply_finish(&r);
-    CHECK_EQ(call(h, &r, 200, "GET", "/readyz", NULL), 200);
+    CHECK_EQ(td_http_call(h, &r, 200, "GET", "/readyz", NULL), 200);
     CHECK_STREQ(td_json_str(r.json, "status"), "ready");
     td_reply_finish(&r);
 }
@@ -167,7 +150,7 @@ static void test_models(td_http *h)
         char *body = td_fmt("{\"name\":\"%s\",\"dim\":%d,\"metric\":\"%s\","
                          "\"description\":\"fixture %zu\"}",
                          fixtures[i].model, DIM, fixtures[i].metric, i);
-        CHECK_EQ(call(h, &r, 201, "POST", "/v1/models", body), 201);
+        CHECK_EQ(td_http_call(h, &r, 201, "POST", "/v1/models", body), 201);
         CHECK_STREQ(td_json_str(r.json, "name"), fixtures[i].model);
         CHECK_EQ(td_json_num(r.json, "dim"), DIM);
         CHECK_STREQ(td_json_str(r.json, "metric"), fixtures[i].metric);
@@ -177,13 +160,13 @@ static void test_models(td_http *h)
         free(body);
     }
     /* A newer model trained against m-l2, and one of another shape. */
-    CHECK_EQ(call(h, &r, 201, "POST", "/v1/models",
-                  "{\"name\":\"m-l2-v2\",\"dim\":4,\"metric\":\"l2\",\"compatible_with\":\"m-l2\"}"),
+    CHECK_EQ(td_http_call(h, &r, 201, "POST", "/v1/models",
+                          "{\"name\":\"m-l2-v2\",\"dim\":4,\"metric\":\"l2\",\"compatible_with\":\"m-l2\"}"),
              201);
     CHECK_STREQ(td_json_str(r.json, "compatible_with"), "m-l2");
     td_reply_finish(&r);
-    CHECK_EQ(call(h, &r, 201, "POST", "/v1/models",
-                  "{\"name\":\"m-wide\",\"dim\":8,\"metric\":\"l2\"}"), 201);
+    CHECK_EQ(td_http_call(h, &r, 201, "POST", "/v1/models",
+                          "{\"name\":\"m-wide\",\"dim\":8,\"metric\":\"l2\"}"), 201);
     td_reply_finish(&r);
 
     /* The longest name there may be, and the content type with a charset. */
@@ -196,7 +179,7 @@ static void test_models(td_http *h)
     td_reply_finish(&r);
     free(body);
 
-    CHECK_EQ(call(h, &r, 200, "GET", "/v1/models", NULL), 200);
+    CHECK_EQ(td_http_call(h, &r, 200, "GET", "/v1/models", NULL), 200);
     const cJSON *models = td_json_at(r.json, "models");
     CHECK_EQ(cJSON_GetArraySize(models), N_FIXTURES + 3);
     size_t found = 0;
@@ -209,13 +192,13 @@ static void test_models(td_http *h)
     CHECK_EQ(found, N_FIXTURES);
     td_reply_finish(&r);
 
-    CHECK_EQ(call(h, &r, 200, "GET", "/v1/models/m-l2-v2", NULL), 200);
+    CHECK_EQ(td_http_call(h, &r, 200, "GET", "/v1/models/m-l2-v2", NULL), 200);
     CHECK_STREQ(td_json_str(r.json, "name"), "m-l2-v2");
     CHECK_STREQ(td_json_str(r.json, "compatible_with"), "m-l2");
     CHECK_EQ(td_json_num(r.json, "dim"), 4);
     td_reply_finish(&r);
     char *path = td_fmt("/v1/models/%s", name64);
-    CHECK_EQ(call(h, &r, 200, "GET", path, NULL), 200);
+    CHECK_EQ(td_http_call(h, &r, 200, "GET", path, NULL), 200);
     td_reply_finish(&r);
     free(path);
     free(name64);
@@ -231,7 +214,7 @@ static void test_galleries(td_http *h)
                   fixtures[i].gallery, fixtures[i].model)
             : td_fmt("{\"name\":\"%s\",\"model\":\"%s\"}", fixtures[i].gallery,
                   fixtures[i].model);
-        CHECK_EQ(call(h, &r, 201, "POST", "/v1/galleries", body), 201);
+        CHECK_EQ(td_http_call(h, &r, 201, "POST", "/v1/galleries", body), 201);
         CHECK_STREQ(td_json_str(r.json, "name"), fixtures[i].gallery);
         CHECK_STREQ(td_json_str(r.json, "model"), fixtures[i].model);
         CHECK_STREQ(td_json_str(r.json, "index"), "Flat");
@@ -239,11 +222,11 @@ static void test_galleries(td_http *h)
         td_reply_finish(&r);
         free(body);
     }
-    CHECK_EQ(call(h, &r, 200, "GET", "/v1/galleries", NULL), 200);
+    CHECK_EQ(td_http_call(h, &r, 200, "GET", "/v1/galleries", NULL), 200);
     CHECK_EQ(cJSON_GetArraySize(td_json_at(r.json, "galleries")), N_FIXTURES);
     td_reply_finish(&r);
 
-    CHECK_EQ(call(h, &r, 200, "GET", "/v1/galleries/g-l2", NULL), 200);
+    CHECK_EQ(td_http_call(h, &r, 200, "GET", "/v1/galleries/g-l2", NULL), 200);
     CHECK_STREQ(td_json_str(r.json, "name"), "g-l2");
     CHECK_STREQ(td_json_str(r.json, "model"), "m-l2");
     CHECK_STREQ(td_json_str(r.json, "index"), "Flat");
@@ -296,7 +279,7 @@ static void test_upsert(td_http *h, td_rng *rng)
         }
         char *body = td_fmt("{\"items\":[%s]}", items);
         char *path = td_fmt("/v1/galleries/%s/items", fixtures[g].gallery);
-        CHECK_EQ(call(h, &r, 200, "POST", path, body), 200);
+        CHECK_EQ(td_http_call(h, &r, 200, "POST", path, body), 200);
         CHECK_EQ(td_json_num(r.json, "upserted"), N_ITEMS);
         td_reply_finish(&r);
         free(path);
@@ -304,7 +287,7 @@ static void test_upsert(td_http *h, td_rng *rng)
         free(items);
 
         path = td_fmt("/v1/galleries/%s", fixtures[g].gallery);
-        CHECK_EQ(call(h, &r, 200, "GET", path, NULL), 200);
+        CHECK_EQ(td_http_call(h, &r, 200, "GET", path, NULL), 200);
         CHECK_EQ(td_json_num(r.json, "count"), N_ITEMS);
         char *key = td_fmt("embeddings.%s", fixtures[g].model);
         CHECK_EQ(td_json_num(r.json, key), N_ITEMS);
@@ -320,7 +303,7 @@ static void check_item(td_http *h, size_t g, size_t i, const char *label)
 {
     td_reply r;
     char *path = td_fmt("/v1/galleries/%s/items/i%zu?vectors=true", fixtures[g].gallery, i);
-    CHECK_EQ(call(h, &r, 200, "GET", path, NULL), 200);
+    CHECK_EQ(td_http_call(h, &r, 200, "GET", path, NULL), 200);
     char *id = td_fmt("i%zu", i);
     CHECK_STREQ(td_json_str(r.json, "id"), id);
     CHECK_STREQ(td_json_str(r.json, "label"), label);
@@ -360,11 +343,11 @@ static void test_items_get(td_http *h)
             check_item(h, g, i, label);
         }
     /* Without vectors, and with vectors=false: no "vectors" key. */
-    CHECK_EQ(call(h, &r, 200, "GET", "/v1/galleries/g-l2/items/i1", NULL), 200);
+    CHECK_EQ(td_http_call(h, &r, 200, "GET", "/v1/galleries/g-l2/items/i1", NULL), 200);
     CHECK(td_json_at(r.json, "vectors") == NULL);
     CHECK_STREQ(td_json_str(r.json, "models.0"), "m-l2");
     td_reply_finish(&r);
-    CHECK_EQ(call(h, &r, 200, "GET", "/v1/galleries/g-l2/items/i1?vectors=false", NULL), 200);
+    CHECK_EQ(td_http_call(h, &r, 200, "GET", "/v1/galleries/g-l2/items/i1?vectors=false", NULL), 200);
     CHECK(td_json_at(r.json, "vectors") == NULL);
     td_reply_finish(&r);
 
@@ -375,11 +358,11 @@ static void test_items_get(td_http *h)
         v[d] = (float)(d + 1) / 3.0f;
     char *vec = json_floats(v, DIM);
     char *body = td_fmt("{\"model\":\"m-l2\",\"items\":[{\"id\":\"i2\",\"vector\":%s}]}", vec);
-    CHECK_EQ(call(h, &r, 200, "POST", "/v1/galleries/g-l2/items", body), 200);
+    CHECK_EQ(td_http_call(h, &r, 200, "POST", "/v1/galleries/g-l2/items", body), 200);
     CHECK_EQ(td_json_num(r.json, "upserted"), 1);
     td_reply_finish(&r);
     check_item(h, 0, 2, "L2");
-    CHECK_EQ(call(h, &r, 200, "GET", "/v1/galleries/g-l2", NULL), 200);
+    CHECK_EQ(td_http_call(h, &r, 200, "GET", "/v1/galleries/g-l2", NULL), 200);
     CHECK_EQ(td_json_num(r.json, "count"), N_ITEMS);
     td_reply_finish(&r);
     free(body);
@@ -390,7 +373,7 @@ static void test_items_get(td_http *h)
 static long search(td_http *h, td_reply *r, const char *gallery, const char *body)
 {
     char *path = td_fmt("/v1/galleries/%s/search", gallery);
-    long status = call(h, r, 200, "POST", path, body);
+    long status = td_http_call(h, r, 200, "POST", path, body);
     free(path);
     return status;
 }
@@ -513,13 +496,13 @@ static void test_item_delete(td_http *h)
     CHECK(results_have(&r, "i5"));
     td_reply_finish(&r);
 
-    CHECK_EQ(call(h, &r, 204, "DELETE", "/v1/galleries/g-l2/items/i5", NULL), 204);
+    CHECK_EQ(td_http_call(h, &r, 204, "DELETE", "/v1/galleries/g-l2/items/i5", NULL), 204);
     CHECK_EQ(r.len, 0);
     td_reply_finish(&r);
-    CHECK_EQ(call(h, &r, 404, "GET", "/v1/galleries/g-l2/items/i5", NULL), 404);
+    CHECK_EQ(td_http_call(h, &r, 404, "GET", "/v1/galleries/g-l2/items/i5", NULL), 404);
     check_error_reply(&r, 404, "not_found");
     td_reply_finish(&r);
-    CHECK_EQ(call(h, &r, 404, "DELETE", "/v1/galleries/g-l2/items/i5", NULL), 404);
+    CHECK_EQ(td_http_call(h, &r, 404, "DELETE", "/v1/galleries/g-l2/items/i5", NULL), 404);
     check_error_reply(&r, 404, "not_found");
     td_reply_finish(&r);
 
@@ -528,11 +511,11 @@ static void test_item_delete(td_http *h)
     CHECK_EQ(cJSON_GetArraySize(td_json_at(r.json, "results.0")), N_ITEMS - 1);
     CHECK_EQ(td_json_num(r.json, "searched.0.items"), N_ITEMS - 1);
     td_reply_finish(&r);
-    CHECK_EQ(call(h, &r, 200, "GET", "/v1/galleries/g-l2", NULL), 200);
+    CHECK_EQ(td_http_call(h, &r, 200, "GET", "/v1/galleries/g-l2", NULL), 200);
     CHECK_EQ(td_json_num(r.json, "count"), N_ITEMS - 1);
     td_reply_finish(&r);
     /* The other galleries' i5 is untouched. */
-    CHECK_EQ(call(h, &r, 200, "GET", "/v1/galleries/g-ip/items/i5", NULL), 200);
+    CHECK_EQ(td_http_call(h, &r, 200, "GET", "/v1/galleries/g-ip/items/i5", NULL), 200);
     td_reply_finish(&r);
     free(body);
     free(vec);
@@ -545,22 +528,22 @@ static void test_policy(td_http *h)
     char *vec = json_floats(item_vectors[0][1], DIM);
     char *body = td_fmt("{\"model\":\"m-l2-v2\",\"vector\":%s}", vec);
 
-    CHECK_EQ(call(h, &r, 409, "POST", "/v1/galleries/g-l2/search", body), 409);
+    CHECK_EQ(td_http_call(h, &r, 409, "POST", "/v1/galleries/g-l2/search", body), 409);
     check_error_reply(&r, 409, "model_not_verified");
     td_reply_finish(&r);
 
-    CHECK_EQ(call(h, &r, 200, "PATCH", "/v1/galleries/g-l2", "{\"query_policy\":\"declared\"}"),
+    CHECK_EQ(td_http_call(h, &r, 200, "PATCH", "/v1/galleries/g-l2", "{\"query_policy\":\"declared\"}"),
              200);
     CHECK_STREQ(td_json_str(r.json, "query_policy"), "declared");
     CHECK_STREQ(td_json_str(r.json, "name"), "g-l2");
     td_reply_finish(&r);
-    CHECK_EQ(call(h, &r, 200, "GET", "/v1/galleries/g-l2", NULL), 200);
+    CHECK_EQ(td_http_call(h, &r, 200, "GET", "/v1/galleries/g-l2", NULL), 200);
     CHECK_STREQ(td_json_str(r.json, "query_policy"), "declared");
     td_reply_finish(&r);
 
     /* Allowed now: it has no embeddings of its own, so the gallery
      * model's are searched. */
-    CHECK_EQ(call(h, &r, 200, "POST", "/v1/galleries/g-l2/search", body), 200);
+    CHECK_EQ(td_http_call(h, &r, 200, "POST", "/v1/galleries/g-l2/search", body), 200);
     if (r.status == 200) {
         CHECK_STREQ(td_json_str(r.json, "model"), "m-l2-v2");
         CHECK_STREQ(td_json_str(r.json, "results.0.0.id"), "i1");
@@ -569,13 +552,13 @@ static void test_policy(td_http *h)
     }
     td_reply_finish(&r);
 
-    CHECK_EQ(call(h, &r, 200, "PATCH", "/v1/galleries/g-l2", "{\"query_policy\":\"any\"}"), 200);
+    CHECK_EQ(td_http_call(h, &r, 200, "PATCH", "/v1/galleries/g-l2", "{\"query_policy\":\"any\"}"), 200);
     CHECK_STREQ(td_json_str(r.json, "query_policy"), "any");
     td_reply_finish(&r);
-    CHECK_EQ(call(h, &r, 200, "PATCH", "/v1/galleries/g-l2", "{\"query_policy\":\"verified\"}"),
+    CHECK_EQ(td_http_call(h, &r, 200, "PATCH", "/v1/galleries/g-l2", "{\"query_policy\":\"verified\"}"),
              200);
     td_reply_finish(&r);
-    CHECK_EQ(call(h, &r, 409, "POST", "/v1/galleries/g-l2/search", body), 409);
+    CHECK_EQ(td_http_call(h, &r, 409, "POST", "/v1/galleries/g-l2/search", body), 409);
     check_error_reply(&r, 409, "model_not_verified");
     td_reply_finish(&r);
     free(body);
@@ -585,58 +568,58 @@ static void test_policy(td_http *h)
 static void test_gallery_delete(td_http *h)
 {
     td_reply r;
-    CHECK_EQ(call(h, &r, 201, "POST", "/v1/galleries", "{\"name\":\"g-tmp\",\"model\":\"m-ip\"}"),
+    CHECK_EQ(td_http_call(h, &r, 201, "POST", "/v1/galleries", "{\"name\":\"g-tmp\",\"model\":\"m-ip\"}"),
              201);
     td_reply_finish(&r);
-    CHECK_EQ(call(h, &r, 200, "POST", "/v1/galleries/g-tmp/items",
-                  "{\"items\":[{\"id\":\"a\",\"label\":7,\"vector\":[1,0,0,0]},"
-                  "{\"id\":\"b/c d\\u00e9\",\"vector\":[0,1,0,0]}]}"),
+    CHECK_EQ(td_http_call(h, &r, 200, "POST", "/v1/galleries/g-tmp/items",
+                          "{\"items\":[{\"id\":\"a\",\"label\":7,\"vector\":[1,0,0,0]},"
+                          "{\"id\":\"b/c d\\u00e9\",\"vector\":[0,1,0,0]}]}"),
              200);
     td_reply_finish(&r);
     /* An integer label is kept as its decimal text; an id with '/', a
      * space and a non-ASCII letter is reached percent-encoded. */
-    CHECK_EQ(call(h, &r, 200, "GET", "/v1/galleries/g-tmp/items/a", NULL), 200);
+    CHECK_EQ(td_http_call(h, &r, 200, "GET", "/v1/galleries/g-tmp/items/a", NULL), 200);
     CHECK_STREQ(td_json_str(r.json, "label"), "7");
     td_reply_finish(&r);
-    CHECK_EQ(call(h, &r, 200, "GET", "/v1/galleries/g-tmp/items/b%2Fc%20d%C3%A9", NULL), 200);
+    CHECK_EQ(td_http_call(h, &r, 200, "GET", "/v1/galleries/g-tmp/items/b%2Fc%20d%C3%A9", NULL), 200);
     CHECK_STREQ(td_json_str(r.json, "id"), "b/c d\xc3\xa9");
     td_reply_finish(&r);
-    CHECK_EQ(call(h, &r, 204, "DELETE", "/v1/galleries/g-tmp", NULL), 204);
+    CHECK_EQ(td_http_call(h, &r, 204, "DELETE", "/v1/galleries/g-tmp", NULL), 204);
     CHECK_EQ(r.len, 0);
     td_reply_finish(&r);
-    CHECK_EQ(call(h, &r, 404, "GET", "/v1/galleries/g-tmp", NULL), 404);
+    CHECK_EQ(td_http_call(h, &r, 404, "GET", "/v1/galleries/g-tmp", NULL), 404);
     check_error_reply(&r, 404, "not_found");
     td_reply_finish(&r);
-    CHECK_EQ(call(h, &r, 404, "POST", "/v1/galleries/g-tmp/search", "{\"vector\":[1,0,0,0]}"),
+    CHECK_EQ(td_http_call(h, &r, 404, "POST", "/v1/galleries/g-tmp/search", "{\"vector\":[1,0,0,0]}"),
              404);
     td_reply_finish(&r);
-    CHECK_EQ(call(h, &r, 404, "DELETE", "/v1/galleries/g-tmp", NULL), 404);
+    CHECK_EQ(td_http_call(h, &r, 404, "DELETE", "/v1/galleries/g-tmp", NULL), 404);
     td_reply_finish(&r);
-    CHECK_EQ(call(h, &r, 200, "GET", "/v1/galleries", NULL), 200);
+    CHECK_EQ(td_http_call(h, &r, 200, "GET", "/v1/galleries", NULL), 200);
     const cJSON *g;
     cJSON_ArrayForEach(g, td_json_at(r.json, "galleries"))
         CHECK(strcmp(td_json_str(g, "name"), "g-tmp") != 0);
     td_reply_finish(&r);
 
     /* The name is free again, and nothing of the old gallery comes back. */
-    CHECK_EQ(call(h, &r, 201, "POST", "/v1/galleries", "{\"name\":\"g-tmp\",\"model\":\"m-ip\"}"),
+    CHECK_EQ(td_http_call(h, &r, 201, "POST", "/v1/galleries", "{\"name\":\"g-tmp\",\"model\":\"m-ip\"}"),
              201);
     CHECK_EQ(td_json_num(r.json, "count"), 0);
     td_reply_finish(&r);
-    CHECK_EQ(call(h, &r, 404, "GET", "/v1/galleries/g-tmp/items/a", NULL), 404);
+    CHECK_EQ(td_http_call(h, &r, 404, "GET", "/v1/galleries/g-tmp/items/a", NULL), 404);
     td_reply_finish(&r);
-    CHECK_EQ(call(h, &r, 200, "POST", "/v1/galleries/g-tmp/search", "{\"vector\":[1,0,0,0]}"),
+    CHECK_EQ(td_http_call(h, &r, 200, "POST", "/v1/galleries/g-tmp/search", "{\"vector\":[1,0,0,0]}"),
              200);
     CHECK_EQ(cJSON_GetArraySize(td_json_at(r.json, "results.0")), 0);
     td_reply_finish(&r);
-    CHECK_EQ(call(h, &r, 204, "DELETE", "/v1/galleries/g-tmp", NULL), 204);
+    CHECK_EQ(td_http_call(h, &r, 204, "DELETE", "/v1/galleries/g-tmp", NULL), 204);
     td_reply_finish(&r);
 }
 
 static void test_metrics(td_http *h)
 {
     td_reply r;
-    CHECK_EQ(call(h, &r, 200, "GET", "/metrics", NULL), 200);
+    CHECK_EQ(td_http_call(h, &r, 200, "GET", "/metrics", NULL), 200);
     CHECK(strstr(r.body, "compatd_http_requests_total") != NULL);
     CHECK(strstr(r.body, "route=\"/v1/galleries/{g}/search\"") != NULL);
     CHECK(strstr(r.body, "status=\"201\"") != NULL);
@@ -653,9 +636,9 @@ static void test_body_limit_edge(td_http *h)
     memset(body, ' ', MAX_BODY);
     memcpy(body, json, strlen(json));
     body[MAX_BODY] = '\0';
-    CHECK_EQ(call(h, &r, 200, "POST", "/v1/galleries/g-ip/items", body), 200);
+    CHECK_EQ(td_http_call(h, &r, 200, "POST", "/v1/galleries/g-ip/items", body), 200);
     td_reply_finish(&r);
-    CHECK_EQ(call(h, &r, 204, "DELETE", "/v1/galleries/g-ip/items/edge", NULL), 204);
+    CHECK_EQ(td_http_call(h, &r, 204, "DELETE", "/v1/galleries/g-ip/items/edge", NULL), 204);
     td_reply_finish(&r);
     free(body);
 }

@@ -40,10 +40,6 @@
 
 #define MAX_KS 8
 
-typedef enum metric { METRIC_COSINE, METRIC_IP, METRIC_L2 } metric;
-
-static const char *const metric_names[] = {"cosine", "ip", "l2"};
-
 /* ---- small helpers --------------------------------------------------- */
 
 typedef td_text text;
@@ -90,29 +86,13 @@ static void append_label(text *t, const char *label, bool as_int)
         td_text_append(t, "\"label\":\"%s\"", label);
 }
 
-/* Prints the reply when status is not what the test expected. */
-static void show_if(const td_reply *r, long want, const char *what)
-{
-    if (r->status != want)
-        fprintf(stderr, "%s: want %ld, got %ld: %.600s%s\n", what, want, r->status,
-                r->status ? r->body : "", r->status ? "" : r->error);
-}
-
-static long call(td_http *h, td_reply *r, long want, const char *method, const char *path,
-                 const char *body)
-{
-    td_http_json(h, method, path, body, r);
-    show_if(r, want, path);
-    return r->status;
-}
-
 static void create_model(td_http *h, const char *name, int dim, const char *metric_name,
                          const char *compatible_with)
 {
     td_reply r;
     char *cw = compatible_with ? td_fmt(",\"compatible_with\":\"%s\"", compatible_with) : td_fmt("%s", "");
     char *body = td_fmt("{\"name\":\"%s\",\"dim\":%d,\"metric\":\"%s\"%s}", name, dim, metric_name, cw);
-    CHECK_EQ(call(h, &r, 201, "POST", "/v1/models", body), 201);
+    CHECK_EQ(td_http_call(h, &r, 201, "POST", "/v1/models", body), 201);
     td_reply_finish(&r);
     free(body);
     free(cw);
@@ -122,7 +102,7 @@ static void create_gallery(td_http *h, const char *name, const char *model)
 {
     td_reply r;
     char *body = td_fmt("{\"name\":\"%s\",\"model\":\"%s\"}", name, model);
-    CHECK_EQ(call(h, &r, 201, "POST", "/v1/galleries", body), 201);
+    CHECK_EQ(td_http_call(h, &r, 201, "POST", "/v1/galleries", body), 201);
     td_reply_finish(&r);
     free(body);
 }
@@ -132,7 +112,7 @@ static void set_policy(td_http *h, const char *gallery, const char *policy)
     td_reply r;
     char *path = td_fmt("/v1/galleries/%s", gallery);
     char *body = td_fmt("{\"query_policy\":\"%s\"}", policy);
-    CHECK_EQ(call(h, &r, 200, "PATCH", path, body), 200);
+    CHECK_EQ(td_http_call(h, &r, 200, "PATCH", path, body), 200);
     CHECK_STREQ(td_json_str(r.json, "query_policy"), policy);
     td_reply_finish(&r);
     free(body);
@@ -164,7 +144,7 @@ static void upsert(td_http *h, const char *gallery, const char *model, size_t n,
     td_text_append(&body, "]}");
     char *path = td_fmt("/v1/galleries/%s/items", gallery);
     td_reply r;
-    CHECK_EQ(call(h, &r, 200, "POST", path, body.s), 200);
+    CHECK_EQ(td_http_call(h, &r, 200, "POST", path, body.s), 200);
     CHECK_EQ(td_json_num(r.json, "upserted"), n);
     td_reply_finish(&r);
     free(path);
@@ -175,7 +155,7 @@ static void delete_item(td_http *h, const char *gallery, const char *id)
 {
     td_reply r;
     char *path = td_fmt("/v1/galleries/%s/items/%s", gallery, id);
-    CHECK_EQ(call(h, &r, 204, "DELETE", path, NULL), 204);
+    CHECK_EQ(td_http_call(h, &r, 204, "DELETE", path, NULL), 204);
     td_reply_finish(&r);
     free(path);
 }
@@ -257,7 +237,7 @@ static void expect_str(const cJSON *root, const char *path, const char *want,
 
 /* A gallery's state and one evaluation request, as the test knows them. */
 typedef struct ref_input {
-    metric metric;
+    td_metric metric;
     int dim;
     size_t n_items;             /* every item ever upserted, insertion order */
     char **item_ids;
@@ -304,21 +284,12 @@ typedef struct probe_rank {
     double ap;
 } probe_rank;
 
-static double similarity(metric m, const float *a, const float *b, int dim)
+/* Higher is better: the API's score (the harness's td_ref_score), negated
+ * for l2. */
+static double similarity(td_metric m, const float *a, const float *b, int dim)
 {
-    double dot = 0, aa = 0, bb = 0, l2 = 0;
-    for (int d = 0; d < dim; d++) {
-        dot += (double)a[d] * b[d];
-        aa += (double)a[d] * a[d];
-        bb += (double)b[d] * b[d];
-        l2 += ((double)a[d] - b[d]) * ((double)a[d] - b[d]);
-    }
-    switch (m) {
-    case METRIC_COSINE: return dot / (sqrt(aa) * sqrt(bb));
-    case METRIC_IP: return dot;
-    case METRIC_L2: return -l2;
-    }
-    return NAN;
+    double s = td_ref_score(m, a, b, (size_t)dim);
+    return m == TD_METRIC_L2 ? -s : s;
 }
 
 static const double *sort_scores;   /* qsort's context */
@@ -335,7 +306,7 @@ static int by_score(const void *pa, const void *pb)
  * Ranks the n gallery entries gi[] (vectors x + gi * dim, insertion order
  * = order in gi) for query v, leaving out position `exclude`.
  */
-static probe_rank rank_probe(metric m, int dim, const float *v, const float *x,
+static probe_rank rank_probe(td_metric m, int dim, const float *v, const float *x,
                              char *const *labels, const size_t *gi, size_t n,
                              size_t exclude, const char *label)
 {
@@ -690,7 +661,7 @@ static cJSON *post_eval(td_http *h, const char *gallery, const char *body)
 {
     td_reply r;
     char *path = td_fmt("/v1/galleries/%s/evaluations", gallery);
-    CHECK_EQ(call(h, &r, 201, "POST", path, body), 201);
+    CHECK_EQ(td_http_call(h, &r, 201, "POST", path, body), 201);
     cJSON *out = NULL;
     if (r.status == 201 && r.json) {
         out = r.json;
@@ -771,7 +742,7 @@ static void test_flips(td_http *h, eval_log *log)
     upsert(h, "flips", NULL, 4, ids, labels, items, 2);
 
     ref_input in = {
-        .metric = METRIC_IP, .dim = 2, .n_items = 4, .item_ids = ids, .item_labels = labels,
+        .metric = TD_METRIC_IP, .dim = 2, .n_items = 4, .item_ids = ids, .item_labels = labels,
         .item_g = items, .item_q = items, .has_q = no, .live = yes, .n_probes = 7,
         .probe_ids = pids, .probe_labels = plabels, .probe_q = cross, .probe_b = base,
         .n_ks = 2, .ks = {1, 2}, .primary_k = 1,
@@ -826,9 +797,9 @@ static int rand_int(td_rng *rng, int lo, int hi)
  * A random centre: integers in -1..1 for ip and l2; for cosine four
  * entries of +-1 at distinct positions, the rest 0.
  */
-static void make_centre(metric m, td_rng *rng, float *c)
+static void make_centre(td_metric m, td_rng *rng, float *c)
 {
-    if (m != METRIC_COSINE) {
+    if (m != TD_METRIC_COSINE) {
         for (int d = 0; d < REF_DIM; d++)
             c[d] = (float)rand_int(rng, -1, 1);
         return;
@@ -850,10 +821,10 @@ static void make_centre(metric m, td_rng *rng, float *c)
  * whole vector is scaled by 0.5, 1, 2 or 4 (its norm stays a power of
  * two, so normalising it is exact).
  */
-static void make_noisy(metric m, td_rng *rng, const float *c, double p, float *out)
+static void make_noisy(td_metric m, td_rng *rng, const float *c, double p, float *out)
 {
     memcpy(out, c, REF_DIM * sizeof *out);
-    if (m != METRIC_COSINE) {
+    if (m != TD_METRIC_COSINE) {
         for (int d = 0; d < REF_DIM; d++) {
             if (td_rng_uniform(rng) < p)
                 out[d] += td_rng_next(rng) & 1 ? 1.0f : -1.0f;
@@ -925,19 +896,38 @@ static void backfill(td_http *h, const char *gallery, const char *model, ref_gal
         upsert(h, gallery, model, n, ids, labels, x, REF_DIM);
 }
 
-static void test_reference(td_http *h, metric m, td_rng *rng, eval_log *log)
+/*
+ * Posts in's evaluation of gallery (ks_json and primary as eval_body takes
+ * them), compares the report with ref, naming it "<gallery> <name>", and
+ * logs it.
+ */
+static void post_and_check(td_http *h, const char *gallery, const char *gm, const char *qm,
+                           const ref_input *in, const char *ks_json, const char *primary,
+                           const ref_report *ref, const char *name, eval_log *log)
+{
+    char what[64];
+    char *body = eval_body(in, qm, ks_json, primary);
+    cJSON *rep = post_eval(h, gallery, body);
+    snprintf(what, sizeof what, "%s %s", gallery, name);
+    if (rep)
+        check_report(rep, ref, gallery, gm, qm, what);
+    log_eval(log, rep);
+    free(body);
+}
+
+static void test_reference(td_http *h, td_metric m, td_rng *rng, eval_log *log)
 {
     char gallery[32], gm[32], qm[32];
-    snprintf(gallery, sizeof gallery, "ref-%s", metric_names[m]);
-    snprintf(gm, sizeof gm, "g-%s", metric_names[m]);
-    snprintf(qm, sizeof qm, "q-%s", metric_names[m]);
-    create_model(h, gm, REF_DIM, metric_names[m], NULL);
-    create_model(h, qm, REF_DIM, metric_names[m], NULL);
+    snprintf(gallery, sizeof gallery, "ref-%s", td_metric_names[m]);
+    snprintf(gm, sizeof gm, "g-%s", td_metric_names[m]);
+    snprintf(qm, sizeof qm, "q-%s", td_metric_names[m]);
+    create_model(h, gm, REF_DIM, td_metric_names[m], NULL);
+    create_model(h, qm, REF_DIM, td_metric_names[m], NULL);
     create_gallery(h, gallery, gm);
 
-    double item_p = m == METRIC_COSINE ? 0.4 : 0.7;
-    double probe_p = m == METRIC_COSINE ? 0.3 : 0.5;
-    double base_p = m == METRIC_COSINE ? 0.7 : 0.9;
+    double item_p = m == TD_METRIC_COSINE ? 0.4 : 0.7;
+    double probe_p = m == TD_METRIC_COSINE ? 0.3 : 0.5;
+    double base_p = m == TD_METRIC_COSINE ? 0.7 : 0.9;
     float centres[REF_LABELS][REF_DIM];
     for (int l = 0; l < REF_LABELS; l++)
         make_centre(m, rng, centres[l]);
@@ -1076,7 +1066,6 @@ static void test_reference(td_http *h, metric m, td_rng *rng, eval_log *log)
         .probe_labels = ps->labels, .probe_q = ps->q, .probe_b = ps->b,
         .n_ks = 4, .ks = {1, 3, 5, 1000}, .primary_k = 1,
     };
-    char what[64];
 
     /* A: with a baseline, no paragon (one labelled item not backfilled). */
     ref_report ref;
@@ -1084,13 +1073,8 @@ static void test_reference(td_http *h, metric m, td_rng *rng, eval_log *log)
     CHECK(!ref.has_paragon);
     CHECK_EQ(ref.skipped, 4);
     CHECK(ref.neg > 0 || ref.pos > 0);
-    char *body = eval_body(&in, qm, "[1,3,5,1000]", NULL);
-    cJSON *rep = post_eval(h, gallery, body);
-    snprintf(what, sizeof what, "%s A (baseline, no paragon)", gallery);
-    if (rep)
-        check_report(rep, &ref, gallery, gm, qm, what);
-    log_eval(log, rep);
-    free(body);
+    post_and_check(h, gallery, gm, qm, &in, "[1,3,5,1000]", NULL, &ref,
+                   "A (baseline, no paragon)", log);
     ref_report_finish(&ref);
 
     /* C: no baseline, default ks, map as the primary metric. */
@@ -1100,13 +1084,7 @@ static void test_reference(td_http *h, metric m, td_rng *rng, eval_log *log)
     memcpy(nb.ks, (int[MAX_KS]){1, 5, 10}, sizeof nb.ks);
     nb.primary_k = 0;
     ref_evaluate(&nb, &ref);
-    body = eval_body(&nb, qm, NULL, "map");
-    rep = post_eval(h, gallery, body);
-    snprintf(what, sizeof what, "%s C (no baseline)", gallery);
-    if (rep)
-        check_report(rep, &ref, gallery, gm, qm, what);
-    log_eval(log, rep);
-    free(body);
+    post_and_check(h, gallery, gm, qm, &nb, NULL, "map", &ref, "C (no baseline)", log);
     ref_report_finish(&ref);
 
     /* B: the last labelled item backfilled, so the paragon exists. */
@@ -1116,17 +1094,12 @@ static void test_reference(td_http *h, metric m, td_rng *rng, eval_log *log)
     in.primary_k = 3;
     ref_evaluate(&in, &ref);
     CHECK(ref.has_paragon);
-    body = eval_body(&in, qm, "[1,3,5,1000]", "top3");
-    rep = post_eval(h, gallery, body);
-    snprintf(what, sizeof what, "%s B (baseline and paragon)", gallery);
-    if (rep)
-        check_report(rep, &ref, gallery, gm, qm, what);
-    log_eval(log, rep);
+    post_and_check(h, gallery, gm, qm, &in, "[1,3,5,1000]", "top3", &ref,
+                   "B (baseline and paragon)", log);
     fprintf(stderr, "%-11s queries %ld skipped %ld cross top1 %.3f baseline top1 %.3f paragon "
             "top1 %.3f map %.3f/%.3f/%.3f flips -%ld +%ld\n", gallery, ref.queries,
             ref.skipped, ref.cross[0], ref.baseline[0], ref.paragon[0], ref.cross[4],
             ref.baseline[4], ref.paragon[4], ref.neg, ref.pos);
-    free(body);
     ref_report_finish(&ref);
 
     free_strings(rg->ids, REF_ITEMS);
@@ -1259,7 +1232,7 @@ static void expect_status(const cJSON *gallery, const char *model, const char *s
 static cJSON *get_json(td_http *h, const char *path)
 {
     td_reply r;
-    CHECK_EQ(call(h, &r, 200, "GET", path, NULL), 200);
+    CHECK_EQ(td_http_call(h, &r, 200, "GET", path, NULL), 200);
     cJSON *j = r.json;
     r.json = NULL;
     td_reply_finish(&r);
@@ -1270,7 +1243,7 @@ static cJSON *get_json(td_http *h, const char *path)
 static void upgrade_ref(const upgrade *u, const float *q, const float *base, ref_report *ref)
 {
     ref_input in = {
-        .metric = METRIC_COSINE, .dim = UP_DIM, .n_items = UP_ITEMS,
+        .metric = TD_METRIC_COSINE, .dim = UP_DIM, .n_items = UP_ITEMS,
         .item_ids = (char **)u->ids, .item_labels = (char **)u->labels, .item_g = u->items,
         .item_q = u->items, .has_q = u->no, .live = u->yes, .n_probes = UP_PROBES,
         .probe_ids = (char **)u->pids, .probe_labels = (char **)u->plabels, .probe_q = q,
@@ -1598,7 +1571,7 @@ static long list_ids(td_http *h, const char *gallery, const char *query_model, i
         if (query_model)
             td_text_append(&path, "%cquery_model=%s", sep, query_model);
         td_reply r;
-        call(h, &r, 200, "GET", path.s, NULL);
+        td_http_call(h, &r, 200, "GET", path.s, NULL);
         free(path.s);
         if (r.status != 200) {
             td_reply_finish(&r);
@@ -1679,7 +1652,7 @@ static void check_reports_stored(td_http *h, const eval_log *log, const char *wh
     for (size_t i = 0; i < log->n; i++) {
         char *path = td_fmt("/v1/evaluations/%lld", eval_id(log->report[i]));
         td_reply r;
-        CHECK_EQ(call(h, &r, 200, "GET", path, NULL), 200);
+        CHECK_EQ(td_http_call(h, &r, 200, "GET", path, NULL), 200);
         bool same = r.json && cJSON_Compare(r.json, log->report[i], true);
         if (!same) {
             char *want = cJSON_PrintUnformatted(log->report[i]);
@@ -1747,7 +1720,7 @@ static void test_storage(td_daemon *d, td_http *h, const eval_log *log, td_rng *
 
     /* The page after ?limit=2 is ?limit=2&before=<next_before>. */
     td_reply r;
-    CHECK_EQ(call(h, &r, 200, "GET", "/v1/galleries/photos/evaluations?limit=2", NULL), 200);
+    CHECK_EQ(td_http_call(h, &r, 200, "GET", "/v1/galleries/photos/evaluations?limit=2", NULL), 200);
     const cJSON *next = td_json_at(r.json, "next_before");
     CHECK(cJSON_IsNumber(next));
     long long nb = cJSON_IsNumber(next) ? (long long)next->valuedouble : 0;
@@ -1755,22 +1728,22 @@ static void test_storage(td_daemon *d, td_http *h, const eval_log *log, td_rng *
     long long second = (long long)td_json_num(r.json, "evaluations.1.id");
     td_reply_finish(&r);
     char *path = td_fmt("/v1/galleries/photos/evaluations?limit=2&before=%lld", nb);
-    CHECK_EQ(call(h, &r, 200, "GET", path, NULL), 200);
+    CHECK_EQ(td_http_call(h, &r, 200, "GET", path, NULL), 200);
     double first_next = td_json_num(r.json, "evaluations.0.id");
     CHECK(first_next < (double)second);
     td_reply_finish(&r);
     free(path);
 
     /* Unknown and malformed ids. */
-    CHECK_EQ(call(h, &r, 404, "GET", "/v1/evaluations/999999", NULL), 404);
+    CHECK_EQ(td_http_call(h, &r, 404, "GET", "/v1/evaluations/999999", NULL), 404);
     CHECK_EQ(td_json_num(r.json, "error.status"), 404);
     td_reply_finish(&r);
-    CHECK_EQ(call(h, &r, 400, "GET", "/v1/evaluations/abc", NULL), 400);
+    CHECK_EQ(td_http_call(h, &r, 400, "GET", "/v1/evaluations/abc", NULL), 400);
     CHECK_EQ(td_json_num(r.json, "error.status"), 400);
     td_reply_finish(&r);
-    CHECK_EQ(call(h, &r, 400, "GET", "/v1/evaluations/12abc", NULL), 400);
+    CHECK_EQ(td_http_call(h, &r, 400, "GET", "/v1/evaluations/12abc", NULL), 400);
     td_reply_finish(&r);
-    CHECK_EQ(call(h, &r, 404, "GET", "/v1/galleries/nope/evaluations", NULL), 404);
+    CHECK_EQ(td_http_call(h, &r, 404, "GET", "/v1/galleries/nope/evaluations", NULL), 404);
     td_reply_finish(&r);
 
     cJSON *g = get_json(h, "/v1/galleries/photos");
@@ -1967,7 +1940,7 @@ static void test_big_body(td_http *h, td_rng *rng)
     td_text_append(&t, "]}");
     double t1 = td_now();
     td_reply r;
-    CHECK_EQ(call(h, &r, 201, "POST", "/v1/galleries/big/evaluations", t.s), 201);
+    CHECK_EQ(td_http_call(h, &r, 201, "POST", "/v1/galleries/big/evaluations", t.s), 201);
     double t2 = td_now();
     if (r.status == 201) {
         expect_num(r.json, "queries", BIG_PROBES, 0, "big body");
@@ -1992,18 +1965,16 @@ static void test_big_body(td_http *h, td_rng *rng)
 int main(void)
 {
     td_rng rng = {td_seed(7)};
-    td_daemon *d = td_daemon_create();
-    REQUIRE(d != NULL);
+    td_daemon *d;
+    td_http *h;
     const char *args[] = {"--log-level", "warn", NULL};
-    REQUIRE(td_daemon_start(d, args));
-    td_http *h = td_http_create(d);
-    REQUIRE(h != NULL);
+    REQUIRE(td_daemon_start_client(args, &d, &h));
     eval_log log = {0};
     double t0 = td_now();
 
     test_flips(h, &log);
-    for (int m = METRIC_COSINE; m <= METRIC_L2; m++)
-        test_reference(h, (metric)m, &rng, &log);
+    for (int m = TD_METRIC_COSINE; m <= TD_METRIC_L2; m++)
+        test_reference(h, (td_metric)m, &rng, &log);
     double t1 = td_now();
     upgrade *u = test_upgrade(h, &rng, &log);
     double t2 = td_now();

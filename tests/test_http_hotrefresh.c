@@ -36,13 +36,9 @@
 #define BATCH 500
 #define N_DELETE 3
 
-typedef enum metric { METRIC_COSINE, METRIC_IP, METRIC_L2 } metric;
-
-static const char *const metric_names[] = {"cosine", "ip", "l2"};
-
 /* A gallery's state as the test knows it. */
 typedef struct world {
-    metric metric;
+    td_metric metric;
     char gallery[32], g1[32], q1[32];
     float *g;               /* N_ALL * DIM, rows of the first N_ITEMS used */
     float *q;               /* N_ALL * DIM */
@@ -62,27 +58,12 @@ typedef struct ref_hits {
 
 typedef td_text text;
 
-static void show_if(const td_reply *r, long want, const char *what)
-{
-    if (r->status != want)
-        fprintf(stderr, "%s: want %ld, got %ld: %.400s%s\n", what, want, r->status,
-                r->status ? r->body : "", r->status ? "" : r->error);
-}
-
-static long call(td_http *h, td_reply *r, long want, const char *method, const char *path,
-                 const char *body)
-{
-    td_http_json(h, method, path, body, r);
-    show_if(r, want, path);
-    return r->status;
-}
-
 static void set_policy(td_http *h, const world *w, const char *policy)
 {
     td_reply r;
     char *path = td_fmt("/v1/galleries/%s", w->gallery);
     char *body = td_fmt("{\"query_policy\":\"%s\"}", policy);
-    CHECK_EQ(call(h, &r, 200, "PATCH", path, body), 200);
+    CHECK_EQ(td_http_call(h, &r, 200, "PATCH", path, body), 200);
     td_reply_finish(&r);
     free(body);
     free(path);
@@ -129,7 +110,7 @@ static void upsert(td_http *h, world *w, bool q1, const size_t *which, size_t n)
         }
         td_text_append(&body, "]}");
         td_reply r;
-        CHECK_EQ(call(h, &r, 200, "POST", path, body.s), 200);
+        CHECK_EQ(td_http_call(h, &r, 200, "POST", path, body.s), 200);
         CHECK_EQ(td_json_num(r.json, "upserted"), end - b);
         td_reply_finish(&r);
         free(body.s);
@@ -145,34 +126,6 @@ static void upsert(td_http *h, world *w, bool q1, const size_t *which, size_t n)
 }
 
 /* ---- the reference ----------------------------------------------------- */
-
-static bool higher_is_better(metric m)
-{
-    return m != METRIC_L2;
-}
-
-/* The score the API reports: similarity, or squared L2 distance. */
-static double ref_score(metric m, const float *x, const float *q)
-{
-    double dot = 0, xx = 0, qq = 0, l2 = 0;
-    for (size_t d = 0; d < DIM; d++) {
-        dot += (double)x[d] * q[d];
-        xx += (double)x[d] * x[d];
-        qq += (double)q[d] * q[d];
-        l2 += ((double)x[d] - q[d]) * ((double)x[d] - q[d]);
-    }
-    switch (m) {
-    case METRIC_COSINE: return dot / (sqrt(xx) * sqrt(qq));
-    case METRIC_IP: return dot;
-    case METRIC_L2: return l2;
-    }
-    return NAN;
-}
-
-static bool better(metric m, double a, double b)
-{
-    return higher_is_better(m) ? a > b : a < b;
-}
 
 /*
  * The vector an item is searched with by a query of q1 (q1 true) or g1:
@@ -191,7 +144,7 @@ static const float *item_vector(const world *w, size_t i, bool q1)
 static double item_score(const world *w, size_t i, const float *q, bool q1)
 {
     const float *x = item_vector(w, i, q1);
-    return x ? ref_score(w->metric, x, q) : NAN;
+    return x ? td_ref_score(w->metric, x, q, DIM) : NAN;
 }
 
 /* The k best items for q by a plain scan over every item once. */
@@ -200,26 +153,10 @@ static void ref_search(const world *w, const float *q, bool q1, size_t k, ref_hi
     out->n = 0;
     for (size_t i = 0; i < N_ALL; i++) {
         const float *x = item_vector(w, i, q1);
-        if (!x)
-            continue;
-        double s = ref_score(w->metric, x, q);
-        if (out->n == k && !better(w->metric, s, out->score[k - 1]))
-            continue;
-        size_t p = out->n < k ? out->n++ : k - 1;
-        while (p > 0 && better(w->metric, s, out->score[p - 1])) {
-            out->score[p] = out->score[p - 1];
-            out->idx[p] = out->idx[p - 1];
-            p--;
-        }
-        out->score[p] = s;
-        out->idx[p] = i;
+        if (x)
+            td_ref_topk_offer(w->metric, k, out->idx, out->score, &out->n, i,
+                              td_ref_score(w->metric, x, q, DIM));
     }
-}
-
-/* Scores closer than this are a tie for float32 arithmetic. */
-static double tie_eps(double s)
-{
-    return 1e-6 + 1e-5 * fabs(s);
 }
 
 /*
@@ -251,7 +188,7 @@ static int compare(const cJSON *hits, const world *w, const float *q, bool q1,
             if (id_index(td_json_str(cJSON_GetArrayItem(hits, (int)p), "id")) == i && !bad++)
                 fprintf(stderr, "%s: %s twice\n", what, id);
         double want = item_score(w, i, q, q1);
-        if (fabs(want - ref->score[r]) > tie_eps(ref->score[r])) {
+        if (fabs(want - ref->score[r]) > td_tie_eps(ref->score[r])) {
             if (!bad++) {
                 char rid[32];
                 item_id(ref->idx[r], rid, sizeof rid);
@@ -327,14 +264,9 @@ static void search(td_http *h, const world *w, bool q1, const float *qs, size_t 
     char *path = td_fmt("/v1/galleries/%s/search", w->gallery);
     td_text_append(&body, "{\"model\":\"%s\",\"k\":%zu,", q1 ? w->q1 : w->g1, k);
     if (nq > 1) {
-        td_text_append(&body, "\"vectors\":[");
-        for (size_t i = 0; i < nq; i++) {
-            char *v = td_b64_floats(qs + i * DIM, DIM);
-            REQUIRE(v != NULL);
-            td_text_append(&body, "%s\"%s\"", i ? "," : "", v);
-            free(v);
-        }
-        td_text_append(&body, "]}");
+        td_text_append(&body, "\"vectors\":");
+        td_text_append_b64_rows(&body, qs, nq, DIM);
+        td_text_append(&body, "}");
     } else if (alt % 2) {
         char *v = td_b64_floats(qs, DIM);
         REQUIRE(v != NULL);
@@ -368,7 +300,7 @@ static void check_stage(td_http *h, const world *w, bool q1, const char *stage)
                  q1 ? "q1" : "g1", qi, K_SMALL);
         if (r.status != 200) {
             if (!refused++)
-                show_if(&r, 200, what);
+                td_reply_show_if(&r, 200, what);
             td_reply_finish(&r);
             continue;
         }
@@ -386,7 +318,7 @@ static void check_stage(td_http *h, const world *w, bool q1, const char *stage)
     search(h, w, q1, w->queries, N_QUERIES, K_BIG, 0, &r);
     snprintf(what, sizeof what, "%s %s as %s batch k=%d", w->gallery, stage, q1 ? "q1" : "g1",
              K_BIG);
-    show_if(&r, 200, what);
+    td_reply_show_if(&r, 200, what);
     CHECK_EQ(r.status, 200);
     if (r.status == 200) {
         CHECK_EQ(cJSON_GetArraySize(td_json_at(r.json, "results")), N_QUERIES);
@@ -447,7 +379,7 @@ static void delete_top_hits(td_http *h, world *w)
             item_id(i, id, sizeof id);
             char *path = td_fmt("/v1/galleries/%s/items/%s", w->gallery, id);
             td_reply rep;
-            CHECK_EQ(call(h, &rep, 204, "DELETE", path, NULL), 204);
+            CHECK_EQ(td_http_call(h, &rep, 204, "DELETE", path, NULL), 204);
             td_reply_finish(&rep);
             free(path);
             w->live[i] = false;
@@ -458,14 +390,14 @@ static void delete_top_hits(td_http *h, world *w)
     }
 }
 
-static void test_metric(td_daemon *d, td_http *h, metric m, td_rng *rng)
+static void test_metric(td_daemon *d, td_http *h, td_metric m, td_rng *rng)
 {
     world *w = calloc(1, sizeof *w);
     REQUIRE(w != NULL);
     w->metric = m;
-    snprintf(w->gallery, sizeof w->gallery, "hr-%s", metric_names[m]);
-    snprintf(w->g1, sizeof w->g1, "g1-%s", metric_names[m]);
-    snprintf(w->q1, sizeof w->q1, "q1-%s", metric_names[m]);
+    snprintf(w->gallery, sizeof w->gallery, "hr-%s", td_metric_names[m]);
+    snprintf(w->g1, sizeof w->g1, "g1-%s", td_metric_names[m]);
+    snprintf(w->q1, sizeof w->q1, "q1-%s", td_metric_names[m]);
     double t0 = td_now();
 
     float centres[CLUSTERS * DIM];
@@ -477,16 +409,16 @@ static void test_metric(td_daemon *d, td_http *h, metric m, td_rng *rng)
 
     td_reply r;
     char *body = td_fmt("{\"name\":\"%s\",\"dim\":%d,\"metric\":\"%s\"}", w->g1, DIM,
-                     metric_names[m]);
-    CHECK_EQ(call(h, &r, 201, "POST", "/v1/models", body), 201);
+                     td_metric_names[m]);
+    CHECK_EQ(td_http_call(h, &r, 201, "POST", "/v1/models", body), 201);
     td_reply_finish(&r);
     free(body);
-    body = td_fmt("{\"name\":\"%s\",\"dim\":%d,\"metric\":\"%s\"}", w->q1, DIM, metric_names[m]);
-    CHECK_EQ(call(h, &r, 201, "POST", "/v1/models", body), 201);
+    body = td_fmt("{\"name\":\"%s\",\"dim\":%d,\"metric\":\"%s\"}", w->q1, DIM, td_metric_names[m]);
+    CHECK_EQ(td_http_call(h, &r, 201, "POST", "/v1/models", body), 201);
     td_reply_finish(&r);
     free(body);
     body = td_fmt("{\"name\":\"%s\",\"model\":\"%s\"}", w->gallery, w->g1);
-    CHECK_EQ(call(h, &r, 201, "POST", "/v1/galleries", body), 201);
+    CHECK_EQ(td_http_call(h, &r, 201, "POST", "/v1/galleries", body), 201);
     td_reply_finish(&r);
     free(body);
 
@@ -542,7 +474,7 @@ static void test_metric(td_daemon *d, td_http *h, metric m, td_rng *rng)
     check_stage(h, w, true, "100%");
     set_policy(h, w, "verified");
     long st = q1_status(h, w, &r);
-    show_if(&r, 200, "q1 under verified when fully backfilled");
+    td_reply_show_if(&r, 200, "q1 under verified when fully backfilled");
     CHECK_EQ(st, 200);
     td_reply_finish(&r);
     check_stage(h, w, true, "100% under verified");
@@ -562,12 +494,12 @@ static void test_metric(td_daemon *d, td_http *h, metric m, td_rng *rng)
 static void test_empty_gallery(td_http *h)
 {
     td_reply r;
-    CHECK_EQ(call(h, &r, 201, "POST", "/v1/galleries",
-                  "{\"name\":\"hr-empty\",\"model\":\"g1-cosine\"}"), 201);
+    CHECK_EQ(td_http_call(h, &r, 201, "POST", "/v1/galleries",
+                          "{\"name\":\"hr-empty\",\"model\":\"g1-cosine\"}"), 201);
     td_reply_finish(&r);
     char *body = td_fmt("{\"model\":\"q1-cosine\",\"k\":3,\"vector\":[%s1]}",
                      "0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,");
-    CHECK_EQ(call(h, &r, 409, "POST", "/v1/galleries/hr-empty/search", body), 409);
+    CHECK_EQ(td_http_call(h, &r, 409, "POST", "/v1/galleries/hr-empty/search", body), 409);
     CHECK_STREQ(td_reply_error_code(&r), "model_not_verified");
     td_reply_finish(&r);
     free(body);
@@ -576,15 +508,13 @@ static void test_empty_gallery(td_http *h)
 int main(void)
 {
     td_rng rng = {td_seed(11)};
-    td_daemon *d = td_daemon_create();
-    REQUIRE(d != NULL);
+    td_daemon *d;
+    td_http *h;
     const char *args[] = {"--log-level", "warn", NULL};
-    REQUIRE(td_daemon_start(d, args));
-    td_http *h = td_http_create(d);
-    REQUIRE(h != NULL);
+    REQUIRE(td_daemon_start_client(args, &d, &h));
 
-    for (int m = METRIC_COSINE; m <= METRIC_L2; m++)
-        test_metric(d, h, (metric)m, &rng);
+    for (int m = TD_METRIC_COSINE; m <= TD_METRIC_L2; m++)
+        test_metric(d, h, (td_metric)m, &rng);
     test_empty_gallery(h);
 
     td_http_destroy(h);

@@ -297,14 +297,23 @@ static void test_idle_timeout(td_daemon *d)
     CHECK_EQ(td_daemon_stop(d), 0);
 }
 
+/* Writes text to a --config file in d's directory; returns its path
+ * (free()). */
+static char *write_conf(const td_daemon *d, const char *name, const char *text)
+{
+    char *path = td_fmt("%s/%s", td_daemon_dir(d), name);
+    FILE *f = fopen(path, "w");
+    REQUIRE(f != NULL);
+    fputs(text, f);
+    CHECK_EQ(fclose(f), 0);
+    return path;
+}
+
 /* --max-connections (and --max-batch, --threads) from a --config file. */
 static void test_connection_limit(td_daemon *d)
 {
-    char *conf = td_fmt("%s/limits.conf", td_daemon_dir(d));
-    FILE *f = fopen(conf, "w");
-    REQUIRE(f != NULL);
-    fputs("# limits\nthreads = 1\nmax-connections = 4\nmax-batch = 2\nidle-timeout = 0\n", f);
-    CHECK_EQ(fclose(f), 0);
+    char *conf = write_conf(d, "limits.conf", "# limits\nthreads = 1\nmax-connections = 4\n"
+                                              "max-batch = 2\nidle-timeout = 0\n");
     const char *args[] = {"--config", conf, NULL};
     REQUIRE(td_daemon_start(d, args));
     td_http *h = td_http_create(d);
@@ -426,11 +435,7 @@ static void test_slow_clients(td_daemon *d)
 /* Bad values are startup errors, from flags and from a config file. */
 static void test_bad_values(td_daemon *d)
 {
-    char *conf = td_fmt("%s/bad.conf", td_daemon_dir(d));
-    FILE *f = fopen(conf, "w");
-    REQUIRE(f != NULL);
-    fputs("max-k = 2000\n", f);
-    CHECK_EQ(fclose(f), 0);
+    char *conf = write_conf(d, "bad.conf", "max-k = 2000\n");
     const struct {
         const char *args[6];
         const char *says;
@@ -447,21 +452,8 @@ static void test_bad_values(td_daemon *d)
         {{"--max-connections", "2", "--threads", "4"}, "--max-connections 2 is less than"},
         {{"--config", conf}, "--max-k must be an integer 1..1000"},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        const char *args[16] = {"serve", "--listen", "127.0.0.1:0", "--data",
-                                td_daemon_data_dir(d)};
-        size_t n = 5;
-        for (size_t j = 0; cases[i].args[j]; j++)
-            args[n++] = cases[i].args[j];
-        args[n] = NULL;
-        char *out = NULL;
-        int st = td_run_compatd(args, &out);
-        if (st != 2 || !out || !strstr(out, cases[i].says))
-            fprintf(stderr, "bad value %zu: status %d: %s\n", i, st, out ? out : "");
-        CHECK_EQ(st, 2);
-        CHECK(out && strstr(out, cases[i].says));
-        free(out);
-    }
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        CHECK(td_serve_refused(d, cases[i].args, 2, cases[i].says));
     free(conf);
 }
 

@@ -38,13 +38,9 @@
 #define BATCH 1000          /* items per upsert request */
 #define N_DELETE 100        /* items deleted from each gallery */
 
-typedef enum metric { METRIC_COSINE, METRIC_IP, METRIC_L2 } metric;
-
-static const char *const metric_names[] = {"cosine", "ip", "l2"};
-
 /* The vectors of one gallery as the test knows them. */
 typedef struct dataset {
-    metric metric;
+    td_metric metric;
     size_t n;           /* vectors made; ids "v<i>" */
     size_t sent;        /* of which the first `sent` were upserted */
     float *x;           /* n * DIM */
@@ -85,62 +81,15 @@ static float *make_points(td_rng *rng, const float *centres, size_t n)
 
 /* ---- the reference --------------------------------------------------- */
 
-static bool higher_is_better(metric m)
-{
-    return m != METRIC_L2;
-}
-
-/* The score of x for q, in double; cosine normalises both here. */
-static double ref_score(metric m, const float *x, const float *q)
-{
-    double dot = 0, xx = 0, qq = 0, l2 = 0;
-    for (size_t d = 0; d < DIM; d++) {
-        dot += (double)x[d] * q[d];
-        xx += (double)x[d] * x[d];
-        qq += (double)q[d] * q[d];
-        l2 += ((double)x[d] - q[d]) * ((double)x[d] - q[d]);
-    }
-    switch (m) {
-    case METRIC_COSINE: return dot / (sqrt(xx) * sqrt(qq));
-    case METRIC_IP: return dot;
-    case METRIC_L2: return l2;
-    }
-    return NAN;
-}
-
-static bool better(metric m, double a, double b)
-{
-    return higher_is_better(m) ? a > b : a < b;
-}
-
-/* The K best live items for q, best first, by a plain scan. */
+/* The K best live items for q, best first, by a plain scan (the
+ * harness's td_ref_score, in double; cosine normalises both). */
 static void ref_search(const dataset *ds, const float *q, ref_hits *out)
 {
     out->n = 0;
-    for (size_t i = 0; i < ds->sent; i++) {
-        if (!ds->live[i])
-            continue;
-        double s = ref_score(ds->metric, ds->x + i * DIM, q);
-        if (out->n == K && !better(ds->metric, s, out->score[K - 1]))
-            continue;
-        size_t p = out->n < K ? out->n++ : K - 1;
-        while (p > 0 && better(ds->metric, s, out->score[p - 1])) {
-            out->score[p] = out->score[p - 1];
-            out->idx[p] = out->idx[p - 1];
-            p--;
-        }
-        out->score[p] = s;
-        out->idx[p] = i;
-    }
-}
-
-/*
- * Scores closer than this are a tie: float32 arithmetic in the server
- * (dim 32, scores up to ~50) can order them either way.
- */
-static double tie_eps(double s)
-{
-    return 1e-6 + 1e-5 * fabs(s);
+    for (size_t i = 0; i < ds->sent; i++)
+        if (ds->live[i])
+            td_ref_topk_offer(ds->metric, K, out->idx, out->score, &out->n, i,
+                              td_ref_score(ds->metric, ds->x + i * DIM, q, DIM));
 }
 
 /* The item index of an id "v<i>", or SIZE_MAX. */
@@ -182,8 +131,8 @@ static int compare_exact(const cJSON *hits, const dataset *ds, const float *q,
             if (id_index(td_json_str(cJSON_GetArrayItem(hits, (int)p), "id"), ds) == i &&
                 !bad++)
                 fprintf(stderr, "%s: v%zu twice\n", what, i);
-        double want = ref_score(ds->metric, ds->x + i * DIM, q);
-        if (fabs(want - ref->score[r]) > tie_eps(ref->score[r])) {
+        double want = td_ref_score(ds->metric, ds->x + i * DIM, q, DIM);
+        if (fabs(want - ref->score[r]) > td_tie_eps(ref->score[r])) {
             if (!bad++)
                 fprintf(stderr, "%s: rank %zu is v%zu (reference score %.9g), reference "
                         "has v%zu (%.9g)\n", what, r, i, want, ref->idx[r], ref->score[r]);
@@ -291,14 +240,9 @@ static void search_batch(td_http *h, const char *gallery, const float *qs, size_
     char path[128];
     text body = {0};
     snprintf(path, sizeof path, "/v1/galleries/%s/search", gallery);
-    td_text_append(&body, "{\"k\":%d,\"vectors\":[", K);
-    for (size_t i = 0; i < nq; i++) {
-        char *v = td_b64_floats(qs + i * DIM, DIM);
-        REQUIRE(v != NULL);
-        td_text_append(&body, "%s\"%s\"", i ? "," : "", v);
-        free(v);
-    }
-    td_text_append(&body, "]}");
+    td_text_append(&body, "{\"k\":%d,\"vectors\":", K);
+    td_text_append_b64_rows(&body, qs, nq, DIM);
+    td_text_append(&body, "}");
     post(h, r, 200, path, body.s);
     free(body.s);
 }
@@ -379,12 +323,12 @@ static int check_all_exact(td_http *h, const char *gallery, const dataset *ds,
     return bad;
 }
 
-static void test_flat(td_http *h, metric m, const float *centres, const float *queries,
+static void test_flat(td_http *h, td_metric m, const float *centres, const float *queries,
                       size_t n, td_rng *rng)
 {
     char gallery[32], model[32];
-    snprintf(gallery, sizeof gallery, "flat-%s", metric_names[m]);
-    snprintf(model, sizeof model, "m-%s", metric_names[m]);
+    snprintf(gallery, sizeof gallery, "flat-%s", td_metric_names[m]);
+    snprintf(model, sizeof model, "m-%s", td_metric_names[m]);
     dataset ds = {.metric = m, .n = n, .q = queries};
     ds.x = make_points(rng, centres, n);
     ds.live = calloc(n, sizeof *ds.live);
@@ -422,7 +366,7 @@ static void test_flat(td_http *h, metric m, const float *centres, const float *q
             const cJSON *a = cJSON_GetArrayItem(single, p), *b = cJSON_GetArrayItem(batch_hits, p);
             double sa = td_json_num(a, "score"), sb = td_json_num(b, "score");
             if (strcmp(td_json_str(a, "id"), td_json_str(b, "id")) != 0 &&
-                fabs(sa - sb) > tie_eps(sa)) {
+                fabs(sa - sb) > td_tie_eps(sa)) {
                 if (!bad++)
                     fprintf(stderr, "%s: rank %d single %s, batch %s\n", what, p,
                             td_json_str(a, "id"), td_json_str(b, "id"));
@@ -440,7 +384,7 @@ static void test_flat(td_http *h, metric m, const float *centres, const float *q
     CHECK_EQ(check_all_exact(h, gallery, &ds, "after deletes"), 0);
 
     fprintf(stderr, "flat %-6s %zu vectors: ingest %.1f s, %d queries x2 + batch + deletes %.1f s\n",
-            metric_names[m], n, t1 - t0, N_QUERIES, td_now() - t1);
+            td_metric_names[m], n, t1 - t0, N_QUERIES, td_now() - t1);
     free(ds.x);
     free(ds.live);
 }
@@ -478,15 +422,15 @@ static double mean_recall(td_http *h, const char *gallery, const dataset *ds)
     return sum / N_QUERIES;
 }
 
-static void test_spec(td_http *h, const spec_case *c, metric m, const float *centres,
+static void test_spec(td_http *h, const spec_case *c, td_metric m, const float *centres,
                       const float *queries, td_rng *rng)
 {
     char gallery[64], model[32];
-    snprintf(gallery, sizeof gallery, "%s-%s", c->spec, metric_names[m]);
+    snprintf(gallery, sizeof gallery, "%s-%s", c->spec, td_metric_names[m]);
     for (char *p = gallery; *p; p++)
         if (*p == ',')
             *p = '_';
-    snprintf(model, sizeof model, "m-%s", metric_names[m]);
+    snprintf(model, sizeof model, "m-%s", td_metric_names[m]);
     dataset ds = {.metric = m, .n = N_TRAINED, .q = queries};
     ds.x = make_points(rng, centres, N_TRAINED);
     ds.live = calloc(N_TRAINED, sizeof *ds.live);
@@ -522,7 +466,7 @@ static void test_spec(td_http *h, const spec_case *c, metric m, const float *cen
     CHECK(after_recall >= c->min_recall);
 
     fprintf(stderr, "%-12s %-6s recall@10 staged %.3f, trained %.3f, after %zu deletes %.3f "
-            "(floor %.2f) in %.1f s\n", c->spec, metric_names[m], staged_recall,
+            "(floor %.2f) in %.1f s\n", c->spec, td_metric_names[m], staged_recall,
             trained_recall, deleted, after_recall, c->min_recall, td_now() - t0);
     free(ds.x);
     free(ds.live);
@@ -562,29 +506,27 @@ int main(void)
 {
     td_rng rng = {td_seed(42)};
     size_t n_flat = td_long_tests() ? N_FLAT_LONG : N_FLAT_SHORT;
-    td_daemon *d = td_daemon_create();
-    REQUIRE(d != NULL);
+    td_daemon *d;
+    td_http *h;
     const char *args[] = {"--log-level", "warn", NULL};
-    REQUIRE(td_daemon_start(d, args));
-    td_http *h = td_http_create(d);
-    REQUIRE(h != NULL);
+    REQUIRE(td_daemon_start_client(args, &d, &h));
 
     float *centres = make_centres(&rng);
     float *queries = make_points(&rng, centres, N_QUERIES);
-    for (int m = METRIC_COSINE; m <= METRIC_L2; m++) {
+    for (int m = TD_METRIC_COSINE; m <= TD_METRIC_L2; m++) {
         char model[32];
-        snprintf(model, sizeof model, "m-%s", metric_names[m]);
-        create_model(h, model, DIM, metric_names[m]);
+        snprintf(model, sizeof model, "m-%s", td_metric_names[m]);
+        create_model(h, model, DIM, td_metric_names[m]);
     }
 
-    for (int m = METRIC_COSINE; m <= METRIC_L2; m++)
-        test_flat(h, (metric)m, centres, queries, n_flat, &rng);
+    for (int m = TD_METRIC_COSINE; m <= TD_METRIC_L2; m++)
+        test_flat(h, (td_metric)m, centres, queries, n_flat, &rng);
     /* Training PQ is the slow part (~25 s, 60 s under ASan on two cores):
      * it runs for l2 only, the IVF path is the same for cosine. */
     for (size_t i = 0; i < sizeof spec_cases / sizeof spec_cases[0]; i++) {
-        test_spec(h, &spec_cases[i], METRIC_L2, centres, queries, &rng);
+        test_spec(h, &spec_cases[i], TD_METRIC_L2, centres, queries, &rng);
         if (!strstr(spec_cases[i].spec, "PQ"))
-            test_spec(h, &spec_cases[i], METRIC_COSINE, centres, queries, &rng);
+            test_spec(h, &spec_cases[i], TD_METRIC_COSINE, centres, queries, &rng);
     }
     test_bad_specs(h);
 

@@ -400,6 +400,23 @@ static void near_centre(td_rng *r, const float *centres, size_t c, float *v)
         v[d] = centres[c * EVAL_DIM + d] + 0.6f * (float)td_rng_gauss(r);
 }
 
+/* Appends the EVAL_PROBES probes "p<i>", each near the centre of label
+ * c<i % EVAL_LABELS>, with their labels when labelled (else baseline
+ * entries). */
+static void append_probes(text *body, td_rng *r, const float *centres, bool labelled)
+{
+    float v[EVAL_DIM];
+    for (size_t p = 0; p < EVAL_PROBES; p++) {
+        near_centre(r, centres, p % EVAL_LABELS, v);
+        char *b64 = td_b64_floats(v, EVAL_DIM);
+        td_text_append(body, "%s{\"id\":\"p%zu\",", p ? "," : "", p);
+        if (labelled)
+            td_text_append(body, "\"label\":\"c%zu\",", p % EVAL_LABELS);
+        td_text_append(body, "\"vector_b64\":\"%s\"}", b64);
+        free(b64);
+    }
+}
+
 /* The load gallery and the labelled evaluation gallery; returns the
  * evaluator's request body (malloc'd). */
 static char *set_up(td_http *h, uint64_t seed)
@@ -430,20 +447,9 @@ static char *set_up(td_http *h, uint64_t seed)
 
     text body = {0};
     td_text_append(&body, "{\"query_model\":\"e2\",\"ks\":[1,5,10],\"queries\":[");
-    for (size_t p = 0; p < EVAL_PROBES; p++) {
-        near_centre(&r, centres, p % EVAL_LABELS, v);
-        char *b64 = td_b64_floats(v, EVAL_DIM);
-        td_text_append(&body, "%s{\"id\":\"p%zu\",\"label\":\"c%zu\",\"vector_b64\":\"%s\"}",
-               p ? "," : "", p, p % EVAL_LABELS, b64);
-        free(b64);
-    }
+    append_probes(&body, &r, centres, true);
     td_text_append(&body, "],\"baseline\":[");
-    for (size_t p = 0; p < EVAL_PROBES; p++) {
-        near_centre(&r, centres, p % EVAL_LABELS, v);
-        char *b64 = td_b64_floats(v, EVAL_DIM);
-        td_text_append(&body, "%s{\"id\":\"p%zu\",\"vector_b64\":\"%s\"}", p ? "," : "", p, b64);
-        free(b64);
-    }
+    append_probes(&body, &r, centres, false);
     td_text_append(&body, "]}");
     return body.s;
 }
