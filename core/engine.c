@@ -35,6 +35,7 @@
 #include "eval.h"
 #include "idset.h"
 #include "index.h"
+#include "text.h"
 
 #define SCAN_BATCH 4096
 

@@ -6,7 +6,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 
-#include "vec.h"
+#include "text.h"
 
 const char *cd_strerror(cd_err code)
 {

@@ -13,7 +13,7 @@
 #include <nettle/memops.h>
 #include <nettle/sha2.h>
 
-#include "vec.h"
+#include "text.h"
 
 #define KEY_RANDOM_BYTES 32
 

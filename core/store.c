@@ -51,6 +51,7 @@
 #include <unistd.h>
 
 #include "embed.h"
+#include "text.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "store.c stores vectors as host float32 bytes: little-endian only"

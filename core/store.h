@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "text.h"
 #include "vec.h"
 
 typedef struct cd_store cd_store;

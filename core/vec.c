@@ -1,11 +1,14 @@
 /*
- * vec.c - metrics, names, UTF-8 and base64 float32 helpers.
+ * vec.c - metrics, finiteness and the base64 float32 form (the alphabet
+ * itself is text.c's).
  */
 #include "vec.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "text.h"
 
 const char *cd_metric_name(cd_metric m)
 {
@@ -34,86 +37,6 @@ bool cd_metric_higher_is_better(cd_metric m)
     return m != CD_METRIC_L2;
 }
 
-bool cd_name_valid(const char *s)
-{
-    size_t n = 0;
-    if (!s)
-        return false;
-    for (; s[n]; n++) {
-        char c = s[n];
-        bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
-                  (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
-        if (!ok || n >= CD_NAME_MAX)
-            return false;
-    }
-    return n > 0;
-}
-
-bool cd_utf8_valid(const char *str, size_t n)
-{
-    const unsigned char *s = (const unsigned char *)str;
-    size_t i = 0;
-    while (i < n) {
-        /* Bodies are mostly ASCII: skip eight such bytes at a time. */
-        while (i + 8 <= n) {
-            uint64_t w;
-            memcpy(&w, s + i, sizeof w);
-            if (w & 0x8080808080808080ull)
-                break;
-            i += 8;
-        }
-        if (i >= n)
-            break;
-        unsigned c = s[i];
-        size_t len;
-        unsigned cp;
-        if (c < 0x80) {
-            i++;
-            continue;
-        } else if ((c & 0xE0) == 0xC0) {
-            len = 2;
-            cp = c & 0x1F;
-        } else if ((c & 0xF0) == 0xE0) {
-            len = 3;
-            cp = c & 0x0F;
-        } else if ((c & 0xF8) == 0xF0) {
-            len = 4;
-            cp = c & 0x07;
-        } else {
-            return false;
-        }
-        if (i + len > n)
-            return false;
-        for (size_t j = 1; j < len; j++) {
-            if ((s[i + j] & 0xC0) != 0x80)
-                return false;
-            cp = (cp << 6) | (s[i + j] & 0x3F);
-        }
-        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) ||
-            (len == 4 && cp < 0x10000) || cp > 0x10FFFF ||
-            (cp >= 0xD800 && cp <= 0xDFFF))
-            return false;
-        i += len;
-    }
-    return true;
-}
-
-size_t cd_utf8_cut(const char *str, size_t n)
-{
-    const unsigned char *s = (const unsigned char *)str;
-    size_t i = n, cont = 0;
-    while (i > 0 && cont < 3 && (s[i - 1] & 0xC0) == 0x80) {
-        i--;
-        cont++;
-    }
-    if (i == 0)
-        return n;
-    unsigned lead = s[i - 1];
-    size_t len = (lead & 0xE0) == 0xC0 ? 2 : (lead & 0xF0) == 0xE0 ? 3
-                 : (lead & 0xF8) == 0xF0 ? 4 : 1;
-    return cont + 1 < len ? i - 1 : n;
-}
-
 bool cd_vec_finite(const float *v, size_t n)
 {
     for (size_t i = 0; i < n; i++)
@@ -133,27 +56,6 @@ bool cd_vec_normalize(float *v, size_t dim)
     for (size_t i = 0; i < dim; i++)
         v[i] = (float)(v[i] * inv);
     return true;
-}
-
-/* Value of each base64 character, -1 for the rest ('=' included). */
-static const signed char b64_values[256] = {
-    ['A'] = 0, ['B'] = 1, ['C'] = 2, ['D'] = 3, ['E'] = 4, ['F'] = 5,
-    ['G'] = 6, ['H'] = 7, ['I'] = 8, ['J'] = 9, ['K'] = 10, ['L'] = 11,
-    ['M'] = 12, ['N'] = 13, ['O'] = 14, ['P'] = 15, ['Q'] = 16, ['R'] = 17,
-    ['S'] = 18, ['T'] = 19, ['U'] = 20, ['V'] = 21, ['W'] = 22, ['X'] = 23,
-    ['Y'] = 24, ['Z'] = 25, ['a'] = 26, ['b'] = 27, ['c'] = 28, ['d'] = 29,
-    ['e'] = 30, ['f'] = 31, ['g'] = 32, ['h'] = 33, ['i'] = 34, ['j'] = 35,
-    ['k'] = 36, ['l'] = 37, ['m'] = 38, ['n'] = 39, ['o'] = 40, ['p'] = 41,
-    ['q'] = 42, ['r'] = 43, ['s'] = 44, ['t'] = 45, ['u'] = 46, ['v'] = 47,
-    ['w'] = 48, ['x'] = 49, ['y'] = 50, ['z'] = 51, ['0'] = 52, ['1'] = 53,
-    ['2'] = 54, ['3'] = 55, ['4'] = 56, ['5'] = 57, ['6'] = 58, ['7'] = 59,
-    ['8'] = 60, ['9'] = 61, ['+'] = 62, ['/'] = 63,
-};
-
-/* b64_values is zero for unlisted characters; this tells 'A' from them. */
-static int b64_value(unsigned char c)
-{
-    return b64_values[c] != 0 || c == 'A' ? b64_values[c] : -1;
 }
 
 cd_err cd_b64_float_count(const char *text, size_t len, size_t *n,
@@ -186,8 +88,8 @@ cd_err cd_b64_decode_floats_into(const char *text, size_t len, float *out,
     size_t whole = pad ? len - 4 : len;
     const unsigned char *t = (const unsigned char *)text;
     for (size_t i = 0; i < whole; i += 4) {
-        int a = b64_value(t[i]), b = b64_value(t[i + 1]);
-        int c = b64_value(t[i + 2]), d = b64_value(t[i + 3]);
+        int a = cd__b64_value(t[i]), b = cd__b64_value(t[i + 1]);
+        int c = cd__b64_value(t[i + 2]), d = cd__b64_value(t[i + 3]);
         if ((a | b | c | d) < 0)
             return cd__fail(err, CD_EVECTOR, "vector_b64 has a character that is not base64 near offset %zu", i);
         unsigned triple = (unsigned)a << 18 | (unsigned)b << 12 | (unsigned)c << 6 | (unsigned)d;
@@ -199,7 +101,7 @@ cd_err cd_b64_decode_floats_into(const char *text, size_t len, float *out,
         size_t i = len - 4;
         int v[4];
         for (int j = 0; j < 4; j++) {
-            v[j] = j >= 4 - pad && t[i + j] == '=' ? 0 : b64_value(t[i + j]);
+            v[j] = j >= 4 - pad && t[i + j] == '=' ? 0 : cd__b64_value(t[i + j]);
             if (v[j] < 0)
                 return cd__fail(err, CD_EVECTOR, "vector_b64 has a character that is not base64 at offset %zu", i + j);
         }
@@ -240,34 +142,6 @@ cd_err cd_b64_decode_floats(const char *text, size_t len, float **out,
     *out = f;
     *n_out = n;
     return CD_OK;
-}
-
-size_t cd__b64_encode(const unsigned char *b, size_t n, bool url, char *out)
-{
-    const char *alphabet = url
-        ? "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-        : "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    size_t o = 0;
-    for (size_t i = 0; i < n; i += 3) {
-        size_t take = n - i < 3 ? n - i : 3;
-        uint32_t t = (uint32_t)b[i] << 16;
-        if (take > 1)
-            t |= (uint32_t)b[i + 1] << 8;
-        if (take > 2)
-            t |= b[i + 2];
-        out[o++] = alphabet[t >> 18 & 63];
-        out[o++] = alphabet[t >> 12 & 63];
-        if (take > 1)
-            out[o++] = alphabet[t >> 6 & 63];
-        else if (!url)
-            out[o++] = '=';
-        if (take > 2)
-            out[o++] = alphabet[t & 63];
-        else if (!url)
-            out[o++] = '=';
-    }
-    out[o] = '\0';
-    return o;
 }
 
 char *cd_b64_encode_floats(const float *v, size_t n)

@@ -1,7 +1,7 @@
 /*
  * vec.h - small facts about embedding vectors shared by every module:
- * metrics, names, finiteness, normalisation and the base64 float32 form
- * (and the base64 encoder API keys use too).
+ * metrics, limits, finiteness, normalisation and the base64 float32 form
+ * (names, UTF-8 and the base64 alphabet are text.h's).
  * Nothing here allocates except cd_b64_decode_floats and
  * cd_b64_encode_floats.
  */
@@ -14,7 +14,6 @@
 
 #include "error.h"
 
-#define CD_NAME_MAX 64          /* models and galleries: [A-Za-z0-9._-]{1,64} */
 #define CD_ITEM_ID_MAX 256      /* bytes of an item id */
 #define CD_METADATA_MAX 16384   /* bytes of an item's metadata JSON text */
 #define CD_DIM_MAX 4096
@@ -37,20 +36,6 @@ bool cd_metric_parse(const char *s, cd_metric *out);
 
 /* True when a higher score is closer (cosine, ip). */
 bool cd_metric_higher_is_better(cd_metric m);
-
-/* True when s matches [A-Za-z0-9._-]{1,64}. */
-bool cd_name_valid(const char *s);
-
-/* True when the n bytes at s are well-formed UTF-8 (no overlongs, no
- * surrogates, nothing above U+10FFFF). */
-bool cd_utf8_valid(const char *s, size_t n);
-
-/*
- * Where to cut the n bytes at s so that the cut does not split a UTF-8
- * sequence: n, or less when the last sequence is incomplete.  Text cut by
- * a bounded snprintf keeps being valid UTF-8 when cut there.
- */
-size_t cd_utf8_cut(const char *s, size_t n);
 
 /* True when every one of the n floats is finite. */
 bool cd_vec_finite(const float *v, size_t n);
@@ -93,12 +78,5 @@ cd_err cd_b64_decode_floats_into(const char *text, size_t len, float *out,
  * memory.
  */
 char *cd_b64_encode_floats(const float *v, size_t n);
-
-/*
- * Writes base64 of n bytes to out, which has room for (n + 2) / 3 * 4 + 1
- * chars: the standard alphabet with '=' padding, or (url) base64url
- * without padding.  NUL-terminates out and returns the chars written.
- */
-size_t cd__b64_encode(const unsigned char *b, size_t n, bool url, char *out);
 
 #endif

@@ -18,6 +18,7 @@
 #include "embed.h"
 #include "eval.h"
 #include "keys.h"
+#include "text.h"
 #include "vec.h"
 
 /* Files compiled into the binary by core/embedgen.c (server/meson.build):

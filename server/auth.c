@@ -16,6 +16,7 @@
 
 #include "http.h"
 #include "keys.h"
+#include "text.h"
 
 /* --- the key file ------------------------------------------------------- */
 

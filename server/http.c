@@ -36,6 +36,7 @@
 #include "api.h"
 #include "auth.h"
 #include "metrics.h"
+#include "text.h"
 
 /* --- logging ---------------------------------------------------------- */
 

@@ -6,7 +6,7 @@
  * directory's database while a daemon serves from it (core/store.h,
  * cd_store_backup).  `compatd keys` manages API keys (server/auth.c).
  * `compatd import`, `eval`, `models`, `galleries` and `status` talk to a
- * server over HTTP (server/cli.c).  Commands are rows of the `commands`
+ * server over HTTP (server/cli/).  Commands are rows of the `commands`
  * table at the end.
  */
 #include <errno.h>

@@ -15,6 +15,7 @@
 
 #include "api.h"
 #include "engine.h"
+#include "text.h"
 #include "vec.h"
 
 static cd_engine *engine;

@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "harness.h"
-#include "vec.h"
+#include "text.h"
 #include "vecfile.h"
 
 #define MAX_LEN 16

@@ -24,6 +24,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "text.h"
 #include "vec.h"
 
 #define NPY_MAX_NDIM 32     /* numpy's own limit */

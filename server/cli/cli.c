@@ -5,7 +5,7 @@
  * The shape of every command: parse options (one option table per
  * command, over one enum of every option, so one parser serves all), make
  * a client (client.h), ask the server, print.  Files are read with
- * core/vecfile.h and checked against the model the server describes
+ * vecfile.h and checked against the model the server describes
  * before anything is written, so a bad file sends nothing.
  *
  * An import sends batches in file order and each batch is atomic on the
