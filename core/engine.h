@@ -174,7 +174,7 @@ cd_err cd_engine_search(cd_engine *e, const char *gallery, const char *model,
 
 void cd_search_result_destroy(cd_search_result *r);
 
-/* --- evaluations (SPEC 3.5, section 4) --------------------------------- */
+/* --- evaluations (schema/concepts.md §4) ------------------------------ */
 
 /*
  * Evaluates query_model on gallery: probes (vectors of query_model) and

@@ -1,5 +1,5 @@
 /*
- * eval.c - the compatibility report of eval.h (SPEC section 4).
+ * eval.c - the compatibility report of eval.h (schema/concepts.md §4).
  *
  * cd_eval_run checks the input, then codes the gallery's labels as ints
  * (0..L-1 in order of first appearance) and keeps, per label, the

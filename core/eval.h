@@ -1,5 +1,5 @@
 /*
- * eval.h - the compatibility report's arithmetic (SPEC section 4).
+ * eval.h - the compatibility report's arithmetic (schema/concepts.md §4).
  *
  * Pure computation over caller-owned arrays: no store, no locks, no I/O,
  * no JSON.  Given labelled probes of the query model, optional baseline

@@ -1,5 +1,5 @@
 /*
- * keys.h - API keys: making them and checking them (SPEC 5).
+ * keys.h - API keys: making them and checking them (schema/concepts.md §5).
  *
  * A key is the text a client sends as `Authorization: Bearer <key>`.  Keys
  * made here are "cdk_" and 43 base64url characters: 32 bytes from

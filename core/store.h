@@ -390,7 +390,7 @@ cd_err cd_store_backup(const char *db_path, const char *dest_path,
 /* --- API keys ------------------------------------------------------------ */
 
 /*
- * What a key may do (SPEC 5).  Ordered: a larger scope includes every
+ * What a key may do (schema/concepts.md §5).  Ordered: a larger scope includes every
  * smaller one (admin includes write includes read).
  */
 typedef enum cd_scope {

@@ -1,4 +1,4 @@
--- 002_evaluations.sql - stored compatibility reports (SPEC 3.5).
+-- 002_evaluations.sql - stored compatibility reports (concepts.md §4).
 --
 -- One row per evaluation.  The columns are what the verified-model gate,
 -- the gallery listing and the compatibility matrix read; `report` is the

@@ -1,4 +1,4 @@
--- 003_keys.sql - API keys (SPEC 5: scopes read, write, admin).
+-- 003_keys.sql - API keys (concepts.md §5: scopes read, write, admin).
 --
 -- A key's text is shown once, when it is made; only its SHA-256 is kept,
 -- with its first 8 characters (`prefix`) so that a listing can tell keys

@@ -1,5 +1,5 @@
 /*
- * api.c - the /v1 routes of SPEC section 3 and the operational endpoints.
+ * api.c - the /v1 routes of schema/openapi.yaml and the operational endpoints.
  *
  * Each handler: check the body (content type, UTF-8, JSON, fields), turn it
  * into core arguments, call the engine once, render the result.  Nothing
@@ -859,7 +859,7 @@ static cJSON *metrics_json(const cd_eval_report *r, const cd_eval_metrics *m)
 }
 
 /*
- * The report document of SPEC 3.5.  id and created_at are those of ev,
+ * The report document (schema/concepts.md §4).  id and created_at are those of ev,
  * which are 0 and "" before it is stored: the stored text carries those
  * placeholders and every reply puts the row's values in (report_patch).
  */
@@ -1517,7 +1517,7 @@ size_t cd_api_routes(const cd_route_info **out)
 }
 
 /*
- * The key scope each route and method needs (SPEC 5): read to read and
+ * The key scope each route and method needs (concepts.md §5): read to read and
  * search, write for items and running evaluations, admin for models and
  * galleries.  The probes need no key (Kubernetes asks them without one);
  * GET /metrics needs read unless --metrics-public.  The dashboard's page

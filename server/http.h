@@ -74,7 +74,7 @@ void cd_reply_text(cd_reply *rep, int status, const char *content_type,
                    const char *text, size_t len);
 
 /*
- * Sets the SPEC error reply {"error":{"status","code","message"}}.
+ * Sets the error reply (schema/openapi.yaml, Error) {"error":{"status","code","message"}}.
  * message is printf-style.
  */
 void cd_reply_error(cd_reply *rep, int status, const char *code,

@@ -1,7 +1,7 @@
 /*
  * test_eval.c - the compatibility report against a naive reference.
  *
- * The reference below is written from SPEC section 4 alone and shares no
+ * The reference below is written from schema/concepts.md §4 alone and shares no
  * code with core/eval.c: scores in double precision, every probe's whole
  * ranking sorted with qsort by (score desc, position asc), then top-k, AP,
  * flips, the criterion and the per-label lines read straight off the

@@ -1,5 +1,5 @@
 /*
- * test_http_api.c - the /v1 routes of SPEC 3.1-3.4 end to end against the
+ * test_http_api.c - the /v1 routes of models, galleries, items and search end to end against the
  * real daemon, then every kind of bad input from a table.
  *
  * The first half builds the fixtures through the API and checks each
@@ -118,7 +118,7 @@ static bool utf8_ok(const char *str, size_t n)
     return true;
 }
 
-/* The reply's error object is the SPEC one with the given status/code. */
+/* The reply's error object is the documented one with the given status/code. */
 static void check_error_reply(const td_reply *r, long status, const char *code)
 {
     CHECK_EQ(td_json_num(r->json, "error.status"), status);

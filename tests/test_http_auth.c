@@ -1,5 +1,5 @@
 /*
- * test_http_auth.c - API keys and scopes (SPEC 5) against the real daemon.
+ * test_http_auth.c - API keys and scopes (schema/concepts.md §5) against the real daemon.
  *
  * The daemon starts with no key (open mode: everything answers without
  * one).  Keys are then made with `compatd keys create` on its data
@@ -7,7 +7,7 @@
  * first key, revoked at once, shows that a data directory whose keys are
  * all revoked lets nobody in.  Then every route of api.c's router is sent
  * with every credential (none, a malformed header, an unknown key, a
- * revoked key, a read, a write and an admin key) and must give the SPEC
+ * revoked key, a read, a write and an admin key) and must give the documented
  * status: 401 (with WWW-Authenticate: Bearer) without a valid key, 403
  * when the key's scope is below the route's, and otherwise whatever the
  * handler answers, never 401 or 403.  Refused writes store nothing.

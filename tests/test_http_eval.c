@@ -1,12 +1,12 @@
 /*
- * test_http_eval.c - evaluations (SPEC 3.5, section 4), the verified-model
+ * test_http_eval.c - evaluations (schema/concepts.md §4), the verified-model
  * gate (3.2, 3.4) and the compatibility matrix (3.6) over HTTP.
  *
  * Every report the daemon returns is compared, number by number, with a
  * naive reference written here in double precision: a full sort of the
  * evaluation gallery per probe (similarity descending, ties by insertion
  * order, the probe's own id left out), then top-k, AP, flips, the BCT
- * criterion and the update gain exactly as SPEC 4 defines them.  The
+ * criterion and the update gain exactly as schema/concepts.md §4 defines them.  The
  * reference galleries use vectors whose scores are exact in float32
  * (small integers for ip and l2; four non-zero entries of +-s, s a power
  * of two, for cosine, so normalising is exact too), so that the many
@@ -362,7 +362,7 @@ static ref_label *find_label(ref_report *r, const char *label)
     return l;
 }
 
-/* The report SPEC 4 defines for in; free with ref_report_finish(). */
+/* The report concepts.md §4 defines for in; free with ref_report_finish(). */
 static void ref_evaluate(const ref_input *in, ref_report *r)
 {
     memset(r, 0, sizeof *r);

@@ -1,6 +1,6 @@
 /*
  * test_http_hotrefresh.c - search in a partially backfilled gallery
- * ("hot refresh", SPEC 3.4) against an independent merge written here.
+ * ("hot refresh", schema/concepts.md §3) against an independent merge written here.
  *
  * For each metric a gallery of model g1 holds N_ITEMS items; a query
  * model q1 of the same dim and metric is let in with query_policy "any".

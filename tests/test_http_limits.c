@@ -4,7 +4,7 @@
  *
  * Per-request limits (--max-batch, --max-queries, --max-k, --max-dim,
  * --max-metadata, --max-eval-probes): one over the limit gets its 4xx
- * with the SPEC error body and stores nothing (a fingerprint of listings
+ * with the JSON error body and stores nothing (a fingerprint of listings
  * and an item is the same before and after); exactly at the limit is
  * accepted.  Connections: --idle-timeout closes a connection that sent
  * half a request and stalled, after about the timeout; --max-connections

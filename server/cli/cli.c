@@ -845,7 +845,7 @@ static void report_metric_row(table *t, const cJSON *r, const char *key)
     table_row(t, cells);
 }
 
-/* Prints a report (SPEC 3.5) as tables; false when out of memory. */
+/* Prints a report (schema/concepts.md §4) as tables; false when out of memory. */
 static bool print_report(const cJSON *r)
 {
     char id[32], created[96], gal[256], probes[96], nb[4][32];

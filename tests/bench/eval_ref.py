@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """eval_ref.py - compatd's compatibility report numbers, computed again
-with numpy and faiss from SPEC section 4 alone (nothing from compatd).
+with numpy and faiss from schema/concepts.md section 4 alone (nothing from compatd).
 
     /usr/bin/python3 eval_ref.py DIR
 

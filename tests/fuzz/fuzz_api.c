@@ -194,7 +194,7 @@ int fuzz_api_post(const char *path, const uint8_t *data, size_t size)
     if (status < 200 || status > 599)
         finding("status out of range", path, &rep);
     if (status >= 500)
-        finding("5xx for a request body (SPEC: 500 never for bad input)", path, &rep);
+        finding("5xx for a request body (500 is never for bad input)", path, &rep);
     if (status == 204) {
         if (rep.len != 0)
             finding("204 with a body", path, &rep);
