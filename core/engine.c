@@ -438,8 +438,8 @@ static cd_err store_check(cd_engine *e, cd_error *err)
     for (size_t i = 0; i < r.n_problems; i++)
         elog(e, CD_LOG_ERROR, "%s is damaged: %s", e->db_path, r.problems[i]);
     return cd__fail(err, CD_ECORRUPT,
-                    "DATABASE DAMAGED: %s fails its integrity check (%.200s%s); "
-                    "refusing to serve it. `compatd check --data %s` lists the "
+                    "DATABASE DAMAGED: %s is damaged: it fails its integrity check "
+                    "(%.200s%s); refusing to serve it. `compatd check --data %s` lists the "
                     "problems; restore the data directory from a backup "
                     "(`compatd backup`)", e->db_path, r.problems[0],
                     r.n_problems > 1 ? ", ..." : "", e->data_dir);

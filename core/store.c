@@ -305,9 +305,14 @@ static cd_err code_of(int rc)
     }
 }
 
-/* Fails with the code matching an SQLite result and SQLite's message. */
+/* Fails with the code matching an SQLite result and SQLite's message;
+ * damage names the file, so that it is never taken for a passing fault. */
 static cd_err db_fail(cd_error *err, cd_conn *c, int rc)
 {
+    if (code_of(rc) == CD_ECORRUPT)
+        return cd__fail(err, CD_ECORRUPT, "%s is damaged (sqlite: %s); `compatd check` "
+                        "lists the damage", sqlite3_db_filename(c->db, "main"),
+                        sqlite3_errmsg(c->db));
     return cd__fail(err, code_of(rc), "sqlite: %s", sqlite3_errmsg(c->db));
 }
 
