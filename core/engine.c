@@ -69,6 +69,8 @@ typedef struct gallery {
 struct cd_engine {
     char *data_dir;
     char *index_dir;
+    char *db_path;          /* DATA/compatd.db */
+    char *marker_path;      /* DATA/compatd.running while open, else NULL */
     cd_store *st;
     cd_engine_config cfg;
 
@@ -93,6 +95,10 @@ struct cd_engine {
     pthread_mutex_t stop_mu;
     pthread_cond_t stop_cv;
     bool stopping;
+
+    pthread_mutex_t check_mu;   /* guards the two fields below */
+    bool checked;               /* the store was checked in this run */
+    cd_error check_err;         /* its verdict (code CD_OK: healthy) */
 };
 
 static void elog(cd_engine *e, int level, const char *fmt, ...)
@@ -123,6 +129,7 @@ static char *str_printf(const char *fmt, ...)
     return s;
 }
 
+/* mkdir -p, the last directory private (0700), the ones above it 0755. */
 static int mkdir_p(const char *path)
 {
     char *tmp = strdup(path);
@@ -138,7 +145,7 @@ static int mkdir_p(const char *path)
             *p = '/';
         }
     }
-    int rc = mkdir(tmp, 0755);
+    int rc = mkdir(tmp, 0700);
     free(tmp);
     return rc != 0 && errno != EEXIST ? -1 : 0;
 }
@@ -418,6 +425,47 @@ static cd_err members_batch(void *ctx, const int64_t *rowids,
     return CD_OK;
 }
 
+/*
+ * Checks the store's file (cd_store_check) and, when it is damaged, logs
+ * each problem found and fails CD_ECORRUPT with a message that names the
+ * file and says what to do: nothing is served from a damaged database.
+ */
+static cd_err store_check(cd_engine *e, cd_error *err)
+{
+    cd_store_check_report r;
+    cd_err rc = cd_store_check(e->db_path, &r, err);
+    if (rc != CD_ECORRUPT)
+        return rc;
+    for (size_t i = 0; i < r.n_problems; i++)
+        elog(e, CD_LOG_ERROR, "%s is damaged: %s", e->db_path, r.problems[i]);
+    return cd__fail(err, CD_ECORRUPT,
+                    "DATABASE DAMAGED: %s is damaged: it fails its integrity check "
+                    "(%.200s%s); refusing to serve it. `compatd check --data %s` lists the "
+                    "problems; restore the data directory from a backup "
+                    "(`compatd backup`)", e->db_path, r.problems[0],
+                    r.n_problems > 1 ? ", ..." : "", e->data_dir);
+}
+
+/*
+ * The store's check, run at most once per open (the verdict is kept):
+ * before an index is rebuilt from the store, since a damaged b-tree can
+ * end a scan early without an error and a rebuild would then serve part
+ * of a gallery as the whole.
+ */
+static cd_err store_checked(cd_engine *e, cd_error *err)
+{
+    pthread_mutex_lock(&e->check_mu);
+    if (!e->checked) {
+        store_check(e, &e->check_err);
+        e->checked = true;
+    }
+    cd_err rc = e->check_err.code;
+    if (rc != CD_OK)
+        cd__fail(err, rc, "%s", e->check_err.message);
+    pthread_mutex_unlock(&e->check_mu);
+    return rc;
+}
+
 /* Loads gi's newest snapshot and catches up, or rebuilds; reads which
  * items have an embedding of gi's model. */
 static cd_err index_load(cd_engine *e, gallery *g, gal_index *gi,
@@ -462,7 +510,8 @@ static cd_err index_load(cd_engine *e, gallery *g, gal_index *gi,
                  g->info.name, gi->model.name, why);
         cd_index_destroy(gi->ix);
         gi->ix = NULL;
-        rc = index_rebuild(e, g, gi, err);
+        if ((rc = store_checked(e, err)) == CD_OK)
+            rc = index_rebuild(e, g, gi, err);
         if (rc != CD_OK)
             goto out;
         gi->saved_seq = -1;
@@ -546,12 +595,88 @@ static void *snapshot_loop(void *arg)
     return NULL;
 }
 
+/* Fails when dir (a path made by cd_engine_open) is writable by group or
+ * others: they could replace the database or a snapshot. */
+static cd_err dir_private(const char *dir, cd_error *err)
+{
+    struct stat sb;
+    if (stat(dir, &sb) != 0)
+        return cd__fail(err, CD_EIO, "cannot read %s: %s", dir, strerror(errno));
+    if (!S_ISDIR(sb.st_mode))
+        return cd__fail(err, CD_EIO, "%s is not a directory", dir);
+    if (sb.st_mode & (S_IWGRP | S_IWOTH))
+        return cd__fail(err, CD_EINVAL, "refusing %s: it is writable by group or others "
+                        "(mode %04o), who could replace the database or the index "
+                        "snapshots; chmod go-w %s", dir, (unsigned)(sb.st_mode & 07777), dir);
+    return CD_OK;
+}
+
+/* Fails when the database is missing or empty while index/ holds
+ * snapshots: the data directory lost its database, and starting empty
+ * would hide that. */
+static cd_err db_present(cd_engine *e, cd_error *err)
+{
+    struct stat sb;
+    bool missing = stat(e->db_path, &sb) != 0;
+    if (!missing && sb.st_size > 0)
+        return CD_OK;
+    size_t snapshots = 0;
+    DIR *d = opendir(e->index_dir);
+    struct dirent *de;
+    while (d && (de = readdir(d)) != NULL) {
+        size_t n = strlen(de->d_name);
+        snapshots += n > 6 && strcmp(de->d_name + n - 6, ".faiss") == 0;
+    }
+    if (d)
+        closedir(d);
+    if (snapshots == 0)
+        return CD_OK;
+    return cd__fail(err, CD_ENOTFOUND, "refusing to start: %s is %s but %s holds %zu index "
+                    "snapshot%s, so the data directory has lost its database; restore "
+                    "compatd.db from a backup (`compatd backup`), or remove %s to start "
+                    "over empty", e->db_path, missing ? "missing" : "empty",
+                    e->index_dir, snapshots, snapshots == 1 ? "" : "s", e->index_dir);
+}
+
+/*
+ * DATA/compatd.running exists while an engine has the directory open;
+ * finding it at open means the last run did not close (a crash, kill -9,
+ * power loss), and the store is checked before anything is served.
+ * Then it is written anew.
+ */
+static cd_err unclean_check(cd_engine *e, cd_error *err)
+{
+    e->marker_path = str_printf("%s/compatd.running", e->data_dir);
+    if (!e->marker_path)
+        return cd__fail(err, CD_ENOMEM, "out of memory");
+    struct stat sb;
+    cd_err rc = CD_OK;
+    if (stat(e->marker_path, &sb) == 0) {
+        elog(e, CD_LOG_WARN, "the last run on %s did not stop cleanly; checking %s",
+             e->data_dir, e->db_path);
+        if ((rc = store_checked(e, err)) != CD_OK)
+            goto fail;
+        elog(e, CD_LOG_INFO, "%s passed its integrity check", e->db_path);
+    }
+    FILE *f = fopen(e->marker_path, "w");
+    bool written = f && fprintf(f, "%ld\n", (long)getpid()) > 0 && fflush(f) == 0 &&
+                   fsync(fileno(f)) == 0;
+    if (f && fclose(f) != 0)
+        written = false;
+    if (written)
+        return CD_OK;
+    rc = cd__fail(err, CD_EIO, "cannot write %s: %s", e->marker_path, strerror(errno));
+fail:
+    free(e->marker_path);
+    e->marker_path = NULL;
+    return rc;
+}
+
 cd_err cd_engine_open(const cd_engine_config *cfg, cd_engine **out,
                       cd_error *err)
 {
     *out = NULL;
     cd_err rc = CD_OK;
-    char *db_path = NULL;
     cd_gallery *rows = NULL;
     size_t n_rows = 0;
 
@@ -568,11 +693,12 @@ cd_err cd_engine_open(const cd_engine_config *cfg, cd_engine **out,
     pthread_mutex_init(&e->stop_mu, NULL);
     pthread_mutex_init(&e->snap_mu, NULL);
     pthread_cond_init(&e->stop_cv, NULL);
+    pthread_mutex_init(&e->check_mu, NULL);
 
     e->data_dir = strdup(cfg->data_dir ? cfg->data_dir : "./data");
     e->index_dir = e->data_dir ? str_printf("%s/index", e->data_dir) : NULL;
-    db_path = e->data_dir ? str_printf("%s/compatd.db", e->data_dir) : NULL;
-    if (!e->index_dir || !db_path) {
+    e->db_path = e->data_dir ? str_printf("%s/compatd.db", e->data_dir) : NULL;
+    if (!e->index_dir || !e->db_path) {
         rc = cd__fail(err, CD_ENOMEM, "out of memory");
         goto fail;
     }
@@ -582,7 +708,11 @@ cd_err cd_engine_open(const cd_engine_config *cfg, cd_engine **out,
                       e->data_dir, strerror(errno));
         goto fail;
     }
-    rc = cd_store_open(db_path, &e->st, err);
+    if ((rc = dir_private(e->data_dir, err)) != CD_OK ||
+        (rc = dir_private(e->index_dir, err)) != CD_OK ||
+        (rc = db_present(e, err)) != CD_OK || (rc = unclean_check(e, err)) != CD_OK)
+        goto fail;
+    rc = cd_store_open(e->db_path, &e->st, err);
     if (rc != CD_OK)
         goto fail;
     rc = cd_store_gallery_list(e->st, &rows, &n_rows, err);
@@ -602,12 +732,12 @@ cd_err cd_engine_open(const cd_engine_config *cfg, cd_engine **out,
         e->gals[e->n_gals++] = g;
     }
     free(rows);
-    free(db_path);
     *out = e;
     return CD_OK;
 fail:
     free(rows);
-    free(db_path);
+    free(e->marker_path); /* kept: the next open checks the store */
+    e->marker_path = NULL;
     cd_engine_close(e);
     return rc;
 }
@@ -723,11 +853,18 @@ void cd_engine_close(cd_engine *e)
     free(e->gals);
     free(e->models);
     cd_store_close(e->st);
+    /* Stopped cleanly: the next open need not check the store, unless
+     * this run found it damaged. */
+    if (e->marker_path && e->check_err.code == CD_OK)
+        unlink(e->marker_path);
     pthread_rwlock_destroy(&e->lock);
     pthread_mutex_destroy(&e->models_mu);
     pthread_mutex_destroy(&e->stop_mu);
     pthread_mutex_destroy(&e->snap_mu);
     pthread_cond_destroy(&e->stop_cv);
+    pthread_mutex_destroy(&e->check_mu);
+    free(e->marker_path);
+    free(e->db_path);
     free(e->index_dir);
     free(e->data_dir);
     free(e);

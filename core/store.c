@@ -23,6 +23,9 @@
  * schema/NNN_*.sql files, applied in order on open.
  */
 #include "store_int.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include <pthread.h>
 #include <stdio.h>
@@ -211,6 +214,11 @@ cd_err cd__store_code_of(int rc)
 
 cd_err cd__db_fail(cd_error *err, cd_conn *c, int rc)
 {
+    /* Damage names the file, so that it is never taken for a passing fault. */
+    if (cd__store_code_of(rc) == CD_ECORRUPT)
+        return cd__fail(err, CD_ECORRUPT, "%s is damaged (sqlite: %s); `compatd check` "
+                        "lists the damage", sqlite3_db_filename(c->db, "main"),
+                        sqlite3_errmsg(c->db));
     return cd__fail(err, cd__store_code_of(rc), "sqlite: %s", sqlite3_errmsg(c->db));
 }
 
@@ -700,6 +708,14 @@ cd_err cd_store_open(const char *path, cd_store **out, cd_error *err)
     st = calloc(1, sizeof *st);
     if (!st)
         return cd__fail(err, CD_ENOMEM, "out of memory opening %s", path);
+    /* SQLite would create the file 0644; the -wal and -shm files take
+     * the database's mode, so they are private too. */
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        rc = cd__fail(err, CD_EIO, "cannot open %s: %s", path, strerror(errno));
+        goto fail;
+    }
+    close(fd);
     rc = conn_open(&st->writer, path,
                    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, err);
     if (rc == CD_OK)

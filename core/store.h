@@ -110,7 +110,7 @@ typedef struct cd_item_ref {
 } cd_item_ref;
 
 /*
- * Opens (creating when missing) the database at path, sets WAL mode and
+ * Opens (creating when missing, mode 0600) the database at path, sets WAL mode and
  * migrates an older schema forward.  Fails with CD_EVERSION when the file
  * was written by a newer schema, CD_EIO when it cannot be opened and
  * CD_ECORRUPT when it is not a compatd database.  *out is NULL on failure;
@@ -361,6 +361,39 @@ cd_err cd_store_scan_rowids(cd_store *st, int64_t gallery_id,
                             int64_t model_id, size_t batch, cd_scan_fn fn,
                             void *ctx, cd_error *err);
 
+/* --- integrity check ---------------------------------------------------- */
+
+/* A check lists at most this many problems. */
+#define CD_CHECK_PROBLEMS_MAX 10
+
+/* What cd_store_check found. */
+typedef struct cd_store_check_report {
+    int schema_version;     /* PRAGMA user_version; 0 when unreadable */
+    int64_t galleries, items, embeddings;   /* rows, counted when healthy */
+    size_t n_problems;      /* problems listed below, 0 when healthy */
+    bool more;              /* more problems were found than listed */
+    char problems[CD_CHECK_PROBLEMS_MAX][256];  /* one line each */
+} cd_store_check_report;
+
+/*
+ * Checks the compatd database at db_path without changing it: opens it
+ * read-only (no migration; a daemon may serve it meanwhile) and, in one
+ * read transaction, runs SQLite's PRAGMA integrity_check and then the
+ * rules SQLite does not know: every embedding is 4 x dim bytes of an
+ * existing model and belongs to an item of its gallery, every item to an
+ * existing gallery, galleries' item counts and seqs agree with their
+ * rows, and PRAGMA foreign_key_check is empty.  The bytes of a vector
+ * are not checksummed: damage inside one is not seen.
+ *
+ * Returns CD_OK when healthy; CD_ECORRUPT when damaged (an empty file, a
+ * foreign one, or problems found: report lists the first ones, and err's
+ * message names db_path and the first); CD_ENOTFOUND when db_path does
+ * not exist; CD_EVERSION for a newer schema; CD_EIO when it cannot be
+ * opened.  report (may be NULL) is filled in every case.
+ */
+cd_err cd_store_check(const char *db_path, cd_store_check_report *report,
+                      cd_error *err);
+
 /* --- backup ------------------------------------------------------------ */
 
 /*
@@ -373,7 +406,7 @@ cd_err cd_store_scan_rowids(cd_store *st, int64_t gallery_id,
  * WAL mode it blocks no writer (WAL checkpoints cannot pass it until it
  * ends, so the WAL may grow meanwhile); pages are copied in bounded steps
  * through SQLite's backup API into dest_path.tmp-<pid>, which is checked
- * (PRAGMA quick_check), fsynced and then linked to dest_path, so that
+ * (cd_store_check's checks), fsynced and then linked to dest_path, so that
  * dest_path, once it exists, is complete.  Index snapshots are not
  * copied: a daemon rebuilds missing ones from the database.
  *

@@ -4,7 +4,7 @@
  *
  * It opens the database by path with a connection of its own, not the
  * store's, so that it works beside a running daemon: the copy is one
- * read transaction's state, checked with PRAGMA quick_check, fsynced, and
+ * read transaction's state, checked as `compatd check` checks (store_check.c), fsynced, and
  * only then given its name, which it never takes from an existing file.
  */
 #include "store_int.h"
@@ -121,7 +121,6 @@ static cd_err backup_copy(sqlite3 *src, const char *tmp_path, cd_error *err)
 {
     sqlite3 *dst = NULL;
     sqlite3_backup *b = NULL;
-    sqlite3_stmt *s = NULL;
     cd_err rc = CD_OK;
     int drc = sqlite3_open_v2(tmp_path, &dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
     if (drc != SQLITE_OK) {
@@ -153,19 +152,13 @@ static cd_err backup_copy(sqlite3 *src, const char *tmp_path, cd_error *err)
                       tmp_path, sqlite3_errmsg(dst));
         goto done;
     }
-    drc = sqlite3_prepare_v2(dst, "PRAGMA quick_check", -1, &s, NULL);
-    if (drc == SQLITE_OK)
-        drc = sqlite3_step(s);
-    if (drc != SQLITE_ROW) {
-        rc = cd__fail(err, cd__store_code_of(drc), "checking %s: %s", tmp_path, sqlite3_errmsg(dst));
-    } else {
-        const unsigned char *verdict = sqlite3_column_text(s, 0);
-        if (!verdict || strcmp((const char *)verdict, "ok") != 0)
-            rc = cd__fail(err, CD_ECORRUPT, "the copy %s does not check: %s", tmp_path,
-                          verdict ? (const char *)verdict : "?");
-    }
+    cd_store_check_report report;
+    rc = cd__store_check_db(dst, tmp_path, &report, err);
+    if (rc == CD_ECORRUPT)
+        rc = cd__fail(err, CD_ECORRUPT, "the copy does not pass the check (the "
+                      "database is damaged; `compatd check` lists how): %s",
+                      report.problems[0]);
 done:
-    sqlite3_finalize(s);
     if (dst && sqlite3_close(dst) != SQLITE_OK && rc == CD_OK)
         rc = cd__fail(err, CD_EIO, "cannot close %s: %s", tmp_path, sqlite3_errmsg(dst));
     return rc;

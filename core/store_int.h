@@ -157,6 +157,15 @@ bool cd__text_ok(const char *s, size_t max, size_t *len);
  * connection; whatever opens a connection calls it first. */
 void cd__sqlite_setup(void);
 
+/*
+ * Checks the open database db (path names it in messages) into *r, inside
+ * one read transaction.  Returns CD_OK when it is healthy, CD_ECORRUPT
+ * (message: path and the first problem) when r lists problems, CD_EIO
+ * when it cannot be read at all.  (store_check.c)
+ */
+cd_err cd__store_check_db(sqlite3 *db, const char *path,
+                         cd_store_check_report *r, cd_error *err);
+
 /* --- connections and statements (store.c) -------------------------------- */
 
 /* The write connection, once no other thread holds it. */

@@ -220,7 +220,7 @@ static cd_store *keys_open(const char *data, bool create)
         return NULL;
     }
     if (create) {
-        if (mkdir(data, 0755) != 0 && errno != EEXIST) {
+        if (mkdir(data, 0700) != 0 && errno != EEXIST) {
             fprintf(stderr, "compatd: cannot create %s: %s\n", data, strerror(errno));
             return NULL;
         }

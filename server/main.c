@@ -4,7 +4,8 @@
  * lines with the flags' names (`listen = 127.0.0.1:8080`), read first so
  * that flags on the command line win.  `compatd backup` copies a data
  * directory's database while a daemon serves from it (core/store.h,
- * cd_store_backup).  `compatd keys` manages API keys (server/auth.c).
+ * cd_store_backup), `compatd check` checks one for damage (cd_store_check).
+ * `compatd keys` manages API keys (server/auth.c).
  * `compatd import`, `eval`, `models`, `galleries` and `status` talk to a
  * server over HTTP (server/cli/).  Commands are rows of the `commands`
  * table at the end.
@@ -31,6 +32,7 @@
 static const char usage[] =
     "usage: compatd [serve] [options]\n"
     "       compatd backup --to DIR [--data DIR]\n"
+    "       compatd check [--data DIR]\n"
     "       compatd keys create|list|revoke ... (compatd keys --help)\n"
     "       compatd import --gallery G --model M --vectors FILE --ids FILE [--labels FILE] ...\n"
     "       compatd eval --gallery G --query-model M --queries FILE --labels FILE ...\n"
@@ -455,6 +457,77 @@ out:
     return status;
 }
 
+/* --- compatd check ------------------------------------------------------ */
+
+static const char check_usage[] =
+    "usage: compatd check [--data DIR]\n"
+    "\n"
+    "Checks the data directory's database for damage without changing it (a\n"
+    "daemon may keep serving from it): SQLite's integrity check, then that\n"
+    "every embedding has its model's size and an item of its gallery, every\n"
+    "item a gallery, and that the galleries' counts agree with their rows.\n"
+    "Exit status 0: healthy; 1: damaged (or unreadable); 2: usage error.\n"
+    "\n"
+    "options:\n"
+    "  --data DIR    data directory to check (default ./data)\n"
+    "  -h, --help    this text\n";
+
+static int check_main(int argc, char **argv)
+{
+    static const struct option check_options[] = {
+        {"data", required_argument, NULL, 'd'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *data = "./data";
+    int opt;
+    optind = 1;
+    opterr = 1;
+    while ((opt = getopt_long(argc, argv, "h", check_options, NULL)) != -1) {
+        if (opt == 'h') {
+            fputs(check_usage, stdout);
+            return 0;
+        } else if (opt == 'd') {
+            data = optarg;
+        } else {
+            fputs(check_usage, stderr);
+            return 2;
+        }
+    }
+    if (optind < argc || !*data) {
+        fprintf(stderr, "compatd: unexpected argument \"%s\"\n%s",
+                optind < argc ? argv[optind] : "--data", check_usage);
+        return 2;
+    }
+    char *db = NULL;
+    if (asprintf(&db, "%s/compatd.db", data) < 0) {
+        fprintf(stderr, "compatd: out of memory\n");
+        return 1;
+    }
+    cd_store_check_report r;
+    cd_error err = {0};
+    cd_err rc = cd_store_check(db, &r, &err);
+    int status = 1;
+    if (rc == CD_OK) {
+        printf("compatd: %s is healthy (schema %d): %lld galleries, %lld items, "
+               "%lld embeddings\n", db, r.schema_version, (long long)r.galleries,
+               (long long)r.items, (long long)r.embeddings);
+        status = 0;
+    } else if (rc == CD_ECORRUPT) {
+        printf("compatd: %s is DAMAGED:\n", db);
+        for (size_t i = 0; i < r.n_problems; i++)
+            printf("  %s\n", r.problems[i]);
+        if (r.more)
+            printf("  (more problems than these)\n");
+        printf("Do not serve it: restore the data directory from a backup (compatd backup),\n"
+               "keeping this one aside for inspection.\n");
+    } else {
+        fprintf(stderr, "compatd: cannot check %s: %s\n", db, err.message);
+    }
+    free(db);
+    return status;
+}
+
 /* The commands; without one (no argument, or options first) it is serve.
  * Each gets argv from its own name on. */
 static const struct command {
@@ -463,6 +536,7 @@ static const struct command {
 } commands[] = {
     {"serve", serve_main},
     {"backup", backup_main},
+    {"check", check_main},
     {"keys", cd_keys_main},
     {"import", cd_import_main},
     {"eval", cd_eval_main},
