@@ -189,7 +189,8 @@ typedef struct server {
     const cd_server_config *cfg;
     cd_api api;
     cd_metrics *metrics;
-    atomic_int in_flight;
+    atomic_int in_flight;   /* requests between their headers and their end */
+    atomic_bool draining;   /* stopping: replies close their connection */
 } server;
 
 /* One connection's request while its body arrives. */
@@ -229,6 +230,9 @@ static enum MHD_Result send_reply(server *s, struct MHD_Connection *conn,
         MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, rep->authenticate);
     if (rep->allow)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, rep->allow);
+    /* A kept-alive client would otherwise send more and hold the drain. */
+    if (atomic_load(&s->draining))
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ok = MHD_queue_response(conn, (unsigned)rep->status, resp);
     MHD_destroy_response(resp);
 
@@ -733,8 +737,13 @@ int cd_serve(const cd_server_config *cfg)
         goto out;
     }
 
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL_LINUX_ONLY |
-                     MHD_USE_ERROR_LOG | MHD_USE_ITC | MHD_USE_TURBO | MHD_USE_SUPPRESS_DATE_NO_CLOCK;
+    /* poll(), not epoll: with epoll, MHD_quiesce_daemon (0.9.75) and a
+     * worker thread both take the listen socket out of the worker's epoll
+     * set, and the one that loses aborts the process ("Failed to remove
+     * listen FD from epoll set").  With poll() quiescing only flags the
+     * workers and wakes them through their ITC. */
+    unsigned flags = MHD_USE_POLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_USE_ITC |
+                     MHD_USE_TURBO | MHD_USE_SUPPRESS_DATE_NO_CLOCK;
     if (v6)
         flags |= MHD_USE_IPv6;
     if (tls_cert)
@@ -777,11 +786,17 @@ int cd_serve(const cd_server_config *cfg)
     int sig = 0;
     sigwait(&stop_signals, &sig);
     cd_log(LOG_INFO, "received %s: draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-    /* The threads drop the listen socket only later: it is closed after
-     * MHD_stop_daemon (libmicrohttpd's contract for MHD_quiesce_daemon). */
+    /* No new connections, and every reply from now on closes its own, so
+     * the requests in flight are the last ones.  The threads drop the
+     * listen socket only later: it is closed after MHD_stop_daemon
+     * (libmicrohttpd's contract for MHD_quiesce_daemon). */
+    atomic_store(&s.draining, true);
     lsock = MHD_quiesce_daemon(d);
-    for (int i = 0; i < 3000 && atomic_load(&s.in_flight) > 0; i++)
-        usleep(10000);
+    for (int i = 0; i < 30000 && atomic_load(&s.in_flight) > 0; i++)
+        usleep(1000);
+    if (atomic_load(&s.in_flight) > 0)
+        cd_log(LOG_WARN, "%d requests still running after 30 s: stopping anyway",
+               atomic_load(&s.in_flight));
     status = 0;
 out:
     if (d)
