@@ -807,7 +807,7 @@ out:
     cd_metrics_destroy(s.metrics);
     free(tls_cert);
     if (tls_key) {
-        memset(tls_key, 0, tls_key_len);
+        explicit_bzero(tls_key, tls_key_len);   /* memset could be dropped */
         free(tls_key);
     }
     if (status == 0)
