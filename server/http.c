@@ -16,6 +16,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
@@ -62,6 +63,12 @@ void cd_log(int level, const char *fmt, ...)
     static const char *const names[] = {"error", "warn", "info", "debug"};
     if (level > atomic_load(&log_level))
         return;
+    /* A level out of range is logged, as the nearest one, not read past
+     * the table. */
+    if (level < LOG_ERROR)
+        level = LOG_ERROR;
+    if (level > LOG_DEBUG)
+        level = LOG_DEBUG;
     char line[2048];
     struct timespec ts;
     struct tm tm;
@@ -239,8 +246,12 @@ static enum MHD_Result send_reply(server *s, struct MHD_Connection *conn,
     double secs = seconds_since(&rc->start);
     const char *route = rep->route ? rep->route : "other";
     cd_metrics_observe(s->metrics, method, route, rep->status, secs);
-    cd_log(rep->status >= 500 ? LOG_ERROR : LOG_INFO,
-           "%s %s %d %.3fms in=%zu out=%zu", method, url, rep->status, secs * 1e3,
+    /* /readyz answers 503 until the indexes are loaded, to every probe:
+     * that is its job, not an error. */
+    int level = rep->status >= 500 ? LOG_ERROR : LOG_INFO;
+    if (rep->status == 503 && strcmp(route, "/readyz") == 0)
+        level = LOG_DEBUG;
+    cd_log(level, "%s %s %d %.3fms in=%zu out=%zu", method, url, rep->status, secs * 1e3,
            rc->len, rep->len);
     return ok;
 }
@@ -606,8 +617,11 @@ static void log_refuse_open(const cd_server_config *cfg)
 
 static int write_port_file(const char *path, unsigned port)
 {
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    char tmp[PATH_MAX];
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
     FILE *f = fopen(tmp, "w");
     if (!f)
         return -1;
@@ -693,9 +707,9 @@ int cd_serve(const cd_server_config *cfg)
     raise_fd_limit(max_connections);
     if (!is_loopback(&addr, v6) && !cfg->key_file) {
         /* Without a database there are no keys: say so before making one. */
-        char db[4096];
-        snprintf(db, sizeof db, "%s/compatd.db", cfg->data_dir);
-        if (access(db, F_OK) != 0) {
+        char db[PATH_MAX];
+        int n = snprintf(db, sizeof db, "%s/compatd.db", cfg->data_dir);
+        if (n < 0 || (size_t)n >= sizeof db || access(db, F_OK) != 0) {
             log_refuse_open(cfg);
             status = 2;
             goto out;

@@ -13,10 +13,14 @@
  * - every reply a loader saw begin is whole and right: a request the
  *   stopping daemon did not take may fail before any reply (refused,
  *   reset), never in the middle of one.
- * Then the data written by the held requests is all there.
+ * Then the data written by the held requests is all there.  Last, the
+ * start that has to rebuild its indexes logs its /readyz 503s at debug
+ * level, not as errors; and paths too long for PATH_MAX are refused at
+ * start rather than cut.
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
@@ -269,12 +273,92 @@ static bool cycle(td_daemon *d, int run, int n, bool *held_ok)
     return true;
 }
 
+/* --- /readyz while the indexes load ---------------------------------- */
+
+#define BIG_ITEMS 20000
+#define BIG_BATCH 10000
+
+/*
+ * Starts the daemon on an HNSW gallery of BIG_ITEMS items whose index
+ * snapshots are gone, so it rebuilds before it is ready; the harness asks
+ * /readyz every 20 ms meanwhile.  Those 503s are the expected answer of a
+ * loading daemon: at --log-level debug they are debug lines, never error
+ * lines (there were hundreds per start).
+ */
+static void test_readyz_log(td_daemon *d, td_http *h, int *run)
+{
+    REQUIRE(td_daemon_start(d, NULL));
+    ++*run;
+    td_reply r;
+    CHECK_EQ(td_http_call(h, &r, 201, "POST", "/v1/galleries",
+                          "{\"name\":\"big\",\"model\":\"m\",\"index\":\"HNSW32\"}"), 201);
+    td_reply_finish(&r);
+    for (int b = 0; b < BIG_ITEMS; b += BIG_BATCH) {
+        td_text t = {0};
+        td_text_append(&t, "{\"items\":[");
+        for (int i = b; i < b + BIG_BATCH; i++)
+            td_text_append(&t, "%s{\"id\":\"b%d\",\"vector\":[%d,%d,%d,1]}", i > b ? "," : "",
+                           i, i % 97, i % 89, i % 83);
+        td_text_append(&t, "]}");
+        CHECK_EQ(td_http_call(h, &r, 200, "POST", "/v1/galleries/big/items", t.s), 200);
+        td_reply_finish(&r);
+        free(t.s);
+    }
+    CHECK_EQ(td_daemon_kill(d), 0);
+    char *rm = td_fmt("rm -rf '%s/index'", td_daemon_data_dir(d));
+    CHECK_EQ(system(rm), 0);
+    free(rm);
+    static const char *const debug[] = {"--log-level", "debug", NULL};
+    REQUIRE(td_daemon_start(d, debug));
+    CHECK_EQ(td_daemon_stop(d), 0);
+
+    char *log = td_fmt("%s/daemon-%d.log", td_daemon_dir(d), ++*run);
+    FILE *f = fopen(log, "r");
+    CHECK(f != NULL);
+    char line[1024];
+    int as_debug = 0, as_other = 0;
+    while (f && fgets(line, sizeof line, f)) {
+        if (!strstr(line, "GET /readyz 503"))
+            continue;
+        if (strstr(line, " debug GET /readyz"))
+            as_debug++;
+        else if (!as_other++)
+            fprintf(stderr, "%s: %s", log, line);
+    }
+    if (f)
+        fclose(f);
+    fprintf(stderr, "/readyz answered 503 %d times while loading\n", as_debug + as_other);
+    /* The rebuild takes well over the probes' 20 ms, so some came. */
+    CHECK(as_debug + as_other > 0);
+    CHECK_EQ(as_other, 0);
+    free(log);
+}
+
+/* Paths longer than PATH_MAX allows are refused at start, not cut. */
+static void test_long_paths(const td_daemon *d)
+{
+    char *long_path = malloc(PATH_MAX + 16);
+    REQUIRE(long_path != NULL);
+    memset(long_path, 'a', PATH_MAX + 15);
+    long_path[0] = '/';
+    long_path[PATH_MAX + 15] = '\0';
+    static const char *const flags[] = {"--data", "--port-file"};
+    for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
+        const char *args[] = {flags[i], long_path, NULL};
+        char *says = td_fmt("%s is %d bytes long: at most", flags[i], PATH_MAX + 15);
+        CHECK(td_serve_refused(d, args, 2, says));
+        free(says);
+    }
+    free(long_path);
+}
+
 int main(void)
 {
     REQUIRE(curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK);
     td_daemon *d = NULL;
     td_http *h = NULL;
     REQUIRE(td_daemon_start_client(NULL, &d, &h));
+    test_long_paths(d);
     td_reply r;
     CHECK_EQ(td_http_call(h, &r, 201, "POST", "/v1/models",
                           "{\"name\":\"m\",\"dim\":4,\"metric\":\"l2\"}"), 201);
@@ -293,6 +377,7 @@ int main(void)
 
     /* Each held request answered 200 stored its item. */
     REQUIRE(td_daemon_start(d, NULL));
+    run++;
     for (int n = 0; n < done; n++) {
         if (!held[n])
             continue;
@@ -301,8 +386,10 @@ int main(void)
         td_reply_finish(&r);
         free(path);
     }
-    td_http_destroy(h);
     CHECK_EQ(td_daemon_stop(d), 0);
+
+    test_readyz_log(d, h, &run);
+    td_http_destroy(h);
     td_daemon_destroy(d);
     curl_global_cleanup();
     return check_exit();
