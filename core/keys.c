@@ -95,8 +95,11 @@ cd_err cd_keys_create(cd_store *st, const char *name, cd_scope scope,
         cd__b64_encode(random, sizeof random, true, key + pre);
         rc = store_key(st, name, scope, key, out, err);
     }
-    memset(random, 0, sizeof random);
+    /* explicit_bzero: a memset before the end of their life is a dead
+     * store the optimiser may drop. */
+    explicit_bzero(random, sizeof random);
     if (rc != CD_OK) {
+        explicit_bzero(key, pre + KEY_RANDOM_BYTES * 4 / 3 + 3);
         free(key);
         return rc;
     }

@@ -2,7 +2,9 @@
  * auth.c - API keys on the server side (see auth.h): reading a key file,
  * and the `compatd keys` command line.  Key text is a secret: it is never
  * logged, it is printed once (by `keys create`, on stdout and nothing
- * else there), and buffers that held it are cleared before they are freed.
+ * else there), and buffers that held it are cleared with explicit_bzero
+ * (a memset there is a dead store the optimiser may drop) before they are
+ * freed.
  */
 #include "auth.h"
 
@@ -101,7 +103,7 @@ static int key_file_read(const char *path, key_line **out, size_t *n_out)
             if (strcmp(lines[i].name, k.name) == 0 || strcmp(lines[i].key, k.key) == 0) {
                 cd_log(LOG_ERROR, "key file %s:%d: the same %s as line %d", path, lineno,
                        strcmp(lines[i].name, k.name) == 0 ? "name" : "key", lines[i].line);
-                memset(&k, 0, sizeof k);
+                explicit_bzero(&k, sizeof k);
                 goto out;
             }
         }
@@ -110,19 +112,19 @@ static int key_file_read(const char *path, key_line **out, size_t *n_out)
             key_line *grown = calloc(ncap, sizeof *grown);
             if (!grown) {
                 cd_log(LOG_ERROR, "key file %s: out of memory", path);
-                memset(&k, 0, sizeof k);
+                explicit_bzero(&k, sizeof k);
                 goto out;
             }
             if (n)
                 memcpy(grown, lines, n * sizeof *lines);
             if (lines)
-                memset(lines, 0, n * sizeof *lines);
+                explicit_bzero(lines, n * sizeof *lines);
             free(lines);
             lines = grown;
             cap = ncap;
         }
         lines[n++] = k;
-        memset(&k, 0, sizeof k);
+        explicit_bzero(&k, sizeof k);
     }
     if (ferror(f)) {
         cd_log(LOG_ERROR, "cannot read --key-file %s: %s", path, strerror(errno));
@@ -130,11 +132,11 @@ static int key_file_read(const char *path, key_line **out, size_t *n_out)
     }
     rc = 0;
 out:
-    memset(buf, 0, sizeof buf);
+    explicit_bzero(buf, sizeof buf);
     fclose(f);
     if (rc != 0) {
         if (lines)
-            memset(lines, 0, n * sizeof *lines);
+            explicit_bzero(lines, n * sizeof *lines);
         free(lines);
         lines = NULL;
         n = 0;
@@ -179,7 +181,7 @@ int cd_key_file_load(cd_store *st, const char *path)
     if (rc == 0)
         cd_log(LOG_INFO, "key file %s: %zu keys, %zu of them new", path, n, added);
     if (lines)
-        memset(lines, 0, n * sizeof *lines);
+        explicit_bzero(lines, n * sizeof *lines);
     free(lines);
     return rc;
 }
@@ -273,7 +275,7 @@ static int keys_create(const char *data, const char *name, const char *scope_s)
         status = 0;
     }
     if (key) {
-        memset(key, 0, strlen(key));
+        explicit_bzero(key, strlen(key));
         free(key);
     }
     cd_store_close(st);

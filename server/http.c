@@ -16,6 +16,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
@@ -63,6 +64,12 @@ void cd_log(int level, const char *fmt, ...)
     static const char *const names[] = {"error", "warn", "info", "debug"};
     if (level > atomic_load(&log_level))
         return;
+    /* A level out of range is logged, as the nearest one, not read past
+     * the table. */
+    if (level < LOG_ERROR)
+        level = LOG_ERROR;
+    if (level > LOG_DEBUG)
+        level = LOG_DEBUG;
     char line[2048];
     struct timespec ts;
     struct tm tm;
@@ -190,7 +197,8 @@ typedef struct server {
     const cd_server_config *cfg;
     cd_api api;
     cd_metrics *metrics;
-    atomic_int in_flight;
+    atomic_int in_flight;   /* requests between their headers and their end */
+    atomic_bool draining;   /* stopping: replies close their connection */
 } server;
 
 /* One connection's request while its body arrives. */
@@ -230,14 +238,21 @@ static enum MHD_Result send_reply(server *s, struct MHD_Connection *conn,
         MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, rep->authenticate);
     if (rep->allow)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, rep->allow);
+    /* A kept-alive client would otherwise send more and hold the drain. */
+    if (atomic_load(&s->draining))
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ok = MHD_queue_response(conn, (unsigned)rep->status, resp);
     MHD_destroy_response(resp);
 
     double secs = seconds_since(&rc->start);
     const char *route = rep->route ? rep->route : "other";
     cd_metrics_observe(s->metrics, method, route, rep->status, secs);
-    cd_log(rep->status >= 500 ? LOG_ERROR : LOG_INFO,
-           "%s %s %d %.3fms in=%zu out=%zu", method, url, rep->status, secs * 1e3,
+    /* /readyz answers 503 until the indexes are loaded, to every probe:
+     * that is its job, not an error. */
+    int level = rep->status >= 500 ? LOG_ERROR : LOG_INFO;
+    if (rep->status == 503 && strcmp(route, "/readyz") == 0)
+        level = LOG_DEBUG;
+    cd_log(level, "%s %s %d %.3fms in=%zu out=%zu", method, url, rep->status, secs * 1e3,
            rc->len, rep->len);
     return ok;
 }
@@ -603,8 +618,11 @@ static void log_refuse_open(const cd_server_config *cfg)
 
 static int write_port_file(const char *path, unsigned port)
 {
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    char tmp[PATH_MAX];
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
     FILE *f = fopen(tmp, "w");
     if (!f)
         return -1;
@@ -690,9 +708,9 @@ int cd_serve(const cd_server_config *cfg)
     raise_fd_limit(max_connections);
     if (!is_loopback(&addr, v6) && !cfg->key_file) {
         /* Without a database there are no keys: say so before making one. */
-        char db[4096];
-        snprintf(db, sizeof db, "%s/compatd.db", cfg->data_dir);
-        if (access(db, F_OK) != 0) {
+        char db[PATH_MAX];
+        int n = snprintf(db, sizeof db, "%s/compatd.db", cfg->data_dir);
+        if (n < 0 || (size_t)n >= sizeof db || access(db, F_OK) != 0) {
             log_refuse_open(cfg);
             status = 2;
             goto out;
@@ -734,8 +752,13 @@ int cd_serve(const cd_server_config *cfg)
         goto out;
     }
 
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL_LINUX_ONLY |
-                     MHD_USE_ERROR_LOG | MHD_USE_ITC | MHD_USE_TURBO | MHD_USE_SUPPRESS_DATE_NO_CLOCK;
+    /* poll(), not epoll: with epoll, MHD_quiesce_daemon (0.9.75) and a
+     * worker thread both take the listen socket out of the worker's epoll
+     * set, and the one that loses aborts the process ("Failed to remove
+     * listen FD from epoll set").  With poll() quiescing only flags the
+     * workers and wakes them through their ITC. */
+    unsigned flags = MHD_USE_POLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_USE_ITC |
+                     MHD_USE_TURBO | MHD_USE_SUPPRESS_DATE_NO_CLOCK;
     if (v6)
         flags |= MHD_USE_IPv6;
     if (tls_cert)
@@ -778,11 +801,17 @@ int cd_serve(const cd_server_config *cfg)
     int sig = 0;
     sigwait(&stop_signals, &sig);
     cd_log(LOG_INFO, "received %s: draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-    /* The threads drop the listen socket only later: it is closed after
-     * MHD_stop_daemon (libmicrohttpd's contract for MHD_quiesce_daemon). */
+    /* No new connections, and every reply from now on closes its own, so
+     * the requests in flight are the last ones.  The threads drop the
+     * listen socket only later: it is closed after MHD_stop_daemon
+     * (libmicrohttpd's contract for MHD_quiesce_daemon). */
+    atomic_store(&s.draining, true);
     lsock = MHD_quiesce_daemon(d);
-    for (int i = 0; i < 3000 && atomic_load(&s.in_flight) > 0; i++)
-        usleep(10000);
+    for (int i = 0; i < 30000 && atomic_load(&s.in_flight) > 0; i++)
+        usleep(1000);
+    if (atomic_load(&s.in_flight) > 0)
+        cd_log(LOG_WARN, "%d requests still running after 30 s: stopping anyway",
+               atomic_load(&s.in_flight));
     status = 0;
 out:
     if (d)
@@ -793,7 +822,7 @@ out:
     cd_metrics_destroy(s.metrics);
     free(tls_cert);
     if (tls_key) {
-        memset(tls_key, 0, tls_key_len);
+        explicit_bzero(tls_key, tls_key_len);   /* memset could be dropped */
         free(tls_key);
     }
     if (status == 0)

@@ -12,6 +12,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -347,6 +348,18 @@ static int serve_main(int argc, char **argv)
     if ((v = get_value(&s, OPT_SNAPSHOT, NULL)) &&
         parse_int(v, 0, 7 * 24 * 3600, &cfg.snapshot_interval_s) != 0) {
         fprintf(stderr, "compatd: --snapshot-interval must be 0..604800 seconds\n");
+        goto out;
+    }
+    /* The daemon makes DATA/compatd.db-wal and PORT_FILE.tmp: a path too
+     * long for them is refused here rather than cut or failed later. */
+    if (strlen(cfg.data_dir) + sizeof "/compatd.db-wal" > PATH_MAX) {
+        fprintf(stderr, "compatd: --data is %zu bytes long: at most %zu\n", strlen(cfg.data_dir),
+                (size_t)PATH_MAX - sizeof "/compatd.db-wal");
+        goto out;
+    }
+    if (cfg.port_file && strlen(cfg.port_file) + sizeof ".tmp" > PATH_MAX) {
+        fprintf(stderr, "compatd: --port-file is %zu bytes long: at most %zu\n",
+                strlen(cfg.port_file), (size_t)PATH_MAX - sizeof ".tmp");
         goto out;
     }
     cd_limits limits;

@@ -2,6 +2,11 @@
  * metrics.c - the counters behind /metrics.  Series are few (routes x
  * methods x statuses), so they live in one array under one mutex; a
  * request pays one lock and a short scan.
+ *
+ * Nothing a client sends can add series: methods outside a fixed list
+ * count as "other", routes are the router's patterns, and the arrays stop
+ * growing at MAX_SERIES whatever comes.  Every label value is escaped as
+ * the text format wants (backslash, double quote, newline).
  */
 #include "metrics.h"
 
@@ -16,15 +21,24 @@ static const double buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                                  0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
 #define N_BUCKETS (sizeof buckets / sizeof buckets[0])
 
+/* The method label: one of these, the last for every other method. */
+static const char *const methods[] = {"GET", "HEAD", "POST", "PUT", "PATCH",
+                                      "DELETE", "OPTIONS", "other"};
+#define N_METHODS (sizeof methods / sizeof methods[0])
+
+/* A bound well above routes x methods x the statuses the server answers,
+ * there only so that no mistake elsewhere can grow /metrics without end. */
+#define MAX_SERIES 4096
+
 typedef struct series {
-    char method[8];
+    size_t method;              /* index in methods */
     char route[64];
     int status;
     unsigned long long count;
 } series;
 
 typedef struct histogram {
-    char method[8];
+    size_t method;              /* index in methods */
     char route[64];
     unsigned long long counts[N_BUCKETS + 1];   /* last: +Inf */
     unsigned long long total;
@@ -38,6 +52,14 @@ struct cd_metrics {
     histogram *hists;
     size_t n_hists, cap_hists;
 };
+
+static size_t method_index(const char *method)
+{
+    for (size_t i = 0; i + 1 < N_METHODS; i++)
+        if (strcmp(method, methods[i]) == 0)
+            return i;
+    return N_METHODS - 1;
+}
 
 cd_metrics *cd_metrics_create(void)
 {
@@ -57,10 +79,14 @@ void cd_metrics_destroy(cd_metrics *m)
     free(m);
 }
 
+/* p with room for n + 1 elements of size (doubling *cap), p itself when
+ * there is room, or NULL when out of memory or at MAX_SERIES. */
 static void *grow(void *p, size_t *cap, size_t n, size_t size)
 {
     if (n < *cap)
         return p;
+    if (n >= MAX_SERIES)
+        return NULL;
     size_t ncap = *cap ? *cap * 2 : 32;
     void *q = realloc(p, ncap * size);
     if (q)
@@ -71,18 +97,19 @@ static void *grow(void *p, size_t *cap, size_t n, size_t size)
 void cd_metrics_observe(cd_metrics *m, const char *method, const char *route,
                         int status, double seconds)
 {
+    size_t mi = method_index(method);
     pthread_mutex_lock(&m->mu);
     size_t i;
     for (i = 0; i < m->n_series; i++)
-        if (m->series[i].status == status && strcmp(m->series[i].route, route) == 0 &&
-            strcmp(m->series[i].method, method) == 0)
+        if (m->series[i].status == status && m->series[i].method == mi &&
+            strcmp(m->series[i].route, route) == 0)
             break;
     if (i == m->n_series) {
         series *s = grow(m->series, &m->cap_series, m->n_series, sizeof *s);
         if (s) {
             m->series = s;
             memset(&s[i], 0, sizeof s[i]);
-            snprintf(s[i].method, sizeof s[i].method, "%s", method);
+            s[i].method = mi;
             snprintf(s[i].route, sizeof s[i].route, "%s", route);
             s[i].status = status;
             m->n_series++;
@@ -92,14 +119,14 @@ void cd_metrics_observe(cd_metrics *m, const char *method, const char *route,
         m->series[i].count++;
 
     for (i = 0; i < m->n_hists; i++)
-        if (strcmp(m->hists[i].route, route) == 0 && strcmp(m->hists[i].method, method) == 0)
+        if (m->hists[i].method == mi && strcmp(m->hists[i].route, route) == 0)
             break;
     if (i == m->n_hists) {
         histogram *h = grow(m->hists, &m->cap_hists, m->n_hists, sizeof *h);
         if (h) {
             m->hists = h;
             memset(&h[i], 0, sizeof h[i]);
-            snprintf(h[i].method, sizeof h[i].method, "%s", method);
+            h[i].method = mi;
             snprintf(h[i].route, sizeof h[i].route, "%s", route);
             m->n_hists++;
         }
@@ -153,31 +180,59 @@ static void put(text *t, const char *fmt, ...)
     }
 }
 
+/* A label value escaped for the text format. */
+typedef struct label {
+    char s[2 * 64 + 1];     /* room for any name or route (<= 64 bytes) escaped */
+} label;
+
+/* v escaped into l (backslash, double quote and newline get a backslash);
+ * a value too long for l is cut before the escape that would not fit. */
+static const char *esc(label *l, const char *v)
+{
+    size_t n = 0;
+    for (; *v; v++) {
+        const char *e = *v == '\\' ? "\\\\" : *v == '"' ? "\\\"" : *v == '\n' ? "\\n" : NULL;
+        size_t k = e ? 2 : 1;
+        if (n + k >= sizeof l->s)
+            break;
+        if (e)
+            memcpy(l->s + n, e, 2);
+        else
+            l->s[n] = *v;
+        n += k;
+    }
+    l->s[n] = '\0';
+    return l->s;
+}
+
 char *cd_metrics_render(cd_metrics *m, cd_engine *e, size_t *len)
 {
+    label l1, l2;
     text t = {0};
     pthread_mutex_lock(&m->mu);
     put(&t, "# HELP compatd_http_requests_total HTTP requests by method, route and status.\n"
             "# TYPE compatd_http_requests_total counter\n");
     for (size_t i = 0; i < m->n_series; i++)
         put(&t, "compatd_http_requests_total{method=\"%s\",route=\"%s\",status=\"%d\"} %llu\n",
-            m->series[i].method, m->series[i].route, m->series[i].status, m->series[i].count);
+            esc(&l1, methods[m->series[i].method]), esc(&l2, m->series[i].route),
+            m->series[i].status, m->series[i].count);
     put(&t, "# HELP compatd_http_request_duration_seconds HTTP request latency by method and route.\n"
             "# TYPE compatd_http_request_duration_seconds histogram\n");
     for (size_t i = 0; i < m->n_hists; i++) {
         const histogram *h = &m->hists[i];
+        const char *method = esc(&l1, methods[h->method]), *route = esc(&l2, h->route);
         unsigned long long cum = 0;
         for (size_t b = 0; b < N_BUCKETS; b++) {
             cum += h->counts[b];
             put(&t, "compatd_http_request_duration_seconds_bucket{method=\"%s\",route=\"%s\",le=\"%g\"} %llu\n",
-                h->method, h->route, buckets[b], cum);
+                method, route, buckets[b], cum);
         }
         put(&t, "compatd_http_request_duration_seconds_bucket{method=\"%s\",route=\"%s\",le=\"+Inf\"} %llu\n",
-            h->method, h->route, h->total);
+            method, route, h->total);
         put(&t, "compatd_http_request_duration_seconds_sum{method=\"%s\",route=\"%s\"} %.9f\n",
-            h->method, h->route, h->sum);
+            method, route, h->sum);
         put(&t, "compatd_http_request_duration_seconds_count{method=\"%s\",route=\"%s\"} %llu\n",
-            h->method, h->route, h->total);
+            method, route, h->total);
     }
     pthread_mutex_unlock(&m->mu);
 
@@ -188,7 +243,7 @@ char *cd_metrics_render(cd_metrics *m, cd_engine *e, size_t *len)
         put(&t, "# HELP compatd_gallery_items Items per gallery.\n# TYPE compatd_gallery_items gauge\n");
         if (cd_engine_gallery_list(e, &gals, &n, &err) == CD_OK) {
             for (size_t i = 0; i < n; i++)
-                put(&t, "compatd_gallery_items{gallery=\"%s\"} %lld\n", gals[i].name,
+                put(&t, "compatd_gallery_items{gallery=\"%s\"} %lld\n", esc(&l1, gals[i].name),
                     (long long)gals[i].count);
             put(&t, "# HELP compatd_gallery_embeddings Embeddings per gallery and model.\n"
                     "# TYPE compatd_gallery_embeddings gauge\n");
@@ -199,7 +254,8 @@ char *cd_metrics_render(cd_metrics *m, cd_engine *e, size_t *len)
                     continue;
                 for (size_t j = 0; j < nc; j++)
                     put(&t, "compatd_gallery_embeddings{gallery=\"%s\",model=\"%s\"} %lld\n",
-                        gals[i].name, counts[j].model, (long long)counts[j].items);
+                        esc(&l1, gals[i].name), esc(&l2, counts[j].model),
+                        (long long)counts[j].items);
                 free(counts);
             }
         }

@@ -18,8 +18,10 @@ cd_metrics *cd_metrics_create(void);
 /* Accepts NULL. */
 void cd_metrics_destroy(cd_metrics *m);
 
-/* Counts one request of method on route pattern (e.g. "/v1/models/{name}")
- * that answered status after seconds. */
+/* Counts one request of method on route pattern (e.g. "/v1/models/{name}",
+ * a string of the router's, not the client's) that answered status after
+ * seconds.  Methods other than GET, HEAD, POST, PUT, PATCH, DELETE and
+ * OPTIONS count as "other". */
 void cd_metrics_observe(cd_metrics *m, const char *method, const char *route,
                         int status, double seconds);
 

@@ -6,7 +6,8 @@
  * and every number is checked against what the test itself did: the
  * requests it sent by route and status, the items and embeddings it
  * stored, the evaluations it ran, a rebuild after kill -9 and the
- * snapshot the daemon takes on its timer.
+ * snapshot the daemon takes on its timer.  Methods a client makes up
+ * count as "other" and cannot grow /metrics (test_odd_methods).
  */
 #include <math.h>
 #include <stdio.h>
@@ -353,21 +354,100 @@ static double total_of(const exposition *x, const char *name)
     return t;
 }
 
+/* The sum over the series of name whose label key is value. */
+static double total_where(const exposition *x, const char *name, const char *key,
+                          const char *value)
+{
+    double t = 0;
+    for (size_t i = 0; i < x->n; i++) {
+        const char *v = label_of(&x->samples[i], key);
+        if (strcmp(x->samples[i].name, name) == 0 && v && strcmp(v, value) == 0)
+            t += x->samples[i].v;
+    }
+    return t;
+}
+
 /* GET /metrics, parsed and checked; the test fails on any format error. */
-static void scrape(td_http *h, exposition *x)
+static size_t scrape(td_http *h, exposition *x)
 {
     td_reply r;
     CHECK_EQ(td_http_json(h, "GET", "/metrics", NULL, &r), 200);
     CHECK(r.headers && strstr(r.headers, "Content-Type: text/plain; version=0.0.4"));
     CHECK_EQ(parse_exposition(r.body, x), 0);
     CHECK_EQ(check_histograms(x), 0);
+    size_t len = r.len;
     td_reply_finish(&r);
+    return len;
 }
 
 static void exposition_finish(exposition *x)
 {
     free(x->samples);
     memset(x, 0, sizeof *x);
+}
+
+/* --- methods a client makes up ---------------------------------------- */
+
+#define N_ODD_METHODS 200
+
+static bool known_method(const char *m)
+{
+    static const char *const known[] = {"GET", "HEAD", "POST", "PUT", "PATCH",
+                                        "DELETE", "OPTIONS", "other"};
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (strcmp(m, known[i]) == 0)
+            return true;
+    return false;
+}
+
+/*
+ * Methods of 8 to 23 random capitals, on a route and off any, and one
+ * with a double quote and one with a backslash: all count as "other", the
+ * exposition stays well-formed, and /metrics grows by a few lines, not a
+ * series per method.
+ */
+static void test_odd_methods(td_http *h)
+{
+    exposition a, b;
+    size_t before = scrape(h, &a);
+    double other_before = total_where(&a, "compatd_http_requests_total", "method", "other");
+    td_rng rng = {td_seed(11)};
+    int answered = 0;
+    for (int i = 0; i < N_ODD_METHODS + 2; i++) {
+        char method[32];
+        if (i == N_ODD_METHODS)
+            snprintf(method, sizeof method, "A\"B");
+        else if (i == N_ODD_METHODS + 1)
+            snprintf(method, sizeof method, "C\\D");
+        else {
+            size_t n = 8 + td_rng_next(&rng) % 16;
+            for (size_t k = 0; k < n; k++)
+                method[k] = (char)('A' + td_rng_next(&rng) % 26);
+            method[n] = '\0';
+        }
+        td_request req = {.method = method, .path = i % 2 ? "/v1/models" : "/nope"};
+        td_reply r;
+        answered += td_http_send(h, &req, &r) >= 400;
+        td_reply_finish(&r);
+    }
+    CHECK_EQ(answered, N_ODD_METHODS + 2);
+    size_t after = scrape(h, &b);
+    /* The scrape of a counts under GET in b: other moved by exactly these. */
+    CHECK_EQ(total_where(&b, "compatd_http_requests_total", "method", "other") - other_before,
+             answered);
+    size_t unknown = 0;
+    for (size_t i = 0; i < b.n; i++) {
+        const char *m = label_of(&b.samples[i], "method");
+        if (m && !known_method(m) && !unknown++)
+            fprintf(stderr, "a series with method \"%s\"\n", m);
+    }
+    CHECK_EQ(unknown, 0);
+    fprintf(stderr, "/metrics: %zu bytes before %d odd methods, %zu after\n", before,
+            answered, after);
+    /* At most two routes' new "other" series and histograms. */
+    CHECK(after < before + 6 * 1024);
+    exposition_finish(&a);
+    exposition_finish(&b);
 }
 
 /* --- the scenario ----------------------------------------------------- */
@@ -570,6 +650,7 @@ int main(void)
     CHECK(total_of(&c, "compatd_http_requests_total") <= 3);
     exposition_finish(&c);
 
+    test_odd_methods(h);
     td_http_destroy(h);
     CHECK_EQ(td_daemon_stop(d), 0);
     td_daemon_destroy(d);

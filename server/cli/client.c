@@ -118,7 +118,7 @@ cd_err cd_client_create(const char *url, const char *key, const char *cacert,
 fail:
     if (auth) {
         /* The key text; curl_slist_append copied it. */
-        memset(auth, 0, strlen(auth));
+        explicit_bzero(auth, strlen(auth));
         free(auth);
     }
     cd_client_destroy(c);
@@ -133,7 +133,7 @@ void cd_client_destroy(cd_client *c)
         return;
     for (struct curl_slist *h = c->headers; h; h = h->next)
         if (h->data && strncmp(h->data, "Authorization:", 14) == 0)
-            memset(h->data, 0, strlen(h->data));
+            explicit_bzero(h->data, strlen(h->data));
     curl_slist_free_all(c->headers);
     if (c->curl)
         curl_easy_cleanup(c->curl);
