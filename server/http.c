@@ -252,7 +252,8 @@ typedef struct request_ctx {
     const char *uri;        /* the request line's target, as received */
     size_t uri_len;         /* strlen(uri) then: less than the target's
                                length when it held a NUL */
-    bool started;           /* on_request saw the whole header */
+    bool started;           /* on_request saw the whole header: counted
+                               in in_flight until on_completed */
     char *body;
     size_t len, cap;
     bool too_large;
@@ -490,6 +491,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
         return MHD_NO;  /* log_uri ran out of memory */
     if (!rc->started) {
         rc->started = true;
+        atomic_fetch_add(&s->in_flight, 1);
         /* The header is whole: from now on the idle timeout applies. */
         if (s->cfg->header_timeout_s)
             MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT,
@@ -600,14 +602,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
  */
 static void *log_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
-    server *s = cls;
     request_ctx *rc = calloc(1, sizeof *rc);
     if (!rc)
         return NULL;
     clock_gettime(CLOCK_MONOTONIC, &rc->start);
     rc->uri = uri;
     rc->uri_len = uri ? strlen(uri) : 0;
-    atomic_fetch_add(&s->in_flight, 1);
     return rc;
 }
 
@@ -634,10 +634,11 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     request_ctx *rc = *con_cls;
     if (!rc)
         return;
+    if (rc->started)
+        atomic_fetch_sub(&s->in_flight, 1);
     free(rc->body);
     free(rc);
     *con_cls = NULL;
-    atomic_fetch_sub(&s->in_flight, 1);
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
@@ -973,7 +974,7 @@ int cd_serve(const cd_server_config *cfg)
                          MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->threads,
                          MHD_OPTION_NOTIFY_COMPLETED, on_completed, &s,
                          MHD_OPTION_NOTIFY_CONNECTION, on_connection, &s,
-                         MHD_OPTION_URI_LOG_CALLBACK, log_uri, &s,
+                         MHD_OPTION_URI_LOG_CALLBACK, log_uri, NULL,
                          MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
                          MHD_OPTION_CONNECTION_TIMEOUT, cfg->idle_timeout_s,
                          MHD_OPTION_CONNECTION_LIMIT,
