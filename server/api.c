@@ -1597,6 +1597,13 @@ static route_id match_route(char *path, char **seg)
     return R_NONE;
 }
 
+/* The method a request is routed as: HEAD is GET without the body
+ * (RFC 9110 9.3.2; libmicrohttpd sends the headers only). */
+static const char *routed_method(const char *method)
+{
+    return is(method, "HEAD") ? "GET" : method;
+}
+
 static cd_scope route_scope(const cd_api *api, route_id r, const char *method)
 {
     if (r == R_METRICS && api->metrics_public)
@@ -1614,7 +1621,7 @@ static cd_scope route_scope(const cd_api *api, route_id r, const char *method)
  * each request asks the store, so that the first key made with
  * `compatd keys create` while the daemon serves counts at once.
  */
-static cd_err keys_required(cd_api *api, bool *out, cd_error *err)
+cd_err cd_api_keys_required(cd_api *api, bool *out, cd_error *err)
 {
     if (atomic_load(&api->keys_seen)) {
         *out = true;
@@ -1643,11 +1650,11 @@ bool cd_api_authorize(cd_api *api, const cd_request *req, cd_reply *rep)
     route_id r = match_route(path, seg);
     free(path);
     rep->route = routes[r].pattern;
-    cd_scope need = route_scope(api, r, req->method);
+    cd_scope need = route_scope(api, r, routed_method(req->method));
     if (need == CD_SCOPE_NONE)
         return true;
     bool required;
-    if (keys_required(api, &required, &err) != CD_OK) {
+    if (cd_api_keys_required(api, &required, &err) != CD_OK) {
         cd_reply_core_error(rep, &err);
         return false;
     }
@@ -1692,7 +1699,7 @@ void cd_api_handle(cd_api *api, const cd_request *req, cd_reply *rep)
 {
     char *path = strdup(req->path);
     char *seg[MAX_SEGMENTS];
-    const char *M = req->method;
+    const char *M = routed_method(req->method);
     if (!path) {
         cd_reply_error(rep, 503, "out_of_memory", "out of memory");
         return;

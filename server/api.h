@@ -70,4 +70,10 @@ void cd_api_handle(cd_api *api, const cd_request *req, cd_reply *rep);
  */
 bool cd_api_authorize(cd_api *api, const cd_request *req, cd_reply *rep);
 
+/*
+ * Sets *out to whether requests need a key: true once any key row exists
+ * (revoked ones too), for good.  Returns CD_OK, or the store's error.
+ */
+cd_err cd_api_keys_required(cd_api *api, bool *out, cd_error *err);
+
 #endif

@@ -4,15 +4,18 @@
  * logged, it is printed once (by `keys create`, on stdout and nothing
  * else there), and buffers that held it are cleared with explicit_bzero
  * (a memset there is a dead store the optimiser may drop) before they are
- * freed.
+ * freed.  Also which addresses and Host names are loopback: a daemon
+ * without keys serves only those.
  */
 #include "auth.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -184,6 +187,51 @@ int cd_key_file_load(cd_store *st, const char *path)
         explicit_bzero(lines, n * sizeof *lines);
     free(lines);
     return rc;
+}
+
+/* --- loopback names -------------------------------------------------------- */
+
+bool cd_ip_is_loopback(int family, const void *addr)
+{
+    if (family == AF_INET)
+        return (ntohl(((const struct in_addr *)addr)->s_addr) >> 24) == 127;
+    const struct in6_addr *a = addr;
+    return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+}
+
+bool cd_host_is_loopback(const char *host)
+{
+    char name[INET6_ADDRSTRLEN + 1];
+    const char *port;
+    bool bracketed = host[0] == '[';
+    if (bracketed) {
+        const char *close = strchr(host, ']');
+        if (!close)
+            return false;
+        port = close + 1;
+        host++;
+    } else {
+        port = strchr(host, ':');
+        if (!port)
+            port = host + strlen(host);
+    }
+    size_t len = (size_t)(port - host) - bracketed;
+    if (len == 0 || len >= sizeof name)
+        return false;
+    memcpy(name, host, len);
+    name[len] = '\0';
+    if (*port == ':')
+        port++;
+    else if (*port)
+        return false;
+    if (strlen(port) > 5 || strspn(port, "0123456789") != strlen(port))
+        return false;
+    unsigned char addr[sizeof(struct in6_addr)];
+    if (bracketed)
+        return inet_pton(AF_INET6, name, addr) == 1 && cd_ip_is_loopback(AF_INET6, addr);
+    if (inet_pton(AF_INET, name, addr) == 1)
+        return cd_ip_is_loopback(AF_INET, addr);
+    return strcasecmp(name, "localhost") == 0;
 }
 
 /* --- compatd keys -------------------------------------------------------- */

@@ -7,6 +7,8 @@
 #ifndef CD_AUTH_H
 #define CD_AUTH_H
 
+#include <stdbool.h>
+
 #include "store.h"
 
 /*
@@ -27,5 +29,21 @@ int cd_key_file_load(cd_store *st, const char *path);
  * command line.
  */
 int cd_keys_main(int argc, char **argv);
+
+/*
+ * True when addr (a struct in_addr for AF_INET, a struct in6_addr for
+ * AF_INET6) is a loopback address: 127.0.0.0/8, ::1 or ::ffff:127.0.0.0/104.
+ */
+bool cd_ip_is_loopback(int family, const void *addr);
+
+/*
+ * True when host, the value of a Host header, names this machine's
+ * loopback: "localhost" (any case), an IPv4 address of 127.0.0.0/8 in
+ * dotted-quad form or a loopback IPv6 address in brackets ("[::1]"), each
+ * with or without ":port".  A daemon without API keys answers only such
+ * Hosts, so that a web page whose name an attacker points at 127.0.0.1
+ * (DNS rebinding) cannot make the victim's browser use it.
+ */
+bool cd_host_is_loopback(const char *host);
 
 #endif

@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -59,6 +60,43 @@ bool cd_log_level_parse(const char *s, int *out)
     return false;
 }
 
+/*
+ * Copies in[0..n) to out (cap bytes, NUL-terminated, cut at a whole
+ * escape) with every byte a reader could mistake for something else as
+ * \xHH, as nginx writes its logs: control bytes (a "\n" in a URL must not
+ * start a forged log line, an ESC must not reach a terminal), DEL, the
+ * backslash itself (so that an escape is never ambiguous) and bytes that
+ * are not part of valid UTF-8.  Valid UTF-8 stays as it is.
+ */
+static void log_escape(char *out, size_t cap, const char *in, size_t n)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t o = 0;
+    for (size_t i = 0; i < n;) {
+        unsigned char c = (unsigned char)in[i];
+        size_t seq = c >= 0xF0 && c <= 0xF4 ? 4 : c >= 0xE0 && c <= 0xEF ? 3
+                     : c >= 0xC2 && c <= 0xDF ? 2 : 1;
+        if (c >= 0x80 && (seq == 1 || seq > n - i || !cd_utf8_valid(in + i, seq)))
+            seq = 0;    /* not valid UTF-8 here: escape this one byte */
+        if (seq == 0 || c < 0x20 || c == 0x7f || c == '\\') {
+            if (o + 4 >= cap)
+                break;
+            out[o++] = '\\';
+            out[o++] = 'x';
+            out[o++] = hex[c >> 4];
+            out[o++] = hex[c & 15];
+            i++;
+        } else {
+            if (o + seq >= cap)
+                break;
+            memcpy(out + o, in + i, seq);
+            o += seq;
+            i += seq;
+        }
+    }
+    out[o] = '\0';
+}
+
 void cd_log(int level, const char *fmt, ...)
 {
     static const char *const names[] = {"error", "warn", "info", "debug"};
@@ -70,19 +108,24 @@ void cd_log(int level, const char *fmt, ...)
         level = LOG_ERROR;
     if (level > LOG_DEBUG)
         level = LOG_DEBUG;
-    char line[2048];
+    char stamp[64];
     struct timespec ts;
     struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
-    int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s ",
+    snprintf(stamp, sizeof stamp, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s ",
                      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
                      tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000, names[level]);
+    char msg[2048], escaped[4 * sizeof msg];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
+    int len = vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "%s\n", line);
+    if (len < 0)
+        len = 0;
+    log_escape(escaped, sizeof escaped, msg, (size_t)len < sizeof msg ? (size_t)len
+                                                                       : sizeof msg - 1);
+    fprintf(stderr, "%s%s\n", stamp, escaped);
 }
 
 static void engine_log(void *ctx, int level, const char *msg)
@@ -193,16 +236,33 @@ void cd_reply_core_error(cd_reply *rep, const cd_error *err)
 
 /* --- the daemon ------------------------------------------------------- */
 
+/*
+ * Connections beyond --max-connections that libmicrohttpd still accepts.
+ * While more than --max-connections are open, only the probes and requests
+ * with a key the daemon accepts are answered (others get 503 and are
+ * closed), so that clients without keys holding every ordinary slot cannot
+ * lock out Kubernetes or the operators.
+ */
+#define RESERVED_CONNECTIONS 8
+
 typedef struct server {
     const cd_server_config *cfg;
     cd_api api;
     cd_metrics *metrics;
     atomic_int in_flight;   /* requests between their headers and their end */
     atomic_bool draining;   /* stopping: replies close their connection */
+    atomic_uint open_connections;   /* counted by on_connection */
+    unsigned max_connections;       /* --max-connections: the ordinary slots */
 } server;
 
-/* One connection's request while its body arrives. */
+/* One connection's request, made when its request line is in (log_uri),
+ * freed by on_completed. */
 typedef struct request_ctx {
+    const char *uri;        /* the request line's target, as received */
+    size_t uri_len;         /* strlen(uri) then: less than the target's
+                               length when it held a NUL */
+    bool started;           /* on_request saw the whole header: counted
+                               in in_flight until on_completed */
     char *body;
     size_t len, cap;
     bool too_large;
@@ -238,8 +298,9 @@ static enum MHD_Result send_reply(server *s, struct MHD_Connection *conn,
         MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, rep->authenticate);
     if (rep->allow)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, rep->allow);
-    /* A kept-alive client would otherwise send more and hold the drain. */
-    if (atomic_load(&s->draining))
+    /* While draining, a kept-alive client would otherwise send more and
+     * hold the drain. */
+    if (rep->close || atomic_load(&s->draining))
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ok = MHD_queue_response(conn, (unsigned)rep->status, resp);
     MHD_destroy_response(resp);
@@ -303,6 +364,124 @@ static void read_authorization(struct MHD_Connection *conn, cd_request *req)
     req->auth_invalid = true;
 }
 
+/* Counts of the headers that frame a request (MHD_KeyValueIterator). */
+typedef struct framing {
+    int content_length, transfer_encoding, host;
+    const char *coding;     /* the Transfer-Encoding value */
+} framing;
+
+static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *value)
+{
+    framing *f = cls;
+    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+        f->content_length++;
+    } else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+        f->transfer_encoding++;
+        f->coding = value;
+    } else if (strcasecmp(key, MHD_HTTP_HEADER_HOST) == 0) {
+        f->host++;
+    }
+    return MHD_YES;
+}
+
+/*
+ * What libmicrohttpd lets through but HTTP/1.1 (RFC 9112) refuses, so
+ * that this daemon and a proxy in front of it never read one request two
+ * ways: a NUL in the request line (libmicrohttpd's strings end there, so
+ * "/galleries/g\0/items/b" would be "/galleries/g"), more than one
+ * Content-Length (it takes the first), Transfer-Encoding with
+ * Content-Length (it takes the first, a proxy may take the other), a
+ * coding other than chunked, more than one Host.  Fills rep with 400 and
+ * Connection: close, and returns false, for any of these.
+ */
+static bool check_protocol(struct MHD_Connection *conn, const request_ctx *rc,
+                           const char *method, const char *version, cd_reply *rep)
+{
+    const char *why = NULL, *code = "malformed_request";
+    framing f = {0};
+    if (rc->uri) {
+        /* libmicrohttpd ended the method and the target with a NUL in
+         * place of the space after each: a NUL before is one sent. */
+        const char *p = method + strlen(method) + 1;
+        while (p < rc->uri && *p == ' ')
+            p++;
+        if (p != rc->uri)
+            why = "the request method holds a NUL byte";
+        else if (version[0] && rc->uri + rc->uri_len + 1 != version) {
+            why = "the request target holds a NUL byte";
+            code = "invalid_path";
+        }
+    }
+    MHD_get_connection_values(conn, MHD_HEADER_KIND, count_framing, &f);
+    if (why)
+        ;
+    else if (f.content_length > 1)
+        why = "more than one Content-Length header";
+    else if (f.transfer_encoding > 1)
+        why = "more than one Transfer-Encoding header";
+    else if (f.transfer_encoding && f.content_length)
+        why = "Transfer-Encoding and Content-Length together";
+    else if (f.transfer_encoding && strcasecmp(f.coding, "chunked") != 0)
+        why = "the only Transfer-Encoding accepted is chunked";
+    else if (f.host > 1)
+        why = "more than one Host header";
+    if (!why)
+        return true;
+    rep->route = "other";
+    cd_reply_error(rep, 400, code, "malformed HTTP/1.1 request: %s", why);
+    rep->close = true;
+    return false;
+}
+
+/*
+ * A daemon without API keys listens on loopback only; a browser can still
+ * be made to reach it by a page whose name resolves to 127.0.0.1 (DNS
+ * rebinding), but it then sends that name as Host.  So such a daemon
+ * answers only Hosts that name the loopback: 421, the status for a
+ * request sent to a server that does not serve that authority, for
+ * others.  A request without Host (HTTP/1.0) comes from no browser.
+ */
+static bool check_host(server *s, struct MHD_Connection *conn, cd_reply *rep)
+{
+    const char *host = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                   MHD_HTTP_HEADER_HOST);
+    bool required;
+    cd_error err;
+    if (!host || cd_host_is_loopback(host))
+        return true;
+    rep->route = "other";
+    if (cd_api_keys_required(&s->api, &required, &err) != CD_OK) {
+        cd_reply_core_error(rep, &err);
+        return false;
+    }
+    if (required)
+        return true;
+    /* The Host is not echoed: it may be any bytes. */
+    cd_reply_error(rep, 421, "misdirected_request",
+                   "this daemon has no API keys and answers only requests for "
+                   "localhost, 127.0.0.1 or [::1] (the Host header)");
+    return false;
+}
+
+/*
+ * When more than --max-connections are open, this request holds one of
+ * the RESERVED_CONNECTIONS: only the probes and requests with a key the
+ * daemon accepted (cd_api_authorize ran first) are served there; others
+ * get 503 and their connection is closed.
+ */
+static bool check_reserve(server *s, const cd_request *head, cd_reply *rep)
+{
+    if (atomic_load(&s->open_connections) <= s->max_connections || head->api_key ||
+        strcmp(rep->route, "/healthz") == 0 || strcmp(rep->route, "/readyz") == 0)
+        return true;
+    cd_reply_error(rep, 503, "too_many_connections",
+                   "more than --max-connections %u connections are open; the rest are "
+                   "kept for probes and requests with an API key", s->max_connections);
+    rep->close = true;
+    return false;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
                                   const char *url, const char *method,
                                   const char *version, const char *upload_data,
@@ -311,17 +490,22 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
     server *s = cls;
     request_ctx *rc = *con_cls;
 
-    if (!rc) {
-        rc = calloc(1, sizeof *rc);
-        if (!rc)
-            return MHD_NO;
-        clock_gettime(CLOCK_MONOTONIC, &rc->start);
-        *con_cls = rc;
+    if (!rc)
+        return MHD_NO;  /* log_uri ran out of memory */
+    if (!rc->started) {
+        rc->started = true;
         atomic_fetch_add(&s->in_flight, 1);
+        /* The header is whole: from now on the idle timeout applies. */
+        if (s->cfg->header_timeout_s)
+            MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT,
+                                      s->cfg->idle_timeout_s);
         cd_request head = {.method = method, .path = url, .conn = conn};
         cd_reply rep = {0};
         read_authorization(conn, &head);
-        if (!cd_api_authorize(&s->api, &head, &rep)) {
+        if (!check_protocol(conn, rc, method, version, &rep) ||
+            !check_host(s, conn, &rep) ||
+            !cd_api_authorize(&s->api, &head, &rep) ||
+            !check_reserve(s, &head, &rep)) {
             /* Answer before reading: the body is not wanted. */
             rc->answered = true;
             return send_reply(s, conn, method, url, rc, &rep);
@@ -413,6 +597,39 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
     return send_reply(s, conn, method, url, rc, &rep);
 }
 
+/*
+ * libmicrohttpd's URI log callback: runs once the request line is in,
+ * before the target is split at '?' and percent-decoded.  Makes the
+ * request's context (the con_cls of on_request and on_completed) and
+ * notes the target's length, to see later whether a NUL cut it short.
+ */
+static void *log_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    request_ctx *rc = calloc(1, sizeof *rc);
+    if (!rc)
+        return NULL;
+    clock_gettime(CLOCK_MONOTONIC, &rc->start);
+    rc->uri = uri;
+    rc->uri_len = uri ? strlen(uri) : 0;
+    return rc;
+}
+
+/* Counts the open connections (for the reserve) and gives a new one
+ * --header-timeout to send its first request header. */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    server *s = cls;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        atomic_fetch_add(&s->open_connections, 1);
+        if (s->cfg->header_timeout_s)
+            MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT,
+                                      s->cfg->header_timeout_s);
+    } else {
+        atomic_fetch_sub(&s->open_connections, 1);
+    }
+}
+
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
@@ -420,10 +637,11 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     request_ctx *rc = *con_cls;
     if (!rc)
         return;
+    if (rc->started)
+        atomic_fetch_sub(&s->in_flight, 1);
     free(rc->body);
     free(rc);
     *con_cls = NULL;
-    atomic_fetch_sub(&s->in_flight, 1);
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
@@ -526,12 +744,9 @@ static bool parse_listen(const char *listen, struct sockaddr_storage *ss,
  * parsed as 127.0.0.1). */
 static bool is_loopback(const struct sockaddr_storage *ss, bool v6)
 {
-    if (!v6) {
-        const struct sockaddr_in *in4 = (const struct sockaddr_in *)ss;
-        return (ntohl(in4->sin_addr.s_addr) >> 24) == 127;
-    }
-    const struct in6_addr *a = &((const struct sockaddr_in6 *)ss)->sin6_addr;
-    return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+    if (!v6)
+        return cd_ip_is_loopback(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr);
+    return cd_ip_is_loopback(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr);
 }
 
 #define TLS_FILE_MAX (1 << 20)
@@ -705,7 +920,7 @@ int cd_serve(const cd_server_config *cfg)
         tls_opts[2] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
     }
     status = 1;
-    raise_fd_limit(max_connections);
+    raise_fd_limit(max_connections + RESERVED_CONNECTIONS);
     if (!is_loopback(&addr, v6) && !cfg->key_file) {
         /* Without a database there are no keys: say so before making one. */
         char db[PATH_MAX];
@@ -735,6 +950,7 @@ int cd_serve(const cd_server_config *cfg)
     if (cfg->limits)
         s.api.limits = *cfg->limits;
     s.api.metrics_public = cfg->metrics_public;
+    s.max_connections = max_connections;
 
     /* Keys: those of the key file first, then the loopback rule. */
     bool have_keys = false;
@@ -768,9 +984,12 @@ int cd_serve(const cd_server_config *cfg)
                          MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
                          MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->threads,
                          MHD_OPTION_NOTIFY_COMPLETED, on_completed, &s,
+                         MHD_OPTION_NOTIFY_CONNECTION, on_connection, &s,
+                         MHD_OPTION_URI_LOG_CALLBACK, log_uri, NULL,
                          MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
                          MHD_OPTION_CONNECTION_TIMEOUT, cfg->idle_timeout_s,
-                         MHD_OPTION_CONNECTION_LIMIT, max_connections,
+                         MHD_OPTION_CONNECTION_LIMIT,
+                         max_connections + RESERVED_CONNECTIONS,
                          MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(256 * 1024),
                          MHD_OPTION_ARRAY, tls_opts,
                          MHD_OPTION_END);

@@ -37,6 +37,8 @@ typedef struct cd_server_config {
     bool metrics_public;    /* GET /metrics needs no key */
     unsigned max_connections;   /* open connections at once (>= threads) */
     unsigned idle_timeout_s;    /* close a connection idle this long; 0: never */
+    unsigned header_timeout_s;  /* close a new connection silent this long before
+                                   its first request header is whole; 0: never */
     const struct cd_limits *limits; /* per-request limits (api.h); NULL: defaults */
 } cd_server_config;
 
@@ -61,6 +63,8 @@ typedef struct cd_reply {
     const char *route;          /* route pattern for logs and metrics */
     const char *authenticate;   /* WWW-Authenticate value (static), or NULL */
     const char *allow;          /* Allow value of a 405 (static), or NULL */
+    bool close;                 /* send Connection: close and end the connection
+                                   (a request whose framing cannot be trusted) */
 } cd_reply;
 
 /* The value of query argument name, or NULL. */

@@ -67,6 +67,8 @@ static const char usage[] =
     "  --max-eval-probes N       probes per evaluation, queries and baseline each (default 100000)\n"
     "  --max-connections N       open connections at once, at least --threads (default 1024)\n"
     "  --idle-timeout SECS       close connections idle this long (default 30; 0: never)\n"
+    "  --header-timeout SECS     close a new connection silent this long before its first\n"
+    "                            request's header is complete (default 10; 0: never)\n"
     "\n"
     "  --config FILE             read options from FILE (key = value lines, the option names\n"
     "                            without --; metrics-public = true)\n"
@@ -77,7 +79,7 @@ enum { OPT_LISTEN = 256, OPT_DATA, OPT_THREADS, OPT_MAX_BODY, OPT_MAX_EVAL_BODY,
        OPT_SNAPSHOT, OPT_PORT_FILE, OPT_KEY_FILE, OPT_METRICS_PUBLIC, OPT_TLS_CERT, OPT_TLS_KEY,
        OPT_MAX_BATCH, OPT_MAX_QUERIES, OPT_MAX_K, OPT_MAX_DIM, OPT_MAX_METADATA,
        OPT_MAX_EVAL_PROBES, OPT_MAX_CONNECTIONS, OPT_IDLE_TIMEOUT,
-       OPT_CONFIG, OPT_VERSION };
+       OPT_HEADER_TIMEOUT, OPT_CONFIG, OPT_VERSION };
 
 static const struct option options[] = {
     {"listen", required_argument, NULL, OPT_LISTEN},
@@ -100,6 +102,7 @@ static const struct option options[] = {
     {"max-eval-probes", required_argument, NULL, OPT_MAX_EVAL_PROBES},
     {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
     {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
+    {"header-timeout", required_argument, NULL, OPT_HEADER_TIMEOUT},
     {"config", required_argument, NULL, OPT_CONFIG},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, OPT_VERSION},
@@ -241,6 +244,7 @@ static int read_limits(const settings *s, cd_server_config *cfg, cd_limits *lim)
         {OPT_MAX_EVAL_PROBES, 1, 10000000},
         {OPT_MAX_CONNECTIONS, 1, 1000000},
         {OPT_IDLE_TIMEOUT, 0, 86400},
+        {OPT_HEADER_TIMEOUT, 0, 86400},
     };
     int val[sizeof counts / sizeof counts[0]];
     for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++) {
@@ -262,6 +266,7 @@ static int read_limits(const settings *s, cd_server_config *cfg, cd_limits *lim)
     };
     cfg->max_connections = val[5] ? (unsigned)val[5] : 1024;
     cfg->idle_timeout_s = get_value(s, OPT_IDLE_TIMEOUT, NULL) ? (unsigned)val[6] : 30;
+    cfg->header_timeout_s = get_value(s, OPT_HEADER_TIMEOUT, NULL) ? (unsigned)val[7] : 10;
     const char *v = get_value(s, OPT_MAX_METADATA, NULL);
     if (v && (parse_size(v, &lim->max_metadata) != 0 || lim->max_metadata > CD_METADATA_MAX)) {
         fprintf(stderr, "compatd: --max-metadata must be 1..%d bytes\n", CD_METADATA_MAX);

@@ -11,11 +11,14 @@
  */
 #include "daemon.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
 #include <math.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -23,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <termios.h>
@@ -1247,4 +1251,98 @@ bool td_make_cert(const char *dir)
     }
     free(tmpl);
     return ok && rc == 0;
+}
+
+/* --- raw connections ---------------------------------------------- */
+
+int td_raw_connect(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        fprintf(stderr, "socket: %s\n", strerror(errno));
+        return -1;
+    }
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        fprintf(stderr, "connect: %s\n", strerror(errno));
+        close(fd);
+        return -1;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return fd;
+}
+
+bool td_raw_send(int fd, const void *bytes, size_t n)
+{
+    const char *s = bytes;
+    while (n) {
+        ssize_t w = send(fd, s, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return false;
+        s += w;
+        n -= (size_t)w;
+    }
+    return true;
+}
+
+int td_raw_wait_closed(int fd, double secs, char *buf, size_t cap)
+{
+    size_t n = buf ? strlen(buf) : 0;
+    double deadline = td_now() + secs;
+    while (td_now() < deadline) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int ms = (int)((deadline - td_now()) * 1000) + 1;
+        if (poll(&p, 1, ms) <= 0)
+            continue;
+        char tmp[4096];
+        ssize_t got = recv(fd, tmp, sizeof tmp, 0);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            return 1;
+        if (buf && n + 1 < cap) {
+            size_t take = (size_t)got < cap - 1 - n ? (size_t)got : cap - 1 - n;
+            memcpy(buf + n, tmp, take);
+            n += take;
+            buf[n] = '\0';
+        }
+    }
+    return 0;
+}
+
+bool td_raw_get(int fd, const char *path, char *buf, size_t cap)
+{
+    char *req = td_fmt("GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", path);
+    bool ok = td_raw_sends(fd, req);
+    free(req);
+    buf[0] = '\0';
+    double deadline = td_now() + 10;
+    size_t n = 0;
+    while (ok && td_now() < deadline && !strstr(buf, "\r\n\r\n")) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 100) <= 0)
+            continue;
+        ssize_t got = recv(fd, buf + n, cap - 1 - n, 0);
+        if (got <= 0)
+            return false;
+        n += (size_t)got;
+        buf[n] = '\0';
+    }
+    return ok && strncmp(buf, "HTTP/1.1 200", 12) == 0;
+}
+
+bool td_raw_sends(int fd, const char *s)
+{
+    return td_raw_send(fd, s, strlen(s));
+}
+
+char *td_daemon_log(const td_daemon *d)
+{
+    size_t len;
+    char *text = read_file(d->log_path, &len);
+    return text ? text : strdup("");
 }

@@ -386,4 +386,30 @@ int td_create_key(const td_daemon *d, const char *name, const char *scope, char 
  */
 bool td_make_cert(const char *dir);
 
+/* --- raw connections: exact bytes, for what libcurl would not send ---- */
+
+/* A connected TCP socket to 127.0.0.1:port (TCP_NODELAY), or -1 after
+ * printing why.  close() it. */
+int td_raw_connect(int port);
+
+/* Sends n bytes (NULs included) on fd; false when the peer is gone. */
+bool td_raw_send(int fd, const void *bytes, size_t n);
+
+/* td_raw_send of a C string. */
+bool td_raw_sends(int fd, const char *s);
+
+/*
+ * Reads from fd for up to secs: returns 1 when the peer closed (EOF or
+ * reset), 0 when it is still open at the end.  What arrived is appended
+ * to buf (NUL-terminated, cap bytes) when buf is not NULL.
+ */
+int td_raw_wait_closed(int fd, double secs, char *buf, size_t cap);
+
+/* Sends a whole GET of path on fd (keep-alive) and reads until its
+ * reply's header is in buf; true when that is a 200. */
+bool td_raw_get(int fd, const char *path, char *buf, size_t cap);
+
+/* The current (or last) run's log, malloc'd (free()); "" when there is none. */
+char *td_daemon_log(const td_daemon *d);
+
 #endif

@@ -6,20 +6,18 @@
  * --max-metadata, --max-eval-probes): one over the limit gets its 4xx
  * with the JSON error body and stores nothing (a fingerprint of listings
  * and an item is the same before and after); exactly at the limit is
- * accepted.  Connections: --idle-timeout closes a connection that sent
- * half a request and stalled, after about the timeout; --max-connections
- * (here from a --config file, as every limit may be) keeps connections
- * over the limit from being served until one closes.  Slow clients: 200
+ * accepted.  Connections: --header-timeout closes a connection that has
+ * not sent a whole request header, --idle-timeout one that stalled in its
+ * body, after about the timeout; --max-connections (here from a --config
+ * file, as every limit may be) plus 8 reserved connections, where only
+ * probes and clients with a key are served, keep connections over that
+ * from being served until one closes.  Slow clients: 200
  * connections trickling one byte a second for about 10 s do not slow a
  * normal client's requests past a couple of seconds each.  Bad values
  * are startup errors with status 2.
  */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -44,95 +42,6 @@ static char *repeat(char c, size_t n)
     memset(s, c, n);
     s[n] = '\0';
     return s;
-}
-
-/* ---- raw connections ------------------------------------------------- */
-
-/* A connected TCP socket to 127.0.0.1:port, or -1. */
-static int raw_connect(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        fprintf(stderr, "socket: %s\n", strerror(errno));
-        return -1;
-    }
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        fprintf(stderr, "connect: %s\n", strerror(errno));
-        close(fd);
-        return -1;
-    }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    return fd;
-}
-
-static bool raw_send(int fd, const char *s)
-{
-    size_t n = strlen(s);
-    while (n) {
-        ssize_t w = send(fd, s, n, MSG_NOSIGNAL);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return false;
-        s += w;
-        n -= (size_t)w;
-    }
-    return true;
-}
-
-/*
- * Reads from fd for up to secs: returns 1 when the peer closed (EOF or
- * reset), 0 when it is still open at the end.  What arrived is appended
- * to buf (NUL-terminated) when buf is not NULL.
- */
-static int raw_wait_closed(int fd, double secs, char *buf, size_t cap)
-{
-    size_t n = buf ? strlen(buf) : 0;
-    double deadline = td_now() + secs;
-    while (td_now() < deadline) {
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        int ms = (int)((deadline - td_now()) * 1000) + 1;
-        if (poll(&p, 1, ms) <= 0)
-            continue;
-        char tmp[4096];
-        ssize_t got = recv(fd, tmp, sizeof tmp, 0);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got <= 0)
-            return 1;
-        if (buf && n + 1 < cap) {
-            size_t take = (size_t)got < cap - 1 - n ? (size_t)got : cap - 1 - n;
-            memcpy(buf + n, tmp, take);
-            n += take;
-            buf[n] = '\0';
-        }
-    }
-    return 0;
-}
-
-/* Sends a whole GET on fd (keep-alive) and reads until its reply is in. */
-static bool raw_get(int fd, const char *path, char *buf, size_t cap)
-{
-    char *req = td_fmt("GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", path);
-    bool ok = raw_send(fd, req);
-    free(req);
-    buf[0] = '\0';
-    double deadline = td_now() + 10;
-    size_t n = 0;
-    while (ok && td_now() < deadline && !strstr(buf, "\r\n\r\n")) {
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        if (poll(&p, 1, 100) <= 0)
-            continue;
-        ssize_t got = recv(fd, buf + n, cap - 1 - n, 0);
-        if (got <= 0)
-            return false;
-        n += (size_t)got;
-        buf[n] = '\0';
-    }
-    return ok && strncmp(buf, "HTTP/1.1 200", 12) == 0;
 }
 
 /* ---- the per-request limits ----------------------------------------- */
@@ -162,7 +71,7 @@ static void test_request_limits(td_daemon *d)
 {
     const char *args[] = {"--max-batch", "3", "--max-queries", "2", "--max-k", "5",
                           "--max-dim", "8", "--max-metadata", "64", "--max-eval-probes", "3",
-                          "--idle-timeout", "2", NULL};
+                          "--idle-timeout", "4", "--header-timeout", "2", NULL};
     REQUIRE(td_daemon_start(d, args));
     td_http *h = td_http_create(d);
     REQUIRE(h != NULL);
@@ -254,29 +163,33 @@ static void test_request_limits(td_daemon *d)
     td_http_destroy(h);
 }
 
-/* --idle-timeout 2 (the daemon of test_request_limits): stalled
- * connections are closed after about 2 s, whatever they stalled in. */
+/* --header-timeout 2 and --idle-timeout 4 (the daemon of
+ * test_request_limits): a connection stalled before its request header is
+ * whole is closed after about 2 s, one stalled in a body after about 4 s. */
 static void test_idle_timeout(td_daemon *d)
 {
-    static const char *const stalls[] = {
-        "",                                                         /* nothing at all */
-        "GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Half: ",    /* half the headers */
-        "POST /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        "Content-Length: 100\r\n\r\n{\"name\":",                     /* half the body */
+    static const struct {
+        const char *sent;
+        double secs;    /* the timeout that applies */
+    } stalls[] = {
+        {"", 2},                                                        /* nothing at all */
+        {"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Half: ", 2},   /* half the headers */
+        {"POST /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+         "Content-Length: 100\r\n\r\n{\"name\":", 4},                    /* half the body */
     };
     enum { N = sizeof stalls / sizeof stalls[0] };
     int fds[N];
     double t0 = td_now(), closed_at[N];
     for (size_t i = 0; i < N; i++) {
-        fds[i] = raw_connect(td_daemon_port(d));
+        fds[i] = td_raw_connect(td_daemon_port(d));
         REQUIRE(fds[i] >= 0);
-        CHECK(raw_send(fds[i], stalls[i]));
+        CHECK(td_raw_sends(fds[i], stalls[i].sent));
         closed_at[i] = 0;
     }
     size_t open = N;
     while (open && td_now() - t0 < 10) {
         for (size_t i = 0; i < N; i++) {
-            if (closed_at[i] == 0 && raw_wait_closed(fds[i], 0.05, NULL, 0)) {
+            if (closed_at[i] == 0 && td_raw_wait_closed(fds[i], 0.05, NULL, 0)) {
                 closed_at[i] = td_now() - t0;
                 open--;
             }
@@ -284,7 +197,7 @@ static void test_idle_timeout(td_daemon *d)
     }
     for (size_t i = 0; i < N; i++) {
         fprintf(stderr, "stall %zu closed after %.2f s\n", i, closed_at[i]);
-        CHECK(closed_at[i] >= 1.0 && closed_at[i] <= 5.0);
+        CHECK(closed_at[i] >= stalls[i].secs - 1.0 && closed_at[i] <= stalls[i].secs + 3.0);
         close(fds[i]);
     }
     /* And the daemon answers as before. */
@@ -330,21 +243,40 @@ static void test_connection_limit(td_daemon *d)
     int fds[4], extra = -1;
     char buf[8192];
     for (int i = 0; i < 4; i++) {
-        fds[i] = raw_connect(td_daemon_port(d));
+        fds[i] = td_raw_connect(td_daemon_port(d));
         REQUIRE(fds[i] >= 0);
-        CHECK(raw_get(fds[i], "/healthz", buf, sizeof buf));
+        CHECK(td_raw_get(fds[i], "/healthz", buf, sizeof buf));
     }
-    /* A fifth gets no answer while they are open. */
-    extra = raw_connect(td_daemon_port(d));
+    /* A fifth is one of the reserved connections: a probe is answered
+     * there, a request without a key is refused with 503 and closed. */
+    extra = td_raw_connect(td_daemon_port(d));
+    REQUIRE(extra >= 0);
+    CHECK(td_raw_get(extra, "/healthz", buf, sizeof buf));
+    buf[0] = '\0';
+    td_raw_sends(extra, "GET /v1/galleries/g HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    CHECK_EQ(td_raw_wait_closed(extra, 5, buf, sizeof buf), 1);
+    CHECK(strncmp(buf, "HTTP/1.1 503", 12) == 0);
+    CHECK(strstr(buf, "\"too_many_connections\"") != NULL);
+    close(extra);
+    /* With the reserve taken too, one more gets no answer. */
+    int reserve[8];
+    for (int i = 0; i < 8; i++) {
+        reserve[i] = td_raw_connect(td_daemon_port(d));
+        REQUIRE(reserve[i] >= 0);
+        CHECK(td_raw_get(reserve[i], "/healthz", buf, sizeof buf));
+    }
+    extra = td_raw_connect(td_daemon_port(d));
     if (extra >= 0) {
         buf[0] = '\0';
-        raw_send(extra, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
-        raw_wait_closed(extra, 1.5, buf, sizeof buf);
+        td_raw_sends(extra, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+        td_raw_wait_closed(extra, 1.5, buf, sizeof buf);
         CHECK(strncmp(buf, "HTTP/1.1 200", 12) != 0);
         close(extra);
     }
+    for (int i = 0; i < 8; i++)
+        close(reserve[i]);
     /* The four still work; once they close, new clients are served. */
-    CHECK(raw_get(fds[0], "/healthz", buf, sizeof buf));
+    CHECK(td_raw_get(fds[0], "/healthz", buf, sizeof buf));
     for (int i = 0; i < 4; i++)
         close(fds[i]);
     h = td_http_create(d);
@@ -375,10 +307,10 @@ static void test_slow_clients(td_daemon *d)
     td_http_set_timeout(h, 10);
     int fds[SLOW_CLIENTS];
     for (int i = 0; i < SLOW_CLIENTS; i++) {
-        fds[i] = raw_connect(td_daemon_port(d));
+        fds[i] = td_raw_connect(td_daemon_port(d));
         REQUIRE(fds[i] >= 0);
         fcntl(fds[i], F_SETFL, fcntl(fds[i], F_GETFL) | O_NONBLOCK);
-        CHECK(raw_send(fds[i], "GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "));
+        CHECK(td_raw_sends(fds[i], "GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "));
     }
     double t0 = td_now(), next_trickle = t0, worst = 0;
     int requests = 0, answered = 0, trickles = 0;
