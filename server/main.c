@@ -62,6 +62,9 @@ static const char usage[] =
     "  --max-dim N               largest dim of a new model (default and at most 4096)\n"
     "  --max-metadata BYTES      largest metadata of an item (default and at most 16384)\n"
     "  --max-eval-probes N       probes per evaluation, queries and baseline each (default 100000)\n"
+    "  --max-results N           results (queries x k) per search request (default 1000000)\n"
+    "  --max-result-metadata BYTES  metadata per search request, counted as queries x k x\n"
+    "                            --max-metadata (default 268435456)\n"
     "  --max-connections N       open connections at once, at least --threads (default 1024)\n"
     "  --idle-timeout SECS       close connections idle this long (default 30; 0: never)\n"
     "\n"
@@ -73,7 +76,7 @@ static const char usage[] =
 enum { OPT_LISTEN = 256, OPT_DATA, OPT_THREADS, OPT_MAX_BODY, OPT_MAX_EVAL_BODY, OPT_LOG_LEVEL,
        OPT_SNAPSHOT, OPT_PORT_FILE, OPT_KEY_FILE, OPT_METRICS_PUBLIC, OPT_TLS_CERT, OPT_TLS_KEY,
        OPT_MAX_BATCH, OPT_MAX_QUERIES, OPT_MAX_K, OPT_MAX_DIM, OPT_MAX_METADATA,
-       OPT_MAX_EVAL_PROBES, OPT_MAX_CONNECTIONS, OPT_IDLE_TIMEOUT,
+       OPT_MAX_EVAL_PROBES, OPT_MAX_RESULTS, OPT_MAX_RESULT_METADATA, OPT_MAX_CONNECTIONS, OPT_IDLE_TIMEOUT,
        OPT_CONFIG, OPT_VERSION };
 
 static const struct option options[] = {
@@ -95,6 +98,8 @@ static const struct option options[] = {
     {"max-dim", required_argument, NULL, OPT_MAX_DIM},
     {"max-metadata", required_argument, NULL, OPT_MAX_METADATA},
     {"max-eval-probes", required_argument, NULL, OPT_MAX_EVAL_PROBES},
+    {"max-results", required_argument, NULL, OPT_MAX_RESULTS},
+    {"max-result-metadata", required_argument, NULL, OPT_MAX_RESULT_METADATA},
     {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
     {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
     {"config", required_argument, NULL, OPT_CONFIG},
@@ -238,6 +243,7 @@ static int read_limits(const settings *s, cd_server_config *cfg, cd_limits *lim)
         {OPT_MAX_EVAL_PROBES, 1, 10000000},
         {OPT_MAX_CONNECTIONS, 1, 1000000},
         {OPT_IDLE_TIMEOUT, 0, 86400},
+        {OPT_MAX_RESULTS, 1, 1000000000},
     };
     int val[sizeof counts / sizeof counts[0]];
     for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++) {
@@ -256,12 +262,19 @@ static int read_limits(const settings *s, cd_server_config *cfg, cd_limits *lim)
         .max_dim = val[3] ? val[3] : CD_DEFAULT_MAX_DIM,
         .max_metadata = CD_DEFAULT_MAX_METADATA,
         .max_eval_probes = val[4] ? (size_t)val[4] : CD_DEFAULT_MAX_EVAL_PROBES,
+        .max_results = val[7] ? (size_t)val[7] : CD_DEFAULT_MAX_RESULTS,
+        .max_result_metadata = CD_DEFAULT_MAX_RESULT_METADATA,
     };
     cfg->max_connections = val[5] ? (unsigned)val[5] : 1024;
     cfg->idle_timeout_s = get_value(s, OPT_IDLE_TIMEOUT, NULL) ? (unsigned)val[6] : 30;
     const char *v = get_value(s, OPT_MAX_METADATA, NULL);
     if (v && (parse_size(v, &lim->max_metadata) != 0 || lim->max_metadata > CD_METADATA_MAX)) {
         fprintf(stderr, "compatd: --max-metadata must be 1..%d bytes\n", CD_METADATA_MAX);
+        return -1;
+    }
+    v = get_value(s, OPT_MAX_RESULT_METADATA, NULL);
+    if (v && parse_size(v, &lim->max_result_metadata) != 0) {
+        fprintf(stderr, "compatd: --max-result-metadata must be a positive number of bytes\n");
         return -1;
     }
     if ((v = get_value(s, OPT_METRICS_PUBLIC, NULL)) && parse_bool(v, &cfg->metrics_public) != 0) {
