@@ -11,6 +11,9 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -369,6 +372,13 @@ static int serve_main(int argc, char **argv)
         goto out;
     }
     cd_log_set_level(cfg.log_level);
+#ifdef __GLIBC__
+    /* Blocks of 1 MiB and more (request bodies, large replies) get a
+     * mapping of their own, unmapped when freed.  By default glibc raises
+     * this threshold after each such free, and from then on a large reply
+     * freed after sending stays in the heap (api.c trims the rest). */
+    mallopt(M_MMAP_THRESHOLD, 1 << 20);
+#endif
     status = cd_serve(&cfg);
 out:
     for (size_t i = 0; i < sizeof s.values / sizeof s.values[0]; i++)
