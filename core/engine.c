@@ -875,6 +875,30 @@ void cd_engine_close(cd_engine *e)
 cd_err cd_engine_model_create(cd_engine *e, const cd_model *m, cd_model *out,
                               cd_error *err)
 {
+    /* Models never change and each names an older one, so the chain from
+     * compatible_with on is the one it will always have, and has no loop
+     * (in a damaged table one would end at the bound): count its links
+     * now.  The store checks that the target exists, and its dim and
+     * metric. */
+    cd_model t;
+    char next[CD_NAME_MAX + 1];
+    size_t links = 1;
+    snprintf(next, sizeof next, "%s", m->compatible_with);
+    while (next[0]) {
+        cd_err rc = model_by_name(e, next, &t, err);
+        if (rc == CD_ENOTFOUND)
+            break;      /* the store's message names the missing model */
+        if (rc != CD_OK)
+            return rc;
+        if (!t.compatible_with[0])
+            break;
+        if (++links > CD_COMPAT_CHAIN_MAX)
+            return cd__fail(err, CD_EINVAL,
+                            "compatible_with %s: model %s would have a chain of more than %d "
+                            "compatible_with links",
+                            m->compatible_with, m->name, CD_COMPAT_CHAIN_MAX);
+        memcpy(next, t.compatible_with, sizeof next);
+    }
     return cd_store_model_create(e->st, m, out, err);
 }
 
@@ -1275,8 +1299,9 @@ bool cd_engine_declared_compatible(cd_engine *e, const cd_model *from,
                                    const char *to)
 {
     cd_model m = *from;
-    /* Chains are short; the bound only guards against a cycle. */
-    for (int hops = 0; hops < 64 && m.compatible_with[0]; hops++) {
+    /* Model creation keeps chains within the bound, which also ends a
+     * loop in a damaged table. */
+    for (int hops = 0; hops < CD_COMPAT_CHAIN_MAX && m.compatible_with[0]; hops++) {
         if (strcmp(m.compatible_with, to) == 0)
             return true;
         /* The name lives in m, which the look-up overwrites. */

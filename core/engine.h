@@ -66,6 +66,15 @@ void cd_engine_close(cd_engine *e);
 
 /* --- models ----------------------------------------------------------- */
 
+/* The most compatible_with links a model's chain may have (the model's own
+ * link and those after it); cd_engine_declared_compatible follows them all. */
+#define CD_COMPAT_CHAIN_MAX 64
+
+/*
+ * Creates model m (cd_store_model_create).  Refuses, with CD_EINVAL, a
+ * compatible_with whose chain already has CD_COMPAT_CHAIN_MAX links (the
+ * new model's chain would be longer).
+ */
 cd_err cd_engine_model_create(cd_engine *e, const cd_model *m, cd_model *out,
                               cd_error *err);
 cd_err cd_engine_model_get(cd_engine *e, const char *name, cd_model *out,
@@ -74,7 +83,8 @@ cd_err cd_engine_model_get(cd_engine *e, const char *name, cd_model *out,
 cd_err cd_engine_model_list(cd_engine *e, cd_model **out, size_t *n,
                             cd_error *err);
 
-/* True when following compatible_with from `from` reaches model `to`. */
+/* True when following compatible_with from `from`, at most
+ * CD_COMPAT_CHAIN_MAX links, reaches model `to`. */
 bool cd_engine_declared_compatible(cd_engine *e, const cd_model *from,
                                    const char *to);
 

@@ -45,6 +45,15 @@ bool cd_vec_finite(const float *v, size_t n)
     return true;
 }
 
+bool cd_vec_in_range(const float *v, size_t n, double *norm2)
+{
+    double ss = 0.0;
+    for (size_t i = 0; i < n; i++)
+        ss += (double)v[i] * v[i];
+    *norm2 = ss;
+    return isfinite(ss) && ss <= CD_VEC_NORM2_MAX;
+}
+
 bool cd_vec_normalize(float *v, size_t dim)
 {
     double ss = 0.0;

@@ -41,6 +41,20 @@ bool cd_metric_higher_is_better(cd_metric m);
 bool cd_vec_finite(const float *v, size_t n);
 
 /*
+ * The largest squared L2 norm an ip or l2 vector may have.  With
+ * both vectors within it, |<a,b>| <= 1e37 and |a-b|^2 <= 4e37, so ip and
+ * l2 scores stay finite in float32 (FLT_MAX is 3.4e38), whatever order
+ * FAISS sums in; a component of 3e38 alone would square to infinity.
+ */
+#define CD_VEC_NORM2_MAX 1e37
+
+/*
+ * True when the n floats are finite and their squared L2 norm (summed in
+ * double) is at most CD_VEC_NORM2_MAX; *norm2 gets that sum.
+ */
+bool cd_vec_in_range(const float *v, size_t n, double *norm2);
+
+/*
  * Scales v to unit L2 norm in place.  Returns false, leaving v as it was,
  * when the norm is zero (a zero vector has no direction).
  */

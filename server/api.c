@@ -10,6 +10,9 @@
 
 #include <float.h>
 #include <inttypes.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +34,10 @@ extern const size_t cd__openapi_count;
 
 /* --- limits ----------------------------------------------------------- */
 
+/* Requests whose body and reply together are this large return the
+ * memory they used to the system afterwards (return_memory). */
+#define TRIM_AFTER_BYTES (4u << 20)
+
 /* api->limits with defaults for the fields left 0 and the caps applied. */
 static cd_limits limits_of(const cd_api *api)
 {
@@ -47,10 +54,100 @@ static cd_limits limits_of(const cd_api *api)
         l.max_metadata = l.max_metadata == 0 ? CD_DEFAULT_MAX_METADATA : CD_METADATA_MAX;
     if (l.max_eval_probes == 0)
         l.max_eval_probes = CD_DEFAULT_MAX_EVAL_PROBES;
+    if (l.max_results == 0)
+        l.max_results = CD_DEFAULT_MAX_RESULTS;
+    if (l.max_result_metadata == 0)
+        l.max_result_metadata = CD_DEFAULT_MAX_RESULT_METADATA;
     return l;
 }
 
 /* --- request bodies --------------------------------------------------- */
+
+/* Appends ".name" or "[i]" to the key path in buf (cut when full). */
+static void path_push(char *buf, size_t cap, size_t len, const cJSON *parent,
+                      const cJSON *child, size_t i)
+{
+    if (len >= cap - 1)
+        return;
+    if (cJSON_IsObject(parent))
+        snprintf(buf + len, cap - len, ".%s", child->string);
+    else
+        snprintf(buf + len, cap - len, "[%zu]", i);
+    buf[cd_utf8_cut(buf, strlen(buf))] = '\0';
+}
+
+static int key_cmp(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* The first name that two members of obj share, or NULL. */
+static const char *repeated_key(const cJSON *obj, bool *oom)
+{
+    size_t n = 0;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, obj)
+        n++;
+    if (n <= 16) {      /* the usual case: compare each pair */
+        for (const cJSON *a = obj->child; a; a = a->next)
+            for (const cJSON *b = a->next; b; b = b->next)
+                if (strcmp(a->string, b->string) == 0)
+                    return a->string;
+        return NULL;
+    }
+    /* Sorted, so that a large object costs n log n, not n^2. */
+    const char **keys = malloc(n * sizeof *keys);
+    const char *dup = NULL;
+    if (!keys) {
+        *oom = true;
+        return NULL;
+    }
+    n = 0;
+    cJSON_ArrayForEach(c, obj)
+        keys[n++] = c->string;
+    qsort(keys, n, sizeof *keys, key_cmp);
+    for (size_t i = 1; i < n && !dup; i++)
+        if (strcmp(keys[i - 1], keys[i]) == 0)
+            dup = keys[i];
+    free(keys);
+    return dup;
+}
+
+/*
+ * Refuses an object anywhere in j with two members of the same name: JSON
+ * leaves open which one counts, and cJSON would silently keep the first.
+ * path holds j's key path ("$.items[3]"), len its length.  The recursion
+ * is as deep as the document, which cJSON bounds (CJSON_NESTING_LIMIT).
+ */
+static bool keys_unique(const cJSON *j, char *path, size_t cap, size_t len,
+                        cd_reply *rep)
+{
+    if (!cJSON_IsObject(j) && !cJSON_IsArray(j))
+        return true;
+    bool oom = false;
+    const char *dup = cJSON_IsObject(j) ? repeated_key(j, &oom) : NULL;
+    if (oom) {
+        cd_reply_error(rep, 503, "out_of_memory", "out of memory checking the request body");
+        return false;
+    }
+    if (dup) {
+        cd_reply_error(rep, 400, "duplicate_key", "duplicate key \"%s\" in the object at %s",
+                       dup, path);
+        return false;
+    }
+    size_t i = 0;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, j) {
+        if (cJSON_IsObject(c) || cJSON_IsArray(c)) {
+            path_push(path, cap, len, j, c, i);
+            if (!keys_unique(c, path, cap, strlen(path), rep))
+                return false;
+            path[len] = '\0';
+        }
+        i++;
+    }
+    return true;
+}
 
 /* Parses the body as a JSON object, or sets an error reply and returns
  * NULL.  The caller frees the result with cJSON_Delete(). */
@@ -110,7 +207,118 @@ static cJSON *parse_body(const cd_request *req, cd_reply *rep)
         cd_reply_error(rep, 400, "invalid_json", "request body must be a JSON object");
         return NULL;
     }
+    char path[256] = "$";
+    if (!keys_unique(j, path, sizeof path, 1, rep)) {
+        cJSON_Delete(j);
+        return NULL;
+    }
     return j;
+}
+
+/*
+ * Scanning the text of a body parse_body accepted (so well-formed, and
+ * NUL-terminated), to keep a value's own bytes where cJSON would round
+ * them: its numbers are doubles.  Each takes p at a value (or white space
+ * before it) and returns the first byte after it.
+ */
+static const char *skip_ws(const char *p)
+{
+    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+        p++;
+    return p;
+}
+
+static const char *skip_string(const char *p)
+{
+    for (p++; *p != '"'; p++)
+        if (*p == '\\')
+            p++;
+    return p + 1;
+}
+
+static const char *skip_value(const char *p)
+{
+    p = skip_ws(p);
+    if (*p == '"')
+        return skip_string(p);
+    if (*p != '{' && *p != '[') {
+        while (*p && !strchr(",}] \t\r\n", *p))
+            p++;
+        return p;
+    }
+    size_t depth = 0;
+    do {
+        if (*p == '"') {
+            p = skip_string(p);
+            continue;
+        }
+        if (*p == '{' || *p == '[')
+            depth++;
+        else if (*p == '}' || *p == ']')
+            depth--;
+        p++;
+    } while (depth > 0);
+    return p;
+}
+
+/* The value of the index-th member (0-based, cJSON's order is the text's)
+ * of the object at p; p may also be an array, then its index-th element. */
+static const char *member_text(const char *p, size_t index)
+{
+    bool object = *(p = skip_ws(p)) == '{';
+    p++;
+    for (size_t i = 0;; i++) {
+        if (object)
+            p = skip_ws(skip_value(p)) + 1;     /* the name and ':' */
+        if (i == index)
+            return skip_ws(p);
+        p = skip_ws(skip_value(p)) + 1;         /* the value and ',' */
+    }
+}
+
+/* Where child sits among parent's children. */
+static size_t child_index(const cJSON *parent, const cJSON *child)
+{
+    size_t i = 0;
+    for (const cJSON *c = parent->child; c && c != child; c = c->next)
+        i++;
+    return i;
+}
+
+/* A malloc'd copy of the value at p without white space between tokens;
+ * numbers and strings keep their bytes.  NULL when out of memory. */
+static char *minified_text(const char *p)
+{
+    p = skip_ws(p);
+    const char *end = skip_value(p);
+    char *out = malloc((size_t)(end - p) + 1), *o = out;
+    while (out && p < end) {
+        if (*p == '"') {
+            const char *s = skip_string(p);
+            memcpy(o, p, (size_t)(s - p));
+            o += s - p;
+            p = s;
+        } else if (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r') {
+            p++;
+        } else {
+            *o++ = *p++;
+        }
+    }
+    if (out)
+        *o = '\0';
+    return out;
+}
+
+/* True when no number in j overflowed a double (1e400 parses as inf). */
+static bool numbers_finite(const cJSON *j)
+{
+    if (cJSON_IsNumber(j))
+        return isfinite(j->valuedouble);
+    const cJSON *c;
+    cJSON_ArrayForEach(c, j)
+        if (!numbers_finite(c))
+            return false;
+    return true;
 }
 
 /* Refuses fields of obj not in allowed (NULL-terminated). */
@@ -176,14 +384,30 @@ static bool int_in(const cJSON *f, long lo, long hi, long *out)
     return true;
 }
 
+/* Refuses an ip or l2 vector whose scores could overflow float32 (vec.h);
+ * cosine vectors are normalised in double, so any finite one will do. */
+static bool vector_in_range(const float *v, const cd_model *m, const char *where,
+                            cd_reply *rep)
+{
+    double norm2;
+    if (m->metric == CD_METRIC_COSINE || cd_vec_in_range(v, (size_t)m->dim, &norm2))
+        return true;
+    cd_reply_error(rep, 400, "invalid_vector",
+                   "%svector's squared L2 norm %g is above %g: its scores would overflow float32",
+                   where, norm2, CD_VEC_NORM2_MAX);
+    return false;
+}
+
 /*
  * Reads one vector of dim floats into out from obj's "vector" (array of
  * numbers) or "vector_b64" field; exactly one must be present.  where
  * prefixes messages ("item 3: ").
  */
-static bool read_vector_value(const cJSON *v, bool b64, int dim, float *out,
-                              const char *where, const char *model, cd_reply *rep)
+static bool read_vector_value(const cJSON *v, bool b64, const cd_model *m, float *out,
+                              const char *where, cd_reply *rep)
 {
+    int dim = m->dim;
+    const char *model = m->name;
     if (b64) {
         if (!cJSON_IsString(v)) {
             cd_reply_error(rep, 400, "invalid_vector", "%svector_b64 must be a string", where);
@@ -204,7 +428,7 @@ static bool read_vector_value(const cJSON *v, bool b64, int dim, float *out,
             cd_reply_error(rep, 400, "invalid_vector", "%s%s", where, err.message);
             return false;
         }
-        return true;
+        return vector_in_range(out, m, where, rep);
     }
     if (!cJSON_IsArray(v)) {
         cd_reply_error(rep, 400, "invalid_vector", "%svector must be an array of numbers", where);
@@ -231,11 +455,11 @@ static bool read_vector_value(const cJSON *v, bool b64, int dim, float *out,
         }
         out[i++] = (float)d;
     }
-    return true;
+    return vector_in_range(out, m, where, rep);
 }
 
-static bool read_vector(const cJSON *obj, int dim, float *out, const char *where,
-                        const char *model, cd_reply *rep)
+static bool read_vector(const cJSON *obj, const cd_model *m, float *out, const char *where,
+                        cd_reply *rep)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, "vector");
     const cJSON *b = cJSON_GetObjectItemCaseSensitive(obj, "vector_b64");
@@ -244,7 +468,7 @@ static bool read_vector(const cJSON *obj, int dim, float *out, const char *where
                        where);
         return false;
     }
-    return read_vector_value(v ? v : b, b != NULL, dim, out, where, model, rep);
+    return read_vector_value(v ? v : b, b != NULL, m, out, where, rep);
 }
 
 /* --- rendering -------------------------------------------------------- */
@@ -276,14 +500,120 @@ static cJSON *gallery_json(const cd_gallery *g)
     return j;
 }
 
-/* Adds metadata text as a JSON value (null when absent or unparsable). */
+/* True when stored metadata text is one JSON object and nothing else. */
+static bool metadata_valid(const char *text)
+{
+    cJSON *m = text ? cJSON_ParseWithOpts(text, NULL, 1) : NULL;
+    bool ok = cJSON_IsObject(m);
+    cJSON_Delete(m);
+    return ok;
+}
+
+/* Adds metadata text as its own bytes (null when absent or unparsable):
+ * cJSON would print its numbers as doubles. */
 static void add_metadata(cJSON *obj, const char *text)
 {
-    cJSON *m = text ? cJSON_Parse(text) : NULL;
-    if (m)
-        cJSON_AddItemToObject(obj, "metadata", m);
+    if (metadata_valid(text))
+        cJSON_AddRawToObject(obj, "metadata", text);
     else
         cJSON_AddNullToObject(obj, "metadata");
+}
+
+/*
+ * A reply body written as it goes, for replies too large to build as a
+ * cJSON tree first (a search's rows cost ~500 bytes each as nodes, ~60 as
+ * text).  A failed allocation sets failed and ends the appending.
+ */
+typedef struct text_buf {
+    char *s;
+    size_t len, cap;
+    bool failed;
+} text_buf;
+
+static void put_bytes(text_buf *b, const char *s, size_t n)
+{
+    if (b->failed)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *grown = realloc(b->s, cap);
+        if (!grown) {
+            b->failed = true;
+            return;
+        }
+        b->s = grown;
+        b->cap = cap;
+    }
+    memcpy(b->s + b->len, s, n);
+    b->len += n;
+    b->s[b->len] = '\0';
+}
+
+static void put_text(text_buf *b, const char *s)
+{
+    put_bytes(b, s, strlen(s));
+}
+
+/* s as a JSON string, escaped as cJSON escapes (s is valid UTF-8). */
+static void put_string(text_buf *b, const char *s)
+{
+    put_bytes(b, "\"", 1);
+    for (;;) {
+        size_t run = 0;
+        while (s[run] && s[run] != '"' && s[run] != '\\' && (unsigned char)s[run] >= 0x20)
+            run++;
+        put_bytes(b, s, run);
+        s += run;
+        if (!*s)
+            break;
+        char esc[8];
+        switch (*s) {
+        case '"': snprintf(esc, sizeof esc, "\\\""); break;
+        case '\\': snprintf(esc, sizeof esc, "\\\\"); break;
+        case '\b': snprintf(esc, sizeof esc, "\\b"); break;
+        case '\f': snprintf(esc, sizeof esc, "\\f"); break;
+        case '\n': snprintf(esc, sizeof esc, "\\n"); break;
+        case '\r': snprintf(esc, sizeof esc, "\\r"); break;
+        case '\t': snprintf(esc, sizeof esc, "\\t"); break;
+        default: snprintf(esc, sizeof esc, "\\u%04x", (unsigned char)*s); break;
+        }
+        put_text(b, esc);
+        s++;
+    }
+    put_bytes(b, "\"", 1);
+}
+
+/* d as cJSON prints a number: the shortest of 15 or 17 digits that reads
+ * back the same; null when not finite. */
+static void put_number(text_buf *b, double d)
+{
+    char num[32];
+    double back = 0;
+    if (!isfinite(d)) {
+        put_text(b, "null");
+        return;
+    }
+    snprintf(num, sizeof num, "%1.15g", d);
+    if (sscanf(num, "%lg", &back) != 1 || back != d)
+        snprintf(num, sizeof num, "%1.17g", d);
+    put_text(b, num);
+}
+
+/* Hands b's text to rep as a 200 JSON reply (or 503 when it failed). */
+static void reply_text_buf(cd_reply *rep, text_buf *b)
+{
+    if (b->failed || !b->s) {
+        free(b->s);
+        cd_reply_error(rep, 503, "out_of_memory", "out of memory rendering the reply");
+        return;
+    }
+    free(rep->body);
+    rep->body = b->s;
+    rep->len = b->len;
+    rep->status = 200;
+    rep->content_type = "application/json";
 }
 
 static void reply_error_or(cd_reply *rep, cd_err rc, const cd_error *err)
@@ -573,9 +903,13 @@ static void items_upsert(cd_api *api, const cd_request *req, const char *gallery
     }
     size_t i = 0;
     const cJSON *it;
+    const char *it_text = member_text(req->body, child_index(j, arr));
+    it_text = member_text(it_text, 0);
     cJSON_ArrayForEach(it, arr) {
         char where[48];
         snprintf(where, sizeof where, "item %zu: ", i);
+        if (i > 0)      /* past the previous item and its ',' */
+            it_text = skip_ws(skip_ws(skip_value(it_text)) + 1);
         if (!cJSON_IsObject(it)) {
             cd_reply_error(rep, 400, "invalid_argument", "%smust be an object", where);
             goto out;
@@ -613,7 +947,14 @@ static void items_upsert(cd_api *api, const cd_request *req, const char *gallery
                 cd_reply_error(rep, 400, "invalid_metadata", "%smetadata must be a JSON object", where);
                 goto out;
             }
-            char *text = cJSON_PrintUnformatted(meta);
+            if (!numbers_finite(meta)) {
+                cd_reply_error(rep, 400, "invalid_metadata",
+                               "%smetadata has a number too large for a double", where);
+                goto out;
+            }
+            /* Its own text, not cJSON's print: that rounds every number
+             * to a double (2^53 + 1, 12345678901234567891, -0). */
+            char *text = minified_text(member_text(it_text, child_index(it, meta)));
             if (!text) {
                 cd_reply_error(rep, 503, "out_of_memory", "%sout of memory", where);
                 goto out;
@@ -627,7 +968,7 @@ static void items_upsert(cd_api *api, const cd_request *req, const char *gallery
             items[i].metadata = text;
         }
         float *v = vecs + i * (size_t)m.dim;
-        if (!read_vector(it, m.dim, v, where, m.name, rep))
+        if (!read_vector(it, &m, v, where, rep))
             goto out;
         items[i].vector = v;
         i++;
@@ -699,6 +1040,75 @@ static void items_delete(cd_api *api, const char *gallery, const char *id, cd_re
 
 /* --- search ----------------------------------------------------------- */
 
+/* The search reply of SPEC 3.4, written as text (text_buf). */
+static void render_search(const cd_search_result *res, unsigned include, cd_reply *rep)
+{
+    text_buf b = {0};
+    put_text(&b, "{\"model\":");
+    put_string(&b, res->model);
+    put_text(&b, ",\"results\":[");
+    for (size_t i = 0; i < res->nq && !b.failed; i++) {
+        put_text(&b, i ? ",[" : "[");
+        for (size_t h = 0; h < res->counts[i]; h++) {
+            const cd_hit *hit = &res->hits[i * res->k + h];
+            put_text(&b, h ? ",{\"id\":" : "{\"id\":");
+            put_string(&b, hit->item.id);
+            put_text(&b, ",\"score\":");
+            put_number(&b, hit->score);
+            if (include & CD_INCLUDE_LABEL) {
+                put_text(&b, ",\"label\":");
+                if (hit->item.label)
+                    put_string(&b, hit->item.label);
+                else
+                    put_text(&b, "null");
+            }
+            if (include & CD_INCLUDE_METADATA) {
+                put_text(&b, ",\"metadata\":");
+                put_text(&b, metadata_valid(hit->item.metadata) ? hit->item.metadata : "null");
+            }
+            put_text(&b, "}");
+        }
+        put_text(&b, "]");
+    }
+    put_text(&b, "],\"searched\":[");
+    for (size_t i = 0; i < res->n_searched; i++) {
+        put_text(&b, i ? ",{\"model\":" : "{\"model\":");
+        put_string(&b, res->searched[i].model);
+        put_text(&b, ",\"items\":");
+        put_number(&b, (double)res->searched[i].items);
+        put_text(&b, "}");
+    }
+    put_text(&b, "]}");
+    reply_text_buf(rep, &b);
+}
+
+/*
+ * Refuses a search whose reply could be too large to hold: more than
+ * max_results rows (queries x k), or, with metadata, more rows than
+ * max_result_metadata bytes of max_metadata-byte metadata.
+ */
+static bool result_size_ok(const cd_limits *lim, size_t nq, size_t k, unsigned include,
+                           cd_reply *rep)
+{
+    size_t rows = nq * k;   /* both are bounded far below overflow */
+    if (rows > lim->max_results) {
+        cd_reply_error(rep, 400, "result_too_large",
+                       "a search returns at most %zu results (--max-results); "
+                       "this one asks for %zu queries x k %zu = %zu",
+                       lim->max_results, nq, k, rows);
+        return false;
+    }
+    size_t meta_rows = lim->max_result_metadata / lim->max_metadata;
+    if ((include & CD_INCLUDE_METADATA) && rows > meta_rows) {
+        cd_reply_error(rep, 400, "result_too_large",
+                       "with metadata a search returns at most %zu results (--max-result-metadata "
+                       "%zu bytes / --max-metadata %zu bytes); this one asks for %zu queries x k %zu = %zu",
+                       meta_rows, lim->max_result_metadata, lim->max_metadata, nq, k, rows);
+        return false;
+    }
+    return true;
+}
+
 static void search(cd_api *api, const cd_request *req, const char *gallery, cd_reply *rep)
 {
     static const char *const fields[] = {"model", "k", "vector", "vector_b64", "vectors",
@@ -758,7 +1168,8 @@ static void search(cd_api *api, const cd_request *req, const char *gallery, cd_r
             goto out;
         }
     }
-    if (!request_model(api, gallery, model, &m, rep))
+    if (!result_size_ok(&lim, nq, (size_t)k, include, rep) ||
+        !request_model(api, gallery, model, &m, rep))
         goto out;
     q = malloc(nq * (size_t)m.dim * sizeof *q);
     if (!q) {
@@ -771,12 +1182,11 @@ static void search(cd_api *api, const cd_request *req, const char *gallery, cd_r
         cJSON_ArrayForEach(v, many) {
             char where[48];
             snprintf(where, sizeof where, "query %zu: ", i);
-            if (!read_vector_value(v, cJSON_IsString(v), m.dim, q + i * (size_t)m.dim, where,
-                                   m.name, rep))
+            if (!read_vector_value(v, cJSON_IsString(v), &m, q + i * (size_t)m.dim, where, rep))
                 goto out;
             i++;
         }
-    } else if (!read_vector_value(one ? one : one_b64, one_b64 != NULL, m.dim, q, "", m.name, rep)) {
+    } else if (!read_vector_value(one ? one : one_b64, one_b64 != NULL, &m, q, "", rep)) {
         goto out;
     }
     cd_error err;
@@ -785,36 +1195,7 @@ static void search(cd_api *api, const cd_request *req, const char *gallery, cd_r
         cd_reply_core_error(rep, &err);
         goto out;
     }
-    cJSON *root = cJSON_CreateObject();
-    cJSON_AddStringToObject(root, "model", res->model);
-    cJSON *results = cJSON_AddArrayToObject(root, "results");
-    for (size_t i = 0; i < res->nq; i++) {
-        cJSON *row = cJSON_CreateArray();
-        for (size_t h = 0; h < res->counts[i]; h++) {
-            const cd_hit *hit = &res->hits[i * res->k + h];
-            cJSON *o = cJSON_CreateObject();
-            cJSON_AddStringToObject(o, "id", hit->item.id);
-            cJSON_AddNumberToObject(o, "score", hit->score);
-            if (include & CD_INCLUDE_LABEL) {
-                if (hit->item.label)
-                    cJSON_AddStringToObject(o, "label", hit->item.label);
-                else
-                    cJSON_AddNullToObject(o, "label");
-            }
-            if (include & CD_INCLUDE_METADATA)
-                add_metadata(o, hit->item.metadata);
-            cJSON_AddItemToArray(row, o);
-        }
-        cJSON_AddItemToArray(results, row);
-    }
-    cJSON *searched = cJSON_AddArrayToObject(root, "searched");
-    for (size_t i = 0; i < res->n_searched; i++) {
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "model", res->searched[i].model);
-        cJSON_AddNumberToObject(o, "items", (double)res->searched[i].items);
-        cJSON_AddItemToArray(searched, o);
-    }
-    cd_reply_json(rep, 200, root);
+    render_search(res, include, rep);
     goto out;
 bad_include:
     cd_reply_error(rep, 400, "invalid_argument", "include must be an array of \"label\" and \"metadata\"");
@@ -1119,7 +1500,7 @@ static bool read_probes(const cJSON *arr, const char *what, const cd_model *m,
             cd_reply_error(rep, 400, "invalid_label", "%slabel is required", where);
             return false;
         }
-        if (!read_vector(it, m->dim, p->vectors + i * dim, where, m->name, rep))
+        if (!read_vector(it, m, p->vectors + i * dim, where, rep))
             return false;
         p->n++;
     }
@@ -1695,6 +2076,24 @@ bool cd_api_authorize(cd_api *api, const cd_request *req, cd_reply *rep)
     return true;
 }
 
+/*
+ * After a large request, gives the memory its handler freed back to the
+ * system: glibc keeps freed pages of its arenas (one per thread) for
+ * reuse, so without this one large search would leave the daemon at its
+ * peak size for good.  The reply body, allocated whole, is unmapped when
+ * it is freed after sending.
+ */
+static void return_memory(const cd_request *req, const cd_reply *rep)
+{
+#ifdef __GLIBC__
+    if (req->body_len + rep->len >= TRIM_AFTER_BYTES)
+        malloc_trim(0);
+#else
+    (void)req;
+    (void)rep;
+#endif
+}
+
 void cd_api_handle(cd_api *api, const cd_request *req, cd_reply *rep)
 {
     char *path = strdup(req->path);
@@ -1792,4 +2191,5 @@ void cd_api_handle(cd_api *api, const cd_request *req, cd_reply *rep)
         break;
     }
     free(path);
+    return_memory(req, rep);
 }

@@ -19,6 +19,8 @@
 #define CD_DEFAULT_MAX_DIM CD_DIM_MAX       /* --max-dim */
 #define CD_DEFAULT_MAX_METADATA CD_METADATA_MAX /* --max-metadata */
 #define CD_DEFAULT_MAX_EVAL_PROBES 100000   /* --max-eval-probes */
+#define CD_DEFAULT_MAX_RESULTS 1000000      /* --max-results */
+#define CD_DEFAULT_MAX_RESULT_METADATA (256u << 20) /* --max-result-metadata */
 
 /*
  * What one request may ask for.  A field left 0 takes its default above;
@@ -31,6 +33,9 @@ typedef struct cd_limits {
     int max_dim;            /* dim of a new model (400 invalid_argument) */
     size_t max_metadata;    /* bytes of an item's metadata (400 invalid_metadata) */
     size_t max_eval_probes; /* queries, and baseline probes, per evaluation (413) */
+    size_t max_results;     /* queries x k of a search (400 result_too_large) */
+    size_t max_result_metadata; /* bytes of metadata a search may return, counted
+                               as queries x k x max_metadata (400 result_too_large) */
 } cd_limits;
 
 /* What every handler can reach. */

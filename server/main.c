@@ -13,6 +13,9 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,6 +68,9 @@ static const char usage[] =
     "  --max-dim N               largest dim of a new model (default and at most 4096)\n"
     "  --max-metadata BYTES      largest metadata of an item (default and at most 16384)\n"
     "  --max-eval-probes N       probes per evaluation, queries and baseline each (default 100000)\n"
+    "  --max-results N           results (queries x k) per search request (default 1000000)\n"
+    "  --max-result-metadata BYTES  metadata per search request, counted as queries x k x\n"
+    "                            --max-metadata (default 268435456)\n"
     "  --max-connections N       open connections at once, at least --threads (default 1024)\n"
     "  --idle-timeout SECS       close connections idle this long (default 30; 0: never)\n"
     "  --header-timeout SECS     close a new connection silent this long before its first\n"
@@ -78,8 +84,8 @@ static const char usage[] =
 enum { OPT_LISTEN = 256, OPT_DATA, OPT_THREADS, OPT_MAX_BODY, OPT_MAX_EVAL_BODY, OPT_LOG_LEVEL,
        OPT_SNAPSHOT, OPT_PORT_FILE, OPT_KEY_FILE, OPT_METRICS_PUBLIC, OPT_TLS_CERT, OPT_TLS_KEY,
        OPT_MAX_BATCH, OPT_MAX_QUERIES, OPT_MAX_K, OPT_MAX_DIM, OPT_MAX_METADATA,
-       OPT_MAX_EVAL_PROBES, OPT_MAX_CONNECTIONS, OPT_IDLE_TIMEOUT,
-       OPT_HEADER_TIMEOUT, OPT_CONFIG, OPT_VERSION };
+       OPT_MAX_EVAL_PROBES, OPT_MAX_RESULTS, OPT_MAX_RESULT_METADATA, OPT_MAX_CONNECTIONS,
+       OPT_IDLE_TIMEOUT, OPT_HEADER_TIMEOUT, OPT_CONFIG, OPT_VERSION };
 
 static const struct option options[] = {
     {"listen", required_argument, NULL, OPT_LISTEN},
@@ -100,6 +106,8 @@ static const struct option options[] = {
     {"max-dim", required_argument, NULL, OPT_MAX_DIM},
     {"max-metadata", required_argument, NULL, OPT_MAX_METADATA},
     {"max-eval-probes", required_argument, NULL, OPT_MAX_EVAL_PROBES},
+    {"max-results", required_argument, NULL, OPT_MAX_RESULTS},
+    {"max-result-metadata", required_argument, NULL, OPT_MAX_RESULT_METADATA},
     {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
     {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
     {"header-timeout", required_argument, NULL, OPT_HEADER_TIMEOUT},
@@ -231,12 +239,24 @@ static int parse_bool(const char *s, bool *out)
 
 /* The limits and connection settings (api.h, http.h) from s into cfg and
  * lim; prints which one is wrong and returns -1 on a bad value. */
+typedef struct int_option {
+    int opt;
+    int lo, hi;
+} int_option;
+
+/* The row of opt in table (there is one: the table lists every integer
+ * option read_limits reads). */
+static size_t count_index(const int_option *table, size_t n, int opt)
+{
+    size_t i = 0;
+    while (i + 1 < n && table[i].opt != opt)
+        i++;
+    return i;
+}
+
 static int read_limits(const settings *s, cd_server_config *cfg, cd_limits *lim)
 {
-    static const struct {
-        int opt;
-        int lo, hi;
-    } counts[] = {
+    static const int_option counts[] = {
         {OPT_MAX_BATCH, 1, 10000000},
         {OPT_MAX_QUERIES, 1, 1000000},
         {OPT_MAX_K, 1, CD_K_MAX},
@@ -245,6 +265,7 @@ static int read_limits(const settings *s, cd_server_config *cfg, cd_limits *lim)
         {OPT_MAX_CONNECTIONS, 1, 1000000},
         {OPT_IDLE_TIMEOUT, 0, 86400},
         {OPT_HEADER_TIMEOUT, 0, 86400},
+        {OPT_MAX_RESULTS, 1, 1000000000},
     };
     int val[sizeof counts / sizeof counts[0]];
     for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++) {
@@ -256,20 +277,33 @@ static int read_limits(const settings *s, cd_server_config *cfg, cd_limits *lim)
             return -1;
         }
     }
+    /* By option, not by position in counts[]: two flags added side by
+     * side must not read each other's value. */
+#define VAL(o) val[count_index(counts, sizeof counts / sizeof counts[0], o)]
     *lim = (cd_limits){
-        .max_batch = val[0] ? (size_t)val[0] : CD_DEFAULT_MAX_BATCH,
-        .max_queries = val[1] ? (size_t)val[1] : CD_DEFAULT_MAX_QUERIES,
-        .max_k = val[2] ? val[2] : CD_DEFAULT_MAX_K,
-        .max_dim = val[3] ? val[3] : CD_DEFAULT_MAX_DIM,
+        .max_batch = VAL(OPT_MAX_BATCH) ? (size_t)VAL(OPT_MAX_BATCH) : CD_DEFAULT_MAX_BATCH,
+        .max_queries = VAL(OPT_MAX_QUERIES) ? (size_t)VAL(OPT_MAX_QUERIES) : CD_DEFAULT_MAX_QUERIES,
+        .max_k = VAL(OPT_MAX_K) ? VAL(OPT_MAX_K) : CD_DEFAULT_MAX_K,
+        .max_dim = VAL(OPT_MAX_DIM) ? VAL(OPT_MAX_DIM) : CD_DEFAULT_MAX_DIM,
         .max_metadata = CD_DEFAULT_MAX_METADATA,
-        .max_eval_probes = val[4] ? (size_t)val[4] : CD_DEFAULT_MAX_EVAL_PROBES,
+        .max_eval_probes = VAL(OPT_MAX_EVAL_PROBES) ? (size_t)VAL(OPT_MAX_EVAL_PROBES)
+                                                    : CD_DEFAULT_MAX_EVAL_PROBES,
+        .max_results = VAL(OPT_MAX_RESULTS) ? (size_t)VAL(OPT_MAX_RESULTS) : CD_DEFAULT_MAX_RESULTS,
+        .max_result_metadata = CD_DEFAULT_MAX_RESULT_METADATA,
     };
-    cfg->max_connections = val[5] ? (unsigned)val[5] : 1024;
-    cfg->idle_timeout_s = get_value(s, OPT_IDLE_TIMEOUT, NULL) ? (unsigned)val[6] : 30;
-    cfg->header_timeout_s = get_value(s, OPT_HEADER_TIMEOUT, NULL) ? (unsigned)val[7] : 10;
+    cfg->max_connections = VAL(OPT_MAX_CONNECTIONS) ? (unsigned)VAL(OPT_MAX_CONNECTIONS) : 1024;
+    cfg->idle_timeout_s = get_value(s, OPT_IDLE_TIMEOUT, NULL) ? (unsigned)VAL(OPT_IDLE_TIMEOUT) : 30;
+    cfg->header_timeout_s =
+        get_value(s, OPT_HEADER_TIMEOUT, NULL) ? (unsigned)VAL(OPT_HEADER_TIMEOUT) : 10;
+#undef VAL
     const char *v = get_value(s, OPT_MAX_METADATA, NULL);
     if (v && (parse_size(v, &lim->max_metadata) != 0 || lim->max_metadata > CD_METADATA_MAX)) {
         fprintf(stderr, "compatd: --max-metadata must be 1..%d bytes\n", CD_METADATA_MAX);
+        return -1;
+    }
+    v = get_value(s, OPT_MAX_RESULT_METADATA, NULL);
+    if (v && parse_size(v, &lim->max_result_metadata) != 0) {
+        fprintf(stderr, "compatd: --max-result-metadata must be a positive number of bytes\n");
         return -1;
     }
     if ((v = get_value(s, OPT_METRICS_PUBLIC, NULL)) && parse_bool(v, &cfg->metrics_public) != 0) {
@@ -376,6 +410,13 @@ static int serve_main(int argc, char **argv)
         goto out;
     }
     cd_log_set_level(cfg.log_level);
+#ifdef __GLIBC__
+    /* Blocks of 1 MiB and more (request bodies, large replies) get a
+     * mapping of their own, unmapped when freed.  By default glibc raises
+     * this threshold after each such free, and from then on a large reply
+     * freed after sending stays in the heap (api.c trims the rest). */
+    mallopt(M_MMAP_THRESHOLD, 1 << 20);
+#endif
     status = cd_serve(&cfg);
 out:
     for (size_t i = 0; i < sizeof s.values / sizeof s.values[0]; i++)

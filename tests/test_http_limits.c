@@ -380,6 +380,8 @@ static void test_bad_values(td_daemon *d)
         {{"--max-batch", "0"}, "--max-batch must be"},
         {{"--max-queries", "ten"}, "--max-queries must be"},
         {{"--max-eval-probes", "-1"}, "--max-eval-probes must be"},
+        {{"--max-results", "0"}, "--max-results must be an integer 1..1000000000"},
+        {{"--max-result-metadata", "0"}, "--max-result-metadata must be a positive number"},
         {{"--idle-timeout", "-1"}, "--idle-timeout must be"},
         {{"--max-connections", "2", "--threads", "4"}, "--max-connections 2 is less than"},
         {{"--config", conf}, "--max-k must be an integer 1..1000"},

@@ -38,6 +38,27 @@ static void test_normalize(void)
     CHECK(cd_vec_finite(v, 3));
 }
 
+/* The squared-norm bound that keeps ip and l2 scores finite in float32. */
+static void test_in_range(void)
+{
+    static const struct {
+        float v[3];
+        bool ok;
+    } cases[] = {
+        {{3, 0, 4}, true},
+        {{2.2e18f, 2.2e18f, 0}, true},      /* 9.68e36 */
+        {{3.2e18f, 0, 0}, false},           /* 1.02e37 */
+        {{3e38f, 0, 0}, false},
+        {{INFINITY, 0, 0}, false},
+        {{NAN, 0, 0}, false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        double norm2 = -1;
+        CHECK_EQ(cd_vec_in_range(cases[i].v, 3, &norm2), cases[i].ok);
+        CHECK(norm2 >= 0 || isnan(norm2));
+    }
+}
+
 static void test_b64_roundtrip(void)
 {
     /* 1..5 floats cover every padding case. */
@@ -105,6 +126,7 @@ int main(void)
 {
     test_metrics();
     test_normalize();
+    test_in_range();
     test_b64_roundtrip();
     test_b64_rejects();
     return check_exit();
