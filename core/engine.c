@@ -39,6 +39,16 @@
 
 #define SCAN_BATCH 4096
 
+/*
+ * What a snapshot is bound to, saved with it as cd_index_save's meta:
+ * SNAP_MAGIC, the store identity, gallery id, model id, seq and row count
+ * (int64 each, native order like FAISS's own data), then per row its rowid
+ * and cd_index_row_hash, in rowid order.  index_load serves a snapshot only
+ * when all of it matches the store (snapshot_check).
+ */
+#define SNAP_MAGIC "cdsnap01"
+#define SNAP_HEADER (8 + CD_STORE_ID_LEN + 4 * 8)
+
 /* One (gallery, model) index. */
 typedef struct gal_index {
     cd_model model;         /* the model whose embeddings it holds */
@@ -58,6 +68,9 @@ typedef struct gallery {
     gal_index *indexes;
     size_t n_indexes;
     int64_t seq;            /* last change applied to the indexes */
+    bool unavailable;       /* an index cannot be built: no search, no
+                               write until a restart rebuilds it */
+    char why[CD_ERRMSG_MAX];    /* what failed, when unavailable */
     pthread_mutex_t overlap_mu; /* guards the two fields below, which
                                    searches (read lock) fill in */
     int64_t overlap_model;  /* model whose overlap is cached, 0: none */
@@ -72,6 +85,7 @@ struct cd_engine {
     char *db_path;          /* DATA/compatd.db */
     char *marker_path;      /* DATA/compatd.running while open, else NULL */
     cd_store *st;
+    char store_id[CD_STORE_ID_LEN + 1]; /* bound into every snapshot */
     cd_engine_config cfg;
 
     pthread_rwlock_t lock;  /* guards gals / n_gals */
@@ -238,6 +252,38 @@ static cd_err gallery_enter(cd_engine *e, const char *name, gallery **out,
     }
     *out = g;
     return CD_OK;
+}
+
+/* CD_EUNAVAILABLE when g is; the caller holds g's lock. */
+static cd_err gallery_check(const gallery *g, cd_error *err)
+{
+    if (!g->unavailable)
+        return CD_OK;
+    return cd__fail(err, CD_EUNAVAILABLE, "gallery \"%s\" is unavailable: %s",
+                    g->info.name, g->why);
+}
+
+/*
+ * Makes g unavailable because of what failed (why), frees its indexes, and
+ * fails with CD_EUNAVAILABLE naming the gallery and the cause.  The caller
+ * holds g's write lock (or is loading).  Searches and writes then fail the
+ * same way (gallery_check); reads of the store, evaluations and deleting
+ * the gallery still work, and the next start tries to build it again.
+ */
+static cd_err gallery_fail(cd_engine *e, gallery *g, const char *why,
+                           cd_error *err)
+{
+    if (!g->unavailable) {
+        snprintf(g->why, sizeof g->why, "%s", why);
+        g->unavailable = true;
+        elog(e, CD_LOG_ERROR, "gallery %s is unavailable: %s", g->info.name,
+             g->why);
+    }
+    for (size_t i = 0; i < g->n_indexes; i++) {
+        cd_index_destroy(g->indexes[i].ix);
+        g->indexes[i].ix = NULL;
+    }
+    return gallery_check(g, err);
 }
 
 /* The index slot of model_id in g, or NULL. */
@@ -466,6 +512,161 @@ static cd_err store_checked(cd_engine *e, cd_error *err)
     return rc;
 }
 
+/*
+ * Row hashes of one scan of the store: their sum and count, and (keep) the
+ * rows themselves, in scan (rowid) order, or (ids) the set of rowids.
+ */
+typedef struct row_hashes {
+    int dim;
+    bool keep;
+    unsigned char *rows;    /* n * 16 bytes: rowid, hash */
+    size_t n, cap;
+    uint64_t sum;           /* modulo 2^64 */
+    cd__idset *ids;         /* when not NULL, gets every rowid */
+} row_hashes;
+
+static cd_err hash_batch(void *ctx, const int64_t *rowids,
+                         const float *vectors, size_t n)
+{
+    row_hashes *rh = ctx;
+    if (rh->keep && rh->n + n > rh->cap) {
+        size_t cap = rh->cap ? rh->cap * 2 : SCAN_BATCH;
+        while (cap < rh->n + n)
+            cap *= 2;
+        unsigned char *grown = realloc(rh->rows, cap * 16);
+        if (!grown)
+            return CD_ENOMEM;
+        rh->rows = grown;
+        rh->cap = cap;
+    }
+    if (rh->ids && !cd__idset_reserve(rh->ids, n))
+        return CD_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t h = cd_index_row_hash(rowids[i], vectors + i * (size_t)rh->dim,
+                                       rh->dim);
+        rh->sum += h;
+        if (rh->keep) {
+            memcpy(rh->rows + rh->n * 16, &rowids[i], 8);
+            memcpy(rh->rows + rh->n * 16 + 8, &h, 8);
+        }
+        if (rh->ids)
+            cd__idset_put(rh->ids, rowids[i]);
+        rh->n++;
+    }
+    return CD_OK;
+}
+
+/* Hashes gi's rows in the store written after after_seq into rh. */
+static cd_err hash_rows(cd_engine *e, gallery *g, gal_index *gi,
+                        int64_t after_seq, row_hashes *rh, cd_error *err)
+{
+    rh->dim = gi->model.dim;
+    return cd_store_scan_vectors(e->st, g->info.id, gi->model.id,
+                                 gi->model.dim, after_seq, SCAN_BATCH,
+                                 hash_batch, rh, NULL, err);
+}
+
+/*
+ * Builds the meta saved with gi's snapshot at g->seq (see SNAP_MAGIC): the
+ * store's rows are what the index holds, since the caller holds g's lock.
+ * *out is malloc'd.
+ */
+static cd_err snapshot_meta(cd_engine *e, gallery *g, gal_index *gi,
+                            unsigned char **out, size_t *len, cd_error *err)
+{
+    row_hashes rh = {.keep = true};
+    *out = NULL;
+    unsigned char *m = NULL;
+    cd_err rc = hash_rows(e, g, gi, -1, &rh, err);
+    if (rc != CD_OK)
+        goto out;
+    m = malloc(SNAP_HEADER + rh.n * 16);
+    if (!m) {
+        rc = cd__fail(err, CD_ENOMEM, "out of memory");
+        goto out;
+    }
+    int64_t fields[4] = {g->info.id, gi->model.id, g->seq, (int64_t)rh.n};
+    memcpy(m, SNAP_MAGIC, 8);
+    memcpy(m + 8, e->store_id, CD_STORE_ID_LEN);
+    memcpy(m + 8 + CD_STORE_ID_LEN, fields, sizeof fields);
+    if (rh.n)
+        memcpy(m + SNAP_HEADER, rh.rows, rh.n * 16);
+    *out = m;
+    *len = SNAP_HEADER + rh.n * 16;
+out:
+    free(rh.rows);
+    return rc;
+}
+
+/*
+ * Checks a snapshot of gi taken at snap_seq, holding `held` vectors,
+ * against its meta and the store: the same store identity, gallery,
+ * model and seq, and rows that are exactly the store's, where rows the
+ * store changed since snap_seq (rewritten or deleted, which catch-up
+ * replaces) are left out on both sides.  So a snapshot copied from another
+ * gallery or data directory, or left from another history of a restored
+ * database, is refused.  CD_ECORRUPT with what differs, CD_EIO/CD_ENOMEM
+ * when the store cannot be read.
+ */
+static cd_err snapshot_check(cd_engine *e, gallery *g, gal_index *gi,
+                             const unsigned char *meta, size_t len,
+                             int64_t snap_seq, int64_t held, cd_error *err)
+{
+    int64_t f[4];
+    if (len < SNAP_HEADER || memcmp(meta, SNAP_MAGIC, 8) != 0)
+        return cd__fail(err, CD_ECORRUPT, "snapshot has no binding to a store");
+    memcpy(f, meta + 8 + CD_STORE_ID_LEN, sizeof f);
+    if (memcmp(meta + 8, e->store_id, CD_STORE_ID_LEN) != 0)
+        return cd__fail(err, CD_ECORRUPT, "snapshot was written for store %.*s, "
+                        "this is store %s", CD_STORE_ID_LEN, (const char *)meta + 8,
+                        e->store_id);
+    if (f[0] != g->info.id || f[1] != gi->model.id || f[2] != snap_seq)
+        return cd__fail(err, CD_ECORRUPT, "snapshot was written for gallery id %"
+                        PRId64 " model id %" PRId64 " seq %" PRId64, f[0], f[1], f[2]);
+    if (f[3] < 0 || (len - SNAP_HEADER) % 16 != 0 ||
+        (size_t)f[3] != (len - SNAP_HEADER) / 16 || f[3] != held)
+        return cd__fail(err, CD_ECORRUPT, "snapshot holds %" PRId64 " vectors, "
+                        "its binding lists %" PRId64, held, f[3]);
+
+    cd__idset changed = CD__IDSET_INIT;
+    row_hashes all = {0}, since = {.ids = &changed};
+    int64_t *dead = NULL;
+    size_t n_dead = 0;
+    cd_err rc = hash_rows(e, g, gi, -1, &all, err);
+    if (rc == CD_OK)
+        rc = hash_rows(e, g, gi, snap_seq, &since, err);
+    if (rc == CD_OK)
+        rc = cd_store_tombstones(e->st, g->info.id, snap_seq, &dead, &n_dead, err);
+    if (rc == CD_OK && !cd__idset_reserve(&changed, n_dead))
+        rc = cd__fail(err, CD_ENOMEM, "out of memory");
+    if (rc != CD_OK)
+        goto out;
+    for (size_t i = 0; i < n_dead; i++)
+        cd__idset_put(&changed, dead[i]);
+    /* The snapshot's rows the store did not change since must be exactly
+     * the store's rows written up to snap_seq. */
+    uint64_t sum = 0;
+    size_t kept = 0;
+    for (size_t i = 0; i < (size_t)f[3]; i++) {
+        int64_t id;
+        uint64_t h;
+        memcpy(&id, meta + SNAP_HEADER + i * 16, 8);
+        memcpy(&h, meta + SNAP_HEADER + i * 16 + 8, 8);
+        if (cd__idset_contains(&changed, id))
+            continue;
+        sum += h;
+        kept++;
+    }
+    if (sum != all.sum - since.sum || kept != all.n - since.n)
+        rc = cd__fail(err, CD_ECORRUPT, "snapshot rows differ from the store's "
+                      "(%zu unchanged rows in it, %zu in the store): another "
+                      "history or another gallery's file", kept, all.n - since.n);
+out:
+    free(dead);
+    cd__idset_finish(&changed);
+    return rc;
+}
+
 /* Loads gi's newest snapshot and catches up, or rebuilds; reads which
  * items have an embedding of gi's model. */
 static cd_err index_load(cd_engine *e, gallery *g, gal_index *gi,
@@ -487,13 +688,19 @@ static cd_err index_load(cd_engine *e, gallery *g, gal_index *gi,
 
     const char *why = NULL;
     cd_error lerr;
+    void *meta = NULL;
+    size_t meta_len = 0;
     cd_error_clear(&lerr);
     if (!newest.path) {
         why = "no snapshot";
     } else if (newest.seq > g->seq) {
         why = "snapshot is newer than the store";
     } else if (cd_index_load(newest.path, g->info.index_spec, gi->model.dim,
-                             gi->model.metric, &gi->ix, &lerr) != CD_OK) {
+                             gi->model.metric, &gi->ix, &meta, &meta_len,
+                             &lerr) != CD_OK) {
+        why = lerr.message;
+    } else if (snapshot_check(e, g, gi, meta, meta_len, newest.seq,
+                              cd_index_count(gi->ix), &lerr) != CD_OK) {
         why = lerr.message;
     } else if (newest.seq < g->seq && !cd_index_can_remove(gi->ix)) {
         why = "snapshot is behind and the index type cannot remove";
@@ -506,8 +713,9 @@ static cd_err index_load(cd_engine *e, gallery *g, gal_index *gi,
 
     if (why) {
         if (stored > 0 || newest.path)
-            elog(e, CD_LOG_WARN, "gallery %s model %s: %s; rebuilding from the store",
-                 g->info.name, gi->model.name, why);
+            elog(e, CD_LOG_WARN, "gallery %s model %s: %s%s%s; rebuilding from the store",
+                 g->info.name, gi->model.name, newest.path ? newest.path : "",
+                 newest.path ? ": " : "", why);
         cd_index_destroy(gi->ix);
         gi->ix = NULL;
         if ((rc = store_checked(e, err)) == CD_OK)
@@ -521,6 +729,7 @@ static cd_err index_load(cd_engine *e, gallery *g, gal_index *gi,
         gi->dirty = newest.seq != g->seq;
     }
 out:
+    free(meta);
     free(newest.path);
     return rc;
 }
@@ -537,10 +746,18 @@ static cd_err index_snapshot(cd_engine *e, gallery *g, gal_index *gi,
         if (rc != CD_OK)
             return rc;
     }
+    unsigned char *meta = NULL;
+    size_t meta_len = 0;
+    cd_err rc = snapshot_meta(e, g, gi, &meta, &meta_len, err);
+    if (rc != CD_OK)
+        return rc;
     char *path = snapshot_path(e, g, gi, g->seq);
-    if (!path)
+    if (!path) {
+        free(meta);
         return cd__fail(err, CD_ENOMEM, "out of memory");
-    cd_err rc = cd_index_save(gi->ix, path, err);
+    }
+    rc = cd_index_save(gi->ix, path, meta, meta_len, err);
+    free(meta);
     if (rc == CD_OK) {
         prune_ctx p = {path};
         snapshot_files(e, g->info.id, gi->model.id, remove_other, &p);
@@ -560,6 +777,8 @@ static cd_err gallery_snapshot(cd_engine *e, gallery *g, cd_error *err)
 {
     cd_err rc = CD_OK;
     int64_t min_saved = g->seq;
+    if (g->unavailable)
+        return CD_OK;   /* nothing to save; keep the tombstones */
     for (size_t i = 0; i < g->n_indexes && rc == CD_OK; i++) {
         rc = index_snapshot(e, g, &g->indexes[i], err);
         if (g->indexes[i].ix && g->indexes[i].saved_seq < min_saved)
@@ -713,6 +932,8 @@ cd_err cd_engine_open(const cd_engine_config *cfg, cd_engine **out,
         (rc = db_present(e, err)) != CD_OK || (rc = unclean_check(e, err)) != CD_OK)
         goto fail;
     rc = cd_store_open(e->db_path, &e->st, err);
+    if (rc == CD_OK)
+        rc = cd_store_identity(e->st, e->store_id, err);
     if (rc != CD_OK)
         goto fail;
     rc = cd_store_gallery_list(e->st, &rows, &n_rows, err);
@@ -769,19 +990,37 @@ cd_err cd_engine_load_indexes(cd_engine *e, cd_error *err)
         gallery *g = e->gals[i];
         cd_model_count *counts = NULL;
         size_t n = 0;
+        cd_error gerr;
         pthread_rwlock_wrlock(&g->lock);
-        rc = cd_store_gallery_embeddings(e->st, g->info.id, &counts, &n, err);
-        for (size_t j = 0; j < n && rc == CD_OK; j++) {
+        /* A spec accepted by an older compatd may be one we refuse now. */
+        cd_err grc = cd_index_spec_check(g->info.index_spec, g->model.dim, &gerr);
+        if (grc != CD_OK) {
+            char why[CD_ERRMSG_MAX]; /* cd__fail writes over gerr.message */
+            snprintf(why, sizeof why, "%s", gerr.message);
+            cd__fail(&gerr, grc, "index \"%s\" is not accepted (%s); delete "
+                     "the gallery and create it again with another index",
+                     g->info.index_spec, why);
+        }
+        if (grc == CD_OK)
+            grc = cd_store_gallery_embeddings(e->st, g->info.id, &counts, &n, &gerr);
+        for (size_t j = 0; j < n && grc == CD_OK; j++) {
             cd_model m;
-            rc = model_by_name(e, counts[j].model, &m, err);
-            gal_index *gi = rc == CD_OK ? index_slot_add(g, &m) : NULL;
-            if (rc == CD_OK && !gi)
-                rc = cd__fail(err, CD_ENOMEM, "out of memory");
-            if (rc == CD_OK)
-                rc = index_load(e, g, gi, err);
+            grc = model_by_name(e, counts[j].model, &m, &gerr);
+            gal_index *gi = grc == CD_OK ? index_slot_add(g, &m) : NULL;
+            if (grc == CD_OK && !gi)
+                grc = cd__fail(&gerr, CD_ENOMEM, "out of memory");
+            if (grc == CD_OK)
+                grc = index_load(e, g, gi, &gerr);
         }
         free(counts);
-        /* Snapshot files of models the gallery no longer has are stale. */
+        /* Damage read from the database is the whole database's, not this
+         * gallery's: confirmed by the store's check, nothing is served. */
+        if (grc == CD_ECORRUPT || grc == CD_EIO)
+            rc = store_checked(e, err);
+        /* One gallery that cannot be built must not take the others (or
+         * the daemon, restart after restart) down with it. */
+        if (grc != CD_OK && rc == CD_OK)
+            gallery_fail(e, g, gerr.message, NULL);
         pthread_rwlock_unlock(&g->lock);
     }
     pthread_rwlock_unlock(&e->lock);
@@ -982,6 +1221,20 @@ cd_err cd_engine_request_model(cd_engine *e, const char *gallery_name,
     return rc;
 }
 
+bool cd_engine_gallery_unavailable(cd_engine *e, const char *name,
+                                   cd_error *why)
+{
+    gallery *g;
+    cd_error ignored;
+    if (gallery_enter(e, name, &g, &ignored) != CD_OK)
+        return false;
+    pthread_rwlock_rdlock(&g->lock);
+    bool unavailable = gallery_check(g, why) != CD_OK;
+    pthread_rwlock_unlock(&g->lock);
+    pthread_rwlock_unlock(&e->lock);
+    return unavailable;
+}
+
 cd_err cd_engine_gallery_get(cd_engine *e, const char *name, cd_gallery *out,
                              cd_error *err)
 {
@@ -1011,7 +1264,8 @@ cd_err cd_engine_gallery_embeddings(cd_engine *e, const char *name,
 {
     *out = NULL;
     *n = 0;
-    if (!cd_engine_ready(e)) {
+    /* An unavailable gallery's member sets may be incomplete. */
+    if (!cd_engine_ready(e) || cd_engine_gallery_unavailable(e, name, NULL)) {
         cd_gallery row;
         cd_err rc = cd_store_gallery_get(e->st, name, &row, err);
         if (rc != CD_OK)
@@ -1125,15 +1379,21 @@ static cd_err copy_vectors(const cd_model *m, const cd_item_in *items,
     return CD_OK;
 }
 
-/* Rebuilds gi if its index asks for it; logs (does not fail) otherwise. */
-static void index_settle(cd_engine *e, gallery *g, gal_index *gi)
+/*
+ * Rebuilds gi when its index asks for it or is gone (an add or remove
+ * failed half-way).  When that fails too the gallery becomes unavailable
+ * (CD_EUNAVAILABLE): its index no longer holds what the store does, so it
+ * must not answer.  The caller holds g's write lock.
+ */
+static cd_err index_settle(cd_engine *e, gallery *g, gal_index *gi,
+                           cd_error *err)
 {
     if (gi->ix && !cd_index_needs_rebuild(gi->ix))
-        return;
-    cd_error err;
-    if (index_rebuild(e, g, gi, &err) != CD_OK)
-        elog(e, CD_LOG_ERROR, "gallery %s model %s: %s", g->info.name,
-             gi->model.name, err.message);
+        return CD_OK;
+    cd_error rerr;
+    if (index_rebuild(e, g, gi, &rerr) != CD_OK)
+        return gallery_fail(e, g, rerr.message, err);
+    return CD_OK;
 }
 
 cd_err cd_engine_items_upsert(cd_engine *e, const char *gallery_name,
@@ -1174,51 +1434,61 @@ cd_err cd_engine_items_upsert(cd_engine *e, const char *gallery_name,
     }
 
     pthread_rwlock_wrlock(&g->lock);
+    /* What can fail before the commit does, so that nothing is stored. */
+    gal_index *gi = NULL;
+    rc = gallery_check(g, err);
+    if (rc == CD_OK && !(gi = index_slot_add(g, &m)))
+        rc = cd__fail(err, CD_ENOMEM, "out of memory");
+    if (rc == CD_OK && !gi->ix)
+        rc = cd_index_create(g->info.index_spec, m.dim, m.metric, &gi->ix, err);
     int64_t seq = 0;
-    rc = cd_store_items_upsert(e->st, g->info.id, m.id, m.dim, copy, n, &seq,
-                               rowids, replaced, err);
+    if (rc == CD_OK)
+        rc = cd_store_items_upsert(e->st, g->info.id, m.id, m.dim, copy, n,
+                                   &seq, rowids, replaced, err);
     if (rc != CD_OK) {
         pthread_rwlock_unlock(&g->lock);
         goto out;
     }
-    /* Committed: from here on the call succeeds; the index follows. */
-    gal_index *gi = index_slot_add(g, &m);
+    /*
+     * Committed.  The call succeeds only once the index holds the batch
+     * too: when applying it fails (out of memory in FAISS), the index is
+     * rebuilt from the store, and when that fails the gallery becomes
+     * unavailable and the call fails with CD_EUNAVAILABLE.  The batch
+     * stays stored (the store cannot take back the vectors it replaced);
+     * nothing answers from an index without it, and an upsert is
+     * idempotent, so the client's retry after a restart is safe.
+     */
     cd_error ierr;
-    cd_err irc = gi ? CD_OK : CD_ENOMEM;
-    if (irc == CD_OK && !gi->ix)
-        irc = cd_index_create(g->info.index_spec, m.dim, m.metric, &gi->ix, &ierr);
-    if (irc == CD_OK) {
-        size_t n_old = 0;
-        for (size_t i = 0; i < n; i++)
+    cd_err irc = CD_OK;
+    size_t n_old = 0;
+    for (size_t i = 0; i < n; i++)
+        if (replaced[i])
+            n_old++;
+    if (n_old) {
+        int64_t *old = malloc(n_old * sizeof *old);
+        n_old = 0;
+        for (size_t i = 0; old && i < n; i++)
             if (replaced[i])
-                n_old++;
-        if (n_old) {
-            int64_t *old = malloc(n_old * sizeof *old);
-            n_old = 0;
-            for (size_t i = 0; old && i < n; i++)
-                if (replaced[i])
-                    old[n_old++] = rowids[i];
-            irc = old ? cd_index_remove(gi->ix, old, n_old, &ierr) : CD_ENOMEM;
-            gi->hidden |= !cd_index_can_remove(gi->ix);
-            free(old);
-        }
+                old[n_old++] = rowids[i];
+        irc = old ? cd_index_remove(gi->ix, old, n_old, &ierr)
+                  : cd__fail(&ierr, CD_ENOMEM, "out of memory");
+        gi->hidden |= !cd_index_can_remove(gi->ix);
+        free(old);
     }
     if (irc == CD_OK)
         irc = cd_index_add(gi->ix, rowids, vecs, n, &ierr);
-    if (gi && members_batch(&gi->members, rowids, NULL, n) != CD_OK)
+    if (members_batch(&gi->members, rowids, NULL, n) != CD_OK)
         elog(e, CD_LOG_ERROR, "gallery %s: out of memory noting the items of model %s",
              g->info.name, m.name);
     g->seq = seq;
-    if (gi) {
-        gi->dirty = true;
-        if (irc != CD_OK) {
-            elog(e, CD_LOG_ERROR, "gallery %s: applying a committed batch to the index failed (%s); rebuilding",
-                 g->info.name, cd_strerror(irc));
-            cd_index_destroy(gi->ix);
-            gi->ix = NULL;
-        }
-        index_settle(e, g, gi);
+    gi->dirty = true;
+    if (irc != CD_OK) {
+        elog(e, CD_LOG_ERROR, "gallery %s: applying a committed batch to the index failed (%s); rebuilding",
+             g->info.name, ierr.message);
+        cd_index_destroy(gi->ix);
+        gi->ix = NULL;
     }
+    rc = index_settle(e, g, gi, err);
     pthread_rwlock_unlock(&g->lock);
 out:
     pthread_rwlock_unlock(&e->lock);
@@ -1252,7 +1522,9 @@ cd_err cd_engine_item_delete(cd_engine *e, const char *gallery_name,
         return rc;
     pthread_rwlock_wrlock(&g->lock);
     int64_t rowid = 0, seq = 0;
-    rc = cd_store_item_delete(e->st, g->info.id, id, &rowid, &seq, err);
+    rc = gallery_check(g, err);
+    if (rc == CD_OK)
+        rc = cd_store_item_delete(e->st, g->info.id, id, &rowid, &seq, err);
     if (rc == CD_OK) {
         g->seq = seq;
         for (size_t i = 0; i < g->n_indexes; i++) {
@@ -1268,7 +1540,10 @@ cd_err cd_engine_item_delete(cd_engine *e, const char *gallery_name,
             } else {
                 gi->hidden |= !cd_index_can_remove(gi->ix);
             }
-            index_settle(e, g, gi);
+            if (index_settle(e, g, gi, err) != CD_OK) {
+                rc = CD_EUNAVAILABLE;
+                break;
+            }
         }
     }
     pthread_rwlock_unlock(&g->lock);
@@ -1637,7 +1912,9 @@ cd_err cd_engine_search(cd_engine *e, const char *gallery_name,
 
     pthread_rwlock_rdlock(&g->lock);
     query_plan plan;
-    rc = plan_query(e, g, &m, &plan, err);
+    rc = gallery_check(g, err);
+    if (rc == CD_OK)
+        rc = plan_query(e, g, &m, &plan, err);
     if (rc == CD_OK)
         rc = run_plan(&plan, &m, q, nq, k, ids, scores, err);
     if (rc == CD_OK) {

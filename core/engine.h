@@ -10,7 +10,15 @@
  *
  * On open the engine loads each index's newest snapshot and replays the
  * change sequence after it, or rebuilds from SQLite when the snapshot is
- * missing, unreadable or does not match the store.
+ * missing, unreadable or does not match the store.  A snapshot is bound to
+ * the store's identity, its gallery, model and seq, and the hashes of the
+ * rows it holds; any difference is logged with the file's name and the
+ * index rebuilt.
+ *
+ * A gallery whose index cannot be built (a spec this compatd refuses, a
+ * rebuild or an add that FAISS fails) is unavailable: its searches and
+ * writes fail with CD_EUNAVAILABLE saying why, the other galleries serve
+ * on, deleting it works, and the next open tries again.
  *
  * Thread safety: every function may be called from any thread once
  * cd_engine_open has returned.  Vectors passed in are validated here too
@@ -51,7 +59,11 @@ cd_err cd_engine_open(const cd_engine_config *cfg, cd_engine **out,
 
 /*
  * Loads or rebuilds every gallery's indexes.  Until it returns, calls that
- * need an index fail with CD_EBUSY.  Starts the periodic snapshot thread.
+ * need an index fail with CD_EBUSY.  A gallery that cannot be loaded is
+ * made unavailable (logged), not an error of the call, unless the cause
+ * is damage in the database (confirmed by cd_store_check): then the call
+ * fails with CD_ECORRUPT, nothing is served, and the engine stays not
+ * ready.  Starts the periodic snapshot thread.
  */
 cd_err cd_engine_load_indexes(cd_engine *e, cd_error *err);
 
@@ -102,13 +114,21 @@ cd_err cd_engine_request_model(cd_engine *e, const char *gallery,
 
 /*
  * Creates a gallery for model with an index spec (NULL: "Flat").  A spec
- * FAISS rejects for the model's dimension is CD_EINVAL.
+ * outside cd_index_spec_check's forms and bounds, or that FAISS rejects
+ * for the model's dimension, is CD_EINVAL.
  */
 cd_err cd_engine_gallery_create(cd_engine *e, const char *name,
                                 const char *model, const char *index_spec,
                                 cd_gallery *out, cd_error *err);
 cd_err cd_engine_gallery_get(cd_engine *e, const char *name, cd_gallery *out,
                              cd_error *err);
+/*
+ * True when gallery name exists and is unavailable; why (may be NULL)
+ * then gets CD_EUNAVAILABLE and the reason.  False for a gallery that
+ * serves or does not exist.
+ */
+bool cd_engine_gallery_unavailable(cd_engine *e, const char *name,
+                                   cd_error *why);
 /* *out is malloc'd; free with free(). */
 cd_err cd_engine_gallery_list(cd_engine *e, cd_gallery **out, size_t *n,
                               cd_error *err);
@@ -132,7 +152,10 @@ cd_err cd_engine_gallery_delete(cd_engine *e, const char *name,
  * Upserts n items' embeddings of `model` (NULL: the gallery model).  Each
  * item's vector must have the model's dim floats (the engine copies and,
  * for cosine, normalises them).  All or nothing; the error names the first
- * bad item by index.  Acknowledged (CD_OK) only after the SQLite commit.
+ * bad item by index.  Acknowledged (CD_OK) only after the SQLite commit
+ * and once the index holds the batch.  CD_EUNAVAILABLE when the gallery
+ * is unavailable, or becomes so because its index cannot take the batch
+ * (which the store then holds; see engine.c).
  */
 cd_err cd_engine_items_upsert(cd_engine *e, const char *gallery,
                               const char *model, const cd_item_in *items,

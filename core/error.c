@@ -26,6 +26,7 @@ const char *cd_strerror(cd_err code)
     case CD_ECORRUPT: return "corrupt data";
     case CD_EVERSION: return "unsupported version";
     case CD_EBUSY: return "busy";
+    case CD_EUNAVAILABLE: return "gallery unavailable";
     case CD_EINTERNAL: return "internal error";
     }
     return "unknown error";

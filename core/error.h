@@ -28,6 +28,7 @@ typedef enum cd_err {
     CD_ECORRUPT,        /* a stored file is damaged */
     CD_EVERSION,        /* the data directory is newer than this binary */
     CD_EBUSY,           /* not ready yet, try again */
+    CD_EUNAVAILABLE,    /* a gallery's index cannot be built; says why */
     CD_EINTERNAL        /* a bug: an invariant did not hold */
 } cd_err;
 

@@ -257,37 +257,131 @@ static bool spec_without_polysemous(const char *spec, char *buf, size_t size)
     return changed;
 }
 
+/* ---- the spec grammar ------------------------------------------------ */
+
 /*
- * Rejects a plain PQ<M> component whose M does not divide dim, before
- * FAISS 1.7.3's factory leaks the coarse quantizer doing the same.  Only
- * when no component can change the dimension (PCA, OPQ, RR, ITQ, Pad);
- * FAISS judges the others.
+ * The factory strings compatd accepts, with bounds that keep FAISS away
+ * from what it does not survive:
+ *   HNSW M in 2..256: M 0 makes faiss::add_link write out of bounds on the
+ *     first add, M 1 sets the level multiplier 1/ln(M) to infinity so every
+ *     vector gets an enormous level; 256 (512 level-0 links, 2 KiB a
+ *     vector) is well past what recall needs.
+ *   IVF nlist in 1..65536: FAISS allocates the nlist inverted lists when
+ *     the index is made (IVF999999999 grew to 13.7 GB), and training waits
+ *     for 39 * nlist vectors (2.5 million at the bound), staged exactly.
+ *   PQ m dividing dim, nbits in 1..16: each sub-quantizer is a k-means of
+ *     2^nbits centroids trained on 39 * 2^nbits vectors, the same ceiling
+ *     of 65536 centroids as IVF.
+ *   SQ4, SQ6, SQ8, SQfp16: the scalar quantizers that need no parameter.
+ * No pre-transform (PCA, OPQ, ...) and no other type: FAISS judges those
+ * only by crashing or allocating.
  */
-static cd_err check_pq_split(const char *spec, int dim, cd_error *err)
+#define HNSW_M_MIN 2
+#define HNSW_M_MAX 256
+#define IVF_NLIST_MAX 65536
+#define PQ_NBITS_MAX 16
+#define SPEC_FORMS "Flat, HNSW<M>, HNSW<M>,Flat, IVF<nlist>,Flat, " \
+    "IVF<nlist>,PQ<m>[x<nbits>], IVF<nlist>,SQ<4|6|8|fp16>, " \
+    "PQ<m>[x<nbits>], SQ<4|6|8|fp16>"
+
+/*
+ * Reads the decimal number at *p and moves *p past it; values above
+ * 999999999 read as 1000000000 (out of every bound).  False when *p is
+ * not a digit.
+ */
+static bool read_number(const char **p, long *out)
 {
-    static const char *const reshapers[] = {"PCA", "OPQ", "RR", "ITQ", "Pad"};
-    for (const char *p = spec;; p++) {
-        for (size_t i = 0; i < sizeof reshapers / sizeof reshapers[0]; i++)
-            if (strncmp(p, reshapers[i], strlen(reshapers[i])) == 0)
-                return CD_OK;
-        p = strchr(p, ',');
-        if (!p)
-            break;
+    const char *s = *p;
+    long v = 0;
+    if (*s < '0' || *s > '9')
+        return false;
+    for (; *s >= '0' && *s <= '9'; s++)
+        v = v < 100000000 ? v * 10 + (*s - '0') : 1000000000;
+    *p = s;
+    *out = v;
+    return true;
+}
+
+static cd_err spec_form_fail(cd_error *err)
+{
+    return cd__fail(err, CD_EINVAL, "not one of the accepted forms: %s",
+                    SPEC_FORMS);
+}
+
+/* Checks that p is exactly PQ<m>[x<nbits>] for dim. */
+static cd_err check_pq(const char *p, int dim, cd_error *err)
+{
+    long m, nbits = 8;
+    p += 2;
+    if (!read_number(&p, &m))
+        return spec_form_fail(err);
+    if (*p == 'x') {
+        p++;
+        if (!read_number(&p, &nbits))
+            return spec_form_fail(err);
     }
-    for (const char *p = spec;; p++) {
-        size_t n = strcspn(p, ",");
-        if (plain_pq(p, n)) {
-            long m = strtol(p + 2, NULL, 10);
-            if (m <= 0 || dim % m != 0)
-                return cd__fail(err, CD_EINVAL, "index spec \"%s\": PQ%ld "
-                                "needs a dimension divisible by %ld, not %d",
-                                spec, m, m, dim);
-        }
-        p += n;
-        if (*p == '\0')
-            break;
-    }
+    if (*p != '\0')
+        return spec_form_fail(err);
+    if (m < 1 || m > dim || dim % m != 0)
+        return cd__fail(err, CD_EINVAL, "PQ m is %ld, must divide the "
+                        "dimension %d", m, dim);
+    if (nbits < 1 || nbits > PQ_NBITS_MAX)
+        return cd__fail(err, CD_EINVAL, "PQ nbits is %ld, must be 1..%d "
+                        "(2^nbits centroids per sub-quantizer)", nbits,
+                        PQ_NBITS_MAX);
     return CD_OK;
+}
+
+/* Checks that p is exactly SQ4, SQ6, SQ8 or SQfp16. */
+static cd_err check_sq(const char *p, cd_error *err)
+{
+    static const char *const ok[] = {"SQ4", "SQ6", "SQ8", "SQfp16"};
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
+        if (strcmp(p, ok[i]) == 0)
+            return CD_OK;
+    return spec_form_fail(err);
+}
+
+cd_err cd_index_spec_check(const char *spec, int dim, cd_error *err)
+{
+    const char *p = spec;
+    long v;
+    if (!spec || spec[0] == '\0')
+        return cd__fail(err, CD_EINVAL, "index spec is empty");
+    if (strnlen(spec, CD_SPEC_MAX + 1) > CD_SPEC_MAX)
+        return cd__fail(err, CD_EINVAL, "index spec is longer than %d bytes",
+                        CD_SPEC_MAX);
+    if (dim <= 0 || dim > CD_DIM_MAX)
+        return cd__fail(err, CD_EINVAL, "dimension %d is not in 1..%d", dim,
+                        CD_DIM_MAX);
+    if (strcmp(p, "Flat") == 0)
+        return CD_OK;
+    if (strncmp(p, "HNSW", 4) == 0) {
+        p += 4;
+        if (!read_number(&p, &v) || (*p != '\0' && strcmp(p, ",Flat") != 0))
+            return spec_form_fail(err);
+        if (v < HNSW_M_MIN || v > HNSW_M_MAX)
+            return cd__fail(err, CD_EINVAL, "HNSW M is %ld, must be %d..%d",
+                            v, HNSW_M_MIN, HNSW_M_MAX);
+        return CD_OK;
+    }
+    if (strncmp(p, "IVF", 3) == 0) {
+        p += 3;
+        if (!read_number(&p, &v) || *p != ',')
+            return spec_form_fail(err);
+        p++;
+        if (v < 1 || v > IVF_NLIST_MAX)
+            return cd__fail(err, CD_EINVAL, "IVF nlist is %ld, must be 1..%d "
+                            "(training waits for 39 vectors per list)", v,
+                            IVF_NLIST_MAX);
+        if (strcmp(p, "Flat") == 0)
+            return CD_OK;
+    }
+    if (strncmp(p, "PQ", 2) == 0)
+        return check_pq(p, dim, err);
+    if (strncmp(p, "SQ", 2) == 0)
+        return check_sq(p, err);
+    return spec_form_fail(err);
 }
 
 /*
@@ -304,9 +398,6 @@ static cd_err new_main(const char *spec, int dim, FaissMetricType metric,
     char np_spec[2 * CD_SPEC_MAX + 8];
     cd_err rc = CD_OK;
     *out = NULL;
-    rc = check_pq_split(spec, dim, err);
-    if (rc != CD_OK)
-        return rc;
     /* Without polysemous training where FAISS takes the suffix there. */
     if (!spec_without_polysemous(spec, np_spec, sizeof np_spec) ||
         faiss_index_factory(&ix, dim, np_spec, metric) != 0) {
@@ -401,14 +492,9 @@ cd_err cd_index_create(const char *spec, int dim, cd_metric metric,
     size_t removed = 0;
     cd_err rc = CD_OK;
     *out = NULL;
-    if (!spec || spec[0] == '\0')
-        return cd__fail(err, CD_EINVAL, "index spec is empty");
-    if (strnlen(spec, CD_SPEC_MAX + 1) > CD_SPEC_MAX)
-        return cd__fail(err, CD_EINVAL, "index spec is longer than %d bytes",
-                        CD_SPEC_MAX);
-    if (dim <= 0 || dim > CD_DIM_MAX)
-        return cd__fail(err, CD_EINVAL, "dimension %d is not in 1..%d", dim,
-                        CD_DIM_MAX);
+    rc = cd_index_spec_check(spec, dim, err);
+    if (rc != CD_OK)
+        return rc;
     if (metric != CD_METRIC_COSINE && metric != CD_METRIC_IP &&
         metric != CD_METRIC_L2)
         return cd__fail(err, CD_EINVAL, "unknown metric %d", (int)metric);
@@ -742,15 +828,17 @@ bool cd_index_can_remove(const cd_index *ix)
 /* ---- save / load -------------------------------------------------------- */
 
 /*
- * A saved file is FAISS's own serialisation followed by a trailer:
- * TRAILER_MAGIC, the FAISS byte count and a 64-bit hash of those bytes,
- * both little-endian.  FAISS ignores what follows its data, so the file
- * still opens with faiss_read_index_fname; the trailer lets load reject a
- * truncated, garbage or bit-flipped file before FAISS parses it (FAISS
- * 1.7.3 leaks on a failed read, and trusts offsets inside HNSW graphs).
+ * A saved file is FAISS's own serialisation, the caller's meta bytes, and
+ * a trailer: TRAILER_MAGIC, the FAISS byte count, the meta byte count and
+ * a 64-bit hash of both parts, little-endian.  FAISS ignores what follows
+ * its data, so the file still opens with faiss_read_index_fname; the
+ * trailer lets load reject a truncated, garbage or bit-flipped file before
+ * FAISS parses it (FAISS 1.7.3 leaks on a failed read, and trusts offsets
+ * inside HNSW graphs).  Files of the first format ("cdindex1", no meta)
+ * read as not ours, so they are rebuilt once.
  */
-#define TRAILER_MAGIC "cdindex1"
-#define TRAILER_SIZE 24
+#define TRAILER_MAGIC "cdindex2"
+#define TRAILER_SIZE 32
 #define HASH_CHUNK 65536
 
 /* 64-bit hash of a byte stream, fed in pieces. */
@@ -815,6 +903,16 @@ static uint64_t hash_final(stream_hash *sh)
     return h;
 }
 
+uint64_t cd_index_row_hash(int64_t id, const float *v, int dim)
+{
+    stream_hash sh = {0x9e3779b97f4a7c15ULL, 0, {0}, 0};
+    unsigned char idb[8];
+    store_le64(idb, (uint64_t)id);
+    hash_update(&sh, idb, sizeof idb);
+    hash_update(&sh, (const unsigned char *)v, (size_t)dim * sizeof *v);
+    return hash_final(&sh);
+}
+
 /* Hashes the first n bytes of f from its start; false on a short read. */
 static bool hash_file(FILE *f, uint64_t n, uint64_t *out)
 {
@@ -860,8 +958,10 @@ out:
     return rc;
 }
 
-/* Writes FAISS's data and the trailer to f, open for update and empty. */
+/* Writes FAISS's data, meta and the trailer to f, open for update and
+ * empty. */
 static cd_err write_contents(const cd_index *ix, FILE *f, const char *name,
+                             const void *meta, size_t meta_len,
                              cd_error *err)
 {
     unsigned char trailer[TRAILER_SIZE];
@@ -869,22 +969,26 @@ static cd_err write_contents(const cd_index *ix, FILE *f, const char *name,
     off_t len;
     if (faiss_write_index(active(ix), f) != 0)
         return faiss_fail(err, CD_EIO, name);
-    if (fflush(f) != 0 || (len = ftello(f)) < 0)
+    if (fflush(f) != 0 || (len = ftello(f)) < 0 ||
+        (meta_len && fwrite(meta, 1, meta_len, f) != meta_len) ||
+        fflush(f) != 0)
         return cd__fail(err, CD_EIO, "%s: %s", name, strerror(errno));
-    if (!hash_file(f, (uint64_t)len, &hash))
+    if (!hash_file(f, (uint64_t)len + meta_len, &hash))
         return cd__fail(err, CD_EIO, "%s: cannot read back what was written",
                         name);
     memcpy(trailer, TRAILER_MAGIC, 8);
     store_le64(trailer + 8, (uint64_t)len);
-    store_le64(trailer + 16, hash);
-    if (fseeko(f, len, SEEK_SET) != 0 ||
+    store_le64(trailer + 16, meta_len);
+    store_le64(trailer + 24, hash);
+    if (fseeko(f, len + (off_t)meta_len, SEEK_SET) != 0 ||
         fwrite(trailer, 1, sizeof trailer, f) != sizeof trailer ||
         fflush(f) != 0 || fsync(fileno(f)) != 0)
         return cd__fail(err, CD_EIO, "%s: %s", name, strerror(errno));
     return CD_OK;
 }
 
-cd_err cd_index_save(const cd_index *ix, const char *path, cd_error *err)
+cd_err cd_index_save(const cd_index *ix, const char *path, const void *meta,
+                     size_t meta_len, cd_error *err)
 {
     if (ix->hidden.len > 0)
         return cd__fail(err, CD_ECONFLICT, "index has %zu hidden ids; "
@@ -910,7 +1014,7 @@ cd_err cd_index_save(const cd_index *ix, const char *path, cd_error *err)
         close(fd);
         goto fail;
     }
-    rc = write_contents(ix, f, tmp, err);
+    rc = write_contents(ix, f, tmp, meta, meta_len, err);
     if (rc != CD_OK)
         goto fail;
     crc = fclose(f);
@@ -935,16 +1039,20 @@ out:
 }
 
 /*
- * Checks f's trailer and hash and reads the FAISS index before it into
- * *out.  Every failure is CD_ECORRUPT except a failing read (CD_EIO).
+ * Checks f's trailer and hash, reads the meta bytes into *meta (malloc'd,
+ * NULL when there are none) and the FAISS index before them into *out.
+ * Every failure is CD_ECORRUPT except a failing read (CD_EIO) or
+ * allocation (CD_ENOMEM); *out and *meta are NULL then.
  */
 static cd_err read_contents(FILE *f, const char *path, FaissIndex **out,
-                            cd_error *err)
+                            void **meta, size_t *meta_len, cd_error *err)
 {
     struct stat st;
     unsigned char trailer[TRAILER_SIZE];
-    uint64_t len, hash;
+    uint64_t len, mlen, hash;
     *out = NULL;
+    *meta = NULL;
+    *meta_len = 0;
     if (fstat(fileno(f), &st) != 0)
         return cd__fail(err, CD_EIO, "%s: %s", path, strerror(errno));
     if (st.st_size < TRAILER_SIZE)
@@ -954,18 +1062,33 @@ static cd_err read_contents(FILE *f, const char *path, FaissIndex **out,
         fread(trailer, 1, sizeof trailer, f) != sizeof trailer)
         return cd__fail(err, CD_EIO, "%s: cannot read", path);
     len = load_le64(trailer + 8);
+    mlen = load_le64(trailer + 16);
     if (memcmp(trailer, TRAILER_MAGIC, 8) != 0 ||
-        len != (uint64_t)st.st_size - TRAILER_SIZE)
+        len > (uint64_t)st.st_size - TRAILER_SIZE ||
+        mlen != (uint64_t)st.st_size - TRAILER_SIZE - len)
         return cd__fail(err, CD_ECORRUPT, "%s: no index trailer (truncated "
-                        "or not written by compatd)", path);
-    if (!hash_file(f, len, &hash))
+                        "or not written by this compatd)", path);
+    if (!hash_file(f, len + mlen, &hash))
         return cd__fail(err, CD_EIO, "%s: cannot read", path);
-    if (hash != load_le64(trailer + 16))
+    if (hash != load_le64(trailer + 24))
         return cd__fail(err, CD_ECORRUPT, "%s: checksum mismatch", path);
-    if (fseeko(f, 0, SEEK_SET) != 0)
-        return cd__fail(err, CD_EIO, "%s: %s", path, strerror(errno));
-    if (faiss_read_index(f, 0, out) != 0) {
+    if (mlen > 0) {
+        *meta = malloc((size_t)mlen);
+        if (!*meta)
+            return cd__fail(err, CD_ENOMEM, "%s: out of memory", path);
+        if (fseeko(f, (off_t)len, SEEK_SET) != 0 ||
+            fread(*meta, 1, (size_t)mlen, f) != (size_t)mlen) {
+            free(*meta);
+            *meta = NULL;
+            return cd__fail(err, CD_EIO, "%s: cannot read", path);
+        }
+        *meta_len = (size_t)mlen;
+    }
+    if (fseeko(f, 0, SEEK_SET) != 0 || faiss_read_index(f, 0, out) != 0) {
         *out = NULL;
+        free(*meta);
+        *meta = NULL;
+        *meta_len = 0;
         return faiss_fail(err, CD_ECORRUPT, path);
     }
     return CD_OK;
@@ -977,13 +1100,18 @@ static cd_err read_contents(FILE *f, const char *path, FaissIndex **out,
  * dimension, metric or type than spec makes: CD_ECORRUPT.
  */
 cd_err cd_index_load(const char *path, const char *spec, int dim,
-                     cd_metric metric, cd_index **out, cd_error *err)
+                     cd_metric metric, cd_index **out, void **meta,
+                     size_t *meta_len, cd_error *err)
 {
     cd_index *ix = NULL;
     FaissIndex *loaded = NULL;
     FILE *f = NULL;
+    void *m = NULL;
+    size_t m_len = 0;
     char want[128], got[128];
     *out = NULL;
+    *meta = NULL;
+    *meta_len = 0;
 
     cd_err rc = cd_index_create(spec, dim, metric, &ix, err);
     if (rc != CD_OK)
@@ -995,7 +1123,7 @@ cd_err cd_index_load(const char *path, const char *spec, int dim,
                       path, strerror(errno));
         goto fail;
     }
-    rc = read_contents(f, path, &loaded, err);
+    rc = read_contents(f, path, &loaded, &m, &m_len, err);
     fclose(f);
     if (rc != CD_OK)
         goto fail;
@@ -1016,8 +1144,7 @@ cd_err cd_index_load(const char *path, const char *spec, int dim,
         if (strcmp(got, want) == 0) {
             faiss_Index_free(ix->staging);
             ix->staging = loaded;
-            *out = ix;
-            return CD_OK;
+            goto done;
         }
     }
     index_shape(ix->main, want, sizeof want);
@@ -1039,11 +1166,15 @@ cd_err cd_index_load(const char *path, const char *spec, int dim,
         faiss_Index_free(ix->staging);
         ix->staging = NULL;
     }
+done:
     *out = ix;
+    *meta = m;
+    *meta_len = m_len;
     return CD_OK;
 fail:
     if (loaded)
         faiss_Index_free(loaded);
+    free(m);
     cd_index_destroy(ix);
     return rc;
 }

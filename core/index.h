@@ -27,10 +27,21 @@
 typedef struct cd_index cd_index;
 
 /*
+ * Checks spec against the factory strings compatd accepts for dimension
+ * dim, before FAISS sees it: Flat; HNSW<M>[,Flat] with M in 2..256;
+ * IVF<nlist>,Flat|PQ..|SQ.. with nlist in 1..65536; PQ<m>[x<nbits>] with
+ * m dividing dim and nbits in 1..16; SQ4, SQ6, SQ8, SQfp16 (index.c says
+ * why each bound).  CD_EINVAL with a message naming the bound or the
+ * accepted forms; nothing is allocated.
+ */
+cd_err cd_index_spec_check(const char *spec, int dim, cd_error *err);
+
+/*
  * Creates an empty index.  For CD_METRIC_COSINE and CD_METRIC_IP the FAISS
  * metric is inner product (cosine vectors arrive normalised), for
- * CD_METRIC_L2 squared L2.  Fails with CD_EINVAL when FAISS rejects the
- * spec for this dimension (message says why), leaving *out NULL.  Free with
+ * CD_METRIC_L2 squared L2.  Fails with CD_EINVAL when cd_index_spec_check
+ * or FAISS rejects the spec for this dimension (message says why), leaving
+ * *out NULL.  Free with
  * cd_index_destroy().
  */
 cd_err cd_index_create(const char *spec, int dim, cd_metric metric,
@@ -89,21 +100,34 @@ bool cd_index_can_remove(const cd_index *ix);
 /*
  * Writes the index to path atomically (a temporary file in the same
  * directory, fsync, rename, fsync of the directory).  The file is FAISS's
- * serialisation followed by a 24-byte trailer (magic, length, hash) that
- * cd_index_load checks.  An index with hidden ids is not saved and gives
- * CD_ECONFLICT (rebuild it first); CD_EIO when writing fails.
+ * serialisation, then meta_len bytes of the caller's meta (what the index
+ * is bound to; may be NULL with 0), then a 32-byte trailer (magic, both
+ * lengths, a hash of both parts) that cd_index_load checks.  An index with
+ * hidden ids is not saved and gives CD_ECONFLICT (rebuild it first);
+ * CD_EIO when writing fails.
  */
-cd_err cd_index_save(const cd_index *ix, const char *path, cd_error *err);
+cd_err cd_index_save(const cd_index *ix, const char *path, const void *meta,
+                     size_t meta_len, cd_error *err);
 
 /*
  * Reads an index saved by cd_index_save.  spec, dim and metric are what
  * the gallery says it must be; a file that is truncated, damaged, not
  * written by cd_index_save, or of another dimension, metric or index type
  * fails with CD_ECORRUPT.  A missing file gives CD_ENOTFOUND, one that
- * cannot be opened or read CD_EIO, a bad spec CD_EINVAL.  *out is NULL
- * on failure; free the index with cd_index_destroy().
+ * cannot be opened or read CD_EIO, a bad spec CD_EINVAL.  On success
+ * *meta (malloc'd, free with free(); NULL when empty) and *meta_len are
+ * the meta bytes saved with it, checked by the file's hash but not
+ * interpreted.  *out and *meta are NULL on failure; free the index with
+ * cd_index_destroy().
  */
 cd_err cd_index_load(const char *path, const char *spec, int dim,
-                     cd_metric metric, cd_index **out, cd_error *err);
+                     cd_metric metric, cd_index **out, void **meta,
+                     size_t *meta_len, cd_error *err);
+
+/*
+ * A 64-bit hash of one row (id and dim floats), for callers that bind a
+ * saved index to the rows it holds.  Not cryptographic.
+ */
+uint64_t cd_index_row_hash(int64_t id, const float *v, int dim);
 
 #endif

@@ -749,3 +749,25 @@ int cd_store_schema_version(cd_store *st)
 {
     return st ? st->schema_version : 0;
 }
+
+cd_err cd_store_identity(cd_store *st, char out[CD_STORE_ID_LEN + 1],
+                         cd_error *err)
+{
+    sqlite3_stmt *s = NULL;
+    out[0] = '\0';
+    cd_conn *c = cd__reader_acquire(st);
+    int rc = sqlite3_prepare_v2(c->db, "SELECT id FROM store_identity", -1,
+                                &s, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(s);
+    cd_err result = CD_OK;
+    if (rc == SQLITE_ROW && sqlite3_column_bytes(s, 0) == CD_STORE_ID_LEN)
+        memcpy(out, sqlite3_column_text(s, 0), CD_STORE_ID_LEN + 1);
+    else if (rc == SQLITE_ROW || rc == SQLITE_DONE)
+        result = cd__fail(err, CD_ECORRUPT, "the store has no identity row");
+    else
+        result = cd__db_fail(err, c, rc);
+    sqlite3_finalize(s);
+    cd__conn_release(c);
+    return result;
+}

@@ -33,7 +33,7 @@
 typedef struct cd_store cd_store;
 
 /* The schema version this binary writes (schema/NNN_*.sql, highest NNN). */
-#define CD_SCHEMA_VERSION 3
+#define CD_SCHEMA_VERSION 4
 
 typedef enum cd_query_policy {
     CD_POLICY_VERIFIED = 0, /* latest evaluation passed (the default) */
@@ -123,6 +123,16 @@ void cd_store_close(cd_store *st);
 
 /* The schema version of the open database. */
 int cd_store_schema_version(cd_store *st);
+
+#define CD_STORE_ID_LEN 32  /* hex characters of a store identity */
+
+/*
+ * Copies the store's identity (schema/004_identity.sql: 32 hex characters,
+ * made with the database, never changed) to out.  CD_EIO or CD_ECORRUPT
+ * when it cannot be read; out is "" then.
+ */
+cd_err cd_store_identity(cd_store *st, char out[CD_STORE_ID_LEN + 1],
+                         cd_error *err);
 
 /* --- models ----------------------------------------------------------- */
 

@@ -764,6 +764,11 @@ static void galleries_get(cd_api *api, const char *name, cd_reply *rep)
         return;
     }
     cJSON *root = gallery_json(&g);
+    cd_error why;
+    bool down = cd_engine_gallery_unavailable(api->engine, name, &why);
+    cJSON_AddStringToObject(root, "state", down ? "unavailable" : "ready");
+    if (down)
+        cJSON_AddStringToObject(root, "error", why.message);
     cJSON *emb = cJSON_AddObjectToObject(root, "embeddings");
     cJSON *qm = cJSON_AddArrayToObject(root, "query_models");
     for (size_t i = 0; i < n; i++) {

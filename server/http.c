@@ -150,6 +150,7 @@ static const struct {
     {CD_ETOOLARGE, 413, "too_large"},
     {CD_EUNPROCESSABLE, 422, "unprocessable"},
     {CD_EBUSY, 503, "not_ready"},
+    {CD_EUNAVAILABLE, 503, "gallery_unavailable"},
     {CD_ENOMEM, 503, "out_of_memory"},
     {CD_EIO, 500, "io_error"},
     {CD_ECORRUPT, 500, "corrupt_data"},

@@ -299,14 +299,14 @@ static void test_migration(void)
     cd_store_close(st);
     sqlite3 *db;
     REQUIRE(sqlite3_open(path, &db) == SQLITE_OK);
-    CHECK_EQ(sqlite3_exec(db, "DROP TABLE api_keys; PRAGMA user_version = 2", NULL, NULL, NULL),
+    CHECK_EQ(sqlite3_exec(db, "DROP TABLE api_keys; DROP TABLE store_identity; "
+                                 "PRAGMA user_version = 2", NULL, NULL, NULL),
              SQLITE_OK);
     CHECK_EQ(sqlite3_close(db), SQLITE_OK);
 
     CHECK_OK(cd_store_open(path, &st, &err), &err);
     REQUIRE(st != NULL);
-    CHECK_EQ(cd_store_schema_version(st), 3);
-    CHECK_EQ(CD_SCHEMA_VERSION, 3);
+    CHECK_EQ(cd_store_schema_version(st), CD_SCHEMA_VERSION);
     CHECK_OK(cd_store_model_get(st, "m", &m, &err), &err);
     char *key = NULL;
     CHECK_OK(cd_keys_create(st, "after", CD_SCOPE_READ, &key, NULL, &err), &err);
