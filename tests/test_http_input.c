@@ -85,6 +85,50 @@ static void test_duplicate_keys(td_http *h)
     free(wide.s);
 }
 
+/* --- control characters ------------------------------------------------ */
+
+/* Raw control bytes between tokens or inside strings (cJSON would take
+ * them for white space) are refused, NUL included: the fuzzer's finding
+ * was such a body, which put the metadata scanner past the buffer. */
+static void test_control_bytes(td_http *h)
+{
+    static const struct {
+        const char *body;
+        size_t len;
+        const char *says;
+    } cases[] = {
+#define BODY(s, says) {s, sizeof s - 1, says}
+        BODY("{\"items\":\x19\0[{\"id\":\"x0\",\"metadata\":{\"n\":0},\"vector\":[1,0]}]}",
+             "(0x19) at byte 9"),
+        BODY("{\"items\":[{\"id\":\"x0\",\"metadata\":\x01{\"n\":0},\"vector\":[1,0]}]}",
+             "(0x01) at byte 32"),
+        BODY("{\"items\":[{\"id\":\"x\x7f\x02\",\"vector\":[1,0]}]}", "(0x02) at byte 19"),
+        BODY("{\"items\":[{\"id\":\"x0\",\"vector\":[1,0]}]}\0", "(0x00) at byte 38"),
+#undef BODY
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        td_request req = {"POST", "/v1/galleries/dk/items", "application/json",
+                          cases[i].body, cases[i].len, false};
+        td_reply r;
+        long st = td_http_send(h, &req, &r);
+        const char *msg = td_reply_error_message(&r);
+        CHECK_EQ(st, 400);
+        CHECK_STREQ(td_reply_error_code(&r), "invalid_json");
+        if (!msg || !strstr(msg, cases[i].says))
+            fprintf(stderr, "case %zu: message %s, want \"%s\" in it\n", i,
+                    msg ? msg : "(none)", cases[i].says);
+        CHECK(msg && strstr(msg, cases[i].says));
+        td_reply_finish(&r);
+    }
+    /* JSON's own white space is still white space. */
+    td_request ok = {"POST", "/v1/galleries/dk/items", "application/json",
+                     "{\"items\":\t[\r\n{\"id\":\"cw\", \"vector\":[1,0]}]}", 0, false};
+    ok.len = strlen(ok.body);
+    td_reply r;
+    CHECK_EQ(td_http_send(h, &ok, &r), 200);
+    td_reply_finish(&r);
+}
+
 /* --- metadata text ------------------------------------------------------ */
 
 /* The text of "metadata": in body, up to its matching brace; malloc'd. */
@@ -477,6 +521,7 @@ int main(void)
     REQUIRE(td_daemon_start_client(args, &d, &h));
     test_duplicate_keys(h);
     test_metadata_exact(h);
+    test_control_bytes(h);
     test_huge_components(h);
     test_compat_chain(h);
     test_result_limits(h);
