@@ -613,6 +613,10 @@ static void test_snapshot_beside_searches(size_t n_big)
     CHECK_OK(cd_engine_gallery_create(e, "big", "snap64", "Flat", NULL, &err), &err);
     upsert_random(e, "small", "s", 1000);
     upsert_random(e, "big", "b", n_big);
+    CHECK_OK(cd_engine_gallery_create(e, "gone", "snap64", "Flat", NULL, &err), &err);
+    upsert_random(e, "gone", "g", 100);
+    cd_gallery gone;
+    CHECK_OK(cd_engine_gallery_get(e, "gone", &gone, &err), &err);
 
     bg_call s = {.e = e, .fn = cd_engine_snapshot};
     bg_call c = {.e = e, .fn = create_late};
@@ -623,6 +627,9 @@ static void test_snapshot_beside_searches(size_t n_big)
         pthread_cond_wait(&w.cv, &w.mu);
     pthread_mutex_unlock(&w.mu);
     REQUIRE(pthread_create(&ct, NULL, bg_call_run, &c) == 0);
+    /* Next in the pass after big, deleted before the pass reaches it. */
+    CHECK_OK(cd_engine_gallery_delete(e, "gone", &err), &err);
+    double deleted_at = now_ms();
 
     float q[64];
     for (int d = 0; d < 64; d++)
@@ -659,6 +666,21 @@ static void test_snapshot_beside_searches(size_t n_big)
            c.returned_at - w.writing_at, searches, longest);
     CHECK(w.release);
     CHECK(c.returned_at < w.released_at);
+    CHECK(deleted_at < w.released_at);
+    char prefix[32], index_dir[320];
+    snprintf(prefix, sizeof prefix, "g%lld-", (long long)gone.id);
+    snprintf(index_dir, sizeof index_dir, "%s/snap/index", data_dir);
+    DIR *d = opendir(index_dir);
+    struct dirent *de;
+    size_t gone_files = 0, files = 0;
+    while (d && (de = readdir(d)) != NULL) {
+        gone_files += strncmp(de->d_name, prefix, strlen(prefix)) == 0;
+        files += strstr(de->d_name, ".faiss") != NULL;
+    }
+    if (d)
+        closedir(d);
+    CHECK_EQ(gone_files, 0);
+    CHECK_EQ(files, 2); /* small's and big's */
     CHECK(longest < snap_ms / 4);
     cd_engine_close(e);
 }
