@@ -10,7 +10,10 @@
  * - Lock order: the engine's rwlock (gallery list), then one gallery's
  *   rwlock.  Creating or deleting a gallery takes the engine lock for
  *   writing, which waits until no call is inside any gallery.  The engine
- *   lock prefers writers so that a stream of searches cannot starve them.
+ *   lock prefers writers so that a stream of searches cannot starve them,
+ *   so nothing may hold it for long: a snapshot pass holds it only to
+ *   copy the list (each gallery held by a reference, `refs`) and then
+ *   writes one gallery at a time under that gallery's lock alone.
  * - A snapshot file is DATA/index/g<gallery id>-m<model id>-s<seq>.faiss:
  *   the index of that model as of gallery seq <seq>.  The name is written
  *   by an atomic rename, so a file that exists is complete (or, if the
@@ -64,6 +67,9 @@ typedef struct gal_index {
 typedef struct gallery {
     cd_gallery info;        /* cached row; count is not kept up to date */
     cd_model model;         /* the gallery model */
+    atomic_int refs;        /* the engine's list, and a snapshot pass that
+                               holds it without the engine lock */
+    atomic_bool deleted;    /* out of the list: nothing more is saved */
     pthread_rwlock_t lock;
     gal_index *indexes;
     size_t n_indexes;
@@ -217,6 +223,8 @@ static gallery *gallery_new(cd_engine *e, const cd_gallery *info,
     }
     g->info = *info;
     g->seq = info->seq;
+    atomic_init(&g->refs, 1);
+    atomic_init(&g->deleted, false);
     pthread_rwlock_init(&g->lock, NULL);
     pthread_mutex_init(&g->overlap_mu, NULL);
     if (model_by_name(e, info->model, &g->model, err) != CD_OK) {
@@ -224,6 +232,13 @@ static gallery *gallery_new(cd_engine *e, const cd_gallery *info,
         return NULL;
     }
     return g;
+}
+
+/* Drops a reference to g, freeing it with the last. */
+static void gallery_unref(gallery *g)
+{
+    if (g && atomic_fetch_sub(&g->refs, 1) == 1)
+        gallery_free(g);
 }
 
 /* The gallery called name; the caller holds e->lock. */
@@ -738,7 +753,7 @@ out:
 static cd_err index_snapshot(cd_engine *e, gallery *g, gal_index *gi,
                              cd_error *err)
 {
-    if (!gi->ix || (!gi->dirty && gi->saved_seq == g->seq))
+    if (!gi->ix || (!gi->dirty && gi->saved_seq == g->seq) || atomic_load(&g->deleted))
         return CD_OK;
     if (gi->hidden) {
         /* The caller holds the write lock (see cd_engine_snapshot). */
@@ -756,9 +771,17 @@ static cd_err index_snapshot(cd_engine *e, gallery *g, gal_index *gi,
         free(meta);
         return cd__fail(err, CD_ENOMEM, "out of memory");
     }
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    elog(e, CD_LOG_DEBUG, "snapshot of gallery %s model %s: writing %" PRId64 " vectors",
+         g->info.name, gi->model.name, cd_index_count(gi->ix));
     rc = cd_index_save(gi->ix, path, meta, meta_len, err);
     free(meta);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
     if (rc == CD_OK) {
+        elog(e, CD_LOG_DEBUG, "snapshot of gallery %s model %s: %s written in %.0f ms",
+             g->info.name, gi->model.name, path,
+             (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
         prune_ctx p = {path};
         snapshot_files(e, g->info.id, gi->model.id, remove_other, &p);
         gi->saved_seq = g->seq;
@@ -777,7 +800,7 @@ static cd_err gallery_snapshot(cd_engine *e, gallery *g, cd_error *err)
 {
     cd_err rc = CD_OK;
     int64_t min_saved = g->seq;
-    if (g->unavailable)
+    if (g->unavailable || atomic_load(&g->deleted))
         return CD_OK;   /* nothing to save; keep the tombstones */
     for (size_t i = 0; i < g->n_indexes && rc == CD_OK; i++) {
         rc = index_snapshot(e, g, &g->indexes[i], err);
@@ -1047,11 +1070,26 @@ cd_err cd_engine_snapshot(cd_engine *e, cd_error *err)
     if (!cd_engine_ready(e))
         return CD_OK;
     /* gal_index.saved_seq/dirty change under a gallery's read lock here,
-     * so passes are serialised by snap_mu. */
+     * so passes are serialised by snap_mu.  The engine lock is held only
+     * to take the list: a create or delete waiting for it would hold up
+     * every call behind it for as long as the pass writes.  A gallery
+     * deleted meanwhile is skipped (gallery_delete removes its files once
+     * its lock is free). */
     pthread_mutex_lock(&e->snap_mu);
     pthread_rwlock_rdlock(&e->lock);
-    for (size_t i = 0; i < e->n_gals; i++) {
-        gallery *g = e->gals[i];
+    size_t n = e->n_gals;
+    gallery **gals = malloc((n ? n : 1) * sizeof *gals);
+    for (size_t i = 0; gals && i < n; i++) {
+        gals[i] = e->gals[i];
+        atomic_fetch_add(&gals[i]->refs, 1);
+    }
+    pthread_rwlock_unlock(&e->lock);
+    if (!gals) {
+        pthread_mutex_unlock(&e->snap_mu);
+        return cd__fail(err, CD_ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++) {
+        gallery *g = gals[i];
         /* Saving only reads the index, so searches may go on beside it;
          * an index with hidden ids is rebuilt first, which needs the
          * write lock. */
@@ -1065,10 +1103,11 @@ cd_err cd_engine_snapshot(cd_engine *e, cd_error *err)
         }
         cd_err one = gallery_snapshot(e, g, err);
         pthread_rwlock_unlock(&g->lock);
+        gallery_unref(g);
         if (one != CD_OK && rc == CD_OK)
             rc = one;
     }
-    pthread_rwlock_unlock(&e->lock);
+    free(gals);
     pthread_mutex_unlock(&e->snap_mu);
     return rc;
 }
@@ -1088,7 +1127,7 @@ void cd_engine_close(cd_engine *e)
     if (cd_engine_snapshot(e, &err) != CD_OK)
         elog(e, CD_LOG_ERROR, "final snapshot failed: %s", err.message);
     for (size_t i = 0; i < e->n_gals; i++)
-        gallery_free(e->gals[i]);
+        gallery_unref(e->gals[i]);
     free(e->gals);
     free(e->models);
     cd_store_close(e->st);
@@ -1180,29 +1219,31 @@ cd_err cd_engine_gallery_create(cd_engine *e, const char *name,
     if (!cd_engine_ready(e))
         return cd__fail(err, CD_EBUSY, "indexes are still loading");
 
-    pthread_rwlock_wrlock(&e->lock);
-    gallery **grown = realloc(e->gals, (e->n_gals + 1) * sizeof *grown);
-    if (!grown) {
-        rc = cd__fail(err, CD_ENOMEM, "out of memory");
-        goto out;
-    }
-    e->gals = grown;
+    /* The row is committed before the engine lock is taken: the commit
+     * waits for its fsync (which a snapshot being written can make long),
+     * and every call would wait behind the lock.  Until the gallery is in
+     * the list, calls on it answer that it is not found. */
     rc = cd_store_gallery_create(e->st, name, model, spec, &row, err);
     if (rc != CD_OK)
-        goto out;
+        return rc;
     gallery *g = gallery_new(e, &row, err);
-    if (!g) {
-        rc = err ? err->code : CD_ENOMEM;
+    gallery **grown = NULL;
+    pthread_rwlock_wrlock(&e->lock);
+    if (g && (grown = realloc(e->gals, (e->n_gals + 1) * sizeof *grown)) != NULL) {
+        e->gals = grown;
+        e->gals[e->n_gals++] = g;
+    }
+    pthread_rwlock_unlock(&e->lock);
+    if (!grown) {
+        rc = g ? cd__fail(err, CD_ENOMEM, "out of memory") : err ? err->code : CD_ENOMEM;
+        gallery_free(g);
         cd_error ignored;
         cd_store_gallery_delete(e->st, row.id, &ignored);
-        goto out;
+        return rc;
     }
-    e->gals[e->n_gals++] = g;
     if (out)
         *out = row;
-out:
-    pthread_rwlock_unlock(&e->lock);
-    return rc;
+    return CD_OK;
 }
 
 cd_err cd_engine_request_model(cd_engine *e, const char *gallery_name,
@@ -1335,10 +1376,17 @@ cd_err cd_engine_gallery_delete(cd_engine *e, const char *name, cd_error *err)
     rc = cd_store_gallery_delete(e->st, g->info.id, err);
     if (rc != CD_OK)
         goto out;
+    e->gals[i] = e->gals[--e->n_gals];
+    atomic_store(&g->deleted, true);
+    pthread_rwlock_unlock(&e->lock);
+    /* No call can reach g now, but a snapshot pass may be writing it: its
+     * files go once it is done (it writes none after `deleted`). */
+    pthread_rwlock_wrlock(&g->lock);
     prune_ctx p = {NULL};
     snapshot_files(e, g->info.id, -1, remove_other, &p);
-    e->gals[i] = e->gals[--e->n_gals];
-    gallery_free(g);
+    pthread_rwlock_unlock(&g->lock);
+    gallery_unref(g);
+    return CD_OK;
 out:
     pthread_rwlock_unlock(&e->lock);
     return rc;
@@ -1347,8 +1395,32 @@ out:
 /* --- items ----------------------------------------------------------- */
 
 /*
- * Copies n vectors of item-sized input into one row-major buffer, checking
- * finiteness and normalising for cosine.  Messages name the item.
+ * Readies vector v of model m in place: refuses (CD_EVECTOR) one not
+ * finite, or for ip and l2 one whose scores could overflow float32
+ * (cd_vec_in_range), and normalises it for cosine.  Messages start with
+ * "<what> <i>: ".
+ */
+static cd_err vector_ready(const cd_model *m, float *v, const char *what,
+                           size_t i, cd_error *err)
+{
+    size_t dim = (size_t)m->dim;
+    double norm2;
+    if (!cd_vec_finite(v, dim))
+        return cd__fail(err, CD_EVECTOR, "%s %zu: vector has a NaN or infinite value", what, i);
+    if (m->metric == CD_METRIC_COSINE) {
+        if (!cd_vec_normalize(v, dim))
+            return cd__fail(err, CD_EVECTOR, "%s %zu: zero vector has no direction for cosine "
+                            "model %s", what, i, m->name);
+    } else if (!cd_vec_in_range(v, dim, &norm2)) {
+        return cd__fail(err, CD_EVECTOR, "%s %zu: vector's squared L2 norm %g is above %g: "
+                        "its scores would overflow float32", what, i, norm2, CD_VEC_NORM2_MAX);
+    }
+    return CD_OK;
+}
+
+/*
+ * Copies n vectors of item-sized input into one row-major buffer, each
+ * readied by vector_ready.  Messages name the item.
  */
 static cd_err copy_vectors(const cd_model *m, const cd_item_in *items,
                            size_t n, float **out, cd_error *err)
@@ -1365,14 +1437,10 @@ static cd_err copy_vectors(const cd_model *m, const cd_item_in *items,
             return cd__fail(err, CD_EVECTOR, "item %zu: no vector", i);
         }
         memcpy(v, items[i].vector, dim * sizeof *v);
-        if (!cd_vec_finite(v, dim)) {
+        cd_err rc = vector_ready(m, v, "item", i, err);
+        if (rc != CD_OK) {
             free(buf);
-            return cd__fail(err, CD_EVECTOR, "item %zu: vector has a NaN or infinite value", i);
-        }
-        if (m->metric == CD_METRIC_COSINE && !cd_vec_normalize(v, dim)) {
-            free(buf);
-            return cd__fail(err, CD_EVECTOR, "item %zu: zero vector has no direction for cosine model %s",
-                            i, m->name);
+            return rc;
         }
     }
     *out = buf;
@@ -1888,17 +1956,10 @@ cd_err cd_engine_search(cd_engine *e, const char *gallery_name,
         goto out;
     }
     memcpy(q, queries, nq * dim * sizeof *q);
-    for (size_t i = 0; i < nq; i++) {
-        if (!cd_vec_finite(q + i * dim, dim)) {
-            rc = cd__fail(err, CD_EVECTOR, "query %zu: vector has a NaN or infinite value", i);
-            goto out;
-        }
-        if (m.metric == CD_METRIC_COSINE && !cd_vec_normalize(q + i * dim, dim)) {
-            rc = cd__fail(err, CD_EVECTOR, "query %zu: zero vector has no direction for cosine model %s",
-                          i, m.name);
-            goto out;
-        }
-    }
+    for (size_t i = 0; i < nq && rc == CD_OK; i++)
+        rc = vector_ready(&m, q + i * dim, "query", i, err);
+    if (rc != CD_OK)
+        goto out;
     snprintf(r->model, sizeof r->model, "%s", m.name);
     r->nq = nq;
     r->k = k;

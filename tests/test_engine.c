@@ -6,10 +6,13 @@
  */
 #include <dirent.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -437,6 +440,251 @@ static void test_refusals(void)
     cd_engine_close(e);
 }
 
+/* An engine on data_dir/sub, loaded, logging to log (may be NULL). */
+static cd_engine *open_sub(const char *sub, void (*log)(void *, int, const char *), void *ctx)
+{
+    char dir[300];
+    snprintf(dir, sizeof dir, "%s/%s", data_dir, sub);
+    cd_engine_config cfg = {.data_dir = dir, .log = log, .log_ctx = ctx};
+    cd_engine *e = NULL;
+    cd_error err;
+    CHECK_OK(cd_engine_open(&cfg, &e, &err), &err);
+    REQUIRE(e);
+    CHECK_OK(cd_engine_load_indexes(e, &err), &err);
+    return e;
+}
+
+/*
+ * ip and l2 vectors whose scores would overflow float32 (vec.h) are
+ * refused by the engine itself, for items and queries, and store
+ * nothing; cosine normalises any finite vector; one just within the bound
+ * is served.
+ */
+static void test_vector_range(void)
+{
+    cd_engine *e = open_sub("range", NULL, NULL);
+    static const struct {
+        cd_metric metric;
+        float v[4];
+        cd_err want;
+    } cases[] = {
+        {CD_METRIC_IP, {1e19f, 1e19f, 0, 0}, CD_EVECTOR},
+        {CD_METRIC_L2, {1e19f, 1e19f, 0, 0}, CD_EVECTOR},
+        {CD_METRIC_L2, {0, 0, 0, -3.2e18f}, CD_EVECTOR},
+        {CD_METRIC_COSINE, {1e19f, 1e19f, 0, 0}, CD_OK},
+        {CD_METRIC_IP, {3e18f, 0, 0, 0}, CD_OK},
+        {CD_METRIC_L2, {0, 1e18f, 2e18f, 2e18f}, CD_OK},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        cd_error err;
+        char name[32];
+        snprintf(name, sizeof name, "range%zu", i);
+        cd_model m = {.dim = 4, .metric = cases[i].metric};
+        snprintf(m.name, sizeof m.name, "%s", name);
+        CHECK_OK(cd_engine_model_create(e, &m, NULL, &err), &err);
+        CHECK_OK(cd_engine_gallery_create(e, name, name, "Flat", NULL, &err), &err);
+        float small[4] = {1, 0, 0, 0};
+        cd_item_in items[2] = {{.id = "fine", .vector = small}, {.id = "x", .vector = cases[i].v}};
+        CHECK_EQ(cd_engine_items_upsert(e, name, NULL, items, 2, &err), cases[i].want);
+        if (cases[i].want != CD_OK)
+            CHECK(strstr(err.message, "item 1: vector's squared L2 norm") != NULL);
+        cd_gallery g;
+        CHECK_OK(cd_engine_gallery_get(e, name, &g, &err), &err);
+        CHECK_EQ(g.count, cases[i].want == CD_OK ? 2 : 0);
+        cd_search_result *r = NULL;
+        CHECK_EQ(cd_engine_search(e, name, NULL, cases[i].v, 1, 2, 0, &r, &err), cases[i].want);
+        if (cases[i].want != CD_OK)
+            CHECK(strstr(err.message, "query 0: vector's squared L2 norm") != NULL);
+        CHECK((r != NULL) == (cases[i].want == CD_OK));
+        cd_search_result_destroy(r);
+    }
+    cd_engine_close(e);
+}
+
+static double now_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
+}
+
+/*
+ * What the snapshot test watches: the engine's log says when the big
+ * gallery's index starts being written, and the snapshot is held there
+ * (in the log call) until the test releases it, or for at most
+ * HOLD_MAX_S, so that the create and the searches surely land inside it.
+ */
+#define HOLD_MAX_S 20
+
+typedef struct snap_watch {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool writing, release;
+    double writing_at, released_at;
+} snap_watch;
+
+static void snap_log(void *ctx, int level, const char *msg)
+{
+    snap_watch *w = ctx;
+    (void)level;
+    if (strncmp(msg, "snapshot of gallery big ", 24) != 0 || !strstr(msg, ": writing "))
+        return;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += HOLD_MAX_S;
+    pthread_mutex_lock(&w->mu);
+    w->writing = true;
+    w->writing_at = now_ms();
+    pthread_cond_broadcast(&w->cv);
+    int rc = 0;
+    while (!w->release && rc == 0)
+        rc = pthread_cond_timedwait(&w->cv, &w->mu, &until);
+    w->released_at = now_ms();
+    pthread_mutex_unlock(&w->mu);
+}
+
+/* An engine call run on its own thread: when it returned, and what. */
+typedef struct bg_call {
+    cd_engine *e;
+    cd_err (*fn)(cd_engine *e, cd_error *err);
+    cd_err rc;
+    cd_error err;
+    double returned_at;
+    atomic_bool done;
+} bg_call;
+
+static void *bg_call_run(void *arg)
+{
+    bg_call *c = arg;
+    c->rc = c->fn(c->e, &c->err);
+    c->returned_at = now_ms();
+    atomic_store(&c->done, true);
+    return NULL;
+}
+
+static cd_err create_late(cd_engine *e, cd_error *err)
+{
+    return cd_engine_gallery_create(e, "late", "snap64", "Flat", NULL, err);
+}
+
+/* n random dim-64 items named <prefix><i> into gallery, in batches. */
+static void upsert_random(cd_engine *e, const char *gallery, const char *prefix, size_t n)
+{
+    enum { BATCH = 5000, SDIM = 64 };
+    cd_item_in *items = calloc(BATCH, sizeof *items);
+    char (*ids)[24] = calloc(BATCH, sizeof *ids);
+    float *v = malloc((size_t)BATCH * SDIM * sizeof *v);
+    REQUIRE(items && ids && v);
+    for (size_t from = 0; from < n; from += BATCH) {
+        size_t m = n - from < BATCH ? n - from : BATCH;
+        for (size_t i = 0; i < m; i++) {
+            for (size_t d = 0; d < SDIM; d++)
+                v[i * SDIM + d] = frand();
+            snprintf(ids[i], sizeof ids[i], "%s%zu", prefix, from + i);
+            items[i] = (cd_item_in){.id = ids[i], .vector = v + i * SDIM};
+        }
+        cd_error err;
+        CHECK_OK(cd_engine_items_upsert(e, gallery, NULL, items, m, &err), &err);
+    }
+    free(items);
+    free(ids);
+    free(v);
+}
+
+/*
+ * A snapshot of a large gallery does not stall the API: once its index
+ * is being written (the snapshot held there until the create has
+ * returned and 500 searches more have run, then written), a gallery
+ * create arrives, which needs the engine's write lock, and searches on
+ * another gallery go on.  The create must return while the snapshot is
+ * held, and the longest search must be far below the time the snapshot
+ * took.  Were the engine lock held across the whole pass, the create
+ * would wait for it and every search behind the create with it.
+ */
+static void test_snapshot_beside_searches(size_t n_big)
+{
+    snap_watch w = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    cd_engine *e = open_sub("snap", snap_log, &w);
+    cd_error err;
+    cd_model m = {.dim = 64, .metric = CD_METRIC_L2};
+    snprintf(m.name, sizeof m.name, "snap64");
+    CHECK_OK(cd_engine_model_create(e, &m, NULL, &err), &err);
+    CHECK_OK(cd_engine_gallery_create(e, "small", "snap64", "Flat", NULL, &err), &err);
+    CHECK_OK(cd_engine_gallery_create(e, "big", "snap64", "Flat", NULL, &err), &err);
+    upsert_random(e, "small", "s", 1000);
+    upsert_random(e, "big", "b", n_big);
+    CHECK_OK(cd_engine_gallery_create(e, "gone", "snap64", "Flat", NULL, &err), &err);
+    upsert_random(e, "gone", "g", 100);
+    cd_gallery gone;
+    CHECK_OK(cd_engine_gallery_get(e, "gone", &gone, &err), &err);
+
+    bg_call s = {.e = e, .fn = cd_engine_snapshot};
+    bg_call c = {.e = e, .fn = create_late};
+    pthread_t st, ct;
+    REQUIRE(pthread_create(&st, NULL, bg_call_run, &s) == 0);
+    pthread_mutex_lock(&w.mu);
+    while (!w.writing)
+        pthread_cond_wait(&w.cv, &w.mu);
+    pthread_mutex_unlock(&w.mu);
+    REQUIRE(pthread_create(&ct, NULL, bg_call_run, &c) == 0);
+    /* Next in the pass after big, deleted before the pass reaches it. */
+    CHECK_OK(cd_engine_gallery_delete(e, "gone", &err), &err);
+    double deleted_at = now_ms();
+
+    float q[64];
+    for (int d = 0; d < 64; d++)
+        q[d] = sinf((float)d);
+    double longest = 0;
+    size_t searches = 0, after_create = 0;
+    while (!atomic_load(&s.done)) {
+        cd_search_result *r = NULL;
+        double t0 = now_ms();
+        cd_err rc = cd_engine_search(e, "small", NULL, q, 1, 10, 0, &r, &err);
+        double took = now_ms() - t0;
+        CHECK_OK(rc, &err);
+        CHECK(r && r->counts[0] == 10);
+        cd_search_result_destroy(r);
+        longest = took > longest ? took : longest;
+        searches++;
+        if (atomic_load(&c.done) && ++after_create == 500) {
+            pthread_mutex_lock(&w.mu);
+            w.release = true;
+            pthread_cond_broadcast(&w.cv);
+            pthread_mutex_unlock(&w.mu);
+        }
+    }
+    pthread_join(st, NULL);
+    pthread_join(ct, NULL);
+    CHECK_OK(s.rc, &s.err);
+    CHECK_OK(c.rc, &c.err);
+
+    double snap_ms = s.returned_at - w.writing_at;
+    printf("snapshot of %zu x 64 (Flat): %.0f ms from the start of its write (held %.0f ms, "
+           "written in %.0f ms); a gallery create returned after %.1f ms; %zu searches of "
+           "another gallery beside it, the longest %.2f ms\n",
+           n_big, snap_ms, w.released_at - w.writing_at, s.returned_at - w.released_at,
+           c.returned_at - w.writing_at, searches, longest);
+    CHECK(w.release);
+    CHECK(c.returned_at < w.released_at);
+    CHECK(deleted_at < w.released_at);
+    char prefix[32], index_dir[320];
+    snprintf(prefix, sizeof prefix, "g%lld-", (long long)gone.id);
+    snprintf(index_dir, sizeof index_dir, "%s/snap/index", data_dir);
+    DIR *d = opendir(index_dir);
+    struct dirent *de;
+    size_t gone_files = 0, files = 0;
+    while (d && (de = readdir(d)) != NULL) {
+        gone_files += strncmp(de->d_name, prefix, strlen(prefix)) == 0;
+        files += strstr(de->d_name, ".faiss") != NULL;
+    }
+    if (d)
+        closedir(d);
+    CHECK_EQ(gone_files, 0);
+    CHECK_EQ(files, 2); /* small's and big's */
+    CHECK(longest < snap_ms / 4);
+    cd_engine_close(e);
+}
+
 static int rm_tree(const char *path)
 {
     DIR *d = opendir(path);
@@ -473,6 +721,8 @@ int main(void)
                 test_lifecycle(specs[i], metrics[j]);
     test_catch_up();
     test_refusals();
+    test_vector_range();
+    test_snapshot_beside_searches(200000);
     CHECK_EQ(rm_tree(data_dir), 0);
     return check_exit();
 }
