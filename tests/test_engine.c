@@ -596,10 +596,10 @@ static void upsert_random(cd_engine *e, const char *gallery, const char *prefix,
  * is being written (the snapshot held there until the create has
  * returned and 500 searches more have run, then written), a gallery
  * create arrives, which needs the engine's write lock, and searches on
- * another gallery go on.  The create must return while the snapshot is
- * held, and the longest search must be far below the time the snapshot
- * took.  Were the engine lock held across the whole pass, the create
- * would wait for it and every search behind the create with it.
+ * another gallery go on.  The create must return, and 500 searches run
+ * after it, while the snapshot is held.  Were the engine lock held across
+ * the whole pass, the create would wait for it and every search behind
+ * the create with it.
  */
 static void test_snapshot_beside_searches(size_t n_big)
 {
@@ -681,7 +681,13 @@ static void test_snapshot_beside_searches(size_t n_big)
         closedir(d);
     CHECK_EQ(gone_files, 0);
     CHECK_EQ(files, 2); /* small's and big's */
-    CHECK(longest < snap_ms / 4);
+    /* No bound on the latencies themselves (printed above): on a shared
+     * machine one search can wait for a core as long as the snapshot
+     * lasts.  The proof is structural: w.release is set only by this
+     * loop, after 500 searches that ran once the create had returned,
+     * all while the snapshot was held; with the engine lock held across
+     * the pass the create never returns, the hold times out and
+     * w.release stays false. */
     cd_engine_close(e);
 }
 
