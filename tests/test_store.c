@@ -18,6 +18,8 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "embed.h"
+#include "eval_check.h"
 #include "store.h"
 
 #define DIM 4
@@ -1084,8 +1086,66 @@ static void test_gallery_delete(fixture *f)
 
 /* --- evaluations --------------------------------------------------------- */
 
+static char *xstrdup(const char *s)
+{
+    char *d = strdup(s);
+    REQUIRE(d != NULL);
+    return d;
+}
+
+/*
+ * A report told apart by tag (its skipped count), with a baseline (and
+ * flips) and a paragon when asked; NaN where a value is not defined, as
+ * cd_eval_run leaves it.  Free with cd_eval_report_destroy().
+ */
+static cd_eval_report *sample_report(int64_t tag, bool baseline, bool paragon)
+{
+    cd_eval_report *r = calloc(1, sizeof *r);
+    REQUIRE(r != NULL);
+    r->n_ks = 3;
+    r->ks[0] = 1, r->ks[1] = 5, r->ks[2] = 1000;
+    r->primary_k = tag % 2 ? 5 : 0;
+    r->queries = 10;
+    r->skipped = tag;
+    r->gallery_items = 40;
+    r->cross = (cd_eval_metrics){{0.7, 0.9, 1}, 1.0 / 3.0};
+    r->has_baseline = baseline;
+    r->baseline = (cd_eval_metrics){{0.5, NAN, 1}, 0.125};
+    r->has_paragon = paragon;
+    r->paragon = (cd_eval_metrics){{0.8, 1, 1}, 0.1 + 0.2};
+    r->update_gain = (cd_eval_metrics){{2.0 / 3.0, NAN, NAN}, NAN};
+    r->compatible = baseline ? (int)(tag % 2) : -1;
+    r->primary_cross = tag % 2 ? r->cross.top[1] : r->cross.map;
+    r->primary_baseline = !baseline ? NAN : tag % 2 ? r->baseline.top[1] : r->baseline.map;
+    if (baseline) {
+        r->negative_flips = 2;
+        r->positive_flips = 3;
+        r->nfr = 0.2;
+        r->nfi = NAN;
+        r->pfr = 0.3;
+    } else {
+        r->nfr = r->nfi = r->pfr = NAN;
+    }
+    static const char *const labels[] = {"b", "7", "a"};
+    r->labels = calloc(3, sizeof *r->labels);
+    REQUIRE(r->labels != NULL);
+    r->n_labels = 3;
+    for (int i = 0; i < 3; i++) {
+        r->labels[i] = (cd_eval_label){xstrdup(labels[i]), 4 - i, 0.25 * i,
+                                       baseline ? 0.5 : NAN, baseline ? 2 - i : 0, 0};
+    }
+    if (baseline) {
+        r->negative_flip_ids = calloc(2, sizeof *r->negative_flip_ids);
+        REQUIRE(r->negative_flip_ids != NULL);
+        r->negative_flip_ids[0] = xstrdup("p7");
+        r->negative_flip_ids[1] = xstrdup("p1");
+        r->n_negative_flips = 2;
+    }
+    return r;
+}
+
 static cd_evaluation make_eval(int64_t gallery, int64_t qm, int64_t gm,
-                               int compatible, double top1, const char *report)
+                               int compatible, double top1, int64_t tag)
 {
     cd_evaluation ev;
     memset(&ev, 0, sizeof ev);
@@ -1100,7 +1160,9 @@ static cd_evaluation make_eval(int64_t gallery, int64_t qm, int64_t gm,
     ev.cross_map = 0.25;
     ev.baseline_map = compatible < 0 ? NAN : 0.125;
     ev.nfr = compatible < 0 ? NAN : 0.0625;
-    ev.report = (char *)report;
+    ev.report = sample_report(tag, compatible >= 0, tag != 2);
+    ev.report->compatible = compatible;
+    ev.report->nfr = ev.nfr;
     return ev;
 }
 
@@ -1161,10 +1223,9 @@ static void test_evaluations(fixture *f)
         int64_t *model;
         int compatible;
         double top1;
-        const char *report;
+        int64_t report;     /* the sample report's tag */
     } rows[] = {
-        {NULL, 1, 0.9, "{\"n\":1}"}, {NULL, 0, 0.4, "{\"n\":2}"}, {NULL, -1, 0.7, "{\"n\":3}"},
-        {NULL, 0, 0.3, "{\"n\":4}"},
+        {NULL, 1, 0.9, 1}, {NULL, 0, 0.4, 2}, {NULL, -1, 0.7, 3}, {NULL, 0, 0.3, 4},
     };
     int64_t qm[] = {f->m2, f->m2, f->m1, f->m2};
     int64_t ids[4];
@@ -1175,10 +1236,17 @@ static void test_evaluations(fixture *f)
         CHECK(ev.id > 0 && (i == 0 || ev.id > ids[i - 1]));
         CHECK(starts_with(ev.created_at, "20"));
         ids[i] = ev.id;
+        /* The whole report comes back as it went in. */
+        cd_evaluation back;
+        CHECK_OK(cd_store_evaluation_get(f->st, ev.id, &back, &err), &err);
+        CHECK(reports_equal(back.report, ev.report, "stored report"));
+        CHECK_STREQ(back.created_at, ev.created_at);
+        cd_evaluation_finish(&back);
+        cd_evaluation_finish(&ev);
     }
     cd_evaluation got;
     CHECK_OK(cd_store_evaluation_get(f->st, ids[2], &got, &err), &err);
-    CHECK_STREQ(got.report, "{\"n\":3}");
+    CHECK(got.report != NULL && got.report->skipped == 3);
     CHECK_STREQ(got.gallery, "evals");
     CHECK_STREQ(got.query_model, "m1");
     CHECK_STREQ(got.gallery_model, "m1");
@@ -1198,7 +1266,14 @@ static void test_evaluations(fixture *f)
     if (n == 2) {
         CHECK_EQ(list[0].id, ids[3]);
         CHECK_EQ(list[1].id, ids[2]);
-        CHECK_STREQ(list[0].report, "{\"n\":4}");
+        CHECK(list[0].report != NULL && list[0].report->skipped == 4);
+        /* A listing's reports have their numbers, not the long lists. */
+        if (list[0].report) {
+            CHECK_EQ(list[0].report->n_labels, 0);
+            CHECK_EQ(list[0].report->n_negative_flips, 0);
+            CHECK_EQ(list[0].report->negative_flips, 2);
+            CHECK(list[0].report->has_paragon && list[0].report->paragon.map == 0.1 + 0.2);
+        }
     }
     cd_evaluations_destroy(list, n);
     CHECK_OK(cd_store_evaluation_list(f->st, g.id, f->m2, ids[3], 10, false, &list, &n, &err),
@@ -1229,12 +1304,19 @@ static void test_evaluations(fixture *f)
     CHECK_OK(cd_store_gallery_delete(f->st, g.id, &err), &err);
     CHECK_EQ(raw_intf(f->path, "SELECT count(*) FROM evaluations WHERE gallery_id = %lld",
                       (long long)g.id), 0);
+    static const char *const report_tables[] = {"evaluation_metrics", "evaluation_labels",
+                                                "evaluation_flip_ids"};
+    for (size_t i = 0; i < sizeof report_tables / sizeof report_tables[0]; i++)
+        CHECK_EQ(raw_intf(f->path, "SELECT count(*) FROM %s WHERE evaluation_id BETWEEN %lld"
+                          " AND %lld", report_tables[i], (long long)ids[0],
+                          (long long)ids[3]), 0);
     CHECK_OK(cd_store_evaluation_latest(f->st, g.id, 0, &list, &n, &err), &err);
     CHECK_EQ(n, 0);
     cd_evaluations_destroy(list, n);
-    cd_evaluation late = make_eval(g.id, f->m2, f->m1, 1, 0.9, "{}");
+    cd_evaluation late = make_eval(g.id, f->m2, f->m1, 1, 0.9, 5);
     CHECK_EQ(cd_store_evaluation_insert(f->st, &late, &err), CD_ENOTFOUND);
     CHECK_EQ(late.id, 0);
+    cd_evaluation_finish(&late);
 }
 
 /* --- reads beside writes ------------------------------------------------- */
