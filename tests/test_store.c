@@ -20,6 +20,7 @@
 #include "check.h"
 #include "embed.h"
 #include "eval_check.h"
+#include "old_schema.h"
 #include "store.h"
 
 #define DIM 4
@@ -1550,6 +1551,144 @@ static void test_files(void)
     cd_store_close(NULL);
 }
 
+/* --- schema 4 reports (JSON text) migrate to rows ----------------------- */
+
+/* Two reports as schema 2 stored them: the server's text with id 0 and
+ * created_at "" (every read put the row's values in). */
+#define V4_ROWS                                                                          \
+    "INSERT INTO models (name, dim, metric, created_at) VALUES"                          \
+    " ('old', 2, 'ip', '2024-01-01T00:00:00Z'), ('new', 2, 'ip', '2024-01-02T00:00:00Z');" \
+    "INSERT INTO galleries (name, model_id, created_at)"                                 \
+    " VALUES ('g', 1, '2024-01-01T00:00:00Z');"                                          \
+    "INSERT INTO evaluations (id, gallery_id, query_model_id, gallery_model_id,"         \
+    " created_at, compatible, criterion, queries, cross_top1, baseline_top1,"            \
+    " cross_map, baseline_map, nfr, report) VALUES"                                      \
+    " (3, 1, 2, 1, '2024-02-03T04:05:06Z', 1, 'top5 new->old 1.0000 > old->old 0.8333',"  \
+    " 6, 0.66666666666666663, 0.5, 0.59259259259259256, 0.5, 0.16666666666666666,"        \
+    " '{\"id\":0,\"gallery\":\"g\",\"gallery_model\":\"old\",\"query_model\":\"new\","   \
+    "\"created_at\":\"\",\"ks\":[1,5],\"primary_metric\":\"top5\",\"queries\":6,"         \
+    "\"skipped\":1,\"gallery_items\":9,\"cross\":{\"top1\":0.66666666666666663,"          \
+    "\"top5\":1,\"map\":0.59259259259259256},\"baseline\":{\"top1\":0.5,"                 \
+    "\"top5\":0.83333333333333337,\"map\":0.5},\"paragon\":{\"top1\":0.83333333333333337," \
+    "\"top5\":1,\"map\":0.75},\"compatible\":true,"                                       \
+    "\"criterion\":\"top5 new->old 1.0000 > old->old 0.8333\",\"update_gain\":"           \
+    "{\"top1\":0.49999999999999989,\"top5\":1,\"map\":0.37037037037037024},"              \
+    "\"flips\":{\"negative\":1,\"positive\":2,\"nfr\":0.16666666666666666,\"nfi\":0.5,"   \
+    "\"pfr\":0.33333333333333331},\"by_label\":[{\"label\":\"cat\",\"queries\":3,"        \
+    "\"cross_top1\":0.33333333333333331,\"baseline_top1\":0.66666666666666663,"           \
+    "\"negative_flips\":1,\"positive_flips\":0},{\"label\":\"7\",\"queries\":3,"          \
+    "\"cross_top1\":1,\"baseline_top1\":0.33333333333333331,\"negative_flips\":0,"        \
+    "\"positive_flips\":2}],\"negative_flip_ids\":[\"q2\"]}'),"                           \
+    " (7, 1, 1, 1, '2024-02-04T00:00:00Z', NULL,"                                         \
+    " 'map new->old 0.2500; no baseline, so no verdict', 2, NULL, NULL, 0.25, NULL, NULL," \
+    " '{\"id\":0,\"gallery\":\"g\",\"gallery_model\":\"old\",\"query_model\":\"old\","   \
+    "\"created_at\":\"\",\"ks\":[1],\"primary_metric\":\"map\",\"queries\":2,"            \
+    "\"skipped\":0,\"gallery_items\":9,\"cross\":{\"top1\":null,\"map\":0.25},"           \
+    "\"baseline\":null,\"paragon\":null,\"compatible\":null,"                             \
+    "\"criterion\":\"map new->old 0.2500; no baseline, so no verdict\","                 \
+    "\"update_gain\":null,\"flips\":null,\"by_label\":[{\"label\":\"dog\",\"queries\":2," \
+    "\"cross_top1\":0.5,\"baseline_top1\":null,\"negative_flips\":0,"                     \
+    "\"positive_flips\":0}],\"negative_flip_ids\":[]}'),"                                 \
+    " (8, 1, 2, 1, '2024-02-05T00:00:00Z', 0, 'top1', 1, 0, 1, 0, 1, 1, '{not json');"    \
+    "DELETE FROM sqlite_sequence WHERE name = 'evaluations';"                             \
+    "INSERT INTO sqlite_sequence (name, seq) VALUES ('evaluations', 9);"
+
+/* The reports V4_ROWS holds, as cd_eval_run would have made them. */
+static void v4_reports(cd_eval_report *with, cd_eval_report *without)
+{
+    static cd_eval_label with_labels[] = {
+        {"cat", 3, 0.33333333333333331, 0.66666666666666663, 1, 0},
+        {"7", 3, 1, 0.33333333333333331, 0, 2},
+    };
+    static char *with_ids[] = {"q2"};
+    *with = (cd_eval_report){
+        .n_ks = 2, .ks = {1, 5}, .primary_k = 5, .queries = 6, .skipped = 1,
+        .gallery_items = 9,
+        .cross = {{0.66666666666666663, 1}, 0.59259259259259256},
+        .has_baseline = true, .baseline = {{0.5, 0.83333333333333337}, 0.5},
+        .has_paragon = true, .paragon = {{0.83333333333333337, 1}, 0.75},
+        .update_gain = {{0.49999999999999989, 1}, 0.37037037037037024},
+        .compatible = 1, .primary_cross = 1, .primary_baseline = 0.83333333333333337,
+        .negative_flips = 1, .positive_flips = 2, .nfr = 0.16666666666666666, .nfi = 0.5,
+        .pfr = 0.33333333333333331,
+        .n_labels = 2, .labels = with_labels, .n_negative_flips = 1,
+        .negative_flip_ids = with_ids,
+    };
+    static cd_eval_label without_labels[] = {{"dog", 2, 0.5, NAN, 0, 0}};
+    *without = (cd_eval_report){
+        .n_ks = 1, .ks = {1}, .primary_k = 0, .queries = 2, .skipped = 0,
+        .gallery_items = 9, .cross = {{NAN}, 0.25}, .compatible = -1,
+        .primary_cross = 0.25, .primary_baseline = NAN, .nfr = NAN, .nfi = NAN, .pfr = NAN,
+        .n_labels = 1, .labels = without_labels,
+    };
+}
+
+/*
+ * A schema 4 database with reports stored as text opens at the current
+ * version with the same reports, ids and times; a text that was not
+ * JSON stays unreadable (as it was); the converted rows go with their
+ * gallery, and a new evaluation never takes an old id.
+ */
+static void test_report_migration(void)
+{
+    char path[512];
+    cd_error err = {0};
+    tmp_path(path, sizeof path, "v4.db");
+    old_schema_create(path, 4, V4_ROWS);
+    cd_store *st = open_ok(path);
+    CHECK_EQ(cd_store_schema_version(st), CD_SCHEMA_VERSION);
+    CHECK_EQ(raw_int(path, "SELECT count(*) FROM pragma_table_info('evaluations')"
+                           " WHERE name = 'report'"), 0);
+
+    cd_eval_report want[2];
+    v4_reports(&want[0], &want[1]);
+    static const struct {
+        int64_t id;
+        const char *created_at, *query_model;
+        int compatible;
+    } rows[] = {
+        {3, "2024-02-03T04:05:06Z", "new", 1},
+        {7, "2024-02-04T00:00:00Z", "old", -1},
+    };
+    for (size_t i = 0; i < 2; i++) {
+        cd_evaluation ev;
+        CHECK_OK(cd_store_evaluation_get(st, rows[i].id, &ev, &err), &err);
+        CHECK_EQ(ev.id, rows[i].id);
+        CHECK_STREQ(ev.created_at, rows[i].created_at);
+        CHECK_STREQ(ev.query_model, rows[i].query_model);
+        CHECK_STREQ(ev.gallery_model, "old");
+        CHECK_EQ(ev.compatible, rows[i].compatible);
+        CHECK(reports_equal(ev.report, &want[i], rows[i].created_at));
+        cd_evaluation_finish(&ev);
+    }
+    cd_evaluation bad;
+    CHECK_EQ(cd_store_evaluation_get(st, 8, &bad, &err), CD_ECORRUPT);
+    CHECK(strstr(err.message, "evaluation 8") != NULL);
+    CHECK(bad.report == NULL);
+    cd_evaluation *list = NULL;
+    size_t n = 0;
+    CHECK_EQ(cd_store_evaluation_list(st, 1, 0, 8, 10, true, &list, &n, &err), CD_OK);
+    CHECK_EQ(n, 2);
+    if (n == 2) {
+        CHECK_EQ(list[0].id, 7);
+        CHECK(list[1].report && list[1].report->n_labels == 0 &&
+              list[1].report->negative_flips == 1 && list[1].report->primary_k == 5);
+    }
+    cd_evaluations_destroy(list, n);
+
+    cd_evaluation ev = make_eval(1, 2, 1, 1, 0.5, 1);
+    CHECK_OK(cd_store_evaluation_insert(st, &ev, &err), &err);
+    CHECK_EQ(ev.id, 10);
+    cd_evaluation_finish(&ev);
+    CHECK_OK(cd_store_gallery_delete(st, 1, &err), &err);
+    close_ok(st, path);
+    CHECK_EQ(raw_int(path, "SELECT (SELECT count(*) FROM evaluation_metrics)"
+                           " + (SELECT count(*) FROM evaluation_labels)"
+                           " + (SELECT count(*) FROM evaluation_flip_ids)"), 0);
+    cd_store_check_report report;
+    CHECK_OK(cd_store_check(path, &report, &err), &err);
+}
+
 int main(void)
 {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/test_store.XXXXXX");
@@ -1575,6 +1714,7 @@ int main(void)
 
     test_reopen(path);
     test_files();
+    test_report_migration();
     remove_tmpdir();
     return check_exit();
 }
