@@ -899,6 +899,16 @@ static cd_err unclean_check(cd_engine *e, cd_error *err)
         if ((rc = store_checked(e, err)) != CD_OK)
             goto fail;
         elog(e, CD_LOG_INFO, "%s passed its integrity check", e->db_path);
+    } else {
+        /* After a clean stop the file can still have been damaged at rest
+         * (the disk, a copy, a hand): every start reads each page once
+         * (quick_check, O(pages)); what it finds gets the full check,
+         * whose report the refusal gives. */
+        cd_error qerr;
+        if (stat(e->db_path, &sb) == 0 && sb.st_size > 0 &&
+            cd_store_quick_check(e->db_path, NULL, &qerr) == CD_ECORRUPT &&
+            (rc = store_checked(e, err)) != CD_OK)
+            goto fail;
     }
     FILE *f = fopen(e->marker_path, "w");
     bool written = f && fprintf(f, "%ld\n", (long)getpid()) > 0 && fflush(f) == 0 &&
@@ -2083,96 +2093,11 @@ static cd_err copy_probe_vectors(const cd_model *m, const float *in, size_t n,
     return CD_OK;
 }
 
-cd_err cd_engine_evaluate(cd_engine *e, const char *gallery_name,
-                          const char *query_model, const cd_eval_set *probes,
-                          const cd_eval_set *baseline, const int *ks,
-                          size_t n_ks, int primary_k, cd_eval_report **out,
-                          cd_evaluation *meta, cd_error *err)
+/* Fills ev's verdict, criterion text and summary numbers from r. */
+static void eval_summary(const cd_eval_report *r, cd_evaluation *ev)
 {
-    gallery *g = NULL;
-    cd_model qm, gm;
-    float *pv = NULL, *bv = NULL;
-    cd_eval_items items = {0};
-    cd_gallery info;
-    *out = NULL;
-    memset(meta, 0, sizeof *meta);
-
-    if (!cd_engine_ready(e))
-        return cd__fail(err, CD_EBUSY, "indexes are still loading");
-    cd_err rc = gallery_enter(e, gallery_name, &g, err);
-    if (rc != CD_OK)
-        return rc;
-    info = g->info;
-    gm = g->model;
-    rc = model_by_name(e, query_model, &qm, err);
-    if (rc == CD_OK && qm.dim != gm.dim)
-        rc = cd__fail(err, CD_EDIM, "query model %s has dim %d, gallery %s is of model %s with dim %d",
-                      qm.name, qm.dim, info.name, gm.name, gm.dim);
-    if (rc == CD_OK && qm.metric != gm.metric)
-        rc = cd__fail(err, CD_EINVAL, "query model %s uses metric %s, gallery model %s uses %s",
-                      qm.name, cd_metric_name(qm.metric), gm.name, cd_metric_name(gm.metric));
-    if (rc == CD_OK)
-        rc = copy_probe_vectors(&qm, probes->vectors, probes->n, "query", &pv, err);
-    if (rc == CD_OK && baseline)
-        rc = copy_probe_vectors(&gm, baseline->vectors, baseline->n, "baseline", &bv, err);
-    if (rc == CD_OK) {
-        /* One read transaction: a consistent gallery even while writes go
-         * on; the copy is ours, so no lock is held while computing. */
-        rc = cd_store_eval_items(e->st, info.id, gm.id, gm.dim,
-                                 qm.id == gm.id ? 0 : qm.id, &items, err);
-    }
-    pthread_rwlock_unlock(&e->lock);
-    if (rc != CD_OK)
-        goto out;
-    if (items.n == 0) {
-        rc = cd__fail(err, CD_EUNPROCESSABLE,
-                      "gallery %s has no labelled items with %s embeddings to evaluate against",
-                      info.name, gm.name);
-        goto out;
-    }
-    cd_eval_input in = {
-        .dim = gm.dim,
-        .metric = gm.metric,
-        .probes = {probes->n, pv, probes->ids, probes->labels},
-        .baseline = {baseline ? baseline->n : 0, bv, baseline ? baseline->ids : NULL,
-                     baseline ? baseline->labels : NULL},
-        .gallery = {items.n, items.vectors, (const char *const *)items.ids,
-                    (const char *const *)items.labels},
-        .paragon = qm.id == gm.id ? items.vectors : items.paragon,
-        .ks = ks,
-        .n_ks = n_ks,
-        .primary_k = primary_k,
-    };
-    rc = cd_eval_run(&in, out, err);
-    if (rc == CD_OK) {
-        meta->gallery_id = info.id;
-        snprintf(meta->gallery, sizeof meta->gallery, "%s", info.name);
-        meta->query_model_id = qm.id;
-        snprintf(meta->query_model, sizeof meta->query_model, "%s", qm.name);
-        meta->gallery_model_id = gm.id;
-        snprintf(meta->gallery_model, sizeof meta->gallery_model, "%s", gm.name);
-        cd_engine_eval_summary(*out, meta);
-    }
-out:
-    cd_eval_items_finish(&items);
-    free(pv);
-    free(bv);
-    return rc;
-}
-
-/* The primary metric's name, "top<k>" or "map". */
-static void primary_name(int k, char *buf, size_t size)
-{
-    if (k > 0)
-        snprintf(buf, size, "top%d", k);
-    else
-        snprintf(buf, size, "map");
-}
-
-void cd_engine_eval_summary(const cd_eval_report *r, cd_evaluation *ev)
-{
-    char name[16];
-    primary_name(r->primary_k, name, sizeof name);
+    char name[CD_EVAL_METRIC_NAME_SIZE];
+    cd_eval_metric_name(r->primary_k, name);
     ev->compatible = r->compatible;
     ev->queries = r->queries;
     if (r->compatible < 0)
@@ -2192,15 +2117,86 @@ void cd_engine_eval_summary(const cd_eval_report *r, cd_evaluation *ev)
     ev->nfr = r->has_baseline ? r->nfr : NAN;
 }
 
-cd_err cd_engine_evaluation_save(cd_engine *e, cd_evaluation *ev,
-                                 cd_error *err)
+cd_err cd_engine_evaluation_run(cd_engine *e, const cd_eval_request *req,
+                                cd_evaluation *out, cd_error *err)
 {
-    cd_err rc = cd_store_evaluation_insert(e->st, ev, err);
+    gallery *g = NULL;
+    cd_model qm, gm;
+    float *pv = NULL, *bv = NULL;
+    cd_eval_items items = {0};
+    cd_gallery info;
+    cd_evaluation ev = {0};
+    memset(out, 0, sizeof *out);
+
+    if (!cd_engine_ready(e))
+        return cd__fail(err, CD_EBUSY, "indexes are still loading");
+    cd_err rc = gallery_enter(e, req->gallery, &g, err);
+    if (rc != CD_OK)
+        return rc;
+    info = g->info;
+    gm = g->model;
+    rc = model_by_name(e, req->query_model, &qm, err);
+    if (rc == CD_OK && qm.dim != gm.dim)
+        rc = cd__fail(err, CD_EDIM, "query model %s has dim %d, gallery %s is of model %s with dim %d",
+                      qm.name, qm.dim, info.name, gm.name, gm.dim);
+    if (rc == CD_OK && qm.metric != gm.metric)
+        rc = cd__fail(err, CD_EINVAL, "query model %s uses metric %s, gallery model %s uses %s",
+                      qm.name, cd_metric_name(qm.metric), gm.name, cd_metric_name(gm.metric));
+    if (rc == CD_OK)
+        rc = copy_probe_vectors(&qm, req->probes.vectors, req->probes.n, "query", &pv, err);
+    if (rc == CD_OK)
+        rc = copy_probe_vectors(&gm, req->baseline.vectors, req->baseline.n, "baseline", &bv,
+                                err);
+    if (rc == CD_OK) {
+        /* One read transaction: a consistent gallery even while writes go
+         * on; the copy is ours, so no lock is held while computing. */
+        rc = cd_store_eval_items(e->st, info.id, gm.id, gm.dim,
+                                 qm.id == gm.id ? 0 : qm.id, &items, err);
+    }
+    pthread_rwlock_unlock(&e->lock);
+    if (rc != CD_OK)
+        goto out;
+    if (items.n == 0) {
+        rc = cd__fail(err, CD_EUNPROCESSABLE,
+                      "gallery %s has no labelled items with %s embeddings to evaluate against",
+                      info.name, gm.name);
+        goto out;
+    }
+    cd_eval_input in = {
+        .dim = gm.dim,
+        .metric = gm.metric,
+        .probes = {req->probes.n, pv, req->probes.ids, req->probes.labels},
+        .baseline = {req->baseline.n, bv, req->baseline.ids, req->baseline.labels},
+        .gallery = {items.n, items.vectors, (const char *const *)items.ids,
+                    (const char *const *)items.labels},
+        .paragon = qm.id == gm.id ? items.vectors : items.paragon,
+        .ks = req->ks,
+        .n_ks = req->n_ks,
+        .primary_k = req->primary_k,
+    };
+    rc = cd_eval_run(&in, &ev.report, err);
+    if (rc != CD_OK)
+        goto out;
+    ev.gallery_id = info.id;
+    snprintf(ev.gallery, sizeof ev.gallery, "%s", info.name);
+    ev.query_model_id = qm.id;
+    snprintf(ev.query_model, sizeof ev.query_model, "%s", qm.name);
+    ev.gallery_model_id = gm.id;
+    snprintf(ev.gallery_model, sizeof ev.gallery_model, "%s", gm.name);
+    eval_summary(ev.report, &ev);
+    rc = cd_store_evaluation_insert(e->st, &ev, err);
     if (rc == CD_OK) {
         atomic_fetch_add(&e->evaluations, 1);
-        if (ev->compatible == 0)
+        if (ev.compatible == 0)
             atomic_fetch_add(&e->evaluations_failed, 1);
+        *out = ev;
+        ev.report = NULL;
     }
+out:
+    cd_evaluation_finish(&ev);
+    cd_eval_items_finish(&items);
+    free(pv);
+    free(bv);
     return rc;
 }
 

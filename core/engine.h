@@ -209,44 +209,45 @@ void cd_search_result_destroy(cd_search_result *r);
 
 /* --- evaluations (schema/concepts.md §4) ------------------------------ */
 
-/*
- * Evaluates query_model on gallery: probes (vectors of query_model) and
- * baseline (gallery-model vectors of the same probes, matched by id; NULL
- * or n == 0 for none) against every labelled item's gallery-model
- * embedding, exactly (whatever index serves search), with the paragon
- * when every such item has a query_model embedding too.  Vectors are
- * copied, checked and normalised for cosine here.  Errors: CD_ENOTFOUND
- * (gallery, model), CD_EDIM / CD_EINVAL (dim or metric differ from the
- * gallery model's), CD_EVECTOR, cd_eval_run's CD_EINVAL, CD_EUNPROCESSABLE
- * when the gallery has no labelled item.  Nothing is stored: on success
- * *out (free with cd_eval_report_destroy) and *meta (gallery and model
- * ids and names, the summary of cd_engine_eval_summary; report NULL) are
- * ready for cd_engine_evaluation_save.
- */
-cd_err cd_engine_evaluate(cd_engine *e, const char *gallery,
-                          const char *query_model, const cd_eval_set *probes,
-                          const cd_eval_set *baseline, const int *ks,
-                          size_t n_ks, int primary_k, cd_eval_report **out,
-                          cd_evaluation *meta, cd_error *err);
-
-/* Fills ev's verdict, criterion text and summary numbers from r. */
-void cd_engine_eval_summary(const cd_eval_report *r, cd_evaluation *ev);
+/* What to evaluate; everything is the caller's and only read. */
+typedef struct cd_eval_request {
+    const char *gallery;
+    const char *query_model;
+    cd_eval_set probes;         /* query-model probes, labelled */
+    cd_eval_set baseline;       /* gallery-model vectors of the same probes,
+                                   matched by id; n == 0: no baseline */
+    const int *ks;              /* as cd_eval_input's */
+    size_t n_ks;
+    int primary_k;              /* the criterion's metric: k, or 0 for map */
+} cd_eval_request;
 
 /*
- * Stores ev (as cd_engine_evaluate filled it, plus ev->report, the report
- * document) and sets ev->id and ev->created_at.
+ * Evaluates req->query_model on req->gallery (schema/concepts.md §4) and
+ * stores the evaluation.  The probes (and the baseline) are ranked against
+ * every labelled item's gallery-model embedding, exactly (whatever index
+ * serves search), with the paragon when every such item has a query-model
+ * embedding too.  Vectors are copied, checked and normalised for cosine
+ * here.  On success *out is the stored evaluation as
+ * cd_engine_evaluation_get reads it back: id, created_at, names, verdict,
+ * criterion ("<metric> new->old ..."), summary and the whole report; free
+ * it with cd_evaluation_finish().  Errors: CD_EBUSY while indexes load,
+ * CD_ENOTFOUND (gallery, model; or the gallery deleted meanwhile),
+ * CD_EDIM / CD_EINVAL (dim or metric differ from the gallery model's),
+ * CD_EVECTOR, cd_eval_run's CD_EINVAL, CD_EUNPROCESSABLE when the gallery
+ * has no labelled item; then *out holds nothing and nothing is stored.
  */
-cd_err cd_engine_evaluation_save(cd_engine *e, cd_evaluation *ev,
-                                 cd_error *err);
+cd_err cd_engine_evaluation_run(cd_engine *e, const cd_eval_request *req,
+                                cd_evaluation *out, cd_error *err);
 
-/* Evaluation id with its report; free with cd_evaluation_finish(). */
+/* Evaluation id with its whole report; free with cd_evaluation_finish(). */
 cd_err cd_engine_evaluation_get(cd_engine *e, int64_t id, cd_evaluation *out,
                                 cd_error *err);
 
 /*
  * A gallery's evaluations with reports, newest first, at most limit with
- * id < before (0: none), of query_model only when not NULL.  Free *out
- * with cd_evaluations_destroy().
+ * id < before (0: none), of query_model only when not NULL.  A listing is
+ * a summary: the reports have no by-label lines or flip ids (n_labels and
+ * n_negative_flips are 0).  Free *out with cd_evaluations_destroy().
  */
 cd_err cd_engine_evaluation_list(cd_engine *e, const char *gallery,
                                  const char *query_model, int64_t before,

@@ -1029,3 +1029,12 @@ void cd_eval_report_destroy(cd_eval_report *r)
     free(r->negative_flip_ids);
     free(r);
 }
+
+const char *cd_eval_metric_name(int k, char buf[CD_EVAL_METRIC_NAME_SIZE])
+{
+    if (k > 0)
+        snprintf(buf, CD_EVAL_METRIC_NAME_SIZE, "top%d", k);
+    else
+        snprintf(buf, CD_EVAL_METRIC_NAME_SIZE, "map");
+    return buf;
+}

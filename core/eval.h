@@ -134,4 +134,14 @@ cd_err cd_eval_run(const cd_eval_input *in, cd_eval_report **out,
 /* Frees a report and everything it points to.  Accepts NULL. */
 void cd_eval_report_destroy(cd_eval_report *r);
 
+/* Room for any metric's name with its NUL ("top1000"). */
+#define CD_EVAL_METRIC_NAME_SIZE 16
+
+/*
+ * The name of metric k: "top<k>" for k >= 1, "map" for 0.  The one
+ * spelling of a metric: the report's keys, primary_metric and the
+ * criterion text all use it.  Writes buf and returns it.
+ */
+const char *cd_eval_metric_name(int k, char buf[CD_EVAL_METRIC_NAME_SIZE]);
+
 #endif

@@ -57,12 +57,13 @@ extern const size_t cd__migrations_count;
     " g.query_policy, g.item_count, g.seq, g.created_at"                     \
     " FROM galleries g JOIN models m ON m.id = g.model_id"
 
-/* An evaluation row, with `report` the expression for the last column. */
-#define EVAL_SELECT(report)                                                  \
+/* An evaluation row: the summary, then the report's scalars. */
+#define EVAL_SELECT                                                          \
     "SELECT e.id, e.gallery_id, g.name, e.query_model_id, q.name,"          \
     " e.gallery_model_id, m.name, e.created_at, e.compatible, e.criterion," \
     " e.queries, e.cross_top1, e.baseline_top1, e.cross_map,"               \
-    " e.baseline_map, e.nfr, " report                                        \
+    " e.baseline_map, e.nfr, e.primary_k, e.skipped, e.gallery_items,"      \
+    " e.negative_flips, e.positive_flips, e.nfi, e.pfr"                     \
     " FROM evaluations e JOIN galleries g ON g.id = e.gallery_id"           \
     " JOIN models q ON q.id = e.query_model_id"                             \
     " JOIN models m ON m.id = e.gallery_model_id"
@@ -159,18 +160,40 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_EVAL_INSERT] =
         "INSERT INTO evaluations (gallery_id, query_model_id, gallery_model_id,"
         " created_at, compatible, criterion, queries, cross_top1, baseline_top1,"
-        " cross_map, baseline_map, nfr, report)"
-        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-    [ST_EVAL_GET] = EVAL_SELECT("e.report") " WHERE e.id = ?1",
+        " cross_map, baseline_map, nfr, primary_k, skipped, gallery_items,"
+        " negative_flips, positive_flips, nfi, pfr)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,"
+        " ?15, ?16, ?17, ?18, ?19)",
+    [ST_EVAL_METRIC_INSERT] =
+        "INSERT INTO evaluation_metrics (evaluation_id, ranking, k, value)"
+        " VALUES (?1, ?2, ?3, ?4)",
+    [ST_EVAL_LABEL_INSERT] =
+        "INSERT INTO evaluation_labels (evaluation_id, position, label, queries,"
+        " cross_top1, baseline_top1, negative_flips, positive_flips)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    [ST_EVAL_FLIP_INSERT] =
+        "INSERT INTO evaluation_flip_ids (evaluation_id, position, probe_id)"
+        " VALUES (?1, ?2, ?3)",
+    [ST_EVAL_GET] = EVAL_SELECT " WHERE e.id = ?1",
     [ST_EVAL_LIST] =
-        EVAL_SELECT("CASE WHEN ?5 THEN e.report END")
+        EVAL_SELECT
         " WHERE e.gallery_id = ?1 AND (?2 = 0 OR e.query_model_id = ?2)"
         " AND (?3 = 0 OR e.id < ?3) ORDER BY e.id DESC LIMIT ?4",
     [ST_EVAL_LATEST] =
-        EVAL_SELECT("NULL")
+        EVAL_SELECT
         " WHERE e.id IN (SELECT max(id) FROM evaluations"
         " WHERE (?1 = 0 OR gallery_id = ?1) AND (?2 = 0 OR query_model_id = ?2)"
         " GROUP BY gallery_id, query_model_id) ORDER BY g.name, q.name",
+    [ST_EVAL_METRICS] =
+        "SELECT ranking, k, value FROM evaluation_metrics"
+        " WHERE evaluation_id = ?1 ORDER BY k",
+    [ST_EVAL_LABELS] =
+        "SELECT label, queries, cross_top1, baseline_top1, negative_flips,"
+        " positive_flips FROM evaluation_labels WHERE evaluation_id = ?1"
+        " ORDER BY position",
+    [ST_EVAL_FLIP_IDS] =
+        "SELECT probe_id FROM evaluation_flip_ids WHERE evaluation_id = ?1"
+        " ORDER BY position",
     /* The gallery-model range of embeddings drives, in rowid order; each
      * item and its paragon embedding are primary-key look-ups. */
     [ST_EVAL_ITEMS] =

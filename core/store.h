@@ -27,13 +27,14 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "eval.h"
 #include "text.h"
 #include "vec.h"
 
 typedef struct cd_store cd_store;
 
 /* The schema version this binary writes (schema/NNN_*.sql, highest NNN). */
-#define CD_SCHEMA_VERSION 4
+#define CD_SCHEMA_VERSION 5
 
 typedef enum cd_query_policy {
     CD_POLICY_VERIFIED = 0, /* latest evaluation passed (the default) */
@@ -282,9 +283,9 @@ cd_err cd_store_count_vectors(cd_store *st, int64_t gallery_id,
 /* --- evaluations --------------------------------------------------------- */
 
 /*
- * A stored compatibility report: the numbers the gate, the gallery listing
- * and the matrix read, and the report document (text the store keeps as
- * given).  Reals are NaN where the report has no value.
+ * A stored evaluation: its row (the numbers the gate, the gallery listing
+ * and the matrix read) and, when asked for, its report (schema 005 keeps
+ * it as rows).  Reals are NaN where the report has no value.
  */
 typedef struct cd_evaluation {
     int64_t id;
@@ -299,28 +300,36 @@ typedef struct cd_evaluation {
     char criterion[256];
     int64_t queries;
     double cross_top1, baseline_top1, cross_map, baseline_map, nfr;
-    char *report;                   /* malloc'd; NULL unless asked for */
+    cd_eval_report *report;         /* NULL unless asked for; freed by
+                                       cd_evaluation_finish */
 } cd_evaluation;
 
 /*
  * Stores ev (gallery_id, query_model_id, gallery_model_id, compatible,
- * criterion, queries, the reals and report are read) and sets ev->id and
- * ev->created_at.  CD_ENOTFOUND when the gallery no longer exists.
+ * criterion, queries, the reals and the report, which must not be NULL,
+ * are read) in one transaction and sets ev->id and ev->created_at.
+ * CD_ENOTFOUND when the gallery no longer exists; on failure nothing is
+ * stored and ev is unchanged.
  */
 cd_err cd_store_evaluation_insert(cd_store *st, cd_evaluation *ev,
                                   cd_error *err);
 
 /*
- * Reads evaluation id with its report (free ev->report, or call
- * cd_evaluation_finish).  CD_ENOTFOUND when there is none.
+ * Reads evaluation id with its whole report (free with
+ * cd_evaluation_finish).  CD_ENOTFOUND when there is none, CD_ECORRUPT
+ * when its report rows are damaged or missing (a report of schema 2 that
+ * was not JSON).  On failure *out holds nothing to free.
  */
 cd_err cd_store_evaluation_get(cd_store *st, int64_t id, cd_evaluation *out,
                                cd_error *err);
 
 /*
  * A gallery's evaluations, newest first: at most limit of them with id <
- * before (0: no bound), of query_model_id only when it is not 0; with their
- * reports when with_report.  *out is freed with cd_evaluations_destroy().
+ * before (0: no bound), of query_model_id only when it is not 0.  With
+ * with_report, each has its report's numbers and flips but not its long
+ * lists (n_labels and n_negative_flips are 0: a listing is a summary);
+ * CD_ECORRUPT as for cd_store_evaluation_get.  *out is freed with
+ * cd_evaluations_destroy().
  */
 cd_err cd_store_evaluation_list(cd_store *st, int64_t gallery_id,
                                 int64_t query_model_id, int64_t before,
@@ -339,7 +348,7 @@ cd_err cd_store_evaluation_latest(cd_store *st, int64_t gallery_id,
                                   cd_evaluation **out, size_t *n,
                                   cd_error *err);
 
-/* Frees ev->report.  Accepts NULL. */
+/* Frees ev->report (and sets it NULL).  Accepts NULL. */
 void cd_evaluation_finish(cd_evaluation *ev);
 
 /* Frees n evaluations and the array.  Accepts NULL. */
@@ -403,6 +412,15 @@ typedef struct cd_store_check_report {
  */
 cd_err cd_store_check(const char *db_path, cd_store_check_report *report,
                       cd_error *err);
+
+/*
+ * The fast part of cd_store_check alone: SQLite's PRAGMA quick_check (every
+ * page well formed, O(pages); no index-against-table comparison and none
+ * of the rules), for every start.  Same returns as cd_store_check; a
+ * report's row counts stay 0.
+ */
+cd_err cd_store_quick_check(const char *db_path, cd_store_check_report *report,
+                            cd_error *err);
 
 /* --- backup ------------------------------------------------------------ */
 

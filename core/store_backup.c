@@ -153,7 +153,7 @@ static cd_err backup_copy(sqlite3 *src, const char *tmp_path, cd_error *err)
         goto done;
     }
     cd_store_check_report report;
-    rc = cd__store_check_db(dst, tmp_path, &report, err);
+    rc = cd__store_check_db(dst, tmp_path, false, &report, err);
     if (rc == CD_ECORRUPT)
         rc = cd__fail(err, CD_ECORRUPT, "the copy does not pass the check (the "
                       "database is damaged; `compatd check` lists how): %s",

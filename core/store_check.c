@@ -92,8 +92,8 @@ static void check_query(sqlite3 *db, const char *sql, bool ok_means_none,
     sqlite3_finalize(s);
 }
 
-cd_err cd__store_check_db(sqlite3 *db, const char *path, cd_store_check_report *r,
-                       cd_error *err)
+cd_err cd__store_check_db(sqlite3 *db, const char *path, bool quick,
+                         cd_store_check_report *r, cd_error *err)
 {
     cd_err rc = CD_OK;
     memset(r, 0, sizeof *r);
@@ -126,14 +126,15 @@ cd_err cd__store_check_db(sqlite3 *db, const char *path, cd_store_check_report *
     sqlite3_finalize(s);
     if (rc == CD_OK && r->n_problems == 0) {
         char sql[64];
-        snprintf(sql, sizeof sql, "PRAGMA integrity_check(%d)", CD_CHECK_PROBLEMS_MAX + 1);
+        snprintf(sql, sizeof sql, "PRAGMA %s(%d)", quick ? "quick_check" : "integrity_check",
+                 CD_CHECK_PROBLEMS_MAX + 1);
         check_query(db, sql, true, r);
     }
     /* The rules read rows a damaged b-tree could hide: only on a sound one. */
-    for (size_t i = 0; rc == CD_OK && r->n_problems == 0 &&
+    for (size_t i = 0; !quick && rc == CD_OK && r->n_problems == 0 &&
                        i < sizeof check_rules / sizeof check_rules[0]; i++)
         check_query(db, check_rules[i], false, r);
-    if (rc == CD_OK && r->n_problems == 0) {
+    if (!quick && rc == CD_OK && r->n_problems == 0) {
         s = NULL;
         src = sqlite3_prepare_v2(db, "SELECT (SELECT count(*) FROM galleries),"
                                  " (SELECT count(*) FROM items),"
@@ -156,8 +157,9 @@ cd_err cd__store_check_db(sqlite3 *db, const char *path, cd_store_check_report *
     return rc;
 }
 
-cd_err cd_store_check(const char *db_path, cd_store_check_report *report,
-                      cd_error *err)
+/* cd_store_check and cd_store_quick_check: the file by path, read-only. */
+static cd_err check_file(const char *db_path, bool quick, cd_store_check_report *report,
+                         cd_error *err)
 {
     cd_store_check_report local;
     cd_store_check_report *r = report ? report : &local;
@@ -183,8 +185,20 @@ cd_err cd_store_check(const char *db_path, cd_store_check_report *report,
     } else {
         sqlite3_extended_result_codes(db, 1);
         sqlite3_busy_timeout(db, STORE_BUSY_TIMEOUT_MS);
-        rc = cd__store_check_db(db, db_path, r, err);
+        rc = cd__store_check_db(db, db_path, quick, r, err);
     }
     sqlite3_close(db);
     return rc;
+}
+
+cd_err cd_store_check(const char *db_path, cd_store_check_report *report,
+                      cd_error *err)
+{
+    return check_file(db_path, false, report, err);
+}
+
+cd_err cd_store_quick_check(const char *db_path, cd_store_check_report *report,
+                            cd_error *err)
+{
+    return check_file(db_path, true, report, err);
 }

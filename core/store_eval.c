@@ -1,11 +1,15 @@
 /*
- * store_eval.c - stored evaluations (one row per evaluation run, with
- * its JSON report) and the labelled items an evaluation reads (see
- * store.h for the contract, store_int.h for what the store_*.c files
- * share).
+ * store_eval.c - stored evaluations and the labelled items an
+ * evaluation reads (see store.h for the contract, store_int.h for what
+ * the store_*.c files share).
  *
- * A metric that could not be computed is NaN in memory and NULL in the
- * table; evaluations of a gallery are deleted with it (store_catalog.c).
+ * An evaluation is its evaluations row and its report's rows in
+ * evaluation_metrics, evaluation_labels and evaluation_flip_ids (schema
+ * 005), written in one transaction and read in one.  A metric that could
+ * not be computed is NaN in memory and NULL in the tables; a report that
+ * has no baseline (or paragon) has no rows of that ranking.  Evaluations
+ * of a gallery are deleted with it (store_catalog.c), their report rows
+ * with them (ON DELETE CASCADE).
  */
 #include "store_int.h"
 
@@ -14,6 +18,12 @@
 #include <string.h>
 
 /* --- evaluations -------------------------------------------------------- */
+
+/* The report's rankings, by their name in evaluation_metrics.ranking. */
+enum { RANK_CROSS, RANK_BASELINE, RANK_PARAGON, RANK_UPDATE_GAIN, RANK_COUNT };
+static const char *const ranking_names[RANK_COUNT] = {
+    "cross", "baseline", "paragon", "update_gain",
+};
 
 static void bind_real(sqlite3_stmt *s, int col, double v)
 {
@@ -27,6 +37,279 @@ static double column_real(sqlite3_stmt *s, int col)
 {
     return sqlite3_column_type(s, col) == SQLITE_NULL ? NAN
                                                       : sqlite3_column_double(s, col);
+}
+
+static cd_err damaged(cd_error *err, int64_t id)
+{
+    return cd__fail(err, CD_ECORRUPT, "evaluation %lld has a damaged report",
+                    (long long)id);
+}
+
+/* The report's metrics of r's ranking `rank`, or NULL when it has none. */
+static cd_eval_metrics *ranking_of(cd_eval_report *r, int rank)
+{
+    switch (rank) {
+    case RANK_CROSS:
+        return &r->cross;
+    case RANK_BASELINE:
+        return r->has_baseline ? &r->baseline : NULL;
+    case RANK_PARAGON:
+        return r->has_paragon ? &r->paragon : NULL;
+    default:
+        return r->has_baseline && r->has_paragon ? &r->update_gain : NULL;
+    }
+}
+
+/* Inserts the rows of one ranking's metrics m (top-k for each of r's ks,
+ * then map as k 0). */
+static cd_err insert_metrics(cd_conn *c, int64_t id, const cd_eval_report *r,
+                             int rank, const cd_eval_metrics *m, cd_error *err)
+{
+    cd_err rc = CD_OK;
+    for (size_t i = 0; rc == CD_OK && i <= r->n_ks; i++) {
+        sqlite3_stmt *s = NULL;
+        rc = cd__conn_stmt(c, ST_EVAL_METRIC_INSERT, &s, err);
+        if (rc != CD_OK)
+            break;
+        sqlite3_bind_int64(s, 1, id);
+        sqlite3_bind_text(s, 2, ranking_names[rank], -1, SQLITE_STATIC);
+        sqlite3_bind_int(s, 3, i < r->n_ks ? r->ks[i] : 0);
+        bind_real(s, 4, i < r->n_ks ? m->top[i] : m->map);
+        rc = cd__step_write(c, s, NULL, NULL, err);
+    }
+    return rc;
+}
+
+/* Inserts r's rows (metrics, by-label lines, flip ids) for evaluation id. */
+static cd_err insert_report(cd_conn *c, int64_t id, const cd_eval_report *r,
+                            cd_error *err)
+{
+    cd_err rc = CD_OK;
+    for (int rank = 0; rc == CD_OK && rank < RANK_COUNT; rank++) {
+        cd_eval_metrics *m = ranking_of((cd_eval_report *)r, rank);
+        if (m)
+            rc = insert_metrics(c, id, r, rank, m, err);
+    }
+    for (size_t i = 0; rc == CD_OK && i < r->n_labels; i++) {
+        const cd_eval_label *l = &r->labels[i];
+        sqlite3_stmt *s = NULL;
+        rc = cd__conn_stmt(c, ST_EVAL_LABEL_INSERT, &s, err);
+        if (rc != CD_OK)
+            break;
+        sqlite3_bind_int64(s, 1, id);
+        sqlite3_bind_int64(s, 2, (int64_t)i);
+        sqlite3_bind_text(s, 3, l->label, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 4, l->queries);
+        bind_real(s, 5, l->cross_top1);
+        bind_real(s, 6, l->baseline_top1);
+        sqlite3_bind_int64(s, 7, l->negative_flips);
+        sqlite3_bind_int64(s, 8, l->positive_flips);
+        rc = cd__step_write(c, s, NULL, NULL, err);
+    }
+    for (size_t i = 0; rc == CD_OK && i < r->n_negative_flips; i++) {
+        sqlite3_stmt *s = NULL;
+        rc = cd__conn_stmt(c, ST_EVAL_FLIP_INSERT, &s, err);
+        if (rc != CD_OK)
+            break;
+        sqlite3_bind_int64(s, 1, id);
+        sqlite3_bind_int64(s, 2, (int64_t)i);
+        sqlite3_bind_text(s, 3, r->negative_flip_ids[i], -1, SQLITE_STATIC);
+        rc = cd__step_write(c, s, NULL, NULL, err);
+    }
+    return rc;
+}
+
+/* A metric row as read, before the ks are known. */
+typedef struct metric_row {
+    int rank;
+    int k;
+    double value;
+} metric_row;
+
+#define METRIC_ROWS_MAX (RANK_COUNT * (CD_EVAL_KS_MAX + 1))
+
+/* The index of k in r's ks, n_ks for map (k 0), -1 when it is neither. */
+static int metric_slot(const cd_eval_report *r, int k)
+{
+    if (k == 0)
+        return (int)r->n_ks;
+    for (size_t i = 0; i < r->n_ks; i++)
+        if (r->ks[i] == k)
+            return (int)i;
+    return -1;
+}
+
+/*
+ * Reads evaluation id's metric rows into r: its ks from the cross
+ * ranking, which must be there, and every ranking it has, each with a
+ * value for every k and map.
+ */
+static cd_err read_metrics(cd_conn *c, int64_t id, cd_eval_report *r,
+                           cd_error *err)
+{
+    metric_row rows[METRIC_ROWS_MAX];
+    size_t n = 0, count[RANK_COUNT] = {0};
+    sqlite3_stmt *s = NULL;
+    cd_err rc = cd__conn_stmt(c, ST_EVAL_METRICS, &s, err);
+    if (rc != CD_OK)
+        return rc;
+    sqlite3_bind_int64(s, 1, id);
+    int step = SQLITE_DONE;
+    while (rc == CD_OK && (step = sqlite3_step(s)) == SQLITE_ROW) {
+        const char *name = (const char *)sqlite3_column_text(s, 0);
+        int64_t k = sqlite3_column_int64(s, 1);
+        metric_row row = {.rank = -1, .k = (int)k, .value = column_real(s, 2)};
+        for (int i = 0; name && i < RANK_COUNT; i++)
+            if (strcmp(name, ranking_names[i]) == 0)
+                row.rank = i;
+        bool new_k = row.rank == RANK_CROSS && k > 0;
+        if (row.rank < 0 || k < 0 || k > CD_K_MAX || n == METRIC_ROWS_MAX ||
+            (new_k && r->n_ks == CD_EVAL_KS_MAX)) {
+            rc = damaged(err, id);
+            break;
+        }
+        if (new_k)      /* rows come by k, so the ks ascend */
+            r->ks[r->n_ks++] = row.k;
+        count[row.rank]++;
+        rows[n++] = row;
+    }
+    if (rc == CD_OK && step != SQLITE_DONE)
+        rc = cd__db_fail(err, c, step);
+    cd__stmt_done(s);
+    if (rc != CD_OK)
+        return rc;
+    r->has_baseline = count[RANK_BASELINE] > 0;
+    r->has_paragon = count[RANK_PARAGON] > 0;
+    for (int rank = 0; rank < RANK_COUNT; rank++) {
+        cd_eval_metrics *m = ranking_of(r, rank);
+        if (r->n_ks == 0 || (m ? count[rank] != r->n_ks + 1 : count[rank] != 0))
+            return damaged(err, id);
+        if (m)
+            for (size_t i = 0; i < r->n_ks; i++)
+                m->top[i] = NAN;
+    }
+    for (size_t i = 0; i < n; i++) {
+        int slot = metric_slot(r, rows[i].k);
+        if (slot < 0)
+            return damaged(err, id);
+        cd_eval_metrics *m = ranking_of(r, rows[i].rank);
+        if (slot == (int)r->n_ks)
+            m->map = rows[i].value;
+        else
+            m->top[slot] = rows[i].value;
+    }
+    return CD_OK;
+}
+
+/* Reads evaluation id's by-label lines and flip ids into r. */
+static cd_err read_lists(cd_conn *c, int64_t id, cd_eval_report *r,
+                         cd_error *err)
+{
+    sqlite3_stmt *s = NULL;
+    size_t cap = 0;
+    cd_err rc = cd__conn_stmt(c, ST_EVAL_LABELS, &s, err);
+    int step = SQLITE_DONE;
+    if (rc == CD_OK)
+        sqlite3_bind_int64(s, 1, id);
+    while (rc == CD_OK && (step = sqlite3_step(s)) == SQLITE_ROW) {
+        if (r->n_labels == cap) {
+            size_t ncap = cap ? 2 * cap : 16;
+            cd_eval_label *grown = realloc(r->labels, ncap * sizeof *grown);
+            if (!grown) {
+                rc = cd__fail(err, CD_ENOMEM, "out of memory reading evaluation %lld",
+                              (long long)id);
+                break;
+            }
+            r->labels = grown;
+            cap = ncap;
+        }
+        cd_eval_label *l = &r->labels[r->n_labels];
+        rc = cd__dup_column(s, 0, &l->label, err);
+        if (rc != CD_OK)
+            break;
+        r->n_labels++;
+        if (!l->label) {
+            rc = damaged(err, id);
+            break;
+        }
+        l->queries = sqlite3_column_int64(s, 1);
+        l->cross_top1 = column_real(s, 2);
+        l->baseline_top1 = column_real(s, 3);
+        l->negative_flips = sqlite3_column_int64(s, 4);
+        l->positive_flips = sqlite3_column_int64(s, 5);
+    }
+    if (rc == CD_OK && step != SQLITE_DONE)
+        rc = cd__db_fail(err, c, step);
+    cd__stmt_done(s);
+    s = NULL;
+    cap = 0;
+    if (rc == CD_OK) {
+        rc = cd__conn_stmt(c, ST_EVAL_FLIP_IDS, &s, err);
+        if (rc == CD_OK)
+            sqlite3_bind_int64(s, 1, id);
+    }
+    while (rc == CD_OK && (step = sqlite3_step(s)) == SQLITE_ROW) {
+        if (r->n_negative_flips == cap) {
+            size_t ncap = cap ? 2 * cap : 16;
+            char **grown = realloc(r->negative_flip_ids, ncap * sizeof *grown);
+            if (!grown) {
+                rc = cd__fail(err, CD_ENOMEM, "out of memory reading evaluation %lld",
+                              (long long)id);
+                break;
+            }
+            r->negative_flip_ids = grown;
+            cap = ncap;
+        }
+        char **slot = &r->negative_flip_ids[r->n_negative_flips];
+        rc = cd__dup_column(s, 0, slot, err);
+        if (rc != CD_OK)
+            break;
+        r->n_negative_flips++;
+        if (!*slot)
+            rc = damaged(err, id);
+    }
+    if (rc == CD_OK && step != SQLITE_DONE)
+        rc = cd__db_fail(err, c, step);
+    cd__stmt_done(s);
+    return rc;
+}
+
+/*
+ * Reads the report of ev, whose EVAL_SELECT row s is: its scalars from
+ * the row, its metrics and, when lists, its by-label lines and flip ids.
+ */
+static cd_err report_from_rows(cd_conn *c, sqlite3_stmt *s, cd_evaluation *ev,
+                               bool lists, cd_error *err)
+{
+    cd_eval_report *r = calloc(1, sizeof *r);
+    if (!r)
+        return cd__fail(err, CD_ENOMEM, "out of memory reading evaluation %lld",
+                        (long long)ev->id);
+    r->primary_k = sqlite3_column_int(s, 16);
+    r->queries = ev->queries;
+    r->skipped = sqlite3_column_int64(s, 17);
+    r->gallery_items = sqlite3_column_int64(s, 18);
+    r->compatible = ev->compatible;
+    r->negative_flips = sqlite3_column_int64(s, 19);
+    r->positive_flips = sqlite3_column_int64(s, 20);
+    r->nfr = ev->nfr;
+    r->nfi = column_real(s, 21);
+    r->pfr = column_real(s, 22);
+    cd_err rc = read_metrics(c, ev->id, r, err);
+    if (rc == CD_OK && lists)
+        rc = read_lists(c, ev->id, r, err);
+    int slot = rc == CD_OK ? metric_slot(r, r->primary_k) : -1;
+    if (rc == CD_OK && slot < 0)
+        rc = damaged(err, ev->id);
+    if (rc != CD_OK) {
+        cd_eval_report_destroy(r);
+        return rc;
+    }
+    r->primary_cross = slot == (int)r->n_ks ? r->cross.map : r->cross.top[slot];
+    r->primary_baseline = !r->has_baseline ? NAN
+                          : slot == (int)r->n_ks ? r->baseline.map : r->baseline.top[slot];
+    ev->report = r;
+    return CD_OK;
 }
 
 /* Fills *ev from an EVAL_SELECT row. */
@@ -53,14 +336,14 @@ static cd_err evaluation_from_row(sqlite3_stmt *s, cd_evaluation *ev,
         !cd__copy_column(s, 9, ev->criterion, sizeof ev->criterion))
         return cd__fail(err, CD_ECORRUPT, "evaluation %lld has a damaged row",
                         (long long)ev->id);
-    return cd__dup_column(s, 16, &ev->report, err);
+    return CD_OK;
 }
 
 void cd_evaluation_finish(cd_evaluation *ev)
 {
     if (!ev)
         return;
-    free(ev->report);
+    cd_eval_report_destroy(ev->report);
     ev->report = NULL;
 }
 
@@ -76,10 +359,12 @@ cd_err cd_store_evaluation_insert(cd_store *st, cd_evaluation *ev,
 {
     if (!st || !ev || !ev->report)
         return cd__fail(err, CD_EINVAL, "cd_store_evaluation_insert: NULL argument");
+    const cd_eval_report *r = ev->report;
     char created[32];
     cd__now_rfc3339(created);
     sqlite3_stmt *s = NULL;
     bool found;
+    int64_t id = 0;
     cd_conn *c = cd__writer_acquire(st);
     cd_err rc = cd__tx_begin(c, true, err);
     if (rc != CD_OK)
@@ -106,10 +391,21 @@ cd_err cd_store_evaluation_insert(cd_store *st, cd_evaluation *ev,
         bind_real(s, 10, ev->cross_map);
         bind_real(s, 11, ev->baseline_map);
         bind_real(s, 12, ev->nfr);
-        sqlite3_bind_text(s, 13, ev->report, -1, SQLITE_STATIC);
+        sqlite3_bind_int(s, 13, r->primary_k);
+        sqlite3_bind_int64(s, 14, r->skipped);
+        sqlite3_bind_int64(s, 15, r->gallery_items);
+        if (r->has_baseline) {
+            sqlite3_bind_int64(s, 16, r->negative_flips);
+            sqlite3_bind_int64(s, 17, r->positive_flips);
+        }
+        bind_real(s, 18, r->has_baseline ? r->nfi : NAN);
+        bind_real(s, 19, r->has_baseline ? r->pfr : NAN);
         rc = cd__step_write(c, s, NULL, NULL, err);
     }
-    int64_t id = sqlite3_last_insert_rowid(c->db);
+    if (rc == CD_OK) {
+        id = sqlite3_last_insert_rowid(c->db);
+        rc = insert_report(c, id, r, err);
+    }
     rc = cd__tx_end(c, rc, err);
 unlock:
     cd__conn_release(c);
@@ -120,12 +416,20 @@ unlock:
     return rc;
 }
 
+/* How much of each report evaluation_rows reads. */
+typedef enum report_part {
+    REPORT_NONE,        /* the row only */
+    REPORT_NUMBERS,     /* metrics and flips, not the long lists */
+    REPORT_ALL,
+} report_part;
+
 /*
- * Runs an EVAL_SELECT statement bound by bind (with ctx) on a read
- * connection and collects its rows into a malloc'd array.
+ * Runs an EVAL_SELECT statement with nargs integer arguments on a read
+ * connection, in one read transaction, and collects its rows, with the
+ * part of their reports asked for, into a malloc'd array.
  */
 static cd_err evaluation_rows(cd_store *st, stmt_id id,
-                              const int64_t *args, int nargs,
+                              const int64_t *args, int nargs, report_part part,
                               cd_evaluation **out, size_t *n, cd_error *err)
 {
     cd_evaluation *rows = NULL;
@@ -134,7 +438,10 @@ static cd_err evaluation_rows(cd_store *st, stmt_id id,
     *out = NULL;
     *n = 0;
     cd_conn *c = cd__reader_acquire(st);
-    cd_err rc = cd__conn_stmt(c, id, &s, err);
+    cd_err rc = cd__tx_begin(c, false, err);
+    if (rc != CD_OK)
+        goto unlock;
+    rc = cd__conn_stmt(c, id, &s, err);
     if (rc != CD_OK)
         goto done;
     for (int a = 0; a < nargs; a++)
@@ -152,6 +459,8 @@ static cd_err evaluation_rows(cd_store *st, stmt_id id,
             cap = ncap;
         }
         rc = evaluation_from_row(s, &rows[count], err);
+        if (rc == CD_OK && part != REPORT_NONE)
+            rc = report_from_rows(c, s, &rows[count], part == REPORT_ALL, err);
         if (rc != CD_OK) {
             cd_evaluation_finish(&rows[count]);
             goto done;
@@ -162,6 +471,8 @@ static cd_err evaluation_rows(cd_store *st, stmt_id id,
         rc = cd__db_fail(err, c, step);
 done:
     cd__stmt_done(s);
+    rc = cd__tx_end(c, rc, err);
+unlock:
     cd__conn_release(c);
     if (rc != CD_OK) {
         cd_evaluations_destroy(rows, count);
@@ -178,7 +489,7 @@ cd_err cd_store_evaluation_get(cd_store *st, int64_t id, cd_evaluation *out,
     cd_evaluation *rows = NULL;
     size_t n = 0;
     memset(out, 0, sizeof *out);
-    cd_err rc = evaluation_rows(st, ST_EVAL_GET, &id, 1, &rows, &n, err);
+    cd_err rc = evaluation_rows(st, ST_EVAL_GET, &id, 1, REPORT_ALL, &rows, &n, err);
     if (rc != CD_OK)
         return rc;
     if (n == 0) {
@@ -197,9 +508,9 @@ cd_err cd_store_evaluation_list(cd_store *st, int64_t gallery_id,
                                 cd_error *err)
 {
     int64_t args[] = {gallery_id, query_model_id, before,
-                      (int64_t)(limit > INT64_MAX ? INT64_MAX : limit),
-                      with_report};
-    return evaluation_rows(st, ST_EVAL_LIST, args, 5, out, n, err);
+                      (int64_t)(limit > INT64_MAX ? INT64_MAX : limit)};
+    return evaluation_rows(st, ST_EVAL_LIST, args, 4,
+                           with_report ? REPORT_NUMBERS : REPORT_NONE, out, n, err);
 }
 
 cd_err cd_store_evaluation_latest(cd_store *st, int64_t gallery_id,
@@ -208,7 +519,7 @@ cd_err cd_store_evaluation_latest(cd_store *st, int64_t gallery_id,
                                   cd_error *err)
 {
     int64_t args[] = {gallery_id, query_model_id};
-    return evaluation_rows(st, ST_EVAL_LATEST, args, 2, out, n, err);
+    return evaluation_rows(st, ST_EVAL_LATEST, args, 2, REPORT_NONE, out, n, err);
 }
 
 void cd_eval_items_finish(cd_eval_items *items)

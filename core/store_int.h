@@ -101,9 +101,15 @@ typedef enum stmt_id {
     ST_SCAN_ROWIDS,
     ST_GALLERY_DELETE_EVALUATIONS,
     ST_EVAL_INSERT,
+    ST_EVAL_METRIC_INSERT,
+    ST_EVAL_LABEL_INSERT,
+    ST_EVAL_FLIP_INSERT,
     ST_EVAL_GET,
     ST_EVAL_LIST,
     ST_EVAL_LATEST,
+    ST_EVAL_METRICS,
+    ST_EVAL_LABELS,
+    ST_EVAL_FLIP_IDS,
     ST_EVAL_ITEMS,
     ST_KEY_INSERT,
     ST_KEY_BY_NAME,
@@ -159,11 +165,11 @@ void cd__sqlite_setup(void);
 
 /*
  * Checks the open database db (path names it in messages) into *r, inside
- * one read transaction.  Returns CD_OK when it is healthy, CD_ECORRUPT
+ * one read transaction; quick: PRAGMA quick_check alone (cd_store_quick_check).  Returns CD_OK when it is healthy, CD_ECORRUPT
  * (message: path and the first problem) when r lists problems, CD_EIO
  * when it cannot be read at all.  (store_check.c)
  */
-cd_err cd__store_check_db(sqlite3 *db, const char *path,
+cd_err cd__store_check_db(sqlite3 *db, const char *path, bool quick,
                          cd_store_check_report *r, cd_error *err);
 
 /* --- connections and statements (store.c) -------------------------------- */

@@ -4,6 +4,7 @@
 -- the gallery listing and the compatibility matrix read; `report` is the
 -- whole report document as the server rendered it (opaque to the store,
 -- like items.metadata), returned as it was by GET /v1/evaluations/{id}.
+-- 005_eval_report.sql turns it into rows.
 --
 -- Invariants:
 --   * id is AUTOINCREMENT: a larger id is a later evaluation, so "latest

@@ -1249,22 +1249,20 @@ static void add_verdict(cJSON *obj, const char *name, int compatible)
 static cJSON *metrics_json(const cd_eval_report *r, const cd_eval_metrics *m)
 {
     cJSON *o = cJSON_CreateObject();
-    for (size_t i = 0; i < r->n_ks; i++) {
-        char key[16];
-        snprintf(key, sizeof key, "top%d", r->ks[i]);
-        add_real(o, key, m->top[i]);
-    }
+    char key[CD_EVAL_METRIC_NAME_SIZE];
+    for (size_t i = 0; i < r->n_ks; i++)
+        add_real(o, cd_eval_metric_name(r->ks[i], key), m->top[i]);
     add_real(o, "map", m->map);
     return o;
 }
 
 /*
- * The report document (schema/concepts.md §4).  id and created_at are those of ev,
- * which are 0 and "" before it is stored: the stored text carries those
- * placeholders and every reply puts the row's values in (report_patch).
+ * The report document (schema/concepts.md §4) of a stored evaluation;
+ * with lists false (a listing), without by_label and negative_flip_ids.
  */
-static cJSON *report_json(const cd_evaluation *ev, const cd_eval_report *r)
+static cJSON *report_json(const cd_evaluation *ev, bool lists)
 {
+    const cd_eval_report *r = ev->report;
     cJSON *j = cJSON_CreateObject();
     cJSON_AddNumberToObject(j, "id", (double)ev->id);
     cJSON_AddStringToObject(j, "gallery", ev->gallery);
@@ -1274,12 +1272,8 @@ static cJSON *report_json(const cd_evaluation *ev, const cd_eval_report *r)
     cJSON *ks = cJSON_AddArrayToObject(j, "ks");
     for (size_t i = 0; i < r->n_ks; i++)
         cJSON_AddItemToArray(ks, cJSON_CreateNumber(r->ks[i]));
-    char primary[16];
-    if (r->primary_k > 0)
-        snprintf(primary, sizeof primary, "top%d", r->primary_k);
-    else
-        snprintf(primary, sizeof primary, "map");
-    cJSON_AddStringToObject(j, "primary_metric", primary);
+    char primary[CD_EVAL_METRIC_NAME_SIZE];
+    cJSON_AddStringToObject(j, "primary_metric", cd_eval_metric_name(r->primary_k, primary));
     cJSON_AddNumberToObject(j, "queries", (double)r->queries);
     cJSON_AddNumberToObject(j, "skipped", (double)r->skipped);
     cJSON_AddNumberToObject(j, "gallery_items", (double)r->gallery_items);
@@ -1308,6 +1302,8 @@ static cJSON *report_json(const cd_evaluation *ev, const cd_eval_report *r)
     } else {
         cJSON_AddNullToObject(j, "flips");
     }
+    if (!lists)
+        return j;
     cJSON *by = cJSON_AddArrayToObject(j, "by_label");
     for (size_t i = 0; i < r->n_labels; i++) {
         const cd_eval_label *l = &r->labels[i];
@@ -1323,26 +1319,6 @@ static cJSON *report_json(const cd_evaluation *ev, const cd_eval_report *r)
     cJSON *ids = cJSON_AddArrayToObject(j, "negative_flip_ids");
     for (size_t i = 0; i < r->n_negative_flips; i++)
         cJSON_AddItemToArray(ids, cJSON_CreateString(r->negative_flip_ids[i]));
-    return j;
-}
-
-/* Puts a stored row's id and created_at into its report document. */
-static void report_patch(cJSON *j, const cd_evaluation *ev)
-{
-    cJSON_ReplaceItemInObjectCaseSensitive(j, "id", cJSON_CreateNumber((double)ev->id));
-    cJSON_ReplaceItemInObjectCaseSensitive(j, "created_at", cJSON_CreateString(ev->created_at));
-}
-
-/* A stored row's report as JSON, or NULL (reply set) when unreadable. */
-static cJSON *stored_report(const cd_evaluation *ev, cd_reply *rep)
-{
-    cJSON *j = ev->report ? cJSON_Parse(ev->report) : NULL;
-    if (!j) {
-        cd_reply_error(rep, 500, "corrupt_data", "evaluation %" PRId64 " has an unreadable report",
-                       ev->id);
-        return NULL;
-    }
-    report_patch(j, ev);
     return j;
 }
 
@@ -1533,8 +1509,6 @@ static void evaluations_create(cd_api *api, const cd_request *req, const char *g
                                          "primary_metric", NULL};
     cJSON *j = parse_body(req, rep);
     probe_buf probes = {0}, base = {0};
-    cd_eval_report *r = NULL;
-    cJSON *doc = NULL;
     cd_evaluation ev = {0};
     if (!j)
         return;
@@ -1564,33 +1538,23 @@ static void evaluations_create(cd_api *api, const cd_request *req, const char *g
          !read_probes(b, "baseline", &gm, false, max_probes, &base, rep)))
         goto out;
 
-    cd_eval_set ps = {probes.n, probes.vectors, probes.ids, probes.labels};
-    cd_eval_set bs = {base.n, base.vectors, base.ids, base.labels};
+    cd_eval_request er = {
+        .gallery = gallery,
+        .query_model = qm.name,
+        .probes = {probes.n, probes.vectors, probes.ids, probes.labels},
+        .baseline = {base.n, base.vectors, base.ids, base.labels},
+        .ks = ks,
+        .n_ks = n_ks,
+        .primary_k = primary,
+    };
     cd_error err;
-    cd_err rc = cd_engine_evaluate(api->engine, gallery, qm.name, &ps, base.n ? &bs : NULL,
-                                   ks, n_ks, primary, &r, &ev, &err);
-    if (rc != CD_OK) {
+    if (cd_engine_evaluation_run(api->engine, &er, &ev, &err) != CD_OK) {
         cd_reply_core_error(rep, &err);
         goto out;
     }
-    doc = report_json(&ev, r);
-    ev.report = cJSON_PrintUnformatted(doc);
-    if (!ev.report) {
-        cd_reply_error(rep, 503, "out_of_memory", "out of memory rendering the report");
-        goto out;
-    }
-    rc = cd_engine_evaluation_save(api->engine, &ev, &err);
-    if (rc != CD_OK) {
-        cd_reply_core_error(rep, &err);
-        goto out;
-    }
-    report_patch(doc, &ev);
-    cd_reply_json(rep, 201, doc);
-    doc = NULL;
+    cd_reply_json(rep, 201, report_json(&ev, true));
 out:
-    cJSON_Delete(doc);
     cd_evaluation_finish(&ev);
-    cd_eval_report_destroy(r);
     probe_buf_finish(&probes);
     probe_buf_finish(&base);
     cJSON_Delete(j);
@@ -1622,9 +1586,7 @@ static void evaluations_get(cd_api *api, const char *id_s, cd_reply *rep)
         cd_reply_core_error(rep, &err);
         return;
     }
-    cJSON *j = stored_report(&ev, rep);
-    if (j)
-        cd_reply_json(rep, 200, j);
+    cd_reply_json(rep, 200, report_json(&ev, true));
     cd_evaluation_finish(&ev);
 }
 
@@ -1662,25 +1624,14 @@ static void evaluations_list(cd_api *api, const cd_request *req, const char *gal
         n = (size_t)limit;
     cJSON *root = cJSON_CreateObject();
     cJSON *arr = cJSON_AddArrayToObject(root, "evaluations");
-    for (size_t i = 0; i < n; i++) {
-        cJSON *j = stored_report(&evs[i], rep);
-        if (!j) {
-            cJSON_Delete(root);
-            root = NULL;
-            break;
-        }
-        /* A listing is a summary: the long lists stay on the report. */
-        cJSON_DeleteItemFromObjectCaseSensitive(j, "by_label");
-        cJSON_DeleteItemFromObjectCaseSensitive(j, "negative_flip_ids");
-        cJSON_AddItemToArray(arr, j);
-    }
-    if (root) {
-        if (more)
-            cJSON_AddNumberToObject(root, "next_before", (double)evs[n - 1].id);
-        else
-            cJSON_AddNullToObject(root, "next_before");
-        cd_reply_json(rep, 200, root);
-    }
+    /* A listing is a summary: the long lists stay on the report. */
+    for (size_t i = 0; i < n; i++)
+        cJSON_AddItemToArray(arr, report_json(&evs[i], false));
+    if (more)
+        cJSON_AddNumberToObject(root, "next_before", (double)evs[n - 1].id);
+    else
+        cJSON_AddNullToObject(root, "next_before");
+    cd_reply_json(rep, 200, root);
     cd_evaluations_destroy(evs, more ? n + 1 : n);
 }
 

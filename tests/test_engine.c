@@ -1,8 +1,9 @@
 /*
  * test_engine.c - the engine keeps the store and its indexes in step:
  * writes, searches against a naive reference, restarts from snapshots,
- * damaged and stale snapshots, catch-up from the change sequence, and the
- * index types that cannot remove.
+ * damaged and stale snapshots, catch-up from the change sequence, the
+ * index types that cannot remove, and evaluations run, stored and read
+ * back.
  */
 #include <dirent.h>
 #include <math.h>
@@ -17,6 +18,7 @@
 
 #include "check.h"
 #include "engine.h"
+#include "eval_check.h"
 
 #define DIM 16
 #define N_ITEMS 600
@@ -691,6 +693,139 @@ static void test_snapshot_beside_searches(size_t n_big)
     cd_engine_close(e);
 }
 
+#define EVAL_ITEMS 40
+#define EVAL_PROBES 12
+
+/*
+ * cd_engine_evaluation_run evaluates and stores in one call: what it
+ * returns is what cd_eval_run computes from the same probes, gallery and
+ * paragon, and what get, list and latest read back, before and after a
+ * restart.  A failed run stores nothing.
+ */
+static void test_evaluation_run(void)
+{
+    static float old_v[EVAL_ITEMS][DIM], new_v[EVAL_ITEMS][DIM];
+    static float probe_v[EVAL_PROBES][DIM], base_v[EVAL_PROBES][DIM];
+    char item_ids[EVAL_ITEMS][16], probe_ids[EVAL_PROBES][16], labels[5][4];
+    const char *gallery_ids[EVAL_ITEMS], *gallery_labels[EVAL_ITEMS];
+    const char *pids[EVAL_PROBES], *plabels[EVAL_PROBES];
+    cd_item_in old_items[EVAL_ITEMS], new_items[EVAL_ITEMS];
+    for (int l = 0; l < 5; l++)
+        snprintf(labels[l], sizeof labels[l], "L%d", l);
+    for (int i = 0; i < EVAL_ITEMS; i++) {
+        snprintf(item_ids[i], sizeof item_ids[i], "e%d", i);
+        for (int d = 0; d < DIM; d++) {
+            old_v[i][d] = frand() + (d == i % 5 ? 2.0f : 0.0f);
+            new_v[i][d] = frand() + (d == i % 5 + 5 ? 2.0f : 0.0f);
+        }
+        gallery_ids[i] = item_ids[i];
+        gallery_labels[i] = labels[i % 5];
+        old_items[i] = (cd_item_in){.id = item_ids[i], .label = labels[i % 5],
+                                    .vector = old_v[i]};
+        new_items[i] = (cd_item_in){.id = item_ids[i], .vector = new_v[i]};
+    }
+    for (int i = 0; i < EVAL_PROBES; i++) {
+        snprintf(probe_ids[i], sizeof probe_ids[i], "p%d", i);
+        pids[i] = probe_ids[i];
+        plabels[i] = labels[i % 5];
+        for (int d = 0; d < DIM; d++) {
+            probe_v[i][d] = frand() + (d == i % 5 + 5 ? 1.5f : 0.0f);
+            base_v[i][d] = frand() + (d == i % 5 ? 1.5f : 0.0f);
+        }
+    }
+
+    cd_engine *e = open_engine(0);
+    cd_error err;
+    cd_model old_m = {.name = "eval-old", .dim = DIM, .metric = CD_METRIC_IP};
+    cd_model new_m = {.name = "eval-new", .dim = DIM, .metric = CD_METRIC_IP};
+    CHECK_OK(cd_engine_model_create(e, &old_m, NULL, &err), &err);
+    CHECK_OK(cd_engine_model_create(e, &new_m, NULL, &err), &err);
+    CHECK_OK(cd_engine_gallery_create(e, "evals", "eval-old", "Flat", NULL, &err), &err);
+    CHECK_OK(cd_engine_items_upsert(e, "evals", NULL, old_items, EVAL_ITEMS, &err), &err);
+    CHECK_OK(cd_engine_items_upsert(e, "evals", "eval-new", new_items, EVAL_ITEMS, &err), &err);
+
+    static const int ks[] = {1, 5};
+    cd_eval_request req = {
+        .gallery = "evals",
+        .query_model = "eval-new",
+        .probes = {EVAL_PROBES, &probe_v[0][0], pids, plabels},
+        .baseline = {EVAL_PROBES, &base_v[0][0], pids, NULL},
+        .ks = ks,
+        .n_ks = 2,
+        .primary_k = 5,
+    };
+    cd_evaluation ev;
+    CHECK_OK(cd_engine_evaluation_run(e, &req, &ev, &err), &err);
+    REQUIRE(ev.report != NULL);
+
+    /* The numbers: those of cd_eval_run on the same input. */
+    cd_eval_input in = {
+        .dim = DIM, .metric = CD_METRIC_IP,
+        .probes = req.probes, .baseline = req.baseline,
+        .gallery = {EVAL_ITEMS, &old_v[0][0], gallery_ids, gallery_labels},
+        .paragon = &new_v[0][0], .ks = ks, .n_ks = 2, .primary_k = 5,
+    };
+    cd_eval_report *want = NULL;
+    CHECK_OK(cd_eval_run(&in, &want, &err), &err);
+    REQUIRE(want != NULL);
+    CHECK(want->has_baseline && want->has_paragon);
+    CHECK(reports_equal(ev.report, want, "run"));
+    CHECK(ev.id > 0 && ev.created_at[0] == '2');
+    CHECK_STREQ(ev.gallery, "evals");
+    CHECK_STREQ(ev.query_model, "eval-new");
+    CHECK_STREQ(ev.gallery_model, "eval-old");
+    CHECK_EQ(ev.compatible, want->compatible);
+    CHECK(strncmp(ev.criterion, "top5 new->old ", 14) == 0);
+    CHECK(ev.cross_top1 == want->cross.top[0] && ev.baseline_map == want->baseline.map);
+    cd_engine_stats stats;
+    cd_engine_get_stats(e, &stats);
+    CHECK_EQ(stats.evaluations_run, 1);
+
+    /* A failed run stores nothing. */
+    cd_evaluation none;
+    cd_eval_request bad = req;
+    bad.gallery = "no-such";
+    CHECK_EQ(cd_engine_evaluation_run(e, &bad, &none, &err), CD_ENOTFOUND);
+    CHECK(none.report == NULL && none.id == 0);
+    bad = req;
+    bad.baseline.n = 1;     /* p1.. have no baseline entry */
+    CHECK_EQ(cd_engine_evaluation_run(e, &bad, &none, &err), CD_EINVAL);
+    CHECK(none.report == NULL);
+    cd_engine_get_stats(e, &stats);
+    CHECK_EQ(stats.evaluations_run, 1);
+
+    /* Read back now, and after a restart. */
+    for (int pass = 0; pass < 2; pass++) {
+        const char *when = pass ? "after restart" : "read back";
+        cd_evaluation got;
+        CHECK_OK(cd_engine_evaluation_get(e, ev.id, &got, &err), &err);
+        CHECK(reports_equal(got.report, ev.report, when));
+        CHECK_STREQ(got.created_at, ev.created_at);
+        CHECK_STREQ(got.criterion, ev.criterion);
+        cd_evaluation_finish(&got);
+        cd_evaluation *list = NULL;
+        size_t n = 0;
+        CHECK_OK(cd_engine_evaluation_list(e, "evals", NULL, 0, 10, &list, &n, &err), &err);
+        CHECK_EQ(n, 1);
+        if (n == 1 && list[0].report) {
+            CHECK_EQ(list[0].id, ev.id);
+            CHECK(same_metrics(&list[0].report->update_gain, &want->update_gain, 2));
+            CHECK_EQ(list[0].report->n_labels, 0);
+        }
+        cd_evaluations_destroy(list, n);
+        CHECK_OK(cd_engine_evaluation_latest(e, "evals", &list, &n, &err), &err);
+        CHECK(n == 1 && list[0].id == ev.id && list[0].report == NULL);
+        cd_evaluations_destroy(list, n);
+        cd_engine_close(e);
+        e = open_engine(0);
+    }
+    CHECK_OK(cd_engine_gallery_delete(e, "evals", &err), &err);
+    CHECK_EQ(cd_engine_evaluation_get(e, ev.id, &none, &err), CD_ENOTFOUND);
+    cd_engine_close(e);
+    cd_eval_report_destroy(want);
+    cd_evaluation_finish(&ev);
+}
+
 static int rm_tree(const char *path)
 {
     DIR *d = opendir(path);
@@ -729,6 +864,7 @@ int main(void)
     test_refusals();
     test_vector_range();
     test_snapshot_beside_searches(200000);
+    test_evaluation_run();
     CHECK_EQ(rm_tree(data_dir), 0);
     return check_exit();
 }

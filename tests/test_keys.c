@@ -16,6 +16,7 @@
 
 #include "check.h"
 #include "keys.h"
+#include "old_schema.h"
 #include "store.h"
 
 static char tmpdir[64];
@@ -293,16 +294,10 @@ static void test_migration(void)
     snprintf(path, sizeof path, "%s/v2.db", tmpdir);
     cd_store *st = NULL;
     cd_error err = {0};
-    CHECK_OK(cd_store_open(path, &st, &err), &err);
-    cd_model m = {.name = "m", .dim = 2, .metric = CD_METRIC_IP};
-    CHECK_OK(cd_store_model_create(st, &m, NULL, &err), &err);
-    cd_store_close(st);
-    sqlite3 *db;
-    REQUIRE(sqlite3_open(path, &db) == SQLITE_OK);
-    CHECK_EQ(sqlite3_exec(db, "DROP TABLE api_keys; DROP TABLE store_identity; "
-                                 "PRAGMA user_version = 2", NULL, NULL, NULL),
-             SQLITE_OK);
-    CHECK_EQ(sqlite3_close(db), SQLITE_OK);
+    cd_model m;
+    old_schema_create(path, 2,
+                      "INSERT INTO models (name, dim, metric, created_at)"
+                      " VALUES ('m', 2, 'ip', '2024-01-01T00:00:00Z')");
 
     CHECK_OK(cd_store_open(path, &st, &err), &err);
     REQUIRE(st != NULL);

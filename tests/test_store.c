@@ -18,6 +18,9 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "embed.h"
+#include "eval_check.h"
+#include "old_schema.h"
 #include "store.h"
 
 #define DIM 4
@@ -1084,8 +1087,66 @@ static void test_gallery_delete(fixture *f)
 
 /* --- evaluations --------------------------------------------------------- */
 
+static char *xstrdup(const char *s)
+{
+    char *d = strdup(s);
+    REQUIRE(d != NULL);
+    return d;
+}
+
+/*
+ * A report told apart by tag (its skipped count), with a baseline (and
+ * flips) and a paragon when asked; NaN where a value is not defined, as
+ * cd_eval_run leaves it.  Free with cd_eval_report_destroy().
+ */
+static cd_eval_report *sample_report(int64_t tag, bool baseline, bool paragon)
+{
+    cd_eval_report *r = calloc(1, sizeof *r);
+    REQUIRE(r != NULL);
+    r->n_ks = 3;
+    r->ks[0] = 1, r->ks[1] = 5, r->ks[2] = 1000;
+    r->primary_k = tag % 2 ? 5 : 0;
+    r->queries = 10;
+    r->skipped = tag;
+    r->gallery_items = 40;
+    r->cross = (cd_eval_metrics){{0.7, 0.9, 1}, 1.0 / 3.0};
+    r->has_baseline = baseline;
+    r->baseline = (cd_eval_metrics){{0.5, NAN, 1}, 0.125};
+    r->has_paragon = paragon;
+    r->paragon = (cd_eval_metrics){{0.8, 1, 1}, 0.1 + 0.2};
+    r->update_gain = (cd_eval_metrics){{2.0 / 3.0, NAN, NAN}, NAN};
+    r->compatible = baseline ? (int)(tag % 2) : -1;
+    r->primary_cross = tag % 2 ? r->cross.top[1] : r->cross.map;
+    r->primary_baseline = !baseline ? NAN : tag % 2 ? r->baseline.top[1] : r->baseline.map;
+    if (baseline) {
+        r->negative_flips = 2;
+        r->positive_flips = 3;
+        r->nfr = 0.2;
+        r->nfi = NAN;
+        r->pfr = 0.3;
+    } else {
+        r->nfr = r->nfi = r->pfr = NAN;
+    }
+    static const char *const labels[] = {"b", "7", "a"};
+    r->labels = calloc(3, sizeof *r->labels);
+    REQUIRE(r->labels != NULL);
+    r->n_labels = 3;
+    for (int i = 0; i < 3; i++) {
+        r->labels[i] = (cd_eval_label){xstrdup(labels[i]), 4 - i, 0.25 * i,
+                                       baseline ? 0.5 : NAN, baseline ? 2 - i : 0, 0};
+    }
+    if (baseline) {
+        r->negative_flip_ids = calloc(2, sizeof *r->negative_flip_ids);
+        REQUIRE(r->negative_flip_ids != NULL);
+        r->negative_flip_ids[0] = xstrdup("p7");
+        r->negative_flip_ids[1] = xstrdup("p1");
+        r->n_negative_flips = 2;
+    }
+    return r;
+}
+
 static cd_evaluation make_eval(int64_t gallery, int64_t qm, int64_t gm,
-                               int compatible, double top1, const char *report)
+                               int compatible, double top1, int64_t tag)
 {
     cd_evaluation ev;
     memset(&ev, 0, sizeof ev);
@@ -1100,7 +1161,9 @@ static cd_evaluation make_eval(int64_t gallery, int64_t qm, int64_t gm,
     ev.cross_map = 0.25;
     ev.baseline_map = compatible < 0 ? NAN : 0.125;
     ev.nfr = compatible < 0 ? NAN : 0.0625;
-    ev.report = (char *)report;
+    ev.report = sample_report(tag, compatible >= 0, tag != 2);
+    ev.report->compatible = compatible;
+    ev.report->nfr = ev.nfr;
     return ev;
 }
 
@@ -1161,10 +1224,9 @@ static void test_evaluations(fixture *f)
         int64_t *model;
         int compatible;
         double top1;
-        const char *report;
+        int64_t report;     /* the sample report's tag */
     } rows[] = {
-        {NULL, 1, 0.9, "{\"n\":1}"}, {NULL, 0, 0.4, "{\"n\":2}"}, {NULL, -1, 0.7, "{\"n\":3}"},
-        {NULL, 0, 0.3, "{\"n\":4}"},
+        {NULL, 1, 0.9, 1}, {NULL, 0, 0.4, 2}, {NULL, -1, 0.7, 3}, {NULL, 0, 0.3, 4},
     };
     int64_t qm[] = {f->m2, f->m2, f->m1, f->m2};
     int64_t ids[4];
@@ -1175,10 +1237,17 @@ static void test_evaluations(fixture *f)
         CHECK(ev.id > 0 && (i == 0 || ev.id > ids[i - 1]));
         CHECK(starts_with(ev.created_at, "20"));
         ids[i] = ev.id;
+        /* The whole report comes back as it went in. */
+        cd_evaluation back;
+        CHECK_OK(cd_store_evaluation_get(f->st, ev.id, &back, &err), &err);
+        CHECK(reports_equal(back.report, ev.report, "stored report"));
+        CHECK_STREQ(back.created_at, ev.created_at);
+        cd_evaluation_finish(&back);
+        cd_evaluation_finish(&ev);
     }
     cd_evaluation got;
     CHECK_OK(cd_store_evaluation_get(f->st, ids[2], &got, &err), &err);
-    CHECK_STREQ(got.report, "{\"n\":3}");
+    CHECK(got.report != NULL && got.report->skipped == 3);
     CHECK_STREQ(got.gallery, "evals");
     CHECK_STREQ(got.query_model, "m1");
     CHECK_STREQ(got.gallery_model, "m1");
@@ -1198,7 +1267,14 @@ static void test_evaluations(fixture *f)
     if (n == 2) {
         CHECK_EQ(list[0].id, ids[3]);
         CHECK_EQ(list[1].id, ids[2]);
-        CHECK_STREQ(list[0].report, "{\"n\":4}");
+        CHECK(list[0].report != NULL && list[0].report->skipped == 4);
+        /* A listing's reports have their numbers, not the long lists. */
+        if (list[0].report) {
+            CHECK_EQ(list[0].report->n_labels, 0);
+            CHECK_EQ(list[0].report->n_negative_flips, 0);
+            CHECK_EQ(list[0].report->negative_flips, 2);
+            CHECK(list[0].report->has_paragon && list[0].report->paragon.map == 0.1 + 0.2);
+        }
     }
     cd_evaluations_destroy(list, n);
     CHECK_OK(cd_store_evaluation_list(f->st, g.id, f->m2, ids[3], 10, false, &list, &n, &err),
@@ -1229,12 +1305,19 @@ static void test_evaluations(fixture *f)
     CHECK_OK(cd_store_gallery_delete(f->st, g.id, &err), &err);
     CHECK_EQ(raw_intf(f->path, "SELECT count(*) FROM evaluations WHERE gallery_id = %lld",
                       (long long)g.id), 0);
+    static const char *const report_tables[] = {"evaluation_metrics", "evaluation_labels",
+                                                "evaluation_flip_ids"};
+    for (size_t i = 0; i < sizeof report_tables / sizeof report_tables[0]; i++)
+        CHECK_EQ(raw_intf(f->path, "SELECT count(*) FROM %s WHERE evaluation_id BETWEEN %lld"
+                          " AND %lld", report_tables[i], (long long)ids[0],
+                          (long long)ids[3]), 0);
     CHECK_OK(cd_store_evaluation_latest(f->st, g.id, 0, &list, &n, &err), &err);
     CHECK_EQ(n, 0);
     cd_evaluations_destroy(list, n);
-    cd_evaluation late = make_eval(g.id, f->m2, f->m1, 1, 0.9, "{}");
+    cd_evaluation late = make_eval(g.id, f->m2, f->m1, 1, 0.9, 5);
     CHECK_EQ(cd_store_evaluation_insert(f->st, &late, &err), CD_ENOTFOUND);
     CHECK_EQ(late.id, 0);
+    cd_evaluation_finish(&late);
 }
 
 /* --- reads beside writes ------------------------------------------------- */
@@ -1468,6 +1551,144 @@ static void test_files(void)
     cd_store_close(NULL);
 }
 
+/* --- schema 4 reports (JSON text) migrate to rows ----------------------- */
+
+/* Two reports as schema 2 stored them: the server's text with id 0 and
+ * created_at "" (every read put the row's values in). */
+#define V4_ROWS                                                                          \
+    "INSERT INTO models (name, dim, metric, created_at) VALUES"                          \
+    " ('old', 2, 'ip', '2024-01-01T00:00:00Z'), ('new', 2, 'ip', '2024-01-02T00:00:00Z');" \
+    "INSERT INTO galleries (name, model_id, created_at)"                                 \
+    " VALUES ('g', 1, '2024-01-01T00:00:00Z');"                                          \
+    "INSERT INTO evaluations (id, gallery_id, query_model_id, gallery_model_id,"         \
+    " created_at, compatible, criterion, queries, cross_top1, baseline_top1,"            \
+    " cross_map, baseline_map, nfr, report) VALUES"                                      \
+    " (3, 1, 2, 1, '2024-02-03T04:05:06Z', 1, 'top5 new->old 1.0000 > old->old 0.8333',"  \
+    " 6, 0.66666666666666663, 0.5, 0.59259259259259256, 0.5, 0.16666666666666666,"        \
+    " '{\"id\":0,\"gallery\":\"g\",\"gallery_model\":\"old\",\"query_model\":\"new\","   \
+    "\"created_at\":\"\",\"ks\":[1,5],\"primary_metric\":\"top5\",\"queries\":6,"         \
+    "\"skipped\":1,\"gallery_items\":9,\"cross\":{\"top1\":0.66666666666666663,"          \
+    "\"top5\":1,\"map\":0.59259259259259256},\"baseline\":{\"top1\":0.5,"                 \
+    "\"top5\":0.83333333333333337,\"map\":0.5},\"paragon\":{\"top1\":0.83333333333333337," \
+    "\"top5\":1,\"map\":0.75},\"compatible\":true,"                                       \
+    "\"criterion\":\"top5 new->old 1.0000 > old->old 0.8333\",\"update_gain\":"           \
+    "{\"top1\":0.49999999999999989,\"top5\":1,\"map\":0.37037037037037024},"              \
+    "\"flips\":{\"negative\":1,\"positive\":2,\"nfr\":0.16666666666666666,\"nfi\":0.5,"   \
+    "\"pfr\":0.33333333333333331},\"by_label\":[{\"label\":\"cat\",\"queries\":3,"        \
+    "\"cross_top1\":0.33333333333333331,\"baseline_top1\":0.66666666666666663,"           \
+    "\"negative_flips\":1,\"positive_flips\":0},{\"label\":\"7\",\"queries\":3,"          \
+    "\"cross_top1\":1,\"baseline_top1\":0.33333333333333331,\"negative_flips\":0,"        \
+    "\"positive_flips\":2}],\"negative_flip_ids\":[\"q2\"]}'),"                           \
+    " (7, 1, 1, 1, '2024-02-04T00:00:00Z', NULL,"                                         \
+    " 'map new->old 0.2500; no baseline, so no verdict', 2, NULL, NULL, 0.25, NULL, NULL," \
+    " '{\"id\":0,\"gallery\":\"g\",\"gallery_model\":\"old\",\"query_model\":\"old\","   \
+    "\"created_at\":\"\",\"ks\":[1],\"primary_metric\":\"map\",\"queries\":2,"            \
+    "\"skipped\":0,\"gallery_items\":9,\"cross\":{\"top1\":null,\"map\":0.25},"           \
+    "\"baseline\":null,\"paragon\":null,\"compatible\":null,"                             \
+    "\"criterion\":\"map new->old 0.2500; no baseline, so no verdict\","                 \
+    "\"update_gain\":null,\"flips\":null,\"by_label\":[{\"label\":\"dog\",\"queries\":2," \
+    "\"cross_top1\":0.5,\"baseline_top1\":null,\"negative_flips\":0,"                     \
+    "\"positive_flips\":0}],\"negative_flip_ids\":[]}'),"                                 \
+    " (8, 1, 2, 1, '2024-02-05T00:00:00Z', 0, 'top1', 1, 0, 1, 0, 1, 1, '{not json');"    \
+    "DELETE FROM sqlite_sequence WHERE name = 'evaluations';"                             \
+    "INSERT INTO sqlite_sequence (name, seq) VALUES ('evaluations', 9);"
+
+/* The reports V4_ROWS holds, as cd_eval_run would have made them. */
+static void v4_reports(cd_eval_report *with, cd_eval_report *without)
+{
+    static cd_eval_label with_labels[] = {
+        {"cat", 3, 0.33333333333333331, 0.66666666666666663, 1, 0},
+        {"7", 3, 1, 0.33333333333333331, 0, 2},
+    };
+    static char *with_ids[] = {"q2"};
+    *with = (cd_eval_report){
+        .n_ks = 2, .ks = {1, 5}, .primary_k = 5, .queries = 6, .skipped = 1,
+        .gallery_items = 9,
+        .cross = {{0.66666666666666663, 1}, 0.59259259259259256},
+        .has_baseline = true, .baseline = {{0.5, 0.83333333333333337}, 0.5},
+        .has_paragon = true, .paragon = {{0.83333333333333337, 1}, 0.75},
+        .update_gain = {{0.49999999999999989, 1}, 0.37037037037037024},
+        .compatible = 1, .primary_cross = 1, .primary_baseline = 0.83333333333333337,
+        .negative_flips = 1, .positive_flips = 2, .nfr = 0.16666666666666666, .nfi = 0.5,
+        .pfr = 0.33333333333333331,
+        .n_labels = 2, .labels = with_labels, .n_negative_flips = 1,
+        .negative_flip_ids = with_ids,
+    };
+    static cd_eval_label without_labels[] = {{"dog", 2, 0.5, NAN, 0, 0}};
+    *without = (cd_eval_report){
+        .n_ks = 1, .ks = {1}, .primary_k = 0, .queries = 2, .skipped = 0,
+        .gallery_items = 9, .cross = {{NAN}, 0.25}, .compatible = -1,
+        .primary_cross = 0.25, .primary_baseline = NAN, .nfr = NAN, .nfi = NAN, .pfr = NAN,
+        .n_labels = 1, .labels = without_labels,
+    };
+}
+
+/*
+ * A schema 4 database with reports stored as text opens at the current
+ * version with the same reports, ids and times; a text that was not
+ * JSON stays unreadable (as it was); the converted rows go with their
+ * gallery, and a new evaluation never takes an old id.
+ */
+static void test_report_migration(void)
+{
+    char path[512];
+    cd_error err = {0};
+    tmp_path(path, sizeof path, "v4.db");
+    old_schema_create(path, 4, V4_ROWS);
+    cd_store *st = open_ok(path);
+    CHECK_EQ(cd_store_schema_version(st), CD_SCHEMA_VERSION);
+    CHECK_EQ(raw_int(path, "SELECT count(*) FROM pragma_table_info('evaluations')"
+                           " WHERE name = 'report'"), 0);
+
+    cd_eval_report want[2];
+    v4_reports(&want[0], &want[1]);
+    static const struct {
+        int64_t id;
+        const char *created_at, *query_model;
+        int compatible;
+    } rows[] = {
+        {3, "2024-02-03T04:05:06Z", "new", 1},
+        {7, "2024-02-04T00:00:00Z", "old", -1},
+    };
+    for (size_t i = 0; i < 2; i++) {
+        cd_evaluation ev;
+        CHECK_OK(cd_store_evaluation_get(st, rows[i].id, &ev, &err), &err);
+        CHECK_EQ(ev.id, rows[i].id);
+        CHECK_STREQ(ev.created_at, rows[i].created_at);
+        CHECK_STREQ(ev.query_model, rows[i].query_model);
+        CHECK_STREQ(ev.gallery_model, "old");
+        CHECK_EQ(ev.compatible, rows[i].compatible);
+        CHECK(reports_equal(ev.report, &want[i], rows[i].created_at));
+        cd_evaluation_finish(&ev);
+    }
+    cd_evaluation bad;
+    CHECK_EQ(cd_store_evaluation_get(st, 8, &bad, &err), CD_ECORRUPT);
+    CHECK(strstr(err.message, "evaluation 8") != NULL);
+    CHECK(bad.report == NULL);
+    cd_evaluation *list = NULL;
+    size_t n = 0;
+    CHECK_EQ(cd_store_evaluation_list(st, 1, 0, 8, 10, true, &list, &n, &err), CD_OK);
+    CHECK_EQ(n, 2);
+    if (n == 2) {
+        CHECK_EQ(list[0].id, 7);
+        CHECK(list[1].report && list[1].report->n_labels == 0 &&
+              list[1].report->negative_flips == 1 && list[1].report->primary_k == 5);
+    }
+    cd_evaluations_destroy(list, n);
+
+    cd_evaluation ev = make_eval(1, 2, 1, 1, 0.5, 1);
+    CHECK_OK(cd_store_evaluation_insert(st, &ev, &err), &err);
+    CHECK_EQ(ev.id, 10);
+    cd_evaluation_finish(&ev);
+    CHECK_OK(cd_store_gallery_delete(st, 1, &err), &err);
+    close_ok(st, path);
+    CHECK_EQ(raw_int(path, "SELECT (SELECT count(*) FROM evaluation_metrics)"
+                           " + (SELECT count(*) FROM evaluation_labels)"
+                           " + (SELECT count(*) FROM evaluation_flip_ids)"), 0);
+    cd_store_check_report report;
+    CHECK_OK(cd_store_check(path, &report, &err), &err);
+}
+
 int main(void)
 {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/test_store.XXXXXX");
@@ -1493,6 +1714,7 @@ int main(void)
 
     test_reopen(path);
     test_files();
+    test_report_migration();
     remove_tmpdir();
     return check_exit();
 }
