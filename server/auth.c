@@ -1,6 +1,7 @@
 /*
- * auth.c - API keys on the server side (see auth.h): reading a key file,
- * and the `compatd keys` command line.  Key text is a secret: it is never
+ * auth.c - API keys on the server side (see auth.h): checking a request's
+ * key against its route's scope, reading a key file, and the `compatd
+ * keys` command line.  Key text is a secret: it is never
  * logged, it is printed once (by `keys create`, on stdout and nothing
  * else there), and buffers that held it are cleared with explicit_bzero
  * (a memset there is a dead store the optimiser may drop) before they are
