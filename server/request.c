@@ -124,6 +124,14 @@ cJSON *cd_json_body(const cd_request *req, cd_reply *rep)
         cd_reply_error(rep, CD_HTTP_INVALID_UTF8, "request body is not valid UTF-8");
         return NULL;
     }
+    /* cJSON takes a NUL byte for white space, where the scans of the
+     * source text (cd_json_source_member) end: refuse it. */
+    const char *nul = memchr(req->body, '\0', req->body_len);
+    if (nul) {
+        cd_reply_error(rep, CD_HTTP_INVALID_JSON, "request body holds a NUL byte (byte %zu)",
+                       (size_t)(nul - req->body));
+        return NULL;
+    }
     /* cJSON keeps strings NUL-terminated, so an escaped NUL would cut a
      * name or id short without a word: refuse it. */
     size_t i = 0;
@@ -177,9 +185,16 @@ cJSON *cd_json_body(const cd_request *req, cd_reply *rep)
  * them: its numbers are doubles.  Each takes p at a value (or white space
  * before it) and returns the first byte after it.
  */
+/* White space as cJSON skips it: every byte 1..32 (cd_json_body refuses
+ * NUL), so that the two walks agree on where each value starts. */
+static bool is_ws(char c)
+{
+    return c != '\0' && (unsigned char)c <= 32;
+}
+
 static const char *skip_ws(const char *p)
 {
-    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+    while (is_ws(*p))
         p++;
     return p;
 }
@@ -198,7 +213,7 @@ static const char *skip_value(const char *p)
     if (*p == '"')
         return skip_string(p);
     if (*p != '{' && *p != '[') {
-        while (*p && !strchr(",}] \t\r\n", *p))
+        while (*p && !strchr(",}]", *p) && !is_ws(*p))
             p++;
         return p;
     }
@@ -254,7 +269,7 @@ static char *minified_text(const char *p)
             memcpy(o, p, (size_t)(s - p));
             o += s - p;
             p = s;
-        } else if (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r') {
+        } else if (is_ws(*p)) {
             p++;
         } else {
             *o++ = *p++;
