@@ -1,6 +1,7 @@
 /*
- * api.h - the /v1 routes: JSON in, core calls, JSON out; and which key
- * scope each route needs.
+ * api.h - what every handler can reach (cd_api: the engine, the metrics,
+ * the per-request limits) and the helpers they share on it.  Built once
+ * by serve.c, read by every request thread.
  */
 #ifndef CD_API_H
 #define CD_API_H
@@ -9,8 +10,8 @@
 #include <stdbool.h>
 
 #include "engine.h"
-#include "http.h"
 #include "metrics.h"
+#include "reply.h"
 
 /* Defaults of cd_limits (and of the serve flags of the same names). */
 #define CD_DEFAULT_MAX_BATCH 100000         /* --max-batch */
@@ -49,36 +50,17 @@ typedef struct cd_api {
                                required for good (rows are never deleted) */
 } cd_api;
 
-/* A route the server answers: its path pattern ("/v1/models/{name}") and
- * the methods it answers ("GET, POST"). */
-typedef struct cd_route_info {
-    const char *pattern;
-    const char *methods;
-} cd_route_info;
-
-/* Sets *out to the table of every route (static; not freed) and returns
- * its length.  schema/openapi.yaml describes exactly these. */
-size_t cd_api_routes(const cd_route_info **out);
-
-/* Routes req and fills rep.  Never fails: every problem becomes a reply. */
-void cd_api_handle(cd_api *api, const cd_request *req, cd_reply *rep);
+/* api->limits with the defaults for the fields left 0 and the caps
+ * applied. */
+cd_limits cd_api_limits(const cd_api *api);
 
 /*
- * Decides whether req (its method, path, api_key and auth_invalid; the
- * body is not looked at, so this can run before it arrives) may go on to
- * cd_api_handle.  Returns true when it may: the route needs no key, the
- * data directory has no key at all (open mode), or req's key is active
- * and of a scope that includes the route's.  Otherwise fills rep with 401
- * `unauthorized` (no key, a malformed header, an unknown or revoked key;
- * rep->authenticate set) or 403 `forbidden` (scope too low), or 503 when
- * the keys cannot be read, and returns false.  Sets rep->route either way.
+ * Sets *out to the model a request names (model, or the gallery's own
+ * when NULL) for gallery.  Returns true, or false with rep set to the
+ * core error (unknown gallery or model, a model the gallery's policy
+ * refuses).
  */
-bool cd_api_authorize(cd_api *api, const cd_request *req, cd_reply *rep);
-
-/*
- * Sets *out to whether requests need a key: true once any key row exists
- * (revoked ones too), for good.  Returns CD_OK, or the store's error.
- */
-cd_err cd_api_keys_required(cd_api *api, bool *out, cd_error *err);
+bool cd_api_model(cd_api *api, const char *gallery, const char *model, cd_model *out,
+                  cd_reply *rep);
 
 #endif

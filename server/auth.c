@@ -1,6 +1,7 @@
 /*
- * auth.c - API keys on the server side (see auth.h): reading a key file,
- * and the `compatd keys` command line.  Key text is a secret: it is never
+ * auth.c - API keys on the server side (see auth.h): checking a request's
+ * key against its route's scope, reading a key file, and the `compatd
+ * keys` command line.  Key text is a secret: it is never
  * logged, it is printed once (by `keys create`, on stdout and nothing
  * else there), and buffers that held it are cleared with explicit_bzero
  * (a memset there is a dead store the optimiser may drop) before they are
@@ -19,9 +20,83 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "http.h"
 #include "keys.h"
+#include "log.h"
 #include "text.h"
+
+/* --- checking a request's key ------------------------------------------ */
+
+/*
+ * Whether requests need a key: yes once any key row exists (revoked ones
+ * too).  Rows are never deleted, so a yes is kept for good; until then
+ * each request asks the store, so that the first key made with
+ * `compatd keys create` while the daemon serves counts at once.
+ */
+cd_err cd_auth_keys_required(cd_api *api, bool *out, cd_error *err)
+{
+    if (atomic_load(&api->keys_seen)) {
+        *out = true;
+        return CD_OK;
+    }
+    cd_err rc = cd_store_keys_exist(cd_engine_store(api->engine), out, err);
+    if (rc == CD_OK && *out)
+        atomic_store(&api->keys_seen, true);
+    return rc;
+}
+
+static const char authenticate_bearer[] = "Bearer realm=\"compatd\"";
+static const char authenticate_invalid[] =
+    "Bearer realm=\"compatd\", error=\"invalid_token\"";
+
+bool cd_auth_request(cd_api *api, const cd_route_match *m, const cd_request *req,
+                     cd_reply *rep)
+{
+    cd_error err;
+    rep->route = cd_route_pattern(m);
+    cd_scope need = cd_route_scope(m, api->metrics_public);
+    if (need == CD_SCOPE_NONE)
+        return true;
+    bool required;
+    if (cd_auth_keys_required(api, &required, &err) != CD_OK) {
+        cd_reply_core_error(rep, &err);
+        return false;
+    }
+    if (!required)
+        return true;
+    if (!req->api_key) {
+        rep->authenticate = authenticate_bearer;
+        if (req->auth_invalid)
+            cd_reply_error(rep, CD_HTTP_UNAUTHORIZED,
+                           "the Authorization header must be \"Bearer <key>\"");
+        else
+            cd_reply_error(rep, CD_HTTP_UNAUTHORIZED,
+                           "an API key is required: send \"Authorization: Bearer <key>\"");
+        return false;
+    }
+    cd_key_status status;
+    cd_api_key key;
+    if (cd_keys_verify(cd_engine_store(api->engine), req->api_key, &status, &key,
+                       &err) != CD_OK) {
+        cd_reply_core_error(rep, &err);
+        return false;
+    }
+    if (status != CD_KEY_ACTIVE) {
+        rep->authenticate = authenticate_invalid;
+        if (status == CD_KEY_REVOKED)
+            cd_reply_error(rep, CD_HTTP_UNAUTHORIZED, "API key %s was revoked at %s",
+                           key.name, key.revoked_at);
+        else
+            cd_reply_error(rep, CD_HTTP_UNAUTHORIZED, "unknown API key");
+        return false;
+    }
+    if (key.scope < need) {
+        cd_reply_error(rep, CD_HTTP_FORBIDDEN, "API key %s has scope %s; %s %s needs %s",
+                       key.name, cd_scope_name(key.scope), req->method, rep->route,
+                       cd_scope_name(need));
+        return false;
+    }
+    return true;
+}
 
 /* --- the key file ------------------------------------------------------- */
 
@@ -63,7 +138,7 @@ static int key_file_read(const char *path, key_line **out, size_t *n_out)
     *n_out = 0;
     FILE *f = fopen(path, "r");
     if (!f) {
-        cd_log(LOG_ERROR, "cannot read --key-file %s: %s", path, strerror(errno));
+        cd_log(CD_LOG_ERROR, "cannot read --key-file %s: %s", path, strerror(errno));
         return -1;
     }
     while (fgets(buf, sizeof buf, f)) {
@@ -71,7 +146,7 @@ static int key_file_read(const char *path, key_line **out, size_t *n_out)
         lineno++;
         size_t len = strlen(buf);
         if (len > KEY_FILE_LINE_MAX || (len && buf[len - 1] != '\n' && !feof(f))) {
-            cd_log(LOG_ERROR, "key file %s:%d: line longer than %d bytes", path, lineno,
+            cd_log(CD_LOG_ERROR, "key file %s:%d: line longer than %d bytes", path, lineno,
                    KEY_FILE_LINE_MAX);
             goto out;
         }
@@ -79,23 +154,23 @@ static int key_file_read(const char *path, key_line **out, size_t *n_out)
         if (nf == 0 || field[0][0] == '#')
             continue;
         if (nf != 3) {
-            cd_log(LOG_ERROR, "key file %s:%d: expected \"name scope key\" (%s fields)", path,
+            cd_log(CD_LOG_ERROR, "key file %s:%d: expected \"name scope key\" (%s fields)", path,
                    lineno, nf < 3 ? "too few" : "too many");
             goto out;
         }
         key_line k = {.line = lineno};
         if (!cd_name_valid(field[0])) {
-            cd_log(LOG_ERROR, "key file %s:%d: the name must be 1 to %d of [A-Za-z0-9._-]",
+            cd_log(CD_LOG_ERROR, "key file %s:%d: the name must be 1 to %d of [A-Za-z0-9._-]",
                    path, lineno, CD_NAME_MAX);
             goto out;
         }
         if (!cd_scope_parse(field[1], &k.scope)) {
-            cd_log(LOG_ERROR, "key file %s:%d: the scope must be read, write or admin", path,
+            cd_log(CD_LOG_ERROR, "key file %s:%d: the scope must be read, write or admin", path,
                    lineno);
             goto out;
         }
         if (!cd_key_text_valid(field[2])) {
-            cd_log(LOG_ERROR, "key file %s:%d: the key must be %d to %d characters of "
+            cd_log(CD_LOG_ERROR, "key file %s:%d: the key must be %d to %d characters of "
                    "A-Z a-z 0-9 . _ ~ + / = - (e.g. openssl rand -base64 32)", path, lineno,
                    CD_KEY_MIN, CD_KEY_MAX);
             goto out;
@@ -104,7 +179,7 @@ static int key_file_read(const char *path, key_line **out, size_t *n_out)
         snprintf(k.key, sizeof k.key, "%s", field[2]);
         for (size_t i = 0; i < n; i++) {
             if (strcmp(lines[i].name, k.name) == 0 || strcmp(lines[i].key, k.key) == 0) {
-                cd_log(LOG_ERROR, "key file %s:%d: the same %s as line %d", path, lineno,
+                cd_log(CD_LOG_ERROR, "key file %s:%d: the same %s as line %d", path, lineno,
                        strcmp(lines[i].name, k.name) == 0 ? "name" : "key", lines[i].line);
                 explicit_bzero(&k, sizeof k);
                 goto out;
@@ -114,7 +189,7 @@ static int key_file_read(const char *path, key_line **out, size_t *n_out)
             size_t ncap = cap ? cap * 2 : 8;
             key_line *grown = calloc(ncap, sizeof *grown);
             if (!grown) {
-                cd_log(LOG_ERROR, "key file %s: out of memory", path);
+                cd_log(CD_LOG_ERROR, "key file %s: out of memory", path);
                 explicit_bzero(&k, sizeof k);
                 goto out;
             }
@@ -130,7 +205,7 @@ static int key_file_read(const char *path, key_line **out, size_t *n_out)
         explicit_bzero(&k, sizeof k);
     }
     if (ferror(f)) {
-        cd_log(LOG_ERROR, "cannot read --key-file %s: %s", path, strerror(errno));
+        cd_log(CD_LOG_ERROR, "cannot read --key-file %s: %s", path, strerror(errno));
         goto out;
     }
     rc = 0;
@@ -163,18 +238,18 @@ int cd_key_file_load(cd_store *st, const char *path)
             unsigned char hash[CD_KEY_HASH_SIZE];
             cd_key_hash(k->key, hash);
             if (memcmp(hash, stored.hash, sizeof hash) != 0 || stored.scope != k->scope)
-                cd_log(LOG_WARN, "key file %s:%d: API key %s is stored already with another "
+                cd_log(CD_LOG_WARN, "key file %s:%d: API key %s is stored already with another "
                        "key or scope; the stored one stays (names are never reused: give "
                        "a new key a new name)", path, k->line, k->name);
             else if (stored.revoked_at[0])
-                cd_log(LOG_WARN, "key file %s:%d: API key %s was revoked at %s; it stays "
+                cd_log(CD_LOG_WARN, "key file %s:%d: API key %s was revoked at %s; it stays "
                        "revoked", path, k->line, k->name, stored.revoked_at);
             continue;
         }
         if (e == CD_ENOTFOUND)
             e = cd_keys_add(st, k->name, k->scope, k->key, NULL, &err);
         if (e != CD_OK) {
-            cd_log(LOG_ERROR, "key file %s:%d: cannot store API key %s: %s", path, k->line,
+            cd_log(CD_LOG_ERROR, "key file %s:%d: cannot store API key %s: %s", path, k->line,
                    k->name, err.message);
             rc = -1;
         } else {
@@ -182,7 +257,7 @@ int cd_key_file_load(cd_store *st, const char *path)
         }
     }
     if (rc == 0)
-        cd_log(LOG_INFO, "key file %s: %zu keys, %zu of them new", path, n, added);
+        cd_log(CD_LOG_INFO, "key file %s: %zu keys, %zu of them new", path, n, added);
     if (lines)
         explicit_bzero(lines, n * sizeof *lines);
     free(lines);

@@ -1,15 +1,40 @@
 /*
- * auth.h - API keys on the server side: the key file `compatd serve
- * --key-file` stores at start, and the `compatd keys` command.  Which
- * route needs which scope is api.c's (next to the routes); the keys
- * themselves are core's (keys.h).
+ * auth.h - API keys on the server side: checking a request's key against
+ * the scope its route needs (route.h), the key file `compatd serve
+ * --key-file` stores at start, and the `compatd keys` command; and which
+ * addresses and Hosts are loopback.  The keys themselves are core's
+ * (keys.h).
  */
 #ifndef CD_AUTH_H
 #define CD_AUTH_H
 
 #include <stdbool.h>
 
+#include "api.h"
+#include "reply.h"
+#include "request.h"
+#include "route.h"
 #include "store.h"
+
+/*
+ * Decides whether req, whose route is m (its method, api_key and
+ * auth_invalid are read; the body is not, so this runs before it
+ * arrives), may go on.  Returns true when it may: the route needs no key,
+ * the data directory has no key at all (open mode), or req's key is
+ * active and of a scope that includes the route's.  Otherwise fills rep
+ * with 401 `unauthorized` (no key, a malformed header, an unknown or
+ * revoked key; rep->authenticate set) or 403 `forbidden` (scope too low),
+ * or 503 when the keys cannot be read, and returns false.  Sets
+ * rep->route either way.
+ */
+bool cd_auth_request(cd_api *api, const cd_route_match *m, const cd_request *req,
+                     cd_reply *rep);
+
+/*
+ * Sets *out to whether requests need a key: true once any key row exists
+ * (revoked ones too), for good.  Returns CD_OK, or the store's error.
+ */
+cd_err cd_auth_keys_required(cd_api *api, bool *out, cd_error *err);
 
 /*
  * Stores the keys of a key file: lines "name scope key" (blank lines and

@@ -1,110 +1,60 @@
 /*
- * http.h - the HTTP side of compatd: libmicrohttpd daemon, request bodies,
- * JSON responses, the error table, request logs and /metrics counters.
+ * http.h - the libmicrohttpd glue: one connection's requests from their
+ * header to their reply.  serve.c starts the daemon with these callbacks
+ * (cd_http_start) and owns the rest of the process: engine, keys, TLS,
+ * signals.
  *
- * A request flows one way: http.c reads the whole body (up to the limit),
- * api.c routes and parses it, calls core, and renders a reply through the
- * cd_reply helpers below.  Handlers never touch libmicrohttpd.
+ * A request flows one way: its header is checked (framing, Host), its
+ * route matched once (route.h), its key checked (auth.h), its body read
+ * up to the route's limit, and its handler run; the reply is sent,
+ * counted (metrics.h) and logged (log.h).
  */
 #ifndef CD_HTTP_H
 #define CD_HTTP_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
-#include <stdint.h>
 
-#include <cjson/cJSON.h>
+#include "api.h"
+#include "metrics.h"
 
-#include "engine.h"
-#include "error.h"
-
-enum { LOG_ERROR = CD_LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
-
-struct cd_limits;   /* api.h */
-
-typedef struct cd_server_config {
-    const char *listen;     /* "127.0.0.1:8080", "[::1]:0", ":8080" */
-    const char *data_dir;
-    int threads;
-    size_t max_body;        /* bytes */
-    size_t max_eval_body;   /* bytes, for POST .../evaluations */
-    int log_level;
-    int snapshot_interval_s;
-    const char *port_file;  /* where to write the bound port, or NULL */
-    const char *tls_cert;   /* PEM certificate (chain) file, or NULL: plain HTTP */
-    const char *tls_key;    /* PEM private key file; set with tls_cert */
-    const char *key_file;   /* "name scope key" lines stored at start, or NULL */
-    bool metrics_public;    /* GET /metrics needs no key */
-    unsigned max_connections;   /* open connections at once (>= threads) */
-    unsigned idle_timeout_s;    /* close a connection idle this long; 0: never */
-    unsigned header_timeout_s;  /* close a new connection silent this long before
-                                   its first request header is whole; 0: never */
-    const struct cd_limits *limits; /* per-request limits (api.h); NULL: defaults */
-} cd_server_config;
-
-/* A request as handlers see it: read-only. */
-typedef struct cd_request {
-    const char *method;
-    const char *path;           /* percent-decoded, without the query */
-    const char *body;           /* NUL-terminated copy of the body */
-    size_t body_len;
-    const char *content_type;   /* NULL when absent */
-    void *conn;                 /* for query arguments (cd_request_arg) */
-    const char *api_key;        /* from "Authorization: Bearer <key>", or NULL */
-    bool auth_invalid;          /* an Authorization header that is not that */
-} cd_request;
-
-/* A reply being built by a handler. */
-typedef struct cd_reply {
-    int status;
-    char *body;                 /* malloc'd; owned by the reply */
-    size_t len;
-    const char *content_type;   /* static string */
-    const char *route;          /* route pattern for logs and metrics */
-    const char *authenticate;   /* WWW-Authenticate value (static), or NULL */
-    const char *allow;          /* Allow value of a 405 (static), or NULL */
-    bool close;                 /* send Connection: close and end the connection
-                                   (a request whose framing cannot be trusted) */
-} cd_reply;
-
-/* The value of query argument name, or NULL. */
-const char *cd_request_arg(const cd_request *req, const char *name);
-
-/* Sets a JSON reply from j (which it frees). */
-void cd_reply_json(cd_reply *rep, int status, cJSON *j);
-
-/* Sets a plain reply with a copy of text. */
-void cd_reply_text(cd_reply *rep, int status, const char *content_type,
-                   const char *text, size_t len);
+struct sockaddr;
+struct MHD_Daemon;
+struct MHD_OptionItem;
 
 /*
- * Sets the error reply (schema/openapi.yaml, Error) {"error":{"status","code","message"}}.
- * message is printf-style.
+ * Connections beyond --max-connections that libmicrohttpd still accepts.
+ * While more than --max-connections are open, only the probes and requests
+ * with a key the daemon accepts are answered (others get 503 and are
+ * closed), so that clients without keys holding every ordinary slot cannot
+ * lock out Kubernetes or the operators.
  */
-void cd_reply_error(cd_reply *rep, int status, const char *code,
-                    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+#define CD_HTTP_RESERVED_CONNECTIONS 8
 
-/* Sets the error reply for a core failure, status and code from the one
- * error table. */
-void cd_reply_core_error(cd_reply *rep, const cd_error *err);
-
-/* HTTP status for a core error code (the error table). */
-int cd_http_status(cd_err code);
+/* What the request threads share; serve.c fills the settings, the
+ * counters start at 0. */
+typedef struct cd_http {
+    cd_api api;
+    cd_metrics *metrics;
+    size_t max_body;                /* bytes of a body (--max-body) */
+    size_t max_eval_body;           /* bytes of a CD_BODY_EVAL body (--max-eval-body) */
+    unsigned idle_timeout_s;        /* --idle-timeout; 0: never */
+    unsigned header_timeout_s;      /* --header-timeout; 0: never */
+    unsigned max_connections;       /* --max-connections: the ordinary slots */
+    atomic_int in_flight;   /* requests between their headers and their end */
+    atomic_bool draining;   /* stopping: replies close their connection */
+    atomic_uint open_connections;   /* counted by on_connection */
+} cd_http;
 
 /*
- * Runs the daemon until SIGTERM/SIGINT: opens the engine, listens, loads
- * indexes, serves; then stops accepting, lets in-flight requests finish,
- * snapshots and returns 0 (non-zero when it could not start).
+ * Starts libmicrohttpd with flags (MHD_USE_*) on addr with threads
+ * threads, max_connections + CD_HTTP_RESERVED_CONNECTIONS connections at
+ * most, and the options of extra (an MHD_OPTION_END-terminated array: TLS),
+ * serving through h, which must outlive the daemon.  Returns the daemon,
+ * or NULL (errno set) when it cannot listen.
  */
-int cd_serve(const cd_server_config *cfg);
-
-/* Writes a log line at level when the configured level allows it. */
-void cd_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-/* Sets the level cd_log prints up to (LOG_ERROR..LOG_DEBUG). */
-void cd_log_set_level(int level);
-
-/* Parses "error", "warn", "info" or "debug". */
-bool cd_log_level_parse(const char *s, int *out);
+struct MHD_Daemon *cd_http_start(cd_http *h, unsigned flags, const struct sockaddr *addr,
+                                 unsigned threads, struct MHD_OptionItem *extra);
 
 #endif

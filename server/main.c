@@ -26,7 +26,8 @@
 #include "api.h"
 #include "auth.h"
 #include "cli.h"
-#include "http.h"
+#include "log.h"
+#include "serve.h"
 #include "store.h"
 
 #define DEFAULT_MAX_BODY (64u * 1024 * 1024)
@@ -363,7 +364,7 @@ static int serve_main(int argc, char **argv)
         .threads = default_threads,
         .max_body = DEFAULT_MAX_BODY,
         .max_eval_body = DEFAULT_MAX_EVAL_BODY,
-        .log_level = LOG_INFO,
+        .log_level = CD_LOG_INFO,
         .snapshot_interval_s = 300,
         .port_file = get_value(&s, OPT_PORT_FILE, NULL),
     };

@@ -20,7 +20,7 @@ symbols=$("$nm" -A "$@") || {
     exit 1
 }
 status=0
-for obj in http.c.o auth.c.o client.c.o keys.c.o; do
+for obj in serve.c.o auth.c.o client.c.o keys.c.o; do
     if ! printf '%s\n' "$symbols" |
             grep -Eq "[/:]$obj: +U (__)?explicit_bzero(_chk)?\$"; then
         echo "secret_wipes: $obj does not call explicit_bzero" >&2

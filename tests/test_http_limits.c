@@ -391,6 +391,63 @@ static void test_bad_values(td_daemon *d)
     free(conf);
 }
 
+/*
+ * The body limit is the route's, checked before the body is read
+ * (--max-body 64K, --max-eval-body 1M): a path of no route is a 404 at
+ * once, whatever it ends with; and a body over the limit sent whole,
+ * without waiting for "100 Continue" (Python's urllib and requests, Go's
+ * net/http), is read and dropped so that the client reads its 413 rather
+ * than a connection reset.  Declared far over the limit, or with Expect,
+ * the 413 comes at once.
+ */
+static void test_body_limits(td_daemon *d)
+{
+    const char *args[] = {"--max-body", "64K", "--max-eval-body", "1M", NULL};
+    REQUIRE(td_daemon_start(d, args));
+    const struct {
+        const char *what;
+        const char *line;       /* request line and headers but Content-Length */
+        size_t length;          /* Content-Length */
+        size_t send;            /* body bytes sent */
+        const char *status, *code;
+    } cases[] = {
+        {"no route ending in /evaluations", "POST /nowhere/evaluations HTTP/1.1\r\n",
+         512 << 10, 0, "404", "no_route"},
+        {"no route", "POST /nowhere HTTP/1.1\r\n", 512 << 10, 0, "404", "no_route"},
+        {"over --max-body, sent whole", "POST /v1/models HTTP/1.1\r\n", 4 << 20, 4 << 20,
+         "413", "body_too_large"},
+        {"over --max-eval-body, sent whole", "POST /v1/galleries/g/evaluations HTTP/1.1\r\n",
+         2 << 20, 2 << 20, "413", "body_too_large"},
+        {"far over --max-body", "POST /v1/models HTTP/1.1\r\n", (size_t)1 << 30, 0, "413",
+         "body_too_large"},
+        {"over --max-body with Expect", "POST /v1/models HTTP/1.1\r\nExpect: 100-continue\r\n",
+         4 << 20, 0, "413", "body_too_large"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int fd = td_raw_connect(td_daemon_port(d));
+        REQUIRE(fd >= 0);
+        char *head = td_fmt("%sHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                            "Content-Length: %zu\r\n\r\n", cases[i].line, cases[i].length);
+        char *body = cases[i].send ? repeat(' ', cases[i].send) : NULL;
+        char buf[4096] = "";
+        bool sent = td_raw_sends(fd, head) && (!body || td_raw_send(fd, body, cases[i].send));
+        td_raw_wait_closed(fd, 10, buf, sizeof buf);
+        char *status_line = td_fmt("HTTP/1.1 %s ", cases[i].status);
+        char *code = td_fmt("\"code\":\"%s\"", cases[i].code);
+        bool ok = sent && strncmp(buf, status_line, strlen(status_line)) == 0 && strstr(buf, code);
+        if (!ok)
+            fprintf(stderr, "%s: %s, got \"%.200s\"\n", cases[i].what,
+                    sent ? "sent" : "the daemon stopped reading", buf);
+        CHECK(ok);
+        free(code);
+        free(status_line);
+        free(body);
+        free(head);
+        close(fd);
+    }
+    CHECK_EQ(td_daemon_stop(d), 0);
+}
+
 int main(void)
 {
     td_daemon *d = td_daemon_create();
@@ -400,6 +457,7 @@ int main(void)
     test_connection_limit(d);
     test_slow_clients(d);
     test_bad_values(d);
+    test_body_limits(d);
     td_daemon_destroy(d);
     return check_exit();
 }

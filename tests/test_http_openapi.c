@@ -8,7 +8,7 @@
  *
  *  - GET /v1/openapi.yaml answers exactly those bytes as application/yaml;
  *  - the (path, method) pairs of `paths:` are exactly those of the route
- *    table, cd_api_routes(), with the same path templates, and every {x}
+ *    table, cd_routes(), with the same path templates, and every {x}
  *    of a template is a declared path parameter;
  *  - when python3 has PyYAML, an independent parser agrees with the line
  *    parser (operations, status codes, request examples), every $ref
@@ -36,7 +36,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "api.h"
+#include "route.h"
 #include "check.h"
 #include "daemon.h"
 
@@ -431,12 +431,12 @@ static void test_operations_wellformed(void)
     }
 }
 
-/* The (pattern, method) pairs of cd_api_routes() (methods as "GET, POST")
+/* The (pattern, method) pairs of cd_routes() (methods as "GET, POST")
  * are exactly the operations. */
 static void test_routes_match(void)
 {
     const cd_route_info *routes = NULL;
-    size_t n = cd_api_routes(&routes), pairs = 0;
+    size_t n = cd_routes(&routes), pairs = 0;
     bool covered[MAX_OPS] = {false};
     REQUIRE(n > 0 && routes != NULL);
     for (size_t r = 0; r < n; r++) {

@@ -14,6 +14,7 @@
 #include <cjson/cJSON.h>
 
 #include "api.h"
+#include "route.h"
 #include "engine.h"
 #include "text.h"
 #include "vec.h"
@@ -188,7 +189,13 @@ int fuzz_api_post(const char *path, const uint8_t *data, size_t size)
     cd_reply rep;
     memset(&rep, 0, sizeof rep);
 
-    cd_api_handle(&api, &req, &rep);
+    /* As http.c: match once, refuse what has no handler, dispatch. */
+    cd_route_match match;
+    if (cd_route_find(req.method, path, &match) != CD_OK)
+        abort();
+    if (cd_route_accept(&match, req.method, path, &rep))
+        cd_route_dispatch(&api, &match, &req, &rep);
+    cd_route_match_finish(&match);
 
     int status = rep.status;
     if (status < 200 || status > 599)

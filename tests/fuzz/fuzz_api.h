@@ -2,7 +2,7 @@
  * fuzz_api.h - what the request-body fuzzers share: a real engine in a
  * temporary data directory, with models and a labelled, partly
  * backfilled gallery, and one call that posts a body to a route through
- * cd_api_handle and checks the reply.  Linking fuzz_api.c gives a harness
+ * the route table (cd_route_find, cd_route_dispatch) and checks the reply.  Linking fuzz_api.c gives a harness
  * its LLVMFuzzerInitialize (harness.h), which opens the engine and builds
  * the fixture, exiting the process on failure (a harness that cannot
  * start has nothing to report); the harness defines only
@@ -35,7 +35,7 @@
 
 /*
  * POSTs the size bytes at data (any bytes) as an application/json body to
- * path, through cd_api_handle with no connection (POST bodies read no
+ * path, through the route table with no connection (POST bodies read no
  * query arguments).  Aborts (a finding) when the reply breaks the API's
  * contract: a 5xx, a body that is not valid UTF-8 JSON, or an error
  * document whose status differs from the reply's.  Returns the status.

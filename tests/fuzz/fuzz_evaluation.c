@@ -1,6 +1,6 @@
 /*
  * fuzz_evaluation.c - libFuzzer harness: the input is the JSON body of
- * POST /v1/galleries/g/evaluations, handled by cd_api_handle against a
+ * POST /v1/galleries/g/evaluations, handled through the route table against a
  * real engine (fuzz_api.h) whose gallery has 16 labelled items with m1
  * and m2 embeddings, so a body can reach the exact ranking, the flips and
  * the paragon.  Each evaluation that succeeds is stored; the gallery (and

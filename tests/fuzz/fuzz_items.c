@@ -1,6 +1,6 @@
 /*
  * fuzz_items.c - libFuzzer harness: the input is the JSON body of
- * POST /v1/galleries/g/items, handled by cd_api_handle against a real
+ * POST /v1/galleries/g/items, handled through the route table against a real
  * engine (fuzz_api.h).  Upserts that succeed are committed, so the gallery
  * is rebuilt every RESET_RUNS runs, or sooner when it grows past
  * MAX_ITEMS (fuzz_api_end_run).

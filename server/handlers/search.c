@@ -1,0 +1,272 @@
+/*
+ * search.c - POST /v1/galleries/{g}/search: one or many query vectors of
+ * a model, k nearest items each.  The reply is written as text, not as a
+ * cJSON tree, so that a large one costs its own size.
+ */
+#include "handlers.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "text.h"
+
+/*
+ * A reply body written as it goes, for replies too large to build as a
+ * cJSON tree first (a search's rows cost ~500 bytes each as nodes, ~60 as
+ * text).  A failed allocation sets failed and ends the appending.
+ */
+typedef struct text_buf {
+    char *s;
+    size_t len, cap;
+    bool failed;
+} text_buf;
+
+static void put_bytes(text_buf *b, const char *s, size_t n)
+{
+    if (b->failed)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *grown = realloc(b->s, cap);
+        if (!grown) {
+            b->failed = true;
+            return;
+        }
+        b->s = grown;
+        b->cap = cap;
+    }
+    memcpy(b->s + b->len, s, n);
+    b->len += n;
+    b->s[b->len] = '\0';
+}
+
+static void put_text(text_buf *b, const char *s)
+{
+    put_bytes(b, s, strlen(s));
+}
+
+/* s as a JSON string, escaped as cJSON escapes (s is valid UTF-8). */
+static void put_string(text_buf *b, const char *s)
+{
+    put_bytes(b, "\"", 1);
+    for (;;) {
+        size_t run = 0;
+        while (s[run] && s[run] != '"' && s[run] != '\\' && (unsigned char)s[run] >= 0x20)
+            run++;
+        put_bytes(b, s, run);
+        s += run;
+        if (!*s)
+            break;
+        char esc[8];
+        switch (*s) {
+        case '"': snprintf(esc, sizeof esc, "\\\""); break;
+        case '\\': snprintf(esc, sizeof esc, "\\\\"); break;
+        case '\b': snprintf(esc, sizeof esc, "\\b"); break;
+        case '\f': snprintf(esc, sizeof esc, "\\f"); break;
+        case '\n': snprintf(esc, sizeof esc, "\\n"); break;
+        case '\r': snprintf(esc, sizeof esc, "\\r"); break;
+        case '\t': snprintf(esc, sizeof esc, "\\t"); break;
+        default: snprintf(esc, sizeof esc, "\\u%04x", (unsigned char)*s); break;
+        }
+        put_text(b, esc);
+        s++;
+    }
+    put_bytes(b, "\"", 1);
+}
+
+/* d as cJSON prints a number: the shortest of 15 or 17 digits that reads
+ * back the same; null when not finite. */
+static void put_number(text_buf *b, double d)
+{
+    char num[32];
+    double back = 0;
+    if (!isfinite(d)) {
+        put_text(b, "null");
+        return;
+    }
+    snprintf(num, sizeof num, "%1.15g", d);
+    if (sscanf(num, "%lg", &back) != 1 || back != d)
+        snprintf(num, sizeof num, "%1.17g", d);
+    put_text(b, num);
+}
+
+/* Hands b's text to rep as a 200 JSON reply (or 503 when it failed). */
+static void reply_text_buf(cd_reply *rep, text_buf *b)
+{
+    if (b->failed || !b->s) {
+        free(b->s);
+        cd_reply_error(rep, CD_HTTP_OUT_OF_MEMORY, "out of memory rendering the reply");
+        return;
+    }
+    cd_reply_take(rep, "application/json", b->s, b->len);
+}
+
+/* The search reply of SPEC 3.4, written as text (text_buf). */
+static void render_search(const cd_search_result *res, unsigned include, cd_reply *rep)
+{
+    text_buf b = {0};
+    put_text(&b, "{\"model\":");
+    put_string(&b, res->model);
+    put_text(&b, ",\"results\":[");
+    for (size_t i = 0; i < res->nq && !b.failed; i++) {
+        put_text(&b, i ? ",[" : "[");
+        for (size_t h = 0; h < res->counts[i]; h++) {
+            const cd_hit *hit = &res->hits[i * res->k + h];
+            put_text(&b, h ? ",{\"id\":" : "{\"id\":");
+            put_string(&b, hit->item.id);
+            put_text(&b, ",\"score\":");
+            put_number(&b, hit->score);
+            if (include & CD_INCLUDE_LABEL) {
+                put_text(&b, ",\"label\":");
+                if (hit->item.label)
+                    put_string(&b, hit->item.label);
+                else
+                    put_text(&b, "null");
+            }
+            if (include & CD_INCLUDE_METADATA) {
+                put_text(&b, ",\"metadata\":");
+                put_text(&b, cd_json_metadata_valid(hit->item.metadata) ? hit->item.metadata : "null");
+            }
+            put_text(&b, "}");
+        }
+        put_text(&b, "]");
+    }
+    put_text(&b, "],\"searched\":[");
+    for (size_t i = 0; i < res->n_searched; i++) {
+        put_text(&b, i ? ",{\"model\":" : "{\"model\":");
+        put_string(&b, res->searched[i].model);
+        put_text(&b, ",\"items\":");
+        put_number(&b, (double)res->searched[i].items);
+        put_text(&b, "}");
+    }
+    put_text(&b, "]}");
+    reply_text_buf(rep, &b);
+}
+
+/*
+ * Refuses a search whose reply could be too large to hold: more than
+ * max_results rows (queries x k), or, with metadata, more rows than
+ * max_result_metadata bytes of max_metadata-byte metadata.
+ */
+static bool result_size_ok(const cd_limits *lim, size_t nq, size_t k, unsigned include,
+                           cd_reply *rep)
+{
+    size_t rows = nq * k;   /* both are bounded far below overflow */
+    if (rows > lim->max_results) {
+        cd_reply_error(rep, CD_HTTP_RESULT_TOO_LARGE,
+                       "a search returns at most %zu results (--max-results); "
+                       "this one asks for %zu queries x k %zu = %zu",
+                       lim->max_results, nq, k, rows);
+        return false;
+    }
+    size_t meta_rows = lim->max_result_metadata / lim->max_metadata;
+    if ((include & CD_INCLUDE_METADATA) && rows > meta_rows) {
+        cd_reply_error(rep, CD_HTTP_RESULT_TOO_LARGE,
+                       "with metadata a search returns at most %zu results (--max-result-metadata "
+                       "%zu bytes / --max-metadata %zu bytes); this one asks for %zu queries x k %zu = %zu",
+                       meta_rows, lim->max_result_metadata, lim->max_metadata, nq, k, rows);
+        return false;
+    }
+    return true;
+}
+
+void cd__search(cd_api *api, const cd_request *req, cd_reply *rep)
+{
+    const char *gallery = req->params[0];
+    static const char *const fields[] = {"model", "k", "vector", "vector_b64", "vectors",
+                                         "include", NULL};
+    cJSON *j = cd_json_body(req, rep);
+    float *q = NULL;
+    cd_search_result *res = NULL;
+    if (!j)
+        return;
+    const char *model;
+    cd_model m;
+    long k = 10;
+    unsigned include = 0;
+    cd_limits lim = cd_api_limits(api);
+    if (!cd_json_only_fields(j, fields, "", rep) || !cd_json_string(j, "model", &model, "", rep))
+        goto out;
+    if (model && !cd_name_valid(model)) {
+        cd_reply_error(rep, CD_HTTP_INVALID_NAME, "model must match [A-Za-z0-9._-]{1,64}");
+        goto out;
+    }
+    const cJSON *kf = cJSON_GetObjectItemCaseSensitive(j, "k");
+    if (kf && !cd_json_int(kf, 1, lim.max_k, &k)) {
+        cd_reply_error(rep, CD_HTTP_INVALID_K, "k must be an integer 1..%d", lim.max_k);
+        goto out;
+    }
+    const cJSON *inc = cJSON_GetObjectItemCaseSensitive(j, "include");
+    if (inc) {
+        const cJSON *x;
+        if (!cJSON_IsArray(inc))
+            goto bad_include;
+        cJSON_ArrayForEach(x, inc) {
+            if (cJSON_IsString(x) && strcmp(x->valuestring, "label") == 0)
+                include |= CD_INCLUDE_LABEL;
+            else if (cJSON_IsString(x) && strcmp(x->valuestring, "metadata") == 0)
+                include |= CD_INCLUDE_METADATA;
+            else
+                goto bad_include;
+        }
+    }
+    const cJSON *one = cJSON_GetObjectItemCaseSensitive(j, "vector");
+    const cJSON *one_b64 = cJSON_GetObjectItemCaseSensitive(j, "vector_b64");
+    const cJSON *many = cJSON_GetObjectItemCaseSensitive(j, "vectors");
+    if ((one != NULL) + (one_b64 != NULL) + (many != NULL) != 1) {
+        cd_reply_error(rep, CD_HTTP_INVALID_VECTOR, "give exactly one of vector, vector_b64 or vectors");
+        goto out;
+    }
+    size_t nq = 1;
+    if (many) {
+        if (!cJSON_IsArray(many) || cJSON_GetArraySize(many) == 0) {
+            cd_reply_error(rep, CD_HTTP_INVALID_VECTOR, "vectors must be a non-empty array");
+            goto out;
+        }
+        nq = (size_t)cJSON_GetArraySize(many);
+        if (nq > lim.max_queries) {
+            cd_reply_error(rep, CD_HTTP_BATCH_TOO_LARGE, "at most %zu query vectors per request, got %zu",
+                           lim.max_queries, nq);
+            goto out;
+        }
+    }
+    if (!result_size_ok(&lim, nq, (size_t)k, include, rep) ||
+        !cd_api_model(api, gallery, model, &m, rep))
+        goto out;
+    q = malloc(nq * (size_t)m.dim * sizeof *q);
+    if (!q) {
+        cd_reply_error(rep, CD_HTTP_OUT_OF_MEMORY, "out of memory for %zu queries", nq);
+        goto out;
+    }
+    if (many) {
+        size_t i = 0;
+        const cJSON *v;
+        cJSON_ArrayForEach(v, many) {
+            char where[48];
+            snprintf(where, sizeof where, "query %zu: ", i);
+            if (!cd_json_vector_value(v, cJSON_IsString(v), &m, q + i * (size_t)m.dim, where, rep))
+                goto out;
+            i++;
+        }
+    } else if (!cd_json_vector_value(one ? one : one_b64, one_b64 != NULL, &m, q, "", rep)) {
+        goto out;
+    }
+    cd_error err;
+    cd_err rc = cd_engine_search(api->engine, gallery, m.name, q, nq, (size_t)k, include, &res, &err);
+    if (rc != CD_OK) {
+        cd_reply_core_error(rep, &err);
+        goto out;
+    }
+    render_search(res, include, rep);
+    goto out;
+bad_include:
+    cd_reply_error(rep, CD_HTTP_INVALID_ARGUMENT, "include must be an array of \"label\" and \"metadata\"");
+out:
+    cd_search_result_destroy(res);
+    free(q);
+    cJSON_Delete(j);
+}
