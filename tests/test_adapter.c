@@ -221,6 +221,13 @@ static void test_against_numpy(void)
         REQUIRE(mapped);
         CHECK_OK(cd_adapter_map(ad, q, nq, mapped, &err), &err);
         CHECK(max_abs_diff_f(mapped, r.mapped, nq * (size_t)p.dim_to) <= 1e-4);
+        /* One query at a time (sgemv) maps as the batch (sgemm) does. */
+        float one[96];
+        for (size_t i = 0; i < nq; i++) {
+            CHECK_OK(cd_adapter_map(ad, q + i * (size_t)p.dim_from, 1, one, &err), &err);
+            for (int j = 0; j < p.dim_to; j++)
+                CHECK_NEAR(one[j], mapped[i * (size_t)p.dim_to + (size_t)j], 1e-5);
+        }
 
         cd_adapter_info info;
         cd_adapter_info_get(ad, &info);
