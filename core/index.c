@@ -271,7 +271,8 @@ static bool spec_without_polysemous(const char *spec, char *buf, size_t size)
  *     for 39 * nlist vectors (2.5 million at the bound), staged exactly.
  *   PQ m dividing dim, nbits in 1..16: each sub-quantizer is a k-means of
  *     2^nbits centroids trained on 39 * 2^nbits vectors, the same ceiling
- *     of 65536 centroids as IVF.
+ *     of 65536 centroids as IVF; behind IVF, nbits 1..8 (FAISS's IVF-PQ
+ *     aborts the process on more: found by fuzz_index_spec).
  *   SQ4, SQ6, SQ8, SQfp16: the scalar quantizers that need no parameter.
  * No pre-transform (PCA, OPQ, ...) and no other type: FAISS judges those
  * only by crashing or allocating.
@@ -280,8 +281,9 @@ static bool spec_without_polysemous(const char *spec, char *buf, size_t size)
 #define HNSW_M_MAX 256
 #define IVF_NLIST_MAX 65536
 #define PQ_NBITS_MAX 16
+#define IVF_PQ_NBITS_MAX 8    /* IndexIVFPQ asserts nbits_per_idx <= 8 */
 #define SPEC_FORMS "Flat, HNSW<M>, HNSW<M>,Flat, IVF<nlist>,Flat, " \
-    "IVF<nlist>,PQ<m>[x<nbits>], IVF<nlist>,SQ<4|6|8|fp16>, " \
+    "IVF<nlist>,PQ<m>[x<nbits 1..8>], IVF<nlist>,SQ<4|6|8|fp16>, " \
     "PQ<m>[x<nbits>], SQ<4|6|8|fp16>"
 
 /*
@@ -308,8 +310,9 @@ static cd_err spec_form_fail(cd_error *err)
                     SPEC_FORMS);
 }
 
-/* Checks that p is exactly PQ<m>[x<nbits>] for dim. */
-static cd_err check_pq(const char *p, int dim, cd_error *err)
+/* Checks that p is exactly PQ<m>[x<nbits>] for dim, nbits at most
+ * max_nbits. */
+static cd_err check_pq(const char *p, int dim, long max_nbits, cd_error *err)
 {
     long m, nbits = 8;
     p += 2;
@@ -325,10 +328,11 @@ static cd_err check_pq(const char *p, int dim, cd_error *err)
     if (m < 1 || m > dim || dim % m != 0)
         return cd__fail(err, CD_EINVAL, "PQ m is %ld, must divide the "
                         "dimension %d", m, dim);
-    if (nbits < 1 || nbits > PQ_NBITS_MAX)
-        return cd__fail(err, CD_EINVAL, "PQ nbits is %ld, must be 1..%d "
-                        "(2^nbits centroids per sub-quantizer)", nbits,
-                        PQ_NBITS_MAX);
+    if (nbits < 1 || nbits > max_nbits)
+        return cd__fail(err, CD_EINVAL, "PQ nbits is %ld, must be 1..%ld "
+                        "(2^nbits centroids per sub-quantizer%s)", nbits,
+                        max_nbits, max_nbits == IVF_PQ_NBITS_MAX
+                        ? "; FAISS's IVF-PQ codes hold at most 8 bits" : "");
     return CD_OK;
 }
 
@@ -376,9 +380,11 @@ cd_err cd_index_spec_check(const char *spec, int dim, cd_error *err)
                             IVF_NLIST_MAX);
         if (strcmp(p, "Flat") == 0)
             return CD_OK;
+        if (strncmp(p, "PQ", 2) == 0)
+            return check_pq(p, dim, IVF_PQ_NBITS_MAX, err);
     }
     if (strncmp(p, "PQ", 2) == 0)
-        return check_pq(p, dim, err);
+        return check_pq(p, dim, PQ_NBITS_MAX, err);
     if (strncmp(p, "SQ", 2) == 0)
         return check_sq(p, err);
     return spec_form_fail(err);

@@ -693,7 +693,7 @@ static void check_accepted_bounds(void)
 {
     static const char *const specs[] = {
         "HNSW2", "HNSW2,Flat", "HNSW256", "IVF1,Flat", "IVF65536,Flat",
-        "IVF4,SQ8", "IVF4,PQ8x4", "PQ32x16", "PQ1x1", "SQ4", "SQ6", "SQ8",
+        "IVF4,SQ8", "IVF4,PQ8x4", "IVF4,PQ8x8", "PQ32x16", "PQ1x1", "SQ4", "SQ6", "SQ8",
         "SQfp16",
     };
     enum { N = 200 };
@@ -751,6 +751,8 @@ static void check_rejected_specs(void)
         {"PQ64", DIM},              /* more than dim */
         {"PQ8x0", DIM},
         {"PQ8x17", DIM},
+        {"IVF4,PQ8x9", DIM},        /* IVF-PQ codes hold at most 8 bits */
+        {"IVF4,PQ8x14", DIM},
         {"PQ8x", DIM},
         {"SQ7", DIM},
         {"PCA16,Flat", DIM},

@@ -10,7 +10,8 @@
 # there is one, removed at the end.  libFuzzer's output goes to
 # ARTIFACT_DIR/NAME.log, of which the end (the statistics, or the report)
 # is printed.  A crash, leak, sanitizer report or timeout leaves its input
-# in ARTIFACT_DIR and makes the exit status non-zero.
+# in ARTIFACT_DIR and makes the exit status 1 (libFuzzer's own default,
+# 77, is what meson reads as a skipped test: a finding would pass).
 set -u
 if [ $# -lt 3 ]; then
     echo "usage: run.sh FUZZER SEED_DIR ARTIFACT_DIR [libFuzzer flags...]" >&2
@@ -39,6 +40,7 @@ log=$artifacts/$name.log
 echo "$name: fuzzing for ${seconds}s, log in $log"
 TMPDIR=$work timeout -s KILL $((seconds + 120)) "$fuzzer" \
     -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 \
+    -error_exitcode=1 -timeout_exitcode=1 \
     -print_final_stats=1 -artifact_prefix="$artifacts/$name-" \
     "$@" "$work/corpus" >"$log" 2>&1
 rc=$?
