@@ -1220,6 +1220,21 @@ int td_create_key(const td_daemon *d, const char *name, const char *scope, char 
     return rc;
 }
 
+bool td_copy_file(const char *from, const char *to)
+{
+    FILE *in = fopen(from, "rb"), *out = in ? fopen(to, "wb") : NULL;
+    char buf[65536];
+    size_t n;
+    bool ok = in && out;
+    while (ok && (n = fread(buf, 1, sizeof buf, in)) > 0)
+        ok = fwrite(buf, 1, n, out) == n;
+    if (in)
+        fclose(in);
+    if (out && fclose(out) != 0)
+        ok = false;
+    return ok;
+}
+
 bool td_make_cert(const char *dir)
 {
     char *tmpl = td_fmt("%s/cert.cfg", dir);

@@ -386,6 +386,9 @@ int td_create_key(const td_daemon *d, const char *name, const char *scope, char 
  */
 bool td_make_cert(const char *dir);
 
+/* Copies the file from to to (created or truncated); false on any error. */
+bool td_copy_file(const char *from, const char *to);
+
 /* --- raw connections: exact bytes, for what libcurl would not send ---- */
 
 /* A connected TCP socket to 127.0.0.1:port (TCP_NODELAY), or -1 after

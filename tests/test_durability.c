@@ -518,21 +518,6 @@ static const char *const damage_names[] = {
     "replaced by older ones", "holding older bytes under the newest name",
 };
 
-static bool copy_file(const char *from, const char *to)
-{
-    FILE *in = fopen(from, "rb"), *out = in ? fopen(to, "wb") : NULL;
-    char buf[65536];
-    size_t n;
-    bool ok = in && out;
-    while (ok && (n = fread(buf, 1, sizeof buf, in)) > 0)
-        ok = fwrite(buf, 1, n, out) == n;
-    if (in)
-        fclose(in);
-    if (out && fclose(out) != 0)
-        ok = false;
-    return ok;
-}
-
 /* The "g<G>-m<M>-" prefix of a snapshot name (what it is a snapshot of). */
 static size_t snapshot_key_len(const char *name)
 {
@@ -626,7 +611,7 @@ static void damaged_snapshots(world *w)
         char from[8192], to[8192];
         snprintf(from, sizeof from, "%s/%s", index_dir, old[i]);
         snprintf(to, sizeof to, "%s/%s", old_dir, old[i]);
-        REQUIRE(copy_file(from, to));
+        REQUIRE(td_copy_file(from, to));
     }
     size_t old_live[2];
     for (size_t g = 0; g < w->n_galleries; g++)
@@ -656,7 +641,7 @@ static void damaged_snapshots(world *w)
                     if (strncmp(old[j], names[i], key) == 0 && snapshot_key_len(old[j]) == key) {
                         char from[8192];
                         snprintf(from, sizeof from, "%s/%s", old_dir, old[j]);
-                        REQUIRE(copy_file(from, path));
+                        REQUIRE(td_copy_file(from, path));
                     }
                 }
                 continue;
@@ -668,7 +653,7 @@ static void damaged_snapshots(world *w)
                 char from[8192], to[8192];
                 snprintf(from, sizeof from, "%s/%s", old_dir, old[j]);
                 snprintf(to, sizeof to, "%s/%s", index_dir, old[j]);
-                REQUIRE(copy_file(from, to));
+                REQUIRE(td_copy_file(from, to));
             }
         }
         free_names(names, n);

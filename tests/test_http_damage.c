@@ -146,21 +146,6 @@ static char *snapshot_of(td_daemon *d, long gallery_id)
     return found;
 }
 
-static bool copy_file(const char *from, const char *to)
-{
-    FILE *in = fopen(from, "rb"), *out = in ? fopen(to, "wb") : NULL;
-    char buf[65536];
-    size_t n;
-    bool ok = in && out;
-    while (ok && (n = fread(buf, 1, sizeof buf, in)) > 0)
-        ok = fwrite(buf, 1, n, out) == n;
-    if (in)
-        fclose(in);
-    if (out && fclose(out) != 0)
-        ok = false;
-    return ok;
-}
-
 static void sql(td_daemon *d, const char *stmt)
 {
     char *db_path = td_fmt("%s/compatd.db", td_daemon_data_dir(d));
@@ -311,7 +296,7 @@ static void test_swapped_snapshot(void)
 
     char *fa = snapshot_of(d, 1), *fb = snapshot_of(d, 2);
     REQUIRE(fa && fb);
-    CHECK(copy_file(fa, fb));
+    CHECK(td_copy_file(fa, fb));
     REQUIRE(td_daemon_start(d, NULL));
     h = td_http_create(d);
     REQUIRE(h != NULL);
@@ -346,7 +331,7 @@ static void test_other_history(void)
     char *wal = td_fmt("%s-wal", db);
     char *shm = td_fmt("%s-shm", db);
     REQUIRE(access(wal, F_OK) != 0); /* a clean stop checkpoints */
-    CHECK(copy_file(db, db_copy));
+    CHECK(td_copy_file(db, db_copy));
 
     /* History one: the batch "b", snapshotted at the gallery's seq 2. */
     REQUIRE(td_daemon_start(d, NULL));
@@ -358,11 +343,11 @@ static void test_other_history(void)
     char *snap = snapshot_of(d, 1);
     char *held = td_fmt("%s/held.faiss", td_daemon_dir(d));
     REQUIRE(snap != NULL);
-    CHECK(copy_file(snap, held));
+    CHECK(td_copy_file(snap, held));
     free(snap);
 
     /* The database restored; history two writes the batch "c" instead. */
-    CHECK(copy_file(db_copy, db));
+    CHECK(td_copy_file(db_copy, db));
     unlink(shm);
     REQUIRE(td_daemon_start(d, NULL));
     h = td_http_create(d);
@@ -375,7 +360,7 @@ static void test_other_history(void)
      * (same seq, same count). */
     snap = snapshot_of(d, 1);
     REQUIRE(snap != NULL);
-    CHECK(copy_file(held, snap));
+    CHECK(td_copy_file(held, snap));
     REQUIRE(td_daemon_start(d, NULL));
     h = td_http_create(d);
     check_self(h, "gh", &two, "history two with history one's snapshot");
