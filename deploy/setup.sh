@@ -21,11 +21,19 @@ PACKAGES="build-essential pkg-config meson ninja-build cmake dpkg-dev
 # valgrind; clang and its runtimes for the fuzzers; certtool for the TLS
 # tests; Chromium for the dashboard's browser test; PyYAML for the OpenAPI
 # test; FAISS's Python module for the evaluation benchmark's reference.
+# Prometheus for the monitoring test; debhelper and patchelf for the
+# Debian package's (deploy/debian).  Node and npm (unless some npm is
+# installed already) for the npm tools pinned in tests/npm (the OpenAPI
+# lint, a generated client).
 TEST_PACKAGES="valgrind clang libclang-rt-dev libomp-dev gnutls-bin
-  chromium fonts-dejavu-core python3-yaml python3-faiss"
+  chromium fonts-dejavu-core python3-yaml python3-faiss prometheus
+  debhelper patchelf"
 
 case ${COMPATD_SETUP:-test} in
-test) PACKAGES="$PACKAGES $TEST_PACKAGES" ;;
+test)
+    PACKAGES="$PACKAGES $TEST_PACKAGES"
+    command -v npm >/dev/null 2>&1 || PACKAGES="$PACKAGES nodejs npm"
+    ;;
 run) ;;
 *) echo "setup: COMPATD_SETUP must be run or test" >&2; exit 2 ;;
 esac
@@ -107,5 +115,13 @@ SRC
         $SUDO install -D -m 0644 "$srcdir/c_api/$h" "$FAISS_PREFIX/include/faiss/c_api/$h"
     done
     $SUDO touch "$FAISS_PREFIX/.complete"
+fi
+# The test suite's npm tools, as tests/npm/package-lock.json pins them
+# (again only when the lock file changed since).
+npm_dir=$(cd "$(dirname "$0")/.." && pwd)/tests/npm
+if [ "${COMPATD_SETUP:-test}" = test ] &&
+   ! [ "$npm_dir/node_modules/.package-lock.json" -nt "$npm_dir/package-lock.json" ]; then
+    echo "setup: installing the test suite's npm packages in $npm_dir"
+    (cd "$npm_dir" && npm ci --no-audit --no-fund)
 fi
 echo "setup: done"

@@ -17,21 +17,8 @@ fi
 compatd=$1
 readme=$2
 
-tmp=$(mktemp -d) || exit 1
-pid=
-cleanup() {
-    if [ -n "$pid" ]; then
-        kill "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null
-    fi
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-fail() {
-    echo "readme_walkthrough: $*" >&2
-    exit 1
-}
+name=readme_walkthrough
+. "$(dirname "$0")/daemon.sh"
 
 # The block, and the output the README quotes.
 awk '/walkthrough:begin/ { on = 1; next } /walkthrough:end/ { on = 0 }
@@ -44,22 +31,7 @@ awk '/^The first evaluation prints/ { want = 1; next }
 
 mkdir -p "$tmp/bin" "$tmp/data" "$tmp/home"
 ln -s "$(readlink -f "$compatd")" "$tmp/bin/compatd"
-"$compatd" serve --data "$tmp/data" --listen 127.0.0.1:0 --port-file "$tmp/port" \
-    > "$tmp/daemon.log" 2>&1 &
-pid=$!
-i=0
-while [ ! -s "$tmp/port" ]; do
-    i=$((i + 1))
-    [ $i -le 300 ] || { cat "$tmp/daemon.log" >&2; fail "the daemon did not start"; }
-    sleep 0.1
-done
-port=$(cat "$tmp/port")
-i=0
-until curl -fs -o /dev/null "http://127.0.0.1:$port/readyz"; do
-    i=$((i + 1))
-    [ $i -le 300 ] || { cat "$tmp/daemon.log" >&2; fail "the daemon never became ready"; }
-    sleep 0.1
-done
+td_start "$compatd" "$tmp/data"
 
 sed -e "s/localhost:8080/127.0.0.1:$port/g" -e "s/127\.0\.0\.1:8080/127.0.0.1:$port/g" \
     "$tmp/walkthrough.sh" > "$tmp/run.sh"
