@@ -1,9 +1,14 @@
 /*
- * scan.c - exact top-k over in-memory rows, split between OpenMP threads.
+ * scan.c - exact top-k over in-memory rows, split between threads.
  *
- * Thread t of T reads rows [n*t/T, n*(t+1)/T) in blocks small enough to
- * stay in the core's L2 cache, scores a block for each query, and offers
- * the scores to that query's heap.  A heap holds the k best seen so far
+ * The caller and up to threads-1 helpers (a small pool started on first
+ * use, idle threads asleep on a condition variable) take chunks of rows
+ * in turn; a chunk is read in blocks small enough to stay in the core's
+ * L2 cache, each block scored for each query and the scores offered to
+ * that query's heap of the participant.  Chunks rather than one range per
+ * thread, and a caller that does not wait for helpers yet to start: on
+ * a shared machine one of the cores is often busy, and a fixed split
+ * (OpenMP's) made a two-thread scan wait for it, at 3x one thread's time.  A heap holds the k best seen so far
  * with the worst on top, keyed so that higher is better (L2 distances are
  * negated, which is exact); a row is only looked up in the skip set when
  * it would enter a heap, so a filter costs little.  The heaps of all
@@ -11,6 +16,9 @@
  */
 #include "scan.h"
 
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,6 +31,8 @@
 
 #define BLOCK_BYTES (64 * 1024)             /* rows scored per query at once */
 #define MIN_FLOATS_PER_THREAD (64 * 1024)   /* 256 KB: below, a thread costs more than it saves */
+#define CHUNKS_PER_THREAD 16                /* so that a late thread takes less */
+#define POOL_MAX 63                         /* helper threads at most */
 
 typedef struct entry {
     float key;          /* score, negated for L2: higher is better */
@@ -192,10 +202,10 @@ static void scan_range(const cd_scan *s, score_fn score, const float *queries,
             heap *h = &heaps[qi];
             score(x, rows, queries + qi * s->dim, s->dim, s->l2, buf);
             for (size_t r = 0; r < rows; r++) {
-                entry v = {s->l2 ? -buf[r] : buf[r],
-                           s->ids ? s->ids[r0 + r] : (int64_t)(r0 + r)};
-                if (h->len == k && v.key < h->e[0].key)
+                float key = s->l2 ? -buf[r] : buf[r];
+                if (h->len == k && key < h->e[0].key)
                     continue;   /* the common case, decided in one compare */
+                entry v = {key, s->ids ? s->ids[r0 + r] : (int64_t)(r0 + r)};
                 if (!beats_top(h, k, v))
                     continue;
                 if (s->skip && s->skip(s->skip_ctx, v.id))
@@ -226,6 +236,108 @@ static void heap_emit(heap *h, bool l2, size_t k, int64_t *ids, float *scores)
     }
 }
 
+/* ---- the helper threads ---------------------------------------------- */
+
+/*
+ * One cd_scan_search call, shared with the helpers that join it.  Rows go
+ * in chunks handed out by next_chunk, so a participant that starts late
+ * (the other core is busy) takes fewer, and the caller never waits for a
+ * helper that has not started: it withdraws the job and waits only for
+ * those inside (refs).
+ */
+typedef struct job {
+    const cd_scan *s;
+    score_fn score;
+    const float *queries;
+    size_t nq, kh, block;
+    heap *heaps;            /* slots x nq */
+    float *bufs;            /* slots x block */
+    size_t chunk_rows, nchunks;
+    atomic_size_t next_chunk;
+    atomic_int next_slot;   /* the caller has slot 0 */
+    int slots;
+    int refs;               /* helpers inside, under pool.lock */
+    pthread_cond_t done;    /* refs fell to 0 */
+    struct job *next;       /* in pool.jobs */
+} job;
+
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t work;    /* a job was posted */
+    job *jobs;              /* posted and not withdrawn */
+    int helpers;            /* started; they live as long as the process */
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, 0};
+
+static void participate(job *j, int slot)
+{
+    heap *h = j->heaps + (size_t)slot * j->nq;
+    float *buf = j->bufs + (size_t)slot * j->block;
+    for (;;) {
+        size_t c = atomic_fetch_add(&j->next_chunk, 1);
+        if (c >= j->nchunks)
+            break;
+        size_t lo = c * j->chunk_rows;
+        size_t hi = lo + j->chunk_rows < j->s->n ? lo + j->chunk_rows : j->s->n;
+        scan_range(j->s, j->score, j->queries, j->nq, j->kh, lo, hi, h, buf,
+                   j->block);
+    }
+}
+
+/* Removes j from pool.jobs if it is there; pool.lock held. */
+static void withdraw(job *j)
+{
+    for (job **p = &pool.jobs; *p; p = &(*p)->next)
+        if (*p == j) {
+            *p = j->next;
+            return;
+        }
+}
+
+static void *helper_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&pool.lock);
+    for (;;) {
+        job *j = pool.jobs;
+        if (!j) {
+            pthread_cond_wait(&pool.work, &pool.lock);
+            continue;
+        }
+        int slot = atomic_fetch_add(&j->next_slot, 1);
+        if (slot >= j->slots || atomic_load(&j->next_chunk) >= j->nchunks) {
+            withdraw(j);    /* nothing left in it for a helper */
+            continue;
+        }
+        j->refs++;
+        pthread_mutex_unlock(&pool.lock);
+        participate(j, slot);
+        pthread_mutex_lock(&pool.lock);
+        if (--j->refs == 0)
+            pthread_cond_signal(&j->done);
+    }
+    return NULL;
+}
+
+/* Starts helpers up to `want` (fewer when threads cannot be made); pool.lock held. */
+static void grow_pool(int want)
+{
+    if (pool.helpers >= want)
+        return;
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);   /* signals stay the caller's */
+    pthread_attr_t attr;
+    if (pthread_attr_init(&attr) == 0) {
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        pthread_t t;
+        while (pool.helpers < want &&
+               pthread_create(&t, &attr, helper_main, NULL) == 0)
+            pool.helpers++;
+        pthread_attr_destroy(&attr);
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
 cd_err cd_scan_search(const cd_scan *s, const float *queries, size_t nq,
                       size_t k, int64_t *ids_out, float *scores_out,
                       cd_error *err)
@@ -234,6 +346,8 @@ cd_err cd_scan_search(const cd_scan *s, const float *queries, size_t nq,
         return CD_OK;
     size_t kh = k < s->n ? k : s->n;    /* heap capacity; the rest is padding */
     int nt = s->threads > 0 ? s->threads : cd_scan_threads(s->n, s->dim);
+    if (nt > POOL_MAX + 1)
+        nt = POOL_MAX + 1;
     size_t block = BLOCK_BYTES / (s->dim * sizeof(float));
     if (block == 0)
         block = 1;
@@ -245,35 +359,56 @@ cd_err cd_scan_search(const cd_scan *s, const float *queries, size_t nq,
 
     size_t slots = (size_t)nt * nq;
     heap *heaps = calloc(slots, sizeof *heaps);
-    entry *pool = kh > 0 ? malloc(slots * kh * sizeof *pool) : NULL;
+    entry *pool_e = kh > 0 ? malloc(slots * kh * sizeof *pool_e) : NULL;
     float *bufs = malloc((size_t)nt * block * sizeof *bufs);
     cd_err rc = CD_OK;
-    if (!heaps || (kh > 0 && !pool) || !bufs) {
+    if (!heaps || (kh > 0 && !pool_e) || !bufs) {
         rc = cd__fail(err, CD_ENOMEM, "out of memory for a scan's heaps");
         goto out;
     }
     for (size_t i = 0; i < slots; i++)
-        heaps[i].e = pool + i * kh;
+        heaps[i].e = pool_e + i * kh;
 
     if (kh > 0) {
-#pragma omp parallel num_threads(nt) if (nt > 1)
-        {
-            size_t t = (size_t)omp_get_thread_num();
-            size_t used = (size_t)omp_get_num_threads();
-            scan_range(s, score, queries, nq, kh, s->n * t / used,
-                       s->n * (t + 1) / used, heaps + t * nq,
-                       bufs + t * block, block);
+        job j = {.s = s, .score = score, .queries = queries, .nq = nq,
+                 .kh = kh, .block = block, .heaps = heaps, .bufs = bufs,
+                 .slots = nt};
+        j.chunk_rows = s->n / ((size_t)nt * CHUNKS_PER_THREAD);
+        if (j.chunk_rows < block)
+            j.chunk_rows = block;
+        j.nchunks = (s->n + j.chunk_rows - 1) / j.chunk_rows;
+        atomic_init(&j.next_chunk, 0);
+        atomic_init(&j.next_slot, 1);
+        bool shared = nt > 1 && j.nchunks > 1 &&
+                      pthread_cond_init(&j.done, NULL) == 0;
+        if (shared) {
+            pthread_mutex_lock(&pool.lock);
+            grow_pool(nt - 1);
+            j.next = pool.jobs;
+            pool.jobs = &j;
+            for (int i = 1; i < nt; i++)
+                pthread_cond_signal(&pool.work);
+            pthread_mutex_unlock(&pool.lock);
+        }
+        participate(&j, 0);
+        if (shared) {
+            pthread_mutex_lock(&pool.lock);
+            withdraw(&j);
+            while (j.refs > 0)
+                pthread_cond_wait(&j.done, &pool.lock);
+            pthread_mutex_unlock(&pool.lock);
+            pthread_cond_destroy(&j.done);
         }
     }
 
-    /* Threads that did not run left empty heaps; merging them is a no-op. */
+    /* Slots no helper took hold empty heaps; merging them is a no-op. */
     for (size_t qi = 0; qi < nq; qi++) {
         heap *h = &heaps[qi];
         for (int t = 1; t < nt; t++) {
             const heap *o = &heaps[(size_t)t * nq + qi];
-            for (size_t j = 0; j < o->len; j++)
-                if (beats_top(h, kh, o->e[j]))
-                    heap_offer(h, kh, o->e[j]);
+            for (size_t e = 0; e < o->len; e++)
+                if (beats_top(h, kh, o->e[e]))
+                    heap_offer(h, kh, o->e[e]);
         }
     }
 out:
@@ -281,7 +416,7 @@ out:
         for (size_t qi = 0; qi < nq; qi++)
             heap_emit(&heaps[qi], s->l2, k, ids_out + qi * k, scores_out + qi * k);
     free(bufs);
-    free(pool);
+    free(pool_e);
     free(heaps);
     return rc;
 }
