@@ -19,8 +19,11 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <sys/sysinfo.h>
 
 #include <omp.h>
 
@@ -338,6 +341,30 @@ static void grow_pool(int want)
     pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
+/*
+ * want, or fewer when the machine's other cores are busy: a helper that
+ * starts its chunk and is then preempted holds the whole scan up (the
+ * caller must not return while a helper still reads the rows), so on a
+ * loaded machine one thread is faster.  /proc/loadavg's runnable count is
+ * read at the moment of the call (it includes this thread).
+ */
+static int idle_cores(int want)
+{
+    FILE *f = fopen("/proc/loadavg", "re");
+    if (!f)
+        return want;
+    double l1, l5, l15;
+    int running = 0, total = 0;
+    int got = fscanf(f, "%lf %lf %lf %d/%d", &l1, &l5, &l15, &running, &total);
+    fclose(f);
+    if (got != 5 || running < 1)
+        return want;
+    int free_cores = get_nprocs() - running;   /* besides this thread's */
+    if (free_cores < 0)
+        free_cores = 0;
+    return want < free_cores + 1 ? want : free_cores + 1;
+}
+
 cd_err cd_scan_search(const cd_scan *s, const float *queries, size_t nq,
                       size_t k, int64_t *ids_out, float *scores_out,
                       cd_error *err)
@@ -346,6 +373,8 @@ cd_err cd_scan_search(const cd_scan *s, const float *queries, size_t nq,
         return CD_OK;
     size_t kh = k < s->n ? k : s->n;    /* heap capacity; the rest is padding */
     int nt = s->threads > 0 ? s->threads : cd_scan_threads(s->n, s->dim);
+    if (s->threads <= 0 && nt > 1)
+        nt = idle_cores(nt);
     if (nt > POOL_MAX + 1)
         nt = POOL_MAX + 1;
     size_t block = BLOCK_BYTES / (s->dim * sizeof(float));

@@ -31,7 +31,8 @@ typedef struct cd_scan {
     /* Rows whose id skip(skip_ctx, id) says true are never returned; NULL: none. */
     bool (*skip)(const void *skip_ctx, int64_t id);
     const void *skip_ctx;
-    int threads;            /* <= 0: cd_scan_threads(n, dim) */
+    int threads;            /* <= 0: cd_scan_threads(n, dim), fewer while
+                               other cores are busy */
     bool portable;          /* the portable kernel even where AVX2 runs */
 } cd_scan;
 
