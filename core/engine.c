@@ -1799,6 +1799,7 @@ static cd_err plan_query(cd_engine *e, gallery *g, const cd_model *m,
 
 /*
  * Searches base for each query's k best items that are not in `skip`:
+ * in one pass where the index is scanned (Flat, a few queries); otherwise
  * asks FAISS for more candidates than k, drops the skipped ones, and asks
  * again with four times as many for queries left short, up to every
  * vector of the index.  Queries go in chunks so that a chunk's candidates
@@ -1809,6 +1810,9 @@ static cd_err search_excluding(const gal_index *base, const cd__idset *skip,
                                size_t dim, size_t k, int64_t *ids,
                                float *scores, cd_error *err)
 {
+    if (cd_index_scans(base->ix, nq))
+        return cd_index_search_skipping(base->ix, q, nq, k, skip, ids, scores,
+                                        err);
     size_t total = (size_t)cd_index_count(base->ix);
     size_t want = k < (size_t)keep ? k : (size_t)keep;
     size_t first = k * (total / (size_t)(keep > 0 ? keep : 1) + 1) + 8;

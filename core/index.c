@@ -55,6 +55,7 @@
 #include <faiss/c_api/index_io_c.h>
 
 #include "idset.h"
+#include "scan.h"
 
 #define TRAIN_POINTS_PER_LIST 39   /* FAISS k-means warns below this */
 #define TRAIN_PQ_MIN (256 * TRAIN_POINTS_PER_LIST) /* 256 centroids per PQ
@@ -746,6 +747,75 @@ static void compact_row(const cd_index *ix, const int64_t *ids,
     }
 }
 
+/*
+ * Points s at the flat codes and ids of fx when fx is an IndexIDMap over
+ * an IndexFlat of inner product or L2 (every Flat index and every staging
+ * index is); false for any other shape.
+ */
+static bool flat_rows(const FaissIndex *fx, cd_scan *s)
+{
+    FaissIndexIDMap *map = faiss_IndexIDMap_cast((FaissIndex *)fx);
+    if (!map)
+        return false;
+    FaissIndex *sub = faiss_IndexIDMap_sub_index(map);
+    FaissIndexFlat *flat = faiss_IndexFlat_cast(sub);
+    if (!flat)
+        return false;
+    FaissMetricType mt = faiss_Index_metric_type(sub);
+    if (mt != METRIC_INNER_PRODUCT && mt != METRIC_L2)
+        return false;
+    float *xb = NULL;
+    idx_t *ids = NULL;
+    size_t nx = 0, nids = 0;
+    faiss_IndexFlat_xb(flat, &xb, &nx);
+    faiss_IndexIDMap_id_map(map, &ids, &nids);
+    size_t dim = (size_t)faiss_Index_d(sub);
+    if (dim == 0 || nids != (size_t)faiss_Index_ntotal(sub) || nx != nids * dim)
+        return false;
+    memset(s, 0, sizeof *s);
+    s->x = xb;
+    s->ids = ids;
+    s->n = nids;
+    s->dim = dim;
+    s->l2 = mt == METRIC_L2;
+    return true;
+}
+
+bool cd_index_scans(const cd_index *ix, size_t nq)
+{
+    cd_scan s;
+    return nq <= CD_SCAN_NQ_MAX && flat_rows(active(ix), &s);
+}
+
+/* The skip test of a scan: hidden ids, then the caller's. */
+typedef struct skip_sets {
+    const cd__idset *a, *b;
+} skip_sets;
+
+static bool skip_either(const void *ctx, int64_t id)
+{
+    const skip_sets *ss = ctx;
+    return (ss->a && cd__idset_contains(ss->a, id)) ||
+           (ss->b && cd__idset_contains(ss->b, id));
+}
+
+cd_err cd_index_search_skipping(const cd_index *ix, const float *queries,
+                                size_t nq, size_t k, const cd__idset *skip,
+                                int64_t *ids_out, float *scores_out,
+                                cd_error *err)
+{
+    cd_scan s;
+    if (nq > CD_SCAN_NQ_MAX || !flat_rows(active(ix), &s))
+        return cd__fail(err, CD_EINVAL, "this index is not scanned");
+    skip_sets ss = {ix->hidden.len > 0 ? &ix->hidden : NULL,
+                    skip && skip->len > 0 ? skip : NULL};
+    if (ss.a || ss.b) {
+        s.skip = skip_either;
+        s.skip_ctx = &ss;
+    }
+    return cd_scan_search(&s, queries, nq, k, ids_out, scores_out, err);
+}
+
 cd_err cd_index_search(const cd_index *ix, const float *queries, size_t nq,
                        size_t k, int64_t *ids_out, float *scores_out,
                        cd_error *err)
@@ -754,6 +824,9 @@ cd_err cd_index_search(const cd_index *ix, const float *queries, size_t nq,
         return CD_OK;
     if (k > (size_t)INT64_MAX || nq > SIZE_MAX / sizeof(int64_t) / k)
         return cd__fail(err, CD_EINVAL, "too many results asked for");
+    if (cd_index_scans(ix, nq))
+        return cd_index_search_skipping(ix, queries, nq, k, NULL, ids_out,
+                                        scores_out, err);
 
     const FaissIndex *fx = active(ix);
     int64_t ntotal = faiss_Index_ntotal(fx);

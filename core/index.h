@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "idset.h"
 #include "vec.h"
 
 typedef struct cd_index cd_index;
@@ -78,6 +79,24 @@ cd_err cd_index_remove(cd_index *ix, const int64_t *ids, size_t n,
 cd_err cd_index_search(const cd_index *ix, const float *queries, size_t nq,
                        size_t k, int64_t *ids_out, float *scores_out,
                        cd_error *err);
+
+/*
+ * True when cd_index_search answers nq queries with one exact scan of the
+ * index's own flat codes over all cores (cd_scan_search): a Flat index,
+ * or any type while it is still staging, and nq <= CD_SCAN_NQ_MAX.
+ * Batches go to FAISS.
+ */
+bool cd_index_scans(const cd_index *ix, size_t nq);
+
+/*
+ * cd_index_search for an index where cd_index_scans(ix, nq) holds, never
+ * returning an id in skip (NULL: none): one pass, however many rows skip
+ * holds.  CD_EINVAL when cd_index_scans(ix, nq) is false.
+ */
+cd_err cd_index_search_skipping(const cd_index *ix, const float *queries,
+                                size_t nq, size_t k, const cd__idset *skip,
+                                int64_t *ids_out, float *scores_out,
+                                cd_error *err);
 
 /* Number of live (not removed or hidden) vectors. */
 int64_t cd_index_count(const cd_index *ix);

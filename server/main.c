@@ -605,8 +605,59 @@ static const struct command {
     {"status", cd_status_main},
 };
 
+/*
+ * The thread policy the daemon's speed depends on: OpenMP (FAISS, the
+ * evaluation engine, exact scans) and OpenBLAS threads that wait
+ * passively and let idle threads go, instead of spinning on a small
+ * machine's few cores (batch search throughput swung by 3x without
+ * them).  Both libraries read these variables when they are loaded,
+ * before main runs, so setting them here is too late for this process:
+ * when one is missing, main sets it (keeping any the operator set) and
+ * executes itself again, once; REEXEC_MARK in the environment says it
+ * already did.
+ */
+static const struct {
+    const char *name, *value;
+} thread_policy[] = {
+    {"OMP_WAIT_POLICY", "passive"},
+    {"OPENBLAS_THREAD_TIMEOUT", "4"},
+};
+
+#define REEXEC_MARK "COMPATD_THREAD_POLICY_SET"
+
+static void set_thread_policy(char **argv)
+{
+    if (getenv(REEXEC_MARK)) {
+        unsetenv(REEXEC_MARK);  /* not inherited by anything we start */
+        return;
+    }
+    bool missing = false;
+    for (size_t i = 0; i < sizeof thread_policy / sizeof thread_policy[0]; i++)
+        if (!getenv(thread_policy[i].name)) {
+            missing = true;
+            if (setenv(thread_policy[i].name, thread_policy[i].value, 0) != 0)
+                return;
+        }
+    if (!missing || setenv(REEXEC_MARK, "1", 1) != 0)
+        return;
+    execv("/proc/self/exe", argv);
+    /* No /proc: run as we are, at the libraries' default policy. */
+    unsetenv(REEXEC_MARK);
+    fprintf(stderr, "compatd: cannot re-execute with %s and %s set (%s); "
+            "threads keep the libraries' default wait policy\n",
+            thread_policy[0].name, thread_policy[1].name, strerror(errno));
+}
+
+/* True when argv runs the daemon (serve, the default command). */
+static bool runs_daemon(int argc, char **argv)
+{
+    return argc < 2 || argv[1][0] == '-' || strcmp(argv[1], "serve") == 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (runs_daemon(argc, argv))
+        set_thread_policy(argv);
     if (argc >= 2 && argv[1][0] != '-') {
         for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
             if (strcmp(argv[1], commands[i].name) == 0)
