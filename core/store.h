@@ -402,7 +402,8 @@ typedef struct cd_store_check_report {
  * rules SQLite does not know: every embedding is 4 x dim bytes of an
  * existing model and belongs to an item of its gallery, every item to an
  * existing gallery, galleries' item counts and seqs agree with their
- * rows, and PRAGMA foreign_key_check is empty.  The bytes of a vector
+ * rows, every adapter's weights are 4 x dim_from x dim_to bytes, and
+ * PRAGMA foreign_key_check is empty.  The bytes of a vector
  * are not checksummed: damage inside one is not seen.
  *
  * Returns CD_OK when healthy; CD_ECORRUPT when damaged (an empty file, a
