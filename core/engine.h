@@ -262,6 +262,55 @@ cd_err cd_engine_evaluation_latest(cd_engine *e, const char *gallery,
                                    cd_evaluation **out, size_t *n,
                                    cd_error *err);
 
+/* --- adapters (SPEC.md §3.7; engine_adapters.c) ------------------------- */
+
+/* What to fit; everything is the caller's and only read. */
+typedef struct cd_adapter_fit_request {
+    const char *name;           /* the new adapter's name */
+    const char *from, *to;      /* model names */
+    bool kind_given;            /* false: cd_adapter_default_kind */
+    cd_adapter_kind kind;
+    double ridge;               /* λ: finite, >= 0 */
+    const char *gallery;        /* fit on its paired items; or NULL and: */
+    const float *from_vectors;  /* n_pairs x dim of from, row-major */
+    const float *to_vectors;    /* n_pairs x dim of to */
+    size_t n_pairs;
+} cd_adapter_fit_request;
+
+/*
+ * Fits and stores an adapter (cd_adapter_fit on the pairs, then
+ * cd_store_adapter_create): on the pairs of req->gallery (every item with
+ * embeddings of both models, in insertion order) or on req's own pairs,
+ * exactly one of the two.  The fit runs without any engine or gallery
+ * lock held, so searches and writes go on meanwhile.  On success *out is
+ * the stored adapter without weights (free with cd_adapter_record_finish).
+ * Errors, with nothing stored: CD_EINVAL (a bad name, both or neither of
+ * gallery and pairs, a negative or non-finite ridge, orthogonal with
+ * different dims or with a ridge), CD_ENOTFOUND (model, gallery),
+ * CD_EEXISTS (name taken, also when taken while fitting), CD_EVECTOR
+ * (a pair that is not finite, or zero under cosine), CD_EUNPROCESSABLE
+ * (too few pairs: then *pairs_needed, which may be NULL, is the least
+ * number the fit takes, and 0 in every other case; or a singular
+ * system), CD_ENOMEM.
+ */
+cd_err cd_engine_adapter_fit(cd_engine *e, const cd_adapter_fit_request *req,
+                             cd_adapter_record *out, size_t *pairs_needed,
+                             cd_error *err);
+
+/* The adapter called name, with its weights and bias when with_weights;
+ * CD_ENOTFOUND when none.  Free with cd_adapter_record_finish(). */
+cd_err cd_engine_adapter_get(cd_engine *e, const char *name, bool with_weights,
+                             cd_adapter_record *out, cd_error *err);
+
+/* Every adapter by name, without weights; free with
+ * cd_adapter_records_destroy(). */
+cd_err cd_engine_adapter_list(cd_engine *e, cd_adapter_record **out, size_t *n,
+                              cd_error *err);
+
+/* Deletes the adapter called name: CD_ENOTFOUND when none (CD_ECONFLICT
+ * while a gallery routes queries through it, once galleries can). */
+cd_err cd_engine_adapter_delete(cd_engine *e, const char *name, cd_error *err);
+
 /* --- observability ---------------------------------------------------- */
 
 typedef struct cd_engine_stats {

@@ -57,6 +57,14 @@ extern const size_t cd__migrations_count;
     " g.query_policy, g.item_count, g.seq, g.created_at"                     \
     " FROM galleries g JOIN models m ON m.id = g.model_id"
 
+/* An adapter row, without its weights. */
+#define ADAPTER_SELECT                                                       \
+    "SELECT a.id, a.name, a.from_model_id, f.name, f.metric,"               \
+    " a.to_model_id, t.name, t.metric, a.kind, a.dim_from, a.dim_to,"       \
+    " a.ridge, a.pairs, a.mean_cosine, a.cv_mean_cosine, a.created_at"      \
+    " FROM adapters a JOIN models f ON f.id = a.from_model_id"              \
+    " JOIN models t ON t.id = a.to_model_id"
+
 /* An evaluation row: the summary, then the report's scalars. */
 #define EVAL_SELECT                                                          \
     "SELECT e.id, e.gallery_id, g.name, e.query_model_id, q.name,"          \
@@ -214,6 +222,22 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_KEY_REVOKE] =
         "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
     [ST_KEY_ANY] = "SELECT EXISTS (SELECT 1 FROM api_keys)",
+    [ST_ADAPTER_INSERT] =
+        "INSERT INTO adapters (name, from_model_id, to_model_id, kind, dim_from,"
+        " dim_to, ridge, pairs, mean_cosine, cv_mean_cosine, weights, bias,"
+        " created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    [ST_ADAPTER_BY_NAME] = ADAPTER_SELECT " WHERE a.name = ?1",
+    [ST_ADAPTER_BY_ID] = ADAPTER_SELECT " WHERE a.id = ?1",
+    [ST_ADAPTER_LIST] = ADAPTER_SELECT " ORDER BY a.name",
+    [ST_ADAPTER_WEIGHTS] = "SELECT weights, bias FROM adapters WHERE id = ?1",
+    [ST_ADAPTER_DELETE] = "DELETE FROM adapters WHERE name = ?1",
+    /* The from-model range of embeddings drives, in rowid order; the
+     * to-model embedding of each item is a primary-key look-up. */
+    [ST_PAIRED_VECTORS] =
+        "SELECT a.vector, b.vector FROM embeddings a"
+        " CROSS JOIN embeddings b ON b.gallery_id = ?1 AND b.model_id = ?3"
+        " AND b.item_rowid = a.item_rowid"
+        " WHERE a.gallery_id = ?1 AND a.model_id = ?2 ORDER BY a.item_rowid",
 };
 
 /* --- small helpers ----------------------------------------------------- */

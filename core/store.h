@@ -26,6 +26,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "adapter.h"
 #include "error.h"
 #include "eval.h"
 #include "text.h"
@@ -34,7 +35,7 @@
 typedef struct cd_store cd_store;
 
 /* The schema version this binary writes (schema/NNN_*.sql, highest NNN). */
-#define CD_SCHEMA_VERSION 5
+#define CD_SCHEMA_VERSION 6
 
 typedef enum cd_query_policy {
     CD_POLICY_VERIFIED = 0, /* latest evaluation passed (the default) */
@@ -401,7 +402,8 @@ typedef struct cd_store_check_report {
  * rules SQLite does not know: every embedding is 4 x dim bytes of an
  * existing model and belongs to an item of its gallery, every item to an
  * existing gallery, galleries' item counts and seqs agree with their
- * rows, and PRAGMA foreign_key_check is empty.  The bytes of a vector
+ * rows, every adapter's weights are 4 x dim_from x dim_to bytes, and
+ * PRAGMA foreign_key_check is empty.  The bytes of a vector
  * are not checksummed: damage inside one is not seen.
  *
  * Returns CD_OK when healthy; CD_ECORRUPT when damaged (an empty file, a
@@ -526,5 +528,70 @@ cd_err cd_store_key_revoke(cd_store *st, int64_t id, cd_api_key *out,
 
 /* Whether any key row exists, revoked ones included. */
 cd_err cd_store_keys_exist(cd_store *st, bool *out, cd_error *err);
+
+/* --- adapters (SPEC.md §3.7) ---------------------------------------------- */
+
+/* An adapter as stored.  Free what it points to with cd_adapter_record_finish(). */
+typedef struct cd_adapter_record {
+    int64_t id;                         /* rowid, never reused */
+    char name[CD_NAME_MAX + 1];         /* unique */
+    int64_t from_id;                    /* the model it maps from */
+    char from[CD_NAME_MAX + 1];
+    int64_t to_id;                      /* the model it maps into */
+    char to[CD_NAME_MAX + 1];
+    cd_adapter_info info;               /* kind, dims, metrics (the models'),
+                                           ridge, pairs, fit numbers */
+    char created_at[32];                /* RFC 3339 UTC */
+    float *weights;                     /* dim_from x dim_to row-major, or NULL
+                                           unless asked for */
+    float *bias;                        /* dim_to floats for affine when the
+                                           weights were asked for, else NULL */
+} cd_adapter_record;
+
+/*
+ * Stores the adapter a (name, from_id, to_id, info, weights and, for
+ * affine, bias are read) in one transaction; *out (may be NULL) gets the
+ * stored row, without weights.  CD_EINVAL on a bad name or parts that do
+ * not fit info (cd_adapter_from_weights' checks), CD_ENOTFOUND when a
+ * model id is unknown or its dim is not info's, CD_EEXISTS when the name
+ * is taken.  On failure nothing is stored.
+ */
+cd_err cd_store_adapter_create(cd_store *st, const cd_adapter_record *a,
+                               cd_adapter_record *out, cd_error *err);
+
+/*
+ * The adapter called name, with its weights and bias when with_weights
+ * (CD_ECORRUPT when they do not fit the row).  CD_ENOTFOUND when there is
+ * none.  Free with cd_adapter_record_finish(); on failure *out holds
+ * nothing to free.
+ */
+cd_err cd_store_adapter_get(cd_store *st, const char *name, bool with_weights,
+                            cd_adapter_record *out, cd_error *err);
+
+/* Every adapter by name, without weights; free with
+ * cd_adapter_records_destroy(). */
+cd_err cd_store_adapter_list(cd_store *st, cd_adapter_record **out, size_t *n,
+                             cd_error *err);
+
+/* Deletes the adapter called name (CD_ENOTFOUND when there is none). */
+cd_err cd_store_adapter_delete(cd_store *st, const char *name, cd_error *err);
+
+/* Frees a->weights and a->bias (and sets them NULL).  Accepts NULL. */
+void cd_adapter_record_finish(cd_adapter_record *a);
+
+/* Frees n records and the array.  Accepts NULL. */
+void cd_adapter_records_destroy(cd_adapter_record *a, size_t n);
+
+/*
+ * The paired embeddings of a gallery: for every item that has an
+ * embedding of from_id (dim_from floats) and one of to_id (dim_to), in
+ * rowid (insertion) order, the two vectors, read in one transaction.
+ * *a (n x dim_from) and *b (n x dim_to) are malloc'd (free()), NULL when
+ * n is 0.  CD_ECORRUPT when a vector has the wrong size.  (store_items.c)
+ */
+cd_err cd_store_paired_vectors(cd_store *st, int64_t gallery_id,
+                               int64_t from_id, int dim_from, int64_t to_id,
+                               int dim_to, float **a, float **b, size_t *n,
+                               cd_error *err);
 
 #endif

@@ -20,32 +20,38 @@
  * What SQLite's integrity_check cannot see: the rules store.c keeps by
  * hand (schema/001_init.sql).  Each query yields one text row per problem.
  */
-static const char *const check_rules[] = {
-    "SELECT printf('embedding (gallery %d, model %d, item %d) is %d bytes,"
+static const struct {
+    int since;              /* the schema version that has its tables */
+    const char *sql;
+} check_rules[] = {
+    {1, "SELECT printf('embedding (gallery %d, model %d, item %d) is %d bytes,"
     " not %d (4 x dim %d)', e.gallery_id, e.model_id, e.item_rowid,"
     " length(e.vector), 4 * m.dim, m.dim)"
     " FROM embeddings e JOIN models m ON m.id = e.model_id"
-    " WHERE typeof(e.vector) != 'blob' OR length(e.vector) != 4 * m.dim",
-    "SELECT printf('embedding (gallery %d, model %d, item %d) is of no model',"
+    " WHERE typeof(e.vector) != 'blob' OR length(e.vector) != 4 * m.dim"},
+    {1, "SELECT printf('embedding (gallery %d, model %d, item %d) is of no model',"
     " e.gallery_id, e.model_id, e.item_rowid) FROM embeddings e"
-    " WHERE NOT EXISTS (SELECT 1 FROM models m WHERE m.id = e.model_id)",
-    "SELECT printf('embedding (gallery %d, model %d, item %d) has no item in"
+    " WHERE NOT EXISTS (SELECT 1 FROM models m WHERE m.id = e.model_id)"},
+    {1, "SELECT printf('embedding (gallery %d, model %d, item %d) has no item in"
     " its gallery', e.gallery_id, e.model_id, e.item_rowid) FROM embeddings e"
     " WHERE NOT EXISTS (SELECT 1 FROM items i WHERE i.rowid = e.item_rowid"
-    " AND i.gallery_id = e.gallery_id)",
-    "SELECT printf('item %d (\"%s\") is in gallery %d, which does not exist',"
+    " AND i.gallery_id = e.gallery_id)"},
+    {1, "SELECT printf('item %d (\"%s\") is in gallery %d, which does not exist',"
     " i.rowid, i.ext_id, i.gallery_id) FROM items i"
-    " WHERE NOT EXISTS (SELECT 1 FROM galleries g WHERE g.id = i.gallery_id)",
-    "SELECT printf('gallery \"%s\" counts %d items but holds %d', g.name,"
+    " WHERE NOT EXISTS (SELECT 1 FROM galleries g WHERE g.id = i.gallery_id)"},
+    {1, "SELECT printf('gallery \"%s\" counts %d items but holds %d', g.name,"
     " g.item_count, n) FROM (SELECT g.name, g.item_count, (SELECT count(*)"
     " FROM items i WHERE i.gallery_id = g.id) AS n FROM galleries g) g"
-    " WHERE g.item_count != n",
-    "SELECT printf('gallery \"%s\" is at seq %d but has an embedding of seq"
+    " WHERE g.item_count != n"},
+    {1, "SELECT printf('gallery \"%s\" is at seq %d but has an embedding of seq"
     " %d', g.name, g.seq, max(e.seq)) FROM galleries g"
     " JOIN embeddings e ON e.gallery_id = g.id GROUP BY g.id"
-    " HAVING max(e.seq) > g.seq",
-    "SELECT printf('%s row %d has no %s row its foreign key names', \"table\","
-    " rowid, parent) FROM pragma_foreign_key_check",
+    " HAVING max(e.seq) > g.seq"},
+    {1, "SELECT printf('%s row %d has no %s row its foreign key names', \"table\","
+    " rowid, parent) FROM pragma_foreign_key_check"},
+    {6, "SELECT printf('adapter \"%s\" has %d bytes of weights, not %d (4 x %d x %d)',"
+     " name, length(weights), 4 * dim_from * dim_to, dim_from, dim_to) FROM adapters"
+     " WHERE typeof(weights) != 'blob' OR length(weights) != 4 * dim_from * dim_to"},
 };
 
 /* Adds each line of text to r as a problem (listed while there is room),
@@ -133,7 +139,8 @@ cd_err cd__store_check_db(sqlite3 *db, const char *path, bool quick,
     /* The rules read rows a damaged b-tree could hide: only on a sound one. */
     for (size_t i = 0; !quick && rc == CD_OK && r->n_problems == 0 &&
                        i < sizeof check_rules / sizeof check_rules[0]; i++)
-        check_query(db, check_rules[i], false, r);
+        if (r->schema_version >= check_rules[i].since)
+            check_query(db, check_rules[i].sql, false, r);
     if (!quick && rc == CD_OK && r->n_problems == 0) {
         s = NULL;
         src = sqlite3_prepare_v2(db, "SELECT (SELECT count(*) FROM galleries),"

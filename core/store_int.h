@@ -11,9 +11,10 @@
  *                    table, stmt_sql in store.c, named by stmt_id here.
  *   store_catalog.c  query policies, models, galleries
  *   store_items.c    items, item refs, the change sequence (scans,
- *                    tombstones, counts)
+ *                    tombstones, counts), the pairs adapters fit on
  *   store_eval.c     evaluations and the items they read
  *   store_keys.c     API keys and scopes
+ *   store_adapters.c adapters (their rows and weights)
  *   store_backup.c   the online backup (its own connection, by path)
  *
  * Invariants (schema/001_init.sql states them for the tables):
@@ -118,6 +119,13 @@ typedef enum stmt_id {
     ST_KEY_LIST,
     ST_KEY_REVOKE,
     ST_KEY_ANY,
+    ST_ADAPTER_INSERT,
+    ST_ADAPTER_BY_NAME,
+    ST_ADAPTER_BY_ID,
+    ST_ADAPTER_LIST,
+    ST_ADAPTER_WEIGHTS,
+    ST_ADAPTER_DELETE,
+    ST_PAIRED_VECTORS,
     ST_COUNT
 } stmt_id;
 

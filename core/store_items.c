@@ -726,3 +726,81 @@ unlock:
     free(rowids);
     return rc;
 }
+
+/* --- paired embeddings (adapters) ---------------------------------------- */
+
+/* Grows *a and *b to cap rows of abytes and bbytes each; false when out of
+ * memory (both stay valid). */
+static bool pairs_grow(float **a, float **b, size_t cap, size_t abytes, size_t bbytes)
+{
+    float *na = realloc(*a, cap * abytes);
+    if (na)
+        *a = na;
+    float *nb = na ? realloc(*b, cap * bbytes) : NULL;
+    if (nb)
+        *b = nb;
+    return na && nb;
+}
+
+cd_err cd_store_paired_vectors(cd_store *st, int64_t gallery_id,
+                               int64_t from_id, int dim_from, int64_t to_id,
+                               int dim_to, float **a, float **b, size_t *n,
+                               cd_error *err)
+{
+    *a = *b = NULL;
+    *n = 0;
+    if (!st || dim_from < 1 || dim_from > CD_DIM_MAX || dim_to < 1 || dim_to > CD_DIM_MAX)
+        return cd__fail(err, CD_EINVAL, "cd_store_paired_vectors: bad argument");
+    size_t abytes = (size_t)dim_from * sizeof(float);
+    size_t bbytes = (size_t)dim_to * sizeof(float);
+    size_t cap = 0, count = 0;
+    float *va = NULL, *vb = NULL;
+    sqlite3_stmt *s = NULL;
+    cd_conn *c = cd__reader_acquire(st);
+    cd_err rc = cd__tx_begin(c, false, err);
+    if (rc != CD_OK)
+        goto unlock;
+    rc = cd__conn_stmt(c, ST_PAIRED_VECTORS, &s, err);
+    if (rc != CD_OK)
+        goto end;
+    sqlite3_bind_int64(s, 1, gallery_id);
+    sqlite3_bind_int64(s, 2, from_id);
+    sqlite3_bind_int64(s, 3, to_id);
+    int step;
+    while ((step = sqlite3_step(s)) == SQLITE_ROW) {
+        if (count == cap) {
+            cap = cap ? 2 * cap : 1024;
+            if (!pairs_grow(&va, &vb, cap, abytes, bbytes)) {
+                rc = cd__fail(err, CD_ENOMEM, "out of memory loading the gallery's pairs");
+                break;
+            }
+        }
+        const void *x = sqlite3_column_blob(s, 0);
+        const void *y = sqlite3_column_blob(s, 1);
+        if (!x || !y || (size_t)sqlite3_column_bytes(s, 0) != abytes ||
+            (size_t)sqlite3_column_bytes(s, 1) != bbytes) {
+            rc = cd__fail(err, CD_ECORRUPT, "an embedding of gallery %lld has the wrong size",
+                          (long long)gallery_id);
+            break;
+        }
+        memcpy(va + count * (size_t)dim_from, x, abytes);
+        memcpy(vb + count * (size_t)dim_to, y, bbytes);
+        count++;
+    }
+    if (rc == CD_OK && step != SQLITE_DONE)
+        rc = cd__db_fail(err, c, step);
+end:
+    cd__stmt_done(s);
+    rc = cd__tx_end(c, rc, err);
+unlock:
+    cd__conn_release(c);
+    if (rc != CD_OK || count == 0) {
+        free(va);
+        free(vb);
+        return rc;
+    }
+    *a = va;
+    *b = vb;
+    *n = count;
+    return CD_OK;
+}

@@ -6,7 +6,7 @@
  * directory's database while a daemon serves from it (core/store.h,
  * cd_store_backup), `compatd check` checks one for damage (cd_store_check).
  * `compatd keys` manages API keys (server/auth.c).
- * `compatd import`, `eval`, `models`, `galleries` and `status` talk to a
+ * `compatd import`, `eval`, `models`, `galleries`, `status` and `adapter` talk to a
  * server over HTTP (server/cli/).  Commands are rows of the `commands`
  * table at the end.
  */
@@ -43,6 +43,7 @@ static const char usage[] =
     "       compatd eval --gallery G --query-model M --queries FILE --labels FILE ...\n"
     "       compatd eval --show ID\n"
     "       compatd models|galleries|status [--json]\n"
+    "       compatd adapter fit|list|show|delete ... (compatd adapter --help)\n"
     "  (the client commands take --url URL, --key KEY, --cacert FILE; compatd <command> --help)\n"
     "\n"
     "Serves a backward-compatible embedding gallery over HTTP.\n"
@@ -603,6 +604,7 @@ static const struct command {
     {"models", cd_models_main},
     {"galleries", cd_galleries_main},
     {"status", cd_status_main},
+    {"adapter", cd_adapter_main},
 };
 
 /*

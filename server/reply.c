@@ -48,6 +48,7 @@ static const struct {
     [CD_HTTP_UNSUPPORTED_MEDIA_TYPE] = {415, "unsupported_media_type", CD_OK},
     [CD_HTTP_MISDIRECTED_REQUEST] = {421, "misdirected_request", CD_OK},
     [CD_HTTP_UNPROCESSABLE] = {422, "unprocessable", CD_EUNPROCESSABLE},
+    [CD_HTTP_TOO_FEW_PAIRS] = {422, "too_few_pairs", CD_OK},
     [CD_HTTP_IO_ERROR] = {500, "io_error", CD_EIO},
     [CD_HTTP_CORRUPT_DATA] = {500, "corrupt_data", CD_ECORRUPT},
     [CD_HTTP_UNSUPPORTED_VERSION] = {500, "unsupported_version", CD_EVERSION},

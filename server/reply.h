@@ -50,6 +50,7 @@ typedef enum cd_http_err {
     CD_HTTP_UNSUPPORTED_MEDIA_TYPE, /* 415 */
     CD_HTTP_MISDIRECTED_REQUEST,    /* 421 */
     CD_HTTP_UNPROCESSABLE,          /* 422 */
+    CD_HTTP_TOO_FEW_PAIRS,
     CD_HTTP_IO_ERROR,               /* 500 */
     CD_HTTP_CORRUPT_DATA,
     CD_HTTP_UNSUPPORTED_VERSION,

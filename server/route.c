@@ -2,7 +2,7 @@
  * route.c - the route table (see route.h) and matching a path against it.
  *
  * The scopes (concepts.md §5): read to read and search, write for items
- * and running evaluations, admin for models and galleries.  The probes
+ * and running evaluations, admin for models, galleries and adapters.  The probes
  * need no key (Kubernetes asks them without one); GET /metrics needs read
  * unless --metrics-public.  The dashboard's page and assets need none:
  * they hold no data, and the page must load to ask for a key.
@@ -49,6 +49,12 @@ static const cd_route routes[] = {
         {"GET", CD_SCOPE_READ, CD_BODY_NONE, cd__evaluations_list},
         {"POST", CD_SCOPE_WRITE, CD_BODY_EVAL, cd__evaluations_create}}},
     {"/v1/evaluations/{id}", 0, {{"GET", CD_SCOPE_READ, CD_BODY_NONE, cd__evaluation_get}}},
+    {"/v1/adapters", 0, {
+        {"GET", CD_SCOPE_READ, CD_BODY_NONE, cd__adapters_list},
+        {"POST", CD_SCOPE_ADMIN, CD_BODY_EVAL, cd__adapters_create}}},
+    {"/v1/adapters/{name}", 0, {
+        {"GET", CD_SCOPE_READ, CD_BODY_NONE, cd__adapter_get},
+        {"DELETE", CD_SCOPE_ADMIN, CD_BODY_NONE, cd__adapter_delete}}},
     {"/v1/compatibility", 0, {{"GET", CD_SCOPE_READ, CD_BODY_NONE, cd__compatibility_get}}},
 };
 

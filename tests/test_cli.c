@@ -1095,6 +1095,81 @@ static int dead_port(void)
     return ntohs(a.sin_port);
 }
 
+/* compatd adapter fit (from two .npy files) | list | show --weights |
+ * delete, against what the server holds; bad lines refused. */
+static void test_adapter(ctx *c)
+{
+    dataset a, b;
+    make_dataset(c, &a, "pa", 40, DIM, false);
+    make_dataset(c, &b, "pb", 40, 16, false);
+    char *fa = path_in(c, "pairs-from.npy"), *fb = path_in(c, "pairs-to.npy");
+    write_npy(fa, &a, "<f4", false, 0);
+    write_npy(fb, &b, "<f4", false, 0);
+    char *out, *err;
+
+    const char *fit[] = {"adapter", "fit", "--name", "m8-to-m16", "--from", "m8", "--to", "m16",
+                         "--pairs", fa, fb, "--ridge", "0.5", NULL};
+    CHECK_EQ(cli(c, &out, &err, fit), 0);
+    CHECK_STREQ(err, "");
+    CHECK(strncmp(out, "adapter m8-to-m16: m8 -> m16, linear, 40 pairs, mean cosine 0.", 62) == 0);
+    free(out);
+    free(err);
+
+    const char *list[] = {"adapter", "list", NULL};
+    CHECK_EQ(cli(c, &out, &err, list), 0);
+    char *line = listing_line(out, "m8-to-m16 m8 m16 linear");
+    if (!line)
+        CHECK_FAILED_("adapter list: no line for m8-to-m16 in:\n%s", out);
+    check_count++;
+    free(line);
+    free(out);
+    free(err);
+
+    const char *show[] = {"adapter", "show", "m8-to-m16", "--weights", NULL};
+    CHECK_EQ(cli(c, &out, &err, show), 0);
+    cJSON *shown = cJSON_Parse(out);
+    cJSON *served = get_json(c, "/v1/adapters/m8-to-m16?weights=true");
+    REQUIRE(shown && served);
+    CHECK(cJSON_Compare(shown, served, true));
+    CHECK_EQ(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(shown, "weights")), DIM);
+    cJSON_Delete(shown);
+    cJSON_Delete(served);
+    free(out);
+    free(err);
+
+    const char *del[] = {"adapter", "delete", "m8-to-m16", NULL};
+    CHECK_EQ(cli(c, &out, &err, del), 0);
+    CHECK_STREQ(out, "deleted adapter m8-to-m16\n");
+    free(out);
+    free(err);
+    CHECK_EQ(cli(c, &out, &err, show), 1);
+    check_one_line(err, "adapter show", "no adapter named m8-to-m16", "show after delete");
+    free(out);
+    free(err);
+
+    /* A server's refusal is one line and 1; a bad command line is 2. */
+    const char *no_gallery[] = {"adapter", "fit", "--name", "x", "--from", "m8", "--to", "m8b",
+                                "--gallery", "nope", NULL};
+    CHECK_EQ(cli(c, &out, &err, no_gallery), 1);
+    check_one_line(err, "adapter fit", "nope", "unknown gallery");
+    free(out);
+    free(err);
+    const char *one_file[] = {"adapter", "fit", "--name", "x", "--from", "m8", "--to", "m8b",
+                              "--pairs", fa, NULL};
+    CHECK_EQ(cli(c, &out, &err, one_file), 2);
+    free(out);
+    free(err);
+    const char *both[] = {"adapter", "fit", "--name", "x", "--from", "m8", "--to", "m16",
+                          "--gallery", "faces", "--pairs", fa, fb, NULL};
+    CHECK_EQ(cli(c, &out, &err, both), 2);
+    free(out);
+    free(err);
+    free(fa);
+    free(fb);
+    dataset_finish(&a);
+    dataset_finish(&b);
+}
+
 static void test_unreachable(ctx *c)
 {
     char *dead = td_fmt("http://127.0.0.1:%d", dead_port());
@@ -1274,6 +1349,7 @@ int main(void)
     test_resume_changed(&c);
     test_eval(&c);
     test_listings(&c);
+    test_adapter(&c);
     test_unreachable(&c);
     test_tls();
     test_keys(&c);     /* last: from here on the daemon wants a key */

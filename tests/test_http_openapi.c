@@ -75,6 +75,7 @@ static size_t n_ops;
 /* The fixture every operation is sent against (see build_fixture). */
 #define GALLERY "photos"
 #define MODEL "faces-v1"
+#define ADAPTER "faces-v2-to-v1"   /* made by POST /v1/adapters' example */
 #define ITEM_ID "img-1"
 #define ASSET "app.js"
 static long eval_id;
@@ -806,6 +807,8 @@ static char *concrete_path(const char *tmpl)
         snprintf(name, sizeof name, "%.*s", (int)n - 1, s + 1);
         if (strcmp(name, "g") == 0)
             td_text_append(&t, "%s", GALLERY);
+        else if (strcmp(name, "name") == 0 && strstr(tmpl, "/adapters/"))
+            td_text_append(&t, "%s", ADAPTER);
         else if (strcmp(name, "name") == 0)
             td_text_append(&t, "%s", MODEL);
         else if (strcmp(name, "file") == 0)
@@ -869,6 +872,7 @@ static const struct {
 } queries[] = {
     {"GET", "/v1/galleries/{g}/items/{id}", "vectors=true"},
     {"GET", "/v1/galleries/{g}/evaluations", "limit=1&before=1000000&query_model=faces-v2"},
+    {"GET", "/v1/adapters/{name}", "weights=true"},
 };
 
 /* Order of the main pass: every operation but DELETE in file order, then

@@ -6,6 +6,7 @@
  * removed at the end; raw sqlite3 is used only to doctor files.
  */
 #include <dirent.h>
+#include <math.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdarg.h>
@@ -1689,6 +1690,72 @@ static void test_report_migration(void)
     CHECK_OK(cd_store_check(path, &report, &err), &err);
 }
 
+/*
+ * Adapters: stored and read back bit for bit, listed, a taken name
+ * refused, damage to the weights seen by cd_store_check and by a read,
+ * deleted.
+ */
+static void test_adapters(void)
+{
+    char path[512];
+    tmp_path(path, sizeof path, "adapters.db");
+    cd_store *st = open_ok(path);
+    cd_error err;
+    cd_model m = {.dim = 4, .metric = CD_METRIC_COSINE}, from, to;
+    snprintf(m.name, sizeof m.name, "old");
+    CHECK_OK(cd_store_model_create(st, &m, &to, &err), &err);
+    m.dim = 3;
+    snprintf(m.name, sizeof m.name, "new");
+    CHECK_OK(cd_store_model_create(st, &m, &from, &err), &err);
+
+    float w[3 * 4], bias[4] = {0.5f, -0.25f, 0, 1};
+    for (int i = 0; i < 12; i++)
+        w[i] = (float)i / 7.0f - 0.8f;
+    cd_adapter_record rec = {.from_id = from.id, .to_id = to.id, .weights = w, .bias = bias};
+    rec.info = (cd_adapter_info){
+        .params = {.kind = CD_ADAPTER_AFFINE, .dim_from = 3, .metric_from = CD_METRIC_COSINE,
+                   .dim_to = 4, .metric_to = CD_METRIC_COSINE, .ridge = 0.25},
+        .pairs = 9, .mean_cosine = 0.75, .cv_mean_cosine = NAN};
+    snprintf(rec.name, sizeof rec.name, "new-to-old");
+    cd_adapter_record out;
+    CHECK_OK(cd_store_adapter_create(st, &rec, &out, &err), &err);
+    CHECK_STREQ(out.from, "new");
+    CHECK_STREQ(out.to, "old");
+    CHECK(out.weights == NULL && isnan(out.info.cv_mean_cosine));
+    CHECK_EQ(cd_store_adapter_create(st, &rec, NULL, &err), CD_EEXISTS);
+    rec.to_id = from.id;    /* dims that do not fit the model */
+    snprintf(rec.name, sizeof rec.name, "other");
+    CHECK_EQ(cd_store_adapter_create(st, &rec, NULL, &err), CD_ENOTFOUND);
+
+    CHECK_OK(cd_store_adapter_get(st, "new-to-old", true, &out, &err), &err);
+    CHECK(out.weights && memcmp(out.weights, w, sizeof w) == 0);
+    CHECK(out.bias && memcmp(out.bias, bias, sizeof bias) == 0);
+    CHECK_EQ(out.info.params.kind, CD_ADAPTER_AFFINE);
+    CHECK_EQ(out.info.pairs, 9);
+    CHECK(out.info.params.ridge == 0.25 && out.info.mean_cosine == 0.75);
+    cd_adapter_record_finish(&out);
+    cd_adapter_record *list;
+    size_t n;
+    CHECK_OK(cd_store_adapter_list(st, &list, &n, &err), &err);
+    CHECK_EQ(n, 1);
+    cd_adapter_records_destroy(list, n);
+    close_ok(st, path);
+
+    cd_store_check_report report;
+    CHECK_OK(cd_store_check(path, &report, &err), &err);
+    raw_sql(path, "UPDATE adapters SET weights = substr(weights, 1, 40)");
+    CHECK_EQ(cd_store_check(path, &report, &err), CD_ECORRUPT);
+    CHECK(report.n_problems == 1 && strstr(report.problems[0], "adapter \"new-to-old\" has 40 "
+                                           "bytes of weights, not 48"));
+    st = open_ok(path);
+    CHECK_EQ(cd_store_adapter_get(st, "new-to-old", true, &out, &err), CD_ECORRUPT);
+    CHECK_OK(cd_store_adapter_delete(st, "new-to-old", &err), &err);
+    CHECK_EQ(cd_store_adapter_delete(st, "new-to-old", &err), CD_ENOTFOUND);
+    CHECK_EQ(cd_store_adapter_get(st, "new-to-old", false, &out, &err), CD_ENOTFOUND);
+    close_ok(st, path);
+    CHECK_OK(cd_store_check(path, &report, &err), &err);
+}
+
 int main(void)
 {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/test_store.XXXXXX");
@@ -1715,6 +1782,7 @@ int main(void)
     test_reopen(path);
     test_files();
     test_report_migration();
+    test_adapters();
     remove_tmpdir();
     return check_exit();
 }

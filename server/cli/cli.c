@@ -1,6 +1,6 @@
 /*
  * cli.c - the operator commands that talk to a server over HTTP (see
- * cli.h): import, eval, models, galleries, status.
+ * cli.h): import, eval, models, galleries, status, adapter.
  *
  * The shape of every command: parse options (one option table per
  * command, over one enum of every option, so one parser serves all), make
@@ -53,6 +53,7 @@ enum {
     OPT_NO_RESUME, OPT_QUIET,
     OPT_QUERY_MODEL, OPT_QUERIES, OPT_BASELINE, OPT_BASELINE_IDS, OPT_KS, OPT_PRIMARY,
     OPT_SHOW,
+    OPT_NAME, OPT_FROM, OPT_TO, OPT_KIND, OPT_RIDGE, OPT_WEIGHTS,
     OPT_END
 };
 
@@ -1448,4 +1449,290 @@ out:
 int cd_status_main(int argc, char **argv)
 {
     return listing_main("status", argc, argv, status_usage, status_list);
+}
+
+/* --- compatd adapter ---------------------------------------------------- */
+
+static const char adapter_usage[] =
+    "usage: compatd adapter fit --name N --from M1 --to M2 [--kind K] [--ridge R]\n"
+    "                           (--gallery G | --pairs FROM.npy TO.npy) [--json]\n"
+    "       compatd adapter list [--json]\n"
+    "       compatd adapter show NAME [--weights]\n"
+    "       compatd adapter delete NAME\n"
+    "\n"
+    "Adapters map model M1's embeddings into model M2's space, so that M1 can\n"
+    "query a gallery of M2 without a backfill.  fit: on every item of gallery G\n"
+    "with embeddings of both models, or on the pairs of two vector files (.npy,\n"
+    ".fvecs or raw float32; row i of each is the same item), with kind\n"
+    "orthogonal (the default for equal dims), linear (the default otherwise) or\n"
+    "affine, and ridge R (default 0); prints the fit's mean cosine and its\n"
+    "5-fold cross-validated one (POST /v1/adapters).  list: every adapter.\n"
+    "show: one adapter as the server's JSON, with its weights and bias given\n"
+    "--weights.  delete: removes it.\n"
+    "\n"
+    "options:\n"
+    "  --json              print the server's JSON\n"
+    "\n" CONNECTION_HELP;
+
+/* The pairs of two vector files as [{"from_b64", "to_b64"}]; NULL after
+ * printing why. */
+static cJSON *adapter_pairs(const char *cmd, cd_client *c, const char *from, const char *to,
+                            const char *from_path, const char *to_path)
+{
+    cd_vecfile fv = {0}, tv = {0};
+    cJSON *arr = NULL;
+    size_t fdim = model_dim(cmd, c, from, NULL), tdim = fdim ? model_dim(cmd, c, to, NULL) : 0;
+    if (!tdim || !load_vectors(cmd, from_path, NULL, 0, from, fdim, &fv) ||
+        !load_vectors(cmd, to_path, NULL, 0, to, tdim, &tv))
+        goto out;
+    if (fv.n != tv.n) {
+        fail(cmd, "%s has %zu vectors but %s has %zu: a pair is one row of each", from_path,
+             fv.n, to_path, tv.n);
+        goto out;
+    }
+    arr = cJSON_CreateArray();
+    for (size_t i = 0; arr && i < fv.n; i++) {
+        char *x = cd_b64_encode_floats(fv.data + i * fv.dim, fv.dim);
+        char *y = cd_b64_encode_floats(tv.data + i * tv.dim, tv.dim);
+        cJSON *pair = cJSON_CreateObject();
+        bool ok = x && y && pair && cJSON_AddStringToObject(pair, "from_b64", x) &&
+                  cJSON_AddStringToObject(pair, "to_b64", y);
+        free(x);
+        free(y);
+        if (!ok || !cJSON_AddItemToArray(arr, pair)) {
+            cJSON_Delete(pair);
+            cJSON_Delete(arr);
+            arr = NULL;
+            fail(cmd, "out of memory");
+        }
+    }
+out:
+    cd_vecfile_finish(&fv);
+    cd_vecfile_finish(&tv);
+    return arr;
+}
+
+/* Prints one adapter's line of numbers. */
+static void adapter_print(const cJSON *ad)
+{
+    char mean[32], cv[32], pairs[32];
+    const cJSON *fit = cJSON_GetObjectItemCaseSensitive(ad, "fit");
+    printf("adapter %s: %s -> %s, %s, %s pairs, mean cosine %s, cross-validated %s\n",
+           jstr(ad, "name", "-"), jstr(ad, "from", "-"), jstr(ad, "to", "-"),
+           jstr(ad, "kind", "-"), fmt_count(pairs, sizeof pairs, jnum(ad, "pairs")),
+           fmt_real(mean, sizeof mean, jnum(fit, "mean_cosine")),
+           fmt_real(cv, sizeof cv, jnum(fit, "cv_mean_cosine")));
+}
+
+static int adapter_fit(const char *cmd, int argc, char **argv)
+{
+    static const struct option options[] = {
+        CONNECTION_OPTIONS,
+        {"name", required_argument, NULL, OPT_NAME},
+        {"from", required_argument, NULL, OPT_FROM},
+        {"to", required_argument, NULL, OPT_TO},
+        {"kind", required_argument, NULL, OPT_KIND},
+        {"ridge", required_argument, NULL, OPT_RIDGE},
+        {"gallery", required_argument, NULL, OPT_GALLERY},
+        {"json", no_argument, NULL, OPT_JSON},
+        {NULL, 0, NULL, 0},
+    };
+    /* --pairs takes two files: taken out of argv before getopt sees it. */
+    const char *pairs[2] = {NULL, NULL};
+    char **rest = calloc((size_t)argc + 1, sizeof *rest);
+    if (!rest)
+        return fail(cmd, "out of memory");
+    int n = 0;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--pairs") == 0 && i + 2 < argc && !pairs[0]) {
+            pairs[0] = argv[++i];
+            pairs[1] = argv[++i];
+        } else if (strcmp(argv[i], "--pairs") == 0) {
+            free(rest);
+            fprintf(stderr, "compatd %s: --pairs takes two files, FROM and TO\n%s", cmd,
+                    adapter_usage);
+            return 2;
+        } else {
+            rest[n++] = argv[i];
+        }
+    }
+    args a;
+    int rc = parse_args(cmd, n, rest, options, adapter_usage, &a);
+    free(rest);
+    if (rc >= 0)
+        return rc;
+    const char *name = arg(&a, OPT_NAME), *from = arg(&a, OPT_FROM), *to = arg(&a, OPT_TO);
+    const char *gallery = arg(&a, OPT_GALLERY), *ridge = arg(&a, OPT_RIDGE);
+    if (!name || !from || !to || !gallery == !pairs[0]) {
+        fprintf(stderr, "compatd %s: --name, --from, --to and one of --gallery and --pairs "
+                "are required\n%s", cmd, adapter_usage);
+        return 2;
+    }
+    char *end = NULL;
+    double r = ridge ? strtod(ridge, &end) : 0;
+    if (ridge && (end == ridge || *end || !isfinite(r) || r < 0)) {
+        fprintf(stderr, "compatd %s: --ridge must be a number >= 0\n", cmd);
+        return 2;
+    }
+    cd_client *c = connect_to(cmd, &a);
+    cJSON *req = cJSON_CreateObject(), *reply = NULL;
+    char *body = NULL, *text = NULL;
+    rc = 1;
+    if (!c || !req)
+        goto out;
+    cJSON_AddStringToObject(req, "name", name);
+    cJSON_AddStringToObject(req, "from", from);
+    cJSON_AddStringToObject(req, "to", to);
+    if (arg(&a, OPT_KIND))
+        cJSON_AddStringToObject(req, "kind", arg(&a, OPT_KIND));
+    if (ridge)
+        cJSON_AddNumberToObject(req, "ridge", r);
+    if (gallery) {
+        cJSON_AddStringToObject(req, "gallery", gallery);
+    } else {
+        cJSON *p = adapter_pairs(cmd, c, from, to, pairs[0], pairs[1]);
+        if (!p)
+            goto out;
+        cJSON_AddItemToObject(req, "pairs", p);
+    }
+    if (!(body = cJSON_PrintUnformatted(req))) {
+        fail(cmd, "out of memory");
+        goto out;
+    }
+    if (!call(cmd, c, "POST", "/v1/adapters", body, &reply, &text))
+        goto out;
+    if (arg(&a, OPT_JSON))
+        print_json_text(text);
+    else
+        adapter_print(reply);
+    rc = 0;
+out:
+    free(text);
+    free(body);
+    cJSON_Delete(reply);
+    cJSON_Delete(req);
+    cd_client_destroy(c);
+    return rc;
+}
+
+static int adapters_list(const char *cmd, cd_client *c, bool json)
+{
+    char *text = NULL;
+    cJSON *j = get_json(cmd, c, api_path("/v1/adapters", NULL), &text);
+    int rc = 1;
+    if (j && json) {
+        print_json_text(text);
+        rc = 0;
+    } else if (j) {
+        table t;
+        table_init(&t, 8, "lllllrrr",
+                   (const char *const[]){"NAME", "FROM", "TO", "KIND", "CREATED", "PAIRS",
+                                         "MEAN_COS", "CV_COS"});
+        const cJSON *ad;
+        cJSON_ArrayForEach(ad, cJSON_GetObjectItemCaseSensitive(j, "adapters")) {
+            char pairs[32], mean[32], cv[32];
+            const cJSON *fit = cJSON_GetObjectItemCaseSensitive(ad, "fit");
+            table_row(&t, (const char *const[]){
+                jstr(ad, "name", "-"), jstr(ad, "from", "-"), jstr(ad, "to", "-"),
+                jstr(ad, "kind", "-"), jstr(ad, "created_at", "-"),
+                fmt_count(pairs, sizeof pairs, jnum(ad, "pairs")),
+                fmt_real(mean, sizeof mean, jnum(fit, "mean_cosine")),
+                fmt_real(cv, sizeof cv, jnum(fit, "cv_mean_cosine"))});
+        }
+        rc = table_print(&t, stdout, 0) ? 0 : fail(cmd, "out of memory");
+        table_finish(&t);
+    }
+    free(text);
+    cJSON_Delete(j);
+    return rc;
+}
+
+/* show NAME [--weights] and delete NAME (name NULL when not given);
+ * argv holds the options. */
+static int adapter_one(const char *cmd, bool show, const char *name, int argc, char **argv)
+{
+    static const struct option show_options[] = {
+        CONNECTION_OPTIONS,
+        {"weights", no_argument, NULL, OPT_WEIGHTS},
+        {NULL, 0, NULL, 0},
+    };
+    static const struct option delete_options[] = {CONNECTION_OPTIONS, {NULL, 0, NULL, 0}};
+    if (!name) {
+        fprintf(stderr, "compatd %s: which adapter?\n%s", cmd, adapter_usage);
+        return 2;
+    }
+    args a;
+    int rc = parse_args(cmd, argc, argv, show ? show_options : delete_options, adapter_usage, &a);
+    if (rc >= 0)
+        return rc;
+    cd_client *c = connect_to(cmd, &a);
+    char *path = api_path("/v1/adapters/", name, arg(&a, OPT_WEIGHTS) ? "?weights=true" : "",
+                          NULL);
+    char *text = NULL;
+    cJSON *j = NULL;
+    rc = 1;
+    if (c && !path)
+        fail(cmd, "out of memory");
+    else if (c && call(cmd, c, show ? "GET" : "DELETE", path, NULL, &j, &text))
+        rc = 0;
+    if (rc == 0 && show)
+        print_json_text(text);
+    else if (rc == 0)
+        printf("deleted adapter %s\n", name);
+    free(text);
+    free(path);
+    cJSON_Delete(j);
+    cd_client_destroy(c);
+    return rc;
+}
+
+/* Where the subcommand of `compatd adapter` is: after the options that
+ * may come first ("--url URL", "--json"), at 1 when there are none. */
+static int adapter_sub_at(int argc, char **argv)
+{
+    int i = 1;
+    while (i < argc && argv[i][0] == '-') {
+        bool flag = strchr(argv[i], '=') || strcmp(argv[i], "--json") == 0 ||
+                    strcmp(argv[i], "--weights") == 0 || strcmp(argv[i], "-h") == 0 ||
+                    strcmp(argv[i], "--help") == 0;
+        i += flag ? 1 : 2;
+    }
+    return i;
+}
+
+int cd_adapter_main(int argc, char **argv)
+{
+    int at = adapter_sub_at(argc, argv);
+    const char *sub = at < argc ? argv[at] : "";
+    bool fit = strcmp(sub, "fit") == 0, list = strcmp(sub, "list") == 0;
+    bool show = strcmp(sub, "show") == 0, del = strcmp(sub, "delete") == 0;
+    if (!fit && !list && !show && !del) {
+        for (int i = 1; i < argc; i++)
+            if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+                fputs(adapter_usage, stdout);
+                return 0;
+            }
+        fprintf(stderr, "compatd adapter: fit, list, show or delete?\n%s", adapter_usage);
+        return 2;
+    }
+    /* show and delete name the adapter right after the subcommand. */
+    const char *name = (show || del) && at + 1 < argc && argv[at + 1][0] != '-' ? argv[at + 1]
+                                                                               : NULL;
+    int skip = name ? 2 : 1;
+    char **rest = calloc((size_t)argc + 1, sizeof *rest);
+    if (!rest)
+        return fail("adapter", "out of memory");
+    int n = 0;
+    for (int i = 0; i < argc; i++)
+        if (i < at || i >= at + skip)
+            rest[n++] = argv[i];
+    int rc;
+    if (fit)
+        rc = adapter_fit("adapter fit", n, rest);
+    else if (list)
+        rc = listing_main("adapter list", n, rest, adapter_usage, adapters_list);
+    else
+        rc = adapter_one(show ? "adapter show" : "adapter delete", show, name, n, rest);
+    free(rest);
+    return rc;
 }

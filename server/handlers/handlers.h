@@ -1,7 +1,8 @@
 /*
  * handlers.h - the handlers of the route table (route.c), one file per
- * resource: models.c, galleries.c, items.c, search.c, evaluations.c and
- * ops.c (probes, metrics, the dashboard's files, the API description).
+ * resource: models.c, galleries.c, items.c, search.c, evaluations.c,
+ * adapters.c and ops.c (probes, metrics, the dashboard's files, the API
+ * description).
  * Private to server/: only route.c and the handlers include it.
  *
  * Each handler: check the body (request.h's readers), turn it into core
@@ -52,6 +53,12 @@ void cd__evaluations_create(cd_api *api, const cd_request *req, cd_reply *rep);
 void cd__evaluations_list(cd_api *api, const cd_request *req, cd_reply *rep);
 void cd__evaluation_get(cd_api *api, const cd_request *req, cd_reply *rep);
 void cd__compatibility_get(cd_api *api, const cd_request *req, cd_reply *rep);
+
+/* adapters.c; {name} */
+void cd__adapters_create(cd_api *api, const cd_request *req, cd_reply *rep);
+void cd__adapters_list(cd_api *api, const cd_request *req, cd_reply *rep);
+void cd__adapter_get(cd_api *api, const cd_request *req, cd_reply *rep);
+void cd__adapter_delete(cd_api *api, const cd_request *req, cd_reply *rep);
 
 /* What GET /v1/galleries/{g} and the matrix say of one evaluation
  * (evaluations.c).  Free with cJSON_Delete(). */
