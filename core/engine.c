@@ -18,8 +18,12 @@
  *   the index of that model as of gallery seq <seq>.  The name is written
  *   by an atomic rename, so a file that exists is complete (or, if the
  *   disk lied, fails to load and is rebuilt).
+ *
+ * This file holds the engine's life (open, load, snapshot, close), models
+ * and galleries; items, search and evaluations have a file each
+ * (engine_items.c, engine_search.c, engine_eval.c), sharing engine_int.h.
  */
-#include "engine.h"
+#include "engine_int.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -40,7 +44,6 @@
 #include "index.h"
 #include "text.h"
 
-#define SCAN_BATCH 4096
 
 /*
  * What a snapshot is bound to, saved with it as cd_index_save's meta:
@@ -53,78 +56,8 @@
 #define SNAP_HEADER (8 + CD_STORE_ID_LEN + 4 * 8)
 
 /* One (gallery, model) index. */
-typedef struct gal_index {
-    cd_model model;         /* the model whose embeddings it holds */
-    cd_index *ix;           /* NULL until the first embedding arrives */
-    int64_t saved_seq;      /* gallery seq of its newest snapshot, -1 none */
-    bool dirty;             /* changed since that snapshot */
-    bool hidden;            /* has ids hidden, not removed (HNSW): it must
-                               be rebuilt before it can be saved */
-    cd__idset members;      /* rowids with an embedding of this model in
-                               the store (what the index should hold) */
-} gal_index;
 
-typedef struct gallery {
-    cd_gallery info;        /* cached row; count is not kept up to date */
-    cd_model model;         /* the gallery model */
-    atomic_int refs;        /* the engine's list, and a snapshot pass that
-                               holds it without the engine lock */
-    atomic_bool deleted;    /* out of the list: nothing more is saved */
-    pthread_rwlock_t lock;
-    gal_index *indexes;
-    size_t n_indexes;
-    int64_t seq;            /* last change applied to the indexes */
-    bool unavailable;       /* an index cannot be built: no search, no
-                               write until a restart rebuilds it */
-    char why[CD_ERRMSG_MAX];    /* what failed, when unavailable */
-    pthread_mutex_t overlap_mu; /* guards the two fields below, which
-                                   searches (read lock) fill in */
-    int64_t overlap_model;  /* model whose overlap is cached, 0: none */
-    int64_t overlap_seq;    /* gallery seq it was counted at */
-    size_t overlap;         /* gallery-model items that also have one of
-                               overlap_model */
-} gallery;
-
-struct cd_engine {
-    char *data_dir;
-    char *index_dir;
-    char *db_path;          /* DATA/compatd.db */
-    char *marker_path;      /* DATA/compatd.running while open, else NULL */
-    cd_store *st;
-    char store_id[CD_STORE_ID_LEN + 1]; /* bound into every snapshot */
-    cd_engine_config cfg;
-
-    pthread_rwlock_t lock;  /* guards gals / n_gals */
-    gallery **gals;
-    size_t n_gals;
-
-    pthread_mutex_t models_mu;  /* guards the model cache */
-    cd_model *models;
-    size_t n_models;
-
-    atomic_bool ready;
-    atomic_llong rebuilds;
-    atomic_llong snapshots;
-    atomic_llong last_snapshot;
-    atomic_llong evaluations;
-    atomic_llong evaluations_failed;
-
-    pthread_mutex_t snap_mu;    /* one snapshot pass at a time */
-    pthread_t snap_thread;
-    bool snap_running;
-    pthread_mutex_t stop_mu;
-    pthread_cond_t stop_cv;
-    bool stopping;
-
-    pthread_mutex_t check_mu;   /* guards the two fields below */
-    bool checked;               /* the store was checked in this run */
-    cd_error check_err;         /* its verdict (code CD_OK: healthy) */
-};
-
-static void elog(cd_engine *e, int level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void elog(cd_engine *e, int level, const char *fmt, ...)
+void cd__elog(cd_engine *e, int level, const char *fmt, ...)
 {
     if (!e->cfg.log)
         return;
@@ -172,8 +105,8 @@ static int mkdir_p(const char *path)
 
 /* --- the model cache (models never change once created) -------------- */
 
-static cd_err model_by_name(cd_engine *e, const char *name, cd_model *out,
-                            cd_error *err)
+cd_err cd__model_by_name(cd_engine *e, const char *name, cd_model *out,
+                         cd_error *err)
 {
     pthread_mutex_lock(&e->models_mu);
     for (size_t i = 0; i < e->n_models; i++) {
@@ -227,7 +160,7 @@ static gallery *gallery_new(cd_engine *e, const cd_gallery *info,
     atomic_init(&g->deleted, false);
     pthread_rwlock_init(&g->lock, NULL);
     pthread_mutex_init(&g->overlap_mu, NULL);
-    if (model_by_name(e, info->model, &g->model, err) != CD_OK) {
+    if (cd__model_by_name(e, info->model, &g->model, err) != CD_OK) {
         gallery_free(g);
         return NULL;
     }
@@ -255,8 +188,8 @@ static gallery *gallery_find(cd_engine *e, const char *name)
  * CD_ENOTFOUND (and releases the lock).  On success the caller must
  * pthread_rwlock_unlock(&e->lock) when done.
  */
-static cd_err gallery_enter(cd_engine *e, const char *name, gallery **out,
-                            cd_error *err)
+cd_err cd__gallery_enter(cd_engine *e, const char *name, gallery **out,
+                         cd_error *err)
 {
     *out = NULL;
     pthread_rwlock_rdlock(&e->lock);
@@ -270,7 +203,7 @@ static cd_err gallery_enter(cd_engine *e, const char *name, gallery **out,
 }
 
 /* CD_EUNAVAILABLE when g is; the caller holds g's lock. */
-static cd_err gallery_check(const gallery *g, cd_error *err)
+cd_err cd__gallery_check(const gallery *g, cd_error *err)
 {
     if (!g->unavailable)
         return CD_OK;
@@ -285,24 +218,24 @@ static cd_err gallery_check(const gallery *g, cd_error *err)
  * same way (gallery_check); reads of the store, evaluations and deleting
  * the gallery still work, and the next start tries to build it again.
  */
-static cd_err gallery_fail(cd_engine *e, gallery *g, const char *why,
-                           cd_error *err)
+cd_err cd__gallery_fail(cd_engine *e, gallery *g, const char *why,
+                        cd_error *err)
 {
     if (!g->unavailable) {
         snprintf(g->why, sizeof g->why, "%s", why);
         g->unavailable = true;
-        elog(e, CD_LOG_ERROR, "gallery %s is unavailable: %s", g->info.name,
+        cd__elog(e, CD_LOG_ERROR, "gallery %s is unavailable: %s", g->info.name,
              g->why);
     }
     for (size_t i = 0; i < g->n_indexes; i++) {
         cd_index_destroy(g->indexes[i].ix);
         g->indexes[i].ix = NULL;
     }
-    return gallery_check(g, err);
+    return cd__gallery_check(g, err);
 }
 
 /* The index slot of model_id in g, or NULL. */
-static gal_index *index_slot(gallery *g, int64_t model_id)
+gal_index *cd__index_slot(gallery *g, int64_t model_id)
 {
     for (size_t i = 0; i < g->n_indexes; i++)
         if (g->indexes[i].model.id == model_id)
@@ -311,9 +244,9 @@ static gal_index *index_slot(gallery *g, int64_t model_id)
 }
 
 /* The slot for model m, added (with no index yet) when missing. */
-static gal_index *index_slot_add(gallery *g, const cd_model *m)
+gal_index *cd__index_slot_add(gallery *g, const cd_model *m)
 {
-    gal_index *gi = index_slot(g, m->id);
+    gal_index *gi = cd__index_slot(g, m->id);
     if (gi)
         return gi;
     gal_index *grown = realloc(g->indexes, (g->n_indexes + 1) * sizeof *grown);
@@ -407,8 +340,8 @@ static cd_err add_batch(void *ctx, const int64_t *rowids,
  * Builds gi's index afresh from the store.  The caller holds the gallery's
  * write lock (or is loading).  On failure the old index stays.
  */
-static cd_err index_rebuild(cd_engine *e, gallery *g, gal_index *gi,
-                            cd_error *err)
+cd_err cd__index_rebuild(cd_engine *e, gallery *g, gal_index *gi,
+                         cd_error *err)
 {
     cd_index *ix = NULL;
     cd_err rc = cd_index_create(g->info.index_spec, gi->model.dim,
@@ -429,7 +362,7 @@ static cd_err index_rebuild(cd_engine *e, gallery *g, gal_index *gi,
     gi->dirty = true;
     gi->hidden = false;
     atomic_fetch_add(&e->rebuilds, 1);
-    elog(e, CD_LOG_INFO, "rebuilt index of gallery %s model %s: %" PRId64 " vectors",
+    cd__elog(e, CD_LOG_INFO, "rebuilt index of gallery %s model %s: %" PRId64 " vectors",
          g->info.name, gi->model.name, cd_index_count(ix));
     return CD_OK;
 }
@@ -475,8 +408,8 @@ static cd_err index_catch_up(cd_engine *e, gallery *g, gal_index *gi,
                                  catchup_batch, &c, NULL, err);
 }
 
-static cd_err members_batch(void *ctx, const int64_t *rowids,
-                            const float *vectors, size_t n)
+cd_err cd__members_batch(void *ctx, const int64_t *rowids,
+                         const float *vectors, size_t n)
 {
     cd__idset *members = ctx;
     if (!cd__idset_reserve(members, n))
@@ -498,7 +431,7 @@ static cd_err store_check(cd_engine *e, cd_error *err)
     if (rc != CD_ECORRUPT)
         return rc;
     for (size_t i = 0; i < r.n_problems; i++)
-        elog(e, CD_LOG_ERROR, "%s is damaged: %s", e->db_path, r.problems[i]);
+        cd__elog(e, CD_LOG_ERROR, "%s is damaged: %s", e->db_path, r.problems[i]);
     return cd__fail(err, CD_ECORRUPT,
                     "DATABASE DAMAGED: %s is damaged: it fails its integrity check "
                     "(%.200s%s); refusing to serve it. `compatd check --data %s` lists the "
@@ -728,13 +661,13 @@ static cd_err index_load(cd_engine *e, gallery *g, gal_index *gi,
 
     if (why) {
         if (stored > 0 || newest.path)
-            elog(e, CD_LOG_WARN, "gallery %s model %s: %s%s%s; rebuilding from the store",
+            cd__elog(e, CD_LOG_WARN, "gallery %s model %s: %s%s%s; rebuilding from the store",
                  g->info.name, gi->model.name, newest.path ? newest.path : "",
                  newest.path ? ": " : "", why);
         cd_index_destroy(gi->ix);
         gi->ix = NULL;
         if ((rc = store_checked(e, err)) == CD_OK)
-            rc = index_rebuild(e, g, gi, err);
+            rc = cd__index_rebuild(e, g, gi, err);
         if (rc != CD_OK)
             goto out;
         gi->saved_seq = -1;
@@ -757,7 +690,7 @@ static cd_err index_snapshot(cd_engine *e, gallery *g, gal_index *gi,
         return CD_OK;
     if (gi->hidden) {
         /* The caller holds the write lock (see cd_engine_snapshot). */
-        cd_err rc = index_rebuild(e, g, gi, err);
+        cd_err rc = cd__index_rebuild(e, g, gi, err);
         if (rc != CD_OK)
             return rc;
     }
@@ -773,13 +706,13 @@ static cd_err index_snapshot(cd_engine *e, gallery *g, gal_index *gi,
     }
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    elog(e, CD_LOG_DEBUG, "snapshot of gallery %s model %s: writing %" PRId64 " vectors",
+    cd__elog(e, CD_LOG_DEBUG, "snapshot of gallery %s model %s: writing %" PRId64 " vectors",
          g->info.name, gi->model.name, cd_index_count(gi->ix));
     rc = cd_index_save(gi->ix, path, meta, meta_len, err);
     free(meta);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     if (rc == CD_OK) {
-        elog(e, CD_LOG_DEBUG, "snapshot of gallery %s model %s: %s written in %.0f ms",
+        cd__elog(e, CD_LOG_DEBUG, "snapshot of gallery %s model %s: %s written in %.0f ms",
              g->info.name, gi->model.name, path,
              (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
         prune_ctx p = {path};
@@ -830,7 +763,7 @@ static void *snapshot_loop(void *arg)
         pthread_mutex_unlock(&e->stop_mu);
         cd_error err;
         if (cd_engine_snapshot(e, &err) != CD_OK)
-            elog(e, CD_LOG_ERROR, "periodic snapshot failed: %s", err.message);
+            cd__elog(e, CD_LOG_ERROR, "periodic snapshot failed: %s", err.message);
         pthread_mutex_lock(&e->stop_mu);
     }
     pthread_mutex_unlock(&e->stop_mu);
@@ -894,11 +827,11 @@ static cd_err unclean_check(cd_engine *e, cd_error *err)
     struct stat sb;
     cd_err rc = CD_OK;
     if (stat(e->marker_path, &sb) == 0) {
-        elog(e, CD_LOG_WARN, "the last run on %s did not stop cleanly; checking %s",
+        cd__elog(e, CD_LOG_WARN, "the last run on %s did not stop cleanly; checking %s",
              e->data_dir, e->db_path);
         if ((rc = store_checked(e, err)) != CD_OK)
             goto fail;
-        elog(e, CD_LOG_INFO, "%s passed its integrity check", e->db_path);
+        cd__elog(e, CD_LOG_INFO, "%s passed its integrity check", e->db_path);
     } else {
         /* After a clean stop the file can still have been damaged at rest
          * (the disk, a copy, a hand): every start reads each page once
@@ -1038,8 +971,8 @@ cd_err cd_engine_load_indexes(cd_engine *e, cd_error *err)
             grc = cd_store_gallery_embeddings(e->st, g->info.id, &counts, &n, &gerr);
         for (size_t j = 0; j < n && grc == CD_OK; j++) {
             cd_model m;
-            grc = model_by_name(e, counts[j].model, &m, &gerr);
-            gal_index *gi = grc == CD_OK ? index_slot_add(g, &m) : NULL;
+            grc = cd__model_by_name(e, counts[j].model, &m, &gerr);
+            gal_index *gi = grc == CD_OK ? cd__index_slot_add(g, &m) : NULL;
             if (grc == CD_OK && !gi)
                 grc = cd__fail(&gerr, CD_ENOMEM, "out of memory");
             if (grc == CD_OK)
@@ -1053,7 +986,7 @@ cd_err cd_engine_load_indexes(cd_engine *e, cd_error *err)
         /* One gallery that cannot be built must not take the others (or
          * the daemon, restart after restart) down with it. */
         if (grc != CD_OK && rc == CD_OK)
-            gallery_fail(e, g, gerr.message, NULL);
+            cd__gallery_fail(e, g, gerr.message, NULL);
         pthread_rwlock_unlock(&g->lock);
     }
     pthread_rwlock_unlock(&e->lock);
@@ -1064,7 +997,7 @@ cd_err cd_engine_load_indexes(cd_engine *e, cd_error *err)
         if (pthread_create(&e->snap_thread, NULL, snapshot_loop, e) == 0)
             e->snap_running = true;
         else
-            elog(e, CD_LOG_WARN, "cannot start the snapshot thread; snapshots only on close");
+            cd__elog(e, CD_LOG_WARN, "cannot start the snapshot thread; snapshots only on close");
     }
     return CD_OK;
 }
@@ -1135,7 +1068,7 @@ void cd_engine_close(cd_engine *e)
     }
     cd_error err;
     if (cd_engine_snapshot(e, &err) != CD_OK)
-        elog(e, CD_LOG_ERROR, "final snapshot failed: %s", err.message);
+        cd__elog(e, CD_LOG_ERROR, "final snapshot failed: %s", err.message);
     for (size_t i = 0; i < e->n_gals; i++)
         gallery_unref(e->gals[i]);
     free(e->gals);
@@ -1173,7 +1106,7 @@ cd_err cd_engine_model_create(cd_engine *e, const cd_model *m, cd_model *out,
     size_t links = 1;
     snprintf(next, sizeof next, "%s", m->compatible_with);
     while (next[0]) {
-        cd_err rc = model_by_name(e, next, &t, err);
+        cd_err rc = cd__model_by_name(e, next, &t, err);
         if (rc == CD_ENOTFOUND)
             break;      /* the store's message names the missing model */
         if (rc != CD_OK)
@@ -1193,7 +1126,7 @@ cd_err cd_engine_model_create(cd_engine *e, const cd_model *m, cd_model *out,
 cd_err cd_engine_model_get(cd_engine *e, const char *name, cd_model *out,
                            cd_error *err)
 {
-    return model_by_name(e, name, out, err);
+    return cd__model_by_name(e, name, out, err);
 }
 
 cd_err cd_engine_model_list(cd_engine *e, cd_model **out, size_t *n,
@@ -1215,7 +1148,7 @@ cd_err cd_engine_gallery_create(cd_engine *e, const char *name,
 
     if (!cd_name_valid(name))
         return cd__fail(err, CD_EINVAL, "gallery name must match [A-Za-z0-9._-]{1,64}");
-    cd_err rc = model_by_name(e, model, &m, err);
+    cd_err rc = cd__model_by_name(e, model, &m, err);
     if (rc != CD_OK)
         return rc;
     /* FAISS must accept the spec for this dimension now, not at the first
@@ -1261,13 +1194,13 @@ cd_err cd_engine_request_model(cd_engine *e, const char *gallery_name,
                                cd_error *err)
 {
     gallery *g;
-    cd_err rc = gallery_enter(e, gallery_name, &g, err);
+    cd_err rc = cd__gallery_enter(e, gallery_name, &g, err);
     if (rc != CD_OK)
         return rc;
     if (!model)
         *out = g->model; /* never changes once the gallery exists */
     else
-        rc = model_by_name(e, model, out, err);
+        rc = cd__model_by_name(e, model, out, err);
     pthread_rwlock_unlock(&e->lock);
     return rc;
 }
@@ -1277,10 +1210,10 @@ bool cd_engine_gallery_unavailable(cd_engine *e, const char *name,
 {
     gallery *g;
     cd_error ignored;
-    if (gallery_enter(e, name, &g, &ignored) != CD_OK)
+    if (cd__gallery_enter(e, name, &g, &ignored) != CD_OK)
         return false;
     pthread_rwlock_rdlock(&g->lock);
-    bool unavailable = gallery_check(g, why) != CD_OK;
+    bool unavailable = cd__gallery_check(g, why) != CD_OK;
     pthread_rwlock_unlock(&g->lock);
     pthread_rwlock_unlock(&e->lock);
     return unavailable;
@@ -1324,7 +1257,7 @@ cd_err cd_engine_gallery_embeddings(cd_engine *e, const char *name,
         return cd_store_gallery_embeddings(e->st, row.id, out, n, err);
     }
     gallery *g;
-    cd_err rc = gallery_enter(e, name, &g, err);
+    cd_err rc = cd__gallery_enter(e, name, &g, err);
     if (rc != CD_OK)
         return rc;
     pthread_rwlock_rdlock(&g->lock);
@@ -1357,7 +1290,7 @@ cd_err cd_engine_gallery_set_policy(cd_engine *e, const char *name,
                                     cd_query_policy policy, cd_error *err)
 {
     gallery *g;
-    cd_err rc = gallery_enter(e, name, &g, err);
+    cd_err rc = cd__gallery_enter(e, name, &g, err);
     if (rc != CD_OK)
         return rc;
     pthread_rwlock_wrlock(&g->lock);
@@ -1400,846 +1333,6 @@ cd_err cd_engine_gallery_delete(cd_engine *e, const char *name, cd_error *err)
 out:
     pthread_rwlock_unlock(&e->lock);
     return rc;
-}
-
-/* --- items ----------------------------------------------------------- */
-
-/*
- * Readies vector v of model m in place: refuses (CD_EVECTOR) one not
- * finite, or for ip and l2 one whose scores could overflow float32
- * (cd_vec_in_range), and normalises it for cosine.  Messages start with
- * "<what> <i>: ".
- */
-static cd_err vector_ready(const cd_model *m, float *v, const char *what,
-                           size_t i, cd_error *err)
-{
-    size_t dim = (size_t)m->dim;
-    double norm2;
-    if (!cd_vec_finite(v, dim))
-        return cd__fail(err, CD_EVECTOR, "%s %zu: vector has a NaN or infinite value", what, i);
-    if (m->metric == CD_METRIC_COSINE) {
-        if (!cd_vec_normalize(v, dim))
-            return cd__fail(err, CD_EVECTOR, "%s %zu: zero vector has no direction for cosine "
-                            "model %s", what, i, m->name);
-    } else if (!cd_vec_in_range(v, dim, &norm2)) {
-        return cd__fail(err, CD_EVECTOR, "%s %zu: vector's squared L2 norm %g is above %g: "
-                        "its scores would overflow float32", what, i, norm2, CD_VEC_NORM2_MAX);
-    }
-    return CD_OK;
-}
-
-/*
- * Copies n vectors of item-sized input into one row-major buffer, each
- * readied by vector_ready.  Messages name the item.
- */
-static cd_err copy_vectors(const cd_model *m, const cd_item_in *items,
-                           size_t n, float **out, cd_error *err)
-{
-    size_t dim = (size_t)m->dim;
-    float *buf = malloc(n * dim * sizeof *buf);
-    *out = NULL;
-    if (!buf)
-        return cd__fail(err, CD_ENOMEM, "out of memory for %zu vectors", n);
-    for (size_t i = 0; i < n; i++) {
-        float *v = buf + i * dim;
-        if (!items[i].vector) {
-            free(buf);
-            return cd__fail(err, CD_EVECTOR, "item %zu: no vector", i);
-        }
-        memcpy(v, items[i].vector, dim * sizeof *v);
-        cd_err rc = vector_ready(m, v, "item", i, err);
-        if (rc != CD_OK) {
-            free(buf);
-            return rc;
-        }
-    }
-    *out = buf;
-    return CD_OK;
-}
-
-/*
- * Rebuilds gi when its index asks for it or is gone (an add or remove
- * failed half-way).  When that fails too the gallery becomes unavailable
- * (CD_EUNAVAILABLE): its index no longer holds what the store does, so it
- * must not answer.  The caller holds g's write lock.
- */
-static cd_err index_settle(cd_engine *e, gallery *g, gal_index *gi,
-                           cd_error *err)
-{
-    if (gi->ix && !cd_index_needs_rebuild(gi->ix))
-        return CD_OK;
-    cd_error rerr;
-    if (index_rebuild(e, g, gi, &rerr) != CD_OK)
-        return gallery_fail(e, g, rerr.message, err);
-    return CD_OK;
-}
-
-cd_err cd_engine_items_upsert(cd_engine *e, const char *gallery_name,
-                              const char *model, const cd_item_in *items,
-                              size_t n, cd_error *err)
-{
-    gallery *g = NULL;
-    cd_model m;
-    float *vecs = NULL;
-    int64_t *rowids = NULL;
-    bool *replaced = NULL;
-    cd_item_in *copy = NULL;
-    cd_err rc;
-
-    if (!cd_engine_ready(e))
-        return cd__fail(err, CD_EBUSY, "indexes are still loading");
-    if (n == 0)
-        return cd__fail(err, CD_EINVAL, "items is empty");
-    rc = gallery_enter(e, gallery_name, &g, err);
-    if (rc != CD_OK)
-        return rc;
-    rc = model_by_name(e, model ? model : g->model.name, &m, err);
-    if (rc != CD_OK)
-        goto out;
-    rc = copy_vectors(&m, items, n, &vecs, err);
-    if (rc != CD_OK)
-        goto out;
-    rowids = malloc(n * sizeof *rowids);
-    replaced = malloc(n * sizeof *replaced);
-    copy = malloc(n * sizeof *copy);
-    if (!rowids || !replaced || !copy) {
-        rc = cd__fail(err, CD_ENOMEM, "out of memory");
-        goto out;
-    }
-    for (size_t i = 0; i < n; i++) {
-        copy[i] = items[i];
-        copy[i].vector = vecs + i * (size_t)m.dim;
-    }
-
-    pthread_rwlock_wrlock(&g->lock);
-    /* What can fail before the commit does, so that nothing is stored. */
-    gal_index *gi = NULL;
-    rc = gallery_check(g, err);
-    if (rc == CD_OK && !(gi = index_slot_add(g, &m)))
-        rc = cd__fail(err, CD_ENOMEM, "out of memory");
-    if (rc == CD_OK && !gi->ix)
-        rc = cd_index_create(g->info.index_spec, m.dim, m.metric, &gi->ix, err);
-    int64_t seq = 0;
-    if (rc == CD_OK)
-        rc = cd_store_items_upsert(e->st, g->info.id, m.id, m.dim, copy, n,
-                                   &seq, rowids, replaced, err);
-    if (rc != CD_OK) {
-        pthread_rwlock_unlock(&g->lock);
-        goto out;
-    }
-    /*
-     * Committed.  The call succeeds only once the index holds the batch
-     * too: when applying it fails (out of memory in FAISS), the index is
-     * rebuilt from the store, and when that fails the gallery becomes
-     * unavailable and the call fails with CD_EUNAVAILABLE.  The batch
-     * stays stored (the store cannot take back the vectors it replaced);
-     * nothing answers from an index without it, and an upsert is
-     * idempotent, so the client's retry after a restart is safe.
-     */
-    cd_error ierr;
-    cd_err irc = CD_OK;
-    size_t n_old = 0;
-    for (size_t i = 0; i < n; i++)
-        if (replaced[i])
-            n_old++;
-    if (n_old) {
-        int64_t *old = malloc(n_old * sizeof *old);
-        n_old = 0;
-        for (size_t i = 0; old && i < n; i++)
-            if (replaced[i])
-                old[n_old++] = rowids[i];
-        irc = old ? cd_index_remove(gi->ix, old, n_old, &ierr)
-                  : cd__fail(&ierr, CD_ENOMEM, "out of memory");
-        gi->hidden |= !cd_index_can_remove(gi->ix);
-        free(old);
-    }
-    if (irc == CD_OK)
-        irc = cd_index_add(gi->ix, rowids, vecs, n, &ierr);
-    if (members_batch(&gi->members, rowids, NULL, n) != CD_OK)
-        elog(e, CD_LOG_ERROR, "gallery %s: out of memory noting the items of model %s",
-             g->info.name, m.name);
-    g->seq = seq;
-    gi->dirty = true;
-    if (irc != CD_OK) {
-        elog(e, CD_LOG_ERROR, "gallery %s: applying a committed batch to the index failed (%s); rebuilding",
-             g->info.name, ierr.message);
-        cd_index_destroy(gi->ix);
-        gi->ix = NULL;
-    }
-    rc = index_settle(e, g, gi, err);
-    pthread_rwlock_unlock(&g->lock);
-out:
-    pthread_rwlock_unlock(&e->lock);
-    free(copy);
-    free(replaced);
-    free(rowids);
-    free(vecs);
-    return rc;
-}
-
-cd_err cd_engine_item_get(cd_engine *e, const char *gallery_name,
-                          const char *id, bool with_vectors, cd_item **out,
-                          cd_error *err)
-{
-    cd_gallery row;
-    *out = NULL;
-    cd_err rc = cd_store_gallery_get(e->st, gallery_name, &row, err);
-    if (rc != CD_OK)
-        return rc;
-    return cd_store_item_get(e->st, row.id, id, with_vectors, out, err);
-}
-
-cd_err cd_engine_item_delete(cd_engine *e, const char *gallery_name,
-                             const char *id, cd_error *err)
-{
-    gallery *g;
-    if (!cd_engine_ready(e))
-        return cd__fail(err, CD_EBUSY, "indexes are still loading");
-    cd_err rc = gallery_enter(e, gallery_name, &g, err);
-    if (rc != CD_OK)
-        return rc;
-    pthread_rwlock_wrlock(&g->lock);
-    int64_t rowid = 0, seq = 0;
-    rc = gallery_check(g, err);
-    if (rc == CD_OK)
-        rc = cd_store_item_delete(e->st, g->info.id, id, &rowid, &seq, err);
-    if (rc == CD_OK) {
-        g->seq = seq;
-        for (size_t i = 0; i < g->n_indexes; i++) {
-            gal_index *gi = &g->indexes[i];
-            cd_error ierr;
-            cd__idset_remove(&gi->members, rowid);
-            if (!gi->ix)
-                continue;
-            gi->dirty = true;
-            if (cd_index_remove(gi->ix, &rowid, 1, &ierr) != CD_OK) {
-                cd_index_destroy(gi->ix);
-                gi->ix = NULL;
-            } else {
-                gi->hidden |= !cd_index_can_remove(gi->ix);
-            }
-            if (index_settle(e, g, gi, err) != CD_OK) {
-                rc = CD_EUNAVAILABLE;
-                break;
-            }
-        }
-    }
-    pthread_rwlock_unlock(&g->lock);
-    pthread_rwlock_unlock(&e->lock);
-    return rc;
-}
-
-/* --- search ---------------------------------------------------------- */
-
-void cd_search_result_destroy(cd_search_result *r)
-{
-    if (!r)
-        return;
-    for (size_t q = 0; r->hits && q < r->nq; q++)
-        for (size_t j = 0; j < r->counts[q]; j++) {
-            cd_item_ref *ref = &r->hits[q * r->k + j].item;
-            free(ref->id);
-            free(ref->label);
-            free(ref->metadata);
-        }
-    free(r->hits);
-    free(r->counts);
-    free(r->searched);
-    free(r);
-}
-
-bool cd_engine_declared_compatible(cd_engine *e, const cd_model *from,
-                                   const char *to)
-{
-    cd_model m = *from;
-    /* Model creation keeps chains within the bound, which also ends a
-     * loop in a damaged table. */
-    for (int hops = 0; hops < CD_COMPAT_CHAIN_MAX && m.compatible_with[0]; hops++) {
-        if (strcmp(m.compatible_with, to) == 0)
-            return true;
-        /* The name lives in m, which the look-up overwrites. */
-        char next[CD_NAME_MAX + 1];
-        memcpy(next, m.compatible_with, sizeof next);
-        cd_error err;
-        if (model_by_name(e, next, &m, &err) != CD_OK)
-            return false;
-    }
-    return false;
-}
-
-/*
- * Items of the gallery model that also have an embedding of gi's model,
- * counted by walking the smaller of the two sets; cached per gallery seq
- * (searches hold only the read lock, so the cache has its own mutex).
- */
-static size_t overlap_count(gallery *g, const gal_index *base,
-                            const gal_index *own)
-{
-    pthread_mutex_lock(&g->overlap_mu);
-    if (g->overlap_model == own->model.id && g->overlap_seq == g->seq) {
-        size_t n = g->overlap;
-        pthread_mutex_unlock(&g->overlap_mu);
-        return n;
-    }
-    const cd__idset *small = &own->members, *large = &base->members;
-    if (small->len > large->len) {
-        small = &base->members;
-        large = &own->members;
-    }
-    size_t n = 0;
-    for (size_t i = 0; i < small->cap; i++)
-        if (small->slots[i] >= 0 && cd__idset_contains(large, small->slots[i]))
-            n++;
-    g->overlap_model = own->model.id;
-    g->overlap_seq = g->seq;
-    g->overlap = n;
-    pthread_mutex_unlock(&g->overlap_mu);
-    return n;
-}
-
-/* How a query of one model is answered on one gallery. */
-typedef struct query_plan {
-    const gal_index *own;   /* the query model's index, for the items that
-                               have its embeddings; NULL when none */
-    const gal_index *base;  /* the gallery model's index, for the items
-                               that have no query-model embedding; NULL
-                               when no such item exists */
-    int64_t own_items;      /* items searched in each space */
-    int64_t base_items;
-} query_plan;
-
-/*
- * Whether the gallery's query policy lets model m (not the gallery model)
- * be compared with gallery-model embeddings.  verified: the latest
- * evaluation of m on g passed; declared: that, or m's compatible_with
- * chain reaches the gallery model; any: always (dim and metric are
- * checked before).
- */
-static cd_err gate(cd_engine *e, gallery *g, const cd_model *m, cd_error *err)
-{
-    if (g->info.policy == CD_POLICY_ANY)
-        return CD_OK;
-    if (g->info.policy == CD_POLICY_DECLARED &&
-        cd_engine_declared_compatible(e, m, g->model.name))
-        return CD_OK;
-    cd_evaluation *ev = NULL;
-    size_t n = 0;
-    cd_err rc = cd_store_evaluation_latest(e->st, g->info.id, m->id, &ev, &n, err);
-    if (rc != CD_OK)
-        return rc;
-    const char *policy = cd_policy_name(g->info.policy);
-    if (n == 1 && ev[0].compatible == 1) {
-        rc = CD_OK;
-    } else if (n == 1 && ev[0].compatible == 0) {
-        rc = cd__fail(err, CD_ENOTVERIFIED,
-                      "model %s is not verified on gallery %s: its latest evaluation %" PRId64
-                      " failed the criterion (%s); query_policy is %s",
-                      m->name, g->info.name, ev[0].id, ev[0].criterion, policy);
-    } else if (n == 1) {
-        rc = cd__fail(err, CD_ENOTVERIFIED,
-                      "model %s is not verified on gallery %s: its latest evaluation %" PRId64
-                      " had no baseline, so no verdict; query_policy is %s",
-                      m->name, g->info.name, ev[0].id, policy);
-    } else {
-        rc = cd__fail(err, CD_ENOTVERIFIED,
-                      "model %s is not verified on gallery %s: no evaluation of it exists there%s;"
-                      " query_policy is %s",
-                      m->name, g->info.name,
-                      g->info.policy == CD_POLICY_DECLARED
-                          ? " and its compatible_with chain does not reach the gallery model" : "",
-                      policy);
-    }
-    cd_evaluations_destroy(ev, n);
-    return rc;
-}
-
-/*
- * Plans a query of model m on g.  The gallery model's queries use its own
- * index.  Another model (same dim and metric, else 400) searches its own
- * embeddings where items have them and the gallery-model embeddings of
- * the rest (hot refresh); the second part compares two models' spaces, so
- * it needs the gallery's query policy to allow m.  The caller holds g's
- * read lock.
- */
-static cd_err plan_query(cd_engine *e, gallery *g, const cd_model *m,
-                         query_plan *plan, cd_error *err)
-{
-    memset(plan, 0, sizeof *plan);
-    const gal_index *base = index_slot(g, g->model.id);
-    if (m->id == g->model.id) {
-        plan->base = base;
-        plan->base_items = base ? (int64_t)base->members.len : 0;
-        return CD_OK;
-    }
-    if (m->dim != g->model.dim)
-        return cd__fail(err, CD_EDIM, "query model %s has dim %d, gallery %s is of model %s with dim %d",
-                        m->name, m->dim, g->info.name, g->model.name, g->model.dim);
-    if (m->metric != g->model.metric)
-        return cd__fail(err, CD_EINVAL, "query model %s uses metric %s, gallery model %s uses %s",
-                        m->name, cd_metric_name(m->metric), g->model.name,
-                        cd_metric_name(g->model.metric));
-    const gal_index *own = index_slot(g, m->id);
-    if (own && own->members.len > 0) {
-        plan->own = own;
-        plan->own_items = (int64_t)own->members.len;
-    }
-    size_t base_len = base ? base->members.len : 0;
-    size_t overlap = plan->own && base_len ? overlap_count(g, base, own) : 0;
-    plan->base_items = (int64_t)(base_len - overlap);
-    if (plan->own && plan->base_items == 0)
-        return CD_OK;   /* fully backfilled: no cross-model comparison */
-    cd_err rc = gate(e, g, m, err);
-    if (rc != CD_OK)
-        return rc;
-    plan->base = plan->base_items > 0 ? base : NULL;
-    return CD_OK;
-}
-
-#define FILTER_CHUNK_ENTRIES ((size_t)1 << 22) /* queries x candidates */
-
-/*
- * Searches base for each query's k best items that are not in `skip`:
- * in one pass where the index is scanned (Flat, a few queries); otherwise
- * asks FAISS for more candidates than k, drops the skipped ones, and asks
- * again with four times as many for queries left short, up to every
- * vector of the index.  Queries go in chunks so that a chunk's candidates
- * stay bounded.  ids/scores: nq*k, padded with -1.
- */
-static cd_err search_excluding(const gal_index *base, const cd__idset *skip,
-                               int64_t keep, const float *q, size_t nq,
-                               size_t dim, size_t k, int64_t *ids,
-                               float *scores, cd_error *err)
-{
-    if (cd_index_scans(base->ix, nq))
-        return cd_index_search_skipping(base->ix, q, nq, k, skip, ids, scores,
-                                        err);
-    size_t total = (size_t)cd_index_count(base->ix);
-    size_t want = k < (size_t)keep ? k : (size_t)keep;
-    size_t first = k * (total / (size_t)(keep > 0 ? keep : 1) + 1) + 8;
-    int64_t *cid = NULL;
-    float *csc = NULL;
-    cd_err rc = CD_OK;
-    for (size_t i = 0; i < nq * k; i++) {
-        ids[i] = -1;
-        scores[i] = 0;
-    }
-    for (size_t q0 = 0; q0 < nq && rc == CD_OK;) {
-        size_t kk = first < total ? first : total;
-        if (kk < k)
-            kk = k;
-        size_t chunk = FILTER_CHUNK_ENTRIES / kk;
-        if (chunk == 0)
-            chunk = 1;
-        if (chunk > nq - q0)
-            chunk = nq - q0;
-        bool short_rows = true;
-        while (short_rows && rc == CD_OK) {
-            free(cid);
-            free(csc);
-            cid = malloc(chunk * kk * sizeof *cid);
-            csc = malloc(chunk * kk * sizeof *csc);
-            if (!cid || !csc) {
-                rc = cd__fail(err, CD_ENOMEM, "out of memory for %zu candidates", chunk * kk);
-                break;
-            }
-            rc = cd_index_search(base->ix, q + q0 * dim, chunk, kk, cid, csc, err);
-            short_rows = false;
-            for (size_t i = 0; rc == CD_OK && i < chunk; i++) {
-                size_t got = 0;
-                for (size_t j = 0; j < kk && got < k; j++) {
-                    int64_t id = cid[i * kk + j];
-                    if (id < 0 || cd__idset_contains(skip, id))
-                        continue;
-                    ids[(q0 + i) * k + got] = id;
-                    scores[(q0 + i) * k + got] = csc[i * kk + j];
-                    got++;
-                }
-                if (got < want && kk < total)
-                    short_rows = true;
-            }
-            if (short_rows)
-                kk = kk > total / 4 ? total : kk * 4;
-        }
-        q0 += chunk;
-    }
-    free(cid);
-    free(csc);
-    return rc;
-}
-
-/* Merges row a and row b (k each, best first, -1 padded) into out. */
-static void merge_rows(bool higher_better, size_t k, const int64_t *ia,
-                       const float *sa, const int64_t *ib, const float *sb,
-                       int64_t *io, float *so)
-{
-    size_t a = 0, b = 0;
-    for (size_t o = 0; o < k; o++) {
-        bool has_a = a < k && ia[a] >= 0, has_b = b < k && ib[b] >= 0;
-        bool take_a;
-        if (!has_a && !has_b) {
-            io[o] = -1;
-            so[o] = 0;
-            continue;
-        }
-        if (!has_b)
-            take_a = true;
-        else if (!has_a)
-            take_a = false;
-        else if (sa[a] != sb[b])
-            take_a = higher_better ? sa[a] > sb[b] : sa[a] < sb[b];
-        else
-            take_a = ia[a] < ib[b];   /* ties: earlier item first */
-        io[o] = take_a ? ia[a] : ib[b];
-        so[o] = take_a ? sa[a++] : sb[b++];
-    }
-}
-
-/* Answers the plan's queries into ids/scores (nq*k, -1 padded). */
-static cd_err run_plan(const query_plan *p, const cd_model *m,
-                       const float *q, size_t nq, size_t k, int64_t *ids,
-                       float *scores, cd_error *err)
-{
-    size_t dim = (size_t)m->dim;
-    const gal_index *own = p->own && p->own->ix ? p->own : NULL;
-    const gal_index *base = p->base && p->base->ix ? p->base : NULL;
-    if (!own && !base) {
-        for (size_t i = 0; i < nq * k; i++)
-            ids[i] = -1;
-        return CD_OK;
-    }
-    if (!base)
-        return cd_index_search(own->ix, q, nq, k, ids, scores, err);
-    if (!own)
-        return cd_index_search(base->ix, q, nq, k, ids, scores, err);
-
-    int64_t *oid = malloc(nq * k * sizeof *oid), *bid = malloc(nq * k * sizeof *bid);
-    float *osc = malloc(nq * k * sizeof *osc), *bsc = malloc(nq * k * sizeof *bsc);
-    cd_err rc = CD_OK;
-    if (!oid || !bid || !osc || !bsc)
-        rc = cd__fail(err, CD_ENOMEM, "out of memory");
-    if (rc == CD_OK)
-        rc = cd_index_search(own->ix, q, nq, k, oid, osc, err);
-    if (rc == CD_OK)
-        rc = search_excluding(base, &own->members, p->base_items, q, nq, dim, k,
-                              bid, bsc, err);
-    bool higher = cd_metric_higher_is_better(m->metric);
-    for (size_t i = 0; rc == CD_OK && i < nq; i++)
-        merge_rows(higher, k, oid + i * k, osc + i * k, bid + i * k, bsc + i * k,
-                   ids + i * k, scores + i * k);
-    free(oid);
-    free(bid);
-    free(osc);
-    free(bsc);
-    return rc;
-}
-
-cd_err cd_engine_search(cd_engine *e, const char *gallery_name,
-                        const char *model, const float *queries, size_t nq,
-                        size_t k, unsigned include, cd_search_result **out,
-                        cd_error *err)
-{
-    gallery *g = NULL;
-    cd_model m;
-    float *q = NULL;
-    int64_t *ids = NULL;
-    float *scores = NULL;
-    cd_search_result *r = NULL;
-    cd_err rc;
-
-    *out = NULL;
-    if (!cd_engine_ready(e))
-        return cd__fail(err, CD_EBUSY, "indexes are still loading");
-    if (k < 1 || k > CD_K_MAX)
-        return cd__fail(err, CD_EINVAL, "k must be 1..%d", CD_K_MAX);
-    if (nq == 0)
-        return cd__fail(err, CD_EINVAL, "no query vectors");
-    rc = gallery_enter(e, gallery_name, &g, err);
-    if (rc != CD_OK)
-        return rc;
-    rc = model_by_name(e, model ? model : g->model.name, &m, err);
-    if (rc != CD_OK)
-        goto out;
-
-    size_t dim = (size_t)m.dim;
-    q = malloc(nq * dim * sizeof *q);
-    ids = malloc(nq * k * sizeof *ids);
-    scores = malloc(nq * k * sizeof *scores);
-    r = calloc(1, sizeof *r);
-    if (!q || !ids || !scores || !r) {
-        rc = cd__fail(err, CD_ENOMEM, "out of memory");
-        goto out;
-    }
-    memcpy(q, queries, nq * dim * sizeof *q);
-    for (size_t i = 0; i < nq && rc == CD_OK; i++)
-        rc = vector_ready(&m, q + i * dim, "query", i, err);
-    if (rc != CD_OK)
-        goto out;
-    snprintf(r->model, sizeof r->model, "%s", m.name);
-    r->nq = nq;
-    r->k = k;
-    r->counts = calloc(nq, sizeof *r->counts);
-    r->hits = calloc(nq * k, sizeof *r->hits);
-    r->searched = calloc(2, sizeof *r->searched);
-    if (!r->counts || !r->hits || !r->searched) {
-        rc = cd__fail(err, CD_ENOMEM, "out of memory");
-        goto out;
-    }
-
-    pthread_rwlock_rdlock(&g->lock);
-    query_plan plan;
-    rc = gallery_check(g, err);
-    if (rc == CD_OK)
-        rc = plan_query(e, g, &m, &plan, err);
-    if (rc == CD_OK)
-        rc = run_plan(&plan, &m, q, nq, k, ids, scores, err);
-    if (rc == CD_OK) {
-        if (plan.own) {
-            cd_searched *s = &r->searched[r->n_searched++];
-            snprintf(s->model, sizeof s->model, "%s", m.name);
-            s->items = plan.own_items;
-        }
-        if (plan.base || !plan.own) {
-            cd_searched *s = &r->searched[r->n_searched++];
-            snprintf(s->model, sizeof s->model, "%s", g->model.name);
-            s->items = plan.base_items;
-        }
-    }
-    /* Compact each row to its found hits, then resolve ids in one call. */
-    size_t total = 0;
-    if (rc == CD_OK) {
-        for (size_t i = 0; i < nq; i++) {
-            size_t c = 0;
-            for (size_t j = 0; j < k; j++) {
-                if (ids[i * k + j] < 0)
-                    continue;
-                ids[i * k + c] = ids[i * k + j];
-                scores[i * k + c] = scores[i * k + j];
-                c++;
-            }
-            for (size_t j = c; j < k; j++)
-                ids[i * k + j] = -1;
-            r->counts[i] = c;
-            total += c;
-        }
-    }
-    cd_item_ref *refs = NULL;
-    if (rc == CD_OK && total > 0) {
-        refs = calloc(nq * k, sizeof *refs);
-        if (!refs)
-            rc = cd__fail(err, CD_ENOMEM, "out of memory");
-        else
-            rc = cd_store_item_refs(e->st, ids, nq * k,
-                                    include & CD_INCLUDE_LABEL,
-                                    include & CD_INCLUDE_METADATA, refs, err);
-    }
-    pthread_rwlock_unlock(&g->lock);
-    if (rc == CD_OK && refs) {
-        for (size_t i = 0; i < nq; i++) {
-            size_t c = 0;
-            for (size_t j = 0; j < r->counts[i]; j++) {
-                cd_item_ref *ref = &refs[i * k + j];
-                if (!ref->id)
-                    continue; /* deleted after the index answered */
-                r->hits[i * k + c].item = *ref;
-                r->hits[i * k + c].score = scores[i * k + j];
-                memset(ref, 0, sizeof *ref);
-                c++;
-            }
-            r->counts[i] = c;
-        }
-    }
-    if (refs)
-        cd_item_refs_finish(refs, nq * k);
-    free(refs);
-out:
-    pthread_rwlock_unlock(&e->lock);
-    free(q);
-    free(ids);
-    free(scores);
-    if (rc != CD_OK) {
-        cd_search_result_destroy(r);
-        return rc;
-    }
-    *out = r;
-    return CD_OK;
-}
-
-/* --- evaluations ----------------------------------------------------- */
-
-/*
- * Copies n vectors of dim floats, checking finiteness and normalising for
- * cosine; `what` names the set in messages ("query", "baseline").
- */
-static cd_err copy_probe_vectors(const cd_model *m, const float *in, size_t n,
-                                 const char *what, float **out, cd_error *err)
-{
-    size_t dim = (size_t)m->dim;
-    *out = NULL;
-    if (n == 0)
-        return CD_OK;
-    float *buf = malloc(n * dim * sizeof *buf);
-    if (!buf)
-        return cd__fail(err, CD_ENOMEM, "out of memory for %zu %s vectors", n, what);
-    memcpy(buf, in, n * dim * sizeof *buf);
-    for (size_t i = 0; i < n; i++) {
-        float *v = buf + i * dim;
-        if (!cd_vec_finite(v, dim)) {
-            free(buf);
-            return cd__fail(err, CD_EVECTOR, "%s %zu: vector has a NaN or infinite value", what, i);
-        }
-        if (m->metric == CD_METRIC_COSINE && !cd_vec_normalize(v, dim)) {
-            free(buf);
-            return cd__fail(err, CD_EVECTOR, "%s %zu: zero vector has no direction for cosine model %s",
-                            what, i, m->name);
-        }
-    }
-    *out = buf;
-    return CD_OK;
-}
-
-/* Fills ev's verdict, criterion text and summary numbers from r. */
-static void eval_summary(const cd_eval_report *r, cd_evaluation *ev)
-{
-    char name[CD_EVAL_METRIC_NAME_SIZE];
-    cd_eval_metric_name(r->primary_k, name);
-    ev->compatible = r->compatible;
-    ev->queries = r->queries;
-    if (r->compatible < 0)
-        snprintf(ev->criterion, sizeof ev->criterion,
-                 "%s new->old %.4f; no baseline, so no verdict", name, r->primary_cross);
-    else
-        snprintf(ev->criterion, sizeof ev->criterion, "%s new->old %.4f %s old->old %.4f",
-                 name, r->primary_cross, r->compatible ? ">" : "<=", r->primary_baseline);
-    size_t top1 = r->n_ks;
-    for (size_t i = 0; i < r->n_ks; i++)
-        if (r->ks[i] == 1)
-            top1 = i;
-    ev->cross_top1 = top1 < r->n_ks ? r->cross.top[top1] : NAN;
-    ev->baseline_top1 = top1 < r->n_ks && r->has_baseline ? r->baseline.top[top1] : NAN;
-    ev->cross_map = r->cross.map;
-    ev->baseline_map = r->has_baseline ? r->baseline.map : NAN;
-    ev->nfr = r->has_baseline ? r->nfr : NAN;
-}
-
-cd_err cd_engine_evaluation_run(cd_engine *e, const cd_eval_request *req,
-                                cd_evaluation *out, cd_error *err)
-{
-    gallery *g = NULL;
-    cd_model qm, gm;
-    float *pv = NULL, *bv = NULL;
-    cd_eval_items items = {0};
-    cd_gallery info;
-    cd_evaluation ev = {0};
-    memset(out, 0, sizeof *out);
-
-    if (!cd_engine_ready(e))
-        return cd__fail(err, CD_EBUSY, "indexes are still loading");
-    cd_err rc = gallery_enter(e, req->gallery, &g, err);
-    if (rc != CD_OK)
-        return rc;
-    info = g->info;
-    gm = g->model;
-    rc = model_by_name(e, req->query_model, &qm, err);
-    if (rc == CD_OK && qm.dim != gm.dim)
-        rc = cd__fail(err, CD_EDIM, "query model %s has dim %d, gallery %s is of model %s with dim %d",
-                      qm.name, qm.dim, info.name, gm.name, gm.dim);
-    if (rc == CD_OK && qm.metric != gm.metric)
-        rc = cd__fail(err, CD_EINVAL, "query model %s uses metric %s, gallery model %s uses %s",
-                      qm.name, cd_metric_name(qm.metric), gm.name, cd_metric_name(gm.metric));
-    if (rc == CD_OK)
-        rc = copy_probe_vectors(&qm, req->probes.vectors, req->probes.n, "query", &pv, err);
-    if (rc == CD_OK)
-        rc = copy_probe_vectors(&gm, req->baseline.vectors, req->baseline.n, "baseline", &bv,
-                                err);
-    if (rc == CD_OK) {
-        /* One read transaction: a consistent gallery even while writes go
-         * on; the copy is ours, so no lock is held while computing. */
-        rc = cd_store_eval_items(e->st, info.id, gm.id, gm.dim,
-                                 qm.id == gm.id ? 0 : qm.id, &items, err);
-    }
-    pthread_rwlock_unlock(&e->lock);
-    if (rc != CD_OK)
-        goto out;
-    if (items.n == 0) {
-        rc = cd__fail(err, CD_EUNPROCESSABLE,
-                      "gallery %s has no labelled items with %s embeddings to evaluate against",
-                      info.name, gm.name);
-        goto out;
-    }
-    cd_eval_input in = {
-        .dim = gm.dim,
-        .metric = gm.metric,
-        .probes = {req->probes.n, pv, req->probes.ids, req->probes.labels},
-        .baseline = {req->baseline.n, bv, req->baseline.ids, req->baseline.labels},
-        .gallery = {items.n, items.vectors, (const char *const *)items.ids,
-                    (const char *const *)items.labels},
-        .paragon = qm.id == gm.id ? items.vectors : items.paragon,
-        .ks = req->ks,
-        .n_ks = req->n_ks,
-        .primary_k = req->primary_k,
-    };
-    rc = cd_eval_run(&in, &ev.report, err);
-    if (rc != CD_OK)
-        goto out;
-    ev.gallery_id = info.id;
-    snprintf(ev.gallery, sizeof ev.gallery, "%s", info.name);
-    ev.query_model_id = qm.id;
-    snprintf(ev.query_model, sizeof ev.query_model, "%s", qm.name);
-    ev.gallery_model_id = gm.id;
-    snprintf(ev.gallery_model, sizeof ev.gallery_model, "%s", gm.name);
-    eval_summary(ev.report, &ev);
-    rc = cd_store_evaluation_insert(e->st, &ev, err);
-    if (rc == CD_OK) {
-        atomic_fetch_add(&e->evaluations, 1);
-        if (ev.compatible == 0)
-            atomic_fetch_add(&e->evaluations_failed, 1);
-        *out = ev;
-        ev.report = NULL;
-    }
-out:
-    cd_evaluation_finish(&ev);
-    cd_eval_items_finish(&items);
-    free(pv);
-    free(bv);
-    return rc;
-}
-
-cd_err cd_engine_evaluation_get(cd_engine *e, int64_t id, cd_evaluation *out,
-                                cd_error *err)
-{
-    return cd_store_evaluation_get(e->st, id, out, err);
-}
-
-cd_err cd_engine_evaluation_list(cd_engine *e, const char *gallery_name,
-                                 const char *query_model, int64_t before,
-                                 size_t limit, cd_evaluation **out, size_t *n,
-                                 cd_error *err)
-{
-    cd_gallery row;
-    cd_model m = {0};
-    *out = NULL;
-    *n = 0;
-    cd_err rc = cd_store_gallery_get(e->st, gallery_name, &row, err);
-    if (rc == CD_OK && query_model)
-        rc = model_by_name(e, query_model, &m, err);
-    if (rc != CD_OK)
-        return rc;
-    return cd_store_evaluation_list(e->st, row.id, m.id, before, limit, true, out, n, err);
-}
-
-cd_err cd_engine_evaluation_latest(cd_engine *e, const char *gallery_name,
-                                   cd_evaluation **out, size_t *n,
-                                   cd_error *err)
-{
-    cd_gallery row = {0};
-    *out = NULL;
-    *n = 0;
-    if (gallery_name) {
-        cd_err rc = cd_store_gallery_get(e->st, gallery_name, &row, err);
-        if (rc != CD_OK)
-            return rc;
-    }
-    return cd_store_evaluation_latest(e->st, row.id, 0, out, n, err);
 }
 
 /* --- observability --------------------------------------------------- */

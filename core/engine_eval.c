@@ -1,0 +1,195 @@
+/*
+ * engine_eval.c - evaluations as one core call: read the evaluation
+ * gallery, rank it exactly (eval.c), store the structured report.
+ */
+#include "engine_int.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "eval.h"
+#include "idset.h"
+#include "index.h"
+#include "text.h"
+
+/* --- evaluations ----------------------------------------------------- */
+
+/*
+ * Copies n vectors of dim floats, checking finiteness and normalising for
+ * cosine; `what` names the set in messages ("query", "baseline").
+ */
+static cd_err copy_probe_vectors(const cd_model *m, const float *in, size_t n,
+                                 const char *what, float **out, cd_error *err)
+{
+    size_t dim = (size_t)m->dim;
+    *out = NULL;
+    if (n == 0)
+        return CD_OK;
+    float *buf = malloc(n * dim * sizeof *buf);
+    if (!buf)
+        return cd__fail(err, CD_ENOMEM, "out of memory for %zu %s vectors", n, what);
+    memcpy(buf, in, n * dim * sizeof *buf);
+    for (size_t i = 0; i < n; i++) {
+        float *v = buf + i * dim;
+        if (!cd_vec_finite(v, dim)) {
+            free(buf);
+            return cd__fail(err, CD_EVECTOR, "%s %zu: vector has a NaN or infinite value", what, i);
+        }
+        if (m->metric == CD_METRIC_COSINE && !cd_vec_normalize(v, dim)) {
+            free(buf);
+            return cd__fail(err, CD_EVECTOR, "%s %zu: zero vector has no direction for cosine model %s",
+                            what, i, m->name);
+        }
+    }
+    *out = buf;
+    return CD_OK;
+}
+
+/* Fills ev's verdict, criterion text and summary numbers from r. */
+static void eval_summary(const cd_eval_report *r, cd_evaluation *ev)
+{
+    char name[CD_EVAL_METRIC_NAME_SIZE];
+    cd_eval_metric_name(r->primary_k, name);
+    ev->compatible = r->compatible;
+    ev->queries = r->queries;
+    if (r->compatible < 0)
+        snprintf(ev->criterion, sizeof ev->criterion,
+                 "%s new->old %.4f; no baseline, so no verdict", name, r->primary_cross);
+    else
+        snprintf(ev->criterion, sizeof ev->criterion, "%s new->old %.4f %s old->old %.4f",
+                 name, r->primary_cross, r->compatible ? ">" : "<=", r->primary_baseline);
+    size_t top1 = r->n_ks;
+    for (size_t i = 0; i < r->n_ks; i++)
+        if (r->ks[i] == 1)
+            top1 = i;
+    ev->cross_top1 = top1 < r->n_ks ? r->cross.top[top1] : NAN;
+    ev->baseline_top1 = top1 < r->n_ks && r->has_baseline ? r->baseline.top[top1] : NAN;
+    ev->cross_map = r->cross.map;
+    ev->baseline_map = r->has_baseline ? r->baseline.map : NAN;
+    ev->nfr = r->has_baseline ? r->nfr : NAN;
+}
+
+cd_err cd_engine_evaluation_run(cd_engine *e, const cd_eval_request *req,
+                                cd_evaluation *out, cd_error *err)
+{
+    gallery *g = NULL;
+    cd_model qm, gm;
+    float *pv = NULL, *bv = NULL;
+    cd_eval_items items = {0};
+    cd_gallery info;
+    cd_evaluation ev = {0};
+    memset(out, 0, sizeof *out);
+
+    if (!cd_engine_ready(e))
+        return cd__fail(err, CD_EBUSY, "indexes are still loading");
+    cd_err rc = cd__gallery_enter(e, req->gallery, &g, err);
+    if (rc != CD_OK)
+        return rc;
+    info = g->info;
+    gm = g->model;
+    rc = cd__model_by_name(e, req->query_model, &qm, err);
+    if (rc == CD_OK && qm.dim != gm.dim)
+        rc = cd__fail(err, CD_EDIM, "query model %s has dim %d, gallery %s is of model %s with dim %d",
+                      qm.name, qm.dim, info.name, gm.name, gm.dim);
+    if (rc == CD_OK && qm.metric != gm.metric)
+        rc = cd__fail(err, CD_EINVAL, "query model %s uses metric %s, gallery model %s uses %s",
+                      qm.name, cd_metric_name(qm.metric), gm.name, cd_metric_name(gm.metric));
+    if (rc == CD_OK)
+        rc = copy_probe_vectors(&qm, req->probes.vectors, req->probes.n, "query", &pv, err);
+    if (rc == CD_OK)
+        rc = copy_probe_vectors(&gm, req->baseline.vectors, req->baseline.n, "baseline", &bv,
+                                err);
+    if (rc == CD_OK) {
+        /* One read transaction: a consistent gallery even while writes go
+         * on; the copy is ours, so no lock is held while computing. */
+        rc = cd_store_eval_items(e->st, info.id, gm.id, gm.dim,
+                                 qm.id == gm.id ? 0 : qm.id, &items, err);
+    }
+    pthread_rwlock_unlock(&e->lock);
+    if (rc != CD_OK)
+        goto out;
+    if (items.n == 0) {
+        rc = cd__fail(err, CD_EUNPROCESSABLE,
+                      "gallery %s has no labelled items with %s embeddings to evaluate against",
+                      info.name, gm.name);
+        goto out;
+    }
+    cd_eval_input in = {
+        .dim = gm.dim,
+        .metric = gm.metric,
+        .probes = {req->probes.n, pv, req->probes.ids, req->probes.labels},
+        .baseline = {req->baseline.n, bv, req->baseline.ids, req->baseline.labels},
+        .gallery = {items.n, items.vectors, (const char *const *)items.ids,
+                    (const char *const *)items.labels},
+        .paragon = qm.id == gm.id ? items.vectors : items.paragon,
+        .ks = req->ks,
+        .n_ks = req->n_ks,
+        .primary_k = req->primary_k,
+    };
+    rc = cd_eval_run(&in, &ev.report, err);
+    if (rc != CD_OK)
+        goto out;
+    ev.gallery_id = info.id;
+    snprintf(ev.gallery, sizeof ev.gallery, "%s", info.name);
+    ev.query_model_id = qm.id;
+    snprintf(ev.query_model, sizeof ev.query_model, "%s", qm.name);
+    ev.gallery_model_id = gm.id;
+    snprintf(ev.gallery_model, sizeof ev.gallery_model, "%s", gm.name);
+    eval_summary(ev.report, &ev);
+    rc = cd_store_evaluation_insert(e->st, &ev, err);
+    if (rc == CD_OK) {
+        atomic_fetch_add(&e->evaluations, 1);
+        if (ev.compatible == 0)
+            atomic_fetch_add(&e->evaluations_failed, 1);
+        *out = ev;
+        ev.report = NULL;
+    }
+out:
+    cd_evaluation_finish(&ev);
+    cd_eval_items_finish(&items);
+    free(pv);
+    free(bv);
+    return rc;
+}
+
+cd_err cd_engine_evaluation_get(cd_engine *e, int64_t id, cd_evaluation *out,
+                                cd_error *err)
+{
+    return cd_store_evaluation_get(e->st, id, out, err);
+}
+
+cd_err cd_engine_evaluation_list(cd_engine *e, const char *gallery_name,
+                                 const char *query_model, int64_t before,
+                                 size_t limit, cd_evaluation **out, size_t *n,
+                                 cd_error *err)
+{
+    cd_gallery row;
+    cd_model m = {0};
+    *out = NULL;
+    *n = 0;
+    cd_err rc = cd_store_gallery_get(e->st, gallery_name, &row, err);
+    if (rc == CD_OK && query_model)
+        rc = cd__model_by_name(e, query_model, &m, err);
+    if (rc != CD_OK)
+        return rc;
+    return cd_store_evaluation_list(e->st, row.id, m.id, before, limit, true, out, n, err);
+}
+
+cd_err cd_engine_evaluation_latest(cd_engine *e, const char *gallery_name,
+                                   cd_evaluation **out, size_t *n,
+                                   cd_error *err)
+{
+    cd_gallery row = {0};
+    *out = NULL;
+    *n = 0;
+    if (gallery_name) {
+        cd_err rc = cd_store_gallery_get(e->st, gallery_name, &row, err);
+        if (rc != CD_OK)
+            return rc;
+    }
+    return cd_store_evaluation_latest(e->st, row.id, 0, out, n, err);
+}

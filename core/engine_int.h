@@ -1,0 +1,106 @@
+/*
+ * engine_int.h - what the engine's own files share: the engine and its
+ * galleries in memory, and the helpers more than one of them calls.
+ * Included only by core/engine*.c (the public face is engine.h).  The
+ * invariants and lock order are in engine.c's header comment.
+ */
+#ifndef CD_ENGINE_INT_H
+#define CD_ENGINE_INT_H
+
+#include "engine.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "idset.h"
+#include "index.h"
+
+#define SCAN_BATCH 4096
+typedef struct gal_index {
+    cd_model model;         /* the model whose embeddings it holds */
+    cd_index *ix;           /* NULL until the first embedding arrives */
+    int64_t saved_seq;      /* gallery seq of its newest snapshot, -1 none */
+    bool dirty;             /* changed since that snapshot */
+    bool hidden;            /* has ids hidden, not removed (HNSW): it must
+                               be rebuilt before it can be saved */
+    cd__idset members;      /* rowids with an embedding of this model in
+                               the store (what the index should hold) */
+} gal_index;
+
+typedef struct gallery {
+    cd_gallery info;        /* cached row; count is not kept up to date */
+    cd_model model;         /* the gallery model */
+    atomic_int refs;        /* the engine's list, and a snapshot pass that
+                               holds it without the engine lock */
+    atomic_bool deleted;    /* out of the list: nothing more is saved */
+    pthread_rwlock_t lock;
+    gal_index *indexes;
+    size_t n_indexes;
+    int64_t seq;            /* last change applied to the indexes */
+    bool unavailable;       /* an index cannot be built: no search, no
+                               write until a restart rebuilds it */
+    char why[CD_ERRMSG_MAX];    /* what failed, when unavailable */
+    pthread_mutex_t overlap_mu; /* guards the two fields below, which
+                                   searches (read lock) fill in */
+    int64_t overlap_model;  /* model whose overlap is cached, 0: none */
+    int64_t overlap_seq;    /* gallery seq it was counted at */
+    size_t overlap;         /* gallery-model items that also have one of
+                               overlap_model */
+} gallery;
+
+struct cd_engine {
+    char *data_dir;
+    char *index_dir;
+    char *db_path;          /* DATA/compatd.db */
+    char *marker_path;      /* DATA/compatd.running while open, else NULL */
+    cd_store *st;
+    char store_id[CD_STORE_ID_LEN + 1]; /* bound into every snapshot */
+    cd_engine_config cfg;
+
+    pthread_rwlock_t lock;  /* guards gals / n_gals */
+    gallery **gals;
+    size_t n_gals;
+
+    pthread_mutex_t models_mu;  /* guards the model cache */
+    cd_model *models;
+    size_t n_models;
+
+    atomic_bool ready;
+    atomic_llong rebuilds;
+    atomic_llong snapshots;
+    atomic_llong last_snapshot;
+    atomic_llong evaluations;
+    atomic_llong evaluations_failed;
+
+    pthread_mutex_t snap_mu;    /* one snapshot pass at a time */
+    pthread_t snap_thread;
+    bool snap_running;
+    pthread_mutex_t stop_mu;
+    pthread_cond_t stop_cv;
+    bool stopping;
+
+    pthread_mutex_t check_mu;   /* guards the two fields below */
+    bool checked;               /* the store was checked in this run */
+    cd_error check_err;         /* its verdict (code CD_OK: healthy) */
+};
+
+void cd__elog(cd_engine *e, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+cd_err cd__gallery_check(const gallery *g, cd_error *err);
+cd_err cd__gallery_enter(cd_engine *e, const char *name, gallery **out,
+                         cd_error *err);
+cd_err cd__gallery_fail(cd_engine *e, gallery *g, const char *why,
+                        cd_error *err);
+cd_err cd__index_rebuild(cd_engine *e, gallery *g, gal_index *gi,
+                         cd_error *err);
+gal_index *cd__index_slot(gallery *g, int64_t model_id);
+gal_index *cd__index_slot_add(gallery *g, const cd_model *m);
+cd_err cd__members_batch(void *ctx, const int64_t *rowids,
+                         const float *vectors, size_t n);
+cd_err cd__model_by_name(cd_engine *e, const char *name, cd_model *out,
+                         cd_error *err);
+cd_err cd__vector_ready(const cd_model *m, float *v, const char *what,
+                        size_t i, cd_error *err);
+
+#endif

@@ -1,0 +1,245 @@
+/*
+ * engine_items.c - items as the engine writes and reads them: an upsert
+ * commits to the store, then applies to the gallery's indexes under the
+ * gallery's write lock (the invariants are in engine.c's header).
+ */
+#include "engine_int.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "eval.h"
+#include "idset.h"
+#include "index.h"
+#include "text.h"
+
+/* --- items ----------------------------------------------------------- */
+
+/*
+ * Readies vector v of model m in place: refuses (CD_EVECTOR) one not
+ * finite, or for ip and l2 one whose scores could overflow float32
+ * (cd_vec_in_range), and normalises it for cosine.  Messages start with
+ * "<what> <i>: ".
+ */
+cd_err cd__vector_ready(const cd_model *m, float *v, const char *what,
+                        size_t i, cd_error *err)
+{
+    size_t dim = (size_t)m->dim;
+    double norm2;
+    if (!cd_vec_finite(v, dim))
+        return cd__fail(err, CD_EVECTOR, "%s %zu: vector has a NaN or infinite value", what, i);
+    if (m->metric == CD_METRIC_COSINE) {
+        if (!cd_vec_normalize(v, dim))
+            return cd__fail(err, CD_EVECTOR, "%s %zu: zero vector has no direction for cosine "
+                            "model %s", what, i, m->name);
+    } else if (!cd_vec_in_range(v, dim, &norm2)) {
+        return cd__fail(err, CD_EVECTOR, "%s %zu: vector's squared L2 norm %g is above %g: "
+                        "its scores would overflow float32", what, i, norm2, CD_VEC_NORM2_MAX);
+    }
+    return CD_OK;
+}
+
+/*
+ * Copies n vectors of item-sized input into one row-major buffer, each
+ * readied by vector_ready.  Messages name the item.
+ */
+static cd_err copy_vectors(const cd_model *m, const cd_item_in *items,
+                           size_t n, float **out, cd_error *err)
+{
+    size_t dim = (size_t)m->dim;
+    float *buf = malloc(n * dim * sizeof *buf);
+    *out = NULL;
+    if (!buf)
+        return cd__fail(err, CD_ENOMEM, "out of memory for %zu vectors", n);
+    for (size_t i = 0; i < n; i++) {
+        float *v = buf + i * dim;
+        if (!items[i].vector) {
+            free(buf);
+            return cd__fail(err, CD_EVECTOR, "item %zu: no vector", i);
+        }
+        memcpy(v, items[i].vector, dim * sizeof *v);
+        cd_err rc = cd__vector_ready(m, v, "item", i, err);
+        if (rc != CD_OK) {
+            free(buf);
+            return rc;
+        }
+    }
+    *out = buf;
+    return CD_OK;
+}
+
+/*
+ * Rebuilds gi when its index asks for it or is gone (an add or remove
+ * failed half-way).  When that fails too the gallery becomes unavailable
+ * (CD_EUNAVAILABLE): its index no longer holds what the store does, so it
+ * must not answer.  The caller holds g's write lock.
+ */
+static cd_err index_settle(cd_engine *e, gallery *g, gal_index *gi,
+                           cd_error *err)
+{
+    if (gi->ix && !cd_index_needs_rebuild(gi->ix))
+        return CD_OK;
+    cd_error rerr;
+    if (cd__index_rebuild(e, g, gi, &rerr) != CD_OK)
+        return cd__gallery_fail(e, g, rerr.message, err);
+    return CD_OK;
+}
+
+cd_err cd_engine_items_upsert(cd_engine *e, const char *gallery_name,
+                              const char *model, const cd_item_in *items,
+                              size_t n, cd_error *err)
+{
+    gallery *g = NULL;
+    cd_model m;
+    float *vecs = NULL;
+    int64_t *rowids = NULL;
+    bool *replaced = NULL;
+    cd_item_in *copy = NULL;
+    cd_err rc;
+
+    if (!cd_engine_ready(e))
+        return cd__fail(err, CD_EBUSY, "indexes are still loading");
+    if (n == 0)
+        return cd__fail(err, CD_EINVAL, "items is empty");
+    rc = cd__gallery_enter(e, gallery_name, &g, err);
+    if (rc != CD_OK)
+        return rc;
+    rc = cd__model_by_name(e, model ? model : g->model.name, &m, err);
+    if (rc != CD_OK)
+        goto out;
+    rc = copy_vectors(&m, items, n, &vecs, err);
+    if (rc != CD_OK)
+        goto out;
+    rowids = malloc(n * sizeof *rowids);
+    replaced = malloc(n * sizeof *replaced);
+    copy = malloc(n * sizeof *copy);
+    if (!rowids || !replaced || !copy) {
+        rc = cd__fail(err, CD_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        copy[i] = items[i];
+        copy[i].vector = vecs + i * (size_t)m.dim;
+    }
+
+    pthread_rwlock_wrlock(&g->lock);
+    /* What can fail before the commit does, so that nothing is stored. */
+    gal_index *gi = NULL;
+    rc = cd__gallery_check(g, err);
+    if (rc == CD_OK && !(gi = cd__index_slot_add(g, &m)))
+        rc = cd__fail(err, CD_ENOMEM, "out of memory");
+    if (rc == CD_OK && !gi->ix)
+        rc = cd_index_create(g->info.index_spec, m.dim, m.metric, &gi->ix, err);
+    int64_t seq = 0;
+    if (rc == CD_OK)
+        rc = cd_store_items_upsert(e->st, g->info.id, m.id, m.dim, copy, n,
+                                   &seq, rowids, replaced, err);
+    if (rc != CD_OK) {
+        pthread_rwlock_unlock(&g->lock);
+        goto out;
+    }
+    /*
+     * Committed.  The call succeeds only once the index holds the batch
+     * too: when applying it fails (out of memory in FAISS), the index is
+     * rebuilt from the store, and when that fails the gallery becomes
+     * unavailable and the call fails with CD_EUNAVAILABLE.  The batch
+     * stays stored (the store cannot take back the vectors it replaced);
+     * nothing answers from an index without it, and an upsert is
+     * idempotent, so the client's retry after a restart is safe.
+     */
+    cd_error ierr;
+    cd_err irc = CD_OK;
+    size_t n_old = 0;
+    for (size_t i = 0; i < n; i++)
+        if (replaced[i])
+            n_old++;
+    if (n_old) {
+        int64_t *old = malloc(n_old * sizeof *old);
+        n_old = 0;
+        for (size_t i = 0; old && i < n; i++)
+            if (replaced[i])
+                old[n_old++] = rowids[i];
+        irc = old ? cd_index_remove(gi->ix, old, n_old, &ierr)
+                  : cd__fail(&ierr, CD_ENOMEM, "out of memory");
+        gi->hidden |= !cd_index_can_remove(gi->ix);
+        free(old);
+    }
+    if (irc == CD_OK)
+        irc = cd_index_add(gi->ix, rowids, vecs, n, &ierr);
+    if (cd__members_batch(&gi->members, rowids, NULL, n) != CD_OK)
+        cd__elog(e, CD_LOG_ERROR, "gallery %s: out of memory noting the items of model %s",
+             g->info.name, m.name);
+    g->seq = seq;
+    gi->dirty = true;
+    if (irc != CD_OK) {
+        cd__elog(e, CD_LOG_ERROR, "gallery %s: applying a committed batch to the index failed (%s); rebuilding",
+             g->info.name, ierr.message);
+        cd_index_destroy(gi->ix);
+        gi->ix = NULL;
+    }
+    rc = index_settle(e, g, gi, err);
+    pthread_rwlock_unlock(&g->lock);
+out:
+    pthread_rwlock_unlock(&e->lock);
+    free(copy);
+    free(replaced);
+    free(rowids);
+    free(vecs);
+    return rc;
+}
+
+cd_err cd_engine_item_get(cd_engine *e, const char *gallery_name,
+                          const char *id, bool with_vectors, cd_item **out,
+                          cd_error *err)
+{
+    cd_gallery row;
+    *out = NULL;
+    cd_err rc = cd_store_gallery_get(e->st, gallery_name, &row, err);
+    if (rc != CD_OK)
+        return rc;
+    return cd_store_item_get(e->st, row.id, id, with_vectors, out, err);
+}
+
+cd_err cd_engine_item_delete(cd_engine *e, const char *gallery_name,
+                             const char *id, cd_error *err)
+{
+    gallery *g;
+    if (!cd_engine_ready(e))
+        return cd__fail(err, CD_EBUSY, "indexes are still loading");
+    cd_err rc = cd__gallery_enter(e, gallery_name, &g, err);
+    if (rc != CD_OK)
+        return rc;
+    pthread_rwlock_wrlock(&g->lock);
+    int64_t rowid = 0, seq = 0;
+    rc = cd__gallery_check(g, err);
+    if (rc == CD_OK)
+        rc = cd_store_item_delete(e->st, g->info.id, id, &rowid, &seq, err);
+    if (rc == CD_OK) {
+        g->seq = seq;
+        for (size_t i = 0; i < g->n_indexes; i++) {
+            gal_index *gi = &g->indexes[i];
+            cd_error ierr;
+            cd__idset_remove(&gi->members, rowid);
+            if (!gi->ix)
+                continue;
+            gi->dirty = true;
+            if (cd_index_remove(gi->ix, &rowid, 1, &ierr) != CD_OK) {
+                cd_index_destroy(gi->ix);
+                gi->ix = NULL;
+            } else {
+                gi->hidden |= !cd_index_can_remove(gi->ix);
+            }
+            if (index_settle(e, g, gi, err) != CD_OK) {
+                rc = CD_EUNAVAILABLE;
+                break;
+            }
+        }
+    }
+    pthread_rwlock_unlock(&g->lock);
+    pthread_rwlock_unlock(&e->lock);
+    return rc;
+}
