@@ -35,7 +35,7 @@
 typedef struct cd_store cd_store;
 
 /* The schema version this binary writes (schema/NNN_*.sql, highest NNN). */
-#define CD_SCHEMA_VERSION 6
+#define CD_SCHEMA_VERSION 7
 
 typedef enum cd_query_policy {
     CD_POLICY_VERIFIED = 0, /* latest evaluation passed (the default) */
