@@ -9,6 +9,8 @@
 # builds; the default, test, adds what the test suite needs.
 set -eu
 
+# The repository, found before any cd (FAISS is built elsewhere).
+REPO=$(cd "$(dirname "$0")/.." && pwd)
 FAISS_PREFIX=${FAISS_PREFIX:-/opt/compatd/faiss}
 FAISS_SRC=${FAISS_SRC:-/var/cache/compatd/faiss-src}
 
@@ -118,7 +120,7 @@ SRC
 fi
 # The test suite's npm tools, as tests/npm/package-lock.json pins them
 # (again only when the lock file changed since).
-npm_dir=$(cd "$(dirname "$0")/.." && pwd)/tests/npm
+npm_dir=$REPO/tests/npm
 if [ "${COMPATD_SETUP:-test}" = test ] &&
    ! [ "$npm_dir/node_modules/.package-lock.json" -nt "$npm_dir/package-lock.json" ]; then
     echo "setup: installing the test suite's npm packages in $npm_dir"
