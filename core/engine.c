@@ -215,7 +215,7 @@ cd_err cd__gallery_check(const gallery *g, cd_error *err)
  * Makes g unavailable because of what failed (why), frees its indexes, and
  * fails with CD_EUNAVAILABLE naming the gallery and the cause.  The caller
  * holds g's write lock (or is loading).  Searches and writes then fail the
- * same way (gallery_check); reads of the store, evaluations and deleting
+ * same way (cd__gallery_check); reads of the store, evaluations and deleting
  * the gallery still work, and the next start tries to build it again.
  */
 cd_err cd__gallery_fail(cd_engine *e, gallery *g, const char *why,
@@ -622,7 +622,7 @@ static cd_err index_load(cd_engine *e, gallery *g, gal_index *gi,
 {
     cd__idset_finish(&gi->members);
     cd_err mrc = cd_store_scan_rowids(e->st, g->info.id, gi->model.id,
-                                      SCAN_BATCH, members_batch,
+                                      SCAN_BATCH, cd__members_batch,
                                       &gi->members, err);
     if (mrc != CD_OK)
         return mrc;

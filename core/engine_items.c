@@ -45,7 +45,7 @@ cd_err cd__vector_ready(const cd_model *m, float *v, const char *what,
 
 /*
  * Copies n vectors of item-sized input into one row-major buffer, each
- * readied by vector_ready.  Messages name the item.
+ * readied by cd__vector_ready.  Messages name the item.
  */
 static cd_err copy_vectors(const cd_model *m, const cd_item_in *items,
                            size_t n, float **out, cd_error *err)
