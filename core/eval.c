@@ -209,6 +209,11 @@ static cd_err check_gallery_shape(const cd_eval_input *in, cd_error *err)
     if (!g->vectors || !g->ids || !g->labels)
         return cd__fail(err, CD_EINVAL, "gallery: no %s",
                         !g->vectors ? "vectors" : !g->ids ? "ids" : "labels");
+    if (in->own_probes && (in->own_dim < 1 || in->own_dim > CD_DIM_MAX ||
+                           !in->own || !in->has_own))
+        return cd__fail(err, CD_EINVAL, "mixed view: own dim %d outside "
+                        "1..%d, or no own embeddings or flags", in->own_dim,
+                        CD_DIM_MAX);
     for (size_t i = 0; i < g->n; i++) {
         if (!g->ids[i])
             return cd__fail(err, CD_EINVAL, "gallery item %zu: id is missing",
@@ -271,6 +276,9 @@ typedef struct ev_ctx {
     const float *norms_of;
     float *qblock;          /* block_rows * dim: the block's probes */
     float *scores;          /* block_rows * n: the block's sgemm output */
+    float *own_qblock;      /* mixed view: block_rows * own_dim */
+    float *own_scores;      /* mixed view: block_rows * n */
+    float *own_norms;       /* mixed view, l2: n, |own row|^2 */
     size_t block_rows;
     int n_threads;
     ev_scratch *scratch;    /* n_threads */
@@ -288,6 +296,9 @@ static void ctx_finish(ev_ctx *c)
     free(c->scratch);
     free(c->scores);
     free(c->qblock);
+    free(c->own_scores);
+    free(c->own_qblock);
+    free(c->own_norms);
     free(c->norms);
     free(c->evaluated);
     free(c->R);
@@ -389,6 +400,15 @@ static cd_err prepare_labels(ev_ctx *c, cd_error *err)
 }
 
 /* Allocates the score block, the per-thread scratch and the outcomes. */
+/* |x|^2 of one vector, summed in double and rounded to float. */
+static float sq_norm(const float *x, int dim)
+{
+    double s = 0.0;
+    for (int d = 0; d < dim; d++)
+        s += (double)x[d] * (double)x[d];
+    return (float)s;
+}
+
 static cd_err prepare_work(ev_ctx *c, cd_error *err)
 {
     size_t n = c->n, dim = (size_t)c->in->dim;
@@ -417,8 +437,20 @@ static cd_err prepare_work(ev_ctx *c, cd_error *err)
     c->scores = malloc(rows * n * sizeof(float));
     c->scratch = calloc((size_t)c->n_threads, sizeof *c->scratch);
     c->scratch_mem = malloc((size_t)c->n_threads * per_thread);
+    bool mixed = c->in->own_probes != NULL;
+    if (mixed) {
+        size_t odim = (size_t)c->in->own_dim;
+        c->own_qblock = malloc(rows * odim * sizeof(float));
+        c->own_scores = malloc(rows * n * sizeof(float));
+        if (c->in->metric == CD_METRIC_L2 && (c->own_norms = malloc(n * sizeof(float))))
+            for (size_t j = 0; j < n; j++)
+                c->own_norms[j] = c->in->has_own[j]
+                    ? sq_norm(c->in->own + j * odim, c->in->own_dim) : 0.0f;
+    }
     if (!c->outcome_mem || (c->in->metric == CD_METRIC_L2 && !c->norms) ||
-        !c->qblock || !c->scores || !c->scratch || !c->scratch_mem)
+        !c->qblock || !c->scores || !c->scratch || !c->scratch_mem ||
+        (mixed && (!c->own_qblock || !c->own_scores ||
+                   (c->in->metric == CD_METRIC_L2 && !c->own_norms))))
         return cd__fail(err, CD_ENOMEM,
                         "out of memory scoring %zu queries against %zu items",
                         c->n_eval, n);
@@ -728,12 +760,44 @@ static void row_metrics(const ev_ctx *c, ev_scratch *w, float *row,
 /* Squared norms of a gallery's vectors, rounded to float. */
 static void compute_norms(float *norms, const float *x, size_t n, int dim)
 {
-    for (size_t i = 0; i < n; i++) {
-        double s = 0.0;
-        for (int d = 0; d < dim; d++)
-            s += (double)x[i * (size_t)dim + (size_t)d] *
-                 (double)x[i * (size_t)dim + (size_t)d];
-        norms[i] = (float)s;
+    for (size_t i = 0; i < n; i++)
+        norms[i] = sq_norm(x + i * (size_t)dim, dim);
+}
+
+/*
+ * The mixed view's cross rows: the block's own_probes against the own
+ * embeddings, written over the score of every item with has_own.  The
+ * rows are made final first (for l2, 2 q.x - |x|^2 - |q|^2 in each space,
+ * shifted by the gallery-space |q|^2 that every row leaves out), so the
+ * caller ranks them without norms.
+ */
+static void mix_block(ev_ctx *c, size_t b0, size_t rows, const float *norms)
+{
+    const cd_eval_input *in = c->in;
+    size_t n = c->n, odim = (size_t)in->own_dim, dim = (size_t)in->dim;
+    bool l2 = in->metric == CD_METRIC_L2;
+    for (size_t r = 0; r < rows; r++)
+        memcpy(c->own_qblock + r * odim,
+               in->own_probes + (size_t)c->evaluated[b0 + r] * odim,
+               odim * sizeof(float));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)n,
+                (int)odim, l2 ? 2.0f : 1.0f, c->own_qblock, (int)odim,
+                in->own, (int)odim, 0.0f, c->own_scores, (int)n);
+    for (size_t r = 0; r < rows; r++) {
+        float *row = c->scores + r * n;
+        const float *own = c->own_scores + r * n;
+        float shift = 0.0f;
+        if (l2) {
+            size_t q = c->evaluated[b0 + r];
+            shift = sq_norm(in->probes.vectors + q * dim, in->dim) -
+                    sq_norm(in->own_probes + q * odim, in->own_dim);
+        }
+        for (size_t j = 0; j < n; j++) {
+            if (in->has_own[j])
+                row[j] = l2 ? own[j] - c->own_norms[j] + shift : own[j];
+            else if (l2)
+                row[j] -= norms[j];
+        }
     }
 }
 
@@ -766,6 +830,11 @@ static void score_set(ev_ctx *c, int set, const float *x)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows,
                     (int)n, (int)dim, alpha, c->qblock, (int)dim, x,
                     (int)dim, 0.0f, c->scores, (int)n);
+        const float *row_norms = norms;
+        if (set == SET_CROSS && in->own_probes) {
+            mix_block(c, b0, rows, norms);
+            row_norms = NULL;
+        }
         /* Guided: long runs of consecutive rows first, shorter ones at
          * the end to even out (a row costs more or less with its label's
          * R and with where it sits in the caches).  A thread prefetches
@@ -777,7 +846,7 @@ static void score_set(ev_ctx *c, int set, const float *x)
             size_t q = c->evaluated[b0 + (size_t)r];
             float *row = c->scores + (size_t)r * n;
             row_metrics(c, &c->scratch[omp_get_thread_num()], row,
-                        r + 1 < nrows ? row + n : NULL, norms, q,
+                        r + 1 < nrows ? row + n : NULL, row_norms, q,
                         &o->rank0[q], &o->ap[q]);
         }
     }
@@ -920,6 +989,13 @@ static cd_err build_report(const ev_ctx *c, cd_eval_report *r,
     r->queries = (int64_t)c->n_eval;
     r->skipped = (int64_t)(c->nq - c->n_eval);
     r->gallery_items = (int64_t)c->n;
+    r->coverage = NAN;
+    if (in->own_probes) {
+        size_t own = 0;
+        for (size_t j = 0; j < c->n; j++)
+            own += in->has_own[j] != 0;
+        r->coverage = (double)own / (double)c->n;
+    }
     r->has_baseline = in->baseline.n > 0;
     r->has_paragon = in->paragon != NULL;
 

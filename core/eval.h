@@ -62,6 +62,20 @@ typedef struct cd_eval_input {
     size_t n_ks;
     int primary_k;              /* the criterion's metric: top-k for this
                                    k (one of ks), or 0 for map */
+    /*
+     * The mixed view (hot refresh, SPEC.md §3.8), when own_probes is not
+     * NULL: for the cross ranking, an item with has_own[j] is scored by
+     * the probe's own_probes row against own row j (the query model's
+     * space, own_dim, the same metric), every other item by the probe's
+     * probes row against the gallery as above; the two kinds are ranked
+     * together (for l2 by true squared distance, as search merges them).
+     * Baseline and paragon rankings are unchanged.
+     */
+    int own_dim;
+    const float *own_probes;    /* probes.n * own_dim, or NULL */
+    const float *own;           /* gallery.n * own_dim; rows of items
+                                   without has_own are not read */
+    const unsigned char *has_own;   /* gallery.n flags */
 } cd_eval_input;
 
 /* Retrieval metrics of one probe set against one gallery. */
@@ -91,6 +105,8 @@ typedef struct cd_eval_report {
     int64_t queries;            /* probes evaluated */
     int64_t skipped;            /* probes whose label has no gallery item */
     int64_t gallery_items;      /* gallery.n */
+    double coverage;            /* mixed view: share of the gallery with
+                                   has_own; NaN otherwise */
 
     cd_eval_metrics cross;      /* probes against the gallery */
     bool has_baseline;
