@@ -81,7 +81,7 @@ static void eval_summary(const cd_eval_report *r, cd_evaluation *ev)
  * CD_ECONFLICT when it maps into another model than the gallery's.
  */
 static cd_err adapter_check(const cd_adapter_record *a, const cd_model *qm,
-                            const cd_model *gm, const char *gallery, cd_error *err)
+                            const cd_model *gm, const char *gallery_name, cd_error *err)
 {
     if (a->from_id != qm->id)
         return cd__fail(err, CD_EINVAL, "adapter %s maps from model %s, not from the query model %s",
@@ -89,7 +89,7 @@ static cd_err adapter_check(const cd_adapter_record *a, const cd_model *qm,
     if (a->to_id != gm->id)
         return cd__fail(err, CD_ECONFLICT,
                         "adapter %s maps into model %s, but gallery %s is of model %s",
-                        a->name, a->to, gallery, gm->name);
+                        a->name, a->to, gallery_name, gm->name);
     return CD_OK;
 }
 

@@ -1289,7 +1289,7 @@ static void test_evaluations(fixture *f)
     cd_evaluations_destroy(list, n);
     cd_evaluations_destroy(NULL, 0);
 
-    CHECK_OK(cd_store_evaluation_latest(f->st, g.id, 0, &list, &n, &err), &err);
+    CHECK_OK(cd_store_evaluation_latest(f->st, g.id, 0, 0, &list, &n, &err), &err);
     CHECK_EQ(n, 2);   /* (evals, m1) and (evals, m2), by query model name */
     if (n == 2) {
         CHECK_EQ(list[0].id, ids[2]);
@@ -1298,7 +1298,7 @@ static void test_evaluations(fixture *f)
         CHECK(list[1].report == NULL);
     }
     cd_evaluations_destroy(list, n);
-    CHECK_OK(cd_store_evaluation_latest(f->st, g.id, f->m2, &list, &n, &err), &err);
+    CHECK_OK(cd_store_evaluation_latest(f->st, g.id, f->m2, 0, &list, &n, &err), &err);
     CHECK(n == 1 && list[0].id == ids[3]);
     cd_evaluations_destroy(list, n);
 
@@ -1312,7 +1312,7 @@ static void test_evaluations(fixture *f)
         CHECK_EQ(raw_intf(f->path, "SELECT count(*) FROM %s WHERE evaluation_id BETWEEN %lld"
                           " AND %lld", report_tables[i], (long long)ids[0],
                           (long long)ids[3]), 0);
-    CHECK_OK(cd_store_evaluation_latest(f->st, g.id, 0, &list, &n, &err), &err);
+    CHECK_OK(cd_store_evaluation_latest(f->st, g.id, 0, 0, &list, &n, &err), &err);
     CHECK_EQ(n, 0);
     cd_evaluations_destroy(list, n);
     cd_evaluation late = make_eval(g.id, f->m2, f->m1, 1, 0.9, 5);
