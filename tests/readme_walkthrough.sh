@@ -6,7 +6,7 @@
 # pointed at it), with `compatd` on PATH and Debian's python3 (numpy).
 # Every command of the block must succeed, and every line of the output
 # the README quotes after it (each block following a line that ends
-# "prints (numbers from this demo):") must appear in what the commands
+# "(numbers from this demo):") must appear in what the commands
 # printed, so the README's numbers are the ones a user gets.  The verdicts
 # the README tells of are then read back from GET /v1/compatibility:
 # demo-v2 passes, demo-v3 fails raw and passes through adapter v3-to-v1.
@@ -25,11 +25,11 @@ name=readme_walkthrough
 # The block, and the output the README quotes.
 awk '/walkthrough:begin/ { on = 1; next } /walkthrough:end/ { on = 0 }
      on && !/^```/' "$readme" > "$tmp/walkthrough.sh"
-awk '/prints \(numbers from this demo\):$/ { want = 1; next }
+awk '/\(numbers from this demo\):$/ { want = 1; next }
      want && /^```/ { if (in_block) { in_block = 0; want = 0 } else in_block = 1; next }
      in_block && $0 != "..." && $0 != "" { print }' "$readme" > "$tmp/quoted.txt"
 [ -s "$tmp/walkthrough.sh" ] || fail "no walkthrough block between the markers in $readme"
-[ -s "$tmp/quoted.txt" ] || fail "no quoted output after \"prints (numbers from this demo):\" in $readme"
+[ -s "$tmp/quoted.txt" ] || fail "no quoted output after \"(numbers from this demo):\" in $readme"
 
 mkdir -p "$tmp/bin" "$tmp/data" "$tmp/home"
 ln -s "$(readlink -f "$compatd")" "$tmp/bin/compatd"
