@@ -10,7 +10,9 @@
  * start of a backfill); adapter new-to-old is fitted on those pairs.
  *
  * Checked: the raw evaluation of new fails the criterion and the adapted
- * one passes; the adapted report's top-k and mAP equal those of
+ * one passes; a linear adapter from a model of another dim (small: 8,
+ * a random projection of new's space) maps into old too; every adapted
+ * report's top-k and mAP equal those of
  * tests/adapted_eval_ref.py (numpy, Debian's /usr/bin/python3), computed
  * from the probes and the weights GET /v1/adapters/{name}?weights=true
  * returns, to 1e-6 (and the raw report's, as a check of the reference);
@@ -36,10 +38,12 @@
 #define N_ITEMS 200             /* item i has label i % N_LABELS */
 #define N_BACKFILL 60           /* items with a new embedding too: 30 % */
 #define N_PROBES 60
+#define SMALL_DIM 8             /* model small: new's vectors projected */
 
 static const char *ref_script;
 static float old_items[N_ITEMS][DIM], new_items[N_BACKFILL][DIM];
 static float new_probes[N_PROBES][DIM], old_probes[N_PROBES][DIM];
+static float small_items[N_BACKFILL][SMALL_DIM], small_probes[N_PROBES][SMALL_DIM];
 static int probe_label[N_PROBES];
 
 /* A random rotation: Gram-Schmidt on a Gaussian matrix, in double. */
@@ -95,6 +99,20 @@ static void make_data(void)
         embed(&rng, c[probe_label[p]], 0.4, r, new_probes[p]);
         embed(&rng, c[probe_label[p]], 1.3, NULL, old_probes[p]);
     }
+    double proj[DIM][SMALL_DIM];
+    for (int i = 0; i < DIM; i++)
+        for (int j = 0; j < SMALL_DIM; j++)
+            proj[i][j] = td_rng_gauss(&rng);
+    for (int n = 0; n < N_BACKFILL + N_PROBES; n++) {
+        const float *x = n < N_BACKFILL ? new_items[n] : new_probes[n - N_BACKFILL];
+        float *y = n < N_BACKFILL ? small_items[n] : small_probes[n - N_BACKFILL];
+        for (int j = 0; j < SMALL_DIM; j++) {
+            double sum = 0;
+            for (int i = 0; i < DIM; i++)
+                sum += x[i] * proj[i][j];
+            y[j] = (float)sum;
+        }
+    }
 }
 
 static void post(td_http *h, long want, const char *path, const char *body)
@@ -104,13 +122,14 @@ static void post(td_http *h, long want, const char *path, const char *body)
     td_reply_finish(&r);
 }
 
-/* Posts n items of model to gallery g, labelled when labels. */
-static void post_items(td_http *h, const char *model, const float (*v)[DIM], int n)
+/* Posts the first n items, labelled, with v's vectors of model (dim
+ * floats each) to gallery g. */
+static void post_items(td_http *h, const char *model, const float *v, int dim, int n)
 {
     td_text t = {0};
     td_text_append(&t, "{\"model\":\"%s\",\"items\":[", model);
     for (int i = 0; i < n; i++) {
-        char *b64 = td_b64_floats(v[i], DIM);
+        char *b64 = td_b64_floats(v + (size_t)i * dim, (size_t)dim);
         td_text_append(&t, "%s{\"id\":\"i%d\",\"label\":\"l%d\",\"vector_b64\":\"%s\"}",
                        i ? "," : "", i, i % N_LABELS, b64);
         free(b64);
@@ -120,38 +139,53 @@ static void post_items(td_http *h, const char *model, const float (*v)[DIM], int
     free(t.s);
 }
 
-/* Models old, new (created after old: a newer model), other; gallery g of
- * old with the backfill of new; gallery h of other; adapters new-to-old
- * (fitted on g's pairs) and old-to-new. */
+/* Models old, new (created after old: a newer model), other and small;
+ * gallery g of old with the backfills of new and small; gallery h of
+ * other; adapters new-to-old (fitted on g's pairs), old-to-new and
+ * small-to-old (linear). */
 static void build(td_http *h)
 {
-    static const char *const models[] = {"old", "new", "other"};
-    for (size_t i = 0; i < 3; i++) {
-        char *b = td_fmt("{\"name\":\"%s\",\"dim\":%d,\"metric\":\"cosine\"}", models[i], DIM);
+    static const char *const models[] = {"old", "new", "other", "small"};
+    for (size_t i = 0; i < 4; i++) {
+        char *b = td_fmt("{\"name\":\"%s\",\"dim\":%d,\"metric\":\"cosine\"}", models[i],
+                         i == 3 ? SMALL_DIM : DIM);
         post(h, 201, "/v1/models", b);
         free(b);
     }
     post(h, 201, "/v1/galleries", "{\"name\":\"g\",\"model\":\"old\"}");
     post(h, 201, "/v1/galleries", "{\"name\":\"h\",\"model\":\"other\"}");
-    post_items(h, "old", (const float (*)[DIM])old_items, N_ITEMS);
-    post_items(h, "new", (const float (*)[DIM])new_items, N_BACKFILL);
+    post_items(h, "old", &old_items[0][0], DIM, N_ITEMS);
+    post_items(h, "new", &new_items[0][0], DIM, N_BACKFILL);
+    post_items(h, "small", &small_items[0][0], SMALL_DIM, N_BACKFILL);
     post(h, 201, "/v1/adapters", "{\"name\":\"new-to-old\",\"from\":\"new\",\"to\":\"old\","
                                  "\"gallery\":\"g\"}");
     post(h, 201, "/v1/adapters", "{\"name\":\"old-to-new\",\"from\":\"old\",\"to\":\"new\","
                                  "\"gallery\":\"g\"}");
+    post(h, 201, "/v1/adapters", "{\"name\":\"small-to-old\",\"from\":\"small\","
+                                 "\"to\":\"old\",\"gallery\":\"g\"}");
 }
 
-/* The evaluation body: new's probes with old's baseline, through adapter
- * (NULL: raw), of query_model. */
+/* The probes of query model `model`: new's or small's. */
+static const float *probes_of(const char *model, int *dim)
+{
+    bool small = strcmp(model, "small") == 0;
+    *dim = small ? SMALL_DIM : DIM;
+    return small ? &small_probes[0][0] : &new_probes[0][0];
+}
+
+/* The evaluation body: query_model's probes (new's for every model but
+ * small) with old's baseline, through adapter (NULL: raw). */
 static char *eval_body(const char *query_model, const char *adapter)
 {
+    int dim;
+    const float *probes = probes_of(query_model, &dim);
     td_text t = {0};
     td_text_append(&t, "{\"query_model\":\"%s\"", query_model);
     if (adapter)
         td_text_append(&t, ",\"adapter\":\"%s\"", adapter);
     td_text_append(&t, ",\"ks\":[1,5,10],\"queries\":[");
     for (int p = 0; p < N_PROBES; p++) {
-        char *b64 = td_b64_floats(new_probes[p], DIM);
+        char *b64 = td_b64_floats(probes + (size_t)p * dim, (size_t)dim);
         td_text_append(&t, "%s{\"id\":\"q%d\",\"label\":\"l%d\",\"vector_b64\":\"%s\"}",
                        p ? "," : "", p, probe_label[p], b64);
         free(b64);
@@ -188,14 +222,16 @@ typedef struct ref_numbers {
     double top[3], map, gap;
 } ref_numbers;
 
-/* Runs adapted_eval_ref.py on g's items and new's probes, mapped by the
+/* Runs adapted_eval_ref.py on g's items and model's probes, mapped by the
  * weights of adapter (GET ?weights=true) or raw when adapter is NULL. */
-static ref_numbers reference(td_http *h, const char *adapter)
+static ref_numbers reference(td_http *h, const char *model, const char *adapter)
 {
+    int dim;
+    const float *probes = probes_of(model, &dim);
     char dir[] = "/tmp/test_http_adapted_eval.XXXXXX";
     REQUIRE(mkdtemp(dir));
     write_file(dir, "gallery.f32", old_items, sizeof old_items);
-    write_file(dir, "probes.f32", new_probes, sizeof new_probes);
+    write_file(dir, "probes.f32", probes, (size_t)N_PROBES * dim * sizeof *probes);
     td_text gl = {0}, pl = {0};
     for (int i = 0; i < N_ITEMS; i++)
         td_text_append(&gl, "l%d\n", i % N_LABELS);
@@ -211,17 +247,17 @@ static ref_numbers reference(td_http *h, const char *adapter)
         CHECK_EQ(td_http_call(h, &r, 200, "GET", path, NULL), 200);
         free(path);
         const cJSON *rows = td_json_at(r.json, "weights");
-        REQUIRE(cJSON_GetArraySize(rows) == DIM);
-        CHECK(cJSON_IsNull(td_json_at(r.json, "bias")));     /* orthogonal */
+        REQUIRE(cJSON_GetArraySize(rows) == dim);
+        CHECK(cJSON_IsNull(td_json_at(r.json, "bias")));     /* orthogonal, linear */
         double w[DIM * DIM];
-        for (int i = 0; i < DIM; i++) {
+        for (int i = 0; i < dim; i++) {
             const cJSON *row = cJSON_GetArrayItem(rows, i);
             REQUIRE(cJSON_GetArraySize(row) == DIM);
             for (int j = 0; j < DIM; j++)
                 w[i * DIM + j] = cJSON_GetArrayItem(row, j)->valuedouble;
         }
         td_reply_finish(&r);
-        write_file(dir, "weights.f64", w, sizeof w);
+        write_file(dir, "weights.f64", w, (size_t)dim * DIM * sizeof *w);
     }
     char *cmd = td_fmt("/usr/bin/python3 '%s' '%s' 1,5,10", ref_script, dir);
     FILE *pipe = popen(cmd, "r");
@@ -278,8 +314,8 @@ static char *get_body(td_http *h, const char *path)
     return s;
 }
 
-/* The matrix row of g for query model new through adapter (NULL: raw). */
-static const cJSON *matrix_row(const cJSON *matrix, const char *adapter)
+/* The matrix row of g for query model qm through adapter (NULL: raw). */
+static const cJSON *matrix_row(const cJSON *matrix, const char *qm, const char *adapter)
 {
     const cJSON *g;
     cJSON_ArrayForEach(g, td_json_at(matrix, "galleries")) {
@@ -288,7 +324,7 @@ static const cJSON *matrix_row(const cJSON *matrix, const char *adapter)
         const cJSON *p;
         cJSON_ArrayForEach(p, td_json_at(g, "pairs")) {
             const cJSON *a = td_json_at(p, "adapter");
-            if (strcmp(td_json_str(p, "query_model"), "new") == 0 &&
+            if (strcmp(td_json_str(p, "query_model"), qm) == 0 &&
                 (adapter ? cJSON_IsString(a) && strcmp(a->valuestring, adapter) == 0
                          : cJSON_IsNull(a)))
                 return p;
@@ -365,7 +401,7 @@ int main(int argc, char **argv)
     free(body);
     CHECK(cJSON_IsFalse(td_json_at(raw.json, "compatible")));
     CHECK(cJSON_IsNull(td_json_at(raw.json, "adapter")));
-    ref_numbers ref_raw = reference(h, NULL);
+    ref_numbers ref_raw = reference(h, "new", NULL);
     check_cross(raw.json, &ref_raw, "raw");
 
     /* Through the adapter: it passes, and its numbers are numpy's. */
@@ -381,21 +417,39 @@ int main(int argc, char **argv)
     /* The baseline is the same probes either way. */
     CHECK_EQ(td_json_num(adapted.json, "baseline.top1"), td_json_num(raw.json, "baseline.top1"));
     CHECK(td_json_num(adapted.json, "cross.top1") > td_json_num(adapted.json, "baseline.top1"));
-    ref_numbers ref = reference(h, "new-to-old");
+    ref_numbers ref = reference(h, "new", "new-to-old");
     check_cross(adapted.json, &ref, "adapted");
     double id = td_json_num(adapted.json, "id");
     fprintf(stderr, "raw top1 %.4f, adapted top1 %.4f, baseline top1 %.4f\n",
             td_json_num(raw.json, "cross.top1"), td_json_num(adapted.json, "cross.top1"),
             td_json_num(adapted.json, "baseline.top1"));
 
+    /* Across dims: small (8) through a linear map into old (16). */
+    body = eval_body("small", "small-to-old");
+    CHECK_EQ(td_http_call(h, &r, 201, "POST", "/v1/galleries/g/evaluations", body), 201);
+    free(body);
+    CHECK_STREQ(td_json_str(r.json, "adapter"), "small-to-old");
+    ref_numbers ref_small = reference(h, "small", "small-to-old");
+    check_cross(r.json, &ref_small, "small");
+    double small_id = td_json_num(r.json, "id");
+    td_reply_finish(&r);
+    /* raw, small's dim is not the gallery's */
+    body = eval_body("small", NULL);
+    CHECK_EQ(td_http_call(h, &r, 400, "POST", "/v1/galleries/g/evaluations", body), 400);
+    CHECK_STREQ(td_reply_error_code(&r), "dimension_mismatch");
+    td_reply_finish(&r);
+    free(body);
+
     /* Stored: by id, in the gallery's listing, by adapter. */
     char *path = td_fmt("/v1/evaluations/%.0f", id);
     char *stored = get_body(h, path);
     CHECK_STREQ(stored, adapted.body);
     CHECK_EQ(td_http_call(h, &r, 200, "GET", "/v1/galleries/g/evaluations", NULL), 200);
-    CHECK_EQ(td_json_num(r.json, "evaluations.0.id"), id);
-    CHECK_STREQ(td_json_str(r.json, "evaluations.0.adapter"), "new-to-old");
-    CHECK(cJSON_IsNull(td_json_at(r.json, "evaluations.1.adapter")));
+    CHECK_EQ(td_json_num(r.json, "evaluations.0.id"), small_id);
+    CHECK_STREQ(td_json_str(r.json, "evaluations.0.adapter"), "small-to-old");
+    CHECK_EQ(td_json_num(r.json, "evaluations.1.id"), id);
+    CHECK_STREQ(td_json_str(r.json, "evaluations.1.adapter"), "new-to-old");
+    CHECK(cJSON_IsNull(td_json_at(r.json, "evaluations.2.adapter")));
     td_reply_finish(&r);
     CHECK_EQ(td_http_call(h, &r, 200, "GET", "/v1/adapters/new-to-old/evaluations", NULL), 200);
     CHECK_EQ(cJSON_GetArraySize(td_json_at(r.json, "evaluations")), 1);
@@ -407,7 +461,10 @@ int main(int argc, char **argv)
 
     /* The matrix: the adapted pair is a row of its own, and a pair. */
     CHECK_EQ(td_http_call(h, &r, 200, "GET", "/v1/compatibility", NULL), 200);
-    const cJSON *row_raw = matrix_row(r.json, NULL), *row_ad = matrix_row(r.json, "new-to-old");
+    const cJSON *row_raw = matrix_row(r.json, "new", NULL);
+    const cJSON *row_ad = matrix_row(r.json, "new", "new-to-old");
+    const cJSON *row_small = matrix_row(r.json, "small", "small-to-old");
+    CHECK_EQ(td_json_num(row_small, "evaluation"), small_id);
     CHECK(row_raw && row_ad);
     if (row_raw && row_ad) {
         CHECK_STREQ(td_json_str(row_raw, "verdict"), "fail");
@@ -417,9 +474,12 @@ int main(int argc, char **argv)
     }
     const cJSON *g0 = td_json_at(r.json, "galleries.0");
     CHECK_STREQ(td_json_str(g0, "gallery"), "g");
-    CHECK_EQ(td_json_num(g0, "ac.pairs"), 2);
-    CHECK_EQ(td_json_num(g0, "ac.passed"), 1);
-    CHECK_NEAR(td_json_num(g0, "ac.share"), 0.5, 1e-12);
+    /* new raw (fail), new via new-to-old (pass), small via small-to-old */
+    CHECK_EQ(td_json_num(g0, "ac.pairs"), 3);
+    CHECK_EQ(cJSON_GetArraySize(td_json_at(g0, "pairs")), 3);
+    int passed = 1 + cJSON_IsTrue(td_json_at(row_small, "compatible"));
+    CHECK_EQ(td_json_num(g0, "ac.passed"), passed);
+    CHECK_NEAR(td_json_num(g0, "ac.share"), passed / 3.0, 1e-12);
     char *matrix = strdup(r.body);
     td_reply_finish(&r);
 
@@ -435,7 +495,7 @@ int main(int argc, char **argv)
     td_reply_finish(&r);
 
     CHECK_EQ(td_http_call(h, &r, 200, "GET", "/metrics", NULL), 200);
-    CHECK(strstr(r.body, "\ncompatd_evaluations_adapted_total 1\n") != NULL);
+    CHECK(strstr(r.body, "\ncompatd_evaluations_adapted_total 2\n") != NULL);
     td_reply_finish(&r);
 
     /* kill -9: the report, with its adapter, and the matrix survive. */
