@@ -1302,6 +1302,61 @@ static void test_evaluations(fixture *f)
     CHECK(n == 1 && list[0].id == ids[3]);
     cd_evaluations_destroy(list, n);
 
+    /* Through adapters (ids that need no adapters row: kept after one is
+     * deleted): each (query model, adapter) is a pair of its own. */
+    static const struct {
+        int64_t adapter_id;
+        const char *name;
+    } adapted[] = {{42, "zeta"}, {41, "alpha"}, {42, "zeta"}};
+    int64_t aids[3];
+    for (size_t i = 0; i < 3; i++) {
+        cd_evaluation ev = make_eval(g.id, f->m2, f->m1, 1, 0.8, 0);
+        ev.adapter_id = adapted[i].adapter_id;
+        snprintf(ev.adapter, sizeof ev.adapter, "%s", adapted[i].name);
+        CHECK_OK(cd_store_evaluation_insert(f->st, &ev, &err), &err);
+        aids[i] = ev.id;
+        cd_evaluation_finish(&ev);
+    }
+    CHECK_OK(cd_store_evaluation_get(f->st, aids[1], &got, &err), &err);
+    CHECK_EQ(got.adapter_id, 41);
+    CHECK_STREQ(got.adapter, "alpha");
+    cd_evaluation_finish(&got);
+    CHECK_OK(cd_store_evaluation_get(f->st, ids[3], &got, &err), &err);
+    CHECK_EQ(got.adapter_id, 0);
+    CHECK_STREQ(got.adapter, "");
+    cd_evaluation_finish(&got);
+    CHECK_OK(cd_store_evaluation_latest(f->st, g.id, 0, 0, &list, &n, &err), &err);
+    CHECK_EQ(n, 4);   /* m1; m2 raw, then via alpha, via zeta (its latest) */
+    if (n == 4) {
+        CHECK_EQ(list[0].id, ids[2]);
+        CHECK_EQ(list[1].id, ids[3]);
+        CHECK_EQ(list[1].adapter_id, 0);
+        CHECK_EQ(list[2].id, aids[1]);
+        CHECK_STREQ(list[2].adapter, "alpha");
+        CHECK_EQ(list[3].id, aids[2]);
+        CHECK_STREQ(list[3].adapter, "zeta");
+    }
+    cd_evaluations_destroy(list, n);
+    /* one query model: raw only, or through one adapter only */
+    CHECK_OK(cd_store_evaluation_latest(f->st, g.id, f->m2, 0, &list, &n, &err), &err);
+    CHECK(n == 1 && list[0].id == ids[3]);
+    cd_evaluations_destroy(list, n);
+    CHECK_OK(cd_store_evaluation_latest(f->st, g.id, f->m2, 42, &list, &n, &err), &err);
+    CHECK(n == 1 && list[0].id == aids[2]);
+    cd_evaluations_destroy(list, n);
+    CHECK_OK(cd_store_evaluation_latest(f->st, g.id, f->m1, 42, &list, &n, &err), &err);
+    CHECK_EQ(n, 0);
+    cd_evaluations_destroy(list, n);
+    CHECK_OK(cd_store_evaluation_by_adapter(f->st, 42, 10, &list, &n, &err), &err);
+    CHECK(n == 2 && list[0].id == aids[2] && list[1].id == aids[0]);
+    cd_evaluations_destroy(list, n);
+    CHECK_OK(cd_store_evaluation_by_adapter(f->st, 42, 1, &list, &n, &err), &err);
+    CHECK(n == 1 && list[0].id == aids[2]);
+    cd_evaluations_destroy(list, n);
+    CHECK_OK(cd_store_evaluation_by_adapter(f->st, 7, 10, &list, &n, &err), &err);
+    CHECK_EQ(n, 0);
+    cd_evaluations_destroy(list, n);
+
     /* A gallery's evaluations go with it; none can be added to it after. */
     CHECK_OK(cd_store_gallery_delete(f->st, g.id, &err), &err);
     CHECK_EQ(raw_intf(f->path, "SELECT count(*) FROM evaluations WHERE gallery_id = %lld",
@@ -1507,7 +1562,9 @@ static void test_files(void)
     /* A newer schema is refused, and so are files compatd did not write. */
     tmp_path(path, sizeof path, "newer.db");
     close_ok(open_ok(path), path);
-    raw_sql(path, "PRAGMA user_version = 7");
+    char newer[64];
+    snprintf(newer, sizeof newer, "PRAGMA user_version = %d", CD_SCHEMA_VERSION + 1);
+    raw_sql(path, newer);
     raw_sql(tmp_path(path, sizeof path, "foreign.db"),
             "CREATE TABLE t (x); INSERT INTO t VALUES (1)");
     raw_sql(tmp_path(path, sizeof path, "foreign-id.db"),
@@ -1545,8 +1602,8 @@ static void test_files(void)
     CHECK_EQ(cd_store_open(tmp_path(path, sizeof path, "newer.db"),
                            (cd_store *[]){NULL}, &err), CD_EVERSION);
     snprintf(expect, sizeof expect,
-             "data directory has schema version 7, this compatd supports up "
-             "to %d; upgrade compatd", CD_SCHEMA_VERSION);
+             "data directory has schema version %d, this compatd supports up "
+             "to %d; upgrade compatd", CD_SCHEMA_VERSION + 1, CD_SCHEMA_VERSION);
     CHECK_STREQ(err.message, expect);
     CHECK_EQ(cd_store_open(NULL, (cd_store *[]){NULL}, &err), CD_EINVAL);
     cd_store_close(NULL);
