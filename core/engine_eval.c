@@ -152,8 +152,6 @@ cd_err cd_engine_evaluation_run(cd_engine *e, const cd_eval_request *req,
     }
     if (rc == CD_OK)
         rc = copy_probe_vectors(&qm, req->probes.vectors, req->probes.n, "query", &pv, err);
-    if (rc == CD_OK && req->adapter)
-        rc = map_probes(&ad, req->probes.n, &pv, err);
     if (rc == CD_OK)
         rc = copy_probe_vectors(&gm, req->baseline.vectors, req->baseline.n, "baseline", &bv,
                                 err);
@@ -165,6 +163,9 @@ cd_err cd_engine_evaluation_run(cd_engine *e, const cd_eval_request *req,
                                  qm.id == gm.id || req->adapter ? 0 : qm.id, &items, err);
     }
     pthread_rwlock_unlock(&e->lock);
+    /* The mapping (one sgemm) runs with no lock held, like the ranking. */
+    if (rc == CD_OK && req->adapter)
+        rc = map_probes(&ad, req->probes.n, &pv, err);
     if (rc != CD_OK)
         goto out;
     if (items.n == 0) {
