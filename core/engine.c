@@ -1344,6 +1344,7 @@ void cd_engine_get_stats(cd_engine *e, cd_engine_stats *out)
     out->last_snapshot_unix = atomic_load(&e->last_snapshot);
     out->evaluations_run = atomic_load(&e->evaluations);
     out->evaluations_failed = atomic_load(&e->evaluations_failed);
+    out->evaluations_adapted = atomic_load(&e->evaluations_adapted);
 }
 
 cd_store *cd_engine_store(cd_engine *e)

@@ -213,6 +213,8 @@ void cd_search_result_destroy(cd_search_result *r);
 typedef struct cd_eval_request {
     const char *gallery;
     const char *query_model;
+    const char *adapter;        /* NULL: raw probes; else the adapter that
+                                   maps them into the gallery model */
     cd_eval_set probes;         /* query-model probes, labelled */
     cd_eval_set baseline;       /* gallery-model vectors of the same probes,
                                    matched by id; n == 0: no baseline */
@@ -227,12 +229,19 @@ typedef struct cd_eval_request {
  * every labelled item's gallery-model embedding, exactly (whatever index
  * serves search), with the paragon when every such item has a query-model
  * embedding too.  Vectors are copied, checked and normalised for cosine
- * here.  On success *out is the stored evaluation as
+ * here.  With req->adapter the probes are mapped through it (SPEC.md
+ * §3.7) and ranked as probes of its `to` model, which must be the gallery
+ * model; the report then has no paragon (the paragon ranks raw probes in
+ * the query model's space, another space than the mapped ones).  On
+ * success *out is the stored evaluation as
  * cd_engine_evaluation_get reads it back: id, created_at, names, verdict,
  * criterion ("<metric> new->old ..."), summary and the whole report; free
  * it with cd_evaluation_finish().  Errors: CD_EBUSY while indexes load,
  * CD_ENOTFOUND (gallery, model; or the gallery deleted meanwhile),
  * CD_EDIM / CD_EINVAL (dim or metric differ from the gallery model's),
+ * for an adapter CD_ENOTFOUND (no such adapter), CD_EINVAL (its `from`
+ * is not the query model), CD_ECONFLICT (its `to` is not the gallery
+ * model),
  * CD_EVECTOR, cd_eval_run's CD_EINVAL, CD_EUNPROCESSABLE when the gallery
  * has no labelled item; then *out holds nothing and nothing is stored.
  */
@@ -255,8 +264,9 @@ cd_err cd_engine_evaluation_list(cd_engine *e, const char *gallery,
                                  cd_error *err);
 
 /*
- * The latest evaluation of each query model on gallery (NULL: on every
- * gallery), without reports.  Free *out with cd_evaluations_destroy().
+ * The latest evaluation of each query model, and of each (query model,
+ * adapter) pair, on gallery (NULL: on every gallery), without reports
+ * (cd_store_evaluation_latest).  Free *out with cd_evaluations_destroy().
  */
 cd_err cd_engine_evaluation_latest(cd_engine *e, const char *gallery,
                                    cd_evaluation **out, size_t *n,
@@ -307,6 +317,15 @@ cd_err cd_engine_adapter_get(cd_engine *e, const char *name, bool with_weights,
 cd_err cd_engine_adapter_list(cd_engine *e, cd_adapter_record **out, size_t *n,
                               cd_error *err);
 
+/*
+ * The evaluations that mapped their probes through the adapter called
+ * name (this adapter, not an earlier one of the same name), newest first,
+ * at most limit, without reports; CD_ENOTFOUND when there is no such
+ * adapter.  Free *out with cd_evaluations_destroy().
+ */
+cd_err cd_engine_adapter_evaluations(cd_engine *e, const char *name, size_t limit,
+                                     cd_evaluation **out, size_t *n, cd_error *err);
+
 /* Deletes the adapter called name: CD_ENOTFOUND when none (CD_ECONFLICT
  * while a gallery routes queries through it, once galleries can). */
 cd_err cd_engine_adapter_delete(cd_engine *e, const char *name, cd_error *err);
@@ -319,6 +338,7 @@ typedef struct cd_engine_stats {
     int64_t last_snapshot_unix;     /* 0: none yet */
     int64_t evaluations_run;        /* evaluations stored since open */
     int64_t evaluations_failed;     /* of which failed the criterion */
+    int64_t evaluations_adapted;    /* of which mapped their probes */
 } cd_engine_stats;
 
 void cd_engine_get_stats(cd_engine *e, cd_engine_stats *out);

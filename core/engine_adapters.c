@@ -131,6 +131,18 @@ cd_err cd_engine_adapter_list(cd_engine *e, cd_adapter_record **out, size_t *n,
     return cd_store_adapter_list(cd_engine_store(e), out, n, err);
 }
 
+cd_err cd_engine_adapter_evaluations(cd_engine *e, const char *name, size_t limit,
+                                     cd_evaluation **out, size_t *n, cd_error *err)
+{
+    cd_adapter_record a;
+    *out = NULL;
+    *n = 0;
+    cd_err rc = cd_store_adapter_get(cd_engine_store(e), name, false, &a, err);
+    if (rc != CD_OK)
+        return rc;
+    return cd_store_evaluation_by_adapter(cd_engine_store(e), a.id, limit, out, n, err);
+}
+
 cd_err cd_engine_adapter_delete(cd_engine *e, const char *name, cd_error *err)
 {
     /* Routes hook: once galleries route models through adapters (PATCH

@@ -1,6 +1,7 @@
 /*
  * engine_eval.c - evaluations as one core call: read the evaluation
- * gallery, rank it exactly (eval.c), store the structured report.
+ * gallery, map the probes through an adapter when one is asked for
+ * (adapter.c), rank it exactly (eval.c), store the structured report.
  */
 #include "engine_int.h"
 
@@ -11,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "adapter.h"
 #include "eval.h"
 #include "idset.h"
 #include "index.h"
@@ -73,6 +75,50 @@ static void eval_summary(const cd_eval_report *r, cd_evaluation *ev)
     ev->nfr = r->has_baseline ? r->nfr : NAN;
 }
 
+/*
+ * Whether adapter a can map probes of qm for a gallery of model gm:
+ * CD_EINVAL when it maps from another model than the query model,
+ * CD_ECONFLICT when it maps into another model than the gallery's.
+ */
+static cd_err adapter_check(const cd_adapter_record *a, const cd_model *qm,
+                            const cd_model *gm, const char *gallery_name, cd_error *err)
+{
+    if (a->from_id != qm->id)
+        return cd__fail(err, CD_EINVAL, "adapter %s maps from model %s, not from the query model %s",
+                        a->name, a->from, qm->name);
+    if (a->to_id != gm->id)
+        return cd__fail(err, CD_ECONFLICT,
+                        "adapter %s maps into model %s, but gallery %s is of model %s",
+                        a->name, a->to, gallery_name, gm->name);
+    return CD_OK;
+}
+
+/*
+ * Maps the n probe vectors *pv (already checked) through adapter a into
+ * a new array of a's dim_to floats each, which replaces *pv.
+ */
+static cd_err map_probes(const cd_adapter_record *a, size_t n, float **pv,
+                         cd_error *err)
+{
+    cd_adapter *ad = NULL;
+    float *mapped = NULL;
+    if (n == 0)
+        return CD_OK;
+    cd_err rc = cd_adapter_from_weights(&a->info, a->weights, a->bias, &ad, err);
+    if (rc == CD_OK && !(mapped = malloc(n * (size_t)a->info.params.dim_to * sizeof *mapped)))
+        rc = cd__fail(err, CD_ENOMEM, "out of memory mapping %zu probes", n);
+    if (rc == CD_OK)
+        rc = cd_adapter_map(ad, *pv, n, mapped, err);
+    cd_adapter_destroy(ad);
+    if (rc != CD_OK) {
+        free(mapped);
+        return rc;
+    }
+    free(*pv);
+    *pv = mapped;
+    return CD_OK;
+}
+
 cd_err cd_engine_evaluation_run(cd_engine *e, const cd_eval_request *req,
                                 cd_evaluation *out, cd_error *err)
 {
@@ -82,6 +128,7 @@ cd_err cd_engine_evaluation_run(cd_engine *e, const cd_eval_request *req,
     cd_eval_items items = {0};
     cd_gallery info;
     cd_evaluation ev = {0};
+    cd_adapter_record ad = {0};
     memset(out, 0, sizeof *out);
 
     if (!cd_engine_ready(e))
@@ -92,12 +139,17 @@ cd_err cd_engine_evaluation_run(cd_engine *e, const cd_eval_request *req,
     info = g->info;
     gm = g->model;
     rc = cd__model_by_name(e, req->query_model, &qm, err);
-    if (rc == CD_OK && qm.dim != gm.dim)
+    if (rc == CD_OK && req->adapter) {
+        rc = cd_store_adapter_get(e->st, req->adapter, true, &ad, err);
+        if (rc == CD_OK)
+            rc = adapter_check(&ad, &qm, &gm, info.name, err);
+    } else if (rc == CD_OK && qm.dim != gm.dim) {
         rc = cd__fail(err, CD_EDIM, "query model %s has dim %d, gallery %s is of model %s with dim %d",
                       qm.name, qm.dim, info.name, gm.name, gm.dim);
-    if (rc == CD_OK && qm.metric != gm.metric)
+    } else if (rc == CD_OK && qm.metric != gm.metric) {
         rc = cd__fail(err, CD_EINVAL, "query model %s uses metric %s, gallery model %s uses %s",
                       qm.name, cd_metric_name(qm.metric), gm.name, cd_metric_name(gm.metric));
+    }
     if (rc == CD_OK)
         rc = copy_probe_vectors(&qm, req->probes.vectors, req->probes.n, "query", &pv, err);
     if (rc == CD_OK)
@@ -105,11 +157,15 @@ cd_err cd_engine_evaluation_run(cd_engine *e, const cd_eval_request *req,
                                 err);
     if (rc == CD_OK) {
         /* One read transaction: a consistent gallery even while writes go
-         * on; the copy is ours, so no lock is held while computing. */
+         * on; the copy is ours, so no lock is held while computing.  Mapped
+         * probes have no paragon: it would rank raw ones. */
         rc = cd_store_eval_items(e->st, info.id, gm.id, gm.dim,
-                                 qm.id == gm.id ? 0 : qm.id, &items, err);
+                                 qm.id == gm.id || req->adapter ? 0 : qm.id, &items, err);
     }
     pthread_rwlock_unlock(&e->lock);
+    /* The mapping (one sgemm) runs with no lock held, like the ranking. */
+    if (rc == CD_OK && req->adapter)
+        rc = map_probes(&ad, req->probes.n, &pv, err);
     if (rc != CD_OK)
         goto out;
     if (items.n == 0) {
@@ -139,17 +195,22 @@ cd_err cd_engine_evaluation_run(cd_engine *e, const cd_eval_request *req,
     snprintf(ev.query_model, sizeof ev.query_model, "%s", qm.name);
     ev.gallery_model_id = gm.id;
     snprintf(ev.gallery_model, sizeof ev.gallery_model, "%s", gm.name);
+    ev.adapter_id = req->adapter ? ad.id : 0;
+    snprintf(ev.adapter, sizeof ev.adapter, "%s", req->adapter ? ad.name : "");
     eval_summary(ev.report, &ev);
     rc = cd_store_evaluation_insert(e->st, &ev, err);
     if (rc == CD_OK) {
         atomic_fetch_add(&e->evaluations, 1);
         if (ev.compatible == 0)
             atomic_fetch_add(&e->evaluations_failed, 1);
+        if (ev.adapter_id != 0)
+            atomic_fetch_add(&e->evaluations_adapted, 1);
         *out = ev;
         ev.report = NULL;
     }
 out:
     cd_evaluation_finish(&ev);
+    cd_adapter_record_finish(&ad);
     cd_eval_items_finish(&items);
     free(pv);
     free(bv);
@@ -191,5 +252,5 @@ cd_err cd_engine_evaluation_latest(cd_engine *e, const char *gallery_name,
         if (rc != CD_OK)
             return rc;
     }
-    return cd_store_evaluation_latest(e->st, row.id, 0, out, n, err);
+    return cd_store_evaluation_latest(e->st, row.id, 0, 0, out, n, err);
 }

@@ -72,6 +72,7 @@ struct cd_engine {
     atomic_llong last_snapshot;
     atomic_llong evaluations;
     atomic_llong evaluations_failed;
+    atomic_llong evaluations_adapted;
 
     pthread_mutex_t snap_mu;    /* one snapshot pass at a time */
     pthread_t snap_thread;

@@ -112,7 +112,7 @@ static cd_err gate(cd_engine *e, gallery *g, const cd_model *m, cd_error *err)
         return CD_OK;
     cd_evaluation *ev = NULL;
     size_t n = 0;
-    cd_err rc = cd_store_evaluation_latest(e->st, g->info.id, m->id, &ev, &n, err);
+    cd_err rc = cd_store_evaluation_latest(e->st, g->info.id, m->id, 0, &ev, &n, err);
     if (rc != CD_OK)
         return rc;
     const char *policy = cd_policy_name(g->info.policy);

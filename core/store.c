@@ -71,7 +71,8 @@ extern const size_t cd__migrations_count;
     " e.gallery_model_id, m.name, e.created_at, e.compatible, e.criterion," \
     " e.queries, e.cross_top1, e.baseline_top1, e.cross_map,"               \
     " e.baseline_map, e.nfr, e.primary_k, e.skipped, e.gallery_items,"      \
-    " e.negative_flips, e.positive_flips, e.nfi, e.pfr"                     \
+    " e.negative_flips, e.positive_flips, e.nfi, e.pfr, e.adapter_id,"      \
+    " e.adapter"                                                            \
     " FROM evaluations e JOIN galleries g ON g.id = e.gallery_id"           \
     " JOIN models q ON q.id = e.query_model_id"                             \
     " JOIN models m ON m.id = e.gallery_model_id"
@@ -169,9 +170,9 @@ static const char *const stmt_sql[ST_COUNT] = {
         "INSERT INTO evaluations (gallery_id, query_model_id, gallery_model_id,"
         " created_at, compatible, criterion, queries, cross_top1, baseline_top1,"
         " cross_map, baseline_map, nfr, primary_k, skipped, gallery_items,"
-        " negative_flips, positive_flips, nfi, pfr)"
+        " negative_flips, positive_flips, nfi, pfr, adapter_id, adapter)"
         " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,"
-        " ?15, ?16, ?17, ?18, ?19)",
+        " ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
     [ST_EVAL_METRIC_INSERT] =
         "INSERT INTO evaluation_metrics (evaluation_id, ranking, k, value)"
         " VALUES (?1, ?2, ?3, ?4)",
@@ -190,8 +191,12 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_EVAL_LATEST] =
         EVAL_SELECT
         " WHERE e.id IN (SELECT max(id) FROM evaluations"
-        " WHERE (?1 = 0 OR gallery_id = ?1) AND (?2 = 0 OR query_model_id = ?2)"
-        " GROUP BY gallery_id, query_model_id) ORDER BY g.name, q.name",
+        " WHERE (?1 = 0 OR gallery_id = ?1)"
+        " AND (?2 = 0 OR (query_model_id = ?2 AND adapter_id IS nullif(?3, 0)))"
+        " GROUP BY gallery_id, query_model_id, adapter_id)"
+        " ORDER BY g.name, q.name, e.adapter IS NOT NULL, e.adapter, e.adapter_id",
+    [ST_EVAL_BY_ADAPTER] =
+        EVAL_SELECT " WHERE e.adapter_id = ?1 ORDER BY e.id DESC LIMIT ?2",
     [ST_EVAL_METRICS] =
         "SELECT ranking, k, value FROM evaluation_metrics"
         " WHERE evaluation_id = ?1 ORDER BY k",

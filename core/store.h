@@ -296,6 +296,9 @@ typedef struct cd_evaluation {
     char query_model[CD_NAME_MAX + 1];
     int64_t gallery_model_id;
     char gallery_model[CD_NAME_MAX + 1];
+    int64_t adapter_id;             /* the adapter that mapped the probes
+                                       (kept after it is deleted); 0: raw */
+    char adapter[CD_NAME_MAX + 1];  /* its name; "" when raw */
     char created_at[32];            /* RFC 3339 UTC */
     int compatible;                 /* 1 passed, 0 failed, -1 no verdict */
     char criterion[256];
@@ -306,8 +309,8 @@ typedef struct cd_evaluation {
 } cd_evaluation;
 
 /*
- * Stores ev (gallery_id, query_model_id, gallery_model_id, compatible,
- * criterion, queries, the reals and the report, which must not be NULL,
+ * Stores ev (gallery_id, query_model_id, gallery_model_id, adapter_id and
+ * adapter, compatible, criterion, queries, the reals and the report, which must not be NULL,
  * are read) in one transaction and sets ev->id and ev->created_at.
  * CD_ENOTFOUND when the gallery no longer exists; on failure nothing is
  * stored and ev is unchanged.
@@ -339,15 +342,26 @@ cd_err cd_store_evaluation_list(cd_store *st, int64_t gallery_id,
                                 cd_error *err);
 
 /*
- * The latest evaluation of each (gallery, query model) pair, without
- * reports: of one gallery when gallery_id is not 0, of one query model
- * when query_model_id is not 0; ordered by gallery name, then query model
- * name.  *out is freed with cd_evaluations_destroy().
+ * The latest evaluation of each (gallery, query model, adapter) pair, an
+ * adapter's evaluations being a pair of their own (SPEC.md §3.7), without
+ * reports: of one gallery when gallery_id is not 0; when query_model_id
+ * is not 0, only of that query model mapped by adapter_id (0: raw
+ * probes).  Ordered by gallery name, query model name, then adapter name
+ * (raw first).  *out is freed with cd_evaluations_destroy().
  */
 cd_err cd_store_evaluation_latest(cd_store *st, int64_t gallery_id,
-                                  int64_t query_model_id,
+                                  int64_t query_model_id, int64_t adapter_id,
                                   cd_evaluation **out, size_t *n,
                                   cd_error *err);
+
+/*
+ * The evaluations whose probes adapter_id mapped, on every gallery,
+ * newest first, at most limit, without reports.  *out is freed with
+ * cd_evaluations_destroy().
+ */
+cd_err cd_store_evaluation_by_adapter(cd_store *st, int64_t adapter_id,
+                                      size_t limit, cd_evaluation **out,
+                                      size_t *n, cd_error *err);
 
 /* Frees ev->report (and sets it NULL).  Accepts NULL. */
 void cd_evaluation_finish(cd_evaluation *ev);

@@ -329,7 +329,10 @@ static cd_err evaluation_from_row(sqlite3_stmt *s, cd_evaluation *ev,
     ev->cross_map = column_real(s, 13);
     ev->baseline_map = column_real(s, 14);
     ev->nfr = column_real(s, 15);
-    if (!cd__copy_column(s, 2, ev->gallery, sizeof ev->gallery) ||
+    ev->adapter_id = sqlite3_column_int64(s, 23);
+    if ((ev->adapter_id != 0) != (sqlite3_column_type(s, 24) != SQLITE_NULL) ||
+        (ev->adapter_id != 0 && !cd__copy_column(s, 24, ev->adapter, sizeof ev->adapter)) ||
+        !cd__copy_column(s, 2, ev->gallery, sizeof ev->gallery) ||
         !cd__copy_column(s, 4, ev->query_model, sizeof ev->query_model) ||
         !cd__copy_column(s, 6, ev->gallery_model, sizeof ev->gallery_model) ||
         !cd__copy_column(s, 7, ev->created_at, sizeof ev->created_at) ||
@@ -400,6 +403,10 @@ cd_err cd_store_evaluation_insert(cd_store *st, cd_evaluation *ev,
         }
         bind_real(s, 18, r->has_baseline ? r->nfi : NAN);
         bind_real(s, 19, r->has_baseline ? r->pfr : NAN);
+        if (ev->adapter_id != 0) {
+            sqlite3_bind_int64(s, 20, ev->adapter_id);
+            sqlite3_bind_text(s, 21, ev->adapter, -1, SQLITE_STATIC);
+        }
         rc = cd__step_write(c, s, NULL, NULL, err);
     }
     if (rc == CD_OK) {
@@ -514,12 +521,20 @@ cd_err cd_store_evaluation_list(cd_store *st, int64_t gallery_id,
 }
 
 cd_err cd_store_evaluation_latest(cd_store *st, int64_t gallery_id,
-                                  int64_t query_model_id,
+                                  int64_t query_model_id, int64_t adapter_id,
                                   cd_evaluation **out, size_t *n,
                                   cd_error *err)
 {
-    int64_t args[] = {gallery_id, query_model_id};
-    return evaluation_rows(st, ST_EVAL_LATEST, args, 2, REPORT_NONE, out, n, err);
+    int64_t args[] = {gallery_id, query_model_id, adapter_id};
+    return evaluation_rows(st, ST_EVAL_LATEST, args, 3, REPORT_NONE, out, n, err);
+}
+
+cd_err cd_store_evaluation_by_adapter(cd_store *st, int64_t adapter_id,
+                                      size_t limit, cd_evaluation **out,
+                                      size_t *n, cd_error *err)
+{
+    int64_t args[] = {adapter_id, (int64_t)(limit > INT64_MAX ? INT64_MAX : limit)};
+    return evaluation_rows(st, ST_EVAL_BY_ADAPTER, args, 2, REPORT_NONE, out, n, err);
 }
 
 void cd_eval_items_finish(cd_eval_items *items)

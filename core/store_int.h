@@ -108,6 +108,7 @@ typedef enum stmt_id {
     ST_EVAL_GET,
     ST_EVAL_LIST,
     ST_EVAL_LATEST,
+    ST_EVAL_BY_ADAPTER,
     ST_EVAL_METRICS,
     ST_EVAL_LABELS,
     ST_EVAL_FLIP_IDS,

@@ -271,6 +271,9 @@ char *cd_metrics_render(cd_metrics *m, cd_engine *e, size_t *len)
         put(&t, "# HELP compatd_evaluations_failed_total Stored evaluations that failed the criterion.\n"
                 "# TYPE compatd_evaluations_failed_total counter\ncompatd_evaluations_failed_total %lld\n",
             (long long)st.evaluations_failed);
+        put(&t, "# HELP compatd_evaluations_adapted_total Stored evaluations whose probes an adapter mapped.\n"
+                "# TYPE compatd_evaluations_adapted_total counter\ncompatd_evaluations_adapted_total %lld\n",
+            (long long)st.evaluations_adapted);
         put(&t, "# HELP compatd_snapshots_total Index snapshots written since start.\n"
                 "# TYPE compatd_snapshots_total counter\ncompatd_snapshots_total %lld\n",
             (long long)st.snapshots_written);

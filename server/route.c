@@ -55,6 +55,8 @@ static const cd_route routes[] = {
     {"/v1/adapters/{name}", 0, {
         {"GET", CD_SCOPE_READ, CD_BODY_NONE, cd__adapter_get},
         {"DELETE", CD_SCOPE_ADMIN, CD_BODY_NONE, cd__adapter_delete}}},
+    {"/v1/adapters/{name}/evaluations", 0, {
+        {"GET", CD_SCOPE_READ, CD_BODY_NONE, cd__adapter_evaluations}}},
     {"/v1/compatibility", 0, {{"GET", CD_SCOPE_READ, CD_BODY_NONE, cd__compatibility_get}}},
 };
 

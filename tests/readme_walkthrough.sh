@@ -5,9 +5,11 @@
 # of its own (the block's localhost:8080 and the CLI's default URL are
 # pointed at it), with `compatd` on PATH and Debian's python3 (numpy).
 # Every command of the block must succeed, and every line of the output
-# the README quotes after it (the block following "The first evaluation
-# prints") must appear in what the commands printed, so the README's
-# numbers are the ones a user gets.
+# the README quotes after it (each block following a line that ends
+# "(numbers from this demo):") must appear in what the commands
+# printed, so the README's numbers are the ones a user gets.  The verdicts
+# the README tells of are then read back from GET /v1/compatibility:
+# demo-v2 passes, demo-v3 fails raw and passes through adapter v3-to-v1.
 set -u
 
 if [ $# -ne 2 ]; then
@@ -23,11 +25,11 @@ name=readme_walkthrough
 # The block, and the output the README quotes.
 awk '/walkthrough:begin/ { on = 1; next } /walkthrough:end/ { on = 0 }
      on && !/^```/' "$readme" > "$tmp/walkthrough.sh"
-awk '/^The first evaluation prints/ { want = 1; next }
-     want && /^```/ { if (in_block) exit; in_block = 1; next }
+awk '/\(numbers from this demo\):$/ { want = 1; next }
+     want && /^```/ { if (in_block) { in_block = 0; want = 0 } else in_block = 1; next }
      in_block && $0 != "..." && $0 != "" { print }' "$readme" > "$tmp/quoted.txt"
 [ -s "$tmp/walkthrough.sh" ] || fail "no walkthrough block between the markers in $readme"
-[ -s "$tmp/quoted.txt" ] || fail "no quoted output after \"The first evaluation prints\" in $readme"
+[ -s "$tmp/quoted.txt" ] || fail "no quoted output after \"(numbers from this demo):\" in $readme"
 
 mkdir -p "$tmp/bin" "$tmp/data" "$tmp/home"
 ln -s "$(readlink -f "$compatd")" "$tmp/bin/compatd"
@@ -55,6 +57,21 @@ while IFS= read -r line; do
     fi
 done < "$tmp/quoted.txt"
 [ $missing -eq 0 ] || fail "$missing quoted lines differ from the real output"
+
+# The verdicts, as the matrix holds them: "query model[ via adapter] verdict".
+curl -fs "http://127.0.0.1:$port/v1/compatibility" > "$tmp/matrix.json" ||
+    fail "GET /v1/compatibility failed"
+/usr/bin/python3 -c '
+import json, sys
+for g in json.load(open(sys.argv[1]))["galleries"]:
+    for p in g["pairs"]:
+        via = " via " + p["adapter"] if p["adapter"] else ""
+        print(g["gallery"], p["query_model"] + via, p["verdict"])
+' "$tmp/matrix.json" > "$tmp/verdicts.txt" || fail "the matrix is not what was expected"
+for want in "demo demo-v2 pass" "demo demo-v3 fail" "demo demo-v3 via v3-to-v1 pass"; do
+    grep -qxF -- "$want" "$tmp/verdicts.txt" ||
+        fail "the matrix does not say \"$want\": $(tr '\n' ';' < "$tmp/verdicts.txt")"
+done
 
 # The dashboard the README sends the user to is there.
 curl -fs "http://127.0.0.1:$port/" | grep -q '<title>' || fail "GET / is not the dashboard"

@@ -975,6 +975,15 @@ static void test_eval(ctx *c)
         free(out);
         free(err);
     }
+    /* --adapter names an adapter the server does not have: its 404. */
+    const char *no_adapter[] = {"eval", "--gallery", "faces", "--query-model", "m8b",
+                                "--adapter", "nope", "--queries", qvec, "--labels", qlabels,
+                                "--baseline", bvec, NULL};
+    CHECK_EQ(cli(c, &out, &err, no_adapter), 1);
+    check_one_line(err, "eval", "no adapter named nope", "unknown adapter");
+    CHECK_STREQ(out, "");
+    free(out);
+    free(err);
     CHECK_EQ(eval_count(c, "faces"), before);
 
     free(short_labels), free(bvec_short), free(id_s);

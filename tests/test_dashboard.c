@@ -9,7 +9,9 @@
  * rotated space, a different share per label, so it fails with flips that
  * differ by label); a gallery of 400 items in 40 labels with old
  * embeddings and new-good ones for 30% of them; three evaluations of each
- * new model.  One label is "<b>&x", which the page must show as text.
+ * new model; adapter good-to-old fitted on that 30% and one evaluation of
+ * new-good through it (an adapted pair: a matrix row of its own, and the
+ * adapter's page).  One label is "<b>&x", which the page must show as text.
  *
  * Two ways of driving Chromium:
  * - `--dump-dom` with `--virtual-time-budget`: virtual time waits for the
@@ -126,6 +128,7 @@ typedef struct scenario {
     float centre[LABELS][DIM];
     float item[ITEMS][DIM];
     long long evals_good[ROUNDS], evals_bad[ROUNDS];
+    long long eval_adapted;             /* new-good through good-to-old */
 } scenario;
 
 static void gauss_vec(td_rng *rng, float *v, double sd)
@@ -165,17 +168,20 @@ static void upsert(td_http *h, const char *gallery, const char *model, int from,
 }
 
 /*
- * One evaluation of model on photos: probes of round `round`, their old
- * embeddings as the baseline.  new-good's probe is the old one pulled
+ * One evaluation of model on photos, through adapter unless NULL: probes
+ * of round `round`, their old embeddings as the baseline.  new-good's probe is the old one pulled
  * towards its class centre; new-bad maps probe j of label l into a rotated
  * space when j < l % 6.  Returns the evaluation's id.
  */
 static long long evaluate(td_http *h, const scenario *s, td_rng *rng, const char *model,
-                          int round)
+                          const char *adapter, int round)
 {
     td_text body = {0}, base = {0};
     bool good = strcmp(model, "new-good") == 0;
-    td_text_append(&body, "{\"query_model\":\"%s\",\"queries\":[", model);
+    td_text_append(&body, "{\"query_model\":\"%s\",", model);
+    if (adapter)
+        td_text_append(&body, "\"adapter\":\"%s\",", adapter);
+    td_text_append(&body, "\"queries\":[");
     td_text_append(&base, "\"baseline\":[");
     for (int p = 0; p < PROBES; p++) {
         int l = p % LABELS, j = p / LABELS;
@@ -245,8 +251,8 @@ static void make_scenario(td_http *h, scenario *s, td_rng *rng)
     upsert(h, "photos", "new-good", 0, BACKFILL, (const float (*)[DIM])fresh, false);
 
     for (int round = 0; round < ROUNDS; round++) {
-        s->evals_good[round] = evaluate(h, s, rng, "new-good", round);
-        s->evals_bad[round] = evaluate(h, s, rng, "new-bad", round);
+        s->evals_good[round] = evaluate(h, s, rng, "new-good", NULL, round);
+        s->evals_bad[round] = evaluate(h, s, rng, "new-bad", NULL, round);
     }
 
     /* archive: a second gallery, where new-good was evaluated without a
@@ -269,6 +275,13 @@ static void make_scenario(td_http *h, scenario *s, td_rng *rng)
     CHECK_EQ(expect(h, &r, 201, "POST", "/v1/galleries/archive/evaluations", body.s), 201);
     td_reply_finish(&r);
     free(body.s);
+
+    /* an adapter fitted on the backfilled 30%, and new-good through it */
+    CHECK_EQ(expect(h, &r, 201, "POST", "/v1/adapters",
+                    "{\"name\":\"good-to-old\",\"from\":\"new-good\",\"to\":\"old\","
+                    "\"gallery\":\"photos\"}"), 201);
+    td_reply_finish(&r);
+    s->eval_adapted = evaluate(h, s, rng, "new-good", "good-to-old", ROUNDS);
 }
 
 /* ---- running Chromium ------------------------------------------------- */
@@ -610,7 +623,7 @@ static void check_served_assets(td_http *h)
 
 /* The overview: galleries with coverage, the matrix against
  * GET /v1/compatibility, the refresh stamp. */
-static void check_overview(td_http *h, const char *dom)
+static void check_overview(td_http *h, const char *dom, const scenario *s)
 {
     REQUIRE(dom != NULL);
     char *conn = find_attr(dom, "data-view", "overview", "data-connection");
@@ -671,14 +684,16 @@ static void check_overview(td_http *h, const char *dom)
             g = gi;
     CHECK(g != NULL);
     const cJSON *pairs = cJSON_GetObjectItemCaseSensitive(g, "pairs");
-    CHECK_EQ(cJSON_GetArraySize(pairs), 2);
-    int seen_pass = 0, seen_fail = 0;
+    CHECK_EQ(cJSON_GetArraySize(pairs), 3);
+    int seen_pass = 0, seen_fail = 0, seen_adapted = 0;
     const cJSON *p;
     cJSON_ArrayForEach(p, pairs) {
         const char *qm = td_json_str(p, "query_model");
         const char *verdict = td_json_str(p, "verdict");
+        const char *adapter = td_json_str(p, "adapter");
         REQUIRE(qm && verdict);
-        char *key = td_fmt("photos/%s", qm);
+        /* an adapted pair is a row of its own: its cell's key names it */
+        char *key = adapter ? td_fmt("photos/%s/%s", qm, adapter) : td_fmt("photos/%s", qm);
         char *cell = find_tag(dom, "data-cell", key);
         CHECK(cell != NULL);
         if (!cell)
@@ -718,7 +733,12 @@ static void check_overview(td_http *h, const char *dom)
         } else {
             CHECK(!"matrix cell closed");
         }
-        if (strcmp(qm, "new-good") == 0) {
+        if (adapter) {
+            CHECK_STREQ(adapter, "good-to-old");
+            CHECK_STREQ(verdict, "pass");
+            CHECK_EQ(td_json_num(p, "evaluation"), s->eval_adapted);
+            seen_adapted++;
+        } else if (strcmp(qm, "new-good") == 0) {
             CHECK_STREQ(verdict, "pass");
             seen_pass++;
         } else if (strcmp(qm, "new-bad") == 0) {
@@ -731,12 +751,28 @@ static void check_overview(td_http *h, const char *dom)
     }
     CHECK_EQ(seen_pass, 1);
     CHECK_EQ(seen_fail, 1);
+    CHECK_EQ(seen_adapted, 1);
+    /* the adapted row: "new-good via good-to-old", leading to the adapter */
+    char *arow = find_tag(dom, "data-row", "new-good via good-to-old");
+    char *aname = attr_of(arow, "data-adapter");
+    CHECK_STREQ(aname, "good-to-old");
+    free(aname);
+    free(arow);
+    char *alink = find_tag(dom, "data-adapter-link", "good-to-old");
+    char *ahref = attr_of(alink, "href");
+    CHECK_STREQ(ahref, "#/adapters/good-to-old");
+    free(ahref);
+    free(alink);
+    /* and the adapters list under the matrix */
+    const char *lrow = strstr(dom, "data-adapter-row=\"good-to-old\"");
+    CHECK(lrow && strstr(lrow, "href=\"#/adapters/good-to-old\""));
     /* the other kinds of cell */
     static const struct {
         const char *cell, *verdict, *cls;
     } others[] = {{"photos/old", "self", "cell-self"}, {"archive/old", "self", "cell-self"},
                   {"archive/new-good", "none", "cell-none"},
-                  {"archive/new-bad", "untested", "cell-untested"}};
+                  {"archive/new-bad", "untested", "cell-untested"},
+                  {"archive/new-good/good-to-old", "untested", "cell-untested"}};
     for (size_t i = 0; i < sizeof others / sizeof others[0]; i++) {
         char *tag = find_tag(dom, "data-cell", others[i].cell);
         char *sv = attr_of(tag, "data-verdict");
@@ -757,7 +793,7 @@ static void check_overview(td_http *h, const char *dom)
     char *share = find_tag(dom, "data-share", "photos");
     CHECK_EQ(attr_num(share, "data-pairs"), td_json_num(g, "ac.pairs"));
     CHECK_EQ(attr_num(share, "data-passed"), td_json_num(g, "ac.passed"));
-    CHECK_NEAR(attr_num(share, "data-value"), 0.5, 1e-12);
+    CHECK_NEAR(attr_num(share, "data-value"), 2.0 / 3.0, 1e-12);    /* the adapted pair counts */
     free(share);
     CHECK(strstr(dom, "id=\"legend\"") != NULL);
     td_reply_finish(&r);
@@ -771,7 +807,18 @@ static void check_history(td_http *h, const char *dom, const char *model)
     char *path = td_fmt("/v1/galleries/photos/evaluations?query_model=%s&limit=1000", model);
     CHECK_EQ(td_http_json(h, "GET", path, NULL, &r), 200);
     const cJSON *evs = cJSON_GetObjectItemCaseSensitive(r.json, "evaluations");
-    int n = cJSON_GetArraySize(evs);
+    /* the history is the raw model's: an adapter's evaluations are another pair */
+    int n = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, evs) {
+        if (td_json_str(e, "adapter")) {
+            char *row = td_fmt("data-eval-row=\"%.0f\"", td_json_num(e, "id"));
+            CHECK(strstr(dom, row) == NULL);
+            free(row);
+        } else {
+            n++;
+        }
+    }
     CHECK_EQ(n, ROUNDS);
     CHECK(strstr(dom, "<svg") != NULL);
     char *svg = find_tag(dom, "id", "chart-top1");
@@ -790,9 +837,10 @@ static void check_history(td_http *h, const char *dom, const char *model)
         free(line);
     }
     /* the table below: a row per evaluation, newest first, with links */
-    const cJSON *e;
     const char *last = dom;
     cJSON_ArrayForEach(e, evs) {
+        if (td_json_str(e, "adapter"))
+            continue;
         char *id = td_fmt("%.0f", td_json_num(e, "id"));
         char *needle = td_fmt("data-eval-row=\"%s\"", id);
         const char *at = strstr(dom, needle);
@@ -810,6 +858,60 @@ static void check_history(td_http *h, const char *dom, const char *model)
     }
     td_reply_finish(&r);
     free(path);
+}
+
+/* The number in the data-value of adapter fact `fact`, or NAN. */
+static double fact_num(const char *dom, const char *fact)
+{
+    char *needle = td_fmt("data-fact=\"%s\"", fact);
+    const char *at = strstr(dom, needle);
+    free(needle);
+    char *tag = at ? tag_around(dom, strstr(at, "data-value=")) : NULL;
+    double v = attr_num(tag, "data-value");
+    free(tag);
+    return v;
+}
+
+/* The adapter's page: its fit numbers as GET /v1/adapters/{name} says,
+ * and the evaluations that used it, linked. */
+static void check_adapter(td_http *h, const char *dom, long long eval_id)
+{
+    REQUIRE(dom != NULL);
+    td_reply r;
+    CHECK_EQ(td_http_json(h, "GET", "/v1/adapters/good-to-old", NULL, &r), 200);
+    char *title = find_attr(dom, "id", "adapter-title", "data-adapter");
+    CHECK_STREQ(title, "good-to-old");
+    free(title);
+    const char *kind = strstr(dom, "data-fact=\"kind\"");
+    char *k = kind ? text_after(kind, NULL, "<dd") : NULL;
+    CHECK_STREQ(k, td_json_str(r.json, "kind"));
+    free(k);
+    CHECK_EQ(fact_num(dom, "dims"), td_json_num(r.json, "dim_from"));
+    CHECK_EQ(fact_num(dom, "pairs"), td_json_num(r.json, "pairs"));
+    CHECK_EQ(fact_num(dom, "pairs"), BACKFILL);
+    CHECK_NEAR(fact_num(dom, "mean_cosine"), td_json_num(r.json, "fit.mean_cosine"), 1e-12);
+    CHECK_NEAR(fact_num(dom, "cv_mean_cosine"), td_json_num(r.json, "fit.cv_mean_cosine"), 1e-12);
+    CHECK(strstr(dom, "data-fact=\"created_at\"") != NULL);
+    td_reply_finish(&r);
+    CHECK_EQ(td_http_json(h, "GET", "/v1/adapters/good-to-old/evaluations", NULL, &r), 200);
+    CHECK_EQ(cJSON_GetArraySize(td_json_at(r.json, "evaluations")), 1);
+    char *id = td_fmt("%lld", eval_id);
+    const char *row = strstr(dom, "data-adapter-evaluation=\"");
+    char *rtag = tag_around(dom, row);
+    char *rid = attr_of(rtag, "data-adapter-evaluation");
+    CHECK_STREQ(rid, id);
+    free(rid);
+    free(rtag);
+    char *href = td_fmt("href=\"#/evaluations/%s\"", id);
+    CHECK(row && strstr(row, href));
+    CHECK_NEAR(field_num(dom, row, "cross_top1"), td_json_num(r.json, "evaluations.0.cross_top1"),
+               1e-12);
+    char *verdict = find_attr(dom, "data-adapter-evaluation", id, "data-verdict");
+    CHECK_STREQ(verdict, "pass");
+    free(verdict);
+    free(href);
+    free(id);
+    td_reply_finish(&r);
 }
 
 /* An evaluation's page: every metric, the by-label table sorted by
@@ -1279,7 +1381,7 @@ int main(void)
     char *base = td_fmt("http://127.0.0.1:%d/", port);
 
     char *dom = dump_dom(base);
-    check_overview(h, dom);
+    check_overview(h, dom, &s);
     free(dom);
 
     char *url = td_fmt("%s#/history/photos/new-good", base);
@@ -1291,6 +1393,12 @@ int main(void)
     url = td_fmt("%s#/evaluations/%lld", base, s.evals_bad[ROUNDS - 1]);
     dom = dump_dom(url);
     check_evaluation(h, dom, s.evals_bad[ROUNDS - 1]);
+    free(dom);
+    free(url);
+
+    url = td_fmt("%s#/adapters/good-to-old", base);
+    dom = dump_dom(url);
+    check_adapter(h, dom, s.eval_adapted);
     free(dom);
     free(url);
 

@@ -873,6 +873,7 @@ static const struct {
     {"GET", "/v1/galleries/{g}/items/{id}", "vectors=true"},
     {"GET", "/v1/galleries/{g}/evaluations", "limit=1&before=1000000&query_model=faces-v2"},
     {"GET", "/v1/adapters/{name}", "weights=true"},
+    {"GET", "/v1/adapters/{name}/evaluations", "limit=5"},
 };
 
 /* Order of the main pass: every operation but DELETE in file order, then

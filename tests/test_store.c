@@ -1289,7 +1289,7 @@ static void test_evaluations(fixture *f)
     cd_evaluations_destroy(list, n);
     cd_evaluations_destroy(NULL, 0);
 
-    CHECK_OK(cd_store_evaluation_latest(f->st, g.id, 0, &list, &n, &err), &err);
+    CHECK_OK(cd_store_evaluation_latest(f->st, g.id, 0, 0, &list, &n, &err), &err);
     CHECK_EQ(n, 2);   /* (evals, m1) and (evals, m2), by query model name */
     if (n == 2) {
         CHECK_EQ(list[0].id, ids[2]);
@@ -1298,8 +1298,63 @@ static void test_evaluations(fixture *f)
         CHECK(list[1].report == NULL);
     }
     cd_evaluations_destroy(list, n);
-    CHECK_OK(cd_store_evaluation_latest(f->st, g.id, f->m2, &list, &n, &err), &err);
+    CHECK_OK(cd_store_evaluation_latest(f->st, g.id, f->m2, 0, &list, &n, &err), &err);
     CHECK(n == 1 && list[0].id == ids[3]);
+    cd_evaluations_destroy(list, n);
+
+    /* Through adapters (ids that need no adapters row: kept after one is
+     * deleted): each (query model, adapter) is a pair of its own. */
+    static const struct {
+        int64_t adapter_id;
+        const char *name;
+    } adapted[] = {{42, "zeta"}, {41, "alpha"}, {42, "zeta"}};
+    int64_t aids[3];
+    for (size_t i = 0; i < 3; i++) {
+        cd_evaluation ev = make_eval(g.id, f->m2, f->m1, 1, 0.8, 0);
+        ev.adapter_id = adapted[i].adapter_id;
+        snprintf(ev.adapter, sizeof ev.adapter, "%s", adapted[i].name);
+        CHECK_OK(cd_store_evaluation_insert(f->st, &ev, &err), &err);
+        aids[i] = ev.id;
+        cd_evaluation_finish(&ev);
+    }
+    CHECK_OK(cd_store_evaluation_get(f->st, aids[1], &got, &err), &err);
+    CHECK_EQ(got.adapter_id, 41);
+    CHECK_STREQ(got.adapter, "alpha");
+    cd_evaluation_finish(&got);
+    CHECK_OK(cd_store_evaluation_get(f->st, ids[3], &got, &err), &err);
+    CHECK_EQ(got.adapter_id, 0);
+    CHECK_STREQ(got.adapter, "");
+    cd_evaluation_finish(&got);
+    CHECK_OK(cd_store_evaluation_latest(f->st, g.id, 0, 0, &list, &n, &err), &err);
+    CHECK_EQ(n, 4);   /* m1; m2 raw, then via alpha, via zeta (its latest) */
+    if (n == 4) {
+        CHECK_EQ(list[0].id, ids[2]);
+        CHECK_EQ(list[1].id, ids[3]);
+        CHECK_EQ(list[1].adapter_id, 0);
+        CHECK_EQ(list[2].id, aids[1]);
+        CHECK_STREQ(list[2].adapter, "alpha");
+        CHECK_EQ(list[3].id, aids[2]);
+        CHECK_STREQ(list[3].adapter, "zeta");
+    }
+    cd_evaluations_destroy(list, n);
+    /* one query model: raw only, or through one adapter only */
+    CHECK_OK(cd_store_evaluation_latest(f->st, g.id, f->m2, 0, &list, &n, &err), &err);
+    CHECK(n == 1 && list[0].id == ids[3]);
+    cd_evaluations_destroy(list, n);
+    CHECK_OK(cd_store_evaluation_latest(f->st, g.id, f->m2, 42, &list, &n, &err), &err);
+    CHECK(n == 1 && list[0].id == aids[2]);
+    cd_evaluations_destroy(list, n);
+    CHECK_OK(cd_store_evaluation_latest(f->st, g.id, f->m1, 42, &list, &n, &err), &err);
+    CHECK_EQ(n, 0);
+    cd_evaluations_destroy(list, n);
+    CHECK_OK(cd_store_evaluation_by_adapter(f->st, 42, 10, &list, &n, &err), &err);
+    CHECK(n == 2 && list[0].id == aids[2] && list[1].id == aids[0]);
+    cd_evaluations_destroy(list, n);
+    CHECK_OK(cd_store_evaluation_by_adapter(f->st, 42, 1, &list, &n, &err), &err);
+    CHECK(n == 1 && list[0].id == aids[2]);
+    cd_evaluations_destroy(list, n);
+    CHECK_OK(cd_store_evaluation_by_adapter(f->st, 7, 10, &list, &n, &err), &err);
+    CHECK_EQ(n, 0);
     cd_evaluations_destroy(list, n);
 
     /* A gallery's evaluations go with it; none can be added to it after. */
@@ -1312,7 +1367,7 @@ static void test_evaluations(fixture *f)
         CHECK_EQ(raw_intf(f->path, "SELECT count(*) FROM %s WHERE evaluation_id BETWEEN %lld"
                           " AND %lld", report_tables[i], (long long)ids[0],
                           (long long)ids[3]), 0);
-    CHECK_OK(cd_store_evaluation_latest(f->st, g.id, 0, &list, &n, &err), &err);
+    CHECK_OK(cd_store_evaluation_latest(f->st, g.id, 0, 0, &list, &n, &err), &err);
     CHECK_EQ(n, 0);
     cd_evaluations_destroy(list, n);
     cd_evaluation late = make_eval(g.id, f->m2, f->m1, 1, 0.9, 5);

@@ -53,7 +53,7 @@ enum {
     OPT_NO_RESUME, OPT_QUIET,
     OPT_QUERY_MODEL, OPT_QUERIES, OPT_BASELINE, OPT_BASELINE_IDS, OPT_KS, OPT_PRIMARY,
     OPT_SHOW,
-    OPT_NAME, OPT_FROM, OPT_TO, OPT_KIND, OPT_RIDGE, OPT_WEIGHTS,
+    OPT_NAME, OPT_FROM, OPT_TO, OPT_KIND, OPT_RIDGE, OPT_WEIGHTS, OPT_ADAPTER,
     OPT_END
 };
 
@@ -818,6 +818,9 @@ static const char eval_usage[] =
     "options:\n"
     "  --gallery G          the gallery; its labelled items are the evaluation gallery\n"
     "  --query-model M      the model the queries were embedded with\n"
+    "  --adapter NAME       map the queries through adapter NAME (from M into the\n"
+    "                       gallery's model) first: evaluates M via the adapter, a\n"
+    "                       pair of its own in the compatibility matrix\n"
     "  --queries FILE       the probes embedded by M\n"
     "  --labels FILE        the probes' labels, one per line\n"
     "  --ids FILE           the probes' ids, one per line (default q1, q2, ...: the line\n"
@@ -868,6 +871,8 @@ static bool print_report(const cJSON *r)
     table_row(&head, (const char *const[]){"created", created});
     table_row(&head, (const char *const[]){"gallery", gal});
     table_row(&head, (const char *const[]){"query model", jstr(r, "query_model", "-")});
+    if (jstr(r, "adapter", NULL))
+        table_row(&head, (const char *const[]){"adapter", jstr(r, "adapter", NULL)});
     table_row(&head, (const char *const[]){"probes", probes});
     table_row(&head, (const char *const[]){"primary", jstr(r, "primary_metric", "-")});
     table_row(&head, (const char *const[]){"verdict", verdict});
@@ -1030,6 +1035,7 @@ int cd_eval_main(int argc, char **argv)
         {"json", no_argument, NULL, OPT_JSON},
         {"gallery", required_argument, NULL, OPT_GALLERY},
         {"query-model", required_argument, NULL, OPT_QUERY_MODEL},
+        {"adapter", required_argument, NULL, OPT_ADAPTER},
         {"queries", required_argument, NULL, OPT_QUERIES},
         {"labels", required_argument, NULL, OPT_LABELS},
         {"ids", required_argument, NULL, OPT_IDS},
@@ -1117,6 +1123,8 @@ int cd_eval_main(int argc, char **argv)
     cJSON *arr;
     if (!(req = cJSON_CreateObject()) || !cJSON_AddStringToObject(req, "query_model", qmodel) ||
         !(arr = cJSON_AddArrayToObject(req, "queries")) || !add_probes(arr, &qv, qids, &labels))
+        goto oom;
+    if (arg(&a, OPT_ADAPTER) && !cJSON_AddStringToObject(req, "adapter", arg(&a, OPT_ADAPTER)))
         goto oom;
     if (baseline && (!(arr = cJSON_AddArrayToObject(req, "baseline")) ||
                      !add_probes(arr, &bv,
@@ -1415,9 +1423,12 @@ static int status_list(const char *cmd, cd_client *c, bool json)
         const char *name = jstr(g, "gallery", "-");
         const cJSON *p;
         cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(g, "pairs")) {
-            char ct[32], bt[32], nfr[32], id[32];
+            char ct[32], bt[32], nfr[32], id[32], qm[160];
+            /* An adapted pair is a row of its own: "v3 via v3-to-v1". */
+            snprintf(qm, sizeof qm, "%s%s%s", jstr(p, "query_model", "-"),
+                     jstr(p, "adapter", NULL) ? " via " : "", jstr(p, "adapter", ""));
             table_row(&pairs, (const char *const[]){
-                name, jstr(p, "query_model", "-"), jstr(p, "gallery_model", "-"),
+                name, qm, jstr(p, "gallery_model", "-"),
                 jstr(p, "verdict", "-"), fmt_real(ct, sizeof ct, jnum(p, "cross_top1")),
                 fmt_real(bt, sizeof bt, jnum(p, "baseline_top1")),
                 fmt_real(nfr, sizeof nfr, jnum(p, "nfr")),

@@ -35,6 +35,15 @@ static void add_verdict(cJSON *obj, const char *name, int compatible)
         cJSON_AddBoolToObject(obj, name, compatible);
 }
 
+/* "adapter": the name of the adapter that mapped ev's probes, or null. */
+static void add_adapter(cJSON *obj, const cd_evaluation *ev)
+{
+    if (ev->adapter_id != 0)
+        cJSON_AddStringToObject(obj, "adapter", ev->adapter);
+    else
+        cJSON_AddNullToObject(obj, "adapter");
+}
+
 static cJSON *metrics_json(const cd_eval_report *r, const cd_eval_metrics *m)
 {
     cJSON *o = cJSON_CreateObject();
@@ -57,6 +66,7 @@ static cJSON *report_json(const cd_evaluation *ev, bool lists)
     cJSON_AddStringToObject(j, "gallery", ev->gallery);
     cJSON_AddStringToObject(j, "gallery_model", ev->gallery_model);
     cJSON_AddStringToObject(j, "query_model", ev->query_model);
+    add_adapter(j, ev);
     cJSON_AddStringToObject(j, "created_at", ev->created_at);
     cJSON *ks = cJSON_AddArrayToObject(j, "ks");
     for (size_t i = 0; i < r->n_ks; i++)
@@ -268,26 +278,34 @@ static bool read_probes(const cJSON *arr, const char *what, const cd_model *m,
 static void evaluations_create(cd_api *api, const cd_request *req, const char *gallery,
                                cd_reply *rep)
 {
-    static const char *const fields[] = {"query_model", "queries", "baseline", "ks",
-                                         "primary_metric", NULL};
+    static const char *const fields[] = {"query_model", "adapter", "queries", "baseline",
+                                         "ks", "primary_metric", NULL};
     cJSON *j = cd_json_body(req, rep);
     probe_buf probes = {0}, base = {0};
     cd_evaluation ev = {0};
     if (!j)
         return;
-    const char *qname, *primary_s;
+    const char *qname, *primary_s, *adapter;
     int ks[CD_EVAL_KS_MAX], primary;
     size_t n_ks;
     cd_model qm, gm;
     if (!cd_json_only_fields(j, fields, "", rep) || !cd_json_name(j, "query_model", &qname, rep) ||
         !read_ks(cJSON_GetObjectItemCaseSensitive(j, "ks"), ks, &n_ks, rep) ||
         !cd_json_string(j, "primary_metric", &primary_s, "", rep) ||
-        !read_primary(primary_s, ks, n_ks, &primary, rep))
+        !read_primary(primary_s, ks, n_ks, &primary, rep) ||
+        !cd_json_string(j, "adapter", &adapter, "", rep))
         goto out;
+    if (adapter && !cd_name_valid(adapter)) {
+        cd_reply_error(rep, CD_HTTP_INVALID_NAME, "adapter must match [A-Za-z0-9._-]{1,%d}",
+                       CD_NAME_MAX);
+        goto out;
+    }
     if (!cd_api_model(api, gallery, NULL, &gm, rep) ||
         !cd_api_model(api, gallery, qname, &qm, rep))
         goto out;
-    if (qm.dim != gm.dim) {
+    /* An adapter maps the probes into the gallery model's dim: the engine
+     * checks that it fits both models. */
+    if (!adapter && qm.dim != gm.dim) {
         cd_reply_error(rep, CD_HTTP_DIMENSION_MISMATCH,
                        "query model %s has dim %d, gallery %s is of model %s with dim %d",
                        qm.name, qm.dim, gallery, gm.name, gm.dim);
@@ -304,6 +322,7 @@ static void evaluations_create(cd_api *api, const cd_request *req, const char *g
     cd_eval_request er = {
         .gallery = gallery,
         .query_model = qm.name,
+        .adapter = adapter,
         .probes = {probes.n, probes.vectors, probes.ids, probes.labels},
         .baseline = {base.n, base.vectors, base.ids, base.labels},
         .ks = ks,
@@ -440,12 +459,14 @@ static void compatibility_get(cd_api *api, cd_reply *rep)
                 continue;
             cJSON *p = cd__evaluation_brief(ev);
             cJSON_AddStringToObject(p, "query_model", ev->query_model);
+            add_adapter(p, ev);
             cJSON_AddStringToObject(p, "gallery_model", ev->gallery_model);
             cJSON_AddNumberToObject(p, "evaluation", (double)ev->id);
             cJSON_AddStringToObject(p, "verdict", ev->compatible < 0 ? "none"
                                                   : ev->compatible ? "pass" : "fail");
             cJSON_AddItemToArray(pairs, p);
-            /* Backward compatibility of a later model with an earlier one. */
+            /* Backward compatibility of a later model with an earlier one;
+             * a model through an adapter is a pair of its own. */
             if (ev->query_model_id > ev->gallery_model_id && ev->compatible >= 0) {
                 ac_pairs++;
                 ac_passed += ev->compatible;
@@ -462,9 +483,47 @@ static void compatibility_get(cd_api *api, cd_reply *rep)
     cd_evaluations_destroy(evs, n_evs);
 }
 
+/* GET /v1/adapters/{name}/evaluations: the evaluations that mapped their
+ * probes through this adapter, newest first, as briefs naming gallery and
+ * query model. */
+static void adapter_evaluations(cd_api *api, const cd_request *req, const char *name,
+                                cd_reply *rep)
+{
+    const char *limit_s = cd_request_arg(req, "limit");
+    int64_t limit = DEFAULT_LIST_LIMIT;
+    if (limit_s && (!parse_id(limit_s, &limit) || limit > MAX_LIST_LIMIT)) {
+        cd_reply_error(rep, CD_HTTP_INVALID_ARGUMENT, "limit must be an integer 1..%d",
+                       MAX_LIST_LIMIT);
+        return;
+    }
+    cd_evaluation *evs = NULL;
+    size_t n = 0;
+    cd_error err;
+    if (cd_engine_adapter_evaluations(api->engine, name, (size_t)limit, &evs, &n, &err) != CD_OK) {
+        cd_reply_core_error(rep, &err);
+        return;
+    }
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "adapter", name);
+    cJSON *arr = cJSON_AddArrayToObject(root, "evaluations");
+    for (size_t i = 0; i < n; i++) {
+        cJSON *o = cd__evaluation_brief(&evs[i]);
+        cJSON_AddStringToObject(o, "gallery", evs[i].gallery);
+        cJSON_AddStringToObject(o, "gallery_model", evs[i].gallery_model);
+        cJSON_AddStringToObject(o, "query_model", evs[i].query_model);
+        cJSON_AddItemToArray(arr, o);
+    }
+    cd_reply_json(rep, 200, root);
+    cd_evaluations_destroy(evs, n);
+}
 
 /* The route table's entries (route.c): the path parameters to the
  * functions above. */
+
+void cd__adapter_evaluations(cd_api *api, const cd_request *req, cd_reply *rep)
+{
+    adapter_evaluations(api, req, req->params[0], rep);
+}
 
 void cd__evaluations_create(cd_api *api, const cd_request *req, cd_reply *rep)
 {

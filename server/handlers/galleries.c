@@ -105,7 +105,7 @@ static void gallery_reply(cd_api *api, const char *name, cd_reply *rep)
                 continue;
             const cd_evaluation *ev = NULL;
             for (size_t e = 0; e < n_evs && !ev; e++)
-                if (evs[e].query_model_id == all[i].id)
+                if (evs[e].query_model_id == all[i].id && evs[e].adapter_id == 0)
                     ev = &evs[e];
             const char *status;
             if (ev && ev->compatible == 1)

@@ -48,11 +48,12 @@ void cd__item_delete(cd_api *api, const cd_request *req, cd_reply *rep);
 /* search.c; {g} */
 void cd__search(cd_api *api, const cd_request *req, cd_reply *rep);
 
-/* evaluations.c; {g} or {id} */
+/* evaluations.c; {g}, {id} or an adapter's {name} */
 void cd__evaluations_create(cd_api *api, const cd_request *req, cd_reply *rep);
 void cd__evaluations_list(cd_api *api, const cd_request *req, cd_reply *rep);
 void cd__evaluation_get(cd_api *api, const cd_request *req, cd_reply *rep);
 void cd__compatibility_get(cd_api *api, const cd_request *req, cd_reply *rep);
+void cd__adapter_evaluations(cd_api *api, const cd_request *req, cd_reply *rep);
 
 /* adapters.c; {name} */
 void cd__adapters_create(cd_api *api, const cd_request *req, cd_reply *rep);

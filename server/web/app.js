@@ -9,6 +9,9 @@
  *   #/history/{g}/{model}      evaluations of one (gallery, query model) pair
  *                              over time: SVG charts and a table
  *   #/evaluations/{id}         one stored report, every metric of it
+ *   #/adapters                 every adapter with its fit numbers
+ *   #/adapters/{name}          one adapter: its fit, and the evaluations
+ *                              that mapped their probes through it
  *
  * Every view is a loader (fetches what it shows) and a renderer (builds
  * DOM from what was fetched).  The page polls the current view's loader
@@ -20,9 +23,13 @@
  * Text from the server only ever reaches the page through textContent and
  * setAttribute (el() and svgEl() below): never through innerHTML.
  *
- * Stable hooks for tests: data-cell="{gallery}/{query model}" with
+ * Stable hooks for tests: data-cell="{gallery}/{query model}" (and
+ * "{gallery}/{query model}/{adapter}" on the rows of adapted pairs,
+ * data-row="{query model} via {adapter}" with data-adapter) with
  * data-verdict, data-cross-top1, data-baseline-top1, data-nfr and
- * data-evaluation on matrix cells; data-coverage="{gallery}/{model}" on
+ * data-evaluation on matrix cells; data-adapter-row="{name}" in the
+ * adapters list, data-fact on an adapter's fit numbers and
+ * data-adapter-evaluation="{id}" rows of its evaluations; data-coverage="{gallery}/{model}" on
  * coverage bars; data-series on chart polylines; data-label rows in the
  * by-label table; data-flip-id items; body[data-connection] and
  * body[data-view] for the page's state.
@@ -186,6 +193,10 @@
     return '#/evaluations/' + enc(String(id));
   }
 
+  function adapterHref(name) {
+    return '#/adapters/' + enc(name);
+  }
+
   /* --- the API -------------------------------------------------------- */
 
   function storedKey() {
@@ -266,6 +277,10 @@
       return {view: 'history', gallery: parts[1], model: parts[2]};
     if (parts[0] === 'evaluations' && parts.length === 2 && /^[1-9][0-9]{0,17}$/.test(parts[1]))
       return {view: 'evaluation', id: parts[1]};
+    if (parts[0] === 'adapters' && parts.length === 1)
+      return {view: 'adapters'};
+    if (parts[0] === 'adapters' && parts.length === 2)
+      return {view: 'adapter', adapter: parts[1]};
     return {view: 'notfound'};
   }
 
@@ -276,16 +291,30 @@
   }
 
   function loadOverview() {
-    return Promise.all([api('/v1/galleries'), api('/v1/compatibility'), api('/v1/models')])
+    return Promise.all([api('/v1/galleries'), api('/v1/compatibility'), api('/v1/models'),
+                        api('/v1/adapters')])
       .then(function (r) {
         var galleries = r[0].galleries || [];
         return Promise.all(galleries.map(function (g) {
           return api(galleryPath(g.name));
         })).then(function (details) {
           return {galleries: details, compatibility: r[1].galleries || [],
-                  models: r[2].models || []};
+                  models: r[2].models || [], adapters: r[3].adapters || []};
         });
       });
+  }
+
+  function loadAdapters() {
+    return api('/v1/adapters').then(function (r) {
+      return {adapters: r.adapters || []};
+    });
+  }
+
+  function loadAdapter(route) {
+    var path = '/v1/adapters/' + enc(route.adapter);
+    return Promise.all([api(path), api(path + '/evaluations?limit=200')]).then(function (r) {
+      return {adapter: r[0], evaluations: r[1].evaluations || []};
+    });
   }
 
   function loadGallery(route) {
@@ -303,7 +332,9 @@
       api(galleryPath(route.gallery) + '/evaluations?limit=' + HISTORY_LIMIT +
           '&query_model=' + enc(route.model))
     ]).then(function (r) {
-      return {gallery: r[0], evaluations: r[1].evaluations || [],
+      /* the raw model's history: an adapter's evaluations are another pair */
+      return {gallery: r[0],
+              evaluations: (r[1].evaluations || []).filter(function (e) { return !e.adapter; }),
               more: r[1].next_before !== null && r[1].next_before !== undefined};
     });
   }
@@ -319,6 +350,8 @@
     gallery: {load: loadGallery, render: renderGallery, title: 'Gallery'},
     history: {load: loadHistory, render: renderHistory, title: 'History'},
     evaluation: {load: loadEvaluation, render: renderEvaluation, title: 'Evaluation'},
+    adapters: {load: loadAdapters, render: renderAdapters, title: 'Adapters'},
+    adapter: {load: loadAdapter, render: renderAdapter, title: 'Adapter'},
     notfound: {
       load: function () { return Promise.resolve({}); },
       render: function () {
@@ -437,6 +470,18 @@
       });
       body.appendChild(row);
     });
+    adaptedPairs(data).forEach(function (ap) {
+      var label = ap.query_model + ' via ' + ap.adapter;
+      var row = el('tr', {'data-row': label, 'data-adapter': ap.adapter, class: 'adapted-row'},
+        el('th', {class: 'row-head'}, el('span', {text: ap.query_model}),
+          el('div', {class: 'small'}, el('span', {class: 'muted', text: 'via '}),
+            el('a', {href: adapterHref(ap.adapter), 'data-adapter-link': ap.adapter,
+                     text: ap.adapter}))));
+      galleries.forEach(function (g) {
+        row.appendChild(adaptedCell(g, ap, compat[g.name]));
+      });
+      body.appendChild(row);
+    });
 
     var foot = el('tr', {class: 'share-row'}, el('th', {class: 'row-head', text: 'pass share'}));
     galleries.forEach(function (g) {
@@ -455,35 +500,90 @@
          el('tfoot', null, foot)));
   }
 
+  /* The (query model, adapter) pairs of the matrix's adapted rows: every
+   * adapter, and every adapted pair evaluated somewhere (its adapter may
+   * be deleted since), by query model then adapter. */
+  function adaptedPairs(data) {
+    var seen = {}, out = [];
+    function add(qm, adapter, to) {
+      var key = qm + '\n' + adapter;
+      if (seen[key])
+        return;
+      seen[key] = true;
+      out.push({query_model: qm, adapter: adapter, to: to});
+    }
+    (data.adapters || []).forEach(function (a) { add(a.from, a.name, a.to); });
+    data.compatibility.forEach(function (c) {
+      (c.pairs || []).forEach(function (p) {
+        if (p.adapter)
+          add(p.query_model, p.adapter, null);
+      });
+    });
+    return out.sort(function (a, b) {
+      var x = a.query_model + '\n' + a.adapter, y = b.query_model + '\n' + b.adapter;
+      return x < y ? -1 : x > y ? 1 : 0;
+    });
+  }
+
+  /* A cell of an adapted row: the pair's latest report on g, else whether
+   * the adapter maps into g's model at all. */
+  function adaptedCell(g, ap, compat) {
+    var key = g.name + '/' + ap.query_model + '/' + ap.adapter;
+    var pair = null;
+    ((compat && compat.pairs) || []).forEach(function (p) {
+      if (p.query_model === ap.query_model && p.adapter === ap.adapter)
+        pair = p;
+    });
+    if (pair)
+      return evaluatedCell(key, pair, el('a', {class: 'cell-history', href: adapterHref(ap.adapter),
+                                               text: 'adapter ›'}));
+    if (ap.to === g.model)
+      return el('td', {class: 'cell cell-untested', 'data-cell': key, 'data-verdict': 'untested'},
+        el('span', {class: 'muted', text: 'not evaluated'}));
+    return el('td', {class: 'cell cell-na', 'data-cell': key, 'data-verdict': 'na',
+                     title: ap.to ? ap.adapter + ' maps into ' + ap.to + ', not ' + g.model : ''},
+      el('span', {class: 'muted', text: 'n/a'}));
+  }
+
   function matrixCell(g, m, compat, galleryModel) {
     var key = g.name + '/' + m.name;
     var pair = null;
     ((compat && compat.pairs) || []).forEach(function (p) {
-      if (p.query_model === m.name)
+      if (p.query_model === m.name && !p.adapter)
         pair = p;
     });
-    if (pair) {
-      var verdict = pair.verdict || verdictOf(pair.compatible);
-      return el('td', {
-        class: 'cell cell-' + verdict, 'data-cell': key, 'data-verdict': verdict,
-        'data-cross-top1': raw(pair.cross_top1), 'data-baseline-top1': raw(pair.baseline_top1),
-        'data-cross-map': raw(pair.cross_map), 'data-baseline-map': raw(pair.baseline_map),
-        'data-nfr': raw(pair.nfr), 'data-evaluation': pair.evaluation
-      },
-        el('a', {class: 'cell-link', href: evaluationHref(pair.evaluation),
-                 title: pair.criterion || ''},
-          badge(verdict),
-          el('span', {class: 'cell-line'},
-            el('span', {class: 'cell-label', text: 'top-1 '}),
-            el('b', {'data-field': 'cross_top1', text: pct(pair.cross_top1)}),
-            el('span', {class: 'muted', text: ' vs '}),
-            el('span', {'data-field': 'baseline_top1', text: pct(pair.baseline_top1)})),
-          el('span', {class: 'cell-line'},
-            el('span', {class: 'cell-label', text: 'NFR '}),
-            el('span', {'data-field': 'nfr', text: pct(pair.nfr, 2)}),
-            el('span', {class: 'muted', text: ' · #' + pair.evaluation}))),
-        el('a', {class: 'cell-history', href: historyHref(g.name, m.name), text: 'history ›'}));
-    }
+    if (pair)
+      return evaluatedCell(key, pair, el('a', {class: 'cell-history', href: historyHref(g.name, m.name),
+                                               text: 'history ›'}));
+    return unevaluatedCell(g, m, key, galleryModel);
+  }
+
+  /* A matrix cell holding a pair's latest evaluation, then more (a link). */
+  function evaluatedCell(key, pair, more) {
+    var verdict = pair.verdict || verdictOf(pair.compatible);
+    return el('td', {
+      class: 'cell cell-' + verdict, 'data-cell': key, 'data-verdict': verdict,
+      'data-cross-top1': raw(pair.cross_top1), 'data-baseline-top1': raw(pair.baseline_top1),
+      'data-cross-map': raw(pair.cross_map), 'data-baseline-map': raw(pair.baseline_map),
+      'data-nfr': raw(pair.nfr), 'data-evaluation': pair.evaluation
+    },
+      el('a', {class: 'cell-link', href: evaluationHref(pair.evaluation),
+               title: pair.criterion || ''},
+        badge(verdict),
+        el('span', {class: 'cell-line'},
+          el('span', {class: 'cell-label', text: 'top-1 '}),
+          el('b', {'data-field': 'cross_top1', text: pct(pair.cross_top1)}),
+          el('span', {class: 'muted', text: ' vs '}),
+          el('span', {'data-field': 'baseline_top1', text: pct(pair.baseline_top1)})),
+        el('span', {class: 'cell-line'},
+          el('span', {class: 'cell-label', text: 'NFR '}),
+          el('span', {'data-field': 'nfr', text: pct(pair.nfr, 2)}),
+          el('span', {class: 'muted', text: ' · #' + pair.evaluation}))),
+      more);
+  }
+
+  /* A cell of a model's row without an evaluation of it on g. */
+  function unevaluatedCell(g, m, key, galleryModel) {
     if (m.name === g.model)
       return el('td', {class: 'cell cell-self', 'data-cell': key, 'data-verdict': 'self'},
         el('span', {class: 'muted', text: 'gallery model'}));
@@ -510,7 +610,92 @@
         el('p', {class: 'muted', text: 'Latest evaluation of each query model against each gallery: ' +
           'cross top-1 (new queries → old gallery) vs baseline top-1 (old → old), and the negative flip rate. ' +
           'A cell opens its report.'}),
-        renderMatrix(data), legend())
+        renderMatrix(data), legend()),
+      section('Adapters', null,
+        el('p', {class: 'muted', text: 'Linear maps from a new model\'s space into an old one: a model ' +
+          'that fails the criterion may pass through one (rows "model via adapter" above).'}),
+        adaptersTable(data.adapters || []))
+    ];
+  }
+
+  /* --- adapters ------------------------------------------------------- */
+
+  function adaptersTable(adapters) {
+    if (!adapters.length)
+      return el('p', {class: 'muted', text: 'No adapters: POST /v1/adapters (compatd adapter fit) fits one.'});
+    var body = el('tbody');
+    adapters.forEach(function (a) {
+      var fit = a.fit || {};
+      body.appendChild(el('tr', {'data-adapter-row': a.name},
+        el('td', null, el('a', {href: adapterHref(a.name), class: 'strong', text: a.name})),
+        el('td', {text: a.from + ' → ' + a.to}),
+        el('td', {text: a.kind}),
+        el('td', {class: 'num', text: count(a.pairs)}),
+        el('td', {class: 'num', 'data-value': raw(fit.mean_cosine), text: num(fit.mean_cosine)}),
+        el('td', {class: 'num', 'data-value': raw(fit.cv_mean_cosine), text: num(fit.cv_mean_cosine)}),
+        el('td', {text: when(a.created_at)})));
+    });
+    return el('div', {class: 'scroll'}, el('table', {class: 'table', id: 'adapters'},
+      el('thead', null, el('tr', null,
+        el('th', {text: 'Adapter'}), el('th', {text: 'From → to'}), el('th', {text: 'Kind'}),
+        el('th', {class: 'num', text: 'Pairs'}), el('th', {class: 'num', text: 'Mean cosine'}),
+        el('th', {class: 'num', text: 'Cross-validated'}), el('th', {text: 'Created'}))),
+      body));
+  }
+
+  function renderAdapters(data) {
+    return [
+      el('p', {class: 'crumbs'}, el('a', {href: '#/', text: 'Overview'}), ' › adapters'),
+      el('h1', {text: 'Adapters'}),
+      section('Adapters', null, adaptersTable(data.adapters))
+    ];
+  }
+
+  function renderAdapter(data) {
+    var a = data.adapter;
+    var fit = a.fit || {};
+    var body = el('tbody');
+    data.evaluations.forEach(function (e) {
+      var verdict = verdictOf(e.compatible);
+      body.appendChild(el('tr', {'data-adapter-evaluation': e.id, 'data-verdict': verdict},
+        el('td', null, el('a', {href: evaluationHref(e.id), text: '#' + e.id})),
+        el('td', {text: when(e.created_at)}),
+        el('td', null, el('a', {href: galleryHref(e.gallery), text: e.gallery})),
+        el('td', {text: e.query_model}),
+        el('td', {class: 'num', 'data-field': 'cross_top1', 'data-value': raw(e.cross_top1), text: pct(e.cross_top1)}),
+        el('td', {class: 'num', 'data-field': 'baseline_top1', 'data-value': raw(e.baseline_top1), text: pct(e.baseline_top1)}),
+        el('td', {class: 'num', 'data-field': 'nfr', 'data-value': raw(e.nfr), text: pct(e.nfr, 2)}),
+        el('td', null, badge(verdict))));
+    });
+    var evs = data.evaluations.length
+      ? el('div', {class: 'scroll'}, el('table', {class: 'table', id: 'adapter-evaluations'},
+          el('thead', null, el('tr', null,
+            el('th', {text: 'Evaluation'}), el('th', {text: 'Created'}), el('th', {text: 'Gallery'}),
+            el('th', {text: 'Query model'}), el('th', {class: 'num', text: 'Cross top-1'}),
+            el('th', {class: 'num', text: 'Baseline top-1'}), el('th', {class: 'num', text: 'NFR'}),
+            el('th', {text: 'Verdict'}))),
+          body))
+      : el('p', {class: 'muted', text: 'No evaluation has used this adapter yet: POST an evaluation with "adapter" (compatd eval --adapter).'});
+    function value(v, text) {
+      return el('span', {'data-value': raw(v), text: text});
+    }
+    return [
+      el('p', {class: 'crumbs'}, el('a', {href: '#/', text: 'Overview'}), ' › ',
+        el('a', {href: '#/adapters', text: 'adapters'}), ' › adapter'),
+      el('h1', {id: 'adapter-title', 'data-adapter': a.name, text: a.name}),
+      facts([
+        ['from', 'From', a.from],
+        ['to', 'To', a.to],
+        ['kind', 'Kind', a.kind],
+        ['dims', 'Dims', value(a.dim_from, a.dim_from + ' → ' + a.dim_to)],
+        ['ridge', 'Ridge', value(a.ridge, String(a.ridge))],
+        ['pairs', 'Pairs', value(a.pairs, count(a.pairs))],
+        ['mean_cosine', 'Mean cosine', value(fit.mean_cosine, num(fit.mean_cosine))],
+        ['cv_mean_cosine', 'Cross-validated mean cosine',
+         value(fit.cv_mean_cosine, num(fit.cv_mean_cosine))],
+        ['created_at', 'Created', when(a.created_at)]
+      ]),
+      section('Evaluations through it', null, evs)
     ];
   }
 
@@ -576,7 +761,9 @@
       body.appendChild(el('tr', {'data-eval-row': e.id, 'data-verdict': verdict},
         el('td', null, el('a', {href: evaluationHref(e.id), text: '#' + e.id})),
         el('td', {text: when(e.created_at)}),
-        withModel ? el('td', null, el('a', {href: historyHref(e.gallery, e.query_model), text: e.query_model})) : null,
+        withModel ? el('td', null, el('a', {href: historyHref(e.gallery, e.query_model), text: e.query_model}),
+          e.adapter ? el('span', {class: 'muted', text: ' via '}) : null,
+          e.adapter ? el('a', {href: adapterHref(e.adapter), text: e.adapter}) : null) : null,
         el('td', {class: 'num', 'data-field': 'cross_top1', 'data-value': raw(c.top1), text: pct(c.top1)}),
         el('td', {class: 'num', 'data-field': 'baseline_top1', 'data-value': raw(b.top1), text: pct(b.top1)}),
         el('td', {class: 'num', text: points(c.top1, b.top1)}),
@@ -808,6 +995,7 @@
         ['gallery', 'Gallery', el('a', {href: galleryHref(r.gallery), text: r.gallery})],
         ['gallery_model', 'Gallery model', r.gallery_model],
         ['query_model', 'Query model', r.query_model],
+        ['adapter', 'Adapter', r.adapter ? el('a', {href: adapterHref(r.adapter), text: r.adapter}) : 'none (raw probes)'],
         ['created_at', 'Created', when(r.created_at)],
         ['compatible', 'Compatible', r.compatible === true ? 'yes' : r.compatible === false ? 'no' : 'unknown'],
         ['primary_metric', 'Primary metric', r.primary_metric || 'top1'],
@@ -816,7 +1004,9 @@
         ['gallery_items', 'Gallery items', el('span', {'data-value': raw(r.gallery_items), text: count(r.gallery_items)})]
       ]),
       section('Retrieval metrics', null, metrics,
-        r.paragon ? null : el('p', {class: 'muted small', text: 'No paragon: not every labelled gallery item has a ' + r.query_model + ' embedding, so there is no update gain.'})),
+        r.paragon ? null : el('p', {class: 'muted small', text: r.adapter
+          ? 'No paragon: the probes were mapped through ' + r.adapter + ', so there is no update gain.'
+          : 'No paragon: not every labelled gallery item has a ' + r.query_model + ' embedding, so there is no update gain.'})),
       section('Flips', null, flips),
       section('By label (most negative flips first)', null, byLabel),
       section('Negative flips: probe ids (' + ids.length + ')', null,
