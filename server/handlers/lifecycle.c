@@ -71,10 +71,20 @@ void cd__backfill_get(cd_api *api, const cd_request *req, cd_reply *rep)
     int64_t limit = BACKFILL_DEFAULT_LIMIT;
     const char *end;
 
-    if (!model || !cd_name_valid(model)) {
+    cd_model gm;
+    cd_error err;
+    if (model && !cd_name_valid(model)) {
         cd_reply_error(rep, CD_HTTP_INVALID_NAME,
                        "model (the model to backfill) must match [A-Za-z0-9._-]{1,64}");
         return;
+    }
+    if (!model) {
+        /* The gallery model: the items an upsert of another model made. */
+        if (cd_engine_request_model(api->engine, gallery, NULL, &gm, &err) != CD_OK) {
+            cd_reply_core_error(rep, &err);
+            return;
+        }
+        model = gm.name;
     }
     if (order_s && strcmp(order_s, "id") == 0) {
         order = CD_BACKFILL_ID;
@@ -97,7 +107,6 @@ void cd__backfill_get(cd_api *api, const cd_request *req, cd_reply *rep)
         return;
     }
     cd_backfill_page page;
-    cd_error err;
     if (cd_engine_backfill(api->engine, gallery, model, order, &cursor, (size_t)limit, &page,
                            &err) != CD_OK) {
         cd_reply_core_error(rep, &err);
