@@ -347,6 +347,98 @@ static void test_traffic(td_daemon *d, td_http *h)
     }
 }
 
+/* --- the command line -------------------------------------------------- */
+
+/* Runs compatd with args (after the port's --url) and returns its status;
+ * *out (may be NULL) gets its output. */
+static int run_cli(td_daemon *d, const char *const *args, char **out)
+{
+    char *url = td_fmt("http://127.0.0.1:%d", td_daemon_port(d));
+    const char *argv[16];
+    size_t n = 0;
+    for (; args[n]; n++)
+        argv[n] = args[n];
+    argv[n++] = "--url";
+    argv[n++] = url;
+    argv[n] = NULL;
+    int rc = td_run_compatd(argv, out);
+    free(url);
+    return rc;
+}
+
+/* The lines of file path, malloc'd each, into lines[max]; how many. */
+static size_t read_lines(const char *path, char **lines, size_t max)
+{
+    FILE *f = fopen(path, "r");
+    size_t n = 0;
+    char buf[512];
+    while (f && n < max && fgets(buf, sizeof buf, f)) {
+        buf[strcspn(buf, "\n")] = '\0';
+        lines[n++] = strdup(buf);
+    }
+    if (f)
+        fclose(f);
+    return n;
+}
+
+/* compatd backfill writes the queue the API gives, in its order, paged
+ * past a page of 10000 when asked; promote and retire answer as the API. */
+static void test_cli(td_daemon *d, td_http *h)
+{
+    char *file = td_fmt("%s/ids.txt", td_daemon_dir(d));
+    static const struct {
+        const char *order, *limit;
+    } cases[] = {{NULL, "5"}, {NULL, NULL}, {"id", "33"}, {"id", NULL}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const char *args[16] = {"backfill", "--gallery", "traffic", "--model", "new", "--out",
+                                file};
+        size_t n = 7;
+        if (cases[c].order) {
+            args[n++] = "--order";
+            args[n++] = cases[c].order;
+        }
+        if (cases[c].limit) {
+            args[n++] = "--limit";
+            args[n++] = cases[c].limit;
+        }
+        args[n] = NULL;
+        CHECK_EQ(run_cli(d, args, NULL), 0);
+        char *path = td_fmt("/v1/galleries/traffic/backfill?model=new&limit=1000&order=%s",
+                            cases[c].order ? cases[c].order : "traffic");
+        td_reply r;
+        CHECK_EQ(td_http_call(h, &r, 200, "GET", path, NULL), 200);
+        char *lines[200];
+        size_t got = read_lines(file, lines, 200);
+        size_t want = (size_t)cJSON_GetArraySize(td_json_at(r.json, "items"));
+        if (cases[c].limit && (size_t)atoi(cases[c].limit) < want)
+            want = (size_t)atoi(cases[c].limit);
+        CHECK_EQ(got, want);
+        for (size_t i = 0; i < got && i < want; i++) {
+            char *key = td_fmt("items.%zu.id", i);
+            CHECK_STREQ(lines[i], td_json_str(r.json, key));
+            free(key);
+        }
+        for (size_t i = 0; i < got; i++)
+            free(lines[i]);
+        td_reply_finish(&r);
+        free(path);
+    }
+    char *out = NULL;
+    static const char *const promote[] = {"promote", "--gallery", "traffic", "--model", "new",
+                                          NULL};
+    CHECK_EQ(run_cli(d, (const char *const *)promote, &out), 1);
+    CHECK(out && strstr(out, "70 items have no new embedding"));
+    free(out);
+    static const char *const retire[] = {"retire", "--gallery", "traffic", "--model", "new",
+                                         NULL};
+    CHECK_EQ(run_cli(d, retire, &out), 0);
+    CHECK(out && strstr(out, "10 embeddings of new retired"));
+    free(out);
+    static const char *const bad[] = {"backfill", "--gallery", "traffic", "--model", "new", NULL};
+    CHECK_EQ(run_cli(d, bad, NULL), 2);     /* no --out */
+    free(file);
+}
+
 /* --- promotion --------------------------------------------------------- */
 
 /* The reference top-k of query q over items 0..n-1 of model seed. */
@@ -737,6 +829,7 @@ int main(void)
     test_queue_concurrent(d, h);
     test_bad_input(h);
     test_traffic(d, h);
+    test_cli(d, h);
     test_promote(d, h);
     test_retire(d, h);
     td_http_destroy(h);
