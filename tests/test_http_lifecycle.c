@@ -756,6 +756,77 @@ static void test_retire(td_daemon *d, td_http *h)
     free(b64);
 }
 
+/* --- AM beside AC ------------------------------------------------------ */
+
+/* Evaluates model (seed) on gallery am with 20 probes (vectors of items
+ * 0..19 of that seed, plus noise) and the old model's baseline; returns
+ * the reply's cross top-1. */
+static double evaluate(td_http *h, const char *model, int seed, bool baseline)
+{
+    td_text t = {0};
+    float v[DIM];
+    td_rng rng = {(uint64_t)seed * 31u};
+    td_text_append(&t, "{\"query_model\":\"%s\",\"queries\":[", model);
+    for (size_t i = 0; i < 20; i++) {
+        item_vector(seed, i, v, DIM);
+        for (size_t d = 0; d < DIM; d++)
+            v[d] += (float)(0.4 * td_rng_gauss(&rng));
+        char *b64 = td_b64_floats(v, DIM);
+        td_text_append(&t, "%s{\"id\":\"q%zu\",\"label\":\"l%zu\",\"vector_b64\":\"%s\"}",
+                       i ? "," : "", i, i % 7, b64);
+        free(b64);
+    }
+    td_text_append(&t, "]");
+    if (baseline) {
+        td_text_append(&t, ",\"baseline\":[");
+        for (size_t i = 0; i < 20; i++) {
+            item_vector(1, i + 1, v, DIM);
+            char *b64 = td_b64_floats(v, DIM);
+            td_text_append(&t, "%s{\"id\":\"q%zu\",\"vector_b64\":\"%s\"}", i ? "," : "", i,
+                           b64);
+            free(b64);
+        }
+        td_text_append(&t, "]");
+    }
+    td_text_append(&t, "}");
+    td_reply r;
+    CHECK_EQ(td_http_call(h, &r, 201, "POST", "/v1/galleries/am/evaluations", t.s), 201);
+    double top1 = td_json_num(r.json, "cross.top1");
+    td_reply_finish(&r);
+    free(t.s);
+    return top1;
+}
+
+/* AM is the mean cross top-1 of the newer -> older pairs that AC counts
+ * (those with a verdict); the gallery model's own evaluation, an older
+ * model's and one without baseline are left out, and only the latest
+ * evaluation of each query model counts. */
+static void test_am(td_http *h)
+{
+    call_ok(h, 201, "POST", "/v1/models", "{\"name\":\"v3\",\"dim\":16,\"metric\":\"cosine\"}");
+    call_ok(h, 201, "POST", "/v1/models", "{\"name\":\"v4\",\"dim\":16,\"metric\":\"cosine\"}");
+    call_ok(h, 201, "POST", "/v1/galleries", "{\"name\":\"am\",\"model\":\"old\"}");
+    upsert_range(h, "am", "old", 1, "a", 0, 200, DIM);
+    evaluate(h, "old", 1, true);            /* the gallery model: not a pair */
+    evaluate(h, "new", 5, true);            /* superseded by the next one */
+    double a = evaluate(h, "new", 2, true);
+    double b = evaluate(h, "v3", 3, true);
+    evaluate(h, "v4", 4, false);            /* no verdict: not counted */
+    td_reply r;
+    CHECK_EQ(td_http_call(h, &r, 200, "GET", "/v1/compatibility", NULL), 200);
+    const cJSON *g;
+    bool found = false;
+    cJSON_ArrayForEach(g, td_json_at(r.json, "galleries")) {
+        if (strcmp(td_json_str(g, "gallery"), "am") != 0)
+            continue;
+        found = true;
+        CHECK_EQ(td_json_num(g, "ac.pairs"), 2);
+        CHECK_NEAR(td_json_num(g, "am"), (a + b) / 2, 1e-12);
+    }
+    CHECK(found);
+    td_reply_finish(&r);
+}
+
 /* --- bad input --------------------------------------------------------- */
 
 static void test_bad_input(td_http *h)
@@ -832,6 +903,7 @@ int main(void)
     test_cli(d, h);
     test_promote(d, h);
     test_retire(d, h);
+    test_am(h);
     td_http_destroy(h);
     CHECK_EQ(td_daemon_stop(d), 0);
     td_daemon_destroy(d);
