@@ -329,6 +329,15 @@ static void remove_other(void *ctx, const char *path, int64_t model,
         unlink(path);
 }
 
+/* Removes a snapshot of a model the gallery (ctx) has no index of: one a
+ * retirement left when the daemon stopped between its commit and the
+ * removal of the files. */
+static void remove_orphan(void *ctx, const char *path, int64_t model, int64_t seq)
+{
+    if (!cd__index_slot(ctx, model))
+        unlink(path);
+}
+
 void cd__snapshot_remove(cd_engine *e, int64_t gallery_id, int64_t model_id)
 {
     prune_ctx p = {NULL};
@@ -996,6 +1005,8 @@ cd_err cd_engine_load_indexes(cd_engine *e, cd_error *err)
          * the daemon, restart after restart) down with it. */
         if (grc != CD_OK && rc == CD_OK)
             cd__gallery_fail(e, g, gerr.message, NULL);
+        if (grc == CD_OK)
+            snapshot_files(e, g->info.id, -1, remove_orphan, g);
         cd__traffic_load(e, g);
         pthread_rwlock_unlock(&g->lock);
     }

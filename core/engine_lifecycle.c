@@ -20,6 +20,9 @@
  * Promotion changes the gallery model, which search and upsert read under
  * the engine lock alone (cd_engine_request_model), so it swaps it under
  * the engine's write lock and the gallery's: no call sees it half done.
+ * Lock order there: snap_mu, the engine lock, the gallery's lock, the
+ * order a snapshot pass takes them in (it holds the engine lock only
+ * while it copies the gallery list).
  */
 #include "engine_int.h"
 
@@ -260,23 +263,69 @@ static bool after_cursor(const queued *q, cd_backfill_order order,
     return q->hits < c->hits;
 }
 
+/* A bounded selection of the first `cap` items in queue order: a heap
+ * whose top is the last of those kept. */
+typedef struct selection {
+    queued *heap;
+    size_t len, cap;
+    int (*cmp)(const void *, const void *);
+} selection;
+
+static void sift_down(selection *s, size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, top = i;
+        if (l < s->len && s->cmp(&s->heap[l], &s->heap[top]) > 0)
+            top = l;
+        if (r < s->len && s->cmp(&s->heap[r], &s->heap[top]) > 0)
+            top = r;
+        if (top == i)
+            return;
+        queued t = s->heap[i];
+        s->heap[i] = s->heap[top];
+        s->heap[top] = t;
+        i = top;
+    }
+}
+
+static void select_offer(selection *s, queued q)
+{
+    if (s->len < s->cap) {
+        size_t i = s->len++;
+        s->heap[i] = q;
+        while (i > 0 && s->cmp(&s->heap[(i - 1) / 2], &s->heap[i]) < 0) {
+            queued t = s->heap[i];
+            s->heap[i] = s->heap[(i - 1) / 2];
+            s->heap[(i - 1) / 2] = t;
+            i = (i - 1) / 2;
+        }
+    } else if (s->cap > 0 && s->cmp(&q, &s->heap[0]) < 0) {
+        s->heap[0] = q;
+        sift_down(s, 0);
+    }
+}
+
 /*
- * The items of g lacking model_id into *out (malloc'd): *missing of them
- * in all, of which *n come after the cursor.  *items: the gallery's items.
- * The caller holds g's lock.
+ * The items of g lacking model_id: *missing of them in all (*items: the
+ * gallery's items), *after of them after the cursor, of which the first
+ * `keep` in order go to *out (malloc'd, sorted, *n of them).  O(items +
+ * after x log keep).  The caller holds g's lock.
  */
 static cd_err collect_missing(gallery *g, int64_t model_id, cd_backfill_order order,
-                              const cd_backfill_cursor *after, queued **out,
-                              size_t *n, int64_t *missing, int64_t *items,
+                              const cd_backfill_cursor *cursor, size_t keep, queued **out,
+                              size_t *n, int64_t *after, int64_t *missing, int64_t *items,
                               cd_error *err)
 {
     const gal_index *own = cd__index_slot(g, model_id);
     cd__idset seen = CD__IDSET_INIT;
-    size_t cap = 0, len = 0;
-    queued *list = NULL;
-    cd_err rc = CD_OK;
-    *missing = 0;
+    size_t others = 0;
+    selection sel = {calloc(keep ? keep : 1, sizeof(queued)), 0, keep,
+                     order == CD_BACKFILL_ID ? by_rowid : by_traffic};
+    cd_err rc = sel.heap ? CD_OK : cd__fail(err, CD_ENOMEM, "out of memory");
+    *missing = *after = 0;
     *items = own ? (int64_t)own->members.len : 0;
+    for (size_t i = 0; i < g->n_indexes; i++)
+        others += g->indexes[i].model.id != model_id;
     pthread_mutex_lock(&g->traffic_mu);
     for (size_t i = 0; i < g->n_indexes && rc == CD_OK; i++) {
         const cd__idset *m = &g->indexes[i].members;
@@ -286,38 +335,31 @@ static cd_err collect_missing(gallery *g, int64_t model_id, cd_backfill_order or
             int64_t rowid = m->slots[j];
             if (rowid < 0 || (own && cd__idset_contains(&own->members, rowid)))
                 continue;
-            if (!cd__idset_reserve(&seen, 1)) {
+            /* With two other models an item may be in both sets. */
+            if (others > 1 && !cd__idset_reserve(&seen, 1)) {
                 rc = cd__fail(err, CD_ENOMEM, "out of memory");
                 break;
             }
-            if (!cd__idset_put(&seen, rowid))
-                continue;   /* already counted from another index */
+            if (others > 1 && !cd__idset_put(&seen, rowid))
+                continue;
             (*missing)++;
             queued q = {rowid, traffic_get(&g->traffic, rowid)};
-            if (!after_cursor(&q, order, after))
+            if (!after_cursor(&q, order, cursor))
                 continue;
-            if (len == cap) {
-                size_t ncap = cap ? cap * 2 : 256;
-                queued *grown = realloc(list, ncap * sizeof *grown);
-                if (!grown) {
-                    rc = cd__fail(err, CD_ENOMEM, "out of memory");
-                    break;
-                }
-                list = grown;
-                cap = ncap;
-            }
-            list[len++] = q;
+            (*after)++;
+            select_offer(&sel, q);
         }
     }
     pthread_mutex_unlock(&g->traffic_mu);
     cd__idset_finish(&seen);
     if (rc != CD_OK) {
-        free(list);
+        free(sel.heap);
         return rc;
     }
+    qsort(sel.heap, sel.len, sizeof *sel.heap, sel.cmp);
     *items += *missing;
-    *out = list;
-    *n = len;
+    *out = sel.heap;
+    *n = sel.len;
     return CD_OK;
 }
 
@@ -348,6 +390,7 @@ cd_err cd_engine_backfill(cd_engine *e, const char *gallery_name, const char *mo
     cd_model m;
     queued *list = NULL;
     size_t n = 0, take = 0;
+    int64_t following = 0;
     int64_t *rowids = NULL;
     cd_item_ref *refs = NULL;
     memset(out, 0, sizeof *out);
@@ -359,15 +402,12 @@ cd_err cd_engine_backfill(cd_engine *e, const char *gallery_name, const char *mo
     pthread_rwlock_rdlock(&g->lock);
     rc = cd__gallery_check(g, err);
     if (rc == CD_OK)
-        rc = collect_missing(g, m.id, order, after, &list, &n, &out->missing, &out->items,
-                             err);
+        rc = collect_missing(g, m.id, order, after, limit, &list, &n, &following,
+                             &out->missing, &out->items, err);
     if (rc != CD_OK)
         goto out;
-    /* Only the page is wanted: a full sort is O(n log n) of the items
-     * after the cursor, well below reading their ids from the store. */
-    qsort(list, n, sizeof *list, order == CD_BACKFILL_ID ? by_rowid : by_traffic);
-    take = n < limit ? n : limit;
-    out->more = n > take;
+    take = n;
+    out->more = following > (int64_t)take;
     rowids = malloc((take ? take : 1) * sizeof *rowids);
     refs = calloc(take ? take : 1, sizeof *refs);
     out->list = calloc(take ? take : 1, sizeof *out->list);
@@ -415,10 +455,9 @@ static cd_err count_missing(gallery *g, int64_t model_id, int64_t *missing,
 {
     queued *list = NULL;
     size_t n = 0;
-    int64_t items;
-    cd_backfill_cursor end = {INT64_MIN, INT64_MAX};   /* nothing after it */
-    cd_err rc = collect_missing(g, model_id, CD_BACKFILL_ID, &end, &list, &n, missing,
-                                &items, err);
+    int64_t items, after;
+    cd_err rc = collect_missing(g, model_id, CD_BACKFILL_ID, NULL, 0, &list, &n, &after,
+                                missing, &items, err);
     free(list);
     return rc;
 }
@@ -451,11 +490,15 @@ cd_err cd_engine_gallery_promote(cd_engine *e, const char *gallery_name,
         goto out;
 
     /* The swap: no call is inside any gallery while the engine lock is
-     * held for writing; the gallery's lock keeps out a snapshot pass. */
+     * held for writing.  A snapshot pass holds galleries' locks without
+     * it, for as long as writing takes: waiting for the pass to end
+     * before taking the engine lock keeps every call from waiting too. */
+    pthread_mutex_lock(&e->snap_mu);
     pthread_rwlock_wrlock(&e->lock);
     g = cd__gallery_find(e, gallery_name);
     if (!g) {
         pthread_rwlock_unlock(&e->lock);
+        pthread_mutex_unlock(&e->snap_mu);
         return cd__fail(err, CD_ENOTFOUND, "gallery \"%s\" not found", gallery_name);
     }
     pthread_rwlock_wrlock(&g->lock);
@@ -481,6 +524,7 @@ cd_err cd_engine_gallery_promote(cd_engine *e, const char *gallery_name,
     }
     pthread_rwlock_unlock(&g->lock);
     pthread_rwlock_unlock(&e->lock);
+    pthread_mutex_unlock(&e->snap_mu);
 out:
     if (missing && rc == CD_ECONFLICT)
         *missing = lacking;

@@ -19,8 +19,8 @@
  *     reference here), the one the reply names; across kill -9 at random
  *     moments, the gallery model after restart is the last acknowledged
  *     one or the one in flight, and searches, counts and the queue agree;
- *   - retirement: 409 for the gallery model and for items that would be
- *     left with no embedding, then the old model's embeddings go, the
+ *   - retirement: 409 for the gallery model, for items that would be left
+ *     with no embedding and while an adapter route needs the model, then the old model's embeddings go, the
  *     database file (with its WAL) shrinks by most of their bytes, and
  *     their index snapshot is removed;
  *   - bad input: 400 and 404 with the error table's codes.
@@ -33,6 +33,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <sqlite3.h>
 
 #include "check.h"
 #include "daemon.h"
@@ -681,6 +683,67 @@ static int snapshots_of(const char *data, long gid)
     return n;
 }
 
+/* Runs sql on the database at path (beside the daemon: WAL lets both). */
+static void sql_exec(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    char *msg = NULL;
+    REQUIRE(sqlite3_open(path, &db) == SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
+    if (rc != SQLITE_OK)
+        fprintf(stderr, "%s: %s\n", sql, msg ? msg : "?");
+    CHECK_EQ(rc, SQLITE_OK);
+    sqlite3_free(msg);
+    CHECK_EQ(sqlite3_close(db), SQLITE_OK);
+}
+
+/* The integer the query sql gives on the database at path. */
+static long long sql_int(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    long long v = -1;
+    REQUIRE(sqlite3_open(path, &db) == SQLITE_OK);
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    CHECK_EQ(sqlite3_close(db), SQLITE_OK);
+    return v;
+}
+
+/* Fills gallery g (made here, of old128) with n items of old128 and
+ * new128 each, and promotes new128. */
+static void fill_both(td_http *h, const char *g, size_t n)
+{
+    char *b = td_fmt("{\"name\":\"%s\",\"model\":\"old128\"}", g);
+    call_ok(h, 201, "POST", "/v1/galleries", b);
+    free(b);
+    for (size_t i = 0; i < n; i += 500) {
+        CHECK_EQ(upsert_range(h, g, "old128", 1, "r", i, i + 500, 128), 200);
+        CHECK_EQ(upsert_range(h, g, "new128", 2, "r", i, i + 500, 128), 200);
+    }
+}
+
+/* Retires old128 from g (n embeddings): the database file with its WAL
+ * must shrink by most of their bytes. */
+static void retire_shrinks(td_daemon *d, td_http *h, const char *g, size_t n)
+{
+    const char *data = td_daemon_data_dir(d);
+    long long before = file_size(data, "compatd.db") + file_size(data, "compatd.db-wal");
+    char *path = td_fmt("/v1/galleries/%s/embeddings/old128", g);
+    td_reply r;
+    CHECK_EQ(td_http_call(h, &r, 200, "DELETE", path, NULL), 200);
+    CHECK_EQ(td_json_num(r.json, "deleted"), n);
+    td_reply_finish(&r);
+    free(path);
+    long long after = file_size(data, "compatd.db") + file_size(data, "compatd.db-wal");
+    long long vector_bytes = (long long)n * 128 * 4;
+    fprintf(stderr, "retirement from %s: %lld -> %lld bytes (%lld bytes of vectors retired)\n",
+            g, before, after, vector_bytes);
+    CHECK(after < before - vector_bytes * 3 / 4);
+}
+
 static void test_retire(td_daemon *d, td_http *h)
 {
     enum { N = 3000, RDIM = 128 };
@@ -691,11 +754,7 @@ static void test_retire(td_daemon *d, td_http *h)
     b = td_fmt("{\"name\":\"new%d\",\"dim\":%d,\"metric\":\"cosine\"}", RDIM, RDIM);
     call_ok(h, 201, "POST", "/v1/models", b);
     free(b);
-    call_ok(h, 201, "POST", "/v1/galleries", "{\"name\":\"retire\",\"model\":\"old128\"}");
-    for (size_t i = 0; i < N; i += 500) {
-        CHECK_EQ(upsert_range(h, g, "old128", 1, "r", i, i + 500, RDIM), 200);
-        CHECK_EQ(upsert_range(h, g, "new128", 2, "r", i, i + 500, RDIM), 200);
-    }
+    fill_both(h, g, N);
     /* An item of new128 alone: old128 can still go, new128 could not. */
     CHECK_EQ(upsert_range(h, g, "new128", 2, "x", 0, 1, RDIM), 200);
     td_reply r;
@@ -721,16 +780,20 @@ static void test_retire(td_daemon *d, td_http *h)
         if (snapshots_of(data, id) > 0)
             gid = id;
     CHECK_EQ(snapshots_of(data, gid), 2);
-    long long before = file_size(data, "compatd.db") + file_size(data, "compatd.db-wal");
-    CHECK_EQ(td_http_call(h, &r, 200, "DELETE", "/v1/galleries/retire/embeddings/old128", NULL),
-             200);
-    CHECK_EQ(td_json_num(r.json, "deleted"), N);
+    /* An adapter route that needs old128 (its adapter maps into it)
+     * blocks the retirement until it is gone. */
+    call_ok(h, 201, "POST", "/v1/adapters",
+            "{\"name\":\"rt\",\"from\":\"new128\",\"to\":\"old128\",\"gallery\":\"retire\"}");
+    char *db = td_fmt("%s/compatd.db", data);
+    sql_exec(db, "INSERT INTO gallery_adapters SELECT g.id, m.id, a.id FROM galleries g,"
+                 " models m, adapters a WHERE g.name = 'retire' AND m.name = 'new128'"
+                 " AND a.name = 'rt'");
+    CHECK_EQ(td_http_call(h, &r, 409, "DELETE", "/v1/galleries/retire/embeddings/old128", NULL),
+             409);
+    CHECK(strstr(td_reply_error_message(&r), "adapter route") != NULL);
     td_reply_finish(&r);
-    long long after = file_size(data, "compatd.db") + file_size(data, "compatd.db-wal");
-    long long vector_bytes = (long long)N * RDIM * 4;
-    fprintf(stderr, "retirement: %lld -> %lld bytes (%lld bytes of vectors retired)\n", before,
-            after, vector_bytes);
-    CHECK(after < before - vector_bytes * 3 / 4);
+    sql_exec(db, "DELETE FROM gallery_adapters");
+    retire_shrinks(d, h, g, N);
     CHECK_EQ(snapshots_of(data, gid), 1);
     CHECK_EQ(td_http_call(h, &r, 200, "GET", "/v1/galleries/retire", NULL), 200);
     CHECK(td_json_at(r.json, "embeddings.old128") == NULL);
@@ -754,6 +817,18 @@ static void test_retire(td_daemon *d, td_http *h)
     td_reply_finish(&r);
     free(body);
     free(b64);
+
+    /* A database made before auto_vacuum (as older versions made them):
+     * the first retirement converts it, and the file shrinks too. */
+    fill_both(h, "retire2", N);
+    call_ok(h, 200, "POST", "/v1/galleries/retire2/promote", "{\"model\":\"new128\"}");
+    CHECK_EQ(td_daemon_stop(d), 0);
+    sql_exec(db, "PRAGMA auto_vacuum = NONE; VACUUM");
+    CHECK_EQ(sql_int(db, "PRAGMA auto_vacuum"), 0);
+    REQUIRE(td_daemon_start(d, NULL));
+    retire_shrinks(d, h, "retire2", N);
+    CHECK_EQ(sql_int(db, "PRAGMA auto_vacuum"), 2);
+    free(db);
 }
 
 /* --- AM beside AC ------------------------------------------------------ */
