@@ -362,8 +362,9 @@ void cd_backfill_page_finish(cd_backfill_page *p);
  * at once for every call (under the engine's write lock) and in one store
  * transaction.  The former gallery model stays a query model.  Promoting
  * the gallery model again is a no-op.  CD_ECONFLICT with *missing (may be
- * NULL) the number of items without one; CD_ENOTFOUND, CD_EUNAVAILABLE,
- * CD_EBUSY.  On failure nothing changes.
+ * NULL) the number of items without one; CD_EINVAL when the gallery's
+ * index spec cannot hold the model's dim (cd_index_spec_check);
+ * CD_ENOTFOUND, CD_EUNAVAILABLE, CD_EBUSY.  On failure nothing changes.
  */
 cd_err cd_engine_gallery_promote(cd_engine *e, const char *gallery,
                                  const char *model, int64_t *missing,

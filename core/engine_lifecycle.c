@@ -480,6 +480,12 @@ cd_err cd_engine_gallery_promote(cd_engine *e, const char *gallery_name,
     rc = cd__gallery_check(g, err);
     if (rc == CD_OK)
         rc = count_missing(g, m.id, &lacking, err);
+    /* The gallery's index spec must serve the new model's dim, or the
+     * next start would find the gallery unbuildable. */
+    cd_error why;
+    if (rc == CD_OK && cd_index_spec_check(g->info.index_spec, m.dim, &why) != CD_OK)
+        rc = cd__fail(err, CD_EINVAL, "gallery %s's index \"%s\" cannot hold model %s (dim %d): "
+                      "%s", g->info.name, g->info.index_spec, m.name, m.dim, why.message);
     pthread_rwlock_unlock(&g->lock);
     pthread_rwlock_unlock(&e->lock);
     if (rc == CD_OK && lacking > 0)

@@ -906,6 +906,10 @@ static void test_am(td_http *h)
 
 static void test_bad_input(td_http *h)
 {
+    /* An empty gallery misses nothing, but its index spec (PQ4) cannot
+     * hold a model of dim 6. */
+    call_ok(h, 201, "POST", "/v1/models", "{\"name\":\"odd\",\"dim\":6,\"metric\":\"cosine\"}");
+    call_ok(h, 201, "POST", "/v1/galleries", "{\"name\":\"pq\",\"model\":\"old\",\"index\":\"PQ4\"}");
     static const struct {
         const char *method, *path, *body;
         long status;
@@ -932,6 +936,7 @@ static void test_bad_input(td_http *h)
         {"POST", "/v1/galleries/queue/promote", "{\"model\":\"nosuch\"}", 404, "not_found"},
         {"POST", "/v1/galleries/nosuch/promote", "{\"model\":\"new\"}", 404, "not_found"},
         {"POST", "/v1/galleries/queue/promote", "[", 400, "invalid_json"},
+        {"POST", "/v1/galleries/pq/promote", "{\"model\":\"odd\"}", 400, "invalid_argument"},
         {"DELETE", "/v1/galleries/queue/embeddings/nosuch", NULL, 404, "not_found"},
         {"DELETE", "/v1/galleries/nosuch/embeddings/new", NULL, 404, "not_found"},
         {"DELETE", "/v1/galleries/queue/embeddings/old", NULL, 409, "conflict"},
