@@ -142,46 +142,67 @@ static bool is_item(const gallery *g, int64_t rowid)
     return false;
 }
 
+/* Writes n (rowid, count) rows to path atomically (tmp file, rename). */
+static cd_err traffic_write(cd_engine *e, int64_t gallery_id, const char *path,
+                            const int64_t *rows, int64_t n, cd_error *err)
+{
+    char *tmp = cd__str_printf("%s.tmp", path);
+    FILE *f = tmp ? fopen(tmp, "wb") : NULL;
+    if (!f) {
+        cd_err rc = tmp ? cd__fail(err, CD_EIO, "cannot write %s: %s", tmp, strerror(errno))
+                        : cd__fail(err, CD_ENOMEM, "out of memory");
+        free(tmp);
+        return rc;
+    }
+    int64_t head[2] = {gallery_id, n};
+    bool ok = fwrite(TRAFFIC_MAGIC, 1, 8, f) == 8 &&
+              fwrite(e->store_id, 1, CD_STORE_ID_LEN, f) == CD_STORE_ID_LEN &&
+              fwrite(head, sizeof head, 1, f) == 1 &&
+              (n == 0 || fwrite(rows, 2 * sizeof *rows, (size_t)n, f) == (size_t)n);
+    ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
+    ok = fclose(f) == 0 && ok;
+    cd_err rc = CD_OK;
+    if (!ok || rename(tmp, path) != 0) {
+        rc = cd__fail(err, CD_EIO, "cannot write %s: %s", path, strerror(errno));
+        unlink(tmp);
+    }
+    free(tmp);
+    return rc;
+}
+
 cd_err cd__traffic_save(cd_engine *e, gallery *g, cd_error *err)
 {
+    /* The counts are copied under the mutex and written without it, so
+     * that searches go on counting while the file is synced.  Deleted
+     * items' counts are dropped here: rowids are never reused. */
     pthread_mutex_lock(&g->traffic_mu);
     if (!g->traffic.dirty) {
         pthread_mutex_unlock(&g->traffic_mu);
         return CD_OK;
     }
-    cd_err rc = CD_OK;
-    char *path = traffic_path(e, g->info.id);
-    char *tmp = path ? cd__str_printf("%s.tmp", path) : NULL;
-    FILE *f = tmp ? fopen(tmp, "wb") : NULL;
-    if (!f) {
-        rc = path && tmp ? cd__fail(err, CD_EIO, "cannot write %s: %s", tmp, strerror(errno))
-                         : cd__fail(err, CD_ENOMEM, "out of memory");
-        goto out;
+    int64_t *rows = malloc((g->traffic.len ? g->traffic.len : 1) * 2 * sizeof *rows);
+    int64_t n = 0;
+    for (size_t i = 0; rows && i < g->traffic.cap; i++) {
+        if (g->traffic.keys[i] < 0 || !is_item(g, g->traffic.keys[i]))
+            continue;
+        rows[2 * n] = g->traffic.keys[i];
+        rows[2 * n + 1] = g->traffic.counts[i];
+        n++;
     }
-    /* Deleted items' counts are dropped here: rowids are never reused. */
-    int64_t head[2] = {g->info.id, 0};
-    for (size_t i = 0; i < g->traffic.cap; i++)
-        head[1] += g->traffic.keys[i] >= 0 && is_item(g, g->traffic.keys[i]);
-    bool ok = fwrite(TRAFFIC_MAGIC, 1, 8, f) == 8 &&
-              fwrite(e->store_id, 1, CD_STORE_ID_LEN, f) == CD_STORE_ID_LEN &&
-              fwrite(head, sizeof head, 1, f) == 1;
-    for (size_t i = 0; ok && i < g->traffic.cap; i++) {
-        int64_t row[2] = {g->traffic.keys[i], g->traffic.counts[i]};
-        if (row[0] >= 0 && is_item(g, row[0]))
-            ok = fwrite(row, sizeof row, 1, f) == 1;
-    }
-    ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
-    ok = fclose(f) == 0 && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        rc = cd__fail(err, CD_EIO, "cannot write %s: %s", path, strerror(errno));
-        unlink(tmp);
-        goto out;
-    }
-    g->traffic.dirty = false;
-out:
+    g->traffic.dirty = !rows;
     pthread_mutex_unlock(&g->traffic_mu);
-    free(tmp);
+    if (!rows)
+        return cd__fail(err, CD_ENOMEM, "out of memory");
+    char *path = traffic_path(e, g->info.id);
+    cd_err rc = path ? traffic_write(e, g->info.id, path, rows, n, err)
+                     : cd__fail(err, CD_ENOMEM, "out of memory");
+    if (rc != CD_OK) {
+        pthread_mutex_lock(&g->traffic_mu);
+        g->traffic.dirty = true;    /* the next pass tries again */
+        pthread_mutex_unlock(&g->traffic_mu);
+    }
     free(path);
+    free(rows);
     return rc;
 }
 
