@@ -19,6 +19,9 @@
  *     reference here), the one the reply names; across kill -9 at random
  *     moments, the gallery model after restart is the last acknowledged
  *     one or the one in flight, and searches, counts and the queue agree;
+ *     racing the last upserts of a backfill, each refusal counts exactly
+ *     the items missing at its moment and the promotion comes only once
+ *     none is;
  *   - retirement: 409 for the gallery model, for items that would be left
  *     with no embedding and while an adapter route needs the model, then the old model's embeddings go, the
  *     database file (with its WAL) shrinks by most of their bytes, and
@@ -654,6 +657,76 @@ static void test_promote(td_daemon *d, td_http *h)
     }
 }
 
+/* --- promotion racing the last of a backfill ---------------------------- */
+
+typedef struct filler_arg {
+    td_daemon *d;
+    size_t from, to;
+    atomic_long acked;      /* upserts answered 200 */
+    long failures;
+} filler_arg;
+
+/* Backfills new for "c<from>".."c<to - 1>", one item per request. */
+static void *filler(void *p)
+{
+    filler_arg *f = p;
+    td_http *h = td_http_create(f->d);
+    for (size_t i = f->from; i < f->to; i++) {
+        if (upsert_range(h, "race", "new", 2, "c", i, i + 1, DIM) == 200)
+            atomic_fetch_add(&f->acked, 1);
+        else
+            f->failures++;
+    }
+    td_http_destroy(h);
+    return NULL;
+}
+
+/*
+ * Promotions sent while the last items are being backfilled: each 409
+ * counts exactly the items that lacked new at that moment, so it lies
+ * between what the writer had acknowledged before the request and after
+ * the reply (one more may be committed but not yet answered), and the
+ * 200 comes only once every item has new.
+ */
+static void test_promote_race(td_daemon *d, td_http *h)
+{
+    enum { N = 200, LEFT = 60 };
+    call_ok(h, 201, "POST", "/v1/galleries", "{\"name\":\"race\",\"model\":\"old\"}");
+    upsert_range(h, "race", "old", 1, "c", 0, N, DIM);
+    upsert_range(h, "race", "new", 2, "c", 0, N - LEFT, DIM);
+    filler_arg f = {.d = d, .from = N - LEFT, .to = N};
+    atomic_init(&f.acked, 0);
+    pthread_t t;
+    REQUIRE(pthread_create(&t, NULL, filler, &f) == 0);
+    long promoted = 0, refused = 0, last_missing = LEFT, out_of_bounds = 0;
+    while (!promoted) {
+        long before = atomic_load(&f.acked);
+        td_reply r;
+        long st = td_http_json(h, "POST", "/v1/galleries/race/promote", "{\"model\":\"new\"}",
+                               &r);
+        long after = atomic_load(&f.acked);
+        if (st == 409) {
+            long m = (long)td_json_num(r.json, "error.missing");
+            CHECK_STREQ(td_reply_error_code(&r), "backfill_incomplete");
+            out_of_bounds += m > LEFT - before || m < LEFT - after - 1 || m > last_missing;
+            last_missing = m;
+            refused++;
+        } else {
+            CHECK_EQ(st, 200);
+            CHECK(after >= LEFT - 1);
+            promoted = 1;
+        }
+        td_reply_finish(&r);
+    }
+    pthread_join(t, NULL);
+    CHECK_EQ(f.failures, 0);
+    CHECK_EQ(out_of_bounds, 0);
+    fprintf(stderr, "promotion race: %ld refusals before the promotion\n", refused);
+    char *m = gallery_model(h, "race");
+    CHECK_STREQ(m, "new");
+    free(m);
+}
+
 /* --- retirement ------------------------------------------------------- */
 
 static long long file_size(const char *dir, const char *name)
@@ -982,6 +1055,7 @@ int main(void)
     test_traffic(d, h);
     test_cli(d, h);
     test_promote(d, h);
+    test_promote_race(d, h);
     test_retire(d, h);
     test_am(h);
     td_http_destroy(h);
