@@ -13,7 +13,10 @@
  *   lock prefers writers so that a stream of searches cannot starve them,
  *   so nothing may hold it for long: a snapshot pass holds it only to
  *   copy the list (each gallery held by a reference, `refs`) and then
- *   writes one gallery at a time under that gallery's lock alone.
+ *   writes one gallery at a time under that gallery's lock alone.  A
+ *   promotion, which changes a gallery model that calls read under the
+ *   engine lock alone, takes snap_mu, the engine lock for writing, then
+ *   the gallery's (engine_lifecycle.c).
  * - A snapshot file is DATA/index/g<gallery id>-m<model id>-s<seq>.faiss:
  *   the index of that model as of gallery seq <seq>.  The name is written
  *   by an atomic rename, so a file that exists is complete (or, if the
@@ -69,9 +72,7 @@ void cd__elog(cd_engine *e, int level, const char *fmt, ...)
     e->cfg.log(e->cfg.log_ctx, level, buf);
 }
 
-static char *str_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static char *str_printf(const char *fmt, ...)
+char *cd__str_printf(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -141,8 +142,10 @@ static void gallery_free(gallery *g)
         cd__idset_finish(&g->indexes[i].members);
     }
     free(g->indexes);
+    cd__traffic_finish(&g->traffic);
     pthread_rwlock_destroy(&g->lock);
     pthread_mutex_destroy(&g->overlap_mu);
+    pthread_mutex_destroy(&g->traffic_mu);
     free(g);
 }
 
@@ -160,6 +163,7 @@ static gallery *gallery_new(cd_engine *e, const cd_gallery *info,
     atomic_init(&g->deleted, false);
     pthread_rwlock_init(&g->lock, NULL);
     pthread_mutex_init(&g->overlap_mu, NULL);
+    pthread_mutex_init(&g->traffic_mu, NULL);
     if (cd__model_by_name(e, info->model, &g->model, err) != CD_OK) {
         gallery_free(g);
         return NULL;
@@ -175,7 +179,7 @@ static void gallery_unref(gallery *g)
 }
 
 /* The gallery called name; the caller holds e->lock. */
-static gallery *gallery_find(cd_engine *e, const char *name)
+gallery *cd__gallery_find(cd_engine *e, const char *name)
 {
     for (size_t i = 0; i < e->n_gals; i++)
         if (strcmp(e->gals[i]->info.name, name) == 0)
@@ -193,7 +197,7 @@ cd_err cd__gallery_enter(cd_engine *e, const char *name, gallery **out,
 {
     *out = NULL;
     pthread_rwlock_rdlock(&e->lock);
-    gallery *g = gallery_find(e, name);
+    gallery *g = cd__gallery_find(e, name);
     if (!g) {
         pthread_rwlock_unlock(&e->lock);
         return cd__fail(err, CD_ENOTFOUND, "gallery \"%s\" not found", name);
@@ -265,7 +269,7 @@ gal_index *cd__index_slot_add(gallery *g, const cd_model *m)
 static char *snapshot_path(cd_engine *e, const gallery *g,
                            const gal_index *gi, int64_t seq)
 {
-    return str_printf("%s/g%" PRId64 "-m%" PRId64 "-s%" PRId64 ".faiss",
+    return cd__str_printf("%s/g%" PRId64 "-m%" PRId64 "-s%" PRId64 ".faiss",
                       e->index_dir, g->info.id, gi->model.id, seq);
 }
 
@@ -291,7 +295,7 @@ static void snapshot_files(cd_engine *e, int64_t gallery_id, int64_t model_id,
             continue;
         if (gid != gallery_id || (model_id >= 0 && mid != model_id))
             continue;
-        char *path = str_printf("%s/%s", e->index_dir, de->d_name);
+        char *path = cd__str_printf("%s/%s", e->index_dir, de->d_name);
         if (path)
             fn(ctx, path, mid, seq);
         free(path);
@@ -326,6 +330,21 @@ static void remove_other(void *ctx, const char *path, int64_t model,
     prune_ctx *p = ctx;
     if (!p->keep || strcmp(path, p->keep) != 0)
         unlink(path);
+}
+
+/* Removes a snapshot of a model the gallery (ctx) has no index of: one a
+ * retirement left when the daemon stopped between its commit and the
+ * removal of the files. */
+static void remove_orphan(void *ctx, const char *path, int64_t model, int64_t seq)
+{
+    if (!cd__index_slot(ctx, model))
+        unlink(path);
+}
+
+void cd__snapshot_remove(cd_engine *e, int64_t gallery_id, int64_t model_id)
+{
+    prune_ctx p = {NULL};
+    snapshot_files(e, gallery_id, model_id, remove_other, &p);
 }
 
 static cd_err add_batch(void *ctx, const int64_t *rowids,
@@ -742,6 +761,8 @@ static cd_err gallery_snapshot(cd_engine *e, gallery *g, cd_error *err)
     }
     if (rc == CD_OK && min_saved > 0)
         rc = cd_store_tombstones_prune(e->st, g->info.id, min_saved, err);
+    if (rc == CD_OK)
+        rc = cd__traffic_save(e, g, err);
     return rc;
 }
 
@@ -821,7 +842,7 @@ static cd_err db_present(cd_engine *e, cd_error *err)
  */
 static cd_err unclean_check(cd_engine *e, cd_error *err)
 {
-    e->marker_path = str_printf("%s/compatd.running", e->data_dir);
+    e->marker_path = cd__str_printf("%s/compatd.running", e->data_dir);
     if (!e->marker_path)
         return cd__fail(err, CD_ENOMEM, "out of memory");
     struct stat sb;
@@ -881,8 +902,8 @@ cd_err cd_engine_open(const cd_engine_config *cfg, cd_engine **out,
     pthread_mutex_init(&e->check_mu, NULL);
 
     e->data_dir = strdup(cfg->data_dir ? cfg->data_dir : "./data");
-    e->index_dir = e->data_dir ? str_printf("%s/index", e->data_dir) : NULL;
-    e->db_path = e->data_dir ? str_printf("%s/compatd.db", e->data_dir) : NULL;
+    e->index_dir = e->data_dir ? cd__str_printf("%s/index", e->data_dir) : NULL;
+    e->db_path = e->data_dir ? cd__str_printf("%s/compatd.db", e->data_dir) : NULL;
     if (!e->index_dir || !e->db_path) {
         rc = cd__fail(err, CD_ENOMEM, "out of memory");
         goto fail;
@@ -939,7 +960,7 @@ static void remove_temporaries(cd_engine *e)
     while ((de = readdir(d)) != NULL) {
         if (!strstr(de->d_name, ".tmp"))
             continue;
-        char *path = str_printf("%s/%s", e->index_dir, de->d_name);
+        char *path = cd__str_printf("%s/%s", e->index_dir, de->d_name);
         if (path)
             unlink(path);
         free(path);
@@ -987,6 +1008,9 @@ cd_err cd_engine_load_indexes(cd_engine *e, cd_error *err)
          * the daemon, restart after restart) down with it. */
         if (grc != CD_OK && rc == CD_OK)
             cd__gallery_fail(e, g, gerr.message, NULL);
+        if (grc == CD_OK)
+            snapshot_files(e, g->info.id, -1, remove_orphan, g);
+        cd__traffic_load(e, g);
         pthread_rwlock_unlock(&g->lock);
     }
     pthread_rwlock_unlock(&e->lock);
@@ -1198,7 +1222,8 @@ cd_err cd_engine_request_model(cd_engine *e, const char *gallery_name,
     if (rc != CD_OK)
         return rc;
     if (!model)
-        *out = g->model; /* never changes once the gallery exists */
+        *out = g->model; /* changes only under the engine's write lock
+                            (cd_engine_gallery_promote) */
     else
         rc = cd__model_by_name(e, model, out, err);
     pthread_rwlock_unlock(&e->lock);
@@ -1325,8 +1350,8 @@ cd_err cd_engine_gallery_delete(cd_engine *e, const char *name, cd_error *err)
     /* No call can reach g now, but a snapshot pass may be writing it: its
      * files go once it is done (it writes none after `deleted`). */
     pthread_rwlock_wrlock(&g->lock);
-    prune_ctx p = {NULL};
-    snapshot_files(e, g->info.id, -1, remove_other, &p);
+    cd__snapshot_remove(e, g->info.id, -1);
+    cd__traffic_remove(e, g->info.id);
     pthread_rwlock_unlock(&g->lock);
     gallery_unref(g);
     return CD_OK;

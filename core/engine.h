@@ -330,6 +330,77 @@ cd_err cd_engine_adapter_evaluations(cd_engine *e, const char *name, size_t limi
  * while a gallery routes queries through it, once galleries can). */
 cd_err cd_engine_adapter_delete(cd_engine *e, const char *name, cd_error *err);
 
+/* --- finishing an upgrade (SPEC.md §3.8; engine_lifecycle.c) ---------- */
+
+typedef enum cd_backfill_order {
+    CD_BACKFILL_TRAFFIC,    /* most often returned by searches first, then
+                               insertion order */
+    CD_BACKFILL_ID,         /* insertion order */
+} cd_backfill_order;
+
+/* Where a page of the backfill queue starts: after the item with this
+ * rowid (and, in traffic order, this count).  rowid 0: at the start. */
+typedef struct cd_backfill_cursor {
+    int64_t hits;
+    int64_t rowid;
+} cd_backfill_cursor;
+
+typedef struct cd_backfill_item {
+    char *id;
+    char *label;            /* NULL when none */
+    int64_t rowid;
+    int64_t hits;           /* appearances in search results */
+} cd_backfill_item;
+
+typedef struct cd_backfill_page {
+    int64_t items;          /* the gallery's items */
+    int64_t missing;        /* of which have no embedding of the model */
+    cd_backfill_item *list; /* up to limit of those, next first */
+    size_t n;
+    bool more;              /* further items follow the last one */
+    cd_backfill_cursor last;    /* the last one's position, when n > 0 */
+} cd_backfill_page;
+
+/*
+ * A page of gallery's backfill queue for model: the items with no
+ * embedding of model, after `after` in the given order, at most limit
+ * (1..CD_BACKFILL_LIMIT_MAX).  In id order a listing is exact under
+ * concurrent writes (every item lacking the model throughout appears
+ * once); in traffic order too while no search moves an item's count past
+ * the cursor.  Free *out with cd_backfill_page_finish().  CD_ENOTFOUND
+ * (gallery, model), CD_EINVAL (limit), CD_EBUSY while loading.
+ */
+#define CD_BACKFILL_LIMIT_MAX 10000
+cd_err cd_engine_backfill(cd_engine *e, const char *gallery, const char *model,
+                          cd_backfill_order order, const cd_backfill_cursor *after,
+                          size_t limit, cd_backfill_page *out, cd_error *err);
+void cd_backfill_page_finish(cd_backfill_page *p);
+
+/*
+ * Makes model the gallery model, when every item has an embedding of it:
+ * at once for every call (under the engine's write lock) and in one store
+ * transaction.  The former gallery model stays a query model.  Promoting
+ * the gallery model again is a no-op.  CD_ECONFLICT with *missing (may be
+ * NULL) the number of items without one; CD_EINVAL when the gallery's
+ * index spec cannot hold the model's dim (cd_index_spec_check);
+ * CD_ENOTFOUND, CD_EUNAVAILABLE, CD_EBUSY.  On failure nothing changes.
+ */
+cd_err cd_engine_gallery_promote(cd_engine *e, const char *gallery,
+                                 const char *model, int64_t *missing,
+                                 cd_error *err);
+
+/*
+ * Retires model's embeddings from gallery: deletes them, its index and
+ * the index's snapshots, and gives the space back to the file system
+ * (cd_store_reclaim).  *deleted (may be NULL): how many.  CD_ECONFLICT
+ * for the gallery model, while an adapter route of the gallery needs the
+ * model, or when some items have no embedding of any other model (they
+ * would be left with none); CD_ENOTFOUND, CD_EUNAVAILABLE, CD_EBUSY.
+ */
+cd_err cd_engine_embeddings_retire(cd_engine *e, const char *gallery,
+                                   const char *model, int64_t *deleted,
+                                   cd_error *err);
+
 /* --- observability ---------------------------------------------------- */
 
 typedef struct cd_engine_stats {

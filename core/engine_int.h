@@ -28,6 +28,16 @@ typedef struct gal_index {
                                the store (what the index should hold) */
 } gal_index;
 
+/* How often each item was returned by a search: rowid -> count, open
+ * addressing (keys -1 where free, load <= 1/2). */
+typedef struct cd__traffic {
+    int64_t *keys;
+    int64_t *counts;
+    size_t cap;             /* 0 or a power of two */
+    size_t len;
+    bool dirty;             /* changed since saved */
+} cd__traffic;
+
 typedef struct gallery {
     cd_gallery info;        /* cached row; count is not kept up to date */
     cd_model model;         /* the gallery model */
@@ -47,6 +57,10 @@ typedef struct gallery {
     int64_t overlap_seq;    /* gallery seq it was counted at */
     size_t overlap;         /* gallery-model items that also have one of
                                overlap_model */
+    pthread_mutex_t traffic_mu; /* guards traffic, which searches (read
+                                   lock) count into */
+    cd__traffic traffic;    /* appearances in search results per rowid
+                               (engine_lifecycle.c) */
 } gallery;
 
 struct cd_engine {
@@ -101,6 +115,24 @@ cd_err cd__members_batch(void *ctx, const int64_t *rowids,
                          const float *vectors, size_t n);
 cd_err cd__model_by_name(cd_engine *e, const char *name, cd_model *out,
                          cd_error *err);
+gallery *cd__gallery_find(cd_engine *e, const char *name);
+char *cd__str_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Removes the snapshot files of (gallery_id, model_id), model_id < 0: all. */
+void cd__snapshot_remove(cd_engine *e, int64_t gallery_id, int64_t model_id);
+
+/* engine_lifecycle.c: the traffic counts of a gallery. */
+/* Counts one appearance of each of ids (n, -1 ignored); takes traffic_mu. */
+void cd__traffic_note(gallery *g, const int64_t *ids, size_t n);
+/* Frees g's counts. */
+void cd__traffic_finish(cd__traffic *t);
+/* Reads g's counts file, when there is one that belongs to this store and
+ * gallery (a missing or foreign file: counts start at zero). */
+void cd__traffic_load(cd_engine *e, gallery *g);
+/* Writes g's counts when they changed (the caller holds g's lock). */
+cd_err cd__traffic_save(cd_engine *e, gallery *g, cd_error *err);
+/* Removes g's counts file. */
+void cd__traffic_remove(cd_engine *e, int64_t gallery_id);
+
 cd_err cd__vector_ready(const cd_model *m, float *v, const char *what,
                         size_t i, cd_error *err);
 

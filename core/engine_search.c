@@ -392,6 +392,8 @@ cd_err cd_engine_search(cd_engine *e, const char *gallery_name,
             s->items = plan.base_items;
         }
     }
+    if (rc == CD_OK)
+        cd__traffic_note(g, ids, nq * k);   /* the backfill queue's order */
     /* Compact each row to its found hits, then resolve ids in one call. */
     size_t total = 0;
     if (rc == CD_OK) {

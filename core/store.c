@@ -190,9 +190,12 @@ static const char *const stmt_sql[ST_COUNT] = {
         " AND (?3 = 0 OR e.id < ?3) ORDER BY e.id DESC LIMIT ?4",
     [ST_EVAL_LATEST] =
         EVAL_SELECT
-        " WHERE e.id IN (SELECT max(id) FROM evaluations"
+        " WHERE e.id IN (SELECT max(id) FROM evaluations v"
         " WHERE (?1 = 0 OR gallery_id = ?1)"
         " AND (?2 = 0 OR (query_model_id = ?2 AND adapter_id IS nullif(?3, 0)))"
+        /* against the gallery model it has now: after a promotion the
+         * former gallery model is unverified until evaluated again */
+        " AND gallery_model_id = (SELECT model_id FROM galleries WHERE id = v.gallery_id)"
         " GROUP BY gallery_id, query_model_id, adapter_id)"
         " ORDER BY g.name, q.name, e.adapter IS NOT NULL, e.adapter, e.adapter_id",
     [ST_EVAL_BY_ADAPTER] =
@@ -243,6 +246,23 @@ static const char *const stmt_sql[ST_COUNT] = {
         " CROSS JOIN embeddings b ON b.gallery_id = ?1 AND b.model_id = ?3"
         " AND b.item_rowid = a.item_rowid"
         " WHERE a.gallery_id = ?1 AND a.model_id = ?2 ORDER BY a.item_rowid",
+    /* Items of gallery ?1 without an embedding of model ?2: the items
+     * range of the gallery's (gallery_id, ext_id) index, one primary-key
+     * look-up each. */
+    [ST_GALLERY_MISSING] =
+        "SELECT count(*) FROM items i WHERE i.gallery_id = ?1 AND NOT EXISTS"
+        " (SELECT 1 FROM embeddings e WHERE e.gallery_id = ?1"
+        " AND e.model_id = ?2 AND e.item_rowid = i.rowid)",
+    [ST_GALLERY_SET_MODEL] = "UPDATE galleries SET model_id = ?2 WHERE id = ?1",
+    [ST_GALLERY_MODEL_ID] = "SELECT model_id FROM galleries WHERE id = ?1",
+    /* Routes of gallery ?1 that need model ?2: as the query model routed,
+     * or as its adapter's from or to model. */
+    [ST_ROUTES_USING] =
+        "SELECT count(*) FROM gallery_adapters r JOIN adapters a ON a.id = r.adapter_id"
+        " WHERE r.gallery_id = ?1 AND (r.model_id = ?2 OR a.from_model_id = ?2"
+        " OR a.to_model_id = ?2)",
+    [ST_RETIRE_EMBEDDINGS] =
+        "DELETE FROM embeddings WHERE gallery_id = ?1 AND model_id = ?2",
 };
 
 /* --- small helpers ----------------------------------------------------- */
@@ -666,11 +686,15 @@ static cd_err writer_setup(cd_store *st, const char *path, cd_error *err)
     if (rc != CD_OK)
         return rc;
 
-    /* The page size is fixed once the first page is written: set it on a
-     * new database, before WAL mode writes the header. */
+    /* The page size and auto_vacuum are fixed once the first table
+     * exists: set them on a new database, before WAL mode writes the
+     * header.  Incremental auto_vacuum lets a retirement hand the pages
+     * it freed back to the file system without rewriting the whole file
+     * (cd_store_reclaim). */
     if (version == 0) {
-        char sql[64];
-        snprintf(sql, sizeof sql, "PRAGMA page_size = %d", STORE_PAGE_SIZE);
+        char sql[96];
+        snprintf(sql, sizeof sql, "PRAGMA page_size = %d; PRAGMA auto_vacuum = INCREMENTAL",
+                 STORE_PAGE_SIZE);
         rc = exec_sql(c, sql, err);
         if (rc != CD_OK)
             return rc;

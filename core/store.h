@@ -181,6 +181,37 @@ cd_err cd_store_gallery_list(cd_store *st, cd_gallery **out, size_t *n,
 cd_err cd_store_gallery_set_policy(cd_store *st, int64_t gallery_id,
                                    cd_query_policy policy, cd_error *err);
 
+/*
+ * Makes model_id the gallery model of gallery_id (store_lifecycle.c), in
+ * one transaction and only when every item of the gallery has an
+ * embedding of it: otherwise CD_ECONFLICT with *missing (may be NULL) the
+ * number of items that have none, and nothing changes.  CD_ENOTFOUND for
+ * an unknown gallery or model.
+ */
+cd_err cd_store_gallery_promote(cd_store *st, int64_t gallery_id,
+                                int64_t model_id, int64_t *missing,
+                                cd_error *err);
+
+/*
+ * Deletes every embedding of model_id in gallery_id in one transaction;
+ * *deleted (may be NULL) is how many.  CD_ECONFLICT, changing nothing,
+ * when model_id is the gallery model or an adapter route of the gallery
+ * needs it (routes that model's queries, or its adapter maps from or to
+ * it); CD_ENOTFOUND for an unknown gallery.  The pages freed stay in the
+ * file until cd_store_reclaim.
+ */
+cd_err cd_store_embeddings_retire(cd_store *st, int64_t gallery_id,
+                                  int64_t model_id, int64_t *deleted,
+                                  cd_error *err);
+
+/*
+ * Gives the database's free pages back to the file system: an
+ * incremental vacuum (the first time on a database made before
+ * auto_vacuum, a VACUUM that converts it), then a truncating checkpoint.
+ * Takes the write connection for as long as it runs.
+ */
+cd_err cd_store_reclaim(cd_store *st, cd_error *err);
+
 /* Deletes a gallery with all its items, embeddings and tombstones. */
 cd_err cd_store_gallery_delete(cd_store *st, int64_t gallery_id,
                                cd_error *err);

@@ -15,6 +15,8 @@
  *   store_eval.c     evaluations and the items they read
  *   store_keys.c     API keys and scopes
  *   store_adapters.c adapters (their rows and weights)
+ *   store_lifecycle.c the end of an upgrade: promotion, retirement and
+ *                    giving the freed pages back
  *   store_backup.c   the online backup (its own connection, by path)
  *
  * Invariants (schema/001_init.sql states them for the tables):
@@ -127,6 +129,11 @@ typedef enum stmt_id {
     ST_ADAPTER_WEIGHTS,
     ST_ADAPTER_DELETE,
     ST_PAIRED_VECTORS,
+    ST_GALLERY_MISSING,
+    ST_GALLERY_SET_MODEL,
+    ST_GALLERY_MODEL_ID,
+    ST_ROUTES_USING,
+    ST_RETIRE_EMBEDDINGS,
     ST_COUNT
 } stmt_id;
 

@@ -6,7 +6,8 @@
  * directory's database while a daemon serves from it (core/store.h,
  * cd_store_backup), `compatd check` checks one for damage (cd_store_check).
  * `compatd keys` manages API keys (server/auth.c).
- * `compatd import`, `eval`, `models`, `galleries`, `status` and `adapter` talk to a
+ * `compatd import`, `eval`, `models`, `galleries`, `status`, `adapter`, `backfill`,
+ * `promote` and `retire` talk to a
  * server over HTTP (server/cli/).  Commands are rows of the `commands`
  * table at the end.
  */
@@ -44,6 +45,8 @@ static const char usage[] =
     "       compatd eval --show ID\n"
     "       compatd models|galleries|status [--json]\n"
     "       compatd adapter fit|list|show|delete ... (compatd adapter --help)\n"
+    "       compatd backfill --gallery G --model M --out FILE [--limit N] [--order O]\n"
+    "       compatd promote|retire --gallery G --model M\n"
     "  (the client commands take --url URL, --key KEY, --cacert FILE; compatd <command> --help)\n"
     "\n"
     "Serves a backward-compatible embedding gallery over HTTP.\n"
@@ -605,6 +608,9 @@ static const struct command {
     {"galleries", cd_galleries_main},
     {"status", cd_status_main},
     {"adapter", cd_adapter_main},
+    {"backfill", cd_backfill_main},
+    {"promote", cd_promote_main},
+    {"retire", cd_retire_main},
 };
 
 /*

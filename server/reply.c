@@ -42,6 +42,7 @@ static const struct {
     [CD_HTTP_ALREADY_EXISTS] = {409, "already_exists", CD_EEXISTS},
     [CD_HTTP_CONFLICT] = {409, "conflict", CD_ECONFLICT},
     [CD_HTTP_MODEL_NOT_VERIFIED] = {409, "model_not_verified", CD_ENOTVERIFIED},
+    [CD_HTTP_BACKFILL_INCOMPLETE] = {409, "backfill_incomplete", CD_OK},
     [CD_HTTP_TOO_LARGE] = {413, "too_large", CD_ETOOLARGE},
     [CD_HTTP_BATCH_TOO_LARGE] = {413, "batch_too_large", CD_OK},
     [CD_HTTP_BODY_TOO_LARGE] = {413, "body_too_large", CD_OK},
@@ -134,6 +135,16 @@ void cd_reply_core_error(cd_reply *rep, const cd_error *err)
 {
     cd_reply_error(rep, core_row(err->code), "%s",
                    err->message[0] ? err->message : cd_strerror(err->code));
+}
+
+void cd_reply_error_detail(cd_reply *rep, const char *name, double value)
+{
+    cJSON *root = rep->body ? cJSON_Parse(rep->body) : NULL;
+    cJSON *o = cJSON_GetObjectItemCaseSensitive(root, "error");
+    if (o && cJSON_AddNumberToObject(o, name, value))
+        cd_reply_json(rep, rep->status, root);
+    else
+        cJSON_Delete(root);
 }
 
 void cd_reply_failed(cd_reply *rep, cd_err rc, const cd_error *err)

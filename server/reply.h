@@ -44,6 +44,7 @@ typedef enum cd_http_err {
     CD_HTTP_ALREADY_EXISTS,         /* 409 */
     CD_HTTP_CONFLICT,
     CD_HTTP_MODEL_NOT_VERIFIED,
+    CD_HTTP_BACKFILL_INCOMPLETE,
     CD_HTTP_TOO_LARGE,              /* 413 */
     CD_HTTP_BATCH_TOO_LARGE,
     CD_HTTP_BODY_TOO_LARGE,
@@ -98,6 +99,10 @@ void cd_reply_error(cd_reply *rep, cd_http_err e, const char *fmt, ...)
 /* Sets the error reply of a core failure: the row err->code answers as,
  * with err's message. */
 void cd_reply_core_error(cd_reply *rep, const cd_error *err);
+
+/* Adds the number `name` to the error object of an error reply rep (which
+ * says, e.g., how many items are missing); nothing for another reply. */
+void cd_reply_error_detail(cd_reply *rep, const char *name, double value);
 
 /* cd_reply_core_error when rc is not CD_OK; nothing otherwise. */
 void cd_reply_failed(cd_reply *rep, cd_err rc, const cd_error *err);

@@ -45,6 +45,12 @@ static const cd_route routes[] = {
         {"DELETE", CD_SCOPE_WRITE, CD_BODY_NONE, cd__item_delete}}},
     {"/v1/galleries/{g}/search", 0, {
         {"POST", CD_SCOPE_READ, CD_BODY_JSON, cd__search}}},
+    {"/v1/galleries/{g}/backfill", 0, {
+        {"GET", CD_SCOPE_READ, CD_BODY_NONE, cd__backfill_get}}},
+    {"/v1/galleries/{g}/promote", 0, {
+        {"POST", CD_SCOPE_ADMIN, CD_BODY_JSON, cd__gallery_promote}}},
+    {"/v1/galleries/{g}/embeddings/{model}", 0, {
+        {"DELETE", CD_SCOPE_ADMIN, CD_BODY_NONE, cd__embeddings_retire}}},
     {"/v1/galleries/{g}/evaluations", 0, {
         {"GET", CD_SCOPE_READ, CD_BODY_NONE, cd__evaluations_list},
         {"POST", CD_SCOPE_WRITE, CD_BODY_EVAL, cd__evaluations_create}}},

@@ -16,7 +16,8 @@
  * Two ways of driving Chromium:
  * - `--dump-dom` with `--virtual-time-budget`: virtual time waits for the
  *   page's fetches, so the DOM printed is the rendered view.  The overview
- *   (galleries, coverage, the matrix), a history and an evaluation are
+ *   (galleries, coverage, the matrix with AC and AM), a gallery's backfill
+ *   panel, a history and an evaluation are
  *   checked against what GET /v1/compatibility, /v1/galleries/{g}/evaluations
  *   and /v1/evaluations/{id} say, read by this test over HTTP; the
  *   matrix's screenshot is taken the same way (--screenshot).
@@ -795,6 +796,10 @@ static void check_overview(td_http *h, const char *dom, const scenario *s)
     CHECK_EQ(attr_num(share, "data-passed"), td_json_num(g, "ac.passed"));
     CHECK_NEAR(attr_num(share, "data-value"), 2.0 / 3.0, 1e-12);    /* the adapted pair counts */
     free(share);
+    /* AM beside it: the mean cross top-1 of the same pairs. */
+    char *am = find_tag(dom, "data-am", "photos");
+    CHECK_NEAR(attr_num(am, "data-value"), td_json_num(g, "am"), 1e-12);
+    free(am);
     CHECK(strstr(dom, "id=\"legend\"") != NULL);
     td_reply_finish(&r);
 }
@@ -1387,6 +1392,16 @@ int main(void)
     char *url = td_fmt("%s#/history/photos/new-good", base);
     dom = dump_dom(url);
     check_history(h, dom, "new-good");
+    free(dom);
+    free(url);
+
+    /* the gallery page's backfill panel: items still missing per model */
+    url = td_fmt("%s#/galleries/photos", base);
+    dom = dump_dom(url);
+    char *bf = dom ? find_tag(dom, "data-backfill", "photos/new-good") : NULL;
+    CHECK_EQ(attr_num(bf, "data-missing"), ITEMS - BACKFILL);
+    CHECK(dom && strstr(dom, "compatd backfill --gallery photos --model new-good"));
+    free(bf);
     free(dom);
     free(url);
 

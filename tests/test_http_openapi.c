@@ -817,6 +817,8 @@ static char *concrete_path(const char *tmpl)
             td_text_append(&t, "%s", ITEM_ID);
         else if (strcmp(name, "id") == 0)
             td_text_append(&t, "%ld", eval_id);
+        else if (strcmp(name, "model") == 0)
+            td_text_append(&t, "%s", "faces-v2");
         else
             CHECK(!"a path parameter the test has no value for");
         s += n + (s[n] == '}');
@@ -830,6 +832,19 @@ static long send_op(td_http *h, const op *o, const char *query, td_reply *r)
 {
     char *p = concrete_path(o->path);
     char *full = td_fmt("%s%s%s", p, *query ? "?" : "", query);
+    char *hole = strstr(full, "&after={next}");
+    if (hole) {
+        /* A cursor: the `next` of the listing's first page. */
+        td_reply first;
+        *hole = '\0';
+        CHECK_EQ(td_http_json(h, "GET", full, NULL, &first), 200);
+        const char *next = td_json_str(first.json, "next");
+        CHECK(next != NULL);
+        char *with = td_fmt("%s&after=%s", full, next ? next : "");
+        td_reply_finish(&first);
+        free(full);
+        full = with;
+    }
     long st = td_http_json(h, o->method, full, o->has_body ? o->example : NULL, r);
     free(full);
     free(p);
@@ -874,6 +889,8 @@ static const struct {
     {"GET", "/v1/galleries/{g}/evaluations", "limit=1&before=1000000&query_model=faces-v2"},
     {"GET", "/v1/adapters/{name}", "weights=true"},
     {"GET", "/v1/adapters/{name}/evaluations", "limit=5"},
+    /* {next}: the cursor the same listing's first page gives */
+    {"GET", "/v1/galleries/{g}/backfill", "model=faces-v2&order=id&limit=1&after={next}"},
 };
 
 /* Order of the main pass: every operation but DELETE in file order, then

@@ -1,6 +1,7 @@
 /*
  * cli.c - the operator commands that talk to a server over HTTP (see
- * cli.h): import, eval, models, galleries, status, adapter.
+ * cli.h): import, eval, models, galleries, status, adapter, and the end of an
+ * upgrade: backfill, promote, retire.
  *
  * The shape of every command: parse options (one option table per
  * command, over one enum of every option, so one parser serves all), make
@@ -54,6 +55,7 @@ enum {
     OPT_QUERY_MODEL, OPT_QUERIES, OPT_BASELINE, OPT_BASELINE_IDS, OPT_KS, OPT_PRIMARY,
     OPT_SHOW,
     OPT_NAME, OPT_FROM, OPT_TO, OPT_KIND, OPT_RIDGE, OPT_WEIGHTS, OPT_ADAPTER,
+    OPT_OUT, OPT_LIMIT, OPT_ORDER,
     OPT_END
 };
 
@@ -1746,4 +1748,202 @@ int cd_adapter_main(int argc, char **argv)
         rc = adapter_one(show ? "adapter show" : "adapter delete", show, name, n, rest);
     free(rest);
     return rc;
+}
+
+/* --- finishing an upgrade: backfill, promote, retire ------------------- */
+
+static const char backfill_usage[] =
+    "usage: compatd backfill --gallery G --model M --out FILE [--limit N] [--order O]\n"
+    "\n"
+    "Writes the ids of the gallery's items that have no embedding of model M yet,\n"
+    "next first, one per line, for the job that embeds them; `compatd import\n"
+    "--model M --ids FILE ...` then stores their vectors.  Run it again for the next\n"
+    "ones: the items filled meanwhile are no longer listed.\n"
+    "\n"
+    "options:\n"
+    "  --gallery G         the gallery\n"
+    "  --model M           the model to backfill\n"
+    "  --out FILE          where to write the ids (- for standard output)\n"
+    "  --limit N           at most N ids (default: all)\n"
+    "  --order O           traffic (default: the items searches return most, first)\n"
+    "                      or id (insertion order)\n"
+    CONNECTION_HELP;
+
+/* Writes one page's ids to out; false (after saying so) for an id a line
+ * cannot hold or a write that fails. */
+static bool write_ids(const char *cmd, const cJSON *items, FILE *out, long *written)
+{
+    const cJSON *it;
+    cJSON_ArrayForEach(it, items) {
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "id");
+        if (!cJSON_IsString(id) || strpbrk(id->valuestring, "\r\n")) {
+            fail(cmd, "item id %s cannot be written as one line",
+                 cJSON_IsString(id) ? id->valuestring : "(none)");
+            return false;
+        }
+        if (fprintf(out, "%s\n", id->valuestring) < 0) {
+            fail(cmd, "cannot write: %s", strerror(errno));
+            return false;
+        }
+        (*written)++;
+    }
+    return true;
+}
+
+int cd_backfill_main(int argc, char **argv)
+{
+    static const struct option options[] = {
+        CONNECTION_OPTIONS,
+        {"gallery", required_argument, NULL, OPT_GALLERY},
+        {"model", required_argument, NULL, OPT_MODEL},
+        {"out", required_argument, NULL, OPT_OUT},
+        {"limit", required_argument, NULL, OPT_LIMIT},
+        {"order", required_argument, NULL, OPT_ORDER},
+        {NULL, 0, NULL, 0},
+    };
+    const char *cmd = "backfill";
+    args a;
+    int rc = parse_args(cmd, argc, argv, options, backfill_usage, &a);
+    if (rc >= 0)
+        return rc;
+    const char *gallery = arg(&a, OPT_GALLERY), *model = arg(&a, OPT_MODEL);
+    const char *out_name = arg(&a, OPT_OUT), *order = arg(&a, OPT_ORDER);
+    long limit = LONG_MAX;
+    if (!gallery || !model || !out_name) {
+        fprintf(stderr, "compatd %s: --gallery, --model and --out are required\n%s", cmd,
+                backfill_usage);
+        return 2;
+    }
+    if (arg(&a, OPT_LIMIT) && !int_arg(cmd, "limit", arg(&a, OPT_LIMIT), 1, LONG_MAX, &limit))
+        return 2;
+    if (order && strcmp(order, "traffic") != 0 && strcmp(order, "id") != 0) {
+        fprintf(stderr, "compatd %s: --order must be traffic or id\n%s", cmd, backfill_usage);
+        return 2;
+    }
+    cd_client *c = connect_to(cmd, &a);
+    if (!c)
+        return 1;
+    bool to_stdout = strcmp(out_name, "-") == 0;
+    FILE *out = to_stdout ? stdout : fopen(out_name, "w");
+    if (!out) {
+        cd_client_destroy(c);
+        return fail(cmd, "cannot write %s: %s", out_name, strerror(errno));
+    }
+    char *model_q = cd_client_escape(model), *cursor = NULL;
+    long written = 0;
+    double missing = 0, coverage = 0;
+    bool ok = model_q != NULL;
+    while (ok && written < limit) {
+        long page = limit - written < 10000 ? limit - written : 10000;
+        char *query = NULL;
+        if (asprintf(&query, "/backfill?model=%s&limit=%ld%s%s%s%s", model_q, page,
+                     order ? "&order=" : "", order ? order : "", cursor ? "&after=" : "",
+                     cursor ? cursor : "") < 0)
+            query = NULL;
+        /* get_json frees the path and says when it is NULL */
+        cJSON *j = get_json(cmd, c, query ? api_path("/v1/galleries/", gallery, query, NULL)
+                                          : NULL, NULL);
+        free(query);
+        ok = j != NULL;
+        if (ok) {
+            missing = jnum(j, "missing");
+            coverage = jnum(j, "coverage");
+            ok = write_ids(cmd, cJSON_GetObjectItemCaseSensitive(j, "items"), out, &written);
+            const cJSON *next = cJSON_GetObjectItemCaseSensitive(j, "next");
+            free(cursor);
+            cursor = cJSON_IsString(next) ? cd_client_escape(next->valuestring) : NULL;
+        }
+        cJSON_Delete(j);
+        if (!cursor)
+            break;
+    }
+    if ((!to_stdout && fclose(out) != 0) || (to_stdout && fflush(out) != 0))
+        ok = ok && fail(cmd, "cannot write %s: %s", out_name, strerror(errno)) == 0;
+    if (ok)
+        fprintf(stderr, "%ld of %.0f items without %s embeddings written to %s (coverage %.1f%%)\n",
+                written, missing, model, to_stdout ? "standard output" : out_name,
+                coverage * 100);
+    free(cursor);
+    free(model_q);
+    cd_client_destroy(c);
+    return ok ? 0 : 1;
+}
+
+static const char promote_usage[] =
+    "usage: compatd promote --gallery G --model M\n"
+    "\n"
+    "Makes model M the gallery model of G, once every item has an M embedding\n"
+    "(`compatd backfill` lists those that do not).  The former gallery model stays\n"
+    "a query model, unverified until evaluated against M.\n"
+    "\n"
+    "options:\n"
+    "  --gallery G         the gallery\n"
+    "  --model M           the model to promote\n"
+    CONNECTION_HELP;
+
+static const char retire_usage[] =
+    "usage: compatd retire --gallery G --model M\n"
+    "\n"
+    "Deletes model M's embeddings from gallery G, its index and snapshots, and gives\n"
+    "the disk space back.  Refused for the gallery model (promote another first)\n"
+    "and while an adapter route of the gallery needs M.\n"
+    "\n"
+    "options:\n"
+    "  --gallery G         the gallery\n"
+    "  --model M           the model to retire\n"
+    CONNECTION_HELP;
+
+/* promote (POST .../promote) or retire (DELETE .../embeddings/M). */
+static int lifecycle_main(const char *cmd, bool promote, int argc, char **argv)
+{
+    static const struct option options[] = {
+        CONNECTION_OPTIONS,
+        {"gallery", required_argument, NULL, OPT_GALLERY},
+        {"model", required_argument, NULL, OPT_MODEL},
+        {NULL, 0, NULL, 0},
+    };
+    const char *usage = promote ? promote_usage : retire_usage;
+    args a;
+    int rc = parse_args(cmd, argc, argv, options, usage, &a);
+    if (rc >= 0)
+        return rc;
+    const char *gallery = arg(&a, OPT_GALLERY), *model = arg(&a, OPT_MODEL);
+    if (!gallery || !model) {
+        fprintf(stderr, "compatd %s: --gallery and --model are required\n%s", cmd, usage);
+        return 2;
+    }
+    cd_client *c = connect_to(cmd, &a);
+    if (!c)
+        return 1;
+    char *path = promote ? api_path("/v1/galleries/", gallery, "/promote", NULL)
+                         : api_path("/v1/galleries/", gallery, "/embeddings/", model, NULL);
+    cJSON *body = cJSON_CreateObject();
+    char *text = body && cJSON_AddStringToObject(body, "model", model)
+                     ? cJSON_PrintUnformatted(body) : NULL;
+    cJSON *j = NULL;
+    rc = 1;
+    if (!path || !text)
+        fail(cmd, "out of memory");
+    else if (call(cmd, c, promote ? "POST" : "DELETE", path, promote ? text : NULL, &j, NULL))
+        rc = 0;
+    if (rc == 0 && promote)
+        printf("gallery %s: %s is the gallery model\n", gallery, jstr(j, "model", "?"));
+    else if (rc == 0)
+        printf("gallery %s: %.0f embeddings of %s retired\n", gallery, jnum(j, "deleted"), model);
+    cJSON_Delete(j);
+    cJSON_Delete(body);
+    free(text);
+    free(path);
+    cd_client_destroy(c);
+    return rc;
+}
+
+int cd_promote_main(int argc, char **argv)
+{
+    return lifecycle_main("promote", true, argc, argv);
+}
+
+int cd_retire_main(int argc, char **argv)
+{
+    return lifecycle_main("retire", false, argc, argv);
 }

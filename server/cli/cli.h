@@ -41,4 +41,14 @@ int cd_status_main(int argc, char **argv);
  * /v1/adapters). */
 int cd_adapter_main(int argc, char **argv);
 
+/* `compatd backfill`: the ids still lacking a model's embedding, next
+ * first (GET .../backfill, paged), one per line, for the embedding job. */
+int cd_backfill_main(int argc, char **argv);
+
+/* `compatd promote`: make a backfilled model the gallery model. */
+int cd_promote_main(int argc, char **argv);
+
+/* `compatd retire`: delete a model's embeddings from a gallery. */
+int cd_retire_main(int argc, char **argv);
+
 #endif

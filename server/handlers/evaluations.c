@@ -452,7 +452,8 @@ static void compatibility_get(cd_api *api, cd_reply *rep)
         cJSON_AddStringToObject(g, "gallery", gs[i].name);
         cJSON_AddStringToObject(g, "gallery_model", gs[i].model);
         cJSON *pairs = cJSON_AddArrayToObject(g, "pairs");
-        int64_t ac_pairs = 0, ac_passed = 0;
+        int64_t ac_pairs = 0, ac_passed = 0, am_pairs = 0;
+        double am_sum = 0;
         for (size_t e = 0; e < n_evs; e++) {
             const cd_evaluation *ev = &evs[e];
             if (ev->gallery_id != gs[i].id)
@@ -470,12 +471,18 @@ static void compatibility_get(cd_api *api, cd_reply *rep)
             if (ev->query_model_id > ev->gallery_model_id && ev->compatible >= 0) {
                 ac_pairs++;
                 ac_passed += ev->compatible;
+                if (isfinite(ev->cross_top1)) {
+                    am_pairs++;
+                    am_sum += ev->cross_top1;
+                }
             }
         }
         cJSON *ac = cJSON_AddObjectToObject(g, "ac");
         cJSON_AddNumberToObject(ac, "pairs", (double)ac_pairs);
         cJSON_AddNumberToObject(ac, "passed", (double)ac_passed);
         add_real(ac, "share", ac_pairs ? (double)ac_passed / (double)ac_pairs : NAN);
+        /* AM: the mean cross top-1 of the same pairs (those with top-1). */
+        add_real(g, "am", am_pairs ? am_sum / (double)am_pairs : NAN);
         cJSON_AddItemToArray(arr, g);
     }
     cd_reply_json(rep, 200, root);

@@ -67,7 +67,7 @@ void cd__galleries_list(cd_api *api, const cd_request *req, cd_reply *rep)
     free(gs);
 }
 
-static void gallery_reply(cd_api *api, const char *name, cd_reply *rep)
+void cd__gallery_reply(cd_api *api, const char *name, cd_reply *rep)
 {
     cd_gallery g;
     cd_error err;
@@ -134,7 +134,7 @@ static void gallery_reply(cd_api *api, const char *name, cd_reply *rep)
 
 void cd__gallery_get(cd_api *api, const cd_request *req, cd_reply *rep)
 {
-    gallery_reply(api, req->params[0], rep);
+    cd__gallery_reply(api, req->params[0], rep);
 }
 
 void cd__gallery_patch(cd_api *api, const cd_request *req, cd_reply *rep)
@@ -156,7 +156,7 @@ void cd__gallery_patch(cd_api *api, const cd_request *req, cd_reply *rep)
     cd_error err;
     cd_err rc = cd_engine_gallery_set_policy(api->engine, name, p, &err);
     if (rc == CD_OK)
-        gallery_reply(api, name, rep);
+        cd__gallery_reply(api, name, rep);
     cd_reply_failed(rep, rc, &err);
 out:
     cJSON_Delete(j);

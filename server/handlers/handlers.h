@@ -1,7 +1,7 @@
 /*
  * handlers.h - the handlers of the route table (route.c), one file per
  * resource: models.c, galleries.c, items.c, search.c, evaluations.c,
- * adapters.c and ops.c (probes, metrics, the dashboard's files, the API
+ * adapters.c, lifecycle.c (backfill, promotion, retirement) and ops.c (probes, metrics, the dashboard's files, the API
  * description).
  * Private to server/: only route.c and the handlers include it.
  *
@@ -60,6 +60,14 @@ void cd__adapters_create(cd_api *api, const cd_request *req, cd_reply *rep);
 void cd__adapters_list(cd_api *api, const cd_request *req, cd_reply *rep);
 void cd__adapter_get(cd_api *api, const cd_request *req, cd_reply *rep);
 void cd__adapter_delete(cd_api *api, const cd_request *req, cd_reply *rep);
+
+/* lifecycle.c; {g}, {model}: finishing an upgrade */
+void cd__backfill_get(cd_api *api, const cd_request *req, cd_reply *rep);
+void cd__gallery_promote(cd_api *api, const cd_request *req, cd_reply *rep);
+void cd__embeddings_retire(cd_api *api, const cd_request *req, cd_reply *rep);
+
+/* The reply of GET /v1/galleries/{g} (galleries.c). */
+void cd__gallery_reply(cd_api *api, const char *name, cd_reply *rep);
 
 /* What GET /v1/galleries/{g} and the matrix say of one evaluation
  * (evaluations.c).  Free with cJSON_Delete(). */

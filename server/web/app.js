@@ -404,6 +404,35 @@
     return list;
   }
 
+  /* What is left to finish an upgrade of g: per model other than the
+   * gallery model, the items still without its embedding and the command
+   * that takes the next step (backfill them, or promote the model). */
+  function backfillPanel(g) {
+    var emb = g.embeddings || {};
+    var items = isNum(g.count) ? g.count : 0;
+    var models = coverageModels(g).slice(1);
+    if (!models.length)
+      return el('p', {class: 'muted', text: 'Only the gallery model has embeddings: nothing to backfill.'});
+    var body = el('tbody');
+    models.forEach(function (m) {
+      var missing = Math.max(0, items - (isNum(emb[m]) ? emb[m] : 0));
+      var next = missing > 0
+        ? 'compatd backfill --gallery ' + g.name + ' --model ' + m + ' --out ids.txt'
+        : 'compatd promote --gallery ' + g.name + ' --model ' + m;
+      body.appendChild(el('tr', {'data-backfill': g.name + '/' + m, 'data-missing': missing},
+        el('td', {class: 'strong', text: m}),
+        el('td', {class: 'num', 'data-field': 'missing', text: count(missing)}),
+        el('td', null, el('span', missing > 0 ? {class: 'badge badge-none', text: 'backfilling'}
+                                              : {class: 'badge badge-pass', text: 'ready to promote'})),
+        el('td', null, el('code', {text: next}))));
+    });
+    return el('table', {class: 'table', id: 'backfill'},
+      el('thead', null, el('tr', null, el('th', {text: 'Model'}),
+        el('th', {class: 'num', text: 'Items missing'}), el('th', {text: 'State'}),
+        el('th', {text: 'Next step'}))),
+      body);
+  }
+
   /* --- the overview: galleries and the compatibility matrix ------------ */
 
   function renderGalleries(galleries) {
@@ -483,16 +512,21 @@
       body.appendChild(row);
     });
 
-    var foot = el('tr', {class: 'share-row'}, el('th', {class: 'row-head', text: 'pass share'}));
+    var foot = el('tr', {class: 'share-row'}, el('th', {class: 'row-head', text: 'pass share (AC) · AM'}));
     galleries.forEach(function (g) {
       var ac = (compat[g.name] || {}).ac || {};
+      var am = (compat[g.name] || {}).am;
       foot.appendChild(el('td', {
         class: 'share', 'data-share': g.name, 'data-pairs': raw(ac.pairs),
         'data-passed': raw(ac.passed), 'data-value': raw(ac.share)
       },
         el('b', {text: isNum(ac.share) ? pct(ac.share, 0) : '—'}),
         el('span', {class: 'muted', text: ' ' + (isNum(ac.passed) ? ac.passed : 0) + ' of ' +
-                                              (isNum(ac.pairs) ? ac.pairs : 0) + ' newer→older pairs pass'})));
+                                              (isNum(ac.pairs) ? ac.pairs : 0) + ' newer→older pairs pass'}),
+        el('div', {class: 'am', 'data-am': g.name, 'data-value': raw(am),
+                   title: 'AM: mean cross top-1 over the same newer→older pairs'},
+          el('span', {class: 'muted', text: 'AM '}),
+          el('b', {text: isNum(am) ? pct(am, 1) : '—'}))));
     });
 
     return el('div', {class: 'scroll'},
@@ -742,6 +776,7 @@
         ['created', 'Created', when(g.created_at)]
       ]),
       section('Backfill coverage', null, coverageBars(g)),
+      section('Backfill', {class: 'card', id: 'backfill-panel'}, backfillPanel(g)),
       section('Query models', null, qtable),
       section('Recent evaluations', null, evaluationsTable(data.evaluations, true),
         data.more ? el('p', {class: 'muted small', text: 'Showing the latest ' + data.evaluations.length + '.'}) : null)
