@@ -13,11 +13,20 @@
  * timed from the command's start to its exit: every batch acknowledged,
  * so committed with synchronous = FULL.
  *
+ * engine: the same batches of 10,000 through cd_engine_items_upsert in
+ * this process (a fresh gallery of an engine of its own per round): the
+ * store and index without HTTP, the command line or the body's checks,
+ * so that compatd / engine is what the transport costs and engine /
+ * SQLite what compatd's store and index cost over bare inserts.
+ *
  * SQLite: a fresh database with the settings core/store.c gives its own
  * (16 KiB pages, WAL, synchronous = FULL, 64 MiB cache, a checkpoint every
  * 40 MiB of WAL), a rowid table of (gallery, id, vector) with a unique
  * (gallery, id) index (what an upsert needs to find an item), 10,000-row
- * transactions of one prepared INSERT.
+ * transactions of one prepared INSERT.  Then the same rows again into
+ * compatd's own two tables (schema/001_init.sql's items and embeddings,
+ * their DDL copied here), with the store's statements, in SQL alone: what
+ * the schema costs, apart from the engine's code around it.
  *
  * pgvector: initdb into a temporary directory, a server on a Unix socket
  * there (fsync and synchronous_commit on, the defaults), a table of
@@ -37,6 +46,7 @@
 #include <sqlite3.h>
 
 #include "../daemon.h"
+#include "engine.h"
 
 #define DIM 128
 #define TX_ROWS 10000
@@ -88,6 +98,30 @@ static double compatd_rate(td_daemon *d, td_http *h, int round, const char *vec,
     return (double)n / t;
 }
 
+/* Items per second of the same batches through the engine in-process. */
+static double engine_rate(cd_engine *e, int round, const float *v, char *const *ids, size_t n)
+{
+    char gallery[32];
+    cd_error err;
+    snprintf(gallery, sizeof gallery, "bench-%d", round);
+    if (cd_engine_gallery_create(e, gallery, "b128", NULL, NULL, &err) != CD_OK)
+        die("engine gallery", err.message);
+    cd_item_in *items = calloc(TX_ROWS, sizeof *items);
+    if (!items)
+        die("out of memory", NULL);
+    double t0 = td_now();
+    for (size_t from = 0; from < n; from += TX_ROWS) {
+        size_t m = n - from < TX_ROWS ? n - from : TX_ROWS;
+        for (size_t i = 0; i < m; i++)
+            items[i] = (cd_item_in){.id = ids[from + i], .vector = v + (from + i) * DIM};
+        if (cd_engine_items_upsert(e, gallery, NULL, items, m, &err) != CD_OK)
+            die("engine upsert", err.message);
+    }
+    double t = td_now() - t0;
+    free(items);
+    return (double)n / t;
+}
+
 static void exec_sql(sqlite3 *db, const char *sql)
 {
     char *msg = NULL;
@@ -95,36 +129,77 @@ static void exec_sql(sqlite3 *db, const char *sql)
         die(sql, msg);
 }
 
-/* Items per second of raw SQLite inserts of the same rows. */
-static double sqlite_rate(const char *path, const float *v, char *const *ids, size_t n)
+/* The tables of the SQLite references: the bare rows, or compatd's. */
+static const char bare_schema[] =
+    "CREATE TABLE items (gallery INTEGER NOT NULL, id TEXT NOT NULL,"
+    " vector BLOB NOT NULL, UNIQUE (gallery, id))";
+static const char compatd_schema[] =
+    "CREATE TABLE items (rowid INTEGER PRIMARY KEY AUTOINCREMENT, gallery_id INTEGER NOT NULL,"
+    " ext_id TEXT NOT NULL, label TEXT, metadata TEXT, UNIQUE (gallery_id, ext_id));"
+    "CREATE TABLE embeddings (gallery_id INTEGER NOT NULL, model_id INTEGER NOT NULL,"
+    " item_rowid INTEGER NOT NULL, seq INTEGER NOT NULL, vector BLOB NOT NULL,"
+    " PRIMARY KEY (gallery_id, model_id, item_rowid)) WITHOUT ROWID";
+
+static sqlite3_stmt *prepare(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) != SQLITE_OK)
+        die("prepare", sqlite3_errmsg(db));
+    return s;
+}
+
+static void step(sqlite3 *db, sqlite3_stmt *s)
+{
+    if (sqlite3_step(s) != SQLITE_DONE)
+        die("insert", sqlite3_errmsg(db));
+    sqlite3_reset(s);
+}
+
+/* Items per second of SQLite inserts of the same rows: into one table of
+ * (gallery, id, vector) rows, or (two_tables) into compatd's items and
+ * embeddings with the store's statements. */
+static double sqlite_rate(const char *path, const float *v, char *const *ids, size_t n,
+                          bool two_tables)
 {
     sqlite3 *db;
-    sqlite3_stmt *ins;
+    sqlite3_stmt *item, *emb = NULL;
     unlink(path);
     if (sqlite3_open(path, &db) != SQLITE_OK)
         die("cannot open", path);
     exec_sql(db, "PRAGMA page_size = 16384; PRAGMA journal_mode = WAL;"
                  " PRAGMA synchronous = FULL; PRAGMA cache_size = -65536;"
                  " PRAGMA wal_autocheckpoint = 2560; PRAGMA journal_size_limit = 67108864");
-    exec_sql(db, "CREATE TABLE items (gallery INTEGER NOT NULL, id TEXT NOT NULL,"
-                 " vector BLOB NOT NULL, UNIQUE (gallery, id))");
-    if (sqlite3_prepare_v2(db, "INSERT INTO items (gallery, id, vector) VALUES (1, ?1, ?2)", -1,
-                           &ins, NULL) != SQLITE_OK)
-        die("prepare", sqlite3_errmsg(db));
+    exec_sql(db, two_tables ? compatd_schema : bare_schema);
+    if (two_tables) {
+        item = prepare(db, "INSERT INTO items (gallery_id, ext_id, label, metadata)"
+                           " VALUES (1, ?1, NULL, NULL) ON CONFLICT (gallery_id, ext_id)"
+                           " DO UPDATE SET label = coalesce(excluded.label, label),"
+                           " metadata = coalesce(excluded.metadata, metadata)");
+        emb = prepare(db, "INSERT INTO embeddings (gallery_id, model_id, item_rowid, seq,"
+                          " vector) VALUES (1, 1, ?1, 1, ?2)");
+    } else {
+        item = prepare(db, "INSERT INTO items (gallery, id, vector) VALUES (1, ?1, ?2)");
+    }
     double t0 = td_now();
     for (size_t i = 0; i < n; i++) {
+        const float *row = v + i * DIM;
         if (i % TX_ROWS == 0)
             exec_sql(db, "BEGIN");
-        sqlite3_bind_text(ins, 1, ids[i], -1, SQLITE_STATIC);
-        sqlite3_bind_blob(ins, 2, v + i * DIM, DIM * sizeof(float), SQLITE_STATIC);
-        if (sqlite3_step(ins) != SQLITE_DONE)
-            die("insert", sqlite3_errmsg(db));
-        sqlite3_reset(ins);
+        sqlite3_bind_text(item, 1, ids[i], -1, SQLITE_STATIC);
+        if (!two_tables)
+            sqlite3_bind_blob(item, 2, row, DIM * sizeof(float), SQLITE_STATIC);
+        step(db, item);
+        if (two_tables) {
+            sqlite3_bind_int64(emb, 1, sqlite3_last_insert_rowid(db));
+            sqlite3_bind_blob(emb, 2, row, DIM * sizeof(float), SQLITE_STATIC);
+            step(db, emb);
+        }
         if ((i + 1) % TX_ROWS == 0 || i + 1 == n)
             exec_sql(db, "COMMIT");
     }
     double t = td_now() - t0;
-    sqlite3_finalize(ins);
+    sqlite3_finalize(item);
+    sqlite3_finalize(emb);
     if (sqlite3_close(db) != SQLITE_OK)
         die("close", path);
     return (double)n / t;
@@ -266,19 +341,40 @@ int main(int argc, char **argv)
         die("the daemon did not start", NULL);
     td_http *h = td_http_create(d);
     post(h, "/v1/models", "{\"name\":\"b128\",\"dim\":128,\"metric\":\"ip\"}");
-    printf("durable ingest of %zu x %d float32 (10,000 rows a transaction or batch)\n", n, DIM);
-    printf("%-6s %16s %16s %8s\n", "round", "compatd items/s", "SQLite items/s", "ratio");
-    double sum_ratio = 0, sum_compatd = 0;
+    char *core_dir = td_fmt("%s/inprocess", dir);
+    cd_engine_config cfg = {.data_dir = core_dir};
+    cd_engine *e = NULL;
+    cd_error err;
+    cd_model m = {.dim = DIM, .metric = CD_METRIC_IP};
+    snprintf(m.name, sizeof m.name, "b128");
+    if (cd_engine_open(&cfg, &e, &err) != CD_OK || cd_engine_load_indexes(e, &err) != CD_OK ||
+        cd_engine_model_create(e, &m, NULL, &err) != CD_OK)
+        die("engine", err.message);
+    printf("durable ingest of %zu x %d float32 (10,000 rows a transaction or batch), "
+           "items/s\n", n, DIM);
+    printf("%-6s %9s %9s %9s %9s %15s %14s %14s\n", "round", "compatd", "engine", "SQLite",
+           "SQLite2", "compatd/SQLite", "engine/SQLite", "SQLite2/SQLite");
+    double sum_ratio = 0, sum_engine = 0, sum_two = 0, sum_compatd = 0;
     for (int r = 0; r < rounds; r++) {
         double c = compatd_rate(d, h, r, vec, idpath, n);
-        double s = sqlite_rate(db, v, ids, n);
-        printf("%-6d %16.0f %16.0f %7.2fx\n", r + 1, c, s, c / s);
+        double g = engine_rate(e, r, v, ids, n);
+        double s = sqlite_rate(db, v, ids, n, false);
+        double s2 = sqlite_rate(db, v, ids, n, true);
+        printf("%-6d %9.0f %9.0f %9.0f %9.0f %14.2fx %13.2fx %13.2fx\n", r + 1, c, g, s, s2,
+               c / s, g / s, s2 / s);
         sum_ratio += c / s;
+        sum_engine += g / s;
+        sum_two += s2 / s;
         sum_compatd += c;
         unlink(db);
     }
-    printf("compatd import / raw SQLite inserts, mean of %d: %.2fx\n", rounds,
-           sum_ratio / rounds);
+    printf("SQLite: one table of (gallery, id, vector); SQLite2: compatd's items and "
+           "embeddings tables\n");
+    printf("mean of %d, against raw SQLite inserts: compatd import %.2fx, engine in-process "
+           "%.2fx, SQL alone into compatd's tables %.2fx\n", rounds, sum_ratio / rounds,
+           sum_engine / rounds, sum_two / rounds);
+    cd_engine_close(e);
+    free(core_dir);
     td_http_destroy(h);
     if (td_daemon_stop(d) != 0)
         die("the daemon did not stop cleanly", NULL);
