@@ -238,11 +238,13 @@ void cd_route_dispatch(cd_api *api, const cd_route_match *m, const cd_request *r
     r.params = m->params;
     rep->route = cd_route_pattern(m);
     /* A JSON-only route's reader refuses any other body (415) itself. */
+    const char *ct = req->content_type;
     if (m->method->body == CD_BODY_BATCH && !cd_request_content_type_is(req, "application/json") &&
         !cd_request_content_type_is(req, "application/octet-stream"))
         cd_reply_error(rep, CD_HTTP_UNSUPPORTED_MEDIA_TYPE,
                        "Content-Type must be application/json or application/octet-stream "
-                       "(got %s)", req->content_type ? req->content_type : "none");
+                       "(got %s)", !ct ? "none" : cd_utf8_valid(ct, strlen(ct)) ? ct
+                                                                               : "not UTF-8");
     else
         m->method->handler(api, &r, rep);
     return_memory(req, rep);
