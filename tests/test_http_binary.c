@@ -274,7 +274,7 @@ static void backfill(td_http *h, td_rng *rng)
     const cJSON *v = td_json_at(r.json, "vectors.m4");
     CHECK_EQ(cJSON_GetArraySize(v), 4);
     for (int d = 0; d < 4 && v; d++)
-        CHECK(cJSON_GetArrayItem(v, d)->valuedouble == (double)it[1].v[d]);
+        CHECK((float)cJSON_GetArrayItem(v, d)->valuedouble == it[1].v[d]);
     CHECK(td_json_at(r.json, "vectors.ml") != NULL);
     td_reply_finish(&r);
     /* The JSON body takes ?model= too, and refuses two different ones. */
