@@ -150,8 +150,10 @@ cd_err cd_engine_gallery_delete(cd_engine *e, const char *name,
 
 /*
  * Upserts n items' embeddings of `model` (NULL: the gallery model).  Each
- * item's vector must have the model's dim floats (the engine copies and,
- * for cosine, normalises them).  All or nothing; the error names the first
+ * item's vector must have the model's dim floats, which the engine reads
+ * during the call only (for cosine it normalises a copy; ip and l2
+ * vectors that lie row after row, as a binary batch's do, are read where
+ * they are).  All or nothing; the error names the first
  * bad item by index.  Acknowledged (CD_OK) only after the SQLite commit
  * and once the index holds the batch.  CD_EUNAVAILABLE when the gallery
  * is unavailable, or becomes so because its index cannot take the batch

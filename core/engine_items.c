@@ -19,6 +19,21 @@
 
 /* --- items ----------------------------------------------------------- */
 
+/* The checks of cd__vector_ready, which leave v as it is: all of them
+ * for ip and l2. */
+static cd_err vector_check(const cd_model *m, const float *v, const char *what,
+                           size_t i, cd_error *err)
+{
+    size_t dim = (size_t)m->dim;
+    double norm2;
+    if (!cd_vec_finite(v, dim))
+        return cd__fail(err, CD_EVECTOR, "%s %zu: vector has a NaN or infinite value", what, i);
+    if (m->metric != CD_METRIC_COSINE && !cd_vec_in_range(v, dim, &norm2))
+        return cd__fail(err, CD_EVECTOR, "%s %zu: vector's squared L2 norm %g is above %g: "
+                        "its scores would overflow float32", what, i, norm2, CD_VEC_NORM2_MAX);
+    return CD_OK;
+}
+
 /*
  * Readies vector v of model m in place: refuses (CD_EVECTOR) one not
  * finite, or for ip and l2 one whose scores could overflow float32
@@ -28,39 +43,47 @@
 cd_err cd__vector_ready(const cd_model *m, float *v, const char *what,
                         size_t i, cd_error *err)
 {
-    size_t dim = (size_t)m->dim;
-    double norm2;
-    if (!cd_vec_finite(v, dim))
-        return cd__fail(err, CD_EVECTOR, "%s %zu: vector has a NaN or infinite value", what, i);
-    if (m->metric == CD_METRIC_COSINE) {
-        if (!cd_vec_normalize(v, dim))
-            return cd__fail(err, CD_EVECTOR, "%s %zu: zero vector has no direction for cosine "
-                            "model %s", what, i, m->name);
-    } else if (!cd_vec_in_range(v, dim, &norm2)) {
-        return cd__fail(err, CD_EVECTOR, "%s %zu: vector's squared L2 norm %g is above %g: "
-                        "its scores would overflow float32", what, i, norm2, CD_VEC_NORM2_MAX);
-    }
-    return CD_OK;
+    cd_err rc = vector_check(m, v, what, i, err);
+    if (rc == CD_OK && m->metric == CD_METRIC_COSINE && !cd_vec_normalize(v, (size_t)m->dim))
+        return cd__fail(err, CD_EVECTOR, "%s %zu: zero vector has no direction for cosine "
+                        "model %s", what, i, m->name);
+    return rc;
 }
 
 /*
- * Copies n vectors of item-sized input into one row-major buffer, each
- * readied by cd__vector_ready.  Messages name the item.
+ * The n vectors of item-sized input as one row-major array in *rows,
+ * each readied by cd__vector_ready.  When they lie row after row already
+ * (a binary batch's body) and m is not cosine, they are only checked and
+ * *rows points at them; otherwise they are copied into *owned (free()),
+ * which is NULL in the first case.  Messages name the item.
  */
-static cd_err copy_vectors(const cd_model *m, const cd_item_in *items,
-                           size_t n, float **out, cd_error *err)
+static cd_err ready_vectors(const cd_model *m, const cd_item_in *items,
+                            size_t n, float **owned, const float **rows,
+                            cd_error *err)
 {
     size_t dim = (size_t)m->dim;
+    bool in_place = m->metric != CD_METRIC_COSINE;
+    *owned = NULL;
+    *rows = NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (!items[i].vector)
+            return cd__fail(err, CD_EVECTOR, "item %zu: no vector", i);
+        in_place = in_place && items[i].vector == items[0].vector + i * dim;
+    }
+    if (in_place) {
+        for (size_t i = 0; i < n; i++) {
+            cd_err rc = vector_check(m, items[i].vector, "item", i, err);
+            if (rc != CD_OK)
+                return rc;
+        }
+        *rows = items[0].vector;
+        return CD_OK;
+    }
     float *buf = malloc(n * dim * sizeof *buf);
-    *out = NULL;
     if (!buf)
         return cd__fail(err, CD_ENOMEM, "out of memory for %zu vectors", n);
     for (size_t i = 0; i < n; i++) {
         float *v = buf + i * dim;
-        if (!items[i].vector) {
-            free(buf);
-            return cd__fail(err, CD_EVECTOR, "item %zu: no vector", i);
-        }
         memcpy(v, items[i].vector, dim * sizeof *v);
         cd_err rc = cd__vector_ready(m, v, "item", i, err);
         if (rc != CD_OK) {
@@ -68,7 +91,8 @@ static cd_err copy_vectors(const cd_model *m, const cd_item_in *items,
             return rc;
         }
     }
-    *out = buf;
+    *owned = buf;
+    *rows = buf;
     return CD_OK;
 }
 
@@ -95,7 +119,8 @@ cd_err cd_engine_items_upsert(cd_engine *e, const char *gallery_name,
 {
     gallery *g = NULL;
     cd_model m;
-    float *vecs = NULL;
+    float *vecs = NULL;         /* the readied copy, when one is made */
+    const float *rows = NULL;   /* the batch's vectors, row after row */
     int64_t *rowids = NULL;
     bool *replaced = NULL;
     cd_item_in *copy = NULL;
@@ -111,7 +136,7 @@ cd_err cd_engine_items_upsert(cd_engine *e, const char *gallery_name,
     rc = cd__model_by_name(e, model ? model : g->model.name, &m, err);
     if (rc != CD_OK)
         goto out;
-    rc = copy_vectors(&m, items, n, &vecs, err);
+    rc = ready_vectors(&m, items, n, &vecs, &rows, err);
     if (rc != CD_OK)
         goto out;
     rowids = malloc(n * sizeof *rowids);
@@ -123,7 +148,7 @@ cd_err cd_engine_items_upsert(cd_engine *e, const char *gallery_name,
     }
     for (size_t i = 0; i < n; i++) {
         copy[i] = items[i];
-        copy[i].vector = vecs + i * (size_t)m.dim;
+        copy[i].vector = rows + i * (size_t)m.dim;
     }
 
     pthread_rwlock_wrlock(&g->lock);
@@ -169,7 +194,7 @@ cd_err cd_engine_items_upsert(cd_engine *e, const char *gallery_name,
         free(old);
     }
     if (irc == CD_OK)
-        irc = cd_index_add(gi->ix, rowids, vecs, n, &ierr);
+        irc = cd_index_add(gi->ix, rowids, rows, n, &ierr);
     if (cd__members_batch(&gi->members, rowids, NULL, n) != CD_OK)
         cd__elog(e, CD_LOG_ERROR, "gallery %s: out of memory noting the items of model %s",
              g->info.name, m.name);

@@ -22,6 +22,20 @@
 #define CD_DESCRIPTION_MAX 4096 /* bytes of a model description */
 #define CD_LABEL_MAX 256        /* bytes of an item or probe label */
 
+/*
+ * The binary item batch, the application/octet-stream body of an upsert
+ * (schema/openapi.yaml describes it for clients), all little-endian:
+ *
+ *   "CDB1"  u32 count  u32 dim
+ *   count records: u16 id bytes, the id; u16 label bytes (CD_BATCH_NO_LABEL:
+ *                  no label, and no bytes follow), the label
+ *   0..3 zero bytes, so that the rows start at a multiple of 4 bytes
+ *   count x dim float32: the vectors, row after row, up to the body's end
+ */
+#define CD_BATCH_MAGIC "CDB1"
+#define CD_BATCH_HEADER 12          /* magic, count, dim */
+#define CD_BATCH_NO_LABEL 0xFFFFu
+
 typedef enum cd_metric {
     CD_METRIC_COSINE = 0,   /* inner product of L2-normalised vectors */
     CD_METRIC_IP,           /* inner product; higher is closer */

@@ -305,8 +305,14 @@ static enum MHD_Result on_header(cd_http *s, struct MHD_Connection *conn, reques
     char *end;
     errno = 0;
     unsigned long long n = strtoull(cl, &end, 10);
-    if (!errno && !*end && n <= rc->limit)
+    if (!errno && !*end && n <= rc->limit) {
+        /* The whole body's room at once: growing it by doubling would
+         * copy a large batch several times over.  Without the memory,
+         * on_body grows it as it comes. */
+        if (n > 0 && (rc->body = malloc((size_t)n + 1)))
+            rc->cap = (size_t)n + 1;
         return MHD_YES;
+    }
     rc->too_large = true;
     if (!errno && !*end && n - rc->limit <= DRAIN_BYTES && !expects_continue(conn)) {
         /* On its way already: read it, then answer (on_body, on_end). */

@@ -19,6 +19,14 @@ const char *cd_request_arg(const cd_request *req, const char *name)
     return req->arg ? req->arg(req->conn, name) : NULL;
 }
 
+bool cd_request_content_type_is(const cd_request *req, const char *type)
+{
+    const char *ct = req->content_type;
+    size_t n = strlen(type);
+    return ct && strncasecmp(ct, type, n) == 0 &&
+           (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
+}
+
 /* Appends ".name" or "[i]" to the key path in buf (cut when full). */
 static void path_push(char *buf, size_t cap, size_t len, const cJSON *parent,
                       const cJSON *child, size_t i)
@@ -110,8 +118,7 @@ static bool keys_unique(const cJSON *j, char *path, size_t cap, size_t len,
 cJSON *cd_json_body(const cd_request *req, cd_reply *rep)
 {
     const char *ct = req->content_type;
-    if (!ct || strncasecmp(ct, "application/json", 16) != 0 ||
-        (ct[16] != '\0' && ct[16] != ';' && ct[16] != ' ')) {
+    if (!cd_request_content_type_is(req, "application/json")) {
         cd_reply_error(rep, CD_HTTP_UNSUPPORTED_MEDIA_TYPE,
                        "Content-Type must be application/json (got %s)", ct ? ct : "none");
         return NULL;
@@ -472,15 +479,52 @@ const char *cd_json_source_next(const char *p)
     return skip_ws(skip_ws(skip_value(p)) + 1);     /* past the value and its ',' */
 }
 
-bool cd_json_id(const cJSON *obj, const char *where, const char **out, cd_reply *rep)
+/* Whether the len bytes at s are text: UTF-8 without NUL (invalid_utf8);
+ * what names it in messages ("id"). */
+static bool is_text(const char *s, size_t len, const char *what, const char *where,
+                    cd_reply *rep)
 {
-    const cJSON *id = cJSON_GetObjectItemCaseSensitive(obj, "id");
-    if (!cJSON_IsString(id) || id->valuestring[0] == '\0' ||
-        strlen(id->valuestring) > CD_ITEM_ID_MAX) {
+    if (cd_utf8_valid(s, len) && !memchr(s, '\0', len))
+        return true;
+    cd_reply_error(rep, CD_HTTP_INVALID_UTF8, "%s%s is not UTF-8 text without NUL", where, what);
+    return false;
+}
+
+bool cd_request_id(const char *s, size_t len, const char *where, cd_reply *rep)
+{
+    if (len == 0 || len > CD_ITEM_ID_MAX) {
         cd_reply_error(rep, CD_HTTP_INVALID_ID, "%sid must be a string of 1..%d bytes", where,
                        CD_ITEM_ID_MAX);
         return false;
     }
+    return is_text(s, len, "id", where, rep);
+}
+
+bool cd_request_label(const char *s, size_t len, bool allow_empty, const char *where,
+                      cd_reply *rep)
+{
+    if (len > CD_LABEL_MAX || (!allow_empty && len == 0)) {
+        if (allow_empty)
+            cd_reply_error(rep, CD_HTTP_INVALID_LABEL, "%slabel is longer than %d bytes", where,
+                           CD_LABEL_MAX);
+        else
+            cd_reply_error(rep, CD_HTTP_INVALID_LABEL, "%slabel must be 1..%d bytes", where,
+                           CD_LABEL_MAX);
+        return false;
+    }
+    return is_text(s, len, "label", where, rep);
+}
+
+bool cd_json_id(const cJSON *obj, const char *where, const char **out, cd_reply *rep)
+{
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(obj, "id");
+    if (!cJSON_IsString(id)) {
+        cd_reply_error(rep, CD_HTTP_INVALID_ID, "%sid must be a string of 1..%d bytes", where,
+                       CD_ITEM_ID_MAX);
+        return false;
+    }
+    if (!cd_request_id(id->valuestring, strlen(id->valuestring), where, rep))
+        return false;
     *out = id->valuestring;
     return true;
 }
@@ -510,14 +554,8 @@ bool cd_json_label(const cJSON *obj, const char *where, bool allow_empty, char *
                        where);
         return false;
     }
-    if (strlen(*out) <= CD_LABEL_MAX && (allow_empty || (*out)[0] != '\0'))
+    if (cd_request_label(*out, strlen(*out), allow_empty, where, rep))
         return true;
-    if (allow_empty)
-        cd_reply_error(rep, CD_HTTP_INVALID_LABEL, "%slabel is longer than %d bytes", where,
-                       CD_LABEL_MAX);
-    else
-        cd_reply_error(rep, CD_HTTP_INVALID_LABEL, "%slabel must be 1..%d bytes", where,
-                       CD_LABEL_MAX);
     free(*owned);
     *owned = NULL;
     *out = NULL;

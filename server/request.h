@@ -38,6 +38,21 @@ typedef struct cd_request {
 /* The value of query argument name, or NULL. */
 const char *cd_request_arg(const cd_request *req, const char *name);
 
+/* True when the request's Content-Type is type (case aside), with or
+ * without parameters ("application/json; charset=utf-8"). */
+bool cd_request_content_type_is(const cd_request *req, const char *type);
+
+/*
+ * The item id and label rules, for ids and labels of len bytes at s
+ * however they came (JSON strings, the binary batch): an id of
+ * 1..CD_ITEM_ID_MAX bytes (invalid_id), a label of at most CD_LABEL_MAX
+ * (and, unless allow_empty, at least 1) bytes (invalid_label), both UTF-8
+ * without NUL (invalid_utf8).
+ */
+bool cd_request_id(const char *s, size_t len, const char *where, cd_reply *rep);
+bool cd_request_label(const char *s, size_t len, bool allow_empty, const char *where,
+                      cd_reply *rep);
+
 /* The body as a JSON object (Content-Type application/json, UTF-8, no
  * \u0000, no two members of one name anywhere), or NULL with rep set.
  * Free with cJSON_Delete(). */

@@ -39,7 +39,7 @@ static const cd_route routes[] = {
         {"PATCH", CD_SCOPE_ADMIN, CD_BODY_JSON, cd__gallery_patch},
         {"DELETE", CD_SCOPE_ADMIN, CD_BODY_NONE, cd__gallery_delete}}},
     {"/v1/galleries/{g}/items", 0, {
-        {"POST", CD_SCOPE_WRITE, CD_BODY_JSON, cd__items_upsert}}},
+        {"POST", CD_SCOPE_WRITE, CD_BODY_BATCH, cd__items_upsert}}},
     {"/v1/galleries/{g}/items/{id}", 0, {
         {"GET", CD_SCOPE_READ, CD_BODY_NONE, cd__item_get},
         {"DELETE", CD_SCOPE_WRITE, CD_BODY_NONE, cd__item_delete}}},
@@ -245,6 +245,15 @@ void cd_route_dispatch(cd_api *api, const cd_route_match *m, const cd_request *r
     cd_request r = *req;
     r.params = m->params;
     rep->route = cd_route_pattern(m);
-    m->method->handler(api, &r, rep);
+    /* A JSON-only route's reader refuses any other body (415) itself. */
+    const char *ct = req->content_type;
+    if (m->method->body == CD_BODY_BATCH && !cd_request_content_type_is(req, "application/json") &&
+        !cd_request_content_type_is(req, "application/octet-stream"))
+        cd_reply_error(rep, CD_HTTP_UNSUPPORTED_MEDIA_TYPE,
+                       "Content-Type must be application/json or application/octet-stream "
+                       "(got %s)", !ct ? "none" : cd_utf8_valid(ct, strlen(ct)) ? ct
+                                                                               : "not UTF-8");
+    else
+        m->method->handler(api, &r, rep);
     return_memory(req, rep);
 }

@@ -31,6 +31,9 @@ typedef enum cd_body {
     CD_BODY_NONE,       /* none: one is refused (400 unexpected_body) */
     CD_BODY_JSON,       /* up to --max-body */
     CD_BODY_EVAL,       /* up to --max-eval-body: whole probe sets */
+    CD_BODY_BATCH,      /* up to --max-body, JSON or the binary item batch
+                           (application/octet-stream, vec.h's CD_BATCH_*);
+                           the handler reads either */
 } cd_body;
 
 typedef struct cd_route_method {

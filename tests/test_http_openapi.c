@@ -885,6 +885,7 @@ static void check_answer(const op *o, const char *query, const td_reply *r)
 static const struct {
     const char *method, *path, *query;
 } queries[] = {
+    {"POST", "/v1/galleries/{g}/items", "model=faces-v1"},
     {"GET", "/v1/galleries/{g}/items/{id}", "vectors=true"},
     {"GET", "/v1/galleries/{g}/evaluations", "limit=1&before=1000000&query_model=faces-v2"},
     {"GET", "/v1/adapters/{name}", "weights=true"},

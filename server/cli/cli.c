@@ -9,12 +9,17 @@
  * vecfile.h and checked against the model the server describes
  * before anything is written, so a bad file sends nothing.
  *
- * An import sends batches in file order and each batch is atomic on the
- * server, so after an interruption the items stored are a prefix of the
- * files.  That is what makes resuming cheap and sound: a batch whose first
- * and last items already hold the files' vectors of the model (and their
- * labels) is stored whole, and is skipped; one whose data changed since
- * is sent again.
+ * An import sends batches in file order as binary item batches (vec.h's
+ * CD_BATCH layout), two at a time on two kept-alive connections, so that
+ * the server reads one while it commits the other.  Each batch is atomic
+ * on the server, so after an interruption the items stored are whole
+ * batches: a prefix of the files, give or take the batch that was in
+ * flight beside the last one.  That is what makes resuming cheap and
+ * sound: a batch whose first and last items already hold the files'
+ * vectors of the model (and their labels) is stored whole, and is
+ * skipped; one whose data changed since, or that never arrived, is sent
+ * again.  Files that give an id twice are sent one batch at a time, so
+ * that the later line wins as it would in file order.
  */
 #include "cli.h"
 
@@ -23,6 +28,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -42,8 +48,10 @@
 #define MAX_BATCH 1000000
 /* Largest request body an import builds: half the daemon's default limit. */
 #define BATCH_BODY_MAX (32u * 1024 * 1024)
-/* Per item of a batch, besides its base64 vector: id, label, JSON. */
-#define ITEM_OVERHEAD (CD_ITEM_ID_MAX + CD_LABEL_MAX + 64)
+/* Per item of a batch, besides its float32 row: id, label, their lengths. */
+#define ITEM_OVERHEAD (CD_ITEM_ID_MAX + CD_LABEL_MAX + 4)
+/* Batches an import keeps in flight (files without repeated ids). */
+#define IN_FLIGHT 2
 #define PROGRESS_BAR_WIDTH 30
 #define REGRESSIONS_SHOWN 10
 
@@ -478,7 +486,8 @@ static const char import_usage[] =
     "the ids file (and of the labels file) belongs to vector i.  Vectors come from\n"
     "a NumPy .npy file (float32 <f4, C order, n x dim), an .fvecs file, or raw\n"
     "little-endian float32 (dim from --dim or the model).  The files are checked\n"
-    "against model M before anything is sent.\n"
+    "against model M before anything is sent.  Batches go as binary item batches,\n"
+    "two at a time on two connections (one at a time when an id repeats).\n"
     "\n"
     "Resumable: run it again after an interruption and the batches already stored\n"
     "(their first and last items hold the files' vectors for M, and labels; a\n"
@@ -628,37 +637,144 @@ out:
     return rc;
 }
 
-/* The upsert body of items [from, to); malloc'd text, NULL when out of
- * memory. */
-static char *batch_body(const char *model, const cd_vecfile *v, const cd_lines *ids,
-                        const cd_lines *labels, size_t from, size_t to)
+static unsigned char *put_u16(unsigned char *p, size_t v)
 {
-    char *text = NULL;
-    cJSON *root = cJSON_CreateObject(), *items = NULL;
-    if (!root || !cJSON_AddStringToObject(root, "model", model) ||
-        !(items = cJSON_AddArrayToObject(root, "items")))
-        goto out;
+    p[0] = (unsigned char)v;
+    p[1] = (unsigned char)(v >> 8);
+    return p + 2;
+}
+
+static unsigned char *put_u32(unsigned char *p, uint32_t v)
+{
+    for (int k = 0; k < 4; k++)
+        p[k] = (unsigned char)(v >> (8 * k));
+    return p + 4;
+}
+
+/* The binary item batch (vec.h's CD_BATCH layout) of items [from, to):
+ * malloc'd, its size in *len; NULL when out of memory. */
+static char *batch_body(const cd_vecfile *v, const cd_lines *ids, const cd_lines *labels,
+                        size_t from, size_t to, size_t *len)
+{
+    size_t size = CD_BATCH_HEADER;
+    for (size_t i = from; i < to; i++)
+        size += 4 + strlen(ids->lines[i]) + (labels ? strlen(labels->lines[i]) : 0);
+    size_t rows_at = size + (size_t)(-size) % 4;
+    size_t n_floats = (to - from) * v->dim;
+    *len = rows_at + n_floats * sizeof(float);
+    unsigned char *b = calloc(1, *len), *p = b;
+    if (!b)
+        return NULL;
+    memcpy(p, CD_BATCH_MAGIC, 4);
+    p = put_u32(p + 4, (uint32_t)(to - from));
+    p = put_u32(p, (uint32_t)v->dim);
     for (size_t i = from; i < to; i++) {
-        cJSON *it = cJSON_CreateObject();
-        if (!it)
-            goto out;
-        cJSON_AddItemToArray(items, it);
-        char *b64 = cd_b64_encode_floats(v->data + i * v->dim, v->dim);
-        if (!b64)
-            goto out;
-        cJSON *s = cJSON_CreateString(b64);
-        free(b64);
-        if (!s || !cJSON_AddStringToObject(it, "id", ids->lines[i]) ||
-            (labels && !cJSON_AddStringToObject(it, "label", labels->lines[i]))) {
-            cJSON_Delete(s);
-            goto out;
+        size_t n = strlen(ids->lines[i]);
+        memcpy(p = put_u16(p, n), ids->lines[i], n);
+        p += n;
+        if (!labels) {
+            p = put_u16(p, CD_BATCH_NO_LABEL);
+            continue;
         }
-        cJSON_AddItemToObject(it, "vector_b64", s);
+        n = strlen(labels->lines[i]);
+        memcpy(p = put_u16(p, n), labels->lines[i], n);
+        p += n;
     }
-    text = cJSON_PrintUnformatted(root);
-out:
-    cJSON_Delete(root);
-    return text;
+    p = b + rows_at;    /* past the zero padding */
+    const float *x = v->data + from * v->dim;
+    for (size_t k = 0; k < n_floats; k++) {
+        uint32_t u;
+        memcpy(&u, &x[k], sizeof u);
+        p = put_u32(p, u);
+    }
+    return (char *)b;
+}
+
+static int str_cmp(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Whether no id of the file repeats; -1 when out of memory. */
+static int ids_unique(const cd_lines *ids)
+{
+    const char **sorted = malloc((ids->n ? ids->n : 1) * sizeof *sorted);
+    if (!sorted)
+        return -1;
+    memcpy(sorted, ids->lines, ids->n * sizeof *sorted);
+    qsort(sorted, ids->n, sizeof *sorted, str_cmp);
+    size_t i = 1;
+    while (i < ids->n && strcmp(sorted[i - 1], sorted[i]) != 0)
+        i++;
+    free(sorted);
+    return i >= ids->n;
+}
+
+/* A batch on its way to the server, on a connection of its own. */
+typedef struct sender {
+    cd_client *c;           /* this sender's client (one thread at a time) */
+    const char *path;       /* POST .../items?model=M */
+    char *body;             /* the batch (malloc'd; freed once answered) */
+    size_t len;
+    size_t batch, from, to; /* its number and lines */
+    bool busy, threaded;    /* sent and not yet waited for; on a thread */
+    pthread_t thread;
+    long status;            /* the answer */
+    cd_err rc;
+    cd_error err;
+} sender;
+
+static void *sender_run(void *arg)
+{
+    sender *s = arg;
+    cJSON *reply = NULL;
+    s->rc = cd_client_call_body(s->c, "POST", s->path, "application/octet-stream", s->body,
+                                s->len, &s->status, &reply, NULL, &s->err);
+    cJSON_Delete(reply);
+    return NULL;
+}
+
+/* Sends s's batch on a thread (or here, when no thread can start). */
+static void sender_start(sender *s)
+{
+    s->busy = true;
+    s->threaded = pthread_create(&s->thread, NULL, sender_run, s) == 0;
+    if (!s->threaded)
+        sender_run(s);
+}
+
+/* Waits for s's batch, if any; its body is freed.  s->rc tells. */
+static void sender_join(sender *s)
+{
+    if (s->busy && s->threaded)
+        pthread_join(s->thread, NULL);
+    if (s->busy) {
+        free(s->body);
+        s->body = NULL;
+    }
+    s->busy = false;
+}
+
+/* Waits for the batch s has in flight, if any, and counts it done; false
+ * after printing why when the server refused it. */
+static bool import_answered(const char *cmd, sender *s, progress *p)
+{
+    if (!s->busy)
+        return true;
+    sender_join(s);
+    if (s->rc != CD_OK) {
+        char context[96];
+        progress_break(p);
+        snprintf(context, sizeof context, "batch %zu (lines %zu-%zu)", s->batch + 1, s->from + 1,
+                 s->to);
+        call_failed(cmd, s->c, s->status, &s->err, context);
+        return false;
+    }
+    p->sent += s->to - s->from;
+    if (s->to > p->done)
+        p->done = s->to;
+    progress_show(p, false);
+    return true;
 }
 
 /* Prints the resume notice for a run of skipped batches and resets it. */
@@ -711,8 +827,9 @@ int cd_import_main(int argc, char **argv)
     cd_client *c = NULL;
     cd_vecfile v = {0};
     cd_lines ids = {0}, labels = {0};
-    char *items_path = NULL, *body = NULL;
-    cJSON *g = NULL, *reply = NULL;
+    char *items_path = NULL;
+    cJSON *g = NULL;
+    sender senders[IN_FLIGHT] = {0};
     rc = 1;
     if (!(c = connect_to(cmd, &a)))
         goto out;
@@ -724,12 +841,20 @@ int cd_import_main(int argc, char **argv)
         !load_lines(cmd, ids_path, v.n, CD_ITEM_ID_MAX, &ids) ||
         (labels_path && !load_lines(cmd, labels_path, v.n, CD_LABEL_MAX, &labels)))
         goto out;
-    if (!(items_path = api_path("/v1/galleries/", gallery, "/items", NULL))) {
+    int unique = ids_unique(&ids);
+    if (unique < 0 || !(items_path = api_path("/v1/galleries/", gallery, "/items?model=", model,
+                                              NULL))) {
         fail(cmd, "out of memory");
         goto out;
     }
+    size_t in_flight = unique ? IN_FLIGHT : 1;
+    for (size_t k = 0; k < in_flight; k++) {
+        if (!(senders[k].c = connect_to(cmd, &a)))
+            goto out;
+        senders[k].path = items_path;
+    }
 
-    size_t per_item = (dim * 4 + 2) / 3 * 4 + ITEM_OVERHEAD;
+    size_t per_item = dim * sizeof(float) + ITEM_OVERHEAD;
     size_t size = (size_t)batch;
     if (size > BATCH_BODY_MAX / per_item)
         size = BATCH_BODY_MAX / per_item ? BATCH_BODY_MAX / per_item : 1;
@@ -760,28 +885,24 @@ int cd_import_main(int argc, char **argv)
             }
         }
         report_skipped(&p, &run_batches, &run_items, run_first);
-        if (!(body = batch_body(model, &v, &ids, labels_path ? &labels : NULL, from, to))) {
+        /* The sender whose batch went out longest ago: its answer first. */
+        sender *s = &senders[sent_batches % in_flight];
+        if (!import_answered(cmd, s, &p))
+            goto out;
+        s->body = batch_body(&v, &ids, labels_path ? &labels : NULL, from, to, &s->len);
+        if (!s->body) {
             fail(cmd, "out of memory building batch %zu", b + 1);
             goto out;
         }
-        cd_error err;
-        long status;
-        if (cd_client_call(c, "POST", items_path, body, &status, &reply, NULL, &err) != CD_OK) {
-            char context[96];
-            progress_break(&p);
-            snprintf(context, sizeof context, "batch %zu (lines %zu-%zu)", b + 1, from + 1, to);
-            call_failed(cmd, c, status, &err, context);
-            goto out;
-        }
-        cJSON_Delete(reply);
-        reply = NULL;
-        free(body);
-        body = NULL;
+        s->batch = b;
+        s->from = from;
+        s->to = to;
+        sender_start(s);
         sent_batches++;
-        p.sent += to - from;
-        p.done = to;
-        progress_show(&p, false);
     }
+    for (size_t k = 0; k < in_flight; k++)
+        if (!import_answered(cmd, &senders[(sent_batches + k) % in_flight], &p))
+            goto out;
     report_skipped(&p, &run_batches, &run_items, run_first);
     progress_show(&p, true);
     double secs = now_s() - p.t0;
@@ -793,9 +914,11 @@ int cd_import_main(int argc, char **argv)
            fmt_duration(took, sizeof took, secs), secs > 0 ? (double)p.sent / secs : 0.0);
     rc = 0;
 out:
-    free(body);
+    for (size_t k = 0; k < IN_FLIGHT; k++) {
+        sender_join(&senders[k]);
+        cd_client_destroy(senders[k].c);
+    }
     free(items_path);
-    cJSON_Delete(reply);
     cJSON_Delete(g);
     cd_lines_finish(&labels);
     cd_lines_finish(&ids);

@@ -151,9 +151,10 @@ bool cd_client_has_key(const cd_client *c)
     return c->has_key;
 }
 
-cd_err cd_client_request(cd_client *c, const char *method, const char *path,
-                         const char *body, size_t len, long *status,
-                         char **reply, size_t *reply_len, cd_error *err)
+/* cd_client_request with a body of content_type. */
+static cd_err request_typed(cd_client *c, const char *method, const char *path,
+                            const char *content_type, const char *body, size_t len,
+                            long *status, char **reply, size_t *reply_len, cd_error *err)
 {
     char errbuf[CURL_ERROR_SIZE] = "";
     reply_buf b = {0};
@@ -179,8 +180,9 @@ cd_err cd_client_request(cd_client *c, const char *method, const char *path,
         curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
     }
     /* Content-Type only with a body: the header list is shared. */
-    struct curl_slist ctype = {.data = (char *)"Content-Type: application/json",
-                               .next = c->headers};
+    char ctype_line[128];
+    snprintf(ctype_line, sizeof ctype_line, "Content-Type: %s", content_type);
+    struct curl_slist ctype = {.data = ctype_line, .next = c->headers};
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, body ? &ctype : c->headers);
     CURLcode cc = curl_easy_perform(h);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, c->headers);
@@ -213,6 +215,14 @@ out:
     return rc;
 }
 
+cd_err cd_client_request(cd_client *c, const char *method, const char *path,
+                         const char *body, size_t len, long *status,
+                         char **reply, size_t *reply_len, cd_error *err)
+{
+    return request_typed(c, method, path, "application/json", body, len, status, reply,
+                         reply_len, err);
+}
+
 /* The cd_err of a non-2xx status. */
 static cd_err status_error(long status)
 {
@@ -241,14 +251,22 @@ cd_err cd_client_call(cd_client *c, const char *method, const char *path,
                       const char *body, long *status, cJSON **json,
                       char **text, cd_error *err)
 {
+    return cd_client_call_body(c, method, path, "application/json", body,
+                               body ? strlen(body) : 0, status, json, text, err);
+}
+
+cd_err cd_client_call_body(cd_client *c, const char *method, const char *path,
+                           const char *content_type, const char *body, size_t body_len,
+                           long *status, cJSON **json, char **text, cd_error *err)
+{
     long st = 0;
     char *reply = NULL;
     size_t len = 0;
     *json = NULL;
     if (text)
         *text = NULL;
-    cd_err rc = cd_client_request(c, method, path, body, body ? strlen(body) : 0, &st, &reply,
-                                  &len, err);
+    cd_err rc = request_typed(c, method, path, content_type, body, body_len, &st, &reply, &len,
+                              err);
     if (status)
         *status = st;
     if (rc != CD_OK)

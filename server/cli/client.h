@@ -82,6 +82,12 @@ cd_err cd_client_call(cd_client *c, const char *method, const char *path,
                       const char *body, long *status, cJSON **json,
                       char **text, cd_error *err);
 
+/* cd_client_call with body_len bytes of body (any bytes) sent as
+ * content_type ("application/octet-stream"). */
+cd_err cd_client_call_body(cd_client *c, const char *method, const char *path,
+                           const char *content_type, const char *body, size_t body_len,
+                           long *status, cJSON **json, char **text, cd_error *err);
+
 /*
  * Percent-encodes s as one path segment: every byte but the unreserved
  * ones of RFC 3986 (A-Z a-z 0-9 - . _ ~) becomes %XX, so '/', spaces and

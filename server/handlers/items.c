@@ -1,6 +1,8 @@
 /*
  * items.c - POST /v1/galleries/{g}/items (an upsert of a batch, all or
- * nothing) and GET and DELETE /v1/galleries/{g}/items/{id}.
+ * nothing) and GET and DELETE /v1/galleries/{g}/items/{id}.  The binary
+ * form of the upsert's body is items_binary.c's; both end in
+ * cd__items_store.
  */
 #include "handlers.h"
 
@@ -10,8 +12,35 @@
 
 #include "text.h"
 
+bool cd__items_batch_fits(cd_api *api, size_t n, cd_reply *rep)
+{
+    cd_limits lim = cd_api_limits(api);
+    if (n <= lim.max_batch)
+        return true;
+    cd_reply_error(rep, CD_HTTP_BATCH_TOO_LARGE, "a batch holds at most %zu items, got %zu",
+                   lim.max_batch, n);
+    return false;
+}
+
+void cd__items_store(cd_api *api, const char *gallery, const char *model,
+                     const cd_item_in *items, size_t n, cd_reply *rep)
+{
+    cd_error err;
+    cd_err rc = cd_engine_items_upsert(api->engine, gallery, model, items, n, &err);
+    if (rc == CD_OK) {
+        cJSON *root = cJSON_CreateObject();
+        cJSON_AddNumberToObject(root, "upserted", (double)n);
+        cd_reply_json(rep, 200, root);
+    }
+    cd_reply_failed(rep, rc, &err);
+}
+
 void cd__items_upsert(cd_api *api, const cd_request *req, cd_reply *rep)
 {
+    if (cd_request_content_type_is(req, "application/octet-stream")) {
+        cd__items_upsert_binary(api, req, rep);
+        return;
+    }
     const char *gallery = req->params[0];
     static const char *const fields[] = {"model", "items", NULL};
     static const char *const item_fields[] = {"id", "label", "metadata", "vector",
@@ -28,6 +57,19 @@ void cd__items_upsert(cd_api *api, const cd_request *req, cd_reply *rep)
     cd_model m;
     if (!cd_json_only_fields(j, fields, "", rep) || !cd_json_string(j, "model", &model, "", rep))
         goto out;
+    const char *query_model = cd_request_arg(req, "model");
+    if (query_model && !cd_name_valid(query_model)) {
+        cd_reply_error(rep, CD_HTTP_INVALID_NAME, "model must match [A-Za-z0-9._-]{1,64}");
+        goto out;
+    }
+    if (model && query_model && strcmp(model, query_model) != 0) {
+        cd_reply_error(rep, CD_HTTP_INVALID_ARGUMENT,
+                       "the body names model %s, the query model %s: name one", model,
+                       query_model);
+        goto out;
+    }
+    if (!model)
+        model = query_model;
     if (model && !cd_name_valid(model)) {
         cd_reply_error(rep, CD_HTTP_INVALID_NAME, "model must match [A-Za-z0-9._-]{1,64}");
         goto out;
@@ -38,11 +80,8 @@ void cd__items_upsert(cd_api *api, const cd_request *req, cd_reply *rep)
         goto out;
     }
     n = (size_t)cJSON_GetArraySize(arr);
-    if (n > lim.max_batch) {
-        cd_reply_error(rep, CD_HTTP_BATCH_TOO_LARGE, "a batch holds at most %zu items, got %zu",
-                       lim.max_batch, n);
+    if (!cd__items_batch_fits(api, n, rep))
         goto out;
-    }
     if (!cd_api_model(api, gallery, model, &m, rep))
         goto out;
     items = calloc(n, sizeof *items);
@@ -83,14 +122,7 @@ void cd__items_upsert(cd_api *api, const cd_request *req, cd_reply *rep)
         items[i].vector = v;
         i++;
     }
-    cd_error err;
-    cd_err rc = cd_engine_items_upsert(api->engine, gallery, m.name, items, n, &err);
-    if (rc == CD_OK) {
-        cJSON *root = cJSON_CreateObject();
-        cJSON_AddNumberToObject(root, "upserted", (double)n);
-        cd_reply_json(rep, 200, root);
-    }
-    cd_reply_failed(rep, rc, &err);
+    cd__items_store(api, gallery, m.name, items, n, rep);
 out:
     for (size_t t = 0; texts && t < n_texts; t++)
         free(texts[t]);

@@ -171,6 +171,12 @@ static void finding(const char *why, const char *path, const cd_reply *rep)
 
 int fuzz_api_post(const char *path, const uint8_t *data, size_t size)
 {
+    return fuzz_api_post_typed(path, "application/json", data, size);
+}
+
+int fuzz_api_post_typed(const char *path, const char *content_type, const uint8_t *data,
+                        size_t size)
+{
     /* The daemon hands handlers a NUL-terminated copy (http.c). */
     char *body = malloc(size + 1);
     if (!body)
@@ -184,7 +190,7 @@ int fuzz_api_post(const char *path, const uint8_t *data, size_t size)
     req.path = path;
     req.body = body;
     req.body_len = size;
-    req.content_type = "application/json";
+    req.content_type = content_type;
     req.conn = NULL;
     cd_reply rep;
     memset(&rep, 0, sizeof rep);

@@ -42,6 +42,10 @@
  */
 int fuzz_api_post(const char *path, const uint8_t *data, size_t size);
 
+/* fuzz_api_post with a body of content_type ("application/octet-stream"). */
+int fuzz_api_post_typed(const char *path, const char *content_type, const uint8_t *data,
+                        size_t size);
+
 /*
  * Ends a run of a harness whose bodies write to gallery g: counts it, and
  * every reset_runs (>= 1) runs, or sooner when the gallery has grown past
