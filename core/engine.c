@@ -622,7 +622,7 @@ static cd_err index_load(cd_engine *e, gallery *g, gal_index *gi,
 {
     cd__idset_finish(&gi->members);
     cd_err mrc = cd_store_scan_rowids(e->st, g->info.id, gi->model.id,
-                                      SCAN_BATCH, members_batch,
+                                      SCAN_BATCH, cd__members_batch,
                                       &gi->members, err);
     if (mrc != CD_OK)
         return mrc;
