@@ -1289,17 +1289,7 @@ cd_err cd_engine_gallery_embeddings(cd_engine *e, const char *name,
 cd_err cd_engine_gallery_set_policy(cd_engine *e, const char *name,
                                     cd_query_policy policy, cd_error *err)
 {
-    gallery *g;
-    cd_err rc = cd__gallery_enter(e, name, &g, err);
-    if (rc != CD_OK)
-        return rc;
-    pthread_rwlock_wrlock(&g->lock);
-    rc = cd_store_gallery_set_policy(e->st, g->info.id, policy, err);
-    if (rc == CD_OK)
-        g->info.policy = policy;
-    pthread_rwlock_unlock(&g->lock);
-    pthread_rwlock_unlock(&e->lock);
-    return rc;
+    return cd_engine_gallery_update(e, name, &policy, NULL, 0, err);
 }
 
 cd_err cd_engine_gallery_delete(cd_engine *e, const char *name, cd_error *err)

@@ -133,10 +133,8 @@ cd_err cd_engine_adapter_list(cd_engine *e, cd_adapter_record **out, size_t *n,
 
 cd_err cd_engine_adapter_delete(cd_engine *e, const char *name, cd_error *err)
 {
-    /* Routes hook: once galleries route models through adapters (PATCH
-     * /v1/galleries/{g} "adapters"), refuse here with CD_ECONFLICT, naming
-     * the gallery, while any gallery routes through name, and check it in
-     * the same store transaction as the delete so that a route added
-     * meanwhile cannot be left pointing at nothing. */
+    /* The store refuses, in the delete's own transaction, while a gallery
+     * routes a model through it (a route set meanwhile cannot be left
+     * pointing at nothing). */
     return cd_store_adapter_delete(cd_engine_store(e), name, err);
 }

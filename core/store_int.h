@@ -126,6 +126,11 @@ typedef enum stmt_id {
     ST_ADAPTER_WEIGHTS,
     ST_ADAPTER_DELETE,
     ST_PAIRED_VECTORS,
+    ST_ROUTE_LIST,
+    ST_ROUTE_SET,
+    ST_ROUTE_DELETE,
+    ST_ROUTE_OF_ADAPTER,
+    ST_EVAL_LATEST_PAIR,
     ST_COUNT
 } stmt_id;
 
