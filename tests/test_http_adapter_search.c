@@ -32,14 +32,18 @@
 #define DC 12
 
 static const char *ref_script;
-static float va[N][DA], vc[N][DC], vq[NQ][DC];
+static float va[N][DA], vb[N][DA], vc[N][DC], vq[NQ][DC];
 
-/* Fills va, vc (c = a M + noise) and vq (c embeddings of latents near
- * items 0, 13, 26, ...: some near items with a c embedding, some not). */
+/* Fills va, vc (c = a M + noise), vb (a R: b is a rotated-ish a) and vq
+ * (c embeddings of latents near items 0, 13, 26, ...: some near items
+ * with a c embedding, some not). */
 static void make_data(void)
 {
     td_rng rng = {td_seed(31)};
-    float m[DA][DC];
+    float m[DA][DC], rot[DA][DA];
+    for (int i = 0; i < DA; i++)
+        for (int j = 0; j < DA; j++)
+            rot[i][j] = (float)(i == j) + (float)(0.3 * td_rng_gauss(&rng));
     for (int i = 0; i < DA; i++)
         for (int j = 0; j < DC; j++)
             m[i][j] = (float)td_rng_gauss(&rng);
@@ -57,7 +61,20 @@ static void make_data(void)
         }
         if (n < N)
             memcpy(va[n], z, sizeof z);
+        for (int j = 0; n < N && j < DA; j++) {
+            double s = 0;
+            for (int i = 0; i < DA; i++)
+                s += z[i] * rot[i][j];
+            vb[n][j] = (float)s;
+        }
     }
+}
+
+/* The vectors of model a, b or c, and their dim. */
+static const float *vectors_of(const char *model, int *dim)
+{
+    *dim = model[0] == 'c' ? DC : DA;
+    return model[0] == 'a' ? va[0] : model[0] == 'b' ? vb[0] : vc[0];
 }
 
 /* v (n floats) as a JSON array, exact for float32. */
@@ -77,15 +94,17 @@ static void call(td_http *h, long want, const char *method, const char *path,
     td_reply_finish(&r);
 }
 
-/* Writes items first..last-1 of model (a or c) into gallery g. */
+/* Writes items first..last-1 of model (a, b or c) into gallery g. */
 static void put_items(td_http *h, const char *g, const char *model, int first, int last)
 {
+    int dim;
+    const float *v = vectors_of(model, &dim);
     td_text t = {0};
     td_text_append(&t, "{\"model\":\"%s\",\"items\":[", model);
     for (int n = first; n < last; n++) {
         td_text_append(&t, "%s{\"id\":\"i%d\",\"label\":\"l%d\",\"vector\":", n > first ? "," : "",
                        n, n % 7);
-        append_vector(&t, strcmp(model, "a") == 0 ? va[n] : vc[n], strcmp(model, "a") == 0 ? DA : DC);
+        append_vector(&t, v + (size_t)n * dim, dim);
         td_text_append(&t, "}");
     }
     td_text_append(&t, "]}");
@@ -95,9 +114,11 @@ static void put_items(td_http *h, const char *g, const char *model, int first, i
     free(t.s);
 }
 
-/* The pairs body of adapter name from c to `to`, kind kind. */
+/* The pairs body of adapter name from c to `to` (a or b), kind kind. */
 static char *adapter_body(const char *name, const char *to, const char *kind)
 {
+    int dim;
+    const float *v = vectors_of(to, &dim);
     td_text t = {0};
     td_text_append(&t, "{\"name\":\"%s\",\"from\":\"c\",\"to\":\"%s\",\"kind\":\"%s\",\"pairs\":[",
                    name, to, kind);
@@ -105,7 +126,7 @@ static char *adapter_body(const char *name, const char *to, const char *kind)
         td_text_append(&t, "%s{\"from\":", n ? "," : "");
         append_vector(&t, vc[n], DC);
         td_text_append(&t, ",\"to\":");
-        append_vector(&t, va[n], DA);
+        append_vector(&t, v + (size_t)n * dim, dim);
         td_text_append(&t, "}");
     }
     td_text_append(&t, "]}");
@@ -115,8 +136,9 @@ static char *adapter_body(const char *name, const char *to, const char *kind)
 /*
  * Models a, b (dim 8) and c (dim 12), all cosine; galleries plain (a,
  * every item's a embedding), hot (a, the same plus c embeddings of items
- * 0..N_OWN-1) and other (b, three items); adapters c2a (affine) and c2b
- * (linear), both from c.
+ * 0..N_OWN-1), mixed (hot's, plus b embeddings of items N_OWN..2 N_OWN-1)
+ * and other (b, three items); adapters c2a (affine) and c2b (linear),
+ * both from c.
  */
 static void build(td_http *h)
 {
@@ -127,12 +149,16 @@ static void build(td_http *h)
         {"/v1/galleries", "{\"name\":\"plain\",\"model\":\"a\"}"},
         {"/v1/galleries", "{\"name\":\"hot\",\"model\":\"a\"}"},
         {"/v1/galleries", "{\"name\":\"other\",\"model\":\"b\"}"},
+        {"/v1/galleries", "{\"name\":\"mixed\",\"model\":\"a\"}"},
     };
     for (size_t i = 0; i < sizeof setup / sizeof setup[0]; i++)
         call(h, 201, "POST", setup[i][0], setup[i][1]);
     put_items(h, "plain", "a", 0, N);
     put_items(h, "hot", "a", 0, N);
     put_items(h, "hot", "c", 0, N_OWN);
+    put_items(h, "mixed", "a", 0, N);
+    put_items(h, "mixed", "c", 0, N_OWN);
+    put_items(h, "mixed", "b", N_OWN, 2 * N_OWN);
     call(h, 200, "POST", "/v1/galleries/other/items",
          "{\"items\":[{\"id\":\"x\",\"vector\":[1,0,0,0,0,0,0,0]},"
          "{\"id\":\"y\",\"vector\":[0,1,0,0,0,0,0,0]},{\"id\":\"z\",\"vector\":[0,0,1,0,0,0,0,0]}]}");
@@ -173,23 +199,29 @@ typedef struct reference {
 } reference;
 
 /*
- * The reference for a search through adapter c2a (weights read back from
- * the daemon) on a gallery where items 0..n_own-1 have a c embedding.
+ * The reference for a search through adapter (weights read back from the
+ * daemon) on a gallery where items 0..n_own-1 have a c embedding and the
+ * others are searched by their to_space vector (row i: item i's vector in
+ * the space its mapped query meets).
  */
-static void reference_of(td_http *h, int n_own, reference *ref)
+static void reference_of(td_http *h, const char *adapter, int n_own,
+                         const float (*to_space)[DA], reference *ref)
 {
     td_reply r;
-    CHECK_EQ(td_http_call(h, &r, 200, "GET", "/v1/adapters/c2a?weights=true", NULL), 200);
+    char *path = td_fmt("/v1/adapters/%s?weights=true", adapter);
+    CHECK_EQ(td_http_call(h, &r, 200, "GET", path, NULL), 200);
+    free(path);
     const cJSON *jw = td_json_at(r.json, "weights"), *jb = td_json_at(r.json, "bias");
-    REQUIRE(cJSON_GetArraySize(jw) == DC && cJSON_GetArraySize(jb) == DA);
-    float w[DC][DA], bias[DA];
+    bool has_bias = !cJSON_IsNull(jb);
+    REQUIRE(cJSON_GetArraySize(jw) == DC && (!has_bias || cJSON_GetArraySize(jb) == DA));
+    float w[DC][DA], bias[DA] = {0};
     for (int i = 0; i < DC; i++) {
         const cJSON *row = cJSON_GetArrayItem(jw, i);
         REQUIRE(cJSON_GetArraySize(row) == DA);
         for (int j = 0; j < DA; j++)
             w[i][j] = (float)cJSON_GetArrayItem(row, j)->valuedouble;
     }
-    for (int j = 0; j < DA; j++)
+    for (int j = 0; has_bias && j < DA; j++)
         bias[j] = (float)cJSON_GetArrayItem(jb, j)->valuedouble;
     td_reply_finish(&r);
 
@@ -198,14 +230,14 @@ static void reference_of(td_http *h, int n_own, reference *ref)
     unsigned char own[N];
     for (int n = 0; n < N; n++)
         own[n] = n < n_own;
-    write_file(dir, "gallery.f32", va, sizeof va);
+    write_file(dir, "gallery.f32", to_space, (size_t)N * DA * sizeof(float));
     write_file(dir, "queries.f32", vq, sizeof vq);
     write_file(dir, "w.f32", w, sizeof w);
     write_file(dir, "bias.f32", bias, sizeof bias);
     write_file(dir, "own.f32", vc, sizeof vc);
     write_file(dir, "own.u8", own, sizeof own);
-    snprintf(cmd, sizeof cmd, "/usr/bin/python3 '%s' '%s' %d %d %d %d %d 1", ref_script, dir, N,
-             NQ, K, DC, DA);
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 '%s' '%s' %d %d %d %d %d %d", ref_script, dir,
+             N, NQ, K, DC, DA, has_bias);
     REQUIRE(system(cmd) == 0);
     read_doubles(dir, "scores.f64", &ref->scores[0][0], (size_t)NQ * N);
     read_doubles(dir, "top.f64", &ref->top[0][0], (size_t)NQ * K);
@@ -396,6 +428,96 @@ static void test_bad_input(td_http *h)
     free(wrong_from);
 }
 
+/*
+ * Through c2b on mixed: items with a c embedding raw, those with a b
+ * embedding mapped into b's space, the rest mapped against their a
+ * embedding (b has a's dim and metric).  Under declared, b is not
+ * declared compatible with a: refused.
+ */
+static void test_three_spaces(td_http *h)
+{
+    static float to_space[N][DA];
+    for (int n = 0; n < N; n++)
+        memcpy(to_space[n], n >= N_OWN && n < 2 * N_OWN ? vb[n] : va[n], sizeof to_space[n]);
+    static reference ref;
+    reference_of(h, "c2b", N_OWN, (const float (*)[DA])to_space, &ref);
+    char *through = search_body("c2b");
+    td_reply r;
+    call(h, 200, "PATCH", "/v1/galleries/mixed", "{\"query_policy\":\"declared\"}");
+    CHECK_EQ(td_http_call(h, &r, 409, "POST", "/v1/galleries/mixed/search", through), 409);
+    CHECK_STREQ(td_reply_error_code(&r), "model_not_verified");
+    td_reply_finish(&r);
+    call(h, 200, "PATCH", "/v1/galleries/mixed", "{\"query_policy\":\"any\"}");
+    CHECK_EQ(td_http_call(h, &r, 200, "POST", "/v1/galleries/mixed/search", through), 200);
+    CHECK_STREQ(td_json_str(r.json, "adapter"), "c2b");
+    check_results(r.json, &ref);
+    check_searched(r.json, 3, (const char *[]){"c", "b", "a"},
+                   (const int[]){N_OWN, N_OWN, N - 2 * N_OWN},
+                   (const char *[]){NULL, "c2b", "c2b"});
+    td_reply_finish(&r);
+    free(through);
+}
+
+/* Runs stmt on d's database while d is stopped, then starts d again. */
+static void sql_while_stopped(td_daemon *d, const char *stmt)
+{
+    CHECK_EQ(td_daemon_stop(d), 0);
+    CHECK(td_daemon_sql(d, stmt));
+    REQUIRE(td_daemon_start(d, NULL));
+}
+
+/*
+ * The gate under verified reads the latest evaluation of the pair (c,
+ * c2a): an evaluation is run over HTTP (query model b, which has a's
+ * dim), then made one of the pair in the database (evaluations written
+ * with an adapter come with the evaluations through adapters), passing,
+ * failing, and as a raw evaluation of c, which does not count for the
+ * pair.
+ */
+static void test_verified(td_http *h, td_daemon *d, const reference *plain_ref)
+{
+    td_text t = {0};
+    td_text_append(&t, "{\"query_model\":\"b\",\"queries\":[");
+    for (int n = 0; n < 14; n++) {
+        td_text_append(&t, "%s{\"id\":\"p%d\",\"label\":\"l%d\",\"vector\":", n ? "," : "", n, n % 7);
+        append_vector(&t, vb[n], DA);
+        td_text_append(&t, "}");
+    }
+    td_text_append(&t, "]}");
+    td_reply r;
+    CHECK_EQ(td_http_call(h, &r, 201, "POST", "/v1/galleries/plain/evaluations", t.s), 201);
+    int id = (int)td_json_num(r.json, "id");
+    td_reply_finish(&r);
+    free(t.s);
+    call(h, 200, "PATCH", "/v1/galleries/plain", "{\"query_policy\":\"verified\"}");
+    char *through = search_body("c2a");
+    static const struct {
+        const char *set;
+        long status;
+        const char *says;
+    } cases[] = {
+        {"adapter_id = (SELECT id FROM adapters WHERE name = 'c2a'), adapter = 'c2a', "
+         "compatible = 1", 200, NULL},
+        {"compatible = 0", 409, "failed the criterion"},
+        {"adapter_id = NULL, adapter = NULL, compatible = 1", 409, "no evaluation"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *stmt = td_fmt("UPDATE evaluations SET query_model_id = (SELECT id FROM models"
+                            " WHERE name = 'c'), %s WHERE id = %d", cases[i].set, id);
+        sql_while_stopped(d, stmt);
+        free(stmt);
+        CHECK_EQ(td_http_call(h, &r, cases[i].status, "POST", "/v1/galleries/plain/search",
+                              through), cases[i].status);
+        if (cases[i].status == 200)
+            check_results(r.json, plain_ref);
+        else
+            CHECK(strstr(td_reply_error_message(&r), cases[i].says) != NULL);
+        td_reply_finish(&r);
+    }
+    call(h, 200, "PATCH", "/v1/galleries/plain", "{\"query_policy\":\"declared\"}");
+    free(through);
+}
+
 /* The "results" of a search reply, as text. */
 static char *results_of(td_http *h, const char *gallery, const char *body)
 {
@@ -431,8 +553,8 @@ int main(int argc, char **argv)
     REQUIRE(td_daemon_start_client(NULL, &d, &h));
     build(h);
     static reference plain_ref, hot_ref;
-    reference_of(h, 0, &plain_ref);
-    reference_of(h, N_OWN, &hot_ref);
+    reference_of(h, "c2a", 0, (const float (*)[DA])va, &plain_ref);
+    reference_of(h, "c2a", N_OWN, (const float (*)[DA])va, &hot_ref);
 
     int searches = test_search(h, &plain_ref, &hot_ref);
     test_bad_input(h);
@@ -481,6 +603,8 @@ int main(int argc, char **argv)
     char *again = results_of(h, "hot", plain_body);
     CHECK_STREQ(again, routed);
     free(again);
+    test_three_spaces(h);
+    test_verified(h, d, &plain_ref);
 
     /* null removes the route; then the adapter can go. */
     CHECK_EQ(td_http_call(h, &r, 200, "PATCH", "/v1/galleries/hot",
