@@ -435,6 +435,33 @@ const char *td_daemon_data_dir(const td_daemon *d)
     return d->data_dir;
 }
 
+bool td_write_file(const char *dir, const char *name, const void *v, size_t bytes)
+{
+    char *path = td_fmt("%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    bool ok = f && fwrite(v, 1, bytes, f) == bytes;
+    if (f && fclose(f) != 0)
+        ok = false;
+    if (!ok)
+        fprintf(stderr, "cannot write %s: %s\n", path, strerror(errno));
+    free(path);
+    return ok;
+}
+
+bool td_read_file(const char *dir, const char *name, void *v, size_t bytes)
+{
+    char *path = td_fmt("%s/%s", dir, name);
+    FILE *f = fopen(path, "rb");
+    bool ok = f && fread(v, 1, bytes, f) == bytes && fgetc(f) == EOF;
+    if (f)
+        fclose(f);
+    if (!ok)
+        fprintf(stderr, "cannot read %zu bytes from %s\n", bytes, path);
+    unlink(path);
+    free(path);
+    return ok;
+}
+
 bool td_daemon_sql(const td_daemon *d, const char *stmt)
 {
     char *db_path = td_fmt("%s/compatd.db", d->data_dir);

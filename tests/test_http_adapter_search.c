@@ -170,28 +170,6 @@ static void build(td_http *h)
     free(body);
 }
 
-/* Writes n floats to dir/name. */
-static void write_file(const char *dir, const char *name, const void *v, size_t bytes)
-{
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "wb");
-    REQUIRE(f);
-    REQUIRE(fwrite(v, 1, bytes, f) == bytes);
-    REQUIRE(fclose(f) == 0);
-}
-
-/* Reads n doubles from dir/name. */
-static void read_doubles(const char *dir, const char *name, double *v, size_t n)
-{
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "rb");
-    REQUIRE(f);
-    REQUIRE(fread(v, sizeof *v, n, f) == n);
-    fclose(f);
-}
-
 /* The reference: every item's score and the K best per query. */
 typedef struct reference {
     double scores[NQ][N];
@@ -230,19 +208,19 @@ static void reference_of(td_http *h, const char *adapter, int n_own,
     unsigned char own[N];
     for (int n = 0; n < N; n++)
         own[n] = n < n_own;
-    write_file(dir, "gallery.f32", to_space, (size_t)N * DA * sizeof(float));
-    write_file(dir, "queries.f32", vq, sizeof vq);
-    write_file(dir, "w.f32", w, sizeof w);
-    write_file(dir, "bias.f32", bias, sizeof bias);
-    write_file(dir, "own.f32", vc, sizeof vc);
-    write_file(dir, "own.u8", own, sizeof own);
+    REQUIRE(td_write_file(dir, "gallery.f32", to_space, (size_t)N * DA * sizeof(float)) &&
+            td_write_file(dir, "queries.f32", vq, sizeof vq) &&
+            td_write_file(dir, "w.f32", w, sizeof w) &&
+            td_write_file(dir, "bias.f32", bias, sizeof bias) &&
+            td_write_file(dir, "own.f32", vc, sizeof vc) &&
+            td_write_file(dir, "own.u8", own, sizeof own));
     snprintf(cmd, sizeof cmd, "/usr/bin/python3 '%s' '%s' %d %d %d %d %d %d", ref_script, dir,
              N, NQ, K, DC, DA, has_bias);
     REQUIRE(system(cmd) == 0);
-    read_doubles(dir, "scores.f64", &ref->scores[0][0], (size_t)NQ * N);
-    read_doubles(dir, "top.f64", &ref->top[0][0], (size_t)NQ * K);
+    REQUIRE(td_read_file(dir, "scores.f64", ref->scores, sizeof ref->scores) &&
+            td_read_file(dir, "top.f64", ref->top, sizeof ref->top));
     static const char *const files[] = {"gallery.f32", "queries.f32", "w.f32", "bias.f32",
-                                        "own.f32", "own.u8", "scores.f64", "top.f64"};
+                                        "own.f32", "own.u8"};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         snprintf(cmd, sizeof cmd, "%s/%s", dir, files[i]);
         unlink(cmd);
@@ -613,6 +591,10 @@ int main(int argc, char **argv)
     td_reply_finish(&r);
     CHECK_EQ(td_http_call(h, &r, 400, "POST", "/v1/galleries/hot/search", plain_body), 400);
     td_reply_finish(&r);
+    /* A deleted gallery takes its routes along. */
+    call(h, 200, "PATCH", "/v1/galleries/mixed", "{\"adapters\":{\"c\":\"c2a\"}}");
+    call(h, 409, "DELETE", "/v1/adapters/c2a", NULL);
+    call(h, 204, "DELETE", "/v1/galleries/mixed", NULL);
     call(h, 204, "DELETE", "/v1/adapters/c2a", NULL);
     CHECK_EQ(td_http_call(h, &r, 404, "POST", "/v1/galleries/hot/search", through), 404);
     td_reply_finish(&r);
