@@ -43,7 +43,7 @@ static const char usage[] =
     "       compatd eval --gallery G --query-model M --queries FILE --labels FILE ...\n"
     "       compatd eval --show ID\n"
     "       compatd models|galleries|status [--json]\n"
-    "       compatd adapter fit|list|show|delete ... (compatd adapter --help)\n"
+    "       compatd adapter fit|list|show|delete|route ... (compatd adapter --help)\n"
     "  (the client commands take --url URL, --key KEY, --cacert FILE; compatd <command> --help)\n"
     "\n"
     "Serves a backward-compatible embedding gallery over HTTP.\n"
