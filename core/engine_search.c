@@ -172,9 +172,9 @@ static cd_err gate(cd_engine *e, gallery *g, const cd_model *m,
         return CD_OK;
     cd_evaluation *ev = NULL;
     size_t n = 0;
-    cd_err rc = ad ? cd_store_evaluation_latest_pair(e->st, g->info.id, m->id, ad->id, &ev,
-                                                     &n, err)
-                   : cd_store_evaluation_latest(e->st, g->info.id, m->id, &ev, &n, err);
+    /* A raw query is judged by raw evaluations only, a pair by its own. */
+    cd_err rc = cd_store_evaluation_latest_pair(e->st, g->info.id, m->id, ad ? ad->id : 0,
+                                                &ev, &n, err);
     if (rc != CD_OK)
         return rc;
     const char *policy = cd_policy_name(g->info.policy);

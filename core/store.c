@@ -259,7 +259,7 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_EVAL_LATEST_PAIR] =
         EVAL_SELECT
         " WHERE e.id = (SELECT max(id) FROM evaluations WHERE gallery_id = ?1"
-        " AND query_model_id = ?2 AND adapter_id = ?3)",
+        " AND query_model_id = ?2 AND adapter_id IS nullif(?3, 0))",
 };
 
 /* --- small helpers ----------------------------------------------------- */

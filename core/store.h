@@ -351,9 +351,10 @@ cd_err cd_store_evaluation_latest(cd_store *st, int64_t gallery_id,
 
 /*
  * The latest evaluation of query model query_model_id on gallery_id whose
- * probes were mapped by adapter adapter_id (evaluations.adapter_id), the
- * pair the gate of a search through that adapter reads: *n is 1 with it
- * in *out, or 0 when there is none.  Without report; *out is freed with
+ * probes were mapped by adapter adapter_id (evaluations.adapter_id), or,
+ * with adapter_id 0, whose probes were not mapped (adapter_id NULL): the
+ * pair the gate of a search reads.  *n is 1 with it in *out, or 0 when
+ * there is none.  Without report; *out is freed with
  * cd_evaluations_destroy().
  */
 cd_err cd_store_evaluation_latest_pair(cd_store *st, int64_t gallery_id,
