@@ -228,9 +228,10 @@ typedef struct cd_search_result {
 
 /*
  * Searches nq query vectors of `model` (NULL: the gallery model) for the k
- * (1..CD_K_MAX) closest items.  The queries are copied (and normalised for
- * cosine).  *out is freed with cd_search_result_destroy().  CD_EBUSY before
- * the indexes are loaded.
+ * (1..CD_K_MAX) closest items, through the gallery's route for `model`
+ * when it has one (cd_engine_search_via with no adapter named).  The
+ * queries are copied (and normalised for cosine).  *out is freed with
+ * cd_search_result_destroy().  CD_EBUSY before the indexes are loaded.
  */
 cd_err cd_engine_search(cd_engine *e, const char *gallery, const char *model,
                         const float *queries, size_t nq, size_t k,
