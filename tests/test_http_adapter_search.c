@@ -12,7 +12,11 @@
  * ?weights=true, feed tests/adapter_search_ref.py, which maps the queries
  * and ranks every item by brute force in numpy.  Every search result is
  * compared with that reference (scores to 1e-4, ranks through the scores,
- * so that ties may come in either order).
+ * so that ties may come in either order).  Also: three spaces through c2b
+ * (b embeddings for some items), a query model of another metric (d, l2)
+ * whose raw part is left out, the verified gate read from evaluation rows
+ * edited in the database, routes set, refused, kept over kill -9 and
+ * removed, and a routed adapter's delete refused.
  */
 #include <math.h>
 #include <stdio.h>
@@ -70,10 +74,11 @@ static void make_data(void)
     }
 }
 
-/* The vectors of model a, b or c, and their dim. */
+/* The vectors of model a, b, c or d (c's vectors, under l2), and their
+ * dim. */
 static const float *vectors_of(const char *model, int *dim)
 {
-    *dim = model[0] == 'c' ? DC : DA;
+    *dim = model[0] == 'c' || model[0] == 'd' ? DC : DA;
     return model[0] == 'a' ? va[0] : model[0] == 'b' ? vb[0] : vc[0];
 }
 
@@ -94,7 +99,7 @@ static void call(td_http *h, long want, const char *method, const char *path,
     td_reply_finish(&r);
 }
 
-/* Writes items first..last-1 of model (a, b or c) into gallery g. */
+/* Writes items first..last-1 of model (a, b, c or d) into gallery g. */
 static void put_items(td_http *h, const char *g, const char *model, int first, int last)
 {
     int dim;
@@ -114,14 +119,15 @@ static void put_items(td_http *h, const char *g, const char *model, int first, i
     free(t.s);
 }
 
-/* The pairs body of adapter name from c to `to` (a or b), kind kind. */
-static char *adapter_body(const char *name, const char *to, const char *kind)
+/* The pairs body of adapter name from `from` (c or d) to `to` (a or b),
+ * kind kind. */
+static char *adapter_body(const char *name, const char *from, const char *to, const char *kind)
 {
     int dim;
     const float *v = vectors_of(to, &dim);
     td_text t = {0};
-    td_text_append(&t, "{\"name\":\"%s\",\"from\":\"c\",\"to\":\"%s\",\"kind\":\"%s\",\"pairs\":[",
-                   name, to, kind);
+    td_text_append(&t, "{\"name\":\"%s\",\"from\":\"%s\",\"to\":\"%s\",\"kind\":\"%s\","
+                   "\"pairs\":[", name, from, to, kind);
     for (int n = 0; n < N_PAIRS; n++) {
         td_text_append(&t, "%s{\"from\":", n ? "," : "");
         append_vector(&t, vc[n], DC);
@@ -162,10 +168,10 @@ static void build(td_http *h)
     call(h, 200, "POST", "/v1/galleries/other/items",
          "{\"items\":[{\"id\":\"x\",\"vector\":[1,0,0,0,0,0,0,0]},"
          "{\"id\":\"y\",\"vector\":[0,1,0,0,0,0,0,0]},{\"id\":\"z\",\"vector\":[0,0,1,0,0,0,0,0]}]}");
-    char *body = adapter_body("c2a", "a", "affine");
+    char *body = adapter_body("c2a", "c", "a", "affine");
     call(h, 201, "POST", "/v1/adapters", body);
     free(body);
-    body = adapter_body("c2b", "b", "linear");
+    body = adapter_body("c2b", "c", "b", "linear");
     call(h, 201, "POST", "/v1/adapters", body);
     free(body);
 }
@@ -183,7 +189,7 @@ typedef struct reference {
  * the space its mapped query meets).
  */
 static void reference_of(td_http *h, const char *adapter, int n_own,
-                         const float (*to_space)[DA], reference *ref)
+                         const float (*to_space)[DA], bool from_cosine, reference *ref)
 {
     td_reply r;
     char *path = td_fmt("/v1/adapters/%s?weights=true", adapter);
@@ -214,8 +220,8 @@ static void reference_of(td_http *h, const char *adapter, int n_own,
             td_write_file(dir, "bias.f32", bias, sizeof bias) &&
             td_write_file(dir, "own.f32", vc, sizeof vc) &&
             td_write_file(dir, "own.u8", own, sizeof own));
-    snprintf(cmd, sizeof cmd, "/usr/bin/python3 '%s' '%s' %d %d %d %d %d %d", ref_script, dir,
-             N, NQ, K, DC, DA, has_bias);
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 '%s' '%s' %d %d %d %d %d %d %d", ref_script,
+             dir, N, NQ, K, DC, DA, has_bias, from_cosine);
     REQUIRE(system(cmd) == 0);
     REQUIRE(td_read_file(dir, "scores.f64", ref->scores, sizeof ref->scores) &&
             td_read_file(dir, "top.f64", ref->top, sizeof ref->top));
@@ -228,12 +234,12 @@ static void reference_of(td_http *h, const char *adapter, int n_own,
     REQUIRE(rmdir(dir) == 0);
 }
 
-/* A search body of the NQ queries of model c, through adapter (NULL:
- * none named). */
-static char *search_body(const char *adapter)
+/* A search body of the NQ queries as vectors of model (c or d), through
+ * adapter (NULL: none named). */
+static char *search_body_as(const char *model, const char *adapter)
 {
     td_text t = {0};
-    td_text_append(&t, "{\"model\":\"c\",\"k\":%d,", K);
+    td_text_append(&t, "{\"model\":\"%s\",\"k\":%d,", model, K);
     if (adapter)
         td_text_append(&t, "\"adapter\":\"%s\",", adapter);
     td_text_append(&t, "\"vectors\":[");
@@ -243,6 +249,12 @@ static char *search_body(const char *adapter)
     }
     td_text_append(&t, "]}");
     return t.s;
+}
+
+/* search_body_as of model c. */
+static char *search_body(const char *adapter)
+{
+    return search_body_as("c", adapter);
 }
 
 /* Checks a search reply's results against ref: K hits per query, each
@@ -418,7 +430,7 @@ static void test_three_spaces(td_http *h)
     for (int n = 0; n < N; n++)
         memcpy(to_space[n], n >= N_OWN && n < 2 * N_OWN ? vb[n] : va[n], sizeof to_space[n]);
     static reference ref;
-    reference_of(h, "c2b", N_OWN, (const float (*)[DA])to_space, &ref);
+    reference_of(h, "c2b", N_OWN, (const float (*)[DA])to_space, true, &ref);
     char *through = search_body("c2b");
     td_reply r;
     call(h, 200, "PATCH", "/v1/galleries/mixed", "{\"query_policy\":\"declared\"}");
@@ -432,6 +444,33 @@ static void test_three_spaces(td_http *h)
     check_searched(r.json, 3, (const char *[]){"c", "b", "a"},
                    (const int[]){N_OWN, N_OWN, N - 2 * N_OWN},
                    (const char *[]){NULL, "c2b", "c2b"});
+    td_reply_finish(&r);
+    free(through);
+}
+
+/*
+ * A query model of another metric (d: c's vectors under l2) through an
+ * adapter into a (cosine): its raw scores would not compare with the
+ * mapped ones, so every item, those with a d embedding too, is searched
+ * with the mapped query.
+ */
+static void test_other_metric(td_http *h)
+{
+    call(h, 201, "POST", "/v1/models", "{\"name\":\"d\",\"dim\":12,\"metric\":\"l2\"}");
+    call(h, 201, "POST", "/v1/galleries", "{\"name\":\"metric\",\"model\":\"a\"}");
+    call(h, 200, "PATCH", "/v1/galleries/metric", "{\"query_policy\":\"declared\"}");
+    put_items(h, "metric", "a", 0, N);
+    put_items(h, "metric", "d", 0, N_OWN);
+    char *body = adapter_body("d2a", "d", "a", "affine");
+    call(h, 201, "POST", "/v1/adapters", body);
+    free(body);
+    static reference ref;
+    reference_of(h, "d2a", 0, (const float (*)[DA])va, false, &ref);
+    char *through = search_body_as("d", "d2a");
+    td_reply r;
+    CHECK_EQ(td_http_call(h, &r, 200, "POST", "/v1/galleries/metric/search", through), 200);
+    check_results(r.json, &ref);
+    check_searched(r.json, 1, (const char *[]){"a"}, (const int[]){N}, (const char *[]){"d2a"});
     td_reply_finish(&r);
     free(through);
 }
@@ -538,8 +577,8 @@ int main(int argc, char **argv)
     REQUIRE(td_daemon_start_client(NULL, &d, &h));
     build(h);
     static reference plain_ref, hot_ref;
-    reference_of(h, "c2a", 0, (const float (*)[DA])va, &plain_ref);
-    reference_of(h, "c2a", N_OWN, (const float (*)[DA])va, &hot_ref);
+    reference_of(h, "c2a", 0, (const float (*)[DA])va, true, &plain_ref);
+    reference_of(h, "c2a", N_OWN, (const float (*)[DA])va, true, &hot_ref);
 
     int searches = test_search(h, &plain_ref, &hot_ref);
     test_bad_input(h);
@@ -589,6 +628,7 @@ int main(int argc, char **argv)
     CHECK_STREQ(again, routed);
     free(again);
     test_three_spaces(h);
+    test_other_metric(h);
     test_verified(h, d, &plain_ref);
 
     /* null removes the route; then the adapter can go. */
