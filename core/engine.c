@@ -879,6 +879,7 @@ cd_err cd_engine_open(const cd_engine_config *cfg, cd_engine **out,
     pthread_mutex_init(&e->snap_mu, NULL);
     pthread_cond_init(&e->stop_cv, NULL);
     pthread_mutex_init(&e->check_mu, NULL);
+    pthread_mutex_init(&e->adapters_mu, NULL);
 
     e->data_dir = strdup(cfg->data_dir ? cfg->data_dir : "./data");
     e->index_dir = e->data_dir ? str_printf("%s/index", e->data_dir) : NULL;
@@ -1073,6 +1074,7 @@ void cd_engine_close(cd_engine *e)
         gallery_unref(e->gals[i]);
     free(e->gals);
     free(e->models);
+    cd__adapters_forget(e, 0);
     cd_store_close(e->st);
     /* Stopped cleanly: the next open need not check the store, unless
      * this run found it damaged. */
@@ -1084,6 +1086,7 @@ void cd_engine_close(cd_engine *e)
     pthread_mutex_destroy(&e->snap_mu);
     pthread_cond_destroy(&e->stop_cv);
     pthread_mutex_destroy(&e->check_mu);
+    pthread_mutex_destroy(&e->adapters_mu);
     free(e->marker_path);
     free(e->db_path);
     free(e->index_dir);

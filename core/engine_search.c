@@ -479,8 +479,8 @@ static cd_err run_plan(const query_plan *p, bool higher, const float *raw,
 }
 
 /*
- * The adapter a search by model m on g goes through, read with its
- * weights into *rec: the one named (NULL: g's route for m, if any).
+ * The adapter a search by model m on g goes through, its row read into
+ * *rec: the one named (NULL: g's route for m, if any).
  * *found is false when there is none to go through.  CD_ENOTFOUND for an
  * unknown adapter, CD_EINVAL when its from model is not m.  The caller
  * holds g's lock, so that a route read stays a route (its adapter cannot
@@ -504,12 +504,10 @@ static cd_err adapter_of(cd_engine *e, gallery *g, const cd_model *m,
     }
     cd_err rc = CD_OK;
     if (name) {
-        rc = cd_store_adapter_get(e->st, name, true, rec, err);
-        if (rc == CD_OK && rec->from_id != m->id) {
+        rc = cd_store_adapter_get(e->st, name, false, rec, err);
+        if (rc == CD_OK && rec->from_id != m->id)
             rc = cd__fail(err, CD_EINVAL, "adapter %s maps from model %s, not from the query model %s",
                           rec->name, rec->from, m->name);
-            cd_adapter_record_finish(rec);
-        }
         *found = rc == CD_OK;
     }
     free(routes);
@@ -535,7 +533,7 @@ cd_err cd_engine_search_via(cd_engine *e, const char *gallery_name,
     cd_model m, to;
     cd_adapter_record rec;
     bool through = false;
-    cd_adapter *ad = NULL;
+    cd__adapter_ref *ad = NULL;
     float *q = NULL, *mapped = NULL;
     int64_t *ids = NULL;
     float *scores = NULL;
@@ -591,11 +589,11 @@ cd_err cd_engine_search_via(cd_engine *e, const char *gallery_name,
     if (rc == CD_OK && through) {
         rc = cd__model_by_name(e, rec.to, &to, err);
         if (rc == CD_OK)
-            rc = cd_adapter_from_weights(&rec.info, rec.weights, rec.bias, &ad, err);
+            rc = cd__adapter_acquire(e, &rec, &ad, err);
         if (rc == CD_OK && !(mapped = malloc(nq * (size_t)to.dim * sizeof *mapped)))
             rc = cd__fail(err, CD_ENOMEM, "out of memory");
         if (rc == CD_OK)
-            rc = cd_adapter_map(ad, q, nq, mapped, err);
+            rc = cd_adapter_map(ad->ad, q, nq, mapped, err);
         snprintf(r->adapter, sizeof r->adapter, "%s", rec.name);
     }
     if (rc == CD_OK)
@@ -659,8 +657,7 @@ cd_err cd_engine_search_via(cd_engine *e, const char *gallery_name,
     free(refs);
 out:
     pthread_rwlock_unlock(&e->lock);
-    cd_adapter_destroy(ad);
-    cd_adapter_record_finish(&rec);
+    cd__adapter_release(ad);
     free(mapped);
     free(q);
     free(ids);

@@ -645,6 +645,15 @@ int main(int argc, char **argv)
     call(h, 204, "DELETE", "/v1/adapters/c2a", NULL);
     CHECK_EQ(td_http_call(h, &r, 404, "POST", "/v1/galleries/hot/search", through), 404);
     td_reply_finish(&r);
+    /* A new c2a (linear now) is searched with its own weights, not with
+     * those the daemon kept built for the old one. */
+    char *body = adapter_body("c2a", "c", "a", "linear");
+    call(h, 201, "POST", "/v1/adapters", body);
+    free(body);
+    reference_of(h, "c2a", N_OWN, (const float (*)[DA])va, true, &hot_ref);
+    CHECK_EQ(td_http_call(h, &r, 200, "POST", "/v1/galleries/hot/search", through), 200);
+    check_results(r.json, &hot_ref);
+    td_reply_finish(&r);
 
     free(routed);
     free(named);
