@@ -160,10 +160,10 @@ static cd_err gate(cd_engine *e, gallery *g, const cd_model *m,
         if (judged->dim == g->model.dim && judged->metric == g->model.metric)
             return CD_OK;
         return cd__fail(err, CD_ENOTVERIFIED,
-                        "%s is not allowed on gallery %s: adapter %s maps into model %s "
-                        "(dim %d, %s), gallery model %s is dim %d, %s; query_policy is any",
-                        who, g->info.name, ad->name, to->name, to->dim,
-                        cd_metric_name(to->metric), g->model.name, g->model.dim,
+                        "%s is not allowed on gallery %s: its queries are of model %s (dim %d, "
+                        "%s), gallery model %s is dim %d, %s; query_policy is any",
+                        who, g->info.name, judged->name, judged->dim,
+                        cd_metric_name(judged->metric), g->model.name, g->model.dim,
                         cd_metric_name(g->model.metric));
     }
     if (g->info.policy == CD_POLICY_DECLARED &&
