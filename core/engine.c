@@ -900,6 +900,7 @@ cd_err cd_engine_open(const cd_engine_config *cfg, cd_engine **out,
     pthread_mutex_init(&e->snap_mu, NULL);
     pthread_cond_init(&e->stop_cv, NULL);
     pthread_mutex_init(&e->check_mu, NULL);
+    pthread_mutex_init(&e->adapters_mu, NULL);
 
     e->data_dir = strdup(cfg->data_dir ? cfg->data_dir : "./data");
     e->index_dir = e->data_dir ? cd__str_printf("%s/index", e->data_dir) : NULL;
@@ -1097,6 +1098,7 @@ void cd_engine_close(cd_engine *e)
         gallery_unref(e->gals[i]);
     free(e->gals);
     free(e->models);
+    cd__adapters_forget(e, 0);
     cd_store_close(e->st);
     /* Stopped cleanly: the next open need not check the store, unless
      * this run found it damaged. */
@@ -1108,6 +1110,7 @@ void cd_engine_close(cd_engine *e)
     pthread_mutex_destroy(&e->snap_mu);
     pthread_cond_destroy(&e->stop_cv);
     pthread_mutex_destroy(&e->check_mu);
+    pthread_mutex_destroy(&e->adapters_mu);
     free(e->marker_path);
     free(e->db_path);
     free(e->index_dir);
@@ -1314,17 +1317,7 @@ cd_err cd_engine_gallery_embeddings(cd_engine *e, const char *name,
 cd_err cd_engine_gallery_set_policy(cd_engine *e, const char *name,
                                     cd_query_policy policy, cd_error *err)
 {
-    gallery *g;
-    cd_err rc = cd__gallery_enter(e, name, &g, err);
-    if (rc != CD_OK)
-        return rc;
-    pthread_rwlock_wrlock(&g->lock);
-    rc = cd_store_gallery_set_policy(e->st, g->info.id, policy, err);
-    if (rc == CD_OK)
-        g->info.policy = policy;
-    pthread_rwlock_unlock(&g->lock);
-    pthread_rwlock_unlock(&e->lock);
-    return rc;
+    return cd_engine_gallery_update(e, name, &policy, NULL, 0, err);
 }
 
 cd_err cd_engine_gallery_delete(cd_engine *e, const char *name, cd_error *err)

@@ -142,6 +142,34 @@ cd_err cd_engine_gallery_embeddings(cd_engine *e, const char *name,
                                     cd_error *err);
 cd_err cd_engine_gallery_set_policy(cd_engine *e, const char *name,
                                     cd_query_policy policy, cd_error *err);
+
+/* One route to set on a gallery: queries of `model` go through `adapter`
+ * (NULL: the model's route is removed). */
+typedef struct cd_route_request {
+    const char *model;
+    const char *adapter;
+} cd_route_request;
+
+/*
+ * Changes gallery name's query policy (when policy is not NULL) and its
+ * routes (SPEC.md §3.7), all or nothing, in one store transaction.  Each
+ * route is checked under the new policy: CD_ENOTFOUND for an unknown
+ * model or adapter; CD_EINVAL when the model is the gallery model or is
+ * not the adapter's from model; CD_ECONFLICT when the gallery cannot
+ * search the adapter's to model (it is not the gallery model and the
+ * gallery holds none of its embeddings, or its other items could not be
+ * searched as its queries: dim, metric) and CD_ENOTVERIFIED when the
+ * policy refuses the (model, adapter) pair or the to model.  Removing a
+ * route that is not there is no error.  On failure nothing changes.
+ */
+cd_err cd_engine_gallery_update(cd_engine *e, const char *name,
+                                const cd_query_policy *policy,
+                                const cd_route_request *routes, size_t n,
+                                cd_error *err);
+
+/* The routes of gallery name by model name; *out is free()d. */
+cd_err cd_engine_gallery_routes(cd_engine *e, const char *name, cd_gallery_route **out,
+                                size_t *n, cd_error *err);
 /* Deletes the gallery, its items and its index snapshots. */
 cd_err cd_engine_gallery_delete(cd_engine *e, const char *name,
                                 cd_error *err);
@@ -184,10 +212,14 @@ typedef struct cd_hit {
 typedef struct cd_searched {
     char model[CD_NAME_MAX + 1];
     int64_t items;
+    char adapter[CD_NAME_MAX + 1];  /* the queries were mapped by it; ""
+                                       when they were searched as given */
 } cd_searched;
 
 typedef struct cd_search_result {
     char model[CD_NAME_MAX + 1];    /* the query model */
+    char adapter[CD_NAME_MAX + 1];  /* the adapter asked for or routed
+                                       through, "" none */
     size_t nq;                      /* number of queries */
     size_t k;                       /* hits asked for per query */
     size_t *counts;                 /* hits found for query i (<= k) */
@@ -198,14 +230,33 @@ typedef struct cd_search_result {
 
 /*
  * Searches nq query vectors of `model` (NULL: the gallery model) for the k
- * (1..CD_K_MAX) closest items.  The queries are copied (and normalised for
- * cosine).  *out is freed with cd_search_result_destroy().  CD_EBUSY before
- * the indexes are loaded.
+ * (1..CD_K_MAX) closest items, through the gallery's route for `model`
+ * when it has one (cd_engine_search_via with no adapter named).  The
+ * queries are copied (and normalised for cosine).  *out is freed with
+ * cd_search_result_destroy().  CD_EBUSY before the indexes are loaded.
  */
 cd_err cd_engine_search(cd_engine *e, const char *gallery, const char *model,
                         const float *queries, size_t nq, size_t k,
                         unsigned include, cd_search_result **out,
                         cd_error *err);
+
+/*
+ * cd_engine_search through an adapter (SPEC.md §3.7): `adapter`, or when
+ * it is NULL the gallery's route for the query model, if any (with
+ * neither, a plain search).  The adapter's from model must be the query
+ * model (CD_EINVAL; CD_ENOTFOUND for an unknown adapter).  Each query is
+ * mapped (cd_adapter_map) and searched as a query of the adapter's to
+ * model, except on the items that have an embedding of the query model:
+ * those are searched with the query as given, in its own space, when
+ * that space's metric is the to model's (hot refresh).  CD_ECONFLICT
+ * when the gallery cannot search the to model; CD_ENOTVERIFIED when the
+ * gallery's policy refuses the (query model, adapter) pair.
+ */
+cd_err cd_engine_search_via(cd_engine *e, const char *gallery,
+                            const char *model, const char *adapter,
+                            const float *queries, size_t nq, size_t k,
+                            unsigned include, cd_search_result **out,
+                            cd_error *err);
 
 void cd_search_result_destroy(cd_search_result *r);
 
@@ -328,8 +379,8 @@ cd_err cd_engine_adapter_list(cd_engine *e, cd_adapter_record **out, size_t *n,
 cd_err cd_engine_adapter_evaluations(cd_engine *e, const char *name, size_t limit,
                                      cd_evaluation **out, size_t *n, cd_error *err);
 
-/* Deletes the adapter called name: CD_ENOTFOUND when none (CD_ECONFLICT
- * while a gallery routes queries through it, once galleries can). */
+/* Deletes the adapter called name: CD_ENOTFOUND when none, CD_ECONFLICT
+ * while a gallery routes queries through it (cd_store_adapter_delete). */
 cd_err cd_engine_adapter_delete(cd_engine *e, const char *name, cd_error *err);
 
 /* --- finishing an upgrade (SPEC.md §3.8; engine_lifecycle.c) ---------- */

@@ -1,7 +1,10 @@
 /*
  * engine_adapters.c - adapters as the engine serves them (engine.h,
  * SPEC.md §3.7): fitted from a gallery's paired items or from pairs the
- * caller gives, then stored, immutable.
+ * caller gives, then stored, immutable; and the cache of built adapters
+ * that searches through them share (engine_int.h), so that a search does
+ * not read megabytes of weights: keyed by row id, which is never reused,
+ * it needs no invalidation (a delete only frees the memory sooner).
  *
  * Only the store is touched, through engine.h's public calls: a fit reads
  * its pairs in one read transaction of its own and then runs (seconds for
@@ -10,7 +13,7 @@
  * the fit, to spare a long fit that could not be stored, and the insert
  * checks it again.
  */
-#include "engine.h"
+#include "engine_int.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -145,10 +148,100 @@ cd_err cd_engine_adapter_evaluations(cd_engine *e, const char *name, size_t limi
 
 cd_err cd_engine_adapter_delete(cd_engine *e, const char *name, cd_error *err)
 {
-    /* Routes hook: once galleries route models through adapters (PATCH
-     * /v1/galleries/{g} "adapters"), refuse here with CD_ECONFLICT, naming
-     * the gallery, while any gallery routes through name, and check it in
-     * the same store transaction as the delete so that a route added
-     * meanwhile cannot be left pointing at nothing. */
-    return cd_store_adapter_delete(cd_engine_store(e), name, err);
+    /* The store refuses, in the delete's own transaction, while a gallery
+     * routes a model through it (a route set meanwhile cannot be left
+     * pointing at nothing). */
+    cd_adapter_record rec;
+    cd_err rc = cd_store_adapter_get(cd_engine_store(e), name, false, &rec, err);
+    if (rc == CD_OK)
+        rc = cd_store_adapter_delete(cd_engine_store(e), name, err);
+    if (rc == CD_OK)
+        cd__adapters_forget(e, rec.id);
+    return rc;
+}
+
+void cd__adapter_release(cd__adapter_ref *ref)
+{
+    if (ref && atomic_fetch_sub(&ref->refs, 1) == 1) {
+        cd_adapter_destroy(ref->ad);
+        free(ref);
+    }
+}
+
+/* Drops the cache's hold on slot i (the caller holds adapters_mu). */
+static void cache_drop(cd_engine *e, size_t i)
+{
+    cd__adapter_ref *ref = e->adapters[i];
+    memmove(&e->adapters[i], &e->adapters[i + 1],
+            (ADAPTER_CACHE - 1 - i) * sizeof e->adapters[0]);
+    e->adapters[ADAPTER_CACHE - 1] = NULL;
+    cd__adapter_release(ref);
+}
+
+void cd__adapters_forget(cd_engine *e, int64_t id)
+{
+    pthread_mutex_lock(&e->adapters_mu);
+    for (size_t i = ADAPTER_CACHE; i-- > 0;)
+        if (e->adapters[i] && (id == 0 || e->adapters[i]->id == id))
+            cache_drop(e, i);
+    pthread_mutex_unlock(&e->adapters_mu);
+}
+
+/* The cached adapter of row id, with a hold for the caller, moved to the
+ * front; NULL when it is not cached. */
+static cd__adapter_ref *cache_find(cd_engine *e, int64_t id)
+{
+    cd__adapter_ref *ref = NULL;
+    pthread_mutex_lock(&e->adapters_mu);
+    for (size_t i = 0; i < ADAPTER_CACHE && e->adapters[i] && !ref; i++) {
+        if (e->adapters[i]->id != id)
+            continue;
+        ref = e->adapters[i];
+        memmove(&e->adapters[1], &e->adapters[0], i * sizeof e->adapters[0]);
+        e->adapters[0] = ref;
+        atomic_fetch_add(&ref->refs, 1);
+    }
+    pthread_mutex_unlock(&e->adapters_mu);
+    return ref;
+}
+
+cd_err cd__adapter_acquire(cd_engine *e, const cd_adapter_record *rec,
+                           cd__adapter_ref **out, cd_error *err)
+{
+    *out = cache_find(e, rec->id);
+    if (*out)
+        return CD_OK;
+    /* Built outside the mutex; two searches may build the same one, and
+     * the second to finish uses the first's. */
+    cd_adapter_record w;
+    cd__adapter_ref *ref = NULL;
+    cd_err rc = cd_store_adapter_get(cd_engine_store(e), rec->name, true, &w, err);
+    if (rc == CD_OK && w.id != rec->id)
+        rc = cd__fail(err, CD_ENOTFOUND, "adapter %s was deleted meanwhile", rec->name);
+    if (rc == CD_OK && !(ref = calloc(1, sizeof *ref)))
+        rc = cd__fail(err, CD_ENOMEM, "out of memory");
+    if (rc == CD_OK)
+        rc = cd_adapter_from_weights(&w.info, w.weights, w.bias, &ref->ad, err);
+    cd_adapter_record_finish(&w);
+    if (rc != CD_OK) {
+        free(ref);
+        return rc;
+    }
+    ref->id = rec->id;
+    atomic_init(&ref->refs, 2);     /* the cache's and the caller's */
+    cd__adapter_ref *other = cache_find(e, rec->id);
+    if (other) {
+        atomic_store(&ref->refs, 1);
+        cd__adapter_release(ref);
+        *out = other;
+        return CD_OK;
+    }
+    pthread_mutex_lock(&e->adapters_mu);
+    if (e->adapters[ADAPTER_CACHE - 1])
+        cache_drop(e, ADAPTER_CACHE - 1);
+    memmove(&e->adapters[1], &e->adapters[0], (ADAPTER_CACHE - 1) * sizeof e->adapters[0]);
+    e->adapters[0] = ref;
+    pthread_mutex_unlock(&e->adapters_mu);
+    *out = ref;
+    return CD_OK;
 }

@@ -13,10 +13,24 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+#include "adapter.h"
 #include "idset.h"
 #include "index.h"
 
 #define SCAN_BATCH 4096
+
+/* Adapters kept built for searches (engine_adapters.c). */
+#define ADAPTER_CACHE 16
+
+/* A built adapter shared by the searches through it; freed by the last
+ * of the cache and its users to let go (cd__adapter_release). */
+typedef struct cd__adapter_ref {
+    int64_t id;             /* its row id: never reused, so a cached
+                               adapter never goes stale */
+    cd_adapter *ad;
+    atomic_int refs;        /* the cache's one, and each user's */
+} cd__adapter_ref;
+
 typedef struct gal_index {
     cd_model model;         /* the model whose embeddings it holds */
     cd_index *ix;           /* NULL until the first embedding arrives */
@@ -95,6 +109,9 @@ struct cd_engine {
     pthread_cond_t stop_cv;
     bool stopping;
 
+    pthread_mutex_t adapters_mu;    /* guards the adapter cache below */
+    cd__adapter_ref *adapters[ADAPTER_CACHE];   /* most recent first */
+
     pthread_mutex_t check_mu;   /* guards the two fields below */
     bool checked;               /* the store was checked in this run */
     cd_error check_err;         /* its verdict (code CD_OK: healthy) */
@@ -102,6 +119,10 @@ struct cd_engine {
 
 void cd__elog(cd_engine *e, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+cd_err cd__adapter_acquire(cd_engine *e, const cd_adapter_record *rec,
+                           cd__adapter_ref **out, cd_error *err);
+void cd__adapter_release(cd__adapter_ref *ref);
+void cd__adapters_forget(cd_engine *e, int64_t id);
 cd_err cd__gallery_check(const gallery *g, cd_error *err);
 cd_err cd__gallery_enter(cd_engine *e, const char *name, gallery **out,
                          cd_error *err);

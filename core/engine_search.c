@@ -1,7 +1,8 @@
 /*
  * engine_search.c - search: the gate (SPEC.md §3.4), the plan that routes a
- * query model's probes over the gallery's indexes (hot refresh), and the
- * merge of their answers.
+ * query model's probes over the gallery's indexes (hot refresh), through
+ * an adapter when asked or routed (§3.7), and the merge of their answers;
+ * and a gallery's routes, checked as a search through them would plan.
  */
 #include "engine_int.h"
 
@@ -12,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "adapter.h"
 #include "eval.h"
 #include "idset.h"
 #include "index.h"
@@ -85,34 +87,94 @@ static size_t overlap_count(gallery *g, const gal_index *base,
     return n;
 }
 
-/* How a query of one model is answered on one gallery. */
+/* One space a query is answered in. */
+typedef struct plan_part {
+    const gal_index *gi;    /* its index; NULL when the gallery has none */
+    const char *model;      /* the model of that space */
+    bool mapped;            /* searched with the adapter's mapped queries,
+                               else with the queries as given */
+    int64_t items;          /* its items that no earlier part holds */
+} plan_part;
+
+/*
+ * How a query of one model is answered on one gallery: in each part's
+ * space, on the items no earlier part holds, so that an item appears at
+ * most once.  Without an adapter: the query model's own index, then the
+ * gallery model's (hot refresh).  Through an adapter: the query model's
+ * own index with the raw queries, then the to model's index and the
+ * gallery model's with the mapped ones.
+ */
 typedef struct query_plan {
-    const gal_index *own;   /* the query model's index, for the items that
-                               have its embeddings; NULL when none */
-    const gal_index *base;  /* the gallery model's index, for the items
-                               that have no query-model embedding; NULL
-                               when no such item exists */
-    int64_t own_items;      /* items searched in each space */
-    int64_t base_items;
+    plan_part parts[3];
+    size_t n;
 } query_plan;
+
+/* The adapter a search goes through. */
+typedef struct via {
+    const cd_adapter_record *rec;   /* its row (names, ids) */
+    const cd_model *to;             /* its to model */
+} via;
+
+static void plan_add(query_plan *p, const gal_index *gi, const char *model,
+                     bool mapped, int64_t items)
+{
+    p->parts[p->n++] = (plan_part){gi, model, mapped, items};
+}
+
+/* Members of x that none of the n sets in prev holds. */
+static int64_t count_new(const cd__idset *x, const cd__idset *const *prev,
+                         size_t n)
+{
+    int64_t count = 0;
+    for (size_t i = 0; x && i < x->cap; i++) {
+        if (x->slots[i] < 0)
+            continue;
+        size_t j = 0;
+        while (j < n && !cd__idset_contains(prev[j], x->slots[i]))
+            j++;
+        count += j == n;
+    }
+    return count;
+}
 
 /*
  * Whether the gallery's query policy lets model m (not the gallery model)
- * be compared with gallery-model embeddings.  verified: the latest
- * evaluation of m on g passed; declared: that, or m's compatible_with
- * chain reaches the gallery model; any: always (dim and metric are
- * checked before).
+ * be compared with gallery-model embeddings, or, with an adapter ad, m's
+ * queries mapped by ad into to's space (the pair (m, ad) is judged on its
+ * own).  verified: the latest evaluation of m (of the pair) on g passed;
+ * declared: that, or the compatible_with chain of m (of to) reaches the
+ * gallery model (to is the gallery model); any: always, but to must have
+ * the gallery model's dim and metric (m's are checked before).
  */
-static cd_err gate(cd_engine *e, gallery *g, const cd_model *m, cd_error *err)
+static cd_err gate(cd_engine *e, gallery *g, const cd_model *m,
+                   const cd_adapter_record *ad, const cd_model *to,
+                   cd_error *err)
 {
-    if (g->info.policy == CD_POLICY_ANY)
-        return CD_OK;
+    const cd_model *judged = ad ? to : m;
+    char who[2 * CD_NAME_MAX + 32];
+    if (ad)
+        snprintf(who, sizeof who, "model %s through adapter %s", m->name, ad->name);
+    else
+        snprintf(who, sizeof who, "model %s", m->name);
+    if (g->info.policy == CD_POLICY_ANY) {
+        if (judged->dim == g->model.dim && judged->metric == g->model.metric)
+            return CD_OK;
+        return cd__fail(err, CD_ENOTVERIFIED,
+                        "%s is not allowed on gallery %s: its queries are of model %s (dim %d, "
+                        "%s), gallery model %s is dim %d, %s; query_policy is any",
+                        who, g->info.name, judged->name, judged->dim,
+                        cd_metric_name(judged->metric), g->model.name, g->model.dim,
+                        cd_metric_name(g->model.metric));
+    }
     if (g->info.policy == CD_POLICY_DECLARED &&
-        cd_engine_declared_compatible(e, m, g->model.name))
+        (judged->id == g->model.id ||
+         cd_engine_declared_compatible(e, judged, g->model.name)))
         return CD_OK;
     cd_evaluation *ev = NULL;
     size_t n = 0;
-    cd_err rc = cd_store_evaluation_latest(e->st, g->info.id, m->id, 0, &ev, &n, err);
+    /* A raw query is judged by raw evaluations only, a pair by its own. */
+    cd_err rc = cd_store_evaluation_latest_pair(e->st, g->info.id, m->id, ad ? ad->id : 0,
+                                                &ev, &n, err);
     if (rc != CD_OK)
         return rc;
     const char *policy = cd_policy_name(g->info.policy);
@@ -120,19 +182,19 @@ static cd_err gate(cd_engine *e, gallery *g, const cd_model *m, cd_error *err)
         rc = CD_OK;
     } else if (n == 1 && ev[0].compatible == 0) {
         rc = cd__fail(err, CD_ENOTVERIFIED,
-                      "model %s is not verified on gallery %s: its latest evaluation %" PRId64
+                      "%s is not verified on gallery %s: its latest evaluation %" PRId64
                       " failed the criterion (%s); query_policy is %s",
-                      m->name, g->info.name, ev[0].id, ev[0].criterion, policy);
+                      who, g->info.name, ev[0].id, ev[0].criterion, policy);
     } else if (n == 1) {
         rc = cd__fail(err, CD_ENOTVERIFIED,
-                      "model %s is not verified on gallery %s: its latest evaluation %" PRId64
+                      "%s is not verified on gallery %s: its latest evaluation %" PRId64
                       " had no baseline, so no verdict; query_policy is %s",
-                      m->name, g->info.name, ev[0].id, policy);
+                      who, g->info.name, ev[0].id, policy);
     } else {
         rc = cd__fail(err, CD_ENOTVERIFIED,
-                      "model %s is not verified on gallery %s: no evaluation of it exists there%s;"
+                      "%s is not verified on gallery %s: no evaluation of it exists there%s;"
                       " query_policy is %s",
-                      m->name, g->info.name,
+                      who, g->info.name,
                       g->info.policy == CD_POLICY_DECLARED
                           ? " and its compatible_with chain does not reach the gallery model" : "",
                       policy);
@@ -142,21 +204,83 @@ static cd_err gate(cd_engine *e, gallery *g, const cd_model *m, cd_error *err)
 }
 
 /*
- * Plans a query of model m on g.  The gallery model's queries use its own
- * index.  Another model (same dim and metric, else 400) searches its own
- * embeddings where items have them and the gallery-model embeddings of
- * the rest (hot refresh); the second part compares two models' spaces, so
- * it needs the gallery's query policy to allow m.  The caller holds g's
- * read lock.
+ * Plans a query of model m through adapter v (see query_plan).  Items
+ * with an m embedding are searched raw when m's metric is the to model's
+ * (so scores compare); the rest with the mapped queries, in the to
+ * model's space where they have its embedding, else in the gallery
+ * model's.  CD_ECONFLICT when the to model is not the gallery model and
+ * the gallery holds none of its embeddings, or when items left for the
+ * gallery model's space could not take the to model's queries (dim,
+ * metric).  The mapped part needs the gate for (m, adapter), the gallery
+ * model's part for a foreign to model also the to model's own gate.
+ */
+static cd_err plan_via(cd_engine *e, gallery *g, const cd_model *m,
+                       const via *v, query_plan *plan, cd_error *err)
+{
+    const cd_model *to = v->to;
+    const gal_index *base = cd__index_slot(g, g->model.id);
+    const gal_index *own = cd__index_slot(g, m->id);
+    int64_t base_len = base ? (int64_t)base->members.len : 0;
+    bool raw = own && own->members.len > 0 && m->metric == to->metric;
+    if (raw)
+        plan_add(plan, own, m->name, false, (int64_t)own->members.len);
+    cd_err rc;
+    if (to->id == g->model.id) {
+        int64_t items = base_len - (raw && base_len ? (int64_t)overlap_count(g, base, own) : 0);
+        if (raw && items == 0)
+            return CD_OK;
+        if ((rc = gate(e, g, m, v->rec, to, err)) != CD_OK)
+            return rc;
+        plan_add(plan, base, g->model.name, true, items);
+        return CD_OK;
+    }
+    const gal_index *tix = cd__index_slot(g, to->id);
+    if (!tix || tix->members.len == 0)
+        return cd__fail(err, CD_ECONFLICT,
+                        "gallery %s cannot search model %s, adapter %s's to model: it is not the "
+                        "gallery model (%s) and the gallery holds no embeddings of it",
+                        g->info.name, to->name, v->rec->name, g->model.name);
+    const cd__idset *prev[2] = {raw ? &own->members : NULL, &tix->members};
+    int64_t t_items = raw ? count_new(&tix->members, prev, 1) : (int64_t)tix->members.len;
+    int64_t g_items = !base_len ? 0
+                      : raw ? count_new(&base->members, prev, 2)
+                            : base_len - (int64_t)overlap_count(g, base, tix);
+    if (g_items > 0 && (to->dim != g->model.dim || to->metric != g->model.metric))
+        return cd__fail(err, CD_ECONFLICT,
+                        "gallery %s cannot search model %s, adapter %s's to model: %" PRId64
+                        " of its items have no %s embedding and model %s (dim %d, %s) cannot "
+                        "query their %s embeddings (dim %d, %s)",
+                        g->info.name, to->name, v->rec->name, g_items, to->name, to->name,
+                        to->dim, cd_metric_name(to->metric), g->model.name, g->model.dim,
+                        cd_metric_name(g->model.metric));
+    if (g_items > 0 && (rc = gate(e, g, to, NULL, NULL, err)) != CD_OK)
+        return rc;
+    if (t_items + g_items > 0 && (rc = gate(e, g, m, v->rec, to, err)) != CD_OK)
+        return rc;
+    if (t_items > 0 || plan->n == 0)
+        plan_add(plan, tix, to->name, true, t_items);
+    if (g_items > 0)
+        plan_add(plan, base, g->model.name, true, g_items);
+    return CD_OK;
+}
+
+/*
+ * Plans a query of model m on g, through adapter v when it is not NULL
+ * (plan_via).  The gallery model's queries use its own index.  Another
+ * model (same dim and metric, else 400) searches its own embeddings where
+ * items have them and the gallery-model embeddings of the rest (hot
+ * refresh); the second part compares two models' spaces, so it needs the
+ * gallery's query policy to allow m.  The caller holds g's lock.
  */
 static cd_err plan_query(cd_engine *e, gallery *g, const cd_model *m,
-                         query_plan *plan, cd_error *err)
+                         const via *v, query_plan *plan, cd_error *err)
 {
     memset(plan, 0, sizeof *plan);
+    if (v)
+        return plan_via(e, g, m, v, plan, err);
     const gal_index *base = cd__index_slot(g, g->model.id);
     if (m->id == g->model.id) {
-        plan->base = base;
-        plan->base_items = base ? (int64_t)base->members.len : 0;
+        plan_add(plan, base, g->model.name, false, base ? (int64_t)base->members.len : 0);
         return CD_OK;
     }
     if (m->dim != g->model.dim)
@@ -167,19 +291,18 @@ static cd_err plan_query(cd_engine *e, gallery *g, const cd_model *m,
                         m->name, cd_metric_name(m->metric), g->model.name,
                         cd_metric_name(g->model.metric));
     const gal_index *own = cd__index_slot(g, m->id);
-    if (own && own->members.len > 0) {
-        plan->own = own;
-        plan->own_items = (int64_t)own->members.len;
-    }
+    bool has_own = own && own->members.len > 0;
+    if (has_own)
+        plan_add(plan, own, m->name, false, (int64_t)own->members.len);
     size_t base_len = base ? base->members.len : 0;
-    size_t overlap = plan->own && base_len ? overlap_count(g, base, own) : 0;
-    plan->base_items = (int64_t)(base_len - overlap);
-    if (plan->own && plan->base_items == 0)
+    size_t overlap = has_own && base_len ? overlap_count(g, base, own) : 0;
+    int64_t base_items = (int64_t)(base_len - overlap);
+    if (has_own && base_items == 0)
         return CD_OK;   /* fully backfilled: no cross-model comparison */
-    cd_err rc = gate(e, g, m, err);
+    cd_err rc = gate(e, g, m, NULL, NULL, err);
     if (rc != CD_OK)
         return rc;
-    plan->base = plan->base_items > 0 ? base : NULL;
+    plan_add(plan, base, g->model.name, false, base_items);
     return CD_OK;
 }
 
@@ -282,42 +405,112 @@ static void merge_rows(bool higher_better, size_t k, const int64_t *ia,
     }
 }
 
-/* Answers the plan's queries into ids/scores (nq*k, -1 padded). */
-static cd_err run_plan(const query_plan *p, const cd_model *m,
-                       const float *q, size_t nq, size_t k, int64_t *ids,
-                       float *scores, cd_error *err)
+/*
+ * Answers the plan's queries into ids/scores (nq*k, -1 padded): each part
+ * searched with its queries (raw: nq x raw_dim, mapped: nq x mapped_dim)
+ * on the items no earlier part holds, the answers merged best first.
+ */
+static cd_err run_plan(const query_plan *p, bool higher, const float *raw,
+                       size_t raw_dim, const float *mapped, size_t mapped_dim,
+                       size_t nq, size_t k, int64_t *ids, float *scores,
+                       cd_error *err)
 {
-    size_t dim = (size_t)m->dim;
-    const gal_index *own = p->own && p->own->ix ? p->own : NULL;
-    const gal_index *base = p->base && p->base->ix ? p->base : NULL;
-    if (!own && !base) {
-        for (size_t i = 0; i < nq * k; i++)
-            ids[i] = -1;
-        return CD_OK;
-    }
-    if (!base)
-        return cd_index_search(own->ix, q, nq, k, ids, scores, err);
-    if (!own)
-        return cd_index_search(base->ix, q, nq, k, ids, scores, err);
-
-    int64_t *oid = malloc(nq * k * sizeof *oid), *bid = malloc(nq * k * sizeof *bid);
-    float *osc = malloc(nq * k * sizeof *osc), *bsc = malloc(nq * k * sizeof *bsc);
+    int64_t *pid = NULL, *mid = NULL;
+    float *psc = NULL, *msc = NULL;
+    cd__idset both = CD__IDSET_INIT;    /* two earlier parts' items */
+    const cd__idset *earlier = NULL;
+    bool found = false;
     cd_err rc = CD_OK;
-    if (!oid || !bid || !osc || !bsc)
-        rc = cd__fail(err, CD_ENOMEM, "out of memory");
-    if (rc == CD_OK)
-        rc = cd_index_search(own->ix, q, nq, k, oid, osc, err);
-    if (rc == CD_OK)
-        rc = search_excluding(base, &own->members, p->base_items, q, nq, dim, k,
-                              bid, bsc, err);
-    bool higher = cd_metric_higher_is_better(m->metric);
-    for (size_t i = 0; rc == CD_OK && i < nq; i++)
-        merge_rows(higher, k, oid + i * k, osc + i * k, bid + i * k, bsc + i * k,
-                   ids + i * k, scores + i * k);
-    free(oid);
-    free(bid);
-    free(osc);
-    free(bsc);
+    for (size_t i = 0; i < nq * k; i++)
+        ids[i] = -1;
+    for (size_t i = 0; rc == CD_OK && i < p->n; i++) {
+        const plan_part *pt = &p->parts[i];
+        const float *q = pt->mapped ? mapped : raw;
+        size_t dim = pt->mapped ? mapped_dim : raw_dim;
+        if (pt->gi && pt->gi->ix && pt->items > 0) {
+            if (found && !pid) {
+                pid = malloc(nq * k * sizeof *pid);
+                mid = malloc(nq * k * sizeof *mid);
+                psc = malloc(nq * k * sizeof *psc);
+                msc = malloc(nq * k * sizeof *msc);
+                if (!pid || !mid || !psc || !msc) {
+                    rc = cd__fail(err, CD_ENOMEM, "out of memory");
+                    break;
+                }
+            }
+            int64_t *oid = found ? pid : ids;
+            float *osc = found ? psc : scores;
+            if (!earlier)
+                rc = cd_index_search(pt->gi->ix, q, nq, k, oid, osc, err);
+            else
+                rc = search_excluding(pt->gi, earlier, pt->items, q, nq, dim, k, oid, osc,
+                                      err);
+            for (size_t r = 0; rc == CD_OK && found && r < nq; r++) {
+                merge_rows(higher, k, ids + r * k, scores + r * k, pid + r * k,
+                           psc + r * k, mid + r * k, msc + r * k);
+                memcpy(ids + r * k, mid + r * k, k * sizeof *ids);
+                memcpy(scores + r * k, msc + r * k, k * sizeof *scores);
+            }
+            found = true;
+        }
+        if (rc != CD_OK || i + 1 == p->n || !pt->gi)
+            continue;
+        if (!earlier) {
+            earlier = &pt->gi->members;
+        } else {
+            const cd__idset *sets[2] = {earlier, &pt->gi->members};
+            if (!cd__idset_reserve(&both, sets[0]->len + sets[1]->len)) {
+                rc = cd__fail(err, CD_ENOMEM, "out of memory");
+                break;
+            }
+            for (int s = 0; s < 2; s++)
+                for (size_t j = 0; j < sets[s]->cap; j++)
+                    if (sets[s]->slots[j] >= 0)
+                        cd__idset_put(&both, sets[s]->slots[j]);
+            earlier = &both;
+        }
+    }
+    cd__idset_finish(&both);
+    free(pid);
+    free(mid);
+    free(psc);
+    free(msc);
+    return rc;
+}
+
+/*
+ * The adapter a search by model m on g goes through, its row read into
+ * *rec: the one named (NULL: g's route for m, if any).
+ * *found is false when there is none to go through.  CD_ENOTFOUND for an
+ * unknown adapter, CD_EINVAL when its from model is not m.  The caller
+ * holds g's lock, so that a route read stays a route (its adapter cannot
+ * be deleted meanwhile).
+ */
+static cd_err adapter_of(cd_engine *e, gallery *g, const cd_model *m,
+                         const char *name, cd_adapter_record *rec,
+                         bool *found, cd_error *err)
+{
+    memset(rec, 0, sizeof *rec);
+    *found = false;
+    cd_gallery_route *routes = NULL;
+    size_t n = 0;
+    if (!name && m->id != g->model.id) {
+        cd_err rc = cd_store_routes(e->st, g->info.id, &routes, &n, err);
+        if (rc != CD_OK)
+            return rc;
+        for (size_t i = 0; i < n && !name; i++)
+            if (routes[i].model_id == m->id)
+                name = routes[i].adapter;
+    }
+    cd_err rc = CD_OK;
+    if (name) {
+        rc = cd_store_adapter_get(e->st, name, false, rec, err);
+        if (rc == CD_OK && rec->from_id != m->id)
+            rc = cd__fail(err, CD_EINVAL, "adapter %s maps from model %s, not from the query model %s",
+                          rec->name, rec->from, m->name);
+        *found = rc == CD_OK;
+    }
+    free(routes);
     return rc;
 }
 
@@ -326,15 +519,29 @@ cd_err cd_engine_search(cd_engine *e, const char *gallery_name,
                         size_t k, unsigned include, cd_search_result **out,
                         cd_error *err)
 {
+    return cd_engine_search_via(e, gallery_name, model, NULL, queries, nq, k,
+                                include, out, err);
+}
+
+cd_err cd_engine_search_via(cd_engine *e, const char *gallery_name,
+                            const char *model, const char *adapter,
+                            const float *queries, size_t nq, size_t k,
+                            unsigned include, cd_search_result **out,
+                            cd_error *err)
+{
     gallery *g = NULL;
-    cd_model m;
-    float *q = NULL;
+    cd_model m, to;
+    cd_adapter_record rec;
+    bool through = false;
+    cd__adapter_ref *ad = NULL;
+    float *q = NULL, *mapped = NULL;
     int64_t *ids = NULL;
     float *scores = NULL;
     cd_search_result *r = NULL;
     cd_err rc;
 
     *out = NULL;
+    memset(&rec, 0, sizeof rec);
     if (!cd_engine_ready(e))
         return cd__fail(err, CD_EBUSY, "indexes are still loading");
     if (k < 1 || k > CD_K_MAX)
@@ -367,30 +574,39 @@ cd_err cd_engine_search(cd_engine *e, const char *gallery_name,
     r->k = k;
     r->counts = calloc(nq, sizeof *r->counts);
     r->hits = calloc(nq * k, sizeof *r->hits);
-    r->searched = calloc(2, sizeof *r->searched);
+    r->searched = calloc(3, sizeof *r->searched);
     if (!r->counts || !r->hits || !r->searched) {
         rc = cd__fail(err, CD_ENOMEM, "out of memory");
         goto out;
     }
 
     pthread_rwlock_rdlock(&g->lock);
-    query_plan plan;
+    query_plan plan = {.n = 0};
+    via v = {&rec, &to};
     rc = cd__gallery_check(g, err);
     if (rc == CD_OK)
-        rc = plan_query(e, g, &m, &plan, err);
+        rc = adapter_of(e, g, &m, adapter, &rec, &through, err);
+    if (rc == CD_OK && through) {
+        rc = cd__model_by_name(e, rec.to, &to, err);
+        if (rc == CD_OK)
+            rc = cd__adapter_acquire(e, &rec, &ad, err);
+        if (rc == CD_OK && !(mapped = malloc(nq * (size_t)to.dim * sizeof *mapped)))
+            rc = cd__fail(err, CD_ENOMEM, "out of memory");
+        if (rc == CD_OK)
+            rc = cd_adapter_map(ad->ad, q, nq, mapped, err);
+        snprintf(r->adapter, sizeof r->adapter, "%s", rec.name);
+    }
     if (rc == CD_OK)
-        rc = run_plan(&plan, &m, q, nq, k, ids, scores, err);
-    if (rc == CD_OK) {
-        if (plan.own) {
-            cd_searched *s = &r->searched[r->n_searched++];
-            snprintf(s->model, sizeof s->model, "%s", m.name);
-            s->items = plan.own_items;
-        }
-        if (plan.base || !plan.own) {
-            cd_searched *s = &r->searched[r->n_searched++];
-            snprintf(s->model, sizeof s->model, "%s", g->model.name);
-            s->items = plan.base_items;
-        }
+        rc = plan_query(e, g, &m, through ? &v : NULL, &plan, err);
+    if (rc == CD_OK)
+        rc = run_plan(&plan, cd_metric_higher_is_better(through ? to.metric : m.metric), q,
+                      dim, mapped, through ? (size_t)to.dim : 0, nq, k, ids, scores, err);
+    for (size_t i = 0; rc == CD_OK && i < plan.n; i++) {
+        cd_searched *s = &r->searched[r->n_searched++];
+        snprintf(s->model, sizeof s->model, "%s", plan.parts[i].model);
+        s->items = plan.parts[i].items;
+        if (plan.parts[i].mapped)
+            snprintf(s->adapter, sizeof s->adapter, "%s", rec.name);
     }
     if (rc == CD_OK)
         cd__traffic_note(g, ids, nq * k);   /* the backfill queue's order */
@@ -443,6 +659,8 @@ cd_err cd_engine_search(cd_engine *e, const char *gallery_name,
     free(refs);
 out:
     pthread_rwlock_unlock(&e->lock);
+    cd__adapter_release(ad);
+    free(mapped);
     free(q);
     free(ids);
     free(scores);
@@ -452,4 +670,87 @@ out:
     }
     *out = r;
     return CD_OK;
+}
+
+/* --- routes (PATCH /v1/galleries/{g} "adapters") --------------------- */
+
+/*
+ * Checks that g can route queries of req->model through req->adapter
+ * (under g's policy as it stands in g->info) and fills *change.  The
+ * caller holds g's write lock.
+ */
+static cd_err route_check(cd_engine *e, gallery *g, const cd_route_request *req,
+                          cd_route_change *change, cd_error *err)
+{
+    cd_model m, to;
+    cd_adapter_record rec;
+    cd_err rc = cd__model_by_name(e, req->model, &m, err);
+    if (rc != CD_OK)
+        return rc;
+    if (m.id == g->model.id)
+        return cd__fail(err, CD_EINVAL, "model %s is gallery %s's own model: its queries need "
+                        "no adapter", m.name, g->info.name);
+    *change = (cd_route_change){m.id, 0};
+    if (!req->adapter)
+        return CD_OK;
+    rc = cd_store_adapter_get(e->st, req->adapter, false, &rec, err);
+    if (rc != CD_OK)
+        return rc;
+    if (rec.from_id != m.id)
+        return cd__fail(err, CD_EINVAL, "adapter %s maps from model %s, not from %s",
+                        rec.name, rec.from, m.name);
+    rc = cd__model_by_name(e, rec.to, &to, err);
+    if (rc != CD_OK)
+        return rc;
+    /* What a search through it would plan, so that a route that is set
+     * can be searched (as long as the policy and the gallery stay). */
+    query_plan plan;
+    via v = {&rec, &to};
+    rc = plan_query(e, g, &m, &v, &plan, err);
+    change->adapter_id = rec.id;
+    return rc;
+}
+
+cd_err cd_engine_gallery_update(cd_engine *e, const char *name,
+                                const cd_query_policy *policy,
+                                const cd_route_request *routes, size_t n,
+                                cd_error *err)
+{
+    gallery *g;
+    cd_route_change *changes = NULL;
+    if (n && !(changes = calloc(n, sizeof *changes)))
+        return cd__fail(err, CD_ENOMEM, "out of memory");
+    cd_err rc = cd__gallery_enter(e, name, &g, err);
+    if (rc != CD_OK) {
+        free(changes);
+        return rc;
+    }
+    pthread_rwlock_wrlock(&g->lock);
+    cd_query_policy was = g->info.policy;
+    if (policy)
+        g->info.policy = *policy;   /* the routes are checked under it */
+    for (size_t i = 0; rc == CD_OK && i < n; i++)
+        rc = route_check(e, g, &routes[i], &changes[i], err);
+    if (rc == CD_OK)
+        rc = cd_store_gallery_update(e->st, g->info.id, policy, changes, n, err);
+    if (rc != CD_OK)
+        g->info.policy = was;
+    pthread_rwlock_unlock(&g->lock);
+    pthread_rwlock_unlock(&e->lock);
+    free(changes);
+    return rc;
+}
+
+cd_err cd_engine_gallery_routes(cd_engine *e, const char *name, cd_gallery_route **out,
+                                size_t *n, cd_error *err)
+{
+    gallery *g;
+    *out = NULL;
+    *n = 0;
+    cd_err rc = cd__gallery_enter(e, name, &g, err);
+    if (rc != CD_OK)
+        return rc;
+    rc = cd_store_routes(e->st, g->info.id, out, n, err);
+    pthread_rwlock_unlock(&e->lock);
+    return rc;
 }

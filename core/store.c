@@ -263,6 +263,30 @@ static const char *const stmt_sql[ST_COUNT] = {
         " OR a.to_model_id = ?2)",
     [ST_RETIRE_EMBEDDINGS] =
         "DELETE FROM embeddings WHERE gallery_id = ?1 AND model_id = ?2",
+    [ST_ROUTE_LIST] =
+        "SELECT r.model_id, m.name, r.adapter_id, a.name FROM gallery_adapters r"
+        " JOIN models m ON m.id = r.model_id JOIN adapters a ON a.id = r.adapter_id"
+        " WHERE r.gallery_id = ?1 ORDER BY m.name",
+    /* Names the adapter by id inside the statement, so that one deleted
+     * since it was looked up inserts nothing. */
+    [ST_ROUTE_SET] =
+        "INSERT INTO gallery_adapters (gallery_id, model_id, adapter_id)"
+        " SELECT ?1, ?2, id FROM adapters WHERE id = ?3"
+        " ON CONFLICT (gallery_id, model_id) DO UPDATE SET adapter_id = excluded.adapter_id",
+    [ST_ROUTE_DELETE] =
+        "DELETE FROM gallery_adapters WHERE gallery_id = ?1 AND model_id = ?2",
+    [ST_ROUTE_OF_ADAPTER] =
+        "SELECT g.name, m.name FROM gallery_adapters r"
+        " JOIN adapters a ON a.id = r.adapter_id"
+        " JOIN galleries g ON g.id = r.gallery_id JOIN models m ON m.id = r.model_id"
+        " WHERE a.name = ?1 ORDER BY g.name, m.name LIMIT 1",
+    /* The evaluations_pair index of schema 007 answers it. */
+    [ST_EVAL_LATEST_PAIR] =
+        EVAL_SELECT
+        " WHERE e.id = (SELECT max(id) FROM evaluations WHERE gallery_id = ?1"
+        " AND query_model_id = ?2 AND adapter_id IS nullif(?3, 0)"
+        /* against the gallery model it has now (see ST_EVAL_LATEST) */
+        " AND gallery_model_id = (SELECT model_id FROM galleries WHERE id = ?1))",
 };
 
 /* --- small helpers ----------------------------------------------------- */

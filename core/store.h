@@ -394,6 +394,20 @@ cd_err cd_store_evaluation_by_adapter(cd_store *st, int64_t adapter_id,
                                       size_t limit, cd_evaluation **out,
                                       size_t *n, cd_error *err);
 
+/*
+ * The latest evaluation of query model query_model_id on gallery_id whose
+ * probes were mapped by adapter adapter_id (evaluations.adapter_id), or,
+ * with adapter_id 0, whose probes were not mapped (adapter_id NULL): the
+ * pair the gate of a search reads.  *n is 1 with it in *out, or 0 when
+ * there is none.  Without report; *out is freed with
+ * cd_evaluations_destroy().
+ */
+cd_err cd_store_evaluation_latest_pair(cd_store *st, int64_t gallery_id,
+                                       int64_t query_model_id,
+                                       int64_t adapter_id,
+                                       cd_evaluation **out, size_t *n,
+                                       cd_error *err);
+
 /* Frees ev->report (and sets it NULL).  Accepts NULL. */
 void cd_evaluation_finish(cd_evaluation *ev);
 
@@ -618,8 +632,41 @@ cd_err cd_store_adapter_get(cd_store *st, const char *name, bool with_weights,
 cd_err cd_store_adapter_list(cd_store *st, cd_adapter_record **out, size_t *n,
                              cd_error *err);
 
-/* Deletes the adapter called name (CD_ENOTFOUND when there is none). */
+/* Deletes the adapter called name: CD_ENOTFOUND when there is none,
+ * CD_ECONFLICT (naming the gallery and model) while a gallery routes a
+ * model through it, checked in the delete's own transaction. */
 cd_err cd_store_adapter_delete(cd_store *st, const char *name, cd_error *err);
+
+/* A gallery's route (schema 007, gallery_adapters): its queries of model
+ * model_id go through adapter adapter_id unless they name one. */
+typedef struct cd_gallery_route {
+    int64_t model_id;
+    char model[CD_NAME_MAX + 1];
+    int64_t adapter_id;
+    char adapter[CD_NAME_MAX + 1];
+} cd_gallery_route;
+
+/* Every route of gallery_id by model name; *out is free()d (NULL when
+ * *n is 0). */
+cd_err cd_store_routes(cd_store *st, int64_t gallery_id, cd_gallery_route **out,
+                       size_t *n, cd_error *err);
+
+/* One change to a gallery's routes: adapter_id 0 removes model_id's. */
+typedef struct cd_route_change {
+    int64_t model_id;
+    int64_t adapter_id;
+} cd_route_change;
+
+/*
+ * Changes gallery_id in one transaction: its query policy when policy is
+ * not NULL, then each of the n route changes in order.  CD_ENOTFOUND when
+ * the gallery or a change's adapter no longer exists; on failure nothing
+ * changes.  The caller has checked each route (from model, to model).
+ */
+cd_err cd_store_gallery_update(cd_store *st, int64_t gallery_id,
+                               const cd_query_policy *policy,
+                               const cd_route_change *changes, size_t n,
+                               cd_error *err);
 
 /* Frees a->weights and a->bias (and sets them NULL).  Accepts NULL. */
 void cd_adapter_record_finish(cd_adapter_record *a);

@@ -213,6 +213,28 @@ cd_err cd_store_adapter_list(cd_store *st, cd_adapter_record **out, size_t *n,
     return rc;
 }
 
+/* CD_ECONFLICT, naming one, while a gallery routes a model through the
+ * adapter called name (on c, inside the caller's transaction). */
+static cd_err route_of_adapter(cd_conn *c, const char *name, cd_error *err)
+{
+    sqlite3_stmt *s = NULL;
+    cd_err rc = cd__conn_stmt(c, ST_ROUTE_OF_ADAPTER, &s, err);
+    if (rc != CD_OK)
+        return rc;
+    sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+    int step = sqlite3_step(s);
+    if (step == SQLITE_ROW)
+        rc = cd__fail(err, CD_ECONFLICT,
+                      "adapter %s is in use: gallery %s routes model %s through it; remove the "
+                      "route first (PATCH /v1/galleries/%s {\"adapters\": {\"%s\": null}})",
+                      name, sqlite3_column_text(s, 0), sqlite3_column_text(s, 1),
+                      sqlite3_column_text(s, 0), sqlite3_column_text(s, 1));
+    else if (step != SQLITE_DONE)
+        rc = cd__db_fail(err, c, step);
+    cd__stmt_done(s);
+    return rc;
+}
+
 cd_err cd_store_adapter_delete(cd_store *st, const char *name, cd_error *err)
 {
     if (!st || !name)
@@ -222,6 +244,9 @@ cd_err cd_store_adapter_delete(cd_store *st, const char *name, cd_error *err)
     cd_err rc = cd__tx_begin(c, true, err);
     if (rc != CD_OK)
         goto unlock;
+    rc = route_of_adapter(c, name, err);
+    if (rc != CD_OK)
+        goto end;
     rc = cd__conn_stmt(c, ST_ADAPTER_DELETE, &s, err);
     if (rc != CD_OK)
         goto end;
@@ -230,6 +255,97 @@ cd_err cd_store_adapter_delete(cd_store *st, const char *name, cd_error *err)
     if (rc == CD_OK && sqlite3_changes(c->db) == 0)
         rc = cd__fail(err, CD_ENOTFOUND, "no adapter named %s", name);
 end:
+    rc = cd__tx_end(c, rc, err);
+unlock:
+    cd__conn_release(c);
+    return rc;
+}
+
+/* --- routes (schema 007) --- */
+
+/* Fills *r from an ST_ROUTE_LIST row. */
+static cd_err route_fill(sqlite3_stmt *s, void *elem, cd_error *err)
+{
+    cd_gallery_route *r = elem;
+    memset(r, 0, sizeof *r);
+    r->model_id = sqlite3_column_int64(s, 0);
+    r->adapter_id = sqlite3_column_int64(s, 2);
+    if (!cd__copy_column(s, 1, r->model, sizeof r->model) ||
+        !cd__copy_column(s, 3, r->adapter, sizeof r->adapter))
+        return cd__fail(err, CD_ECORRUPT, "a route of model %lld has a damaged row",
+                        (long long)r->model_id);
+    return CD_OK;
+}
+
+cd_err cd_store_routes(cd_store *st, int64_t gallery_id, cd_gallery_route **out,
+                       size_t *n, cd_error *err)
+{
+    if (!st || !out || !n)
+        return cd__fail(err, CD_EINVAL, "cd_store_routes: NULL argument");
+    void *rows;
+    cd_err rc = cd__list_rows(st, ST_ROUTE_LIST, 1, gallery_id, sizeof(cd_gallery_route),
+                              route_fill, &rows, n, err);
+    *out = rows;
+    return rc;
+}
+
+/* Runs statement id with the three ids bound (as many as it takes) on c;
+ * its changed rows into *changed. */
+static cd_err run_ids(cd_conn *c, stmt_id id, int64_t a, int64_t b, int64_t d,
+                      int *changed, cd_error *err)
+{
+    sqlite3_stmt *s = NULL;
+    cd_err rc = cd__conn_stmt(c, id, &s, err);
+    if (rc != CD_OK)
+        return rc;
+    const int64_t args[] = {a, b, d};
+    for (int i = 0; i < sqlite3_bind_parameter_count(s) && i < 3; i++)
+        sqlite3_bind_int64(s, i + 1, args[i]);
+    rc = cd__step_write(c, s, NULL, NULL, err);
+    *changed = sqlite3_changes(c->db);
+    return rc;
+}
+
+cd_err cd_store_gallery_update(cd_store *st, int64_t gallery_id,
+                               const cd_query_policy *policy,
+                               const cd_route_change *changes, size_t n,
+                               cd_error *err)
+{
+    if (!st || (n && !changes))
+        return cd__fail(err, CD_EINVAL, "cd_store_gallery_update: NULL argument");
+    if (policy && *policy != CD_POLICY_VERIFIED && *policy != CD_POLICY_DECLARED &&
+        *policy != CD_POLICY_ANY)
+        return cd__fail(err, CD_EINVAL, "unknown query policy %d", (int)*policy);
+    cd_conn *c = cd__writer_acquire(st);
+    cd_err rc = cd__tx_begin(c, true, err);
+    if (rc != CD_OK)
+        goto unlock;
+    bool found;
+    int64_t seq;
+    rc = cd__run_i64(c, ST_GALLERY_SEQ, 1, gallery_id, 0, &found, &seq, err);
+    if (rc == CD_OK && !found)
+        rc = cd__fail(err, CD_ENOTFOUND, "gallery %lld not found", (long long)gallery_id);
+    if (rc == CD_OK && policy) {
+        sqlite3_stmt *s = NULL;
+        rc = cd__conn_stmt(c, ST_GALLERY_SET_POLICY, &s, err);
+        if (rc == CD_OK) {
+            sqlite3_bind_int64(s, 1, gallery_id);
+            sqlite3_bind_text(s, 2, cd_policy_name(*policy), -1, SQLITE_STATIC);
+            rc = cd__step_write(c, s, NULL, NULL, err);
+        }
+    }
+    for (size_t i = 0; rc == CD_OK && i < n; i++) {
+        int changed = 0;
+        if (changes[i].adapter_id == 0) {
+            rc = run_ids(c, ST_ROUTE_DELETE, gallery_id, changes[i].model_id, 0, &changed, err);
+            continue;
+        }
+        rc = run_ids(c, ST_ROUTE_SET, gallery_id, changes[i].model_id, changes[i].adapter_id,
+                     &changed, err);
+        if (rc == CD_OK && changed == 0)
+            rc = cd__fail(err, CD_ENOTFOUND, "adapter %lld no longer exists",
+                          (long long)changes[i].adapter_id);
+    }
     rc = cd__tx_end(c, rc, err);
 unlock:
     cd__conn_release(c);

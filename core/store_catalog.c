@@ -361,25 +361,7 @@ cd_err cd_store_gallery_list(cd_store *st, cd_gallery **out, size_t *n,
 cd_err cd_store_gallery_set_policy(cd_store *st, int64_t gallery_id,
                                    cd_query_policy policy, cd_error *err)
 {
-    if (!st)
-        return cd__fail(err, CD_EINVAL, "cd_store_gallery_set_policy: NULL store");
-    if (policy != CD_POLICY_VERIFIED && policy != CD_POLICY_DECLARED &&
-        policy != CD_POLICY_ANY)
-        return cd__fail(err, CD_EINVAL, "unknown query policy %d", (int)policy);
-    cd_conn *c = cd__writer_acquire(st);
-    sqlite3_stmt *s = NULL;
-    cd_err rc = cd__conn_stmt(c, ST_GALLERY_SET_POLICY, &s, err);
-    if (rc == CD_OK) {
-        /* One statement: autocommit makes it its own transaction. */
-        sqlite3_bind_int64(s, 1, gallery_id);
-        sqlite3_bind_text(s, 2, cd_policy_name(policy), -1, SQLITE_STATIC);
-        rc = cd__step_write(c, s, NULL, NULL, err);
-        if (rc == CD_OK && sqlite3_changes(c->db) == 0)
-            rc = cd__fail(err, CD_ENOTFOUND, "gallery %lld not found",
-                          (long long)gallery_id);
-    }
-    cd__conn_release(c);
-    return rc;
+    return cd_store_gallery_update(st, gallery_id, &policy, NULL, 0, err);
 }
 
 cd_err cd_store_gallery_delete(cd_store *st, int64_t gallery_id,

@@ -537,6 +537,16 @@ cd_err cd_store_evaluation_by_adapter(cd_store *st, int64_t adapter_id,
     return evaluation_rows(st, ST_EVAL_BY_ADAPTER, args, 2, REPORT_NONE, out, n, err);
 }
 
+cd_err cd_store_evaluation_latest_pair(cd_store *st, int64_t gallery_id,
+                                       int64_t query_model_id,
+                                       int64_t adapter_id,
+                                       cd_evaluation **out, size_t *n,
+                                       cd_error *err)
+{
+    int64_t args[] = {gallery_id, query_model_id, adapter_id};
+    return evaluation_rows(st, ST_EVAL_LATEST_PAIR, args, 3, REPORT_NONE, out, n, err);
+}
+
 void cd_eval_items_finish(cd_eval_items *items)
 {
     if (!items)

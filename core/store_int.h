@@ -134,6 +134,11 @@ typedef enum stmt_id {
     ST_GALLERY_MODEL_ID,
     ST_ROUTES_USING,
     ST_RETIRE_EMBEDDINGS,
+    ST_ROUTE_LIST,
+    ST_ROUTE_SET,
+    ST_ROUTE_DELETE,
+    ST_ROUTE_OF_ADAPTER,
+    ST_EVAL_LATEST_PAIR,
     ST_COUNT
 } stmt_id;
 

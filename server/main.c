@@ -44,7 +44,7 @@ static const char usage[] =
     "       compatd eval --gallery G --query-model M --queries FILE --labels FILE ...\n"
     "       compatd eval --show ID\n"
     "       compatd models|galleries|status [--json]\n"
-    "       compatd adapter fit|list|show|delete ... (compatd adapter --help)\n"
+    "       compatd adapter fit|list|show|delete|route ... (compatd adapter --help)\n"
     "       compatd backfill --gallery G --model M --out FILE [--limit N] [--order O]\n"
     "       compatd promote|retire --gallery G --model M\n"
     "  (the client commands take --url URL, --key KEY, --cacert FILE; compatd <command> --help)\n"

@@ -37,6 +37,15 @@ typedef struct series {
     unsigned long long count;
 } series;
 
+/* Adapters with a series of their own; the rest count as "(other)", a
+ * value no adapter name can take. */
+#define MAX_ADAPTER_SERIES 256
+
+typedef struct adapter_count {
+    char name[64 + 1];          /* an adapter name (<= 64 bytes) */
+    unsigned long long count;
+} adapter_count;
+
 typedef struct histogram {
     size_t method;              /* index in methods */
     char route[64];
@@ -51,6 +60,9 @@ struct cd_metrics {
     size_t n_series, cap_series;
     histogram *hists;
     size_t n_hists, cap_hists;
+    adapter_count adapters[MAX_ADAPTER_SERIES];
+    size_t n_adapters;
+    unsigned long long adapter_other;   /* searches of adapters past them */
 };
 
 static size_t method_index(const char *method)
@@ -140,6 +152,23 @@ void cd_metrics_observe(cd_metrics *m, const char *method, const char *route,
         h->total++;
         h->sum += seconds;
     }
+    pthread_mutex_unlock(&m->mu);
+}
+
+void cd_metrics_adapter_search(cd_metrics *m, const char *adapter)
+{
+    pthread_mutex_lock(&m->mu);
+    size_t i = 0;
+    while (i < m->n_adapters && strcmp(m->adapters[i].name, adapter) != 0)
+        i++;
+    if (i == m->n_adapters && i < MAX_ADAPTER_SERIES) {
+        snprintf(m->adapters[i].name, sizeof m->adapters[i].name, "%s", adapter);
+        m->n_adapters++;
+    }
+    if (i < m->n_adapters)
+        m->adapters[i].count++;
+    else
+        m->adapter_other++;
     pthread_mutex_unlock(&m->mu);
 }
 
@@ -234,6 +263,13 @@ char *cd_metrics_render(cd_metrics *m, cd_engine *e, size_t *len)
         put(&t, "compatd_http_request_duration_seconds_count{method=\"%s\",route=\"%s\"} %llu\n",
             method, route, h->total);
     }
+    put(&t, "# HELP compatd_adapter_searches_total Searches answered through an adapter, by adapter.\n"
+            "# TYPE compatd_adapter_searches_total counter\n");
+    for (size_t i = 0; i < m->n_adapters; i++)
+        put(&t, "compatd_adapter_searches_total{adapter=\"%s\"} %llu\n",
+            esc(&l1, m->adapters[i].name), m->adapters[i].count);
+    if (m->adapter_other)
+        put(&t, "compatd_adapter_searches_total{adapter=\"(other)\"} %llu\n", m->adapter_other);
     pthread_mutex_unlock(&m->mu);
 
     if (e) {

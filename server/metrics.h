@@ -25,6 +25,11 @@ void cd_metrics_destroy(cd_metrics *m);
 void cd_metrics_observe(cd_metrics *m, const char *method, const char *route,
                         int status, double seconds);
 
+/* Counts one search through adapter name (compatd_adapter_searches_total).
+ * Names past the first 256 seen count as "(other)", so that the series
+ * stay bounded whatever adapters come and go. */
+void cd_metrics_adapter_search(cd_metrics *m, const char *adapter);
+
 /*
  * Renders every counter, plus items per gallery and model and index
  * statistics from e (may be NULL), as Prometheus text.  Returns a malloc'd

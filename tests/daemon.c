@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include <curl/curl.h>
+#include <sqlite3.h>
 
 #define MAX_ARGS 64
 #define LOG_PRINT_MAX (64 * 1024)   /* bytes of a log printed on failure */
@@ -432,6 +433,49 @@ pid_t td_daemon_pid(const td_daemon *d)
 const char *td_daemon_data_dir(const td_daemon *d)
 {
     return d->data_dir;
+}
+
+bool td_write_file(const char *dir, const char *name, const void *v, size_t bytes)
+{
+    char *path = td_fmt("%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    bool ok = f && fwrite(v, 1, bytes, f) == bytes;
+    if (f && fclose(f) != 0)
+        ok = false;
+    if (!ok)
+        fprintf(stderr, "cannot write %s: %s\n", path, strerror(errno));
+    free(path);
+    return ok;
+}
+
+bool td_read_file(const char *dir, const char *name, void *v, size_t bytes)
+{
+    char *path = td_fmt("%s/%s", dir, name);
+    FILE *f = fopen(path, "rb");
+    bool ok = f && fread(v, 1, bytes, f) == bytes && fgetc(f) == EOF;
+    if (f)
+        fclose(f);
+    if (!ok)
+        fprintf(stderr, "cannot read %zu bytes from %s\n", bytes, path);
+    unlink(path);
+    free(path);
+    return ok;
+}
+
+bool td_daemon_sql(const td_daemon *d, const char *stmt)
+{
+    char *db_path = td_fmt("%s/compatd.db", d->data_dir);
+    sqlite3 *db = NULL;
+    char *why = NULL;
+    int rc = sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READWRITE, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(db, stmt, NULL, NULL, &why);
+    if (rc != SQLITE_OK)
+        fprintf(stderr, "%s: %s: %s\n", db_path, stmt, why ? why : sqlite3_errmsg(db));
+    sqlite3_free(why);
+    bool closed = sqlite3_close(db) == SQLITE_OK;
+    free(db_path);
+    return rc == SQLITE_OK && closed;
 }
 
 const char *td_daemon_dir(const td_daemon *d)

@@ -96,6 +96,19 @@ pid_t td_daemon_pid(const td_daemon *d);
 /* The data directory (passed as --data); the string lives as long as d. */
 const char *td_daemon_data_dir(const td_daemon *d);
 
+/* Writes bytes bytes of v to dir/name; false, printing why, when it
+ * fails. */
+bool td_write_file(const char *dir, const char *name, const void *v, size_t bytes);
+
+/* Reads exactly bytes bytes of dir/name into v and removes the file;
+ * false, printing why, when it fails. */
+bool td_read_file(const char *dir, const char *name, void *v, size_t bytes);
+
+/* Runs the SQL stmt on d's database (DATA/compatd.db), which d must not
+ * hold open (stopped, or never started); false, printing why, when it
+ * fails. */
+bool td_daemon_sql(const td_daemon *d, const char *stmt);
+
 /* The temporary directory that holds everything of d. */
 const char *td_daemon_dir(const td_daemon *d);
 

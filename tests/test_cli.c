@@ -1157,7 +1157,48 @@ static void test_adapter(ctx *c)
     free(out);
     free(err);
 
+    /* route: a gallery of m16 sends m8's searches through the adapter,
+     * which cannot be deleted until --none takes the route away. */
+    create_gallery(c, "routed", "m16");
+    td_reply r;
+    CHECK_EQ(td_http_call(c->h, &r, 200, "PATCH", "/v1/galleries/routed",
+                          "{\"query_policy\":\"declared\"}"), 200);
+    td_reply_finish(&r);
+    const char *route[] = {"adapter", "route", "--gallery", "routed", "--model", "m8",
+                           "--adapter", "m8-to-m16", NULL};
+    CHECK_EQ(cli(c, &out, &err, route), 0);
+    CHECK_STREQ(out, "gallery routed: searches by model m8 go through adapter m8-to-m16\n");
+    free(out);
+    free(err);
+    cJSON *g = get_json(c, "/v1/galleries/routed");
+    CHECK_STREQ(td_json_str(g, "adapters.m8"), "m8-to-m16");
+    cJSON_Delete(g);
     const char *del[] = {"adapter", "delete", "m8-to-m16", NULL};
+    CHECK_EQ(cli(c, &out, &err, del), 1);
+    check_one_line(err, "adapter delete", "routes model m8 through it", "delete while routed");
+    free(out);
+    free(err);
+    const char *wrong[] = {"adapter", "route", "--gallery", "routed", "--model", "m8b",
+                           "--adapter", "m8-to-m16", NULL};
+    CHECK_EQ(cli(c, &out, &err, wrong), 1);
+    check_one_line(err, "adapter route", "maps from model m8", "route of the wrong model");
+    free(out);
+    free(err);
+    const char *both_ways[] = {"adapter", "route", "--gallery", "routed", "--model", "m8",
+                               "--adapter", "m8-to-m16", "--none", NULL};
+    CHECK_EQ(cli(c, &out, &err, both_ways), 2);
+    free(out);
+    free(err);
+    const char *unroute[] = {"adapter", "route", "--gallery", "routed", "--model", "m8", "--none",
+                             NULL};
+    CHECK_EQ(cli(c, &out, &err, unroute), 0);
+    CHECK_STREQ(out, "gallery routed: searches by model m8 go through no adapter\n");
+    free(out);
+    free(err);
+    g = get_json(c, "/v1/galleries/routed");
+    CHECK_EQ(cJSON_GetArraySize(td_json_at(g, "adapters")), 0);
+    cJSON_Delete(g);
+
     CHECK_EQ(cli(c, &out, &err, del), 0);
     CHECK_STREQ(out, "deleted adapter m8-to-m16\n");
     free(out);

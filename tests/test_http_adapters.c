@@ -105,28 +105,11 @@ static void build(td_http *h)
     td_reply_finish(&r);
 }
 
-/* Writes n floats to dir/name. */
-static void write_floats(const char *dir, const char *name, const float *v, size_t n)
-{
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "wb");
-    REQUIRE(f);
-    REQUIRE(fwrite(v, sizeof *v, n, f) == n);
-    REQUIRE(fclose(f) == 0);
-}
-
 /* Reads n doubles from dir/name (then removes it); malloc'd. */
 static double *read_doubles(const char *dir, const char *name, size_t n)
 {
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "rb");
-    REQUIRE(f);
     double *v = malloc(n * sizeof *v);
-    REQUIRE(v && fread(v, sizeof *v, n, f) == n);
-    fclose(f);
-    unlink(path);
+    REQUIRE(v && td_read_file(dir, name, v, n * sizeof *v));
     return v;
 }
 
@@ -140,9 +123,9 @@ static double diff_from_reference(td_http *h, const char *name, const char *from
     const float *a = vectors_of(from, &df), *b = vectors_of(to, &dt);
     char dir[] = "/tmp/test_http_adapters.XXXXXX", cmd[1024], line[256];
     REQUIRE(mkdtemp(dir));
-    write_floats(dir, "a.f32", a, (size_t)N_PAIRS * df);
-    write_floats(dir, "b.f32", b, (size_t)N_PAIRS * dt);
-    write_floats(dir, "q.f32", a, (size_t)df);
+    REQUIRE(td_write_file(dir, "a.f32", a, (size_t)N_PAIRS * df * sizeof *a));
+    REQUIRE(td_write_file(dir, "b.f32", b, (size_t)N_PAIRS * dt * sizeof *b));
+    REQUIRE(td_write_file(dir, "q.f32", a, (size_t)df * sizeof *a));
     snprintf(cmd, sizeof cmd, "/usr/bin/python3 '%s' '%s' %s %d %d cosine cosine %.17g",
              ref_script, dir, kind, df, dt, ridge);
     FILE *pipe = popen(cmd, "r");

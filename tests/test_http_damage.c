@@ -148,12 +148,7 @@ static char *snapshot_of(td_daemon *d, long gallery_id)
 
 static void sql(td_daemon *d, const char *stmt)
 {
-    char *db_path = td_fmt("%s/compatd.db", td_daemon_data_dir(d));
-    sqlite3 *db = NULL;
-    REQUIRE(sqlite3_open(db_path, &db) == SQLITE_OK);
-    CHECK_EQ(sqlite3_exec(db, stmt, NULL, NULL, NULL), SQLITE_OK);
-    CHECK_EQ(sqlite3_close(db), SQLITE_OK);
-    free(db_path);
+    CHECK(td_daemon_sql(d, stmt));
 }
 
 /* --- specs ---------------------------------------------------------------- */

@@ -62,7 +62,7 @@ enum {
     OPT_NO_RESUME, OPT_QUIET,
     OPT_QUERY_MODEL, OPT_QUERIES, OPT_BASELINE, OPT_BASELINE_IDS, OPT_KS, OPT_PRIMARY,
     OPT_SHOW,
-    OPT_NAME, OPT_FROM, OPT_TO, OPT_KIND, OPT_RIDGE, OPT_WEIGHTS, OPT_ADAPTER,
+    OPT_NAME, OPT_FROM, OPT_TO, OPT_KIND, OPT_RIDGE, OPT_WEIGHTS, OPT_ADAPTER, OPT_NONE,
     OPT_OUT, OPT_LIMIT, OPT_ORDER,
     OPT_END
 };
@@ -198,6 +198,18 @@ static bool call(const char *cmd, cd_client *c, const char *method, const char *
         return true;
     call_failed(cmd, c, status, &err, NULL);
     return false;
+}
+
+/* call() with req as the body; false after printing why (out of memory
+ * included). */
+static bool call_with(const char *cmd, cd_client *c, const char *method, const char *path,
+                      const cJSON *req, cJSON **json, char **text)
+{
+    char *body = req ? cJSON_PrintUnformatted(req) : NULL;
+    bool ok = body && path ? call(cmd, c, method, path, body, json, text)
+                           : (fail(cmd, "out of memory"), false);
+    free(body);
+    return ok;
 }
 
 /*
@@ -1595,6 +1607,7 @@ static const char adapter_usage[] =
     "       compatd adapter list [--json]\n"
     "       compatd adapter show NAME [--weights]\n"
     "       compatd adapter delete NAME\n"
+    "       compatd adapter route --gallery G --model M (--adapter A | --none)\n"
     "\n"
     "Adapters map model M1's embeddings into model M2's space, so that M1 can\n"
     "query a gallery of M2 without a backfill.  fit: on every item of gallery G\n"
@@ -1604,7 +1617,10 @@ static const char adapter_usage[] =
     "affine, and ridge R (default 0); prints the fit's mean cosine and its\n"
     "5-fold cross-validated one (POST /v1/adapters).  list: every adapter.\n"
     "show: one adapter as the server's JSON, with its weights and bias given\n"
-    "--weights.  delete: removes it.\n"
+    "--weights.  delete: removes it (refused while a gallery routes through\n"
+    "it).  route: searches of gallery G by model M that name no adapter go\n"
+    "through adapter A from then on, or, with --none, through none (PATCH\n"
+    "/v1/galleries/G {\"adapters\": {\"M\": \"A\" | null}}).\n"
     "\n"
     "options:\n"
     "  --json              print the server's JSON\n"
@@ -1712,7 +1728,7 @@ static int adapter_fit(const char *cmd, int argc, char **argv)
     }
     cd_client *c = connect_to(cmd, &a);
     cJSON *req = cJSON_CreateObject(), *reply = NULL;
-    char *body = NULL, *text = NULL;
+    char *text = NULL;
     rc = 1;
     if (!c || !req)
         goto out;
@@ -1731,11 +1747,7 @@ static int adapter_fit(const char *cmd, int argc, char **argv)
             goto out;
         cJSON_AddItemToObject(req, "pairs", p);
     }
-    if (!(body = cJSON_PrintUnformatted(req))) {
-        fail(cmd, "out of memory");
-        goto out;
-    }
-    if (!call(cmd, c, "POST", "/v1/adapters", body, &reply, &text))
+    if (!call_with(cmd, c, "POST", "/v1/adapters", req, &reply, &text))
         goto out;
     if (arg(&a, OPT_JSON))
         print_json_text(text);
@@ -1744,11 +1756,52 @@ static int adapter_fit(const char *cmd, int argc, char **argv)
     rc = 0;
 out:
     free(text);
-    free(body);
     cJSON_Delete(reply);
     cJSON_Delete(req);
     cd_client_destroy(c);
     return rc;
+}
+
+static int adapter_route(const char *cmd, int argc, char **argv)
+{
+    static const struct option options[] = {
+        CONNECTION_OPTIONS,
+        {"gallery", required_argument, NULL, OPT_GALLERY},
+        {"model", required_argument, NULL, OPT_MODEL},
+        {"adapter", required_argument, NULL, OPT_ADAPTER},
+        {"none", no_argument, NULL, OPT_NONE},
+        {NULL, 0, NULL, 0},
+    };
+    args a;
+    int rc = parse_args(cmd, argc, argv, options, adapter_usage, &a);
+    if (rc >= 0)
+        return rc;
+    const char *gallery = arg(&a, OPT_GALLERY), *model = arg(&a, OPT_MODEL);
+    const char *adapter = arg(&a, OPT_ADAPTER);
+    if (!gallery || !model || !adapter == !arg(&a, OPT_NONE)) {
+        fprintf(stderr, "compatd %s: --gallery, --model and one of --adapter and --none are "
+                "required\n%s", cmd, adapter_usage);
+        return 2;
+    }
+    /* {"adapters": {model: adapter or null}} */
+    cJSON *req = cJSON_CreateObject(), *routes = cJSON_AddObjectToObject(req, "adapters");
+    if (routes && adapter)
+        cJSON_AddStringToObject(routes, model, adapter);
+    else if (routes)
+        cJSON_AddNullToObject(routes, model);
+    cd_client *c = connect_to(cmd, &a);
+    char *path = api_path("/v1/galleries/", gallery, NULL), *text = NULL;
+    cJSON *reply = NULL;
+    bool ok = c && call_with(cmd, c, "PATCH", path, routes ? req : NULL, &reply, &text);
+    if (ok)
+        printf("gallery %s: searches by model %s go through %s%s\n", gallery, model,
+               adapter ? "adapter " : "no adapter", adapter ? adapter : "");
+    free(path);
+    free(text);
+    cJSON_Delete(reply);
+    cJSON_Delete(req);
+    cd_client_destroy(c);
+    return ok ? 0 : 1;
 }
 
 static int adapters_list(const char *cmd, cd_client *c, bool json)
@@ -1842,13 +1895,14 @@ int cd_adapter_main(int argc, char **argv)
     const char *sub = at < argc ? argv[at] : "";
     bool fit = strcmp(sub, "fit") == 0, list = strcmp(sub, "list") == 0;
     bool show = strcmp(sub, "show") == 0, del = strcmp(sub, "delete") == 0;
-    if (!fit && !list && !show && !del) {
+    bool route = strcmp(sub, "route") == 0;
+    if (!fit && !list && !show && !del && !route) {
         for (int i = 1; i < argc; i++)
             if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
                 fputs(adapter_usage, stdout);
                 return 0;
             }
-        fprintf(stderr, "compatd adapter: fit, list, show or delete?\n%s", adapter_usage);
+        fprintf(stderr, "compatd adapter: fit, list, show, delete or route?\n%s", adapter_usage);
         return 2;
     }
     /* show and delete name the adapter right after the subcommand. */
@@ -1865,6 +1919,8 @@ int cd_adapter_main(int argc, char **argv)
     int rc;
     if (fit)
         rc = adapter_fit("adapter fit", n, rest);
+    else if (route)
+        rc = adapter_route("adapter route", n, rest);
     else if (list)
         rc = listing_main("adapter list", n, rest, adapter_usage, adapters_list);
     else

@@ -37,8 +37,8 @@ int cd_galleries_main(int argc, char **argv);
 /* `compatd status`: exit status 0 only when the server is ready. */
 int cd_status_main(int argc, char **argv);
 
-/* `compatd adapter fit|list|show|delete`: adapters (POST, GET, DELETE
- * /v1/adapters). */
+/* `compatd adapter fit|list|show|delete|route`: adapters (POST, GET,
+ * DELETE /v1/adapters) and a gallery's routes (PATCH /v1/galleries/{g}). */
 int cd_adapter_main(int argc, char **argv);
 
 /* `compatd backfill`: the ids still lacking a model's embedding, next

@@ -129,6 +129,17 @@ void cd__gallery_reply(cd_api *api, const char *name, cd_reply *rep)
     cd_evaluations_destroy(evs, n_evs);
     free(all);
     free(counts);
+    cd_gallery_route *routes = NULL;
+    size_t n_routes = 0;
+    if (cd_engine_gallery_routes(api->engine, name, &routes, &n_routes, &err) != CD_OK) {
+        cJSON_Delete(root);
+        cd_reply_core_error(rep, &err);
+        return;
+    }
+    cJSON *ads = cJSON_AddObjectToObject(root, "adapters");
+    for (size_t i = 0; i < n_routes; i++)
+        cJSON_AddStringToObject(ads, routes[i].model, routes[i].adapter);
+    free(routes);
     cd_reply_json(rep, 200, root);
 }
 
@@ -137,28 +148,74 @@ void cd__gallery_get(cd_api *api, const cd_request *req, cd_reply *rep)
     cd__gallery_reply(api, req->params[0], rep);
 }
 
+/*
+ * Reads a PATCH's "adapters" object ({"<model>": "<adapter>" | null})
+ * into *out (n entries, pointing into a; free() the array).
+ */
+static bool read_routes(const cJSON *a, cd_route_request **out, size_t *n, cd_reply *rep)
+{
+    *out = NULL;
+    *n = 0;
+    if (!cJSON_IsObject(a)) {
+        cd_reply_error(rep, CD_HTTP_INVALID_ARGUMENT,
+                       "adapters must be an object of model name to adapter name or null");
+        return false;
+    }
+    size_t count = (size_t)cJSON_GetArraySize(a);
+    cd_route_request *r = calloc(count ? count : 1, sizeof *r);
+    if (!r) {
+        cd_reply_error(rep, CD_HTTP_OUT_OF_MEMORY, "out of memory for %zu routes", count);
+        return false;
+    }
+    const cJSON *x;
+    size_t i = 0;
+    cJSON_ArrayForEach(x, a) {
+        if (!cd_name_valid(x->string) ||
+            !(cJSON_IsNull(x) || (cJSON_IsString(x) && cd_name_valid(x->valuestring)))) {
+            cd_reply_error(rep, CD_HTTP_INVALID_NAME,
+                           "adapters: each key is a model name and each value an adapter name "
+                           "or null, names matching [A-Za-z0-9._-]{1,%d}", CD_NAME_MAX);
+            free(r);
+            return false;
+        }
+        r[i].model = x->string;
+        r[i].adapter = cJSON_IsString(x) ? x->valuestring : NULL;
+        i++;
+    }
+    *out = r;
+    *n = i;
+    return true;
+}
+
 void cd__gallery_patch(cd_api *api, const cd_request *req, cd_reply *rep)
 {
     const char *name = req->params[0];
-    static const char *const fields[] = {"query_policy", NULL};
+    static const char *const fields[] = {"query_policy", "adapters", NULL};
     cJSON *j = cd_json_body(req, rep);
+    cd_route_request *routes = NULL;
+    size_t n = 0;
     if (!j)
         return;
     const char *policy;
     cd_query_policy p;
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(j, "adapters");
     if (!cd_json_only_fields(j, fields, "", rep) || !cd_json_string(j, "query_policy", &policy, "", rep))
         goto out;
-    if (!policy || !cd_policy_parse(policy, &p)) {
+    if ((policy && !cd_policy_parse(policy, &p)) || (!policy && !a)) {
         cd_reply_error(rep, CD_HTTP_INVALID_ARGUMENT,
-                       "query_policy must be verified, declared or any");
+                       policy ? "query_policy must be verified, declared or any"
+                              : "give query_policy (verified, declared or any), adapters, or both");
         goto out;
     }
+    if (a && !read_routes(a, &routes, &n, rep))
+        goto out;
     cd_error err;
-    cd_err rc = cd_engine_gallery_set_policy(api->engine, name, p, &err);
+    cd_err rc = cd_engine_gallery_update(api->engine, name, policy ? &p : NULL, routes, n, &err);
     if (rc == CD_OK)
         cd__gallery_reply(api, name, rep);
     cd_reply_failed(rep, rc, &err);
 out:
+    free(routes);
     cJSON_Delete(j);
 }
 

@@ -111,6 +111,10 @@ static void render_search(const cd_search_result *res, unsigned include, cd_repl
     text_buf b = {0};
     put_text(&b, "{\"model\":");
     put_string(&b, res->model);
+    if (res->adapter[0]) {
+        put_text(&b, ",\"adapter\":");
+        put_string(&b, res->adapter);
+    }
     put_text(&b, ",\"results\":[");
     for (size_t i = 0; i < res->nq && !b.failed; i++) {
         put_text(&b, i ? ",[" : "[");
@@ -141,6 +145,10 @@ static void render_search(const cd_search_result *res, unsigned include, cd_repl
         put_string(&b, res->searched[i].model);
         put_text(&b, ",\"items\":");
         put_number(&b, (double)res->searched[i].items);
+        if (res->searched[i].adapter[0]) {
+            put_text(&b, ",\"adapter\":");
+            put_string(&b, res->searched[i].adapter);
+        }
         put_text(&b, "}");
     }
     put_text(&b, "]}");
@@ -177,22 +185,24 @@ static bool result_size_ok(const cd_limits *lim, size_t nq, size_t k, unsigned i
 void cd__search(cd_api *api, const cd_request *req, cd_reply *rep)
 {
     const char *gallery = req->params[0];
-    static const char *const fields[] = {"model", "k", "vector", "vector_b64", "vectors",
-                                         "include", NULL};
+    static const char *const fields[] = {"model", "adapter", "k", "vector", "vector_b64",
+                                         "vectors", "include", NULL};
     cJSON *j = cd_json_body(req, rep);
     float *q = NULL;
     cd_search_result *res = NULL;
     if (!j)
         return;
-    const char *model;
+    const char *model, *adapter;
     cd_model m;
     long k = 10;
     unsigned include = 0;
     cd_limits lim = cd_api_limits(api);
-    if (!cd_json_only_fields(j, fields, "", rep) || !cd_json_string(j, "model", &model, "", rep))
+    if (!cd_json_only_fields(j, fields, "", rep) || !cd_json_string(j, "model", &model, "", rep) ||
+        !cd_json_string(j, "adapter", &adapter, "", rep))
         goto out;
-    if (model && !cd_name_valid(model)) {
-        cd_reply_error(rep, CD_HTTP_INVALID_NAME, "model must match [A-Za-z0-9._-]{1,64}");
+    if ((model && !cd_name_valid(model)) || (adapter && !cd_name_valid(adapter))) {
+        cd_reply_error(rep, CD_HTTP_INVALID_NAME, "%s must match [A-Za-z0-9._-]{1,64}",
+                       model && !cd_name_valid(model) ? "model" : "adapter");
         goto out;
     }
     const cJSON *kf = cJSON_GetObjectItemCaseSensitive(j, "k");
@@ -256,11 +266,14 @@ void cd__search(cd_api *api, const cd_request *req, cd_reply *rep)
         goto out;
     }
     cd_error err;
-    cd_err rc = cd_engine_search(api->engine, gallery, m.name, q, nq, (size_t)k, include, &res, &err);
+    cd_err rc = cd_engine_search_via(api->engine, gallery, m.name, adapter, q, nq, (size_t)k,
+                                     include, &res, &err);
     if (rc != CD_OK) {
         cd_reply_core_error(rep, &err);
         goto out;
     }
+    if (res->adapter[0])
+        cd_metrics_adapter_search(api->metrics, res->adapter);
     render_search(res, include, rep);
     goto out;
 bad_include:
