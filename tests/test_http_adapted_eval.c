@@ -384,6 +384,26 @@ static void test_bad_input(td_http *h)
     free(by_adapter);
 }
 
+/* Searches gallery g with the first new probe as model new, through
+ * adapter (NULL: raw), and checks the status (and 409's code). */
+static void gate_search(td_http *h, const char *adapter, long want)
+{
+    char *b64 = td_b64_floats(&new_probes[0][0], DIM);
+    char *body = adapter
+        ? td_fmt("{\"model\":\"new\",\"adapter\":\"%s\",\"k\":3,\"vector_b64\":\"%s\"}",
+                 adapter, b64)
+        : td_fmt("{\"model\":\"new\",\"k\":3,\"vector_b64\":\"%s\"}", b64);
+    td_reply r;
+    CHECK_EQ(td_http_call(h, &r, want, "POST", "/v1/galleries/g/search", body), want);
+    if (want == 409)
+        CHECK_STREQ(td_reply_error_code(&r), "model_not_verified");
+    else
+        CHECK_EQ(cJSON_GetArraySize(td_json_at(r.json, "results.0")), 3);
+    td_reply_finish(&r);
+    free(body);
+    free(b64);
+}
+
 int main(int argc, char **argv)
 {
     REQUIRE(argc == 2);
@@ -404,6 +424,11 @@ int main(int argc, char **argv)
     ref_numbers ref_raw = reference(h, "new", NULL);
     check_cross(raw.json, &ref_raw, "raw");
 
+    /* The gate (policy verified, the default) before: neither the raw
+     * model nor the pair (new, new-to-old) has a passing evaluation. */
+    gate_search(h, NULL, 409);
+    gate_search(h, "new-to-old", 409);
+
     /* Through the adapter: it passes, and its numbers are numpy's. */
     test_bad_input(h);
     body = eval_body("new", "new-to-old");
@@ -419,6 +444,10 @@ int main(int argc, char **argv)
     CHECK(td_json_num(adapted.json, "cross.top1") > td_json_num(adapted.json, "baseline.top1"));
     ref_numbers ref = reference(h, "new", "new-to-old");
     check_cross(adapted.json, &ref, "adapted");
+    /* The gate after: the pair is verified and serves; raw queries of
+     * the same model are still refused (their own evaluation failed). */
+    gate_search(h, "new-to-old", 200);
+    gate_search(h, NULL, 409);
     double id = td_json_num(adapted.json, "id");
     fprintf(stderr, "raw top1 %.4f, adapted top1 %.4f, baseline top1 %.4f\n",
             td_json_num(raw.json, "cross.top1"), td_json_num(adapted.json, "cross.top1"),
