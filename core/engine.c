@@ -883,7 +883,8 @@ cd_err cd_engine_open(const cd_engine_config *cfg, cd_engine **out,
     e->data_dir = strdup(cfg->data_dir ? cfg->data_dir : "./data");
     e->index_dir = e->data_dir ? str_printf("%s/index", e->data_dir) : NULL;
     e->db_path = e->data_dir ? str_printf("%s/compatd.db", e->data_dir) : NULL;
-    if (!e->index_dir || !e->db_path) {
+    e->live = cd_live_create();
+    if (!e->index_dir || !e->db_path || !e->live) {
         rc = cd__fail(err, CD_ENOMEM, "out of memory");
         goto fail;
     }
@@ -1073,6 +1074,7 @@ void cd_engine_close(cd_engine *e)
         gallery_unref(e->gals[i]);
     free(e->gals);
     free(e->models);
+    cd_live_destroy(e->live);
     cd_store_close(e->st);
     /* Stopped cleanly: the next open need not check the store, unless
      * this run found it damaged. */
@@ -1321,6 +1323,7 @@ cd_err cd_engine_gallery_delete(cd_engine *e, const char *name, cd_error *err)
         goto out;
     e->gals[i] = e->gals[--e->n_gals];
     atomic_store(&g->deleted, true);
+    cd_live_forget(e->live, name);
     pthread_rwlock_unlock(&e->lock);
     /* No call can reach g now, but a snapshot pass may be writing it: its
      * files go once it is done (it writes none after `deleted`). */

@@ -15,6 +15,7 @@
 
 #include "idset.h"
 #include "index.h"
+#include "live.h"
 
 #define SCAN_BATCH 4096
 typedef struct gal_index {
@@ -80,6 +81,9 @@ struct cd_engine {
     pthread_mutex_t stop_mu;
     pthread_cond_t stop_cv;
     bool stopping;
+
+    cd_live *live;              /* live agreement per (gallery, query
+                                   model, adapter); its own lock */
 
     pthread_mutex_t check_mu;   /* guards the two fields below */
     bool checked;               /* the store was checked in this run */
