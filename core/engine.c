@@ -13,7 +13,9 @@
  *   lock prefers writers so that a stream of searches cannot starve them,
  *   so nothing may hold it for long: a snapshot pass holds it only to
  *   copy the list (each gallery held by a reference, `refs`) and then
- *   writes one gallery at a time under that gallery's lock alone.
+ *   writes one gallery at a time under that gallery's lock alone.  The
+ *   live-agreement table (core/live.c) has a mutex of its own, taken last
+ *   and held for no other call.
  * - A snapshot file is DATA/index/g<gallery id>-m<model id>-s<seq>.faiss:
  *   the index of that model as of gallery seq <seq>.  The name is written
  *   by an atomic rename, so a file that exists is complete (or, if the

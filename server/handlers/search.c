@@ -1,7 +1,9 @@
 /*
  * search.c - POST /v1/galleries/{g}/search: one or many query vectors of
- * a model, k nearest items each.  The reply is written as text, not as a
- * cJSON tree, so that a large one costs its own size.
+ * a model, k nearest items each, and with shadows (the same queries
+ * embedded by the gallery model) their agreement (SPEC 3.8).  The reply is
+ * written as text, not as a cJSON tree, so that a large one costs its own
+ * size.
  */
 #include "handlers.h"
 
