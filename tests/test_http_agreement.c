@@ -16,9 +16,11 @@
  * means over the last 10,000 of the agreements the replies gave (and of
  * the reference's, up to the ties).  A gallery smaller than k divides by
  * k.  Bad input is 400 and leaves the numbers as they were; deleting the
- * gallery drops them.
+ * gallery drops them.  Searches from THREADS connections at once are all
+ * counted, and their means are those of every reply.
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -362,6 +364,64 @@ static void test_bad_input(td_http *h)
     free(short_b64);
 }
 
+#define THREADS 4
+#define PER_THREAD 20       /* requests of CONC_BATCH shadowed queries each */
+#define CONC_BATCH 10
+
+typedef struct worker {
+    td_http *h;
+    const float *qv, *sv;   /* THREADS * PER_THREAD * CONC_BATCH rows */
+    agreement *got;
+} worker;
+
+static void *work(void *arg)
+{
+    worker *w = arg;
+    for (size_t i = 0; i < PER_THREAD; i++) {
+        size_t at = i * CONC_BATCH;
+        shadowed_search(w->h, "busy", w->qv + at * DIM, w->sv + at * DIM, CONC_BATCH, false,
+                        i % 2 == 0, w->got + at);
+    }
+    return NULL;
+}
+
+/* Searches from several connections at once: every query counted once,
+ * the means (fewer than WINDOW) those of every reply. */
+static void test_concurrent(td_daemon *d, td_http *h, td_rng *rng, float *qv, float *sv)
+{
+    enum { N = THREADS * PER_THREAD * CONC_BATCH };
+    static agreement got[N];
+    create(h, "busy", N_ITEMS);
+    for (size_t i = 0; i < N; i++) {
+        gauss_vector(rng, sv + i * DIM);
+        for (size_t j = 0; j < DIM; j++)
+            qv[i * DIM + j] = sv[i * DIM + j] + (float)(NOISE * td_rng_gauss(rng));
+    }
+    worker w[THREADS];
+    pthread_t t[THREADS];
+    for (size_t i = 0; i < THREADS; i++) {
+        size_t at = i * PER_THREAD * CONC_BATCH;
+        w[i] = (worker){td_http_create(d), qv + at * DIM, sv + at * DIM, got + at};
+        REQUIRE(w[i].h != NULL);
+    }
+    for (size_t i = 0; i < THREADS; i++)
+        REQUIRE(pthread_create(&t[i], NULL, work, &w[i]) == 0);
+    for (size_t i = 0; i < THREADS; i++) {
+        pthread_join(t[i], NULL);
+        td_http_destroy(w[i].h);
+    }
+    double so = 0, st = 0;
+    for (size_t i = 0; i < N; i++) {
+        so += got[i].overlap;
+        st += got[i].top1;
+    }
+    double queries, overlap, top1;
+    live_of(h, "busy", &queries, &overlap, &top1);
+    CHECK_EQ(queries, N);
+    CHECK_NEAR(overlap, so / N, 1e-9);
+    CHECK_NEAR(top1, st / N, 1e-9);
+}
+
 /* A gallery smaller than k: overlap is divided by k.  Its numbers go
  * with it when it is deleted. */
 static void test_small_gallery(td_http *h, td_rng *rng)
@@ -418,6 +478,7 @@ int main(void)
     test_bad_input(h);
     test_window(h, &rng, qv, sv);
     test_small_gallery(h, &rng);
+    test_concurrent(d, h, &rng, qv, sv);
     free(qv);
     free(sv);
 
