@@ -164,11 +164,19 @@ static bool read_shadow(cd_api *api, const cJSON *j, const char *gallery, const 
         cd_reply_error(rep, CD_HTTP_INVALID_VECTOR, "shadow must be an object with vector or vector_b64");
         return false;
     }
-    size_t ns = one ? 1 : cJSON_IsArray(many) ? (size_t)cJSON_GetArraySize(many) : 0;
-    if (ns != nq) {
+    if (one && nq != 1) {
         cd_reply_error(rep, CD_HTTP_INVALID_VECTOR,
-                       "%s: one shadow per query vector: %zu queries, %zu shadows",
-                       one ? "shadow" : "shadow_vectors must be an array", nq, ns);
+                       "shadow is for a single query vector; give shadow_vectors for %zu", nq);
+        return false;
+    }
+    if (many && !cJSON_IsArray(many)) {
+        cd_reply_error(rep, CD_HTTP_INVALID_VECTOR, "shadow_vectors must be an array");
+        return false;
+    }
+    if (many && (size_t)cJSON_GetArraySize(many) != nq) {
+        cd_reply_error(rep, CD_HTTP_INVALID_VECTOR,
+                       "shadow_vectors needs one shadow per query vector: %zu queries, %d shadows",
+                       nq, cJSON_GetArraySize(many));
         return false;
     }
     if (!cd_api_model(api, gallery, NULL, &gm, rep))
