@@ -17,6 +17,8 @@
  *   promotion, which changes a gallery model that calls read under the
  *   engine lock alone, takes snap_mu, the engine lock for writing, then
  *   the gallery's (engine_lifecycle.c).
+ *   The live-agreement table (core/live.c) has a mutex of its own, taken
+ *   last and held for no other call.
  * - A snapshot file is DATA/index/g<gallery id>-m<model id>-s<seq>.faiss:
  *   the index of that model as of gallery seq <seq>.  The name is written
  *   by an atomic rename, so a file that exists is complete (or, if the
@@ -905,7 +907,8 @@ cd_err cd_engine_open(const cd_engine_config *cfg, cd_engine **out,
     e->data_dir = strdup(cfg->data_dir ? cfg->data_dir : "./data");
     e->index_dir = e->data_dir ? cd__str_printf("%s/index", e->data_dir) : NULL;
     e->db_path = e->data_dir ? cd__str_printf("%s/compatd.db", e->data_dir) : NULL;
-    if (!e->index_dir || !e->db_path) {
+    e->live = cd_live_create();
+    if (!e->index_dir || !e->db_path || !e->live) {
         rc = cd__fail(err, CD_ENOMEM, "out of memory");
         goto fail;
     }
@@ -1099,6 +1102,7 @@ void cd_engine_close(cd_engine *e)
     free(e->gals);
     free(e->models);
     cd__adapters_forget(e, 0);
+    cd_live_destroy(e->live);
     cd_store_close(e->st);
     /* Stopped cleanly: the next open need not check the store, unless
      * this run found it damaged. */
@@ -1339,6 +1343,7 @@ cd_err cd_engine_gallery_delete(cd_engine *e, const char *name, cd_error *err)
         goto out;
     e->gals[i] = e->gals[--e->n_gals];
     atomic_store(&g->deleted, true);
+    cd_live_forget(e->live, name);
     pthread_rwlock_unlock(&e->lock);
     /* No call can reach g now, but a snapshot pass may be writing it: its
      * files go once it is done (it writes none after `deleted`). */

@@ -33,6 +33,7 @@
 
 #include "error.h"
 #include "eval.h"
+#include "live.h"
 #include "store.h"
 #include "vec.h"
 
@@ -201,7 +202,13 @@ cd_err cd_engine_item_delete(cd_engine *e, const char *gallery,
 
 /* --- search ----------------------------------------------------------- */
 
-enum { CD_INCLUDE_LABEL = 1, CD_INCLUDE_METADATA = 2 };
+enum {
+    CD_INCLUDE_LABEL = 1,
+    CD_INCLUDE_METADATA = 2,
+    CD_SEARCH_UNCOUNTED = 4,    /* not search traffic (a shadow search):
+                                   its hits do not count for the backfill
+                                   queue's traffic order */
+};
 
 typedef struct cd_hit {
     cd_item_ref item;   /* id, and label / metadata when asked for */
@@ -259,6 +266,30 @@ cd_err cd_engine_search_via(cd_engine *e, const char *gallery,
                             cd_error *err);
 
 void cd_search_result_destroy(cd_search_result *r);
+
+/* --- live agreement (SPEC.md §3.8, core/engine_live.c) ----------------- */
+
+/*
+ * Runs res's queries again as `shadow` (res->nq vectors of the gallery
+ * model, in the same order) on the gallery model's index with res->k,
+ * compares each pair (cd_live_agreement), and adds them to the rolling
+ * numbers of (gallery, res->model, adapter; NULL is "").  *out gets
+ * res->nq agreements (free()d by the caller), NULL on failure.
+ * CD_EINVAL when res->model is the gallery model (nothing to compare);
+ * CD_ENOTFOUND when the gallery is gone (nothing recorded then); the
+ * shadow search's own errors otherwise.  Nothing is recorded on failure.
+ */
+cd_err cd_engine_shadow_search(cd_engine *e, const char *gallery,
+                               const cd_search_result *res,
+                               const char *adapter, const float *shadow,
+                               cd_agreement **out, cd_error *err);
+
+/*
+ * The live numbers of gallery (NULL: of every gallery), sorted, into *out
+ * (free()d by the caller; NULL when none).  Returns their count.
+ */
+size_t cd_engine_live_list(cd_engine *e, const char *gallery,
+                           cd_live_stats **out);
 
 /* --- evaluations (schema/concepts.md §4) ------------------------------ */
 

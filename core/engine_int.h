@@ -16,6 +16,7 @@
 #include "adapter.h"
 #include "idset.h"
 #include "index.h"
+#include "live.h"
 
 #define SCAN_BATCH 4096
 
@@ -111,6 +112,8 @@ struct cd_engine {
 
     pthread_mutex_t adapters_mu;    /* guards the adapter cache below */
     cd__adapter_ref *adapters[ADAPTER_CACHE];   /* most recent first */
+    cd_live *live;              /* live agreement per (gallery, query
+                                   model, adapter); its own lock */
 
     pthread_mutex_t check_mu;   /* guards the two fields below */
     bool checked;               /* the store was checked in this run */

@@ -543,6 +543,9 @@ cd_err cd_engine_gallery_promote(cd_engine *e, const char *gallery_name,
             pthread_mutex_lock(&g->overlap_mu);
             g->overlap_model = 0;   /* counted against the former model */
             pthread_mutex_unlock(&g->overlap_mu);
+            /* Live agreement compared with the former gallery model's
+             * answers: it starts over against the new one. */
+            cd_live_forget(e->live, gallery_name);
         } else if (rc == CD_ECONFLICT) {
             rc = cd__fail(err, CD_ECONFLICT, "backfill of model %s on gallery %s is "
                           "incomplete: %" PRId64 " items have no %s embedding", m.name,

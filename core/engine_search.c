@@ -608,7 +608,7 @@ cd_err cd_engine_search_via(cd_engine *e, const char *gallery_name,
         if (plan.parts[i].mapped)
             snprintf(s->adapter, sizeof s->adapter, "%s", rec.name);
     }
-    if (rc == CD_OK)
+    if (rc == CD_OK && !(include & CD_SEARCH_UNCOUNTED))
         cd__traffic_note(g, ids, nq * k);   /* the backfill queue's order */
     /* Compact each row to its found hits, then resolve ids in one call. */
     size_t total = 0;

@@ -234,6 +234,39 @@ static const char *esc(label *l, const char *v)
     return l->s;
 }
 
+/*
+ * The live agreement of SPEC 3.8 per gallery, query model and adapter:
+ * keys exist only for galleries and models of the catalog (and go with
+ * their gallery), so the series stay as few as the per-gallery ones.
+ */
+static void put_live(text *t, cd_engine *e)
+{
+    static const struct {
+        const char *name, *type, *help;
+    } families[] = {
+        {"compatd_live_queries_total", "counter",
+         "Searches with a shadow query (the same query embedded by the gallery model) since start."},
+        {"compatd_live_overlap_at_k", "gauge",
+         "Mean overlap of a query's top-k with its shadow's top-k, over the last 10000 shadowed queries."},
+        {"compatd_live_top1_retained", "gauge",
+         "Share of the last 10000 shadowed queries whose shadow top-1 is in the query's top-k."},
+    };
+    cd_live_stats *ls = NULL;
+    size_t n = cd_engine_live_list(e, NULL, &ls);
+    for (size_t f = 0; f < sizeof families / sizeof families[0]; f++) {
+        put(t, "# HELP %s %s\n# TYPE %s %s\n", families[f].name, families[f].help,
+            families[f].name, families[f].type);
+        for (size_t i = 0; i < n; i++) {
+            label l1, l2, l3;
+            double v = f == 0 ? (double)ls[i].queries
+                     : f == 1 ? ls[i].overlap_at_k : ls[i].top1_retained;
+            put(t, "%s{gallery=\"%s\",model=\"%s\",adapter=\"%s\"} %.17g\n", families[f].name,
+                esc(&l1, ls[i].gallery), esc(&l2, ls[i].model), esc(&l3, ls[i].adapter), v);
+        }
+    }
+    free(ls);
+}
+
 char *cd_metrics_render(cd_metrics *m, cd_engine *e, size_t *len)
 {
     label l1, l2;
@@ -296,6 +329,7 @@ char *cd_metrics_render(cd_metrics *m, cd_engine *e, size_t *len)
             }
         }
         free(gals);
+        put_live(&t, e);
         cd_engine_stats st;
         cd_engine_get_stats(e, &st);
         put(&t, "# HELP compatd_index_rebuilds_total Index rebuilds from the store since start.\n"

@@ -48,12 +48,22 @@ post /v1/galleries/demo/evaluations '{"query_model":"demo-v2",
   "queries":[{"id":"q0","label":"p0","vector":[0,1]},{"id":"q1","label":"p1","vector":[1,0]}],
   "baseline":[{"id":"q0","vector":[1,0.05]},{"id":"q1","vector":[0.05,1]}]}' 201
 
-# Traffic for the rates, until the end: searches and GETs of a missing
-# gallery (404s).
+# Live agreement: demo-v2 (let in by its compatible_with chain) searches
+# with its query embedded by demo-v1 as the shadow.  Both top-2 are c, a
+# (c scored in demo-v1's space, a in demo-v2's): overlap 1, top-1 kept.
+shadowed='{"model":"demo-v2","k":2,"vector":[1,0.2],"shadow":{"vector":[1,0.2]}}'
+curl -s -o /dev/null -XPATCH "$url/v1/galleries/demo" -H 'Content-Type: application/json' \
+    -d '{"query_policy":"declared"}'
+post /v1/galleries/demo/search "$shadowed" 200
+
+# Traffic for the rates, until the end: searches (shadowed ones too) and
+# GETs of a missing gallery (404s).
 (
     while :; do
         curl -s -o /dev/null -XPOST "$url/v1/galleries/demo/search" \
             -H 'Content-Type: application/json' -d '{"k":2,"vector":[1,0.2]}'
+        curl -s -o /dev/null -XPOST "$url/v1/galleries/demo/search" \
+            -H 'Content-Type: application/json' -d "$shadowed"
         curl -s -o /dev/null "$url/v1/galleries/missing"
         sleep 0.1
     done

@@ -73,6 +73,8 @@ expect = [
     ('compatd_evaluations_total', 2),
     ('compatd_evaluations_failed_total', 1),
     ('compatd_ready', 1),
+    ('compatd_live_overlap_at_k{gallery="demo",model="demo-v2",adapter=""}', 1),
+    ('compatd_live_top1_retained{gallery="demo",model="demo-v2",adapter=""}', 1),
 ]
 for expr, want in expect:
     got = value(expr)
@@ -80,6 +82,8 @@ for expr, want in expect:
 # The traffic's GETs of a missing gallery are 404s.
 got = value('sum(compatd_http_requests_total{route="/v1/galleries/{g}",status="404"})')
 check(got is not None and got >= 1, "404s of the missing gallery counted (%s)" % got)
+got = value('compatd_live_queries_total{gallery="demo",model="demo-v2",adapter=""}')
+check(got is not None and got >= 1, "shadowed searches counted (%s)" % got)
 # Latency quantiles: a finite number of seconds within the buckets.
 for q in ("0.5", "0.99"):
     expr = ('histogram_quantile(%s, sum by (le) (rate(compatd_http_request_duration_seconds_bucket'
@@ -102,5 +106,5 @@ for panel in board["panels"]:
 check(exprs >= 10, "the dashboard has %d expressions" % exprs)
 titles = [p["title"] for p in board["panels"] if p["type"] != "row"]
 print("prometheus_check: %d series checks, %d dashboard expressions over %d panels, %d failures"
-      % (len(expect) + 4, exprs, len(titles), failures))
+      % (len(expect) + 5, exprs, len(titles), failures))
 sys.exit(1 if failures else 0)

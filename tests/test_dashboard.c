@@ -11,7 +11,9 @@
  * embeddings and new-good ones for 30% of them; three evaluations of each
  * new model; adapter good-to-old fitted on that 30% and one evaluation of
  * new-good through it (an adapted pair: a matrix row of its own, and the
- * adapter's page).  One label is "<b>&x", which the page must show as text.
+ * adapter's page); LIVE_QUERIES searches by new-good with shadows (the
+ * gallery page's live agreement).  One label is "<b>&x", which the page
+ * must show as text.
  *
  * Two ways of driving Chromium:
  * - `--dump-dom` with `--virtual-time-budget`: virtual time waits for the
@@ -124,6 +126,8 @@ static void append_vector(td_text *t, const float *v)
 }
 
 /* ---- the scenario ----------------------------------------------------- */
+
+#define LIVE_QUERIES 40                 /* shadowed searches by new-good */
 
 typedef struct scenario {
     float centre[LABELS][DIM];
@@ -283,6 +287,27 @@ static void make_scenario(td_http *h, scenario *s, td_rng *rng)
                     "\"gallery\":\"photos\"}"), 201);
     td_reply_finish(&r);
     s->eval_adapted = evaluate(h, s, rng, "new-good", "good-to-old", ROUNDS);
+
+    /* live agreement: searches by new-good that carry their query
+     * embedded by old too (the shadow) */
+    td_text search = {0}, shadows = {0};
+    for (int q = 0; q < LIVE_QUERIES; q++) {
+        float old[DIM], fresh_q[DIM];
+        gauss_vec(rng, old, 0.8);
+        for (int k = 0; k < DIM; k++) {
+            old[k] += s->centre[q % LABELS][k];
+            fresh_q[k] = 0.4f * old[k] + 0.6f * s->centre[q % LABELS][k];
+        }
+        td_text_append(&search, q ? "," : "{\"model\":\"new-good\",\"k\":5,\"vectors\":[");
+        append_vector(&search, fresh_q);
+        td_text_append(&shadows, q ? "," : "[");
+        append_vector(&shadows, old);
+    }
+    td_text_append(&search, "],\"shadow_vectors\":%s]}", shadows.s);
+    CHECK_EQ(expect(h, &r, 200, "POST", "/v1/galleries/photos/search", search.s), 200);
+    td_reply_finish(&r);
+    free(search.s);
+    free(shadows.s);
 }
 
 /* ---- running Chromium ------------------------------------------------- */
@@ -877,6 +902,33 @@ static double fact_num(const char *dom, const char *fact)
     return v;
 }
 
+/* The gallery page's live agreement: new-good's row says what GET
+ * /v1/galleries/photos says. */
+static void check_gallery_live(td_http *h, const char *dom)
+{
+    REQUIRE(dom != NULL);
+    td_reply r;
+    CHECK_EQ(td_http_json(h, "GET", "/v1/galleries/photos", NULL, &r), 200);
+    const cJSON *live = NULL, *q;
+    cJSON_ArrayForEach(q, td_json_at(r.json, "query_models"))
+        if (strcmp(td_json_str(q, "model"), "new-good") == 0)
+            live = cJSON_GetObjectItemCaseSensitive(q, "live");
+    REQUIRE(cJSON_IsObject(live));
+    CHECK_EQ(td_json_num(live, "queries"), LIVE_QUERIES);
+    const char *row = strstr(dom, "data-live-model=\"new-good\"");
+    CHECK(row != NULL);
+    static const char *const fields[] = {"queries", "overlap_at_k", "top1_retained"};
+    for (size_t f = 0; row && f < sizeof fields / sizeof fields[0]; f++) {
+        char *needle = td_fmt("data-field=\"%s\"", fields[f]);
+        char *tag = tag_around(dom, strstr(row, needle));
+        CHECK_NEAR(attr_num(tag, "data-value"), td_json_num(live, fields[f]), 1e-12);
+        free(tag);
+        free(needle);
+    }
+    CHECK(!strstr(dom, "data-live-model=\"new-bad\""));   /* never shadowed */
+    td_reply_finish(&r);
+}
+
 /* The adapter's page: its fit numbers as GET /v1/adapters/{name} says,
  * and the evaluations that used it, linked. */
 static void check_adapter(td_http *h, const char *dom, long long eval_id)
@@ -1408,6 +1460,12 @@ int main(void)
     url = td_fmt("%s#/evaluations/%lld", base, s.evals_bad[ROUNDS - 1]);
     dom = dump_dom(url);
     check_evaluation(h, dom, s.evals_bad[ROUNDS - 1]);
+    free(dom);
+    free(url);
+
+    url = td_fmt("%s#/galleries/photos", base);
+    dom = dump_dom(url);
+    check_gallery_live(h, dom);
     free(dom);
     free(url);
 

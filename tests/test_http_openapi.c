@@ -789,6 +789,20 @@ static void build_fixture(td_http *h)
     eval_id = (long)td_json_num(r.json, "id");
     td_reply_finish(&r);
     REQUIRE(eval_id > 0);
+    /* a search with shadows: its agreement, and query_models[].live in
+     * the gallery's replies from now on, are checked against the schema */
+    static const op search = {.path = "/v1/galleries/{g}/search", .method = "POST"};
+    must(h, 200, "PATCH", "/v1/galleries/photos", "{\"query_policy\":\"declared\"}", &r);
+    td_reply_finish(&r);
+    must(h, 200, "POST", "/v1/galleries/photos/search",
+         "{\"model\":\"faces-v2\",\"k\":2,\"vectors\":[[1,0.2,0,0],[0.2,1,0,0]],"
+         "\"shadow_vectors\":[[1,0,0,0.1],[0,1,0.1,0]]}",
+         &r);
+    CHECK_EQ(cJSON_GetArraySize(td_json_at(r.json, "agreement")), 2);
+    record(&search, &r);
+    td_reply_finish(&r);
+    must(h, 200, "PATCH", "/v1/galleries/photos", "{\"query_policy\":\"verified\"}", &r);
+    td_reply_finish(&r);
 }
 
 /* o's path with the fixture's values for its parameters, malloc'd. */

@@ -67,6 +67,57 @@ void cd__galleries_list(cd_api *api, const cd_request *req, cd_reply *rep)
     free(gs);
 }
 
+/* {"queries","overlap_at_k","top1_retained"} of one live key. */
+static cJSON *live_json(const cd_live_stats *ls)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "queries", (double)ls->queries);
+    cJSON_AddNumberToObject(o, "overlap_at_k", ls->overlap_at_k);
+    cJSON_AddNumberToObject(o, "top1_retained", ls->top1_retained);
+    return o;
+}
+
+/*
+ * Gives each query_models entry its live agreement (SPEC 3.8; null when
+ * no shadowed search has been seen since start), and adds an entry for
+ * the numbers that have none (a pair searched through an adapter).
+ */
+static void add_live(cd_api *api, const char *gallery, cJSON *qm)
+{
+    cd_live_stats *ls = NULL;
+    size_t n = cd_engine_live_list(api->engine, gallery, &ls);
+    bool *used = n ? calloc(n, sizeof *used) : NULL;
+    cJSON *o;
+    cJSON_ArrayForEach(o, qm) {
+        const char *model = cJSON_GetObjectItemCaseSensitive(o, "model")->valuestring;
+        const cJSON *ad = cJSON_GetObjectItemCaseSensitive(o, "adapter");
+        const char *adapter = cJSON_IsString(ad) ? ad->valuestring : "";
+        size_t i = 0;
+        while (i < n && (strcmp(ls[i].model, model) != 0 || strcmp(ls[i].adapter, adapter) != 0))
+            i++;
+        if (i < n && used) {
+            used[i] = true;
+            cJSON_AddItemToObject(o, "live", live_json(&ls[i]));
+        } else {
+            cJSON_AddNullToObject(o, "live");
+        }
+    }
+    for (size_t i = 0; used && i < n; i++) {
+        if (used[i])
+            continue;
+        o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "model", ls[i].model);
+        if (ls[i].adapter[0])
+            cJSON_AddStringToObject(o, "adapter", ls[i].adapter);
+        cJSON_AddStringToObject(o, "status", "unverified");
+        cJSON_AddNullToObject(o, "evaluation");
+        cJSON_AddItemToObject(o, "live", live_json(&ls[i]));
+        cJSON_AddItemToArray(qm, o);
+    }
+    free(used);
+    free(ls);
+}
+
 void cd__gallery_reply(cd_api *api, const char *name, cd_reply *rep)
 {
     cd_gallery g;
@@ -126,6 +177,7 @@ void cd__gallery_reply(cd_api *api, const char *name, cd_reply *rep)
             cJSON_AddItemToArray(qm, o);
         }
     }
+    add_live(api, name, qm);
     cd_evaluations_destroy(evs, n_evs);
     free(all);
     free(counts);

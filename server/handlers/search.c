@@ -1,7 +1,9 @@
 /*
  * search.c - POST /v1/galleries/{g}/search: one or many query vectors of
- * a model, k nearest items each.  The reply is written as text, not as a
- * cJSON tree, so that a large one costs its own size.
+ * a model, k nearest items each, and with shadows (the same queries
+ * embedded by the gallery model) their agreement (SPEC 3.8).  The reply is
+ * written as text, not as a cJSON tree, so that a large one costs its own
+ * size.
  */
 #include "handlers.h"
 
@@ -105,8 +107,109 @@ static void reply_text_buf(cd_reply *rep, text_buf *b)
     cd_reply_take(rep, "application/json", b->s, b->len);
 }
 
-/* The search reply of SPEC 3.4, written as text (text_buf). */
-static void render_search(const cd_search_result *res, unsigned include, cd_reply *rep)
+/* ,"agreement":[{"overlap","top1_retained"}, ...] for n queries. */
+static void put_agreement(text_buf *b, const cd_agreement *agr, size_t n)
+{
+    put_text(b, ",\"agreement\":[");
+    for (size_t i = 0; i < n && !b->failed; i++) {
+        put_text(b, i ? ",{\"overlap\":" : "{\"overlap\":");
+        put_number(b, agr[i].overlap);
+        put_text(b, agr[i].top1_retained ? ",\"top1_retained\":true}" : ",\"top1_retained\":false}");
+    }
+    put_text(b, "]");
+}
+
+/* The vectors of array `many` (arrays of numbers or base64 strings) of
+ * model m into out, row after row; false with the 400 in rep, naming the
+ * row as "<what> <i>". */
+static bool read_vector_list(const cJSON *many, const cd_model *m, float *out, const char *what,
+                             cd_reply *rep)
+{
+    size_t i = 0;
+    const cJSON *v;
+    cJSON_ArrayForEach(v, many) {
+        char where[48];
+        snprintf(where, sizeof where, "%s %zu: ", what, i);
+        if (!cd_json_vector_value(v, cJSON_IsString(v), m, out + i * (size_t)m->dim, where, rep))
+            return false;
+        i++;
+    }
+    return true;
+}
+
+/*
+ * The request's shadow queries (SPEC 3.8), one per query vector, into
+ * *out (nq x the gallery model's dim, free()d by the caller): "shadow"
+ * {"vector"|"vector_b64"} for a single query, "shadow_vectors" (arrays or
+ * base64 strings) for any number.  *out stays NULL when the request has
+ * none.  False, with the 400 in rep, when they do not fit the queries or
+ * the gallery model, or when the query model is the gallery model itself
+ * (nothing to compare).
+ */
+static bool read_shadow(cd_api *api, const cJSON *j, const char *gallery, const cd_model *m,
+                        size_t nq, float **out, cd_reply *rep)
+{
+    static const char *const shadow_fields[] = {"vector", "vector_b64", NULL};
+    const cJSON *one = cJSON_GetObjectItemCaseSensitive(j, "shadow");
+    const cJSON *many = cJSON_GetObjectItemCaseSensitive(j, "shadow_vectors");
+    cd_model gm;
+    *out = NULL;
+    if (!one && !many)
+        return true;
+    if (one && many) {
+        cd_reply_error(rep, CD_HTTP_INVALID_VECTOR, "give shadow or shadow_vectors, not both");
+        return false;
+    }
+    if (one && !cJSON_IsObject(one)) {
+        cd_reply_error(rep, CD_HTTP_INVALID_VECTOR, "shadow must be an object with vector or vector_b64");
+        return false;
+    }
+    if (one && nq != 1) {
+        cd_reply_error(rep, CD_HTTP_INVALID_VECTOR,
+                       "shadow is for a single query vector; give shadow_vectors for %zu", nq);
+        return false;
+    }
+    if (many && !cJSON_IsArray(many)) {
+        cd_reply_error(rep, CD_HTTP_INVALID_VECTOR, "shadow_vectors must be an array");
+        return false;
+    }
+    if (many && (size_t)cJSON_GetArraySize(many) != nq) {
+        cd_reply_error(rep, CD_HTTP_INVALID_VECTOR,
+                       "shadow_vectors needs one shadow per query vector: %zu queries, %d shadows",
+                       nq, cJSON_GetArraySize(many));
+        return false;
+    }
+    if (!cd_api_model(api, gallery, NULL, &gm, rep))
+        return false;
+    if (gm.id == m->id) {
+        cd_reply_error(rep, CD_HTTP_INVALID_ARGUMENT,
+                       "model %s is the gallery model: a shadow (the query embedded by the gallery "
+                       "model) would be the query itself", m->name);
+        return false;
+    }
+    float *s = malloc(nq * (size_t)gm.dim * sizeof *s);
+    if (!s) {
+        cd_reply_error(rep, CD_HTTP_OUT_OF_MEMORY, "out of memory for %zu shadow queries", nq);
+        return false;
+    }
+    if (one) {
+        if (!cd_json_only_fields(one, shadow_fields, "shadow.", rep) ||
+            !cd_json_vector(one, &gm, s, "shadow: ", rep))
+            goto fail;
+    } else if (!read_vector_list(many, &gm, s, "shadow", rep)) {
+        goto fail;
+    }
+    *out = s;
+    return true;
+fail:
+    free(s);
+    return false;
+}
+
+/* The search reply of SPEC 3.4, written as text (text_buf), with the
+ * agreement of its shadow queries (SPEC 3.8) when agr is not NULL. */
+static void render_search(const cd_search_result *res, unsigned include,
+                          const cd_agreement *agr, cd_reply *rep)
 {
     text_buf b = {0};
     put_text(&b, "{\"model\":");
@@ -151,7 +254,10 @@ static void render_search(const cd_search_result *res, unsigned include, cd_repl
         }
         put_text(&b, "}");
     }
-    put_text(&b, "]}");
+    put_text(&b, "]");
+    if (agr)
+        put_agreement(&b, agr, res->nq);
+    put_text(&b, "}");
     reply_text_buf(rep, &b);
 }
 
@@ -186,10 +292,12 @@ void cd__search(cd_api *api, const cd_request *req, cd_reply *rep)
 {
     const char *gallery = req->params[0];
     static const char *const fields[] = {"model", "adapter", "k", "vector", "vector_b64",
-                                         "vectors", "include", NULL};
+                                         "vectors", "include", "shadow", "shadow_vectors",
+                                         NULL};
     cJSON *j = cd_json_body(req, rep);
-    float *q = NULL;
+    float *q = NULL, *shadow = NULL;
     cd_search_result *res = NULL;
+    cd_agreement *agr = NULL;
     if (!j)
         return;
     const char *model, *adapter;
@@ -253,18 +361,13 @@ void cd__search(cd_api *api, const cd_request *req, cd_reply *rep)
         goto out;
     }
     if (many) {
-        size_t i = 0;
-        const cJSON *v;
-        cJSON_ArrayForEach(v, many) {
-            char where[48];
-            snprintf(where, sizeof where, "query %zu: ", i);
-            if (!cd_json_vector_value(v, cJSON_IsString(v), &m, q + i * (size_t)m.dim, where, rep))
-                goto out;
-            i++;
-        }
+        if (!read_vector_list(many, &m, q, "query", rep))
+            goto out;
     } else if (!cd_json_vector_value(one ? one : one_b64, one_b64 != NULL, &m, q, "", rep)) {
         goto out;
     }
+    if (!read_shadow(api, j, gallery, &m, nq, &shadow, rep))
+        goto out;
     cd_error err;
     cd_err rc = cd_engine_search_via(api->engine, gallery, m.name, adapter, q, nq, (size_t)k,
                                      include, &res, &err);
@@ -274,12 +377,20 @@ void cd__search(cd_api *api, const cd_request *req, cd_reply *rep)
     }
     if (res->adapter[0])
         cd_metrics_adapter_search(api->metrics, res->adapter);
-    render_search(res, include, rep);
+    if (shadow && cd_engine_shadow_search(api->engine, gallery, res,
+                                          res->adapter[0] ? res->adapter : NULL, shadow,
+                                          &agr, &err) != CD_OK) {
+        cd_reply_core_error(rep, &err);
+        goto out;
+    }
+    render_search(res, include, agr, rep);
     goto out;
 bad_include:
     cd_reply_error(rep, CD_HTTP_INVALID_ARGUMENT, "include must be an array of \"label\" and \"metadata\"");
 out:
     cd_search_result_destroy(res);
+    free(agr);
+    free(shadow);
     free(q);
     cJSON_Delete(j);
 }

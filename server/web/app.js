@@ -744,6 +744,33 @@
     return dl;
   }
 
+  /* Live agreement per query model: searches that carried the query
+   * embedded by the gallery model too (query_models[].live). */
+  function liveTable(g) {
+    var rows = (g.query_models || []).filter(function (q) { return q.live; });
+    if (!rows.length)
+      return el('p', {class: 'muted', id: 'live-agreement-none',
+        text: 'No search has carried a shadow (the query embedded by the gallery model) since the daemon started.'});
+    var body = el('tbody');
+    rows.forEach(function (q) {
+      var live = q.live;
+      body.appendChild(el('tr', {'data-live-model': q.model, 'data-live-adapter': q.adapter || ''},
+        el('td', {class: 'strong'}, q.model,
+          q.adapter ? el('span', {class: 'muted', text: ' via '}) : null,
+          q.adapter ? el('a', {href: adapterHref(q.adapter), text: q.adapter}) : null),
+        el('td', {class: 'num', 'data-field': 'queries', 'data-value': raw(live.queries), text: count(live.queries)}),
+        el('td', {class: 'num', 'data-field': 'overlap_at_k', 'data-value': raw(live.overlap_at_k),
+                  text: pct(live.overlap_at_k)}),
+        el('td', {class: 'num', 'data-field': 'top1_retained', 'data-value': raw(live.top1_retained),
+                  text: pct(live.top1_retained)})));
+    });
+    return el('table', {class: 'table', id: 'live-agreement'},
+      el('thead', null, el('tr', null, el('th', {text: 'Query model'}),
+        el('th', {class: 'num', text: 'Shadowed queries'}),
+        el('th', {class: 'num', text: 'Overlap@k'}), el('th', {class: 'num', text: 'Top-1 retained'}))),
+      body);
+  }
+
   function renderGallery(data, route) {
     var g = data.gallery;
     var qbody = el('tbody');
@@ -778,6 +805,9 @@
       section('Backfill coverage', null, coverageBars(g)),
       section('Backfill', {class: 'card', id: 'backfill-panel'}, backfillPanel(g)),
       section('Query models', null, qtable),
+      section('Live agreement', {class: 'card', id: 'live'}, liveTable(g),
+        el('p', {class: 'muted small',
+          text: 'Means over the last 10,000 shadowed queries since the daemon started; overlap@k is the share of the query\'s top-k also in its shadow\'s top-k.'})),
       section('Recent evaluations', null, evaluationsTable(data.evaluations, true),
         data.more ? el('p', {class: 'muted small', text: 'Showing the latest ' + data.evaluations.length + '.'}) : null)
     ];
