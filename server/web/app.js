@@ -813,6 +813,16 @@
    * A line chart of series [{name, key, cls, values}] over points (oldest
    * first), one x position per evaluation.  fmt formats a y value.
    */
+  /* A chart with its key (a swatch per series) and caption. */
+  function chartFigure(svg, series, caption) {
+    var key = el('div', {class: 'chart-key'});
+    series.forEach(function (s) {
+      key.appendChild(el('span', {class: 'key-item'}, el('span', {class: 'key-swatch ' + s.cls}), s.name));
+    });
+    return el('figure', {class: 'chart-box'}, svg, el('figcaption', null, key,
+      el('span', {class: 'muted small', text: caption})));
+  }
+
   function lineChart(id, points, series, lo, hi, fmt, caption) {
     var W = 900, H = 260, L = 60, R = 20, T = 16, B = 44;
     var pw = W - L - R, ph = H - T - B;
@@ -858,12 +868,7 @@
           svgEl('title', {text: s.name + ' ' + fmt(v) + ' · evaluation #' + points[i].id + ' · ' + when(points[i].created_at)})));
       });
     });
-    var key = el('div', {class: 'chart-key'});
-    series.forEach(function (s) {
-      key.appendChild(el('span', {class: 'key-item'}, el('span', {class: 'key-swatch ' + s.cls}), s.name));
-    });
-    return el('figure', {class: 'chart-box'}, svg, el('figcaption', null, key,
-      el('span', {class: 'muted small', text: caption})));
+    return chartFigure(svg, series, caption);
   }
 
   /*
@@ -933,12 +938,7 @@
                                           'data-count': coords.length, points: coords.join(' ')}),
                        svg.querySelector('circle'));
     });
-    var key = el('div', {class: 'chart-key'});
-    series.forEach(function (s) {
-      key.appendChild(el('span', {class: 'key-item'}, el('span', {class: 'key-swatch ' + s.cls}), s.name));
-    });
-    return el('figure', {class: 'chart-box'}, svg, el('figcaption', null, key,
-      el('span', {class: 'muted small', text: caption})));
+    return chartFigure(svg, series, caption);
   }
 
   function backfillSection(evaluations) {
