@@ -17,7 +17,8 @@
  * Checked: each report's coverage, top-1/5/10, mAP, negative and positive
  * flips and NFR equal numpy's (1e-6); gallery_view is "mixed", and
  * "gallery_model" with a null coverage by default; mixed evaluations do
- * not become the pair's verdict in the matrix; bad input (an unknown view,
+ * not become the pair's verdict in the matrix nor let a model through the
+ * `verified` gate; bad input (an unknown view,
  * a view that is not a string, a mixed view across metrics) is 400 and
  * stores nothing; the reports survive kill -9 with view and coverage.
  */
@@ -431,8 +432,28 @@ int main(int argc, char **argv)
     }
     run_backfill(h, "cosine", "ga", "w", &w_items[0][0], &w_probes[0][0], W_DIM, "w-to-o");
     CHECK_EQ(n_kept, 4 * N_STEPS);
-    /* Mixed evaluations verify nothing: the pair's verdict stays. */
+    /* Mixed evaluations verify nothing: the pair's verdict stays, and a
+     * model with only mixed evaluations is not let through the gate. */
     check_matrix(h, plain_id);
+    td_reply gate;
+    CHECK_EQ(td_http_call(h, &gate, 200, "PATCH", "/v1/galleries/g_ip",
+                          "{\"query_policy\":\"verified\"}"), 200);
+    td_reply_finish(&gate);
+    /* fully backfilled, g_ip needs no comparison across models: one item
+     * without an n_ip embedding makes it need one */
+    char *v = td_b64_floats(old_items[0], DIM);
+    char *extra = td_fmt("{\"model\":\"o_ip\",\"items\":[{\"id\":\"x0\",\"vector_b64\":\"%s\"}]}",
+                         v);
+    post(h, 200, "/v1/galleries/g_ip/items", extra);
+    free(extra);
+    free(v);
+    v = td_b64_floats(new_probes[0], DIM);
+    char *search = td_fmt("{\"model\":\"n_ip\",\"k\":5,\"vector_b64\":\"%s\"}", v);
+    CHECK_EQ(td_http_json(h, "POST", "/v1/galleries/g_ip/search", search, &gate), 409);
+    CHECK_STREQ(td_reply_error_code(&gate), "model_not_verified");
+    td_reply_finish(&gate);
+    free(search);
+    free(v);
 
     /* kill -9: every report comes back with its view and coverage. */
     CHECK_EQ(td_daemon_kill(d), 0);
