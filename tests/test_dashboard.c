@@ -887,8 +887,9 @@ static void make_backfill(td_http *h, scenario *s, td_rng *rng)
 
 /* The backfill curve on the history of (photos, new-good): a point per
  * coverage of the mixed evaluations GET .../evaluations lists, at their
- * cross top-1 and NFR, and the trapezoid area under cross top-1. */
-static void check_backfill(td_http *h, const char *dom)
+ * cross top-1 and NFR, and the trapezoid area under cross top-1.  Returns
+ * the newest mixed evaluation's id. */
+static long long check_backfill(td_http *h, const char *dom)
 {
     REQUIRE(dom != NULL);
     td_reply r;
@@ -970,6 +971,7 @@ static void check_backfill(td_http *h, const char *dom)
         free(tag);
         free(row);
     }
+    return n > 0 ? ids[0] : -1;
 }
 
 /* The number in the data-value of adapter fact `fact`, or NAN. */
@@ -1532,7 +1534,13 @@ int main(void)
     make_backfill(h, &s, &rng);
     url = td_fmt("%s#/history/photos/new-good", base);
     dom = dump_dom(url);
-    check_backfill(h, dom);
+    long long mixed_id = check_backfill(h, dom);
+    free(dom);
+    free(url);
+    /* its newest point's report says its view and coverage */
+    url = td_fmt("%s#/evaluations/%lld", base, mixed_id);
+    dom = dump_dom(url);
+    CHECK_EQ(fact_num(dom, "gallery_view"), 1.0);
     free(dom);
     free(url);
 

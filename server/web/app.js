@@ -1098,6 +1098,9 @@
         ['gallery_model', 'Gallery model', r.gallery_model],
         ['query_model', 'Query model', r.query_model],
         ['adapter', 'Adapter', r.adapter ? el('a', {href: adapterHref(r.adapter), text: r.adapter}) : 'none (raw probes)'],
+        ['gallery_view', 'Gallery view', r.gallery_view === 'mixed'
+          ? el('span', {'data-value': raw(r.coverage), text: 'mixed, coverage ' + pct(r.coverage, 1)})
+          : 'gallery model'],
         ['created_at', 'Created', when(r.created_at)],
         ['compatible', 'Compatible', r.compatible === true ? 'yes' : r.compatible === false ? 'no' : 'unknown'],
         ['primary_metric', 'Primary metric', r.primary_metric || 'top1'],
