@@ -824,7 +824,7 @@ static void check_eval_table(ctx *c, const char *table, long *id_out)
     char *flips_line = table_text(with_nl, "flips");
     CHECK_STREQ(flips_line, flips);
     free(flips_line);
-    char *view = table_text(with_nl, "gallery view");
+    char *view = table_text(with_nl, "view");
     if (strcmp(td_json_str(r, "gallery_view"), "mixed") == 0) {
         char *want = td_fmt("mixed, coverage %.4f", td_json_num(r, "coverage"));
         CHECK_STREQ(view, want);

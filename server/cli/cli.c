@@ -886,7 +886,7 @@ static bool print_report(const cJSON *r)
                  fmt_real(cov, sizeof cov, jnum(r, "coverage")));
     else
         snprintf(view_text, sizeof view_text, "%s", view);
-    table_row(&head, (const char *const[]){"gallery view", view_text});
+    table_row(&head, (const char *const[]){"view", view_text});
     table_row(&head, (const char *const[]){"probes", probes});
     table_row(&head, (const char *const[]){"primary", jstr(r, "primary_metric", "-")});
     table_row(&head, (const char *const[]){"verdict", verdict});
