@@ -19,7 +19,8 @@
  * "gallery_model" with a null coverage by default; mixed evaluations do
  * not become the pair's verdict in the matrix nor let a model through the
  * `verified` gate; bad input (an unknown view,
- * a view that is not a string, a mixed view across metrics) is 400 and
+ * a view that is not a string, a mixed view across metrics, raw or
+ * through an adapter that the gallery_model view accepts) is 400 and
  * stores nothing; the reports survive kill -9 with view and coverage.
  */
 #include <math.h>
@@ -325,6 +326,24 @@ static void run_backfill(td_http *h, const char *metric, const char *g, const ch
     free(path);
 }
 
+/* Fits adapter name from model `from` (w's vectors) into o_cosine on
+ * every item's pair. */
+static void fit_adapter(td_http *h, const char *name, const char *from)
+{
+    td_text t = {0};
+    td_text_append(&t, "{\"name\":\"%s\",\"from\":\"%s\",\"to\":\"o_cosine\",\"pairs\":[",
+                   name, from);
+    for (int i = 0; i < N_ITEMS; i++) {
+        char *a = td_b64_floats(w_items[i], W_DIM), *b = td_b64_floats(old_items[i], DIM);
+        td_text_append(&t, "%s{\"from_b64\":\"%s\",\"to_b64\":\"%s\"}", i ? "," : "", a, b);
+        free(a);
+        free(b);
+    }
+    td_text_append(&t, "]}");
+    post(h, 201, "/v1/adapters", t.s);
+    free(t.s);
+}
+
 /* Bad input: 400 and nothing stored. */
 static void test_bad_input(td_http *h)
 {
@@ -401,17 +420,7 @@ int main(int argc, char **argv)
     post(h, 201, "/v1/models", "{\"name\":\"w\",\"dim\":24,\"metric\":\"cosine\"}");
     post(h, 201, "/v1/galleries", "{\"name\":\"ga\",\"model\":\"o_cosine\"}");
     post_items(h, "ga", "o_cosine", &old_items[0][0], DIM, -1, N_ITEMS);
-    td_text t = {0};
-    td_text_append(&t, "{\"name\":\"w-to-o\",\"from\":\"w\",\"to\":\"o_cosine\",\"pairs\":[");
-    for (int i = 0; i < N_ITEMS; i++) {
-        char *a = td_b64_floats(w_items[i], W_DIM), *b = td_b64_floats(old_items[i], DIM);
-        td_text_append(&t, "%s{\"from_b64\":\"%s\",\"to_b64\":\"%s\"}", i ? "," : "", a, b);
-        free(a);
-        free(b);
-    }
-    td_text_append(&t, "]}");
-    post(h, 201, "/v1/adapters", t.s);
-    free(t.s);
+    fit_adapter(h, "w-to-o", "w");
 
     /* The default view before any backfill: gallery_model, no coverage. */
     char *body = eval_body("n_cosine", &new_probes[0][0], DIM, NULL, NULL);
@@ -432,6 +441,29 @@ int main(int argc, char **argv)
     }
     run_backfill(h, "cosine", "ga", "w", &w_items[0][0], &w_probes[0][0], W_DIM, "w-to-o");
     CHECK_EQ(n_kept, 4 * N_STEPS);
+
+    /* Through an adapter the dims may differ, the metrics may not: an ip
+     * query model's probes mapped into the cosine gallery model are fine
+     * for the gallery_model view, refused for the mixed one. */
+    post(h, 201, "/v1/models", "{\"name\":\"w_ip\",\"dim\":24,\"metric\":\"ip\"}");
+    fit_adapter(h, "wip-to-o", "w_ip");
+    char *before = get_body(h, "/v1/galleries/ga/evaluations");
+    body = eval_body("w_ip", &w_probes[0][0], W_DIM, "\"mixed\"", "wip-to-o");
+    td_reply mm;
+    CHECK_EQ(td_http_json(h, "POST", "/v1/galleries/ga/evaluations", body, &mm), 400);
+    CHECK_STREQ(td_reply_error_code(&mm), "invalid_argument");
+    const char *msg = td_reply_error_message(&mm);
+    CHECK(msg && strstr(msg, "metrics must agree"));
+    td_reply_finish(&mm);
+    free(body);
+    char *after = get_body(h, "/v1/galleries/ga/evaluations");
+    CHECK_STREQ(after, before);
+    free(after);
+    free(before);
+    body = eval_body("w_ip", &w_probes[0][0], W_DIM, NULL, "wip-to-o");
+    CHECK_EQ(td_http_call(h, &mm, 201, "POST", "/v1/galleries/ga/evaluations", body), 201);
+    td_reply_finish(&mm);
+    free(body);
     /* Mixed evaluations verify nothing: the pair's verdict stays, and a
      * model with only mixed evaluations is not let through the gate. */
     check_matrix(h, plain_id);
