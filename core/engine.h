@@ -299,6 +299,9 @@ typedef struct cd_eval_request {
     const char *query_model;
     const char *adapter;        /* NULL: raw probes; else the adapter that
                                    maps them into the gallery model */
+    bool mixed;                 /* gallery_view mixed (SPEC.md §3.8): items
+                                   with a query-model embedding ranked in
+                                   that space with the raw probes */
     cd_eval_set probes;         /* query-model probes, labelled */
     cd_eval_set baseline;       /* gallery-model vectors of the same probes,
                                    matched by id; n == 0: no baseline */
@@ -326,6 +329,11 @@ typedef struct cd_eval_request {
  * for an adapter CD_ENOTFOUND (no such adapter), CD_EINVAL (its `from`
  * is not the query model), CD_ECONFLICT (its `to` is not the gallery
  * model),
+ * With req->mixed, the items that have a query-model embedding are ranked
+ * by it against the raw probes and the others by their gallery-model
+ * embedding against the (mapped) probes, together (cd_eval_input's mixed
+ * view); the report's coverage is the share of the former.  CD_EINVAL
+ * when the two models' metrics differ.
  * CD_EVECTOR, cd_eval_run's CD_EINVAL, CD_EUNPROCESSABLE when the gallery
  * has no labelled item; then *out holds nothing and nothing is stored.
  */

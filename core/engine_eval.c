@@ -124,7 +124,7 @@ cd_err cd_engine_evaluation_run(cd_engine *e, const cd_eval_request *req,
 {
     gallery *g = NULL;
     cd_model qm, gm;
-    float *pv = NULL, *bv = NULL;
+    float *pv = NULL, *bv = NULL, *raw = NULL;
     cd_eval_items items = {0};
     cd_gallery info;
     cd_evaluation ev = {0};
@@ -150,19 +150,34 @@ cd_err cd_engine_evaluation_run(cd_engine *e, const cd_eval_request *req,
         rc = cd__fail(err, CD_EINVAL, "query model %s uses metric %s, gallery model %s uses %s",
                       qm.name, cd_metric_name(qm.metric), gm.name, cd_metric_name(gm.metric));
     }
+    if (rc == CD_OK && req->mixed && qm.metric != gm.metric)
+        rc = cd__fail(err, CD_EINVAL, "a mixed view ranks items of query model %s (metric %s) "
+                      "together with items of gallery model %s (metric %s): the metrics must agree",
+                      qm.name, cd_metric_name(qm.metric), gm.name, cd_metric_name(gm.metric));
     if (rc == CD_OK)
         rc = copy_probe_vectors(&qm, req->probes.vectors, req->probes.n, "query", &pv, err);
     if (rc == CD_OK)
         rc = copy_probe_vectors(&gm, req->baseline.vectors, req->baseline.n, "baseline", &bv,
                                 err);
     if (rc == CD_OK) {
-        /* One read transaction: a consistent gallery even while writes go
-         * on; the copy is ours, so no lock is held while computing.  Mapped
-         * probes have no paragon: it would rank raw ones. */
-        rc = cd_store_eval_items(e->st, info.id, gm.id, gm.dim,
-                                 qm.id == gm.id || req->adapter ? 0 : qm.id, &items, err);
+        /* One read transaction: a consistent gallery, with its query-model
+         * embeddings, even while writes go on; the copy is ours, so no lock
+         * is held while computing.  Those embeddings serve the mixed view
+         * and the paragon (which mapped probes have not: it would rank raw
+         * ones). */
+        bool own = req->mixed || (qm.id != gm.id && !req->adapter);
+        rc = cd_store_eval_items(e->st, info.id, gm.id, gm.dim, own ? qm.id : 0, qm.dim,
+                                 &items, err);
     }
     pthread_rwlock_unlock(&e->lock);
+    /* The mixed view ranks the raw probes in the query model's space. */
+    if (rc == CD_OK && req->mixed && req->adapter && req->probes.n > 0) {
+        size_t bytes = req->probes.n * (size_t)qm.dim * sizeof *raw;
+        if ((raw = malloc(bytes)))
+            memcpy(raw, pv, bytes);
+        else
+            rc = cd__fail(err, CD_ENOMEM, "out of memory for %zu probes", req->probes.n);
+    }
     /* The mapping (one sgemm) runs with no lock held, like the ranking. */
     if (rc == CD_OK && req->adapter)
         rc = map_probes(&ad, req->probes.n, &pv, err);
@@ -181,10 +196,16 @@ cd_err cd_engine_evaluation_run(cd_engine *e, const cd_eval_request *req,
         .baseline = {req->baseline.n, bv, req->baseline.ids, req->baseline.labels},
         .gallery = {items.n, items.vectors, (const char *const *)items.ids,
                     (const char *const *)items.labels},
-        .paragon = qm.id == gm.id ? items.vectors : items.paragon,
+        .paragon = qm.id == gm.id                                ? items.vectors
+                   : !req->adapter && items.n_own == items.n ? items.own
+                                                             : NULL,
         .ks = req->ks,
         .n_ks = req->n_ks,
         .primary_k = req->primary_k,
+        .own_dim = qm.dim,
+        .own_probes = req->mixed ? (raw ? raw : pv) : NULL,
+        .own = items.own,
+        .has_own = items.has_own,
     };
     rc = cd_eval_run(&in, &ev.report, err);
     if (rc != CD_OK)
@@ -197,6 +218,8 @@ cd_err cd_engine_evaluation_run(cd_engine *e, const cd_eval_request *req,
     snprintf(ev.gallery_model, sizeof ev.gallery_model, "%s", gm.name);
     ev.adapter_id = req->adapter ? ad.id : 0;
     snprintf(ev.adapter, sizeof ev.adapter, "%s", req->adapter ? ad.name : "");
+    ev.mixed = req->mixed;
+    ev.coverage = ev.report->coverage;
     eval_summary(ev.report, &ev);
     rc = cd_store_evaluation_insert(e->st, &ev, err);
     if (rc == CD_OK) {
@@ -212,6 +235,7 @@ out:
     cd_evaluation_finish(&ev);
     cd_adapter_record_finish(&ad);
     cd_eval_items_finish(&items);
+    free(raw);
     free(pv);
     free(bv);
     return rc;

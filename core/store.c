@@ -72,7 +72,7 @@ extern const size_t cd__migrations_count;
     " e.queries, e.cross_top1, e.baseline_top1, e.cross_map,"               \
     " e.baseline_map, e.nfr, e.primary_k, e.skipped, e.gallery_items,"      \
     " e.negative_flips, e.positive_flips, e.nfi, e.pfr, e.adapter_id,"      \
-    " e.adapter"                                                            \
+    " e.adapter, e.gallery_view, e.coverage"                                \
     " FROM evaluations e JOIN galleries g ON g.id = e.gallery_id"           \
     " JOIN models q ON q.id = e.query_model_id"                             \
     " JOIN models m ON m.id = e.gallery_model_id"
@@ -170,9 +170,10 @@ static const char *const stmt_sql[ST_COUNT] = {
         "INSERT INTO evaluations (gallery_id, query_model_id, gallery_model_id,"
         " created_at, compatible, criterion, queries, cross_top1, baseline_top1,"
         " cross_map, baseline_map, nfr, primary_k, skipped, gallery_items,"
-        " negative_flips, positive_flips, nfi, pfr, adapter_id, adapter)"
+        " negative_flips, positive_flips, nfi, pfr, adapter_id, adapter,"
+        " gallery_view, coverage)"
         " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,"
-        " ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
+        " ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
     [ST_EVAL_METRIC_INSERT] =
         "INSERT INTO evaluation_metrics (evaluation_id, ranking, k, value)"
         " VALUES (?1, ?2, ?3, ?4)",
@@ -191,7 +192,7 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_EVAL_LATEST] =
         EVAL_SELECT
         " WHERE e.id IN (SELECT max(id) FROM evaluations v"
-        " WHERE (?1 = 0 OR gallery_id = ?1)"
+        " WHERE (?1 = 0 OR gallery_id = ?1) AND gallery_view = 'gallery_model'"
         " AND (?2 = 0 OR (query_model_id = ?2 AND adapter_id IS nullif(?3, 0)))"
         /* against the gallery model it has now: after a promotion the
          * former gallery model is unverified until evaluated again */
@@ -211,7 +212,7 @@ static const char *const stmt_sql[ST_COUNT] = {
         "SELECT probe_id FROM evaluation_flip_ids WHERE evaluation_id = ?1"
         " ORDER BY position",
     /* The gallery-model range of embeddings drives, in rowid order; each
-     * item and its paragon embedding are primary-key look-ups. */
+     * item and its query-model embedding are primary-key look-ups. */
     [ST_EVAL_ITEMS] =
         "SELECT i.ext_id, i.label, e.vector, p.vector FROM embeddings e"
         " CROSS JOIN items i ON i.rowid = e.item_rowid"
@@ -285,6 +286,7 @@ static const char *const stmt_sql[ST_COUNT] = {
         EVAL_SELECT
         " WHERE e.id = (SELECT max(id) FROM evaluations WHERE gallery_id = ?1"
         " AND query_model_id = ?2 AND adapter_id IS nullif(?3, 0)"
+        " AND gallery_view = 'gallery_model'"
         /* against the gallery model it has now (see ST_EVAL_LATEST) */
         " AND gallery_model_id = (SELECT model_id FROM galleries WHERE id = ?1))",
 };

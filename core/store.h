@@ -35,7 +35,7 @@
 typedef struct cd_store cd_store;
 
 /* The schema version this binary writes (schema/NNN_*.sql, highest NNN). */
-#define CD_SCHEMA_VERSION 7
+#define CD_SCHEMA_VERSION 8
 
 typedef enum cd_query_policy {
     CD_POLICY_VERIFIED = 0, /* latest evaluation passed (the default) */
@@ -330,6 +330,10 @@ typedef struct cd_evaluation {
     int64_t adapter_id;             /* the adapter that mapped the probes
                                        (kept after it is deleted); 0: raw */
     char adapter[CD_NAME_MAX + 1];  /* its name; "" when raw */
+    bool mixed;                     /* gallery_view: mixed (true) or
+                                       gallery_model */
+    double coverage;                /* mixed: share of the gallery with a
+                                       query-model embedding; else NaN */
     char created_at[32];            /* RFC 3339 UTC */
     int compatible;                 /* 1 passed, 0 failed, -1 no verdict */
     char criterion[256];
@@ -375,7 +379,10 @@ cd_err cd_store_evaluation_list(cd_store *st, int64_t gallery_id,
 /*
  * The latest evaluation of each (gallery, query model, adapter) pair, an
  * adapter's evaluations being a pair of their own (SPEC.md §3.7), without
- * reports: of one gallery when gallery_id is not 0; when query_model_id
+ * reports, of the gallery_model view only (a mixed evaluation describes
+ * one moment of a backfill, not whether the query model can search the
+ * gallery model's embeddings; it verifies nothing):
+ * of one gallery when gallery_id is not 0; when query_model_id
  * is not 0, only of that query model mapped by adapter_id (0: raw
  * probes).  Ordered by gallery name, query model name, then adapter name
  * (raw first).  *out is freed with cd_evaluations_destroy().
@@ -416,20 +423,23 @@ void cd_evaluations_destroy(cd_evaluation *evs, size_t n);
 
 /*
  * The gallery of an evaluation: every labelled item that has an embedding
- * of model_id, in rowid (insertion) order, and, when every one of them also
- * has one of paragon_model_id (not 0), those embeddings in the same order.
- * Read in one transaction.  Free with cd_eval_items_finish().
+ * of model_id, in rowid (insertion) order, and, when own_model_id is not
+ * 0, the items' embeddings of own_model_id (own_dim floats each) read in
+ * the same transaction: own row i and has_own[i] for item i, a zero row
+ * when it has none.  Free with cd_eval_items_finish().
  */
 typedef struct cd_eval_items {
     size_t n;
     char **ids;
     char **labels;
     float *vectors;         /* n * dim of model_id */
-    float *paragon;         /* n * dim of paragon_model_id, or NULL */
+    float *own;             /* n * own_dim of own_model_id, or NULL */
+    unsigned char *has_own; /* n flags, or NULL with own */
+    size_t n_own;           /* items with an own_model_id embedding */
 } cd_eval_items;
 
 cd_err cd_store_eval_items(cd_store *st, int64_t gallery_id, int64_t model_id,
-                           int dim, int64_t paragon_model_id,
+                           int dim, int64_t own_model_id, int own_dim,
                            cd_eval_items *out, cd_error *err);
 
 /* Frees what cd_store_eval_items filled in and zeroes it.  Accepts NULL. */

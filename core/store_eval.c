@@ -295,6 +295,7 @@ static cd_err report_from_rows(cd_conn *c, sqlite3_stmt *s, cd_evaluation *ev,
     r->nfr = ev->nfr;
     r->nfi = column_real(s, 21);
     r->pfr = column_real(s, 22);
+    r->coverage = ev->coverage;
     cd_err rc = read_metrics(c, ev->id, r, err);
     if (rc == CD_OK && lists)
         rc = read_lists(c, ev->id, r, err);
@@ -330,6 +331,13 @@ static cd_err evaluation_from_row(sqlite3_stmt *s, cd_evaluation *ev,
     ev->baseline_map = column_real(s, 14);
     ev->nfr = column_real(s, 15);
     ev->adapter_id = sqlite3_column_int64(s, 23);
+    const char *view = (const char *)sqlite3_column_text(s, 25);
+    ev->mixed = view && strcmp(view, "mixed") == 0;
+    ev->coverage = ev->mixed ? column_real(s, 26) : NAN;
+    if (!view || (!ev->mixed && strcmp(view, "gallery_model") != 0) ||
+        ev->mixed != !isnan(ev->coverage))
+        return cd__fail(err, CD_ECORRUPT, "evaluation %lld has a damaged gallery view",
+                        (long long)ev->id);
     if ((ev->adapter_id != 0) != (sqlite3_column_type(s, 24) != SQLITE_NULL) ||
         (ev->adapter_id != 0 && !cd__copy_column(s, 24, ev->adapter, sizeof ev->adapter)) ||
         !cd__copy_column(s, 2, ev->gallery, sizeof ev->gallery) ||
@@ -407,6 +415,8 @@ cd_err cd_store_evaluation_insert(cd_store *st, cd_evaluation *ev,
             sqlite3_bind_int64(s, 20, ev->adapter_id);
             sqlite3_bind_text(s, 21, ev->adapter, -1, SQLITE_STATIC);
         }
+        sqlite3_bind_text(s, 22, ev->mixed ? "mixed" : "gallery_model", -1, SQLITE_STATIC);
+        bind_real(s, 23, ev->mixed ? ev->coverage : NAN);
         rc = cd__step_write(c, s, NULL, NULL, err);
     }
     if (rc == CD_OK) {
@@ -560,12 +570,14 @@ void cd_eval_items_finish(cd_eval_items *items)
     free(items->ids);
     free(items->labels);
     free(items->vectors);
-    free(items->paragon);
+    free(items->own);
+    free(items->has_own);
     memset(items, 0, sizeof *items);
 }
 
-/* Grows every array of it to hold cap items. */
-static bool eval_items_grow(cd_eval_items *it, size_t cap, size_t bytes)
+/* Grows every array of it to hold cap items (own rows of own_bytes). */
+static bool eval_items_grow(cd_eval_items *it, size_t cap, size_t bytes,
+                            size_t own_bytes)
 {
     char **ids = realloc(it->ids, cap * sizeof *ids);
     if (!ids)
@@ -579,24 +591,29 @@ static bool eval_items_grow(cd_eval_items *it, size_t cap, size_t bytes)
     if (!v)
         return false;
     it->vectors = v;
-    if (it->paragon) {
-        float *p = realloc(it->paragon, cap * bytes);
-        if (!p)
+    if (own_bytes) {
+        float *o = realloc(it->own, cap * own_bytes);
+        if (!o)
             return false;
-        it->paragon = p;
+        it->own = o;
+        unsigned char *h = realloc(it->has_own, cap);
+        if (!h)
+            return false;
+        it->has_own = h;
     }
     return true;
 }
 
 cd_err cd_store_eval_items(cd_store *st, int64_t gallery_id, int64_t model_id,
-                           int dim, int64_t paragon_model_id,
+                           int dim, int64_t own_model_id, int own_dim,
                            cd_eval_items *out, cd_error *err)
 {
     memset(out, 0, sizeof *out);
-    if (!st || dim < 1 || dim > CD_DIM_MAX)
+    if (!st || dim < 1 || dim > CD_DIM_MAX ||
+        (own_model_id != 0 && (own_dim < 1 || own_dim > CD_DIM_MAX)))
         return cd__fail(err, CD_EINVAL, "cd_store_eval_items: bad argument");
     size_t bytes = (size_t)dim * sizeof(float), cap = 0;
-    bool paragon = paragon_model_id != 0;   /* still possible */
+    size_t own_bytes = own_model_id ? (size_t)own_dim * sizeof(float) : 0;
     cd_eval_items it = {0};
     sqlite3_stmt *s = NULL;
     cd_conn *c = cd__reader_acquire(st);
@@ -608,25 +625,21 @@ cd_err cd_store_eval_items(cd_store *st, int64_t gallery_id, int64_t model_id,
         goto end;
     sqlite3_bind_int64(s, 1, gallery_id);
     sqlite3_bind_int64(s, 2, model_id);
-    sqlite3_bind_int64(s, 3, paragon_model_id);
+    sqlite3_bind_int64(s, 3, own_model_id);
     int step;
     while ((step = sqlite3_step(s)) == SQLITE_ROW) {
         if (it.n == cap) {
             cap = cap ? 2 * cap : 1024;
-            if (paragon && !it.paragon && !(it.paragon = malloc(bytes))) {
-                rc = cd__fail(err, CD_ENOMEM, "out of memory loading the gallery");
-                break;
-            }
-            if (!eval_items_grow(&it, cap, bytes)) {
+            if (!eval_items_grow(&it, cap, bytes, own_bytes)) {
                 rc = cd__fail(err, CD_ENOMEM, "out of memory loading the gallery");
                 break;
             }
         }
         size_t i = it.n;
         const void *v = sqlite3_column_blob(s, 2);
-        const void *p = sqlite3_column_blob(s, 3);
+        const void *p = own_bytes ? sqlite3_column_blob(s, 3) : NULL;
         if (!v || (size_t)sqlite3_column_bytes(s, 2) != bytes ||
-            (p && (size_t)sqlite3_column_bytes(s, 3) != bytes)) {
+            (p && (size_t)sqlite3_column_bytes(s, 3) != own_bytes)) {
             rc = cd__fail(err, CD_ECORRUPT, "an embedding of gallery %lld has the wrong size",
                           (long long)gallery_id);
             break;
@@ -639,12 +652,14 @@ cd_err cd_store_eval_items(cd_store *st, int64_t gallery_id, int64_t model_id,
         if (rc != CD_OK)
             break;
         memcpy(it.vectors + i * (size_t)dim, v, bytes);
-        if (paragon && p) {
-            memcpy(it.paragon + i * (size_t)dim, p, bytes);
-        } else if (paragon) {
-            paragon = false;    /* an item without one: no paragon */
-            free(it.paragon);
-            it.paragon = NULL;
+        if (own_bytes) {
+            float *row = it.own + i * (size_t)own_dim;
+            if (p)
+                memcpy(row, p, own_bytes);
+            else
+                memset(row, 0, own_bytes);
+            it.has_own[i] = p != NULL;
+            it.n_own += p != NULL;
         }
     }
     if (rc == CD_OK && step != SQLITE_DONE)
@@ -657,10 +672,6 @@ unlock:
     if (rc != CD_OK) {
         cd_eval_items_finish(&it);
         return rc;
-    }
-    if (!paragon) {
-        free(it.paragon);
-        it.paragon = NULL;
     }
     *out = it;
     return CD_OK;

@@ -835,6 +835,15 @@ static void check_eval_table(ctx *c, const char *table, long *id_out)
     char *flips_line = table_text(with_nl, "flips");
     CHECK_STREQ(flips_line, flips);
     free(flips_line);
+    char *view = table_text(with_nl, "view");
+    if (strcmp(td_json_str(r, "gallery_view"), "mixed") == 0) {
+        char *want = td_fmt("mixed, coverage %.4f", td_json_num(r, "coverage"));
+        CHECK_STREQ(view, want);
+        free(want);
+    } else {
+        CHECK_STREQ(view, "gallery_model");
+    }
+    free(view);
     free(flips);
     free(criterion);
     free(verdict);
@@ -945,6 +954,25 @@ static void test_eval(ctx *c)
     free(path);
     free(shown);
     free(shown_err);
+    free(out);
+    free(err);
+
+    /* --mixed: the mixed view, its coverage in the table (none of the
+     * gallery's items has an m8b embedding: 0). */
+    const char *mixed_args[] = {"eval", "--gallery", "faces", "--query-model", "m8b",
+                                "--queries", qvec, "--labels", qlabels, "--ids", qids,
+                                "--baseline", bvec, "--ks", "1,3", "--mixed", NULL};
+    CHECK_EQ(cli(c, &out, &err, mixed_args), 0);
+    CHECK_STREQ(err, "");
+    long mixed_id = 0;
+    check_eval_table(c, out, &mixed_id);
+    path = td_fmt("/v1/evaluations/%ld", mixed_id);
+    stored = get_json(c, path);
+    CHECK_STREQ(td_json_str(stored, "gallery_view"), "mixed");
+    CHECK_EQ(td_json_num(stored, "coverage"), 0.0);
+    CHECK(strstr(out, "mixed, coverage 0.0000") != NULL);
+    cJSON_Delete(stored);
+    free(path);
     free(out);
     free(err);
 

@@ -178,12 +178,14 @@ static void upsert(td_http *h, const char *gallery, const char *model, int from,
  * towards its class centre; new-bad maps probe j of label l into a rotated
  * space when j < l % 6.  Returns the evaluation's id.
  */
-static long long evaluate(td_http *h, const scenario *s, td_rng *rng, const char *model,
-                          const char *adapter, int round)
+static long long evaluate_view(td_http *h, const scenario *s, td_rng *rng, const char *model,
+                               const char *adapter, int round, bool mixed)
 {
     td_text body = {0}, base = {0};
     bool good = strcmp(model, "new-good") == 0;
     td_text_append(&body, "{\"query_model\":\"%s\",", model);
+    if (mixed)
+        td_text_append(&body, "\"gallery_view\":\"mixed\",");
     if (adapter)
         td_text_append(&body, "\"adapter\":\"%s\",", adapter);
     td_text_append(&body, "\"queries\":[");
@@ -222,6 +224,12 @@ static long long evaluate(td_http *h, const scenario *s, td_rng *rng, const char
     free(body.s);
     free(base.s);
     return id;
+}
+
+static long long evaluate(td_http *h, const scenario *s, td_rng *rng, const char *model,
+                          const char *adapter, int round)
+{
+    return evaluate_view(h, s, rng, model, adapter, round, false);
 }
 
 static void make_scenario(td_http *h, scenario *s, td_rng *rng)
@@ -890,6 +898,112 @@ static void check_history(td_http *h, const char *dom, const char *model)
     free(path);
 }
 
+/* The backfill: mixed evaluations of new-good on photos at its 30 %,
+ * then after backfilling to 70 % and to every item. */
+static void make_backfill(td_http *h, scenario *s, td_rng *rng)
+{
+    static float fresh[ITEMS][DIM];
+    static const int upto[] = {BACKFILL, ITEMS * 7 / 10, ITEMS};
+    for (int i = 0; i < ITEMS; i++)
+        for (int k = 0; k < DIM; k++)
+            fresh[i][k] = s->item[i][k] + (float)(td_rng_gauss(rng) * 0.05);
+    for (int step = 0; step < 3; step++) {
+        if (step > 0)
+            upsert(h, "photos", "new-good", upto[step - 1], upto[step],
+                   (const float (*)[DIM])fresh, false);
+        CHECK(evaluate_view(h, s, rng, "new-good", NULL, ROUNDS + 1 + step, true) > 0);
+    }
+}
+
+/* The backfill curve on the history of (photos, new-good): a point per
+ * coverage of the mixed evaluations GET .../evaluations lists, at their
+ * cross top-1 and NFR, and the trapezoid area under cross top-1.  Returns
+ * the newest mixed evaluation's id. */
+static long long check_backfill(td_http *h, const char *dom)
+{
+    REQUIRE(dom != NULL);
+    td_reply r;
+    CHECK_EQ(td_http_json(h, "GET", "/v1/galleries/photos/evaluations?query_model=new-good"
+                          "&limit=1000", NULL, &r), 200);
+    double cov[8], top1[8], nfr[8];
+    long long ids[8];
+    int n = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, td_json_at(r.json, "evaluations")) {
+        if (strcmp(td_json_str(e, "gallery_view"), "mixed") != 0 || td_json_str(e, "adapter"))
+            continue;
+        REQUIRE(n < 8);
+        cov[n] = td_json_num(e, "coverage");
+        top1[n] = td_json_num(e, "cross.top1");
+        nfr[n] = td_json_num(e, "flips.nfr");
+        ids[n++] = (long long)td_json_num(e, "id");
+    }
+    td_reply_finish(&r);
+    CHECK_EQ(n, 3);
+    /* newest first, and the backfill only grew: coverage descends */
+    for (int i = 1; i < n; i++)
+        CHECK(cov[i] < cov[i - 1]);
+    CHECK_NEAR(cov[n - 1], (double)BACKFILL / ITEMS, 1e-12);
+    CHECK_EQ(cov[0], 1.0);
+    double area = 0.0;
+    for (int i = n - 1; i > 0; i--)
+        area += (cov[i - 1] - cov[i]) * (top1[i - 1] + top1[i]) / 2.0;
+
+    char *svg = find_tag(dom, "id", "chart-backfill");
+    CHECK(svg && strncmp(svg, "<svg", 4) == 0);
+    CHECK_EQ(attr_num(svg, "data-points"), n);
+    free(svg);
+    static const char *const series[] = {"backfill-cross", "backfill-nfr"};
+    for (size_t s = 0; s < 2; s++) {
+        char *line = find_tag(dom, "data-series", series[s]);
+        CHECK(line && strncmp(line, "<polyline", 9) == 0);
+        CHECK_EQ(attr_num(line, "data-count"), n);
+        free(line);
+        int seen = 0;
+        for (const char *p = strstr(dom, "<circle"); p; p = strstr(p + 1, "<circle")) {
+            char *tag = tag_around(dom, p + 1);
+            char *ser = attr_of(tag, "data-series");
+            if (ser && strcmp(ser, series[s]) == 0) {
+                long long id = (long long)attr_num(tag, "data-evaluation");
+                int i = 0;
+                while (i < n && ids[i] != id)
+                    i++;
+                CHECK(i < n);
+                if (i < n) {
+                    seen++;
+                    CHECK_NEAR(attr_num(tag, "data-coverage"), cov[i], 1e-12);
+                    CHECK_NEAR(attr_num(tag, "data-value"), s ? nfr[i] : top1[i], 1e-12);
+                }
+            }
+            free(ser);
+            free(tag);
+        }
+        CHECK_EQ(seen, n);
+    }
+    char *auc = find_tag(dom, "id", "backfill-auc");
+    CHECK(auc != NULL);
+    CHECK_NEAR(attr_num(auc, "data-value"), area, 1e-9);
+    CHECK_NEAR(attr_num(auc, "data-from"), cov[n - 1], 1e-12);
+    CHECK_NEAR(attr_num(auc, "data-to"), cov[0], 1e-12);
+    free(auc);
+    fprintf(stderr, "backfill curve: %d points, area %.4f\n", n, area);
+    /* the time line charts stay of the gallery_model evaluations */
+    char *top = find_tag(dom, "id", "chart-top1");
+    CHECK_EQ(attr_num(top, "data-points"), ROUNDS);
+    free(top);
+    /* the table marks the mixed rows with their coverage */
+    for (int i = 0; i < n; i++) {
+        char *row = td_fmt("data-eval-row=\"%lld\"", ids[i]);
+        const char *at = strstr(dom, row);
+        CHECK(at != NULL);
+        char *tag = at ? tag_around(dom, strstr(at, "data-mixed=")) : NULL;
+        CHECK_NEAR(attr_num(tag, "data-mixed"), cov[i], 1e-12);
+        free(tag);
+        free(row);
+    }
+    return n > 0 ? ids[0] : -1;
+}
+
 /* The number in the data-value of adapter fact `fact`, or NAN. */
 static double fact_num(const char *dom, const char *fact)
 {
@@ -1487,6 +1601,21 @@ int main(void)
         CHECK(screenshot(base, shot_path));
         check_png(shot_path);
     }
+
+    /* the backfill (after the screenshot, which shows the 30 %): mixed
+     * evaluations at three coverages, the curve */
+    make_backfill(h, &s, &rng);
+    url = td_fmt("%s#/history/photos/new-good", base);
+    dom = dump_dom(url);
+    long long mixed_id = check_backfill(h, dom);
+    free(dom);
+    free(url);
+    /* its newest point's report says its view and coverage */
+    url = td_fmt("%s#/evaluations/%lld", base, mixed_id);
+    dom = dump_dom(url);
+    CHECK_EQ(fact_num(dom, "gallery_view"), 1.0);
+    free(dom);
+    free(url);
 
     /* Keys from now on: the first key counts at once. */
     char key[128] = "";

@@ -1191,7 +1191,7 @@ static void test_evaluations(fixture *f)
     CHECK_OK(cd_store_items_upsert(f->st, g.id, f->m2, DIM, m2_items, 3, &seq, rowids, NULL,
                                    &err), &err);
     cd_eval_items it;
-    CHECK_OK(cd_store_eval_items(f->st, g.id, f->m1, DIM, f->m2, &it, &err), &err);
+    CHECK_OK(cd_store_eval_items(f->st, g.id, f->m1, DIM, f->m2, DIM, &it, &err), &err);
     CHECK_EQ(it.n, 3);
     if (it.n == 3) {
         CHECK_STREQ(it.ids[0], "e0");
@@ -1200,23 +1200,28 @@ static void test_evaluations(fixture *f)
         CHECK_STREQ(it.labels[1], "B");
         CHECK(memcmp(it.vectors + DIM, v[2], sizeof v[2]) == 0);
     }
-    CHECK(it.paragon == NULL);      /* e2 has no m2 embedding */
+    CHECK_EQ(it.n_own, 2);          /* e2 has no m2 embedding */
+    if (it.own && it.has_own && it.n == 3) {
+        CHECK(it.has_own[0] && !it.has_own[1] && it.has_own[2]);
+        CHECK(memcmp(it.own, v[4], sizeof v[4]) == 0);
+        CHECK(memcmp(it.own + 2 * DIM, v[5], sizeof v[5]) == 0);
+    }
     cd_eval_items_finish(&it);
     CHECK(it.n == 0 && it.ids == NULL);
     cd_item_in e2_m2[] = {{"e2", NULL, NULL, v[1]}};
     CHECK_OK(cd_store_items_upsert(f->st, g.id, f->m2, DIM, e2_m2, 1, &seq, rowids, NULL,
                                    &err), &err);
-    CHECK_OK(cd_store_eval_items(f->st, g.id, f->m1, DIM, f->m2, &it, &err), &err);
+    CHECK_OK(cd_store_eval_items(f->st, g.id, f->m1, DIM, f->m2, DIM, &it, &err), &err);
     CHECK_EQ(it.n, 3);
-    CHECK(it.paragon != NULL);
-    if (it.paragon && it.n == 3) {
-        CHECK(memcmp(it.paragon, v[4], sizeof v[4]) == 0);
-        CHECK(memcmp(it.paragon + DIM, v[1], sizeof v[1]) == 0);
-        CHECK(memcmp(it.paragon + 2 * DIM, v[5], sizeof v[5]) == 0);
+    CHECK_EQ(it.n_own, 3);
+    if (it.own && it.n == 3) {
+        CHECK(memcmp(it.own, v[4], sizeof v[4]) == 0);
+        CHECK(memcmp(it.own + DIM, v[1], sizeof v[1]) == 0);
+        CHECK(memcmp(it.own + 2 * DIM, v[5], sizeof v[5]) == 0);
     }
     cd_eval_items_finish(&it);
-    CHECK_OK(cd_store_eval_items(f->st, g.id, f->m1, DIM, 0, &it, &err), &err);
-    CHECK(it.n == 3 && it.paragon == NULL);
+    CHECK_OK(cd_store_eval_items(f->st, g.id, f->m1, DIM, 0, 0, &it, &err), &err);
+    CHECK(it.n == 3 && it.own == NULL && it.n_own == 0);
     cd_eval_items_finish(&it);
     cd_eval_items_finish(NULL);
 

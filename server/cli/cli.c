@@ -63,7 +63,7 @@ enum {
     OPT_QUERY_MODEL, OPT_QUERIES, OPT_BASELINE, OPT_BASELINE_IDS, OPT_KS, OPT_PRIMARY,
     OPT_SHOW,
     OPT_NAME, OPT_FROM, OPT_TO, OPT_KIND, OPT_RIDGE, OPT_WEIGHTS, OPT_ADAPTER, OPT_NONE,
-    OPT_OUT, OPT_LIMIT, OPT_ORDER,
+    OPT_OUT, OPT_LIMIT, OPT_ORDER, OPT_MIXED,
     OPT_END
 };
 
@@ -958,6 +958,11 @@ static const char eval_usage[] =
     "  --adapter NAME       map the queries through adapter NAME (from M into the\n"
     "                       gallery's model) first: evaluates M via the adapter, a\n"
     "                       pair of its own in the compatibility matrix\n"
+    "  --mixed              rank the gallery as hot-refresh search does mid-backfill\n"
+    "                       (gallery_view mixed): items with an M embedding in M's\n"
+    "                       space with the raw queries, the others in the gallery\n"
+    "                       model's; the report gives the coverage (the share of\n"
+    "                       the former)\n"
     "  --queries FILE       the probes embedded by M\n"
     "  --labels FILE        the probes' labels, one per line\n"
     "  --ids FILE           the probes' ids, one per line (default q1, q2, ...: the line\n"
@@ -1010,6 +1015,14 @@ static bool print_report(const cJSON *r)
     table_row(&head, (const char *const[]){"query model", jstr(r, "query_model", "-")});
     if (jstr(r, "adapter", NULL))
         table_row(&head, (const char *const[]){"adapter", jstr(r, "adapter", NULL)});
+    const char *view = jstr(r, "gallery_view", "gallery_model");
+    char view_text[64], cov[32];
+    if (strcmp(view, "mixed") == 0)
+        snprintf(view_text, sizeof view_text, "mixed, coverage %s",
+                 fmt_real(cov, sizeof cov, jnum(r, "coverage")));
+    else
+        snprintf(view_text, sizeof view_text, "%s", view);
+    table_row(&head, (const char *const[]){"view", view_text});
     table_row(&head, (const char *const[]){"probes", probes});
     table_row(&head, (const char *const[]){"primary", jstr(r, "primary_metric", "-")});
     table_row(&head, (const char *const[]){"verdict", verdict});
@@ -1173,6 +1186,7 @@ int cd_eval_main(int argc, char **argv)
         {"gallery", required_argument, NULL, OPT_GALLERY},
         {"query-model", required_argument, NULL, OPT_QUERY_MODEL},
         {"adapter", required_argument, NULL, OPT_ADAPTER},
+        {"mixed", no_argument, NULL, OPT_MIXED},
         {"queries", required_argument, NULL, OPT_QUERIES},
         {"labels", required_argument, NULL, OPT_LABELS},
         {"ids", required_argument, NULL, OPT_IDS},
@@ -1262,6 +1276,8 @@ int cd_eval_main(int argc, char **argv)
         !(arr = cJSON_AddArrayToObject(req, "queries")) || !add_probes(arr, &qv, qids, &labels))
         goto oom;
     if (arg(&a, OPT_ADAPTER) && !cJSON_AddStringToObject(req, "adapter", arg(&a, OPT_ADAPTER)))
+        goto oom;
+    if (arg(&a, OPT_MIXED) && !cJSON_AddStringToObject(req, "gallery_view", "mixed"))
         goto oom;
     if (baseline && (!(arr = cJSON_AddArrayToObject(req, "baseline")) ||
                      !add_probes(arr, &bv,

@@ -67,6 +67,8 @@ static cJSON *report_json(const cd_evaluation *ev, bool lists)
     cJSON_AddStringToObject(j, "gallery_model", ev->gallery_model);
     cJSON_AddStringToObject(j, "query_model", ev->query_model);
     add_adapter(j, ev);
+    cJSON_AddStringToObject(j, "gallery_view", ev->mixed ? "mixed" : "gallery_model");
+    add_real(j, "coverage", ev->coverage);
     cJSON_AddStringToObject(j, "created_at", ev->created_at);
     cJSON *ks = cJSON_AddArrayToObject(j, "ks");
     for (size_t i = 0; i < r->n_ks; i++)
@@ -278,14 +280,14 @@ static bool read_probes(const cJSON *arr, const char *what, const cd_model *m,
 static void evaluations_create(cd_api *api, const cd_request *req, const char *gallery,
                                cd_reply *rep)
 {
-    static const char *const fields[] = {"query_model", "adapter", "queries", "baseline",
-                                         "ks", "primary_metric", NULL};
+    static const char *const fields[] = {"query_model", "adapter", "gallery_view", "queries",
+                                         "baseline", "ks", "primary_metric", NULL};
     cJSON *j = cd_json_body(req, rep);
     probe_buf probes = {0}, base = {0};
     cd_evaluation ev = {0};
     if (!j)
         return;
-    const char *qname, *primary_s, *adapter;
+    const char *qname, *primary_s, *adapter, *view;
     int ks[CD_EVAL_KS_MAX], primary;
     size_t n_ks;
     cd_model qm, gm;
@@ -293,8 +295,14 @@ static void evaluations_create(cd_api *api, const cd_request *req, const char *g
         !read_ks(cJSON_GetObjectItemCaseSensitive(j, "ks"), ks, &n_ks, rep) ||
         !cd_json_string(j, "primary_metric", &primary_s, "", rep) ||
         !read_primary(primary_s, ks, n_ks, &primary, rep) ||
-        !cd_json_string(j, "adapter", &adapter, "", rep))
+        !cd_json_string(j, "adapter", &adapter, "", rep) ||
+        !cd_json_string(j, "gallery_view", &view, "", rep))
         goto out;
+    if (view && strcmp(view, "mixed") != 0 && strcmp(view, "gallery_model") != 0) {
+        cd_reply_error(rep, CD_HTTP_INVALID_ARGUMENT,
+                       "gallery_view must be \"gallery_model\" or \"mixed\" (got \"%s\")", view);
+        goto out;
+    }
     if (adapter && !cd_name_valid(adapter)) {
         cd_reply_error(rep, CD_HTTP_INVALID_NAME, "adapter must match [A-Za-z0-9._-]{1,%d}",
                        CD_NAME_MAX);
@@ -323,6 +331,7 @@ static void evaluations_create(cd_api *api, const cd_request *req, const char *g
         .gallery = gallery,
         .query_model = qm.name,
         .adapter = adapter,
+        .mixed = view && strcmp(view, "mixed") == 0,
         .probes = {probes.n, probes.vectors, probes.ids, probes.labels},
         .baseline = {base.n, base.vectors, base.ids, base.labels},
         .ks = ks,

@@ -692,7 +692,9 @@
     data.evaluations.forEach(function (e) {
       var verdict = verdictOf(e.compatible);
       body.appendChild(el('tr', {'data-adapter-evaluation': e.id, 'data-verdict': verdict},
-        el('td', null, el('a', {href: evaluationHref(e.id), text: '#' + e.id})),
+        el('td', null, el('a', {href: evaluationHref(e.id), text: '#' + e.id}),
+          e.gallery_view === 'mixed' ? el('span', {class: 'muted small', 'data-mixed': raw(e.coverage),
+                                                   text: ' mixed, coverage ' + pct(e.coverage, 0)}) : null),
         el('td', {text: when(e.created_at)}),
         el('td', null, el('a', {href: galleryHref(e.gallery), text: e.gallery})),
         el('td', {text: e.query_model}),
@@ -824,7 +826,9 @@
       var c = e.cross || {};
       var verdict = verdictOf(e.compatible);
       body.appendChild(el('tr', {'data-eval-row': e.id, 'data-verdict': verdict},
-        el('td', null, el('a', {href: evaluationHref(e.id), text: '#' + e.id})),
+        el('td', null, el('a', {href: evaluationHref(e.id), text: '#' + e.id}),
+          e.gallery_view === 'mixed' ? el('span', {class: 'muted small', 'data-mixed': raw(e.coverage),
+                                                   text: ' mixed, coverage ' + pct(e.coverage, 0)}) : null),
         el('td', {text: when(e.created_at)}),
         withModel ? el('td', null, el('a', {href: historyHref(e.gallery, e.query_model), text: e.query_model}),
           e.adapter ? el('span', {class: 'muted', text: ' via '}) : null,
@@ -874,6 +878,16 @@
    * A line chart of series [{name, key, cls, values}] over points (oldest
    * first), one x position per evaluation.  fmt formats a y value.
    */
+  /* A chart with its key (a swatch per series) and caption. */
+  function chartFigure(svg, series, caption) {
+    var key = el('div', {class: 'chart-key'});
+    series.forEach(function (s) {
+      key.appendChild(el('span', {class: 'key-item'}, el('span', {class: 'key-swatch ' + s.cls}), s.name));
+    });
+    return el('figure', {class: 'chart-box'}, svg, el('figcaption', null, key,
+      el('span', {class: 'muted small', text: caption})));
+  }
+
   function lineChart(id, points, series, lo, hi, fmt, caption) {
     var W = 900, H = 260, L = 60, R = 20, T = 16, B = 44;
     var pw = W - L - R, ph = H - T - B;
@@ -919,16 +933,102 @@
           svgEl('title', {text: s.name + ' ' + fmt(v) + ' · evaluation #' + points[i].id + ' · ' + when(points[i].created_at)})));
       });
     });
-    var key = el('div', {class: 'chart-key'});
-    series.forEach(function (s) {
-      key.appendChild(el('span', {class: 'key-item'}, el('span', {class: 'key-swatch ' + s.cls}), s.name));
+    return chartFigure(svg, series, caption);
+  }
+
+  /*
+   * The backfill curve of a pair: its mixed evaluations (SPEC.md §3.8),
+   * the latest at each coverage, by coverage.  The area under cross top-1
+   * is the trapezoid rule over coverage (FastFill's measure), defined
+   * from two points on.
+   */
+  function backfillPoints(evaluations) {
+    var seen = {};
+    return evaluations.filter(function (e) {     /* newest first */
+      if (e.gallery_view !== 'mixed' || !isNum(e.coverage) || seen[e.coverage])
+        return false;
+      seen[e.coverage] = true;
+      return true;
+    }).sort(function (a, b) { return a.coverage - b.coverage; });
+  }
+
+  function backfillArea(pts) {
+    var area = 0;
+    for (var i = 1; i < pts.length; i++) {
+      var a = (pts[i - 1].cross || {}).top1, b = (pts[i].cross || {}).top1;
+      if (!isNum(a) || !isNum(b))
+        return null;
+      area += (pts[i].coverage - pts[i - 1].coverage) * (a + b) / 2;
+    }
+    return pts.length >= 2 ? area : null;
+  }
+
+  function backfillChart(pts) {
+    var W = 900, H = 260, L = 60, R = 20, T = 16, B = 44;
+    var pw = W - L - R, ph = H - T - B;
+    function x(c) { return L + c * pw; }
+    function y(v) { return T + ph - Math.max(0, Math.min(1, v)) * ph; }
+    var caption = 'One point per coverage (the latest mixed evaluation there).';
+    var svg = svgEl('svg', {id: 'chart-backfill', class: 'chart', viewBox: '0 0 ' + W + ' ' + H,
+                            role: 'img', 'aria-label': caption, 'data-points': pts.length,
+                            preserveAspectRatio: 'xMidYMid meet'});
+    svg.appendChild(svgEl('title', {text: caption}));
+    [0, 0.25, 0.5, 0.75, 1].forEach(function (t) {
+      svg.appendChild(svgEl('line', {class: 'grid', x1: L, x2: W - R, y1: y(t), y2: y(t)}));
+      svg.appendChild(svgEl('text', {class: 'axis', x: L - 8, y: y(t) + 4, 'text-anchor': 'end', text: pct(t, 0)}));
+      svg.appendChild(svgEl('text', {class: 'axis', x: x(t), y: T + ph + 16, 'text-anchor': 'middle', text: pct(t, 0)}));
     });
-    return el('figure', {class: 'chart-box'}, svg, el('figcaption', null, key,
-      el('span', {class: 'muted small', text: caption})));
+    svg.appendChild(svgEl('text', {class: 'axis small', x: L + pw / 2, y: T + ph + 32, 'text-anchor': 'middle',
+                                   text: 'coverage: share of the gallery with the query model\'s embedding'}));
+    svg.appendChild(svgEl('line', {class: 'axis-line', x1: L, x2: L, y1: T, y2: T + ph}));
+    svg.appendChild(svgEl('line', {class: 'axis-line', x1: L, x2: W - R, y1: T + ph, y2: T + ph}));
+    var series = [
+      {name: 'cross top-1', key: 'backfill-cross', cls: 's-cross', value: function (e) { return (e.cross || {}).top1; }},
+      {name: 'NFR', key: 'backfill-nfr', cls: 's-nfr', value: function (e) { return (e.flips || {}).nfr; }}
+    ];
+    series.forEach(function (s) {
+      var coords = [];
+      pts.forEach(function (e) {
+        var v = s.value(e);
+        if (!isNum(v))
+          return;
+        coords.push(x(e.coverage).toFixed(1) + ',' + y(v).toFixed(1));
+        svg.appendChild(svgEl('circle', {class: 'dot ' + s.cls, cx: x(e.coverage), cy: y(v), r: 3.5,
+                                         'data-series': s.key, 'data-coverage': raw(e.coverage),
+                                         'data-value': raw(v), 'data-evaluation': e.id},
+          svgEl('title', {text: s.name + ' ' + pct(v, 1) + ' at coverage ' + pct(e.coverage, 1) +
+                                ' · evaluation #' + e.id})));
+      });
+      svg.insertBefore(svgEl('polyline', {class: 'series ' + s.cls, 'data-series': s.key,
+                                          'data-count': coords.length, points: coords.join(' ')}),
+                       svg.querySelector('circle'));
+    });
+    return chartFigure(svg, series, caption);
+  }
+
+  function backfillSection(evaluations) {
+    var pts = backfillPoints(evaluations);
+    if (!pts.length)
+      return null;
+    var area = backfillArea(pts);
+    var first = pts[0].coverage, last = pts[pts.length - 1].coverage;
+    return section('Backfill curve', {id: 'backfill', class: 'card'},
+      facts([
+        ['backfill-points', 'Coverages evaluated', String(pts.length)],
+        ['backfill-area', 'Area under cross top-1',
+         el('span', {id: 'backfill-auc', 'data-value': raw(area), 'data-from': raw(first), 'data-to': raw(last),
+                     text: area === null ? '– (needs two coverages)'
+                                         : num(area, 4) + ' over coverage ' + pct(first, 0) + '–' + pct(last, 0)})]
+      ]),
+      backfillChart(pts),
+      el('p', {class: 'muted small', text: 'Mixed evaluations rank the gallery as hot-refresh search does: items ' +
+        'that already have the query model\'s embedding in that space, the others in the gallery model\'s.'}));
   }
 
   function renderHistory(data, route) {
-    var evs = data.evaluations.slice().reverse();   /* oldest first */
+    var curve = backfillSection(data.evaluations);
+    /* the time line is of gallery_model evaluations; mixed ones make the curve */
+    var evs = data.evaluations.filter(function (e) { return e.gallery_view !== 'mixed'; }).reverse();
     var head = [
       el('p', {class: 'crumbs'}, el('a', {href: '#/', text: 'Overview'}), ' › ',
         el('a', {href: galleryHref(route.gallery), text: route.gallery}), ' › history'),
@@ -936,7 +1036,8 @@
         el('span', {class: 'muted small', text: ' (gallery model ' + data.gallery.model + ')'}))
     ];
     if (!evs.length)
-      return head.concat([el('p', {class: 'muted', text: 'No evaluations of ' + route.model + ' on this gallery yet.'})]);
+      return head.concat([el('p', {class: 'muted', text: 'No gallery_model evaluations of ' + route.model +
+                                                        ' on this gallery yet.'})], curve ? [curve] : []);
     var top1 = [];
     evs.forEach(function (e) {
       top1.push((e.cross || {}).top1, (e.baseline || {}).top1);
@@ -971,7 +1072,8 @@
         {name: 'NFR', key: 'nfr', cls: 's-nfr',
          values: evs.map(function (e) { return (e.flips || {}).nfr; })}
       ], 0, nfrHi, function (v) { return pct(v, nfrHi < 0.05 ? 2 : 1); },
-      'Share of probes right with the old model and wrong with the new one.')),
+      'Share of probes right with the old model and wrong with the new one.'))
+    ], curve ? [curve] : [], [
       section('Evaluations', null, evaluationsTable(data.evaluations, false))
     ]);
   }
@@ -1061,6 +1163,9 @@
         ['gallery_model', 'Gallery model', r.gallery_model],
         ['query_model', 'Query model', r.query_model],
         ['adapter', 'Adapter', r.adapter ? el('a', {href: adapterHref(r.adapter), text: r.adapter}) : 'none (raw probes)'],
+        ['gallery_view', 'Gallery view', r.gallery_view === 'mixed'
+          ? el('span', {'data-value': raw(r.coverage), text: 'mixed, coverage ' + pct(r.coverage, 1)})
+          : 'gallery model'],
         ['created_at', 'Created', when(r.created_at)],
         ['compatible', 'Compatible', r.compatible === true ? 'yes' : r.compatible === false ? 'no' : 'unknown'],
         ['primary_metric', 'Primary metric', r.primary_metric || 'top1'],
