@@ -55,6 +55,7 @@
 #include <faiss/c_api/index_io_c.h>
 
 #include "idset.h"
+#include "index_params.h"
 #include "scan.h"
 
 #define TRAIN_POINTS_PER_LIST 39   /* FAISS k-means warns below this */
@@ -389,6 +390,32 @@ cd_err cd_index_spec_check(const char *spec, int dim, cd_error *err)
     if (strncmp(p, "SQ", 2) == 0)
         return check_sq(p, err);
     return spec_form_fail(err);
+}
+
+cd_err cd_index_params_check(const char *spec, const cd_index_params *p,
+                             cd_error *err)
+{
+    long nlist = 0;
+    const char *s = spec;
+    bool hnsw = strncmp(spec, "HNSW", 4) == 0;
+    if (strncmp(s, "IVF", 3) == 0) {
+        s += 3;
+        if (!read_number(&s, &nlist))
+            nlist = 0;
+    }
+    if (p->ef_search != 0 && !hnsw)
+        return cd__fail(err, CD_EINVAL, "params.ef_search applies to HNSW indexes; "
+                        "this gallery's index is %s", spec);
+    if (p->ef_search != 0 && (p->ef_search < 1 || p->ef_search > CD_EF_SEARCH_MAX))
+        return cd__fail(err, CD_EINVAL, "params.ef_search is %d, must be 1..%d",
+                        p->ef_search, CD_EF_SEARCH_MAX);
+    if (p->nprobe != 0 && nlist == 0)
+        return cd__fail(err, CD_EINVAL, "params.nprobe applies to IVF indexes; "
+                        "this gallery's index is %s", spec);
+    if (p->nprobe != 0 && (p->nprobe < 1 || p->nprobe > nlist))
+        return cd__fail(err, CD_EINVAL, "params.nprobe is %d, must be 1..%ld "
+                        "(the index's nlist)", p->nprobe, nlist);
+    return CD_OK;
 }
 
 /*
@@ -816,9 +843,62 @@ cd_err cd_index_search_skipping(const cd_index *ix, const float *queries,
     return cd_scan_search(&s, queries, nq, k, ids_out, scores_out, err);
 }
 
+/*
+ * faiss_Index_search on fx with p's parameter, when one is set and fx is
+ * the trained main index (staging is exact: nothing to tune).  An id map
+ * cannot pass parameters on in FAISS 1.7.3, so its sub-index is searched
+ * and the labels mapped to ids here, as IndexIDMap::search does.
+ */
+static cd_err faiss_search(const cd_index *ix, const FaissIndex *fx,
+                           const cd_index_params *p, size_t nq,
+                           const float *queries, size_t k, float *scores,
+                           int64_t *ids, cd_error *err)
+{
+    bool tuned = p && (p->ef_search > 0 || p->nprobe > 0) && fx == ix->main;
+    if (!tuned) {
+        if (faiss_Index_search(fx, (idx_t)nq, queries, (idx_t)k, scores, ids) != 0)
+            return faiss_fail(err, CD_EINTERNAL, "faiss search");
+        return CD_OK;
+    }
+    FaissIndexIDMap *map = faiss_IndexIDMap_cast((FaissIndex *)fx);
+    const FaissIndex *target = map ? faiss_IndexIDMap_sub_index(map) : fx;
+    char msg[256];
+    if (cd__faiss_search_params(target, (int64_t)nq, queries, (int64_t)k,
+                                scores, ids,
+                                p->ef_search > 0 && (size_t)p->ef_search < k
+                                    ? (int)k : p->ef_search,
+                                (size_t)(p->nprobe > 0 ? p->nprobe : 0),
+                                msg, sizeof msg) != 0)
+        return cd__fail(err, CD_EINVAL, "search parameters: %s", msg);
+    if (map) {
+        idx_t *id_map = NULL;
+        size_t n_map = 0;
+        faiss_IndexIDMap_id_map(map, &id_map, &n_map);
+        for (size_t i = 0; i < nq * k; i++)
+            if (ids[i] >= 0)
+                ids[i] = (size_t)ids[i] < n_map ? id_map[ids[i]] : -1;
+    }
+    return CD_OK;
+}
+
 cd_err cd_index_search(const cd_index *ix, const float *queries, size_t nq,
                        size_t k, int64_t *ids_out, float *scores_out,
                        cd_error *err)
+{
+    return cd_index_search_params(ix, queries, nq, k, NULL, ids_out,
+                                  scores_out, err);
+}
+
+bool cd_index_is_exact(const cd_index *ix)
+{
+    cd_scan s;
+    return flat_rows(active(ix), &s);
+}
+
+cd_err cd_index_search_params(const cd_index *ix, const float *queries,
+                              size_t nq, size_t k, const cd_index_params *p,
+                              int64_t *ids_out, float *scores_out,
+                              cd_error *err)
 {
     if (nq == 0 || k == 0)
         return CD_OK;
@@ -858,11 +938,9 @@ cd_err cd_index_search(const cd_index *ix, const float *queries, size_t nq,
             goto out;
         }
     }
-    if (faiss_Index_search(fx, (idx_t)nq, queries, (idx_t)fetch, scores,
-                           ids) != 0) {
-        rc = faiss_fail(err, CD_EINTERNAL, "faiss search");
+    rc = faiss_search(ix, fx, p, nq, queries, fetch, scores, ids, err);
+    if (rc != CD_OK)
         goto out;
-    }
     for (size_t i = 0; i < nq; i++)
         compact_row(ix, ids + i * fetch, scores + i * fetch, fetch,
                     ids_out + i * k, scores_out + i * k, k);
