@@ -1687,23 +1687,37 @@ static int adapter_one(const char *cmd, bool show, const char *name, int argc, c
     return rc;
 }
 
-/* Where the subcommand of `compatd adapter` is: after the options that
- * may come first ("--url URL", "--json"), at 1 when there are none. */
-static int adapter_sub_at(int argc, char **argv)
+/* Where the subcommand of a command with subcommands is: after the
+ * options that may come first ("--url URL", or one of flags, which take
+ * no value), at 1 when there are none. */
+static int sub_at(int argc, char **argv, const char *const *flags)
 {
     int i = 1;
     while (i < argc && argv[i][0] == '-') {
-        bool flag = strchr(argv[i], '=') || strcmp(argv[i], "--json") == 0 ||
-                    strcmp(argv[i], "--weights") == 0 || strcmp(argv[i], "-h") == 0 ||
+        bool flag = strchr(argv[i], '=') || strcmp(argv[i], "-h") == 0 ||
                     strcmp(argv[i], "--help") == 0;
+        for (size_t f = 0; flags[f] && !flag; f++)
+            flag = strcmp(argv[i], flags[f]) == 0;
         i += flag ? 1 : 2;
     }
     return i;
 }
 
+/* argv without its entries at..at+skip-1, NULL-terminated in a malloc'd
+ * array (free()) of *n entries; NULL when out of memory. */
+static char **argv_without(int argc, char **argv, int at, int skip, int *n)
+{
+    char **rest = calloc((size_t)argc + 1, sizeof *rest);
+    *n = 0;
+    for (int i = 0; rest && i < argc; i++)
+        if (i < at || i >= at + skip)
+            rest[(*n)++] = argv[i];
+    return rest;
+}
+
 int cd_adapter_main(int argc, char **argv)
 {
-    int at = adapter_sub_at(argc, argv);
+    int at = sub_at(argc, argv, (const char *const[]){"--json", "--weights", NULL});
     const char *sub = at < argc ? argv[at] : "";
     bool fit = strcmp(sub, "fit") == 0, list = strcmp(sub, "list") == 0;
     bool show = strcmp(sub, "show") == 0, del = strcmp(sub, "delete") == 0;
@@ -1719,14 +1733,10 @@ int cd_adapter_main(int argc, char **argv)
     /* show and delete name the adapter right after the subcommand. */
     const char *name = (show || del) && at + 1 < argc && argv[at + 1][0] != '-' ? argv[at + 1]
                                                                                : NULL;
-    int skip = name ? 2 : 1;
-    char **rest = calloc((size_t)argc + 1, sizeof *rest);
+    int n;
+    char **rest = argv_without(argc, argv, at, name ? 2 : 1, &n);
     if (!rest)
         return fail("adapter", "out of memory");
-    int n = 0;
-    for (int i = 0; i < argc; i++)
-        if (i < at || i >= at + skip)
-            rest[n++] = argv[i];
     int rc;
     if (fit)
         rc = adapter_fit("adapter fit", n, rest);
@@ -1882,16 +1892,26 @@ static int items_delete(const char *cmd, cd_client *c, const args *a)
 
 int cd_items_main(int argc, char **argv)
 {
-    const char *sub = argc > 1 ? argv[1] : "";
+    int at = sub_at(argc, argv, (const char *const[]){"--json", "--all", NULL});
+    const char *sub = at < argc ? argv[at] : "";
     bool list = strcmp(sub, "list") == 0, del = strcmp(sub, "delete") == 0;
     if (!list && !del) {
-        bool help = argc > 1 && (strcmp(sub, "-h") == 0 || strcmp(sub, "--help") == 0);
-        fputs(items_usage, help ? stdout : stderr);
-        return help ? 0 : 2;
+        for (int i = 1; i < argc; i++)
+            if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+                fputs(items_usage, stdout);
+                return 0;
+            }
+        fprintf(stderr, "compatd items: list or delete?\n%s", items_usage);
+        return 2;
     }
     const char *cmd = list ? "items list" : "items delete";
+    int n;
+    char **rest = argv_without(argc, argv, at, 1, &n);
+    if (!rest)
+        return fail(cmd, "out of memory");
     args a;
-    int rc = parse_args(cmd, argc - 1, argv + 1, items_options, items_usage, &a);
+    int rc = parse_args(cmd, n, rest, items_options, items_usage, &a);
+    free(rest);
     if (rc >= 0)
         return rc;
     if (!arg(&a, OPT_GALLERY)) {
@@ -1903,4 +1923,3 @@ int cd_items_main(int argc, char **argv)
     cd_client_destroy(c);
     return rc;
 }
-
