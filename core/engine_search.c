@@ -294,7 +294,8 @@ typedef struct search_how {
     bool exact;
 } search_how;
 
-#define EXACT_BATCH 65536   /* stored vectors per scan step */
+#define EXACT_BATCH 65536   /* stored vectors per scan step, at most */
+#define EXACT_BATCH_FLOATS ((size_t)1 << 22)    /* and at most 16 MiB of them */
 
 /* An exact search over the store's vectors of one model, step by step. */
 typedef struct exact_ctx {
@@ -360,10 +361,13 @@ static cd_err exact_search(const search_how *h, const gal_index *gi,
     cd_err rc = CD_OK;
     if (!x.bid || !x.bsc || !x.mid || !x.msc)
         rc = cd__fail(err, CD_ENOMEM, "out of memory");
+    size_t batch = EXACT_BATCH_FLOATS / x.dim;
+    if (batch > EXACT_BATCH)
+        batch = EXACT_BATCH;
     if (rc == CD_OK)
         rc = cd_store_scan_vectors(h->e->st, h->g->info.id, gi->model.id,
-                                   gi->model.dim, 0, EXACT_BATCH, exact_batch,
-                                   &x, NULL, err);
+                                   gi->model.dim, 0, batch, exact_batch, &x,
+                                   NULL, err);
     free(x.bid);
     free(x.bsc);
     free(x.mid);

@@ -213,7 +213,7 @@ typedef struct writer {
     const td_daemon *d;
     const dataset *ds;
     atomic_bool stop;
-    int rounds;
+    atomic_int rounds;
     bool ok;
 } writer;
 
@@ -251,7 +251,7 @@ static void *write_loop(void *arg)
         w->ok = td_http_call(h, &r, 200, "POST", "/v1/galleries/g/items/delete", d.s) == 200;
         td_reply_finish(&r);
         free(d.s);
-        w->rounds = round + 1;
+        atomic_store(&w->rounds, round + 1);
     }
     td_http_destroy(h);
     return NULL;
@@ -327,23 +327,27 @@ static void test_listing(td_daemon *d, td_http *h, const dataset *ds)
     /* Under concurrent writes: the stable items exactly once each pass. */
     writer w = {.d = d, .ds = ds};
     atomic_init(&w.stop, false);
+    atomic_init(&w.rounds, 0);
     pthread_t t;
     REQUIRE(pthread_create(&t, NULL, write_loop, &w) == 0);
-    for (int pass = 0; pass < 4; pass++) {
+    /* At least 6 passes, and on until the writer has done 20 rounds. */
+    static const int pass_limits[] = {250, 13, 37, 13, 100, 13};
+    int passes = 0;
+    for (; passes < 6 || (atomic_load(&w.rounds) < 20 && passes < 500); passes++) {
         memset(counts, 0, sizeof counts);
-        CHECK(list_all(h, "g", pass % 2 ? 37 : 250, counts, N_STABLE, &others));
+        CHECK(list_all(h, "g", pass_limits[passes % 6], counts, N_STABLE, &others));
         for (size_t i = 0; i < N_STABLE; i++)
             if (counts[i] != 1) {
                 CHECK_EQ(counts[i], 1);
-                fprintf(stderr, "pass %d: s%05zu listed %d times\n", pass, i, counts[i]);
+                fprintf(stderr, "pass %d: s%05zu listed %d times\n", passes, i, counts[i]);
                 break;
             }
     }
     atomic_store(&w.stop, true);
     pthread_join(t, NULL);
     CHECK(w.ok);
-    CHECK(w.rounds >= 2);
-    printf("listing: 4 passes under %d write rounds\n", w.rounds);
+    CHECK(atomic_load(&w.rounds) >= 20);
+    printf("listing: %d passes under %d write rounds\n", passes, atomic_load(&w.rounds));
 }
 
 /* ---- bulk delete, exact, params, recall -------------------------------- */
