@@ -11,7 +11,8 @@
  *   deleted, survives kill -9: after a restart the items are gone and no
  *   search (approximate or exact) returns them.
  * - "exact": true on an HNSW gallery equals a brute force over the live
- *   vectors; ef_search and nprobe never lower recall as they grow, and
+ *   vectors, also for a query model that is partly backfilled (its own
+ *   vectors where items have them, the gallery model's elsewhere); ef_search and nprobe never lower recall as they grow, and
  *   nprobe = nlist is exact; parameters that do not apply are 400.
  * - index_recall: 1 for Flat; for HNSW in (0, 1] and equal to recall@10
  *   computed here on the same sample of stored vectors (every stride-th
@@ -62,13 +63,13 @@ static void free_data(dataset *ds)
 }
 
 /* Upserts items prefix%05zu for i in [from, to) with vectors x[i]. */
-static bool upsert_range(td_http *h, const char *gallery, const char *prefix,
-                         const dataset *ds, size_t from, size_t to)
+static bool upsert_model(td_http *h, const char *gallery, const char *model,
+                         const char *prefix, const dataset *ds, size_t from, size_t to)
 {
     for (size_t b = from; b < to; b += BATCH) {
         size_t e = b + BATCH < to ? b + BATCH : to;
         td_text t = {0};
-        td_text_append(&t, "{\"items\":[");
+        td_text_append(&t, "{\"model\":\"%s\",\"items\":[", model);
         for (size_t i = b; i < e; i++) {
             char *v = td_b64_floats(ds->x + i * DIM, DIM);
             td_text_append(&t, "%s{\"id\":\"%s%05zu\",\"label\":\"l%zu\",\"vector_b64\":\"%s\"}",
@@ -86,6 +87,13 @@ static bool upsert_range(td_http *h, const char *gallery, const char *prefix,
             return false;
     }
     return true;
+}
+
+/* upsert_model of the gallery model m. */
+static bool upsert_range(td_http *h, const char *gallery, const char *prefix,
+                         const dataset *ds, size_t from, size_t to)
+{
+    return upsert_model(h, gallery, "m", prefix, ds, from, to);
 }
 
 static size_t id_index(const char *id)
@@ -147,6 +155,40 @@ static double recall_of(td_http *h, const char *gallery, const dataset *ds, cons
         td_reply_finish(&r);
     }
     return want ? (double)found / (double)want : 1;
+}
+
+/* The server's exact answers (search with extra) equal the reference
+ * over ds's live vectors: at each rank an item the reference scores the
+ * same up to a tie, with the score it reports within 1e-4. */
+static void check_exact(td_http *h, const char *gallery, const dataset *ds, const float *qs,
+                        size_t nq, const char *extra)
+{
+    int bad = 0;
+    for (size_t qi = 0; qi < nq; qi++) {
+        size_t idx[K];
+        double score[K];
+        size_t n = ref_topk(ds, qs + qi * DIM, K, idx, score);
+        td_reply r = {0};
+        CHECK_EQ(search(h, gallery, qs + qi * DIM, K, extra, &r), 200);
+        const cJSON *hits = td_json_at(r.json, "results.0");
+        CHECK_EQ(cJSON_GetArraySize(hits), n);
+        for (size_t j = 0; j < n && j < (size_t)cJSON_GetArraySize(hits); j++) {
+            const cJSON *hit = cJSON_GetArrayItem(hits, (int)j);
+            size_t i = id_index(td_json_str(hit, "id"));
+            double want = i < ds->n && ds->live[i]
+                              ? td_ref_score(TD_METRIC_L2, ds->x + i * DIM, qs + qi * DIM, DIM)
+                              : INFINITY;
+            if (fabs(want - score[j]) > td_tie_eps(score[j]) ||
+                fabs(td_json_num(hit, "score") - want) > 1e-4 * fmax(1, want)) {
+                if (!bad)
+                    fprintf(stderr, "%s %s: query %zu rank %zu is %s (%.6g), reference %.6g\n",
+                            gallery, extra, qi, j, td_json_str(hit, "id"), want, score[j]);
+                bad++;
+            }
+        }
+        td_reply_finish(&r);
+    }
+    CHECK_EQ(bad, 0);
 }
 
 static long status_of(td_http *h, const char *method, const char *path, const char *body)
@@ -477,27 +519,7 @@ static void test_delete_exact_params(td_daemon *d, td_http *h, td_rng *rng)
     REQUIRE(qs != NULL);
     for (size_t i = 0; i < N_Q * DIM; i++)
         qs[i] = (float)td_rng_gauss(rng);
-    int bad_exact = 0;
-    for (size_t qi = 0; qi < 30; qi++) {
-        size_t idx[K];
-        double score[K];
-        size_t n = ref_topk(&ds, qs + qi * DIM, K, idx, score);
-        CHECK_EQ(search(h, "hn", qs + qi * DIM, K, "\"exact\":true", &r), 200);
-        const cJSON *hits = td_json_at(r.json, "results.0");
-        CHECK_EQ(cJSON_GetArraySize(hits), n);
-        for (size_t j = 0; j < n && j < (size_t)cJSON_GetArraySize(hits); j++) {
-            const cJSON *hit = cJSON_GetArrayItem(hits, (int)j);
-            size_t i = id_index(td_json_str(hit, "id"));
-            double want = i < ds.n && ds.live[i]
-                              ? td_ref_score(TD_METRIC_L2, ds.x + i * DIM, qs + qi * DIM, DIM)
-                              : INFINITY;
-            if (fabs(want - score[j]) > td_tie_eps(score[j]) ||
-                fabs(td_json_num(hit, "score") - want) > 1e-4 * fmax(1, want))
-                bad_exact++;
-        }
-        td_reply_finish(&r);
-    }
-    CHECK_EQ(bad_exact, 0);
+    check_exact(h, "hn", &ds, qs, 30, "\"exact\":true");
 
     /* ef_search: recall never lower as it grows. */
     static const int efs[] = {1, 16, 64, 256, 1024};
@@ -563,6 +585,35 @@ static void test_delete_exact_params(td_daemon *d, td_http *h, td_rng *rng)
     free_data(&ds);
 }
 
+/* exact on a partly backfilled HNSW gallery (hot refresh): queries of
+ * m2 rank m2's vectors where items have them and m's for the rest, as a
+ * brute force over that mix does. */
+static void test_mixed_exact(td_http *h, td_rng *rng)
+{
+    enum { N = 2000, N_M2 = 700 };
+    dataset base, mix;
+    make_data(&base, N, rng);
+    make_data(&mix, N, rng);    /* m2's vectors for the first N_M2 */
+    REQUIRE(upsert_model(h, "mx", "m", "v", &base, 0, N));
+    REQUIRE(upsert_model(h, "mx", "m2", "v", &mix, 0, N_M2));
+    memcpy(mix.x + N_M2 * DIM, base.x + N_M2 * DIM, (N - N_M2) * DIM * sizeof *mix.x);
+    for (size_t i = 0; i < N; i++)
+        mix.live[i] = true;
+    CHECK_EQ(status_of(h, "PATCH", "/v1/galleries/mx", "{\"query_policy\":\"any\"}"), 200);
+    float *qs = malloc(20 * DIM * sizeof *qs);
+    REQUIRE(qs != NULL);
+    for (size_t i = 0; i < 20 * DIM; i++)
+        qs[i] = (float)td_rng_gauss(rng);
+    check_exact(h, "mx", &mix, qs, 20, "\"exact\":true,\"model\":\"m2\"");
+    /* The gallery model's own queries see m's vectors alone. */
+    for (size_t i = 0; i < N; i++)
+        base.live[i] = true;
+    check_exact(h, "mx", &base, qs, 20, "\"exact\":true");
+    free(qs);
+    free_data(&base);
+    free_data(&mix);
+}
+
 int main(void)
 {
     td_daemon *d;
@@ -574,9 +625,12 @@ int main(void)
     CHECK_EQ(td_http_call(h, &r, 201, "POST", "/v1/models",
                           "{\"name\":\"m\",\"dim\":16,\"metric\":\"l2\"}"), 201);
     td_reply_finish(&r);
+    CHECK_EQ(td_http_call(h, &r, 201, "POST", "/v1/models",
+                          "{\"name\":\"m2\",\"dim\":16,\"metric\":\"l2\"}"), 201);
+    td_reply_finish(&r);
     static const char *const gals[][2] = {{"g", "Flat"}, {"h", "Flat"}, {"hn", "HNSW4"},
-                                          {"iv", "IVF64,Flat"}};
-    for (size_t i = 0; i < 4; i++) {
+                                          {"iv", "IVF64,Flat"}, {"mx", "HNSW4"}};
+    for (size_t i = 0; i < sizeof gals / sizeof gals[0]; i++) {
         char *body = td_fmt("{\"name\":\"%s\",\"model\":\"m\",\"index\":\"%s\"}", gals[i][0],
                             gals[i][1]);
         CHECK_EQ(td_http_call(h, &r, 201, "POST", "/v1/galleries", body), 201);
@@ -588,6 +642,7 @@ int main(void)
     test_listing(d, h, &ds);
     free_data(&ds);
     test_delete_exact_params(d, h, &rng);
+    test_mixed_exact(h, &rng);
 
     td_http_destroy(h);
     CHECK_EQ(td_daemon_stop(d), 0);
