@@ -208,16 +208,19 @@ cd_err cd_engine_item_get(cd_engine *e, const char *gallery_name,
 }
 
 /*
- * Drops the deleted rowids (n of them, committed at seq) from every index
- * of g, rebuilding one that cannot take it; CD_EUNAVAILABLE when that
- * fails too.  The caller holds g's write lock.
+ * Drops the deleted rowids (n of them, committed at seq; none: nothing
+ * was committed) from every index of g, rebuilding one that cannot take
+ * it; CD_EUNAVAILABLE when that fails too.  The caller holds g's write
+ * lock.
  */
 static cd_err indexes_drop(cd_engine *e, gallery *g, const int64_t *rowids,
                            size_t n, int64_t seq, cd_error *err)
 {
+    if (n == 0)
+        return CD_OK;
     g->seq = seq;
     atomic_fetch_add(&g->changes, (long long)n);
-    for (size_t i = 0; n > 0 && i < g->n_indexes; i++) {
+    for (size_t i = 0; i < g->n_indexes; i++) {
         gal_index *gi = &g->indexes[i];
         cd_error ierr;
         for (size_t j = 0; j < n; j++)

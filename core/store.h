@@ -235,9 +235,9 @@ cd_err cd_store_item_delete(cd_store *st, int64_t gallery_id, const char *id,
  * change sequence number.  Ids that are not in the gallery (or named
  * twice) are skipped, not errors.  On success *deleted is how many were
  * deleted, rowids (caller-allocated, n entries) their rowids in its first
- * *deleted entries, and *seq_out the change sequence number (taken even
- * when nothing was deleted).  CD_ENOTFOUND when the gallery is gone; on
- * any failure nothing is deleted.
+ * *deleted entries, and *seq_out the change sequence number (0 when
+ * nothing was deleted: then nothing changed).  CD_ENOTFOUND when the
+ * gallery is gone; on any failure nothing is deleted.
  */
 cd_err cd_store_items_delete(cd_store *st, int64_t gallery_id,
                              const char *const *ids, size_t n,

@@ -481,7 +481,13 @@ static cd_err delete_ids(cd_store *st, int64_t gallery_id,
             rowids[count++] = rowid;
         }
     }
-    rc = cd__tx_end(c, rc, err);
+    if (rc == CD_OK && count == 0) {
+        /* Nothing to delete: nothing changes, not even the seq. */
+        cd__tx_end(c, CD_ENOTFOUND, NULL);
+        seq = 0;
+    } else {
+        rc = cd__tx_end(c, rc, err);
+    }
 unlock:
     cd__conn_release(c);
     if (rc == CD_OK) {

@@ -475,6 +475,13 @@ static void test_delete_exact_params(td_daemon *d, td_http *h, td_rng *rng)
     free(big.s);
     CHECK_EQ(td_gallery_count(h, "hn"), N_ANN);
     CHECK_EQ(status_of(h, "POST", "/v1/galleries/nope/items/delete", "{\"ids\":[\"a\"]}"), 404);
+    static const char *const none[] = {"{\"ids\":[]}", "{\"ids\":[\"absent\",\"absent\"]}"};
+    for (size_t i = 0; i < 2; i++) {
+        td_reply z = {0};
+        CHECK_EQ(td_http_call(h, &z, 200, "POST", "/v1/galleries/hn/items/delete", none[i]), 200);
+        CHECK_NEAR(td_json_num(z.json, "deleted"), 0, 0);
+        td_reply_finish(&z);
+    }
 
     td_text t = {0};
     td_text_append(&t, "{\"ids\":[\"absent\"");
