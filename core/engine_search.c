@@ -17,6 +17,7 @@
 #include "eval.h"
 #include "idset.h"
 #include "index.h"
+#include "scan.h"
 #include "text.h"
 
 /* --- search ---------------------------------------------------------- */
@@ -317,9 +318,10 @@ static cd_err plan_query(cd_engine *e, gallery *g, const cd_model *m,
  * stay bounded.  ids/scores: nq*k, padded with -1.
  */
 static cd_err search_excluding(const gal_index *base, const cd__idset *skip,
-                               int64_t keep, const float *q, size_t nq,
-                               size_t dim, size_t k, int64_t *ids,
-                               float *scores, cd_error *err)
+                               int64_t keep, const cd_index_params *ip,
+                               const float *q, size_t nq, size_t dim,
+                               size_t k, int64_t *ids, float *scores,
+                               cd_error *err)
 {
     if (cd_index_scans(base->ix, nq))
         return cd_index_search_skipping(base->ix, q, nq, k, skip, ids, scores,
@@ -353,7 +355,8 @@ static cd_err search_excluding(const gal_index *base, const cd__idset *skip,
                 rc = cd__fail(err, CD_ENOMEM, "out of memory for %zu candidates", chunk * kk);
                 break;
             }
-            rc = cd_index_search(base->ix, q + q0 * dim, chunk, kk, cid, csc, err);
+            rc = cd_index_search_params(base->ix, q + q0 * dim, chunk, kk, ip,
+                                        cid, csc, err);
             short_rows = false;
             for (size_t i = 0; rc == CD_OK && i < chunk; i++) {
                 size_t got = 0;
@@ -405,12 +408,114 @@ static void merge_rows(bool higher_better, size_t k, const int64_t *ia,
     }
 }
 
+/* How one search is answered: the request's options, and what an exact
+ * answer reads the stored vectors from. */
+typedef struct search_how {
+    cd_engine *e;
+    const gallery *g;
+    cd_index_params ip;     /* zero: the index's own */
+    bool exact;
+} search_how;
+
+#define EXACT_BATCH 65536   /* stored vectors per scan step, at most */
+#define EXACT_BATCH_FLOATS ((size_t)1 << 22)    /* and at most 16 MiB of them */
+
+/* An exact search over the store's vectors of one model, step by step. */
+typedef struct exact_ctx {
+    const float *q;
+    size_t nq, k, dim;
+    bool l2, higher;
+    const cd__idset *skip;
+    int64_t *ids;           /* the best so far, nq*k, -1 padded */
+    float *scores;
+    int64_t *bid, *mid;     /* one step's best, and the merge's */
+    float *bsc, *msc;
+    cd_error *err;
+} exact_ctx;
+
+static bool exact_skip(const void *ctx, int64_t id)
+{
+    return cd__idset_contains(ctx, id);
+}
+
+static cd_err exact_batch(void *ctx, const int64_t *rowids,
+                          const float *vectors, size_t n)
+{
+    exact_ctx *x = ctx;
+    cd_scan s = {.x = vectors, .ids = rowids, .n = n, .dim = x->dim, .l2 = x->l2};
+    if (x->skip && x->skip->len > 0) {
+        s.skip = exact_skip;
+        s.skip_ctx = x->skip;
+    }
+    cd_err rc = cd_scan_search(&s, x->q, x->nq, x->k, x->bid, x->bsc, x->err);
+    for (size_t i = 0; rc == CD_OK && i < x->nq; i++) {
+        size_t o = i * x->k;
+        merge_rows(x->higher, x->k, x->ids + o, x->scores + o, x->bid + o,
+                   x->bsc + o, x->mid, x->msc);
+        memcpy(x->ids + o, x->mid, x->k * sizeof *x->mid);
+        memcpy(x->scores + o, x->msc, x->k * sizeof *x->msc);
+    }
+    return rc;
+}
+
+/*
+ * The exact k best of gi's model's vectors as the store holds them, not
+ * in skip (may be NULL), whatever index serves gi: one pass over the
+ * stored vectors.  The caller holds g's lock, so the store holds what the
+ * indexes do.
+ */
+static cd_err exact_search(const search_how *h, const gal_index *gi,
+                           const cd__idset *skip, const float *q, size_t nq,
+                           size_t k, int64_t *ids, float *scores,
+                           cd_error *err)
+{
+    exact_ctx x = {.q = q, .nq = nq, .k = k, .dim = (size_t)gi->model.dim,
+                   .l2 = gi->model.metric == CD_METRIC_L2,
+                   .higher = cd_metric_higher_is_better(gi->model.metric),
+                   .skip = skip, .ids = ids, .scores = scores, .err = err};
+    for (size_t i = 0; i < nq * k; i++) {
+        ids[i] = -1;
+        scores[i] = 0;
+    }
+    x.bid = malloc(nq * k * sizeof *x.bid);
+    x.bsc = malloc(nq * k * sizeof *x.bsc);
+    x.mid = malloc(k * sizeof *x.mid);
+    x.msc = malloc(k * sizeof *x.msc);
+    cd_err rc = CD_OK;
+    if (!x.bid || !x.bsc || !x.mid || !x.msc)
+        rc = cd__fail(err, CD_ENOMEM, "out of memory");
+    size_t batch = EXACT_BATCH_FLOATS / x.dim;
+    if (batch > EXACT_BATCH)
+        batch = EXACT_BATCH;
+    if (rc == CD_OK)
+        rc = cd_store_scan_vectors(h->e->st, h->g->info.id, gi->model.id,
+                                   gi->model.dim, 0, batch, exact_batch, &x,
+                                   NULL, err);
+    free(x.bid);
+    free(x.bsc);
+    free(x.mid);
+    free(x.msc);
+    return rc;
+}
+
+/* One index's answer: exact from the store when asked for and the index
+ * is not exact itself, else the index's with the request's parameters. */
+static cd_err search_in(const search_how *h, const gal_index *gi,
+                        const float *q, size_t nq, size_t k, int64_t *ids,
+                        float *scores, cd_error *err)
+{
+    if (h->exact && !cd_index_is_exact(gi->ix))
+        return exact_search(h, gi, NULL, q, nq, k, ids, scores, err);
+    return cd_index_search_params(gi->ix, q, nq, k, &h->ip, ids, scores, err);
+}
+
 /*
  * Answers the plan's queries into ids/scores (nq*k, -1 padded): each part
  * searched with its queries (raw: nq x raw_dim, mapped: nq x mapped_dim)
  * on the items no earlier part holds, the answers merged best first.
  */
-static cd_err run_plan(const query_plan *p, bool higher, const float *raw,
+static cd_err run_plan(const search_how *h, const query_plan *p, bool higher,
+                       const float *raw,
                        size_t raw_dim, const float *mapped, size_t mapped_dim,
                        size_t nq, size_t k, int64_t *ids, float *scores,
                        cd_error *err)
@@ -441,10 +546,12 @@ static cd_err run_plan(const query_plan *p, bool higher, const float *raw,
             int64_t *oid = found ? pid : ids;
             float *osc = found ? psc : scores;
             if (!earlier)
-                rc = cd_index_search(pt->gi->ix, q, nq, k, oid, osc, err);
+                rc = search_in(h, pt->gi, q, nq, k, oid, osc, err);
+            else if (h->exact && !cd_index_is_exact(pt->gi->ix))
+                rc = exact_search(h, pt->gi, earlier, q, nq, k, oid, osc, err);
             else
-                rc = search_excluding(pt->gi, earlier, pt->items, q, nq, dim, k, oid, osc,
-                                      err);
+                rc = search_excluding(pt->gi, earlier, pt->items, &h->ip, q, nq, dim, k,
+                                      oid, osc, err);
             for (size_t r = 0; rc == CD_OK && found && r < nq; r++) {
                 merge_rows(higher, k, ids + r * k, scores + r * k, pid + r * k,
                            psc + r * k, mid + r * k, msc + r * k);
@@ -519,16 +626,17 @@ cd_err cd_engine_search(cd_engine *e, const char *gallery_name,
                         size_t k, unsigned include, cd_search_result **out,
                         cd_error *err)
 {
-    return cd_engine_search_via(e, gallery_name, model, NULL, queries, nq, k,
-                                include, out, err);
+    return cd_engine_search_with(e, gallery_name, model, queries, nq, k,
+                                 include, NULL, out, err);
 }
 
-cd_err cd_engine_search_via(cd_engine *e, const char *gallery_name,
-                            const char *model, const char *adapter,
-                            const float *queries, size_t nq, size_t k,
-                            unsigned include, cd_search_result **out,
-                            cd_error *err)
+cd_err cd_engine_search_with(cd_engine *e, const char *gallery_name,
+                             const char *model, const float *queries,
+                             size_t nq, size_t k, unsigned include,
+                             const cd_search_options *opt,
+                             cd_search_result **out, cd_error *err)
 {
+    const char *adapter = opt ? opt->adapter : NULL;
     gallery *g = NULL;
     cd_model m, to;
     cd_adapter_record rec;
@@ -554,6 +662,15 @@ cd_err cd_engine_search_via(cd_engine *e, const char *gallery_name,
     rc = cd__model_by_name(e, model ? model : g->model.name, &m, err);
     if (rc != CD_OK)
         goto out;
+    search_how how = {.e = e, .g = g};
+    if (opt) {
+        how.ip.ef_search = opt->ef_search;
+        how.ip.nprobe = opt->nprobe;
+        how.exact = opt->exact;
+        rc = cd_index_params_check(g->info.index_spec, &how.ip, err);
+        if (rc != CD_OK)
+            goto out;
+    }
 
     size_t dim = (size_t)m.dim;
     q = malloc(nq * dim * sizeof *q);
@@ -599,7 +716,7 @@ cd_err cd_engine_search_via(cd_engine *e, const char *gallery_name,
     if (rc == CD_OK)
         rc = plan_query(e, g, &m, through ? &v : NULL, &plan, err);
     if (rc == CD_OK)
-        rc = run_plan(&plan, cd_metric_higher_is_better(through ? to.metric : m.metric), q,
+        rc = run_plan(&how, &plan, cd_metric_higher_is_better(through ? to.metric : m.metric), q,
                       dim, mapped, through ? (size_t)to.dim : 0, nq, k, ids, scores, err);
     for (size_t i = 0; rc == CD_OK && i < plan.n; i++) {
         cd_searched *s = &r->searched[r->n_searched++];
@@ -751,6 +868,108 @@ cd_err cd_engine_gallery_routes(cd_engine *e, const char *name, cd_gallery_route
     if (rc != CD_OK)
         return rc;
     rc = cd_store_routes(e->st, g->info.id, out, n, err);
+    pthread_rwlock_unlock(&e->lock);
+    return rc;
+}
+
+/* --- index recall ---------------------------------------------------- */
+
+/* Picks every stride-th stored vector, up to CD_RECALL_SAMPLE. */
+typedef struct sample_ctx {
+    size_t dim, stride, seen, n;
+    float *vectors;         /* CD_RECALL_SAMPLE * dim */
+} sample_ctx;
+
+static cd_err sample_batch(void *ctx, const int64_t *rowids,
+                           const float *vectors, size_t n)
+{
+    sample_ctx *sc = ctx;
+    for (size_t i = 0; i < n && sc->n < CD_RECALL_SAMPLE; i++, sc->seen++)
+        if (sc->seen % sc->stride == 0)
+            memcpy(sc->vectors + sc->n++ * sc->dim, vectors + i * sc->dim,
+                   sc->dim * sizeof *sc->vectors);
+    return CD_OK;
+}
+
+/* Measures gi's recall (see cd_engine_index_recall); g's lock is held. */
+static cd_err measure_recall(cd_engine *e, const gallery *g,
+                             const gal_index *gi, double *out, cd_error *err)
+{
+    size_t dim = (size_t)gi->model.dim, total = gi->members.len;
+    size_t k = total < CD_RECALL_K ? total : CD_RECALL_K;
+    sample_ctx sc = {.dim = dim};
+    sc.stride = total > CD_RECALL_SAMPLE ? total / CD_RECALL_SAMPLE : 1;
+    sc.vectors = malloc(CD_RECALL_SAMPLE * dim * sizeof *sc.vectors);
+    int64_t *ann = malloc(CD_RECALL_SAMPLE * CD_RECALL_K * sizeof *ann);
+    int64_t *exact = malloc(CD_RECALL_SAMPLE * CD_RECALL_K * sizeof *exact);
+    float *scores = malloc(CD_RECALL_SAMPLE * CD_RECALL_K * sizeof *scores);
+    search_how h = {.e = e, .g = g, .exact = true};
+    cd_err rc = CD_OK;
+    if (!sc.vectors || !ann || !exact || !scores)
+        rc = cd__fail(err, CD_ENOMEM, "out of memory");
+    if (rc == CD_OK)
+        rc = cd_store_scan_vectors(e->st, g->info.id, gi->model.id, gi->model.dim,
+                                   0, SCAN_BATCH, sample_batch, &sc, NULL, err);
+    if (rc == CD_OK && sc.n > 0)
+        rc = exact_search(&h, gi, NULL, sc.vectors, sc.n, k, exact, scores, err);
+    if (rc == CD_OK && sc.n > 0)
+        rc = cd_index_search(gi->ix, sc.vectors, sc.n, k, ann, scores, err);
+    if (rc == CD_OK) {
+        size_t hit = 0, want = 0;
+        for (size_t i = 0; i < sc.n; i++)
+            for (size_t a = 0; a < k; a++) {
+                int64_t id = exact[i * k + a];
+                if (id < 0)
+                    continue;
+                want++;
+                for (size_t b = 0; b < k; b++)
+                    if (ann[i * k + b] == id) {
+                        hit++;
+                        break;
+                    }
+            }
+        *out = want ? (double)hit / (double)want : 1.0;
+    }
+    free(sc.vectors);
+    free(ann);
+    free(exact);
+    free(scores);
+    return rc;
+}
+
+cd_err cd_engine_index_recall(cd_engine *e, const char *gallery_name,
+                              double *out, cd_error *err)
+{
+    gallery *g;
+    *out = 1.0;
+    if (!cd_engine_ready(e))
+        return cd__fail(err, CD_EBUSY, "indexes are still loading");
+    cd_err rc = cd__gallery_enter(e, gallery_name, &g, err);
+    if (rc != CD_OK)
+        return rc;
+    pthread_rwlock_rdlock(&g->lock);
+    rc = cd__gallery_check(g, err);
+    const gal_index *gi = cd__index_slot(g, g->model.id);
+    if (rc != CD_OK || !gi || !gi->ix || gi->members.len == 0 ||
+        cd_index_is_exact(gi->ix))
+        goto unlock;
+    pthread_mutex_lock(&g->recall_mu);
+    int64_t changes = atomic_load(&g->changes);
+    int64_t since = changes - g->recall_changes;
+    bool stale = !g->recall_known || atomic_load(&g->rebuilt) ||
+                 (since > 0 && since * 10 >= g->recall_items);
+    if (stale) {
+        atomic_store(&g->rebuilt, false);
+        rc = measure_recall(e, g, gi, &g->recall, err);
+        g->recall_known = rc == CD_OK;
+        g->recall_changes = changes;
+        g->recall_items = (int64_t)gi->members.len;
+    }
+    if (rc == CD_OK)
+        *out = g->recall;
+    pthread_mutex_unlock(&g->recall_mu);
+unlock:
+    pthread_rwlock_unlock(&g->lock);
     pthread_rwlock_unlock(&e->lock);
     return rc;
 }

@@ -47,6 +47,7 @@ static const char usage[] =
     "       compatd adapter fit|list|show|delete|route ... (compatd adapter --help)\n"
     "       compatd backfill --gallery G --model M --out FILE [--limit N] [--order O]\n"
     "       compatd promote|retire --gallery G --model M\n"
+    "       compatd items list|delete --gallery G ... (compatd items --help)\n"
     "  (the client commands take --url URL, --key KEY, --cacert FILE; compatd <command> --help)\n"
     "\n"
     "Serves a backward-compatible embedding gallery over HTTP.\n"
@@ -611,6 +612,7 @@ static const struct command {
     {"backfill", cd_backfill_main},
     {"promote", cd_promote_main},
     {"retire", cd_retire_main},
+    {"items", cd_items_main},
 };
 
 /*

@@ -52,6 +52,9 @@ bool cd_request_content_type_is(const cd_request *req, const char *type);
 bool cd_request_id(const char *s, size_t len, const char *where, cd_reply *rep);
 bool cd_request_label(const char *s, size_t len, bool allow_empty, const char *where,
                       cd_reply *rep);
+/* Parses a positive decimal integer (a query argument, an id) of at most
+ * 18 digits, no sign or spaces; false for anything else. */
+bool cd_parse_positive(const char *s, int64_t *out);
 
 /* The body as a JSON object (Content-Type application/json, UTF-8, no
  * \u0000, no two members of one name anywhere), or NULL with rep set.

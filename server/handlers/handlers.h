@@ -51,6 +51,8 @@ void cd__items_upsert_binary(cd_api *api, const cd_request *req, cd_reply *rep);
 bool cd__items_batch_fits(cd_api *api, size_t n, cd_reply *rep);
 void cd__items_store(cd_api *api, const char *gallery, const char *model,
                      const cd_item_in *items, size_t n, cd_reply *rep);
+void cd__items_list(cd_api *api, const cd_request *req, cd_reply *rep);
+void cd__items_delete(cd_api *api, const cd_request *req, cd_reply *rep);
 void cd__item_get(cd_api *api, const cd_request *req, cd_reply *rep);
 void cd__item_delete(cd_api *api, const cd_request *req, cd_reply *rep);
 
