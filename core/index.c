@@ -28,13 +28,13 @@
  * default is 16).  Plain PQ components of the spec are built without
  * polysemous training (see spec_without_polysemous).
  *
- * A search's own parameters (cd_index_search_params) go to FAISS per call
- * (index_params.h), never into the index other searches read.  FAISS
- * 1.7.3 takes a per-call efSearch for when the search stops but sizes its
- * candidate heap by the index's own efSearch, so a per-call value above
- * it would be cut to it: the index's efSearch is set to CD_EF_SEARCH_MAX
- * (a capacity only; measured: no slower, the same recall) and every HNSW
- * search passes its efSearch per call, HNSW_EF_SEARCH unless asked.
+ * A search's own parameters (cd_index_search_params): FAISS 1.7.3's C API
+ * has no per-call search parameters, so such a search sets efSearch or
+ * nprobe on the index itself, searches and sets the default back, holding
+ * the index's params_lock for writing; every other search of the main
+ * index holds it for reading.  Searches with the defaults run side by
+ * side; one with its own parameters runs alone on its index, and no
+ * search ever sees another's parameters.
  *
  * Every mutating call leaves the index as it was when it fails, except
  * when FAISS itself fails half-way through an add or remove (out of
@@ -43,6 +43,7 @@
 #include "index.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
@@ -64,7 +65,6 @@
 #include <faiss/c_api/index_io_c.h>
 
 #include "idset.h"
-#include "index_params.h"
 #include "scan.h"
 
 #define TRAIN_POINTS_PER_LIST 39   /* FAISS k-means warns below this */
@@ -83,8 +83,9 @@ struct cd_index {
     int64_t threshold;      /* staged count that triggers training; 0: none */
     size_t nlist;           /* IVF lists of main, 0 when not IVF */
     bool can_remove;        /* main's type removes for real */
-    bool hnsw;              /* main is an HNSW (searched with efSearch per
-                               call) */
+    bool hnsw;              /* main is an HNSW */
+    pthread_rwlock_t params_lock;   /* read: a search with the default
+                               parameters; write: one with its own */
     cd__idset hidden;          /* removed ids main could not remove */
     int64_t hidden_vectors; /* stored vectors whose id is in hidden */
     bool readded;           /* a hidden id was added again */
@@ -177,6 +178,14 @@ static void index_shape(FaissIndex *ix, char *buf, size_t size)
     }
 }
 
+/* The lists an IVF index of nlist lists probes unless a search asks for
+ * another number; see the file comment. */
+static size_t default_nprobe(size_t nlist)
+{
+    size_t nprobe = nlist / 16 > NPROBE_MIN ? nlist / 16 : NPROBE_MIN;
+    return nprobe > nlist ? nlist : nprobe;
+}
+
 /* Sets nprobe (IVF) and efSearch (HNSW) on ix; see the file comment. */
 static cd_err tune(FaissIndex *ix, size_t nlist, cd_error *err)
 {
@@ -185,17 +194,13 @@ static cd_err tune(FaissIndex *ix, size_t nlist, cd_error *err)
         return faiss_fail(err, CD_ENOMEM, "faiss parameter space");
     cd_err rc = CD_OK;
     if (nlist > 0) {
-        size_t nprobe = nlist / 16 > NPROBE_MIN ? nlist / 16 : NPROBE_MIN;
-        if (nprobe > nlist)
-            nprobe = nlist;
         if (faiss_ParameterSpace_set_index_parameter(ps, ix, "nprobe",
-                                                     (double)nprobe) != 0)
+                                                     (double)default_nprobe(nlist)) != 0)
             rc = faiss_fail(err, CD_EINTERNAL, "faiss set nprobe");
     }
-    /* The heap's capacity (see the file comment).  Fails for every index
-     * without an HNSW in it; that is expected. */
+    /* Fails for every index without an HNSW in it; that is expected. */
     (void)faiss_ParameterSpace_set_index_parameter(ps, ix, "efSearch",
-                                                   CD_EF_SEARCH_MAX);
+                                                   HNSW_EF_SEARCH);
     faiss_ParameterSpace_free(ps);
     return rc;
 }
@@ -548,6 +553,7 @@ cd_err cd_index_create(const char *spec, int dim, cd_metric metric,
     ix = calloc(1, sizeof *ix);
     if (!ix)
         return cd__fail(err, CD_ENOMEM, "out of memory");
+    pthread_rwlock_init(&ix->params_lock, NULL);
     snprintf(ix->spec, sizeof ix->spec, "%s", spec);
     ix->dim = dim;
     ix->metric = faiss_metric(metric);
@@ -588,6 +594,7 @@ void cd_index_destroy(cd_index *ix)
     if (ix->main)
         faiss_Index_free(ix->main);
     cd__idset_finish(&ix->hidden);
+    pthread_rwlock_destroy(&ix->params_lock);
     free(ix);
 }
 
@@ -857,45 +864,49 @@ cd_err cd_index_search_skipping(const cd_index *ix, const float *queries,
 }
 
 /*
- * faiss_Index_search on fx with p's parameter, when one is set and fx is
- * the trained main index (staging is exact: nothing to tune).  An id map
- * cannot pass parameters on in FAISS 1.7.3, so its sub-index is searched
- * and the labels mapped to ids here, as IndexIDMap::search does.
+ * faiss_Index_search on fx, with p's parameter when one is set and fx is
+ * the trained main index (staging is exact: nothing to tune), under the
+ * index's params_lock (see the file comment).
  */
 static cd_err faiss_search(const cd_index *ix, const FaissIndex *fx,
                            const cd_index_params *p, size_t nq,
                            const float *queries, size_t k, float *scores,
                            int64_t *ids, cd_error *err)
 {
-    int ef = 0;
-    size_t nprobe = 0;
-    if (fx == ix->main && ix->hnsw) {
-        ef = p && p->ef_search > 0 ? p->ef_search : HNSW_EF_SEARCH;
-        if ((size_t)ef < k)
-            ef = k < (size_t)INT_MAX ? (int)k : INT_MAX;
+    const char *name = NULL;
+    double value = 0, back = 0;
+    if (fx == ix->main && ix->hnsw && p && p->ef_search > 0) {
+        name = "efSearch";
+        value = p->ef_search;
+        back = HNSW_EF_SEARCH;
     } else if (fx == ix->main && p && p->nprobe > 0) {
-        nprobe = (size_t)p->nprobe;
+        name = "nprobe";
+        value = p->nprobe;
+        back = (double)default_nprobe(ix->nlist);
     }
-    if (ef == 0 && nprobe == 0) {
-        if (faiss_Index_search(fx, (idx_t)nq, queries, (idx_t)k, scores, ids) != 0)
-            return faiss_fail(err, CD_EINTERNAL, "faiss search");
-        return CD_OK;
+    /* The lock guards the index's parameters, not its contents: taking it
+     * changes nothing a const caller can see. */
+    pthread_rwlock_t *lock = (pthread_rwlock_t *)&ix->params_lock;
+    if (!name) {
+        pthread_rwlock_rdlock(lock);
+        int frc = faiss_Index_search(fx, (idx_t)nq, queries, (idx_t)k, scores, ids);
+        pthread_rwlock_unlock(lock);
+        return frc != 0 ? faiss_fail(err, CD_EINTERNAL, "faiss search") : CD_OK;
     }
-    FaissIndexIDMap *map = faiss_IndexIDMap_cast((FaissIndex *)fx);
-    const FaissIndex *target = map ? faiss_IndexIDMap_sub_index(map) : fx;
-    char msg[256];
-    if (cd__faiss_search_params(target, (int64_t)nq, queries, (int64_t)k,
-                                scores, ids, ef, nprobe, msg, sizeof msg) != 0)
-        return cd__fail(err, CD_EINTERNAL, "faiss search: %s", msg);
-    if (map) {
-        idx_t *id_map = NULL;
-        size_t n_map = 0;
-        faiss_IndexIDMap_id_map(map, &id_map, &n_map);
-        for (size_t i = 0; i < nq * k; i++)
-            if (ids[i] >= 0)
-                ids[i] = (size_t)ids[i] < n_map ? id_map[ids[i]] : -1;
-    }
-    return CD_OK;
+    FaissParameterSpace *ps = NULL;
+    if (faiss_ParameterSpace_new(&ps) != 0)
+        return faiss_fail(err, CD_ENOMEM, "faiss parameter space");
+    cd_err rc = CD_OK;
+    pthread_rwlock_wrlock(lock);
+    if (faiss_ParameterSpace_set_index_parameter(ps, (FaissIndex *)fx, name, value) != 0)
+        rc = faiss_fail(err, CD_EINTERNAL, "faiss set search parameter");
+    else if (faiss_Index_search(fx, (idx_t)nq, queries, (idx_t)k, scores, ids) != 0)
+        rc = faiss_fail(err, CD_EINTERNAL, "faiss search");
+    /* Setting the default back cannot fail where setting it worked. */
+    (void)faiss_ParameterSpace_set_index_parameter(ps, (FaissIndex *)fx, name, back);
+    pthread_rwlock_unlock(lock);
+    faiss_ParameterSpace_free(ps);
+    return rc;
 }
 
 cd_err cd_index_search(const cd_index *ix, const float *queries, size_t nq,
