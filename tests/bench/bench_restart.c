@@ -183,7 +183,7 @@ int main(int argc, char **argv)
     double raw = 4.0 * DIM + 8;
     printf("ready: clean %.0f ms, after kill -9 %.0f ms (%.2f s per million)\n",
            clean * 1e3, unclean * 1e3, unclean * 1e6 / (double)n);
-    printf("disk: %lld bytes (%lld in index snapshots) = %.0f bytes a vector, "
+    printf("disk: %lld bytes (%lld in index/) = %.0f bytes a vector, "
            "%.2fx the raw %.0f (4 x dim + 8 for the id)\n",
            all, snaps, (double)all / (double)n, (double)all / (double)n / raw, raw);
     if (argc <= 2) {
