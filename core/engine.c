@@ -642,12 +642,93 @@ out:
     return rc;
 }
 
-/* Loads gi's newest snapshot and catches up, or rebuilds; reads which
- * items have an embedding of gi's model. */
+/* One batch of flat_load's scan: the rows into the index and members. */
+typedef struct flat_ctx {
+    cd_index *ix;
+    cd__idset *members;
+    cd_error *err;
+} flat_ctx;
+
+static cd_err flat_batch(void *ctx, const int64_t *rowids,
+                         const float *vectors, size_t n)
+{
+    flat_ctx *f = ctx;
+    cd_err rc = cd__members_batch(f->members, rowids, NULL, n);
+    return rc == CD_OK ? cd_index_add(f->ix, rowids, vectors, n, f->err) : rc;
+}
+
+/*
+ * Loads gi's Flat index (ix, empty, of g's spec) straight from the store:
+ * one scan in rowid order fills it and gi->members.  A Flat index is the
+ * stored vectors as they are, so a snapshot of it would be a second copy
+ * of every vector on disk and reading it is no faster than this scan:
+ * none is kept (index_snapshot), and a file left by an older compatd is
+ * removed here.  With no file read, nothing needs the binding checks of
+ * snapshot_check: no other gallery's, store's or history's rows can get
+ * in, the index is this store's rows at this open, and the row count is
+ * checked against the store's as for a snapshot.  What the scan must
+ * still rule out is a damaged b-tree ending it early without an error
+ * (see store_checked).  Every page of the file passed quick_check or the
+ * full check at this open (unclean_check), and quick_check verifies the
+ * structure of every b-tree, the embeddings table's own primary-key
+ * b-tree that this scan walks included; what it leaves out (index
+ * entries against their tables, UNIQUE constraints) this scan does not
+ * read.  Without that check at this open, the full check runs first, as
+ * before any rebuild.  Takes ix; on failure gi keeps no index.
+ */
+static cd_err flat_load(cd_engine *e, gallery *g, gal_index *gi,
+                        cd_index *ix, int64_t stored, cd_error *err)
+{
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    cd_err rc = e->pages_checked ? CD_OK : store_checked(e, err);
+    flat_ctx f = {ix, &gi->members, err};
+    if (rc == CD_OK)
+        rc = cd_store_scan_vectors(e->st, g->info.id, gi->model.id,
+                                   gi->model.dim, 0, SCAN_BATCH, flat_batch, &f,
+                                   NULL, err);
+    if (rc == CD_OK && cd_index_count(ix) != stored)
+        rc = cd__fail(err, CD_ECORRUPT, "gallery %s model %s: the store counts %"
+                      PRId64 " vectors, its scan gave %" PRId64, g->info.name,
+                      gi->model.name, stored, cd_index_count(ix));
+    if (rc != CD_OK) {
+        cd_index_destroy(ix);
+        return rc;
+    }
+    prune_ctx none = {NULL};
+    snapshot_files(e, g->info.id, gi->model.id, remove_other, &none);
+    gi->ix = ix;
+    gi->saved_seq = g->seq;
+    gi->dirty = false;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    cd__elog(e, CD_LOG_INFO, "gallery %s model %s: %" PRId64 " vectors read from "
+             "the store in %.0f ms", g->info.name, gi->model.name, stored,
+             (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
+    return CD_OK;
+}
+
+/* Loads gi's index: a Flat one from the store (flat_load), others from
+ * their newest snapshot, caught up, or rebuilt; reads which items have an
+ * embedding of gi's model. */
 static cd_err index_load(cd_engine *e, gallery *g, gal_index *gi,
                          cd_error *err)
 {
     cd__idset_finish(&gi->members);
+    cd_index *flat = NULL;
+    if (cd_index_create(g->info.index_spec, gi->model.dim, gi->model.metric,
+                        &flat, NULL) == CD_OK && !cd_index_is_flat(flat)) {
+        cd_index_destroy(flat);
+        flat = NULL;
+    }
+    if (flat) {
+        int64_t n = 0;
+        cd_err frc = cd_store_count_vectors(e->st, g->info.id, gi->model.id, &n, err);
+        if (frc != CD_OK) {
+            cd_index_destroy(flat);
+            return frc;
+        }
+        return flat_load(e, g, gi, flat, n, err);
+    }
     cd_err mrc = cd_store_scan_rowids(e->st, g->info.id, gi->model.id,
                                       SCAN_BATCH, cd__members_batch,
                                       &gi->members, err);
@@ -715,6 +796,13 @@ static cd_err index_snapshot(cd_engine *e, gallery *g, gal_index *gi,
 {
     if (!gi->ix || (!gi->dirty && gi->saved_seq == g->seq) || atomic_load(&g->deleted))
         return CD_OK;
+    if (cd_index_is_flat(gi->ix)) {
+        /* Read from the store at load (flat_load): nothing to write, and
+         * no tombstone is needed to catch up. */
+        gi->saved_seq = g->seq;
+        gi->dirty = false;
+        return CD_OK;
+    }
     if (gi->hidden) {
         /* The caller holds the write lock (see cd_engine_snapshot). */
         cd_err rc = cd__index_rebuild(e, g, gi, err);
@@ -815,15 +903,57 @@ static cd_err dir_private(const char *dir, cd_error *err)
     return CD_OK;
 }
 
+/* index/STORE_MARK holds the identity of the store the directory has
+ * held since its first open: a Flat gallery keeps no snapshot, so without
+ * it a directory of Flat galleries that lost its database would look new
+ * (db_present). */
+#define STORE_MARK "store.id"
+
+/* Writes index/STORE_MARK when it does not hold this store's identity. */
+static cd_err store_mark(cd_engine *e, cd_error *err)
+{
+    char *path = cd__str_printf("%s/%s", e->index_dir, STORE_MARK);
+    char *tmp = cd__str_printf("%s/%s.tmp", e->index_dir, STORE_MARK);
+    char have[CD_STORE_ID_LEN + 1] = "";
+    cd_err rc = CD_OK;
+    if (!path || !tmp) {
+        rc = cd__fail(err, CD_ENOMEM, "out of memory");
+        goto out;
+    }
+    FILE *f = fopen(path, "r");
+    if (f) {
+        size_t got = fread(have, 1, CD_STORE_ID_LEN, f);
+        have[got] = '\0';
+        fclose(f);
+    }
+    if (strcmp(have, e->store_id) == 0)
+        goto out;
+    f = fopen(tmp, "w");
+    bool written = f && fputs(e->store_id, f) >= 0 && fflush(f) == 0 && fsync(fileno(f)) == 0;
+    if (f && fclose(f) != 0)
+        written = false;
+    if (!written || rename(tmp, path) != 0) {
+        rc = cd__fail(err, CD_EIO, "cannot write %s: %s", path, strerror(errno));
+        unlink(tmp);
+    }
+out:
+    free(path);
+    free(tmp);
+    return rc;
+}
+
 /* Fails when the database is missing or empty while index/ holds
- * snapshots: the data directory lost its database, and starting empty
- * would hide that. */
+ * snapshots or the store's mark: the data directory lost its database,
+ * and starting empty would hide that. */
 static cd_err db_present(cd_engine *e, cd_error *err)
 {
     struct stat sb;
     bool missing = stat(e->db_path, &sb) != 0;
     if (!missing && sb.st_size > 0)
         return CD_OK;
+    char *mark = cd__str_printf("%s/%s", e->index_dir, STORE_MARK);
+    bool marked = mark && stat(mark, &sb) == 0;
+    free(mark);
     size_t snapshots = 0;
     DIR *d = opendir(e->index_dir);
     struct dirent *de;
@@ -833,13 +963,15 @@ static cd_err db_present(cd_engine *e, cd_error *err)
     }
     if (d)
         closedir(d);
-    if (snapshots == 0)
+    if (snapshots == 0 && !marked)
         return CD_OK;
     return cd__fail(err, CD_ENOTFOUND, "refusing to start: %s is %s but %s holds %zu index "
-                    "snapshot%s, so the data directory has lost its database; restore "
+                    "snapshot%s%s, so the data directory has lost its database; restore "
                     "compatd.db from a backup (`compatd backup`), or remove %s to start "
                     "over empty", e->db_path, missing ? "missing" : "empty",
-                    e->index_dir, snapshots, snapshots == 1 ? "" : "s", e->index_dir);
+                    e->index_dir, snapshots, snapshots == 1 ? "" : "s",
+                    marked ? " and the mark of the database it held (" STORE_MARK ")" : "",
+                    e->index_dir);
 }
 
 /*
@@ -860,6 +992,7 @@ static cd_err unclean_check(cd_engine *e, cd_error *err)
              e->data_dir, e->db_path);
         if ((rc = store_checked(e, err)) != CD_OK)
             goto fail;
+        e->pages_checked = true;
         cd__elog(e, CD_LOG_INFO, "%s passed its integrity check", e->db_path);
     } else {
         /* After a clean stop the file can still have been damaged at rest
@@ -867,10 +1000,12 @@ static cd_err unclean_check(cd_engine *e, cd_error *err)
          * (quick_check, O(pages)); what it finds gets the full check,
          * whose report the refusal gives. */
         cd_error qerr;
-        if (stat(e->db_path, &sb) == 0 && sb.st_size > 0 &&
-            cd_store_quick_check(e->db_path, NULL, &qerr) == CD_ECORRUPT &&
-            (rc = store_checked(e, err)) != CD_OK)
-            goto fail;
+        if (stat(e->db_path, &sb) == 0 && sb.st_size > 0) {
+            cd_err q = cd_store_quick_check(e->db_path, NULL, &qerr);
+            if (q == CD_ECORRUPT && (rc = store_checked(e, err)) != CD_OK)
+                goto fail;
+            e->pages_checked = q == CD_OK || q == CD_ECORRUPT;
+        }
     }
     FILE *f = fopen(e->marker_path, "w");
     bool written = f && fprintf(f, "%ld\n", (long)getpid()) > 0 && fflush(f) == 0 &&
@@ -931,6 +1066,8 @@ cd_err cd_engine_open(const cd_engine_config *cfg, cd_engine **out,
     rc = cd_store_open(e->db_path, &e->st, err);
     if (rc == CD_OK)
         rc = cd_store_identity(e->st, e->store_id, err);
+    if (rc == CD_OK)
+        rc = store_mark(e, err);
     if (rc != CD_OK)
         goto fail;
     rc = cd_store_gallery_list(e->st, &rows, &n_rows, err);

@@ -126,6 +126,9 @@ struct cd_engine {
     pthread_mutex_t check_mu;   /* guards the two fields below */
     bool checked;               /* the store was checked in this run */
     cd_error check_err;         /* its verdict (code CD_OK: healthy) */
+    bool pages_checked;         /* every page of the store passed
+                                   quick_check or the full check at this
+                                   open (set before any load; flat_load) */
 };
 
 void cd__elog(cd_engine *e, int level, const char *fmt, ...)

@@ -1010,6 +1010,12 @@ bool cd_index_can_remove(const cd_index *ix)
     return ix->can_remove;
 }
 
+bool cd_index_is_flat(const cd_index *ix)
+{
+    cd_scan s;
+    return !ix->staging && flat_rows(ix->main, &s);
+}
+
 /* ---- save / load -------------------------------------------------------- */
 
 /*

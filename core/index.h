@@ -148,6 +148,13 @@ bool cd_index_needs_rebuild(const cd_index *ix);
 bool cd_index_can_remove(const cd_index *ix);
 
 /*
+ * True for an exact Flat index: its rows are the stored vectors as they
+ * are, so the engine reads it straight from the store and keeps no
+ * snapshot of it (one copy on disk).
+ */
+bool cd_index_is_flat(const cd_index *ix);
+
+/*
  * Writes the index to path atomically (a temporary file in the same
  * directory, fsync, rename, fsync of the directory).  The file is FAISS's
  * serialisation, then meta_len bytes of the caller's meta (what the index

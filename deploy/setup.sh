@@ -22,13 +22,14 @@ PACKAGES="build-essential pkg-config meson ninja-build cmake dpkg-dev
   python3 python3-numpy curl sqlite3"
 # valgrind; clang and its runtimes for the fuzzers; certtool for the TLS
 # tests; Chromium for the dashboard's browser test; PyYAML for the OpenAPI
-# test; FAISS's Python module for the evaluation benchmark's reference.
+# test; FAISS's Python module for the evaluation benchmark's reference,
+# hnswlib's for the peers benchmark's (tests/bench/bench_peers.py).
 # Prometheus for the monitoring test; debhelper and patchelf for the
 # Debian package's (deploy/debian).  Node and npm (unless some npm is
 # installed already) for the npm tools pinned in tests/npm (the OpenAPI
 # lint, a generated client).
 TEST_PACKAGES="valgrind clang libclang-rt-dev libomp-dev gnutls-bin
-  chromium fonts-dejavu-core python3-yaml python3-faiss prometheus
+  chromium fonts-dejavu-core python3-yaml python3-faiss python3-hnswlib prometheus
   debhelper patchelf"
 
 case ${COMPATD_SETUP:-test} in

@@ -7,8 +7,10 @@
  * middle of a request; every other run has --snapshot-interval 1 and
  * lives past its first periodic snapshots), and a reference that never
  * crashes.  Operations are batches of BATCH_ITEMS upserts over a fixed id
- * space (so new items and updates mix) and single deletes, on two Flat
- * galleries (l2 and ip models, so stored vectors come back bit for bit).
+ * space (so new items and updates mix) and single deletes, on two exact
+ * galleries (l2 and ip models, so stored vectors come back bit for bit):
+ * a Flat one, which is read from the store at every start and keeps no
+ * snapshot, and an IVF1,Flat one, which keeps snapshots.
  *
  * After each restart: every acknowledged item is there with its exact
  * vector and label, deleted ones are 404, counts match, and fixed queries
@@ -48,11 +50,13 @@
 #define DELETE_SHARE 5      /* one op in DELETE_SHARE is a delete */
 #define N_QUERIES 20
 #define K 10
+#define SNAPSHOTTED 1   /* galleries whose index keeps snapshots */
 
 typedef struct gallery_state {
     const char *name;
     const char *model;
     const char *metric;
+    const char *index;  /* Flat: read from the store, no snapshot */
     size_t n_ids;
     bool *live;         /* acknowledged and not deleted */
     float *vec;         /* n_ids * DIM: the last acknowledged vector */
@@ -392,8 +396,9 @@ static void setup_daemon(td_http *h, const world *w)
                       w->g[g].model, DIM, w->g[g].metric);
         CHECK_EQ(r.status, 201);
         td_reply_finish(&r);
-        td_http_jsonf(h, &r, "POST", "/v1/galleries", "{\"name\":\"%s\",\"model\":\"%s\"}",
-                      w->g[g].name, w->g[g].model);
+        td_http_jsonf(h, &r, "POST", "/v1/galleries",
+                      "{\"name\":\"%s\",\"model\":\"%s\",\"index\":\"%s\"}",
+                      w->g[g].name, w->g[g].model, w->g[g].index);
         CHECK_EQ(r.status, 201);
         td_reply_finish(&r);
     }
@@ -606,7 +611,7 @@ static void damaged_snapshots(world *w)
     CHECK_EQ(td_daemon_stop(w->victim), 0);
     size_t n_old = 0;
     char **old = snapshot_files(index_dir, &n_old);
-    CHECK(n_old >= w->n_galleries);
+    CHECK(n_old >= SNAPSHOTTED);
     for (size_t i = 0; i < n_old; i++) {
         char from[8192], to[8192];
         snprintf(from, sizeof from, "%s/%s", index_dir, old[i]);
@@ -626,7 +631,7 @@ static void damaged_snapshots(world *w)
         CHECK_EQ(td_daemon_stop(w->victim), 0);
         size_t n = 0;
         char **names = snapshot_files(index_dir, &n);
-        CHECK(n >= w->n_galleries);
+        CHECK(n >= SNAPSHOTTED);
         for (size_t i = 0; i < n; i++) {
             char path[8192];
             snprintf(path, sizeof path, "%s/%s", index_dir, names[i]);
@@ -675,8 +680,10 @@ int main(void)
     REQUIRE(w != NULL);
     w->rng.state = td_seed(7);
     w->n_galleries = 2;
-    w->g[0] = (gallery_state){.name = "dur-l2", .model = "m-l2", .metric = "l2"};
-    w->g[1] = (gallery_state){.name = "dur-ip", .model = "m-ip", .metric = "ip"};
+    w->g[0] = (gallery_state){.name = "dur-l2", .model = "m-l2", .metric = "l2",
+                              .index = "Flat"};
+    w->g[1] = (gallery_state){.name = "dur-ip", .model = "m-ip", .metric = "ip",
+                              .index = "IVF1,Flat"};
     for (size_t g = 0; g < w->n_galleries; g++) {
         w->g[g].n_ids = n_ids;
         w->g[g].live = calloc(n_ids, sizeof *w->g[g].live);

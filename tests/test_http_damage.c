@@ -27,6 +27,9 @@
 
 #define DIM 16
 #define N_ITEMS 50
+/* An exact index type that keeps snapshots, for the snapshot binding
+ * tests (a Flat index is read from the store and keeps none). */
+#define SNAP_EXACT "IVF1,Flat"
 
 typedef struct set {
     const char *prefix;     /* item ids are prefix + index */
@@ -281,8 +284,8 @@ static void test_swapped_snapshot(void)
     set_make(&b, "b", N_ITEMS);
     REQUIRE(td_daemon_start_client(NULL, &d, &h));
     setup_model(h);
-    create_gallery(h, "ga", "Flat");  /* gallery id 1 */
-    create_gallery(h, "gb", "Flat");  /* gallery id 2 */
+    create_gallery(h, "ga", SNAP_EXACT); /* gallery id 1 */
+    create_gallery(h, "gb", SNAP_EXACT); /* gallery id 2 */
     upsert(h, "ga", &a, 200);         /* the same seq and count */
     upsert(h, "gb", &b, 200);
     td_http_destroy(h);
@@ -316,7 +319,7 @@ static void test_other_history(void)
     set_make(&two, "c", 20);
     REQUIRE(td_daemon_start_client(NULL, &d, &h));
     setup_model(h);
-    create_gallery(h, "gh", "Flat");
+    create_gallery(h, "gh", SNAP_EXACT);
     upsert(h, "gh", &base, 200);
     td_http_destroy(h);
     h = NULL;

@@ -95,6 +95,10 @@ static void check_says(const char *data, int want, const char *says)
     free(out);
 }
 
+/* The vector of item it<MARK_ITEM>, kept to find its page in the file. */
+#define MARK_ITEM (N_ITEMS / 2)
+static float mark[DIM];
+
 /* Fills gallery g with N_ITEMS vectors of model a. */
 static void fill(td_http *h, td_rng *rng)
 {
@@ -112,6 +116,8 @@ static void fill(td_http *h, td_rng *rng)
         td_text_append(&t, "{\"model\":\"a\",\"items\":[");
         for (size_t i = 0; i < BATCH * DIM; i++)
             v[i] = (float)td_rng_gauss(rng);
+        if (MARK_ITEM >= from && MARK_ITEM < from + BATCH)
+            memcpy(mark, v + (MARK_ITEM - from) * DIM, sizeof mark);
         for (size_t i = 0; i < BATCH; i++) {
             char *b64 = td_b64_floats(v + i * DIM, DIM);
             REQUIRE(b64 != NULL);
@@ -125,6 +131,32 @@ static void fill(td_http *h, td_rng *rng)
         free(t.s);
     }
     free(v);
+}
+
+/*
+ * The first byte of the page of db that holds item it<MARK_ITEM>'s vector
+ * (a leaf page of the embeddings table), found by its bytes, so that the
+ * damage lands in a table's pages whatever the file's layout.
+ */
+static long mark_page(const char *db)
+{
+    struct stat sb;
+    REQUIRE(stat(db, &sb) == 0 && sb.st_size > 100);
+    size_t n = (size_t)sb.st_size;
+    char *bytes = malloc(n);
+    REQUIRE(bytes != NULL);
+    FILE *f = fopen(db, "rb");
+    REQUIRE(f != NULL);
+    REQUIRE(fread(bytes, 1, n, f) == n);
+    fclose(f);
+    long page = ((unsigned char)bytes[16] << 8) | (unsigned char)bytes[17];
+    if (page == 1)
+        page = 65536;
+    void *at = memmem(bytes, n, mark, sizeof mark);
+    REQUIRE(at != NULL);
+    long offset = (long)((char *)at - bytes);
+    free(bytes);
+    return offset / page * page;
 }
 
 /* One way to damage compatd.db. */
@@ -164,14 +196,16 @@ int main(void)
     check_says(data, 0, "5000 embeddings");
     restore(data, good);
 
-    /* 1.5 MB is the start of a page of the embeddings table (16 KiB
-     * pages); 1,600,000 is inside one, where the damage is a cell that
-     * SQLite reads without an error: a scan ends early there. */
+    /* The page that holds a known vector, a leaf of the embeddings
+     * table: its header, and its cell pointers (from byte 8 of a leaf
+     * page), which a scan follows without an error to the wrong cells. */
+    long page = mark_page(db);
+    fprintf(stderr, "item it%d's vector is on the page at %ld\n", MARK_ITEM, page);
     const damage_case cases[] = {
-        {"page header at 1.5 MB, clean stop", 1536 * 1024, false},
-        {"page header at 1.5 MB, kill -9", 1536 * 1024, true},
-        {"cells at 1,600,000, clean stop", 1600 * 1000, false},
-        {"cells at 1,600,000, kill -9", 1600 * 1000, true},
+        {"page header, clean stop", page, false},
+        {"page header, kill -9", page, true},
+        {"cell pointers, clean stop", page + 8, false},
+        {"cell pointers, kill -9", page + 8, true},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const damage_case *c = &cases[i];

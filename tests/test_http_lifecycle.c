@@ -789,7 +789,9 @@ static long long sql_int(const char *path, const char *sql)
  * new128 each, and promotes new128. */
 static void fill_both(td_http *h, const char *g, size_t n)
 {
-    char *b = td_fmt("{\"name\":\"%s\",\"model\":\"old128\"}", g);
+    /* IVF1,Flat: exact, and snapshotted (a Flat index is read from the
+     * store instead), so that retiring a model shows in its files. */
+    char *b = td_fmt("{\"name\":\"%s\",\"model\":\"old128\",\"index\":\"IVF1,Flat\"}", g);
     call_ok(h, 201, "POST", "/v1/galleries", b);
     free(b);
     for (size_t i = 0; i < n; i += 500) {

@@ -497,7 +497,7 @@ static const struct {
     {"POST", "/v1/models", "{\"name\":\"m-old\",\"dim\":4,\"metric\":\"l2\"}", 201},
     {"POST", "/v1/models",
      "{\"name\":\"m-new\",\"dim\":4,\"metric\":\"l2\",\"compatible_with\":\"m-old\"}", 201},
-    {"POST", "/v1/galleries", "{\"name\":\"g\",\"model\":\"m-old\"}", 201},
+    {"POST", "/v1/galleries", "{\"name\":\"g\",\"model\":\"m-old\",\"index\":\"IVF1,Flat\"}", 201},
 }, search_steps[] = {
     {"POST", "/v1/galleries/g/search", "{\"vector\":[1,2,0]}", 400},
     {"POST", "/v1/galleries/g/search", "{\"vector\":[1,2,0,", 400},
