@@ -835,7 +835,6 @@ static cd_err index_snapshot(cd_engine *e, gallery *g, gal_index *gi,
         gi->saved_seq = g->seq;
         gi->dirty = false;
         atomic_fetch_add(&e->snapshots, 1);
-        atomic_store(&e->last_snapshot, (long long)time(NULL));
     } else if (rc == CD_ECONFLICT) {
         rc = CD_OK; /* hidden ids: the next load rebuilds instead */
     }
@@ -1222,6 +1221,10 @@ cd_err cd_engine_snapshot(cd_engine *e, cd_error *err)
             rc = one;
     }
     free(gals);
+    /* What a restart reads is current as of this pass: the snapshots it
+     * wrote, and the store itself for Flat indexes, which have none. */
+    if (rc == CD_OK)
+        atomic_store(&e->last_snapshot, (long long)time(NULL));
     pthread_mutex_unlock(&e->snap_mu);
     return rc;
 }

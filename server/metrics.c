@@ -356,7 +356,7 @@ char *cd_metrics_render(cd_metrics *m, cd_engine *e, size_t *len)
                 "# TYPE compatd_snapshots_total counter\ncompatd_snapshots_total %lld\n",
             (long long)st.snapshots_written);
         if (st.last_snapshot_unix > 0)
-            put(&t, "# HELP compatd_snapshot_age_seconds Seconds since the last index snapshot.\n"
+            put(&t, "# HELP compatd_snapshot_age_seconds Seconds since the last snapshot pass that succeeded (what a restart reads is current as of it).\n"
                     "# TYPE compatd_snapshot_age_seconds gauge\ncompatd_snapshot_age_seconds %lld\n",
                 (long long)(time(NULL) - st.last_snapshot_unix));
         put(&t, "# HELP compatd_ready Whether the indexes are loaded.\n"
