@@ -141,6 +141,7 @@ static void gallery_free(gallery *g)
         cd__idset_finish(&g->indexes[i].members);
     }
     free(g->indexes);
+    cd_fields_destroy(g->fields);
     pthread_rwlock_destroy(&g->lock);
     pthread_mutex_destroy(&g->overlap_mu);
     free(g);
@@ -160,6 +161,12 @@ static gallery *gallery_new(cd_engine *e, const cd_gallery *info,
     atomic_init(&g->deleted, false);
     pthread_rwlock_init(&g->lock, NULL);
     pthread_mutex_init(&g->overlap_mu, NULL);
+    g->fields = cd_fields_create();
+    if (!g->fields) {
+        cd__fail(err, CD_ENOMEM, "out of memory");
+        gallery_free(g);
+        return NULL;
+    }
     if (cd__model_by_name(e, info->model, &g->model, err) != CD_OK) {
         gallery_free(g);
         return NULL;
@@ -622,7 +629,7 @@ static cd_err index_load(cd_engine *e, gallery *g, gal_index *gi,
 {
     cd__idset_finish(&gi->members);
     cd_err mrc = cd_store_scan_rowids(e->st, g->info.id, gi->model.id,
-                                      SCAN_BATCH, members_batch,
+                                      SCAN_BATCH, cd__members_batch,
                                       &gi->members, err);
     if (mrc != CD_OK)
         return mrc;
@@ -979,6 +986,8 @@ cd_err cd_engine_load_indexes(cd_engine *e, cd_error *err)
                 grc = index_load(e, g, gi, &gerr);
         }
         free(counts);
+        if (grc == CD_OK)
+            grc = cd__fields_read(e, g, NULL, 0, &gerr);
         /* Damage read from the database is the whole database's, not this
          * gallery's: confirmed by the store's check, nothing is served. */
         if (grc == CD_ECORRUPT || grc == CD_EIO)

@@ -33,6 +33,7 @@
 
 #include "error.h"
 #include "eval.h"
+#include "filter.h"
 #include "store.h"
 #include "vec.h"
 
@@ -192,6 +193,8 @@ typedef struct cd_search_result {
     cd_hit *hits;                   /* query i's hits at hits[i*k ...] */
     size_t n_searched;
     cd_searched *searched;
+    bool filtered;                  /* a filter was given */
+    int64_t matched;                /* then: the gallery's items it matches */
 } cd_search_result;
 
 /*
@@ -204,6 +207,22 @@ cd_err cd_engine_search(cd_engine *e, const char *gallery, const char *model,
                         const float *queries, size_t nq, size_t k,
                         unsigned include, cd_search_result **out,
                         cd_error *err);
+
+/*
+ * cd_engine_search restricted to the items filter matches (NULL: every
+ * item; filter.h says how fields compare).  For a Flat index (and any
+ * index still staging) the hits are exactly the top k of the matching
+ * items; an ANN index answers with its recall on the matching subset,
+ * from the index with the filter applied to its candidates, or, when the
+ * matching items are few, from an exact pass over their stored vectors
+ * (engine_search.c's plan).  A hot-refresh search filters both spaces.
+ * CD_EINVAL for a filter cd_filter_check refuses.
+ */
+cd_err cd_engine_search_filtered(cd_engine *e, const char *gallery,
+                                 const char *model, const float *queries,
+                                 size_t nq, size_t k, unsigned include,
+                                 const cd_filter *filter,
+                                 cd_search_result **out, cd_error *err);
 
 void cd_search_result_destroy(cd_search_result *r);
 

@@ -13,6 +13,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+#include "filter.h"
 #include "idset.h"
 #include "index.h"
 
@@ -47,6 +48,8 @@ typedef struct gallery {
     int64_t overlap_seq;    /* gallery seq it was counted at */
     size_t overlap;         /* gallery-model items that also have one of
                                overlap_model */
+    cd_fields *fields;      /* every item's label and metadata members,
+                               for filters; kept with the indexes */
 } gallery;
 
 struct cd_engine {
@@ -96,6 +99,8 @@ cd_err cd__index_rebuild(cd_engine *e, gallery *g, gal_index *gi,
                          cd_error *err);
 gal_index *cd__index_slot(gallery *g, int64_t model_id);
 gal_index *cd__index_slot_add(gallery *g, const cd_model *m);
+cd_err cd__fields_read(cd_engine *e, gallery *g, const int64_t *rowids,
+                       size_t n, cd_error *err);
 cd_err cd__members_batch(void *ctx, const int64_t *rowids,
                          const float *vectors, size_t n);
 cd_err cd__model_by_name(cd_engine *e, const char *name, cd_model *out,

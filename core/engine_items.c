@@ -19,6 +19,28 @@
 
 /* --- items ----------------------------------------------------------- */
 
+static cd_err fields_item(void *ctx, int64_t rowid, const char *label,
+                          const cd_field_value *values, size_t n)
+{
+    gallery *g = ctx;
+    return cd_fields_set(g->fields, rowid, label, values, n, NULL);
+}
+
+/*
+ * Reads into g's filter fields the label and metadata of the n items
+ * rowids as stored (rowids NULL: of every item).  The caller holds g's
+ * write lock (or has it to itself).
+ */
+cd_err cd__fields_read(cd_engine *e, gallery *g, const int64_t *rowids,
+                       size_t n, cd_error *err)
+{
+    cd_err rc = cd_store_item_fields(e->st, g->info.id, rowids, n, fields_item,
+                                     g, err);
+    if (rc == CD_ENOMEM)
+        return cd__fail(err, CD_ENOMEM, "out of memory for the filter fields");
+    return rc;
+}
+
 /*
  * Readies vector v of model m in place: refuses (CD_EVECTOR) one not
  * finite, or for ip and l2 one whose scores could overflow float32
@@ -170,6 +192,17 @@ cd_err cd_engine_items_upsert(cd_engine *e, const char *gallery_name,
     }
     if (irc == CD_OK)
         irc = cd_index_add(gi->ix, rowids, vecs, n, &ierr);
+    /* Filters read the stored label and metadata: for items new to the
+     * gallery or given either (absent ones keep what they had). */
+    int64_t *fresh = malloc(n * sizeof *fresh);
+    size_t n_fresh = 0;
+    for (size_t i = 0; fresh && i < n; i++)
+        if (items[i].label || items[i].metadata || !replaced[i])
+            fresh[n_fresh++] = rowids[i];
+    cd_error ferr;
+    cd_err frc = fresh ? cd__fields_read(e, g, fresh, n_fresh, &ferr)
+                       : cd__fail(&ferr, CD_ENOMEM, "out of memory");
+    free(fresh);
     if (cd__members_batch(&gi->members, rowids, NULL, n) != CD_OK)
         cd__elog(e, CD_LOG_ERROR, "gallery %s: out of memory noting the items of model %s",
              g->info.name, m.name);
@@ -182,6 +215,8 @@ cd_err cd_engine_items_upsert(cd_engine *e, const char *gallery_name,
         gi->ix = NULL;
     }
     rc = index_settle(e, g, gi, err);
+    if (rc == CD_OK && frc != CD_OK)
+        rc = cd__gallery_fail(e, g, ferr.message, err);
     pthread_rwlock_unlock(&g->lock);
 out:
     pthread_rwlock_unlock(&e->lock);
@@ -220,6 +255,7 @@ cd_err cd_engine_item_delete(cd_engine *e, const char *gallery_name,
         rc = cd_store_item_delete(e->st, g->info.id, id, &rowid, &seq, err);
     if (rc == CD_OK) {
         g->seq = seq;
+        cd_fields_remove(g->fields, rowid);
         for (size_t i = 0; i < g->n_indexes; i++) {
             gal_index *gi = &g->indexes[i];
             cd_error ierr;

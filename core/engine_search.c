@@ -13,8 +13,10 @@
 #include <string.h>
 
 #include "eval.h"
+#include "filter.h"
 #include "idset.h"
 #include "index.h"
+#include "scan.h"
 #include "text.h"
 
 /* --- search ---------------------------------------------------------- */
@@ -183,78 +185,6 @@ static cd_err plan_query(cd_engine *e, gallery *g, const cd_model *m,
     return CD_OK;
 }
 
-#define FILTER_CHUNK_ENTRIES ((size_t)1 << 22) /* queries x candidates */
-
-/*
- * Searches base for each query's k best items that are not in `skip`:
- * in one pass where the index is scanned (Flat, a few queries); otherwise
- * asks FAISS for more candidates than k, drops the skipped ones, and asks
- * again with four times as many for queries left short, up to every
- * vector of the index.  Queries go in chunks so that a chunk's candidates
- * stay bounded.  ids/scores: nq*k, padded with -1.
- */
-static cd_err search_excluding(const gal_index *base, const cd__idset *skip,
-                               int64_t keep, const float *q, size_t nq,
-                               size_t dim, size_t k, int64_t *ids,
-                               float *scores, cd_error *err)
-{
-    if (cd_index_scans(base->ix, nq))
-        return cd_index_search_skipping(base->ix, q, nq, k, skip, ids, scores,
-                                        err);
-    size_t total = (size_t)cd_index_count(base->ix);
-    size_t want = k < (size_t)keep ? k : (size_t)keep;
-    size_t first = k * (total / (size_t)(keep > 0 ? keep : 1) + 1) + 8;
-    int64_t *cid = NULL;
-    float *csc = NULL;
-    cd_err rc = CD_OK;
-    for (size_t i = 0; i < nq * k; i++) {
-        ids[i] = -1;
-        scores[i] = 0;
-    }
-    for (size_t q0 = 0; q0 < nq && rc == CD_OK;) {
-        size_t kk = first < total ? first : total;
-        if (kk < k)
-            kk = k;
-        size_t chunk = FILTER_CHUNK_ENTRIES / kk;
-        if (chunk == 0)
-            chunk = 1;
-        if (chunk > nq - q0)
-            chunk = nq - q0;
-        bool short_rows = true;
-        while (short_rows && rc == CD_OK) {
-            free(cid);
-            free(csc);
-            cid = malloc(chunk * kk * sizeof *cid);
-            csc = malloc(chunk * kk * sizeof *csc);
-            if (!cid || !csc) {
-                rc = cd__fail(err, CD_ENOMEM, "out of memory for %zu candidates", chunk * kk);
-                break;
-            }
-            rc = cd_index_search(base->ix, q + q0 * dim, chunk, kk, cid, csc, err);
-            short_rows = false;
-            for (size_t i = 0; rc == CD_OK && i < chunk; i++) {
-                size_t got = 0;
-                for (size_t j = 0; j < kk && got < k; j++) {
-                    int64_t id = cid[i * kk + j];
-                    if (id < 0 || cd__idset_contains(skip, id))
-                        continue;
-                    ids[(q0 + i) * k + got] = id;
-                    scores[(q0 + i) * k + got] = csc[i * kk + j];
-                    got++;
-                }
-                if (got < want && kk < total)
-                    short_rows = true;
-            }
-            if (short_rows)
-                kk = kk > total / 4 ? total : kk * 4;
-        }
-        q0 += chunk;
-    }
-    free(cid);
-    free(csc);
-    return rc;
-}
-
 /* Merges row a and row b (k each, best first, -1 padded) into out. */
 static void merge_rows(bool higher_better, size_t k, const int64_t *ia,
                        const float *sa, const int64_t *ib, const float *sb,
@@ -282,23 +212,239 @@ static void merge_rows(bool higher_better, size_t k, const int64_t *ia,
     }
 }
 
-/* Answers the plan's queries into ids/scores (nq*k, -1 padded). */
-static cd_err run_plan(const query_plan *p, const cd_model *m,
+#define FILTER_CHUNK_ENTRIES ((size_t)1 << 22) /* queries x candidates */
+/*
+ * The plan of a filtered part on an ANN index (Qdrant's query planner
+ * does the same with its full_scan_threshold, 10 MB by default): when the
+ * matching items' vectors come to at most FULL_SCAN_FLOATS floats (8 MiB:
+ * 16384 vectors of 128 dims), they are read from the store and ranked
+ * exactly; above it the index is asked for more candidates than k (k
+ * over the filter's estimated selectivity), the ones the filter refuses
+ * are dropped, and queries left short ask again with four times as many.
+ * Past OVERFETCH_MAX candidates (the filter and the query disagree: the
+ * matching items are far from the query) the batch is ranked exactly
+ * instead, chunk by chunk.
+ */
+#define FULL_SCAN_FLOATS ((size_t)1 << 21)
+#define OVERFETCH_MAX ((size_t)1 << 16)
+#define BRUTE_CHUNK_FLOATS ((size_t)1 << 22)
+
+/* Which items one part of a search may return. */
+typedef struct keep_rule {
+    const cd_match *match;      /* the filter's items; NULL: every item */
+    const cd__idset *skip;      /* items answered elsewhere; NULL: none */
+} keep_rule;
+
+static bool refused(const void *ctx, int64_t id)
+{
+    const keep_rule *kr = ctx;
+    return (kr->skip && cd__idset_contains(kr->skip, id)) ||
+           (kr->match && !cd_match_has(kr->match, id));
+}
+
+/*
+ * Ranks, exactly, the vectors of gi's model of the items the rule keeps
+ * among rows (sorted rowids; NULL: the filter's items), read from the
+ * store in chunks, for each query.  ids/scores: nq*k, -1 padded.
+ */
+static cd_err search_brute(cd_engine *e, const gallery *g, const gal_index *gi,
+                           const keep_rule *kr, const float *q, size_t nq,
+                           size_t k, int64_t *ids, float *scores,
+                           cd_error *err)
+{
+    size_t dim = (size_t)gi->model.dim;
+    bool higher = cd_metric_higher_is_better(gi->model.metric);
+    int64_t *rows = NULL, *cid = NULL, *mid = NULL;
+    float *vecs = NULL, *csc = NULL, *msc = NULL;
+    bool *found = NULL;
+    size_t n_rows = 0;
+    for (size_t i = 0; i < nq * k; i++) {
+        ids[i] = -1;
+        scores[i] = 0;
+    }
+    cd_err rc = cd_match_rowids(kr->match, &rows, &n_rows, err);
+    if (rc != CD_OK)
+        return rc;
+    size_t n_keep = 0;   /* the rule's items that have a vector of gi */
+    for (size_t i = 0; i < n_rows; i++)
+        if (cd__idset_contains(&gi->members, rows[i]) &&
+            !(kr->skip && cd__idset_contains(kr->skip, rows[i])))
+            rows[n_keep++] = rows[i];
+    size_t chunk = BRUTE_CHUNK_FLOATS / dim ? BRUTE_CHUNK_FLOATS / dim : 1;
+    if (chunk > n_keep)
+        chunk = n_keep;
+    if (n_keep == 0)
+        goto out;
+    vecs = malloc(chunk * dim * sizeof *vecs);
+    found = malloc(chunk * sizeof *found);
+    cid = malloc(nq * k * sizeof *cid);
+    csc = malloc(nq * k * sizeof *csc);
+    mid = malloc(k * sizeof *mid);
+    msc = malloc(k * sizeof *msc);
+    if (!vecs || !found || !cid || !csc || !mid || !msc) {
+        rc = cd__fail(err, CD_ENOMEM, "out of memory for %zu vectors", chunk);
+        goto out;
+    }
+    for (size_t r0 = 0; r0 < n_keep && rc == CD_OK; r0 += chunk) {
+        size_t n = n_keep - r0 < chunk ? n_keep - r0 : chunk;
+        rc = cd_store_vectors_of(e->st, g->info.id, gi->model.id, (int)dim,
+                                 rows + r0, n, vecs, found, err);
+        size_t c = 0;   /* deleted meanwhile: drop the row */
+        for (size_t i = 0; rc == CD_OK && i < n; i++) {
+            if (!found[i])
+                continue;
+            if (c != i) {
+                memmove(vecs + c * dim, vecs + i * dim, dim * sizeof *vecs);
+                rows[r0 + c] = rows[r0 + i];
+            }
+            c++;
+        }
+        cd_scan sc = {.x = vecs, .ids = rows + r0, .n = c, .dim = dim,
+                      .l2 = gi->model.metric == CD_METRIC_L2};
+        if (rc == CD_OK)
+            rc = cd_scan_search(&sc, q, nq, k, cid, csc, err);
+        for (size_t i = 0; rc == CD_OK && i < nq; i++) {
+            merge_rows(higher, k, ids + i * k, scores + i * k, cid + i * k,
+                       csc + i * k, mid, msc);
+            memcpy(ids + i * k, mid, k * sizeof *mid);
+            memcpy(scores + i * k, msc, k * sizeof *msc);
+        }
+    }
+out:
+    free(rows);
+    free(vecs);
+    free(found);
+    free(cid);
+    free(csc);
+    free(mid);
+    free(msc);
+    return rc;
+}
+
+/*
+ * Searches gi for each query's k best items the rule keeps, about `keep`
+ * of them: unfiltered, straight from the index; where the index is
+ * scanned (Flat, or still staging), in one exact pass per group of
+ * queries; otherwise as the plan above FULL_SCAN_FLOATS says.  Queries
+ * go in chunks so that a chunk's candidates stay bounded.  ids/scores:
+ * nq*k, padded with -1.
+ */
+static cd_err search_part(cd_engine *e, const gallery *g, const gal_index *gi,
+                          const keep_rule *kr, int64_t keep, const float *q,
+                          size_t nq, size_t k, int64_t *ids, float *scores,
+                          cd_error *err)
+{
+    size_t dim = (size_t)gi->model.dim;
+    if (!kr->match && !kr->skip)
+        return cd_index_search(gi->ix, q, nq, k, ids, scores, err);
+    if (cd_index_scans(gi->ix, 1)) {
+        cd_err rc = CD_OK;
+        for (size_t q0 = 0; q0 < nq && rc == CD_OK; q0 += CD_SCAN_NQ_MAX) {
+            size_t n = nq - q0 < CD_SCAN_NQ_MAX ? nq - q0 : CD_SCAN_NQ_MAX;
+            rc = cd_index_search_skipping(gi->ix, q + q0 * dim, n, k, refused,
+                                          kr, ids + q0 * k, scores + q0 * k,
+                                          err);
+        }
+        return rc;
+    }
+    if (kr->match && cd_match_count(kr->match) * dim <= FULL_SCAN_FLOATS)
+        return search_brute(e, g, gi, kr, q, nq, k, ids, scores, err);
+
+    size_t total = (size_t)cd_index_count(gi->ix);
+    size_t want = k < (size_t)keep ? k : (size_t)keep;
+    size_t first = k * (total / (size_t)(keep > 0 ? keep : 1) + 1) + 8;
+    int64_t *cid = NULL;
+    float *csc = NULL;
+    cd_err rc = CD_OK;
+    bool too_far = false;
+    for (size_t i = 0; i < nq * k; i++) {
+        ids[i] = -1;
+        scores[i] = 0;
+    }
+    for (size_t q0 = 0; q0 < nq && rc == CD_OK && !too_far;) {
+        size_t kk = first < total ? first : total;
+        if (kk < k)
+            kk = k;
+        size_t chunk = FILTER_CHUNK_ENTRIES / kk;
+        if (chunk == 0)
+            chunk = 1;
+        if (chunk > nq - q0)
+            chunk = nq - q0;
+        bool short_rows = true;
+        while (short_rows && rc == CD_OK && !too_far) {
+            free(cid);
+            free(csc);
+            cid = malloc(chunk * kk * sizeof *cid);
+            csc = malloc(chunk * kk * sizeof *csc);
+            if (!cid || !csc) {
+                rc = cd__fail(err, CD_ENOMEM, "out of memory for %zu candidates", chunk * kk);
+                break;
+            }
+            rc = cd_index_search(gi->ix, q + q0 * dim, chunk, kk, cid, csc, err);
+            short_rows = false;
+            for (size_t i = 0; rc == CD_OK && i < chunk; i++) {
+                size_t got = 0;
+                for (size_t j = 0; j < kk && got < k; j++) {
+                    int64_t id = cid[i * kk + j];
+                    if (id < 0 || refused(kr, id))
+                        continue;
+                    ids[(q0 + i) * k + got] = id;
+                    scores[(q0 + i) * k + got] = csc[i * kk + j];
+                    got++;
+                }
+                if (got < want && kk < total)
+                    short_rows = true;
+            }
+            if (short_rows) {
+                kk = kk > total / 4 ? total : kk * 4;
+                too_far = kr->match && kk > OVERFETCH_MAX;
+            }
+        }
+        q0 += chunk;
+    }
+    free(cid);
+    free(csc);
+    if (rc == CD_OK && too_far)
+        return search_brute(e, g, gi, kr, q, nq, k, ids, scores, err);
+    return rc;
+}
+
+/* Items of a space of `items` the filter is estimated to keep. */
+static int64_t keep_estimate(const gallery *g, const cd_match *match,
+                             int64_t items)
+{
+    size_t all = cd_fields_count(g->fields);
+    if (!match || all == 0)
+        return items;
+    return (int64_t)((double)items * (double)cd_match_count(match) / (double)all);
+}
+
+/*
+ * Answers the plan's queries into ids/scores (nq*k, -1 padded), only with
+ * items match has (NULL: any).
+ */
+static cd_err run_plan(cd_engine *e, const gallery *g, const query_plan *p,
+                       const cd_model *m, const cd_match *match,
                        const float *q, size_t nq, size_t k, int64_t *ids,
                        float *scores, cd_error *err)
 {
-    size_t dim = (size_t)m->dim;
     const gal_index *own = p->own && p->own->ix ? p->own : NULL;
     const gal_index *base = p->base && p->base->ix ? p->base : NULL;
-    if (!own && !base) {
+    if ((!own && !base) || (match && cd_match_count(match) == 0)) {
         for (size_t i = 0; i < nq * k; i++)
             ids[i] = -1;
         return CD_OK;
     }
+    keep_rule own_rule = {match, NULL};
+    keep_rule base_rule = {match, own ? &own->members : NULL};
     if (!base)
-        return cd_index_search(own->ix, q, nq, k, ids, scores, err);
+        return search_part(e, g, own, &own_rule,
+                           keep_estimate(g, match, p->own_items), q, nq, k,
+                           ids, scores, err);
     if (!own)
-        return cd_index_search(base->ix, q, nq, k, ids, scores, err);
+        return search_part(e, g, base, &base_rule,
+                           keep_estimate(g, match, p->base_items), q, nq, k,
+                           ids, scores, err);
 
     int64_t *oid = malloc(nq * k * sizeof *oid), *bid = malloc(nq * k * sizeof *bid);
     float *osc = malloc(nq * k * sizeof *osc), *bsc = malloc(nq * k * sizeof *bsc);
@@ -306,10 +452,13 @@ static cd_err run_plan(const query_plan *p, const cd_model *m,
     if (!oid || !bid || !osc || !bsc)
         rc = cd__fail(err, CD_ENOMEM, "out of memory");
     if (rc == CD_OK)
-        rc = cd_index_search(own->ix, q, nq, k, oid, osc, err);
+        rc = search_part(e, g, own, &own_rule,
+                         keep_estimate(g, match, p->own_items), q, nq, k, oid,
+                         osc, err);
     if (rc == CD_OK)
-        rc = search_excluding(base, &own->members, p->base_items, q, nq, dim, k,
-                              bid, bsc, err);
+        rc = search_part(e, g, base, &base_rule,
+                         keep_estimate(g, match, p->base_items), q, nq, k,
+                         bid, bsc, err);
     bool higher = cd_metric_higher_is_better(m->metric);
     for (size_t i = 0; rc == CD_OK && i < nq; i++)
         merge_rows(higher, k, oid + i * k, osc + i * k, bid + i * k, bsc + i * k,
@@ -326,6 +475,16 @@ cd_err cd_engine_search(cd_engine *e, const char *gallery_name,
                         size_t k, unsigned include, cd_search_result **out,
                         cd_error *err)
 {
+    return cd_engine_search_filtered(e, gallery_name, model, queries, nq, k,
+                                     include, NULL, out, err);
+}
+
+cd_err cd_engine_search_filtered(cd_engine *e, const char *gallery_name,
+                                 const char *model, const float *queries,
+                                 size_t nq, size_t k, unsigned include,
+                                 const cd_filter *filter,
+                                 cd_search_result **out, cd_error *err)
+{
     gallery *g = NULL;
     cd_model m;
     float *q = NULL;
@@ -341,6 +500,8 @@ cd_err cd_engine_search(cd_engine *e, const char *gallery_name,
         return cd__fail(err, CD_EINVAL, "k must be 1..%d", CD_K_MAX);
     if (nq == 0)
         return cd__fail(err, CD_EINVAL, "no query vectors");
+    if (filter && (rc = cd_filter_check(filter, err)) != CD_OK)
+        return rc;
     rc = cd__gallery_enter(e, gallery_name, &g, err);
     if (rc != CD_OK)
         return rc;
@@ -375,11 +536,19 @@ cd_err cd_engine_search(cd_engine *e, const char *gallery_name,
 
     pthread_rwlock_rdlock(&g->lock);
     query_plan plan;
+    cd_match *match = NULL;
     rc = cd__gallery_check(g, err);
     if (rc == CD_OK)
         rc = plan_query(e, g, &m, &plan, err);
+    if (rc == CD_OK && filter)
+        rc = cd_fields_match(g->fields, filter, &match, err);
+    if (match) {
+        r->filtered = true;
+        r->matched = (int64_t)cd_match_count(match);
+    }
     if (rc == CD_OK)
-        rc = run_plan(&plan, &m, q, nq, k, ids, scores, err);
+        rc = run_plan(e, g, &plan, &m, match, q, nq, k, ids, scores, err);
+    cd_match_destroy(match);
     if (rc == CD_OK) {
         if (plan.own) {
             cd_searched *s = &r->searched[r->n_searched++];

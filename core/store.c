@@ -147,6 +147,22 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_TOMBSTONE_INSERT] =
         "INSERT INTO tombstones (gallery_id, seq, item_rowid) VALUES (?1, ?2, ?3)",
     [ST_ITEM_REF] = "SELECT ext_id, label, metadata FROM items WHERE rowid = ?1",
+    /* What filters read (filter.h): the label and each top-level member
+     * of the metadata object, parsed by SQLite's JSON functions; one row
+     * per member, or one with a NULL key for an item without any. */
+    [ST_ITEM_FIELDS_ALL] =
+        "SELECT i.rowid, i.label, j.key, j.type, j.atom FROM items i"
+        " LEFT JOIN json_each(CASE WHEN json_valid(i.metadata)"
+        " AND json_type(i.metadata) = 'object' THEN i.metadata END) j"
+        " WHERE i.gallery_id = ?1 ORDER BY i.rowid",
+    [ST_ITEM_FIELDS_ONE] =
+        "SELECT i.rowid, i.label, j.key, j.type, j.atom FROM items i"
+        " LEFT JOIN json_each(CASE WHEN json_valid(i.metadata)"
+        " AND json_type(i.metadata) = 'object' THEN i.metadata END) j"
+        " WHERE i.rowid = ?1",
+    [ST_EMBEDDING_ONE] =
+        "SELECT vector FROM embeddings WHERE gallery_id = ?1 AND model_id = ?2"
+        " AND item_rowid = ?3",
     /* One range of the primary key, already in rowid order. */
     [ST_SCAN] =
         "SELECT item_rowid, vector FROM embeddings"

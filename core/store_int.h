@@ -126,6 +126,9 @@ typedef enum stmt_id {
     ST_ADAPTER_WEIGHTS,
     ST_ADAPTER_DELETE,
     ST_PAIRED_VECTORS,
+    ST_ITEM_FIELDS_ALL,
+    ST_ITEM_FIELDS_ONE,
+    ST_EMBEDDING_ONE,
     ST_COUNT
 } stmt_id;
 

@@ -143,7 +143,12 @@ static void render_search(const cd_search_result *res, unsigned include, cd_repl
         put_number(&b, (double)res->searched[i].items);
         put_text(&b, "}");
     }
-    put_text(&b, "]}");
+    put_text(&b, "]");
+    if (res->filtered) {
+        put_text(&b, ",\"matched\":");
+        put_number(&b, (double)res->matched);
+    }
+    put_text(&b, "}");
     reply_text_buf(rep, &b);
 }
 
@@ -178,10 +183,11 @@ void cd__search(cd_api *api, const cd_request *req, cd_reply *rep)
 {
     const char *gallery = req->params[0];
     static const char *const fields[] = {"model", "k", "vector", "vector_b64", "vectors",
-                                         "include", NULL};
+                                         "include", "filter", NULL};
     cJSON *j = cd_json_body(req, rep);
     float *q = NULL;
     cd_search_result *res = NULL;
+    cd_filter *filter = NULL;
     if (!j)
         return;
     const char *model;
@@ -234,7 +240,8 @@ void cd__search(cd_api *api, const cd_request *req, cd_reply *rep)
             goto out;
         }
     }
-    if (!result_size_ok(&lim, nq, (size_t)k, include, rep) ||
+    if (!cd_json_filter(j, "filter", &filter, rep) ||
+        !result_size_ok(&lim, nq, (size_t)k, include, rep) ||
         !cd_api_model(api, gallery, model, &m, rep))
         goto out;
     q = malloc(nq * (size_t)m.dim * sizeof *q);
@@ -256,7 +263,8 @@ void cd__search(cd_api *api, const cd_request *req, cd_reply *rep)
         goto out;
     }
     cd_error err;
-    cd_err rc = cd_engine_search(api->engine, gallery, m.name, q, nq, (size_t)k, include, &res, &err);
+    cd_err rc = cd_engine_search_filtered(api->engine, gallery, m.name, q, nq, (size_t)k,
+                                          include, filter, &res, &err);
     if (rc != CD_OK) {
         cd_reply_core_error(rep, &err);
         goto out;
@@ -266,6 +274,7 @@ void cd__search(cd_api *api, const cd_request *req, cd_reply *rep)
 bad_include:
     cd_reply_error(rep, CD_HTTP_INVALID_ARGUMENT, "include must be an array of \"label\" and \"metadata\"");
 out:
+    cd_filter_destroy(filter);
     cd_search_result_destroy(res);
     free(q);
     cJSON_Delete(j);
