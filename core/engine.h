@@ -238,6 +238,9 @@ typedef struct cd_eval_request {
     const int *ks;              /* as cd_eval_input's */
     size_t n_ks;
     int primary_k;              /* the criterion's metric: k, or 0 for map */
+    const cd_filter *filter;    /* the evaluation gallery is the items it
+                                   matches; NULL: every item */
+    const char *filter_text;    /* stored with the evaluation (JSON) */
 } cd_eval_request;
 
 /*

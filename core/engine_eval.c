@@ -73,6 +73,43 @@ static void eval_summary(const cd_eval_report *r, cd_evaluation *ev)
     ev->nfr = r->has_baseline ? r->nfr : NAN;
 }
 
+/*
+ * Keeps of items (read from the store) those filter matches in g's
+ * fields, in order; the paragon, when there is one, stays that of the
+ * whole labelled gallery's items (it exists when every one has one).
+ */
+static cd_err keep_matching(gallery *g, const cd_filter *filter,
+                            cd_eval_items *items, int dim, cd_error *err)
+{
+    cd_match *m = NULL;
+    pthread_rwlock_rdlock(&g->lock);
+    cd_err rc = cd__gallery_check(g, err);
+    if (rc == CD_OK)
+        rc = cd_fields_match(g->fields, filter, &m, err);
+    size_t c = 0, d = (size_t)dim;
+    for (size_t i = 0; rc == CD_OK && i < items->n; i++) {
+        if (!cd_match_has(m, items->rowids[i])) {
+            free(items->ids[i]);
+            free(items->labels[i]);
+            continue;
+        }
+        items->rowids[c] = items->rowids[i];
+        items->ids[c] = items->ids[i];
+        items->labels[c] = items->labels[i];
+        if (c != i) {
+            memcpy(items->vectors + c * d, items->vectors + i * d, d * sizeof(float));
+            if (items->paragon)
+                memcpy(items->paragon + c * d, items->paragon + i * d, d * sizeof(float));
+        }
+        c++;
+    }
+    if (rc == CD_OK)
+        items->n = c;
+    pthread_rwlock_unlock(&g->lock);
+    cd_match_destroy(m);
+    return rc;
+}
+
 cd_err cd_engine_evaluation_run(cd_engine *e, const cd_eval_request *req,
                                 cd_evaluation *out, cd_error *err)
 {
@@ -103,19 +140,23 @@ cd_err cd_engine_evaluation_run(cd_engine *e, const cd_eval_request *req,
     if (rc == CD_OK)
         rc = copy_probe_vectors(&gm, req->baseline.vectors, req->baseline.n, "baseline", &bv,
                                 err);
+    if (rc == CD_OK && req->filter)
+        rc = cd_filter_check(req->filter, err);
     if (rc == CD_OK) {
         /* One read transaction: a consistent gallery even while writes go
          * on; the copy is ours, so no lock is held while computing. */
         rc = cd_store_eval_items(e->st, info.id, gm.id, gm.dim,
                                  qm.id == gm.id ? 0 : qm.id, &items, err);
     }
+    if (rc == CD_OK && req->filter)
+        rc = keep_matching(g, req->filter, &items, gm.dim, err);
     pthread_rwlock_unlock(&e->lock);
     if (rc != CD_OK)
         goto out;
     if (items.n == 0) {
         rc = cd__fail(err, CD_EUNPROCESSABLE,
-                      "gallery %s has no labelled items with %s embeddings to evaluate against",
-                      info.name, gm.name);
+                      "gallery %s has no labelled items with %s embeddings%s to evaluate against",
+                      info.name, gm.name, req->filter ? " that the filter matches" : "");
         goto out;
     }
     cd_eval_input in = {
@@ -140,6 +181,10 @@ cd_err cd_engine_evaluation_run(cd_engine *e, const cd_eval_request *req,
     ev.gallery_model_id = gm.id;
     snprintf(ev.gallery_model, sizeof ev.gallery_model, "%s", gm.name);
     eval_summary(ev.report, &ev);
+    if (req->filter && req->filter_text && !(ev.filter = strdup(req->filter_text))) {
+        rc = cd__fail(err, CD_ENOMEM, "out of memory");
+        goto out;
+    }
     rc = cd_store_evaluation_insert(e->st, &ev, err);
     if (rc == CD_OK) {
         atomic_fetch_add(&e->evaluations, 1);
@@ -147,6 +192,7 @@ cd_err cd_engine_evaluation_run(cd_engine *e, const cd_eval_request *req,
             atomic_fetch_add(&e->evaluations_failed, 1);
         *out = ev;
         ev.report = NULL;
+        ev.filter = NULL;
     }
 out:
     cd_evaluation_finish(&ev);

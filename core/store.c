@@ -71,7 +71,7 @@ extern const size_t cd__migrations_count;
     " e.gallery_model_id, m.name, e.created_at, e.compatible, e.criterion," \
     " e.queries, e.cross_top1, e.baseline_top1, e.cross_map,"               \
     " e.baseline_map, e.nfr, e.primary_k, e.skipped, e.gallery_items,"      \
-    " e.negative_flips, e.positive_flips, e.nfi, e.pfr"                     \
+    " e.negative_flips, e.positive_flips, e.nfi, e.pfr, e.filter"           \
     " FROM evaluations e JOIN galleries g ON g.id = e.gallery_id"           \
     " JOIN models q ON q.id = e.query_model_id"                             \
     " JOIN models m ON m.id = e.gallery_model_id"
@@ -185,9 +185,9 @@ static const char *const stmt_sql[ST_COUNT] = {
         "INSERT INTO evaluations (gallery_id, query_model_id, gallery_model_id,"
         " created_at, compatible, criterion, queries, cross_top1, baseline_top1,"
         " cross_map, baseline_map, nfr, primary_k, skipped, gallery_items,"
-        " negative_flips, positive_flips, nfi, pfr)"
+        " negative_flips, positive_flips, nfi, pfr, filter)"
         " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,"
-        " ?15, ?16, ?17, ?18, ?19)",
+        " ?15, ?16, ?17, ?18, ?19, ?20)",
     [ST_EVAL_METRIC_INSERT] =
         "INSERT INTO evaluation_metrics (evaluation_id, ranking, k, value)"
         " VALUES (?1, ?2, ?3, ?4)",
@@ -221,7 +221,7 @@ static const char *const stmt_sql[ST_COUNT] = {
     /* The gallery-model range of embeddings drives, in rowid order; each
      * item and its paragon embedding are primary-key look-ups. */
     [ST_EVAL_ITEMS] =
-        "SELECT i.ext_id, i.label, e.vector, p.vector FROM embeddings e"
+        "SELECT i.ext_id, i.label, e.vector, p.vector, e.item_rowid FROM embeddings e"
         " CROSS JOIN items i ON i.rowid = e.item_rowid"
         " LEFT JOIN embeddings p ON p.gallery_id = ?1 AND p.model_id = ?3"
         " AND p.item_rowid = e.item_rowid"

@@ -36,7 +36,7 @@
 typedef struct cd_store cd_store;
 
 /* The schema version this binary writes (schema/NNN_*.sql, highest NNN). */
-#define CD_SCHEMA_VERSION 7
+#define CD_SCHEMA_VERSION 8
 
 typedef enum cd_query_policy {
     CD_POLICY_VERIFIED = 0, /* latest evaluation passed (the default) */
@@ -333,6 +333,9 @@ typedef struct cd_evaluation {
     double cross_top1, baseline_top1, cross_map, baseline_map, nfr;
     cd_eval_report *report;         /* NULL unless asked for; freed by
                                        cd_evaluation_finish */
+    char *filter;                   /* the filter of its gallery as JSON
+                                       text, NULL: the whole gallery;
+                                       freed by cd_evaluation_finish */
 } cd_evaluation;
 
 /*
@@ -393,6 +396,7 @@ void cd_evaluations_destroy(cd_evaluation *evs, size_t n);
  */
 typedef struct cd_eval_items {
     size_t n;
+    int64_t *rowids;
     char **ids;
     char **labels;
     float *vectors;         /* n * dim of model_id */

@@ -58,6 +58,12 @@ static cJSON *report_json(const cd_evaluation *ev, bool lists)
     cJSON_AddStringToObject(j, "gallery_model", ev->gallery_model);
     cJSON_AddStringToObject(j, "query_model", ev->query_model);
     cJSON_AddStringToObject(j, "created_at", ev->created_at);
+    /* The filter as stored: JSON this server printed. */
+    cJSON *filter = ev->filter ? cJSON_Parse(ev->filter) : NULL;
+    if (filter)
+        cJSON_AddItemToObject(j, "filter", filter);
+    else
+        cJSON_AddNullToObject(j, "filter");
     cJSON *ks = cJSON_AddArrayToObject(j, "ks");
     for (size_t i = 0; i < r->n_ks; i++)
         cJSON_AddItemToArray(ks, cJSON_CreateNumber(r->ks[i]));
@@ -269,10 +275,12 @@ static void evaluations_create(cd_api *api, const cd_request *req, const char *g
                                cd_reply *rep)
 {
     static const char *const fields[] = {"query_model", "queries", "baseline", "ks",
-                                         "primary_metric", NULL};
+                                         "primary_metric", "filter", NULL};
     cJSON *j = cd_json_body(req, rep);
     probe_buf probes = {0}, base = {0};
     cd_evaluation ev = {0};
+    cd_filter *filter = NULL;
+    char *filter_text = NULL;
     if (!j)
         return;
     const char *qname, *primary_s;
@@ -282,8 +290,14 @@ static void evaluations_create(cd_api *api, const cd_request *req, const char *g
     if (!cd_json_only_fields(j, fields, "", rep) || !cd_json_name(j, "query_model", &qname, rep) ||
         !read_ks(cJSON_GetObjectItemCaseSensitive(j, "ks"), ks, &n_ks, rep) ||
         !cd_json_string(j, "primary_metric", &primary_s, "", rep) ||
-        !read_primary(primary_s, ks, n_ks, &primary, rep))
+        !read_primary(primary_s, ks, n_ks, &primary, rep) ||
+        !cd_json_filter(j, "filter", &filter, rep))
         goto out;
+    if (filter &&
+        !(filter_text = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(j, "filter")))) {
+        cd_reply_error(rep, CD_HTTP_OUT_OF_MEMORY, "out of memory");
+        goto out;
+    }
     if (!cd_api_model(api, gallery, NULL, &gm, rep) ||
         !cd_api_model(api, gallery, qname, &qm, rep))
         goto out;
@@ -309,6 +323,8 @@ static void evaluations_create(cd_api *api, const cd_request *req, const char *g
         .ks = ks,
         .n_ks = n_ks,
         .primary_k = primary,
+        .filter = filter,
+        .filter_text = filter_text,
     };
     cd_error err;
     if (cd_engine_evaluation_run(api->engine, &er, &ev, &err) != CD_OK) {
@@ -317,6 +333,8 @@ static void evaluations_create(cd_api *api, const cd_request *req, const char *g
     }
     cd_reply_json(rep, 201, report_json(&ev, true));
 out:
+    cd_filter_destroy(filter);
+    free(filter_text);
     cd_evaluation_finish(&ev);
     probe_buf_finish(&probes);
     probe_buf_finish(&base);
