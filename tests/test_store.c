@@ -1507,7 +1507,9 @@ static void test_files(void)
     /* A newer schema is refused, and so are files compatd did not write. */
     tmp_path(path, sizeof path, "newer.db");
     close_ok(open_ok(path), path);
-    raw_sql(path, "PRAGMA user_version = 7");
+    char newer[64];
+    snprintf(newer, sizeof newer, "PRAGMA user_version = %d", CD_SCHEMA_VERSION + 1);
+    raw_sql(path, newer);
     raw_sql(tmp_path(path, sizeof path, "foreign.db"),
             "CREATE TABLE t (x); INSERT INTO t VALUES (1)");
     raw_sql(tmp_path(path, sizeof path, "foreign-id.db"),
@@ -1545,8 +1547,8 @@ static void test_files(void)
     CHECK_EQ(cd_store_open(tmp_path(path, sizeof path, "newer.db"),
                            (cd_store *[]){NULL}, &err), CD_EVERSION);
     snprintf(expect, sizeof expect,
-             "data directory has schema version 7, this compatd supports up "
-             "to %d; upgrade compatd", CD_SCHEMA_VERSION);
+             "data directory has schema version %d, this compatd supports up "
+             "to %d; upgrade compatd", CD_SCHEMA_VERSION + 1, CD_SCHEMA_VERSION);
     CHECK_STREQ(err.message, expect);
     CHECK_EQ(cd_store_open(NULL, (cd_store *[]){NULL}, &err), CD_EINVAL);
     cd_store_close(NULL);
