@@ -214,18 +214,22 @@ static void merge_rows(bool higher_better, size_t k, const int64_t *ia,
 
 #define FILTER_CHUNK_ENTRIES ((size_t)1 << 22) /* queries x candidates */
 /*
- * The plan of a filtered part on an ANN index (Qdrant's query planner
- * does the same with its full_scan_threshold, 10 MB by default): when the
- * matching items' vectors come to at most FULL_SCAN_FLOATS floats (8 MiB:
- * 16384 vectors of 128 dims), they are read from the store and ranked
- * exactly; above it the index is asked for more candidates than k (k
- * over the filter's estimated selectivity), the ones the filter refuses
- * are dropped, and queries left short ask again with four times as many.
- * Past OVERFETCH_MAX candidates (the filter and the query disagree: the
- * matching items are far from the query) the batch is ranked exactly
- * instead, chunk by chunk.
+ * The plan of a filtered part (Qdrant's query planner makes the same
+ * choice by cardinality, below its full_scan_threshold).  Few matching
+ * items (m of an index of n: their vectors at most BRUTE_FLOATS floats,
+ * 2 MiB, or m^2 <= k n, and at most BRUTE_MAX): their vectors are read
+ * from the store (about 10 us each) and ranked exactly, which is exact on
+ * any index and costs m reads.  Otherwise a Flat index (or one still
+ * staging) is scanned once with the filter tested on the rows that would
+ * enter the top k (exact), and an ANN index is asked for 2 k n / m
+ * candidates, the ones the filter refuses dropped, and queries left
+ * short ask again with four times as many.  Past OVERFETCH_MAX candidates,
+ * or with every vector asked for and rows still short (the filter and
+ * the query disagree, or the graph does not reach the matching items),
+ * the batch is ranked exactly instead, chunk by chunk.
  */
-#define FULL_SCAN_FLOATS ((size_t)1 << 21)
+#define BRUTE_FLOATS ((size_t)1 << 19)
+#define BRUTE_MAX 65536
 #define OVERFETCH_MAX ((size_t)1 << 16)
 #define BRUTE_CHUNK_FLOATS ((size_t)1 << 22)
 
@@ -335,8 +339,15 @@ static cd_err search_part(cd_engine *e, const gallery *g, const gal_index *gi,
                           cd_error *err)
 {
     size_t dim = (size_t)gi->model.dim;
+    size_t total = (size_t)cd_index_count(gi->ix);
     if (!kr->match && !kr->skip)
         return cd_index_search(gi->ix, q, nq, k, ids, scores, err);
+    if (kr->match) {
+        double m = (double)cd_match_count(kr->match);
+        if (m <= BRUTE_MAX && (m * (double)dim <= (double)BRUTE_FLOATS ||
+                               m * m <= (double)k * (double)total))
+            return search_brute(e, g, gi, kr, q, nq, k, ids, scores, err);
+    }
     if (cd_index_scans(gi->ix, 1)) {
         cd_err rc = CD_OK;
         for (size_t q0 = 0; q0 < nq && rc == CD_OK; q0 += CD_SCAN_NQ_MAX) {
@@ -347,12 +358,8 @@ static cd_err search_part(cd_engine *e, const gallery *g, const gal_index *gi,
         }
         return rc;
     }
-    if (kr->match && cd_match_count(kr->match) * dim <= FULL_SCAN_FLOATS)
-        return search_brute(e, g, gi, kr, q, nq, k, ids, scores, err);
-
-    size_t total = (size_t)cd_index_count(gi->ix);
     size_t want = k < (size_t)keep ? k : (size_t)keep;
-    size_t first = k * (total / (size_t)(keep > 0 ? keep : 1) + 1) + 8;
+    size_t first = 2 * k * (total / (size_t)(keep > 0 ? keep : 1) + 1) + 8;
     int64_t *cid = NULL;
     float *csc = NULL;
     cd_err rc = CD_OK;
@@ -394,8 +401,10 @@ static cd_err search_part(cd_engine *e, const gallery *g, const gal_index *gi,
                 }
                 if (got < want && kk < total)
                     short_rows = true;
+                else if (got < want && kr->match)
+                    too_far = true;     /* every vector asked for */
             }
-            if (short_rows) {
+            if (short_rows && !too_far) {
                 kk = kk > total / 4 ? total : kk * 4;
                 too_far = kr->match && kk > OVERFETCH_MAX;
             }
