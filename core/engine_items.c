@@ -192,16 +192,21 @@ cd_err cd_engine_items_upsert(cd_engine *e, const char *gallery_name,
     }
     if (irc == CD_OK)
         irc = cd_index_add(gi->ix, rowids, vecs, n, &ierr);
-    /* Filters read the stored label and metadata: for items new to the
-     * gallery or given either (absent ones keep what they had). */
+    /* Filters read the stored label and metadata of the items given
+     * either (absent ones keep what they had); a new item given neither
+     * has none. */
     int64_t *fresh = malloc(n * sizeof *fresh);
     size_t n_fresh = 0;
-    for (size_t i = 0; fresh && i < n; i++)
-        if (items[i].label || items[i].metadata || !replaced[i])
-            fresh[n_fresh++] = rowids[i];
     cd_error ferr;
-    cd_err frc = fresh ? cd__fields_read(e, g, fresh, n_fresh, &ferr)
-                       : cd__fail(&ferr, CD_ENOMEM, "out of memory");
+    cd_err frc = fresh ? CD_OK : cd__fail(&ferr, CD_ENOMEM, "out of memory");
+    for (size_t i = 0; frc == CD_OK && i < n; i++) {
+        if (items[i].label || items[i].metadata)
+            fresh[n_fresh++] = rowids[i];
+        else if (!cd_fields_contains(g->fields, rowids[i]))
+            frc = cd_fields_set(g->fields, rowids[i], NULL, NULL, 0, &ferr);
+    }
+    if (frc == CD_OK)
+        frc = cd__fields_read(e, g, fresh, n_fresh, &ferr);
     free(fresh);
     if (cd__members_batch(&gi->members, rowids, NULL, n) != CD_OK)
         cd__elog(e, CD_LOG_ERROR, "gallery %s: out of memory noting the items of model %s",

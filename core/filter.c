@@ -356,6 +356,11 @@ static void slot_clear(cd_fields *f, size_t s)
         f->cols[c].type[s] = CD_VALUE_NONE;
 }
 
+bool cd_fields_contains(const cd_fields *f, int64_t rowid)
+{
+    return slot_of(f, rowid) >= 0;
+}
+
 void cd_fields_remove(cd_fields *f, int64_t rowid)
 {
     int64_t s = slot_of(f, rowid);

@@ -114,6 +114,9 @@ cd_err cd_fields_set(cd_fields *f, int64_t rowid, const char *label,
                      const cd_field_value *values, size_t n,
                      cd_error *err);
 
+/* True when item rowid is in the table. */
+bool cd_fields_contains(const cd_fields *f, int64_t rowid);
+
 /* Drops item rowid (absent: nothing happens). */
 void cd_fields_remove(cd_fields *f, int64_t rowid);
 
