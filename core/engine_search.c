@@ -216,8 +216,9 @@ static void merge_rows(bool higher_better, size_t k, const int64_t *ia,
 /*
  * The plan of a filtered part (Qdrant's query planner makes the same
  * choice by cardinality, below its full_scan_threshold).  Few matching
- * items (m of an index of n: their vectors at most BRUTE_FLOATS floats,
- * 2 MiB, or m^2 <= k n, and at most BRUTE_MAX): their vectors are read
+ * items (m of an index of n: at most a tenth of n with their vectors at
+ * most BRUTE_FLOATS floats, 2 MiB, or m^2 <= k n; and at most BRUTE_MAX,
+ * since each costs a read): their vectors are read
  * from the store (about 10 us each) and ranked exactly, which is exact on
  * any index and costs m reads.  Otherwise a Flat index (or one still
  * staging) is scanned once with the filter tested on the rows that would
@@ -344,7 +345,8 @@ static cd_err search_part(cd_engine *e, const gallery *g, const gal_index *gi,
         return cd_index_search(gi->ix, q, nq, k, ids, scores, err);
     if (kr->match) {
         double m = (double)cd_match_count(kr->match);
-        if (m <= BRUTE_MAX && (m * (double)dim <= (double)BRUTE_FLOATS ||
+        if (m <= BRUTE_MAX && ((m * (double)dim <= (double)BRUTE_FLOATS &&
+                                m * 10 <= (double)total) ||
                                m * m <= (double)k * (double)total))
             return search_brute(e, g, gi, kr, q, nq, k, ids, scores, err);
     }
