@@ -144,6 +144,7 @@ static void gallery_free(gallery *g)
     cd_fields_destroy(g->fields);
     pthread_rwlock_destroy(&g->lock);
     pthread_mutex_destroy(&g->overlap_mu);
+    pthread_mutex_destroy(&g->recall_mu);
     free(g);
 }
 
@@ -167,6 +168,9 @@ static gallery *gallery_new(cd_engine *e, const cd_gallery *info,
         gallery_free(g);
         return NULL;
     }
+    pthread_mutex_init(&g->recall_mu, NULL);
+    atomic_init(&g->changes, 0);
+    atomic_init(&g->rebuilt, false);
     if (cd__model_by_name(e, info->model, &g->model, err) != CD_OK) {
         gallery_free(g);
         return NULL;
@@ -369,6 +373,8 @@ cd_err cd__index_rebuild(cd_engine *e, gallery *g, gal_index *gi,
     gi->dirty = true;
     gi->hidden = false;
     atomic_fetch_add(&e->rebuilds, 1);
+    if (gi->model.id == g->model.id)
+        atomic_store(&g->rebuilt, true);
     cd__elog(e, CD_LOG_INFO, "rebuilt index of gallery %s model %s: %" PRId64 " vectors",
          g->info.name, gi->model.name, cd_index_count(ix));
     return CD_OK;

@@ -170,6 +170,56 @@ cd_err cd_engine_item_get(cd_engine *e, const char *gallery, const char *id,
 cd_err cd_engine_item_delete(cd_engine *e, const char *gallery,
                              const char *id, cd_error *err);
 
+/*
+ * Deletes the items of gallery named by ids (n of them, each 1..
+ * CD_ITEM_ID_MAX bytes, else CD_EINVAL) in one transaction and from every
+ * index of the gallery.  Ids not in the gallery are skipped; *deleted is
+ * how many were deleted.  All or nothing, as an upsert batch.
+ */
+cd_err cd_engine_items_delete(cd_engine *e, const char *gallery,
+                              const char *const *ids, size_t n,
+                              size_t *deleted, cd_error *err);
+
+#define CD_LIST_LIMIT_MAX 1000  /* items per listing page */
+#define CD_CURSOR_MAX 400       /* characters of a listing cursor */
+
+/*
+ * One page of gallery's items in id order (cd_store_items_page), after
+ * cursor (NULL or "": from the start), at most limit (1..
+ * CD_LIST_LIMIT_MAX) of them, those pred keeps (NULL: all).  next gets
+ * the cursor of the following page, "" when this is the last.  A cursor
+ * is opaque: CD_EINVAL for one that is damaged, made by another store or
+ * for another gallery (a gallery deleted and made again is another).
+ * Free *out with cd_items_destroy().
+ */
+cd_err cd_engine_items_list(cd_engine *e, const char *gallery,
+                            const char *cursor, size_t limit,
+                            const cd_item_pred *pred, cd_item ***out,
+                            size_t *n, char next[CD_CURSOR_MAX + 1],
+                            cd_error *err);
+
+/*
+ * cd_engine_items_list of the items filter matches (NULL: every item),
+ * evaluated on the gallery's filter fields under its read lock, so the
+ * page and the fields agree.  CD_EINVAL for a filter cd_filter_check
+ * refuses; otherwise as cd_engine_items_list.
+ */
+cd_err cd_engine_items_list_filtered(cd_engine *e, const char *gallery,
+                                     const char *cursor, size_t limit,
+                                     const cd_filter *filter, cd_item ***out,
+                                     size_t *n, char next[CD_CURSOR_MAX + 1],
+                                     cd_error *err);
+
+/*
+ * Deletes every item of gallery that filter matches, in one transaction
+ * and from every index, under the gallery's write lock (so no write comes
+ * between the match and the delete); *deleted is how many.  All or
+ * nothing, as cd_engine_items_delete.
+ */
+cd_err cd_engine_items_delete_filtered(cd_engine *e, const char *gallery,
+                                       const cd_filter *filter,
+                                       size_t *deleted, cd_error *err);
+
 /* --- search ----------------------------------------------------------- */
 
 enum { CD_INCLUDE_LABEL = 1, CD_INCLUDE_METADATA = 2 };
@@ -223,6 +273,43 @@ cd_err cd_engine_search_filtered(cd_engine *e, const char *gallery,
                                  size_t nq, size_t k, unsigned include,
                                  const cd_filter *filter,
                                  cd_search_result **out, cd_error *err);
+/* How one search is answered; zero-initialised: as the index is tuned. */
+typedef struct cd_search_options {
+    int ef_search;      /* HNSW candidates explored, 1..4096; 0: the index's */
+    int nprobe;         /* IVF lists probed, 1..nlist; 0: the index's */
+    bool exact;         /* brute force over the stored vectors (a Flat
+                           index's own answer, which is exact already) */
+    const cd_filter *filter;    /* only the items it matches (NULL: all);
+                                   see cd_engine_search_filtered */
+} cd_search_options;
+
+/*
+ * cd_engine_search with options (NULL: none).  A parameter the gallery's
+ * index does not have, or out of its range, is CD_EINVAL
+ * (cd_index_params_check); it applies to this search alone.  An exact
+ * search reads every stored vector of the models searched.
+ */
+cd_err cd_engine_search_with(cd_engine *e, const char *gallery,
+                             const char *model, const float *queries,
+                             size_t nq, size_t k, unsigned include,
+                             const cd_search_options *opt,
+                             cd_search_result **out, cd_error *err);
+
+/*
+ * The recall@10 of gallery's index over its gallery-model vectors
+ * against exact search (SPEC.md §3.9 index_recall): up to
+ * CD_RECALL_SAMPLE stored vectors, evenly spread in rowid order, are the
+ * queries; 1.0 for an exact index (Flat, or any type still staging) or an
+ * empty gallery.  Measured when first asked for and again after the index
+ * is rebuilt or a tenth as many items as it held have been written or
+ * deleted; otherwise the last measurement, cheaply.  A measurement reads
+ * the gallery's vectors twice under its read lock.  CD_EUNAVAILABLE,
+ * CD_ENOTFOUND, CD_EBUSY as for a search.
+ */
+#define CD_RECALL_SAMPLE 100
+#define CD_RECALL_K 10
+cd_err cd_engine_index_recall(cd_engine *e, const char *gallery, double *out,
+                              cd_error *err);
 
 void cd_search_result_destroy(cd_search_result *r);
 

@@ -50,6 +50,14 @@ typedef struct gallery {
                                overlap_model */
     cd_fields *fields;      /* every item's label and metadata members,
                                for filters; kept with the indexes */
+    atomic_llong changes;   /* items written or deleted since open */
+    atomic_bool rebuilt;    /* the gallery-model index was rebuilt since
+                               its recall was measured */
+    pthread_mutex_t recall_mu;  /* one measurement at a time; guards: */
+    bool recall_known;      /* recall holds a measurement */
+    double recall;          /* index_recall (engine_search.c) */
+    int64_t recall_changes; /* `changes` when it was measured */
+    int64_t recall_items;   /* vectors the index held then */
 } gallery;
 
 struct cd_engine {

@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <nettle/sha2.h>
+
 #include "eval.h"
 #include "idset.h"
 #include "index.h"
@@ -213,6 +215,7 @@ cd_err cd_engine_items_upsert(cd_engine *e, const char *gallery_name,
              g->info.name, m.name);
     g->seq = seq;
     gi->dirty = true;
+    atomic_fetch_add(&g->changes, (long long)n);
     if (irc != CD_OK) {
         cd__elog(e, CD_LOG_ERROR, "gallery %s: applying a committed batch to the index failed (%s); rebuilding",
              g->info.name, ierr.message);
@@ -244,6 +247,41 @@ cd_err cd_engine_item_get(cd_engine *e, const char *gallery_name,
     return cd_store_item_get(e->st, row.id, id, with_vectors, out, err);
 }
 
+/*
+ * Drops the deleted rowids (n of them, committed at seq; none: nothing
+ * was committed) from every index of g and from its filter fields,
+ * rebuilding an index that cannot take it; CD_EUNAVAILABLE when that
+ * fails too.  The caller holds g's write lock.
+ */
+static cd_err indexes_drop(cd_engine *e, gallery *g, const int64_t *rowids,
+                           size_t n, int64_t seq, cd_error *err)
+{
+    if (n == 0)
+        return CD_OK;
+    g->seq = seq;
+    atomic_fetch_add(&g->changes, (long long)n);
+    for (size_t j = 0; j < n; j++)
+        cd_fields_remove(g->fields, rowids[j]);
+    for (size_t i = 0; i < g->n_indexes; i++) {
+        gal_index *gi = &g->indexes[i];
+        cd_error ierr;
+        for (size_t j = 0; j < n; j++)
+            cd__idset_remove(&gi->members, rowids[j]);
+        if (!gi->ix)
+            continue;
+        gi->dirty = true;
+        if (cd_index_remove(gi->ix, rowids, n, &ierr) != CD_OK) {
+            cd_index_destroy(gi->ix);
+            gi->ix = NULL;
+        } else {
+            gi->hidden |= !cd_index_can_remove(gi->ix);
+        }
+        if (index_settle(e, g, gi, err) != CD_OK)
+            return CD_EUNAVAILABLE;
+    }
+    return CD_OK;
+}
+
 cd_err cd_engine_item_delete(cd_engine *e, const char *gallery_name,
                              const char *id, cd_error *err)
 {
@@ -258,29 +296,229 @@ cd_err cd_engine_item_delete(cd_engine *e, const char *gallery_name,
     rc = cd__gallery_check(g, err);
     if (rc == CD_OK)
         rc = cd_store_item_delete(e->st, g->info.id, id, &rowid, &seq, err);
-    if (rc == CD_OK) {
-        g->seq = seq;
-        cd_fields_remove(g->fields, rowid);
-        for (size_t i = 0; i < g->n_indexes; i++) {
-            gal_index *gi = &g->indexes[i];
-            cd_error ierr;
-            cd__idset_remove(&gi->members, rowid);
-            if (!gi->ix)
-                continue;
-            gi->dirty = true;
-            if (cd_index_remove(gi->ix, &rowid, 1, &ierr) != CD_OK) {
-                cd_index_destroy(gi->ix);
-                gi->ix = NULL;
-            } else {
-                gi->hidden |= !cd_index_can_remove(gi->ix);
-            }
-            if (index_settle(e, g, gi, err) != CD_OK) {
-                rc = CD_EUNAVAILABLE;
-                break;
-            }
-        }
-    }
+    if (rc == CD_OK)
+        rc = indexes_drop(e, g, &rowid, 1, seq, err);
     pthread_rwlock_unlock(&g->lock);
     pthread_rwlock_unlock(&e->lock);
+    return rc;
+}
+
+cd_err cd_engine_items_delete(cd_engine *e, const char *gallery_name,
+                              const char *const *ids, size_t n,
+                              size_t *deleted, cd_error *err)
+{
+    gallery *g;
+    *deleted = 0;
+    if (!cd_engine_ready(e))
+        return cd__fail(err, CD_EBUSY, "indexes are still loading");
+    for (size_t i = 0; i < n; i++) {
+        size_t len;
+        if (!ids[i] || (len = strlen(ids[i])) == 0 || len > CD_ITEM_ID_MAX)
+            return cd__fail(err, CD_EINVAL, "id %zu: must be 1..%d bytes", i,
+                            CD_ITEM_ID_MAX);
+    }
+    int64_t *rowids = malloc((n ? n : 1) * sizeof *rowids);
+    if (!rowids)
+        return cd__fail(err, CD_ENOMEM, "out of memory for %zu ids", n);
+    cd_err rc = cd__gallery_enter(e, gallery_name, &g, err);
+    if (rc != CD_OK) {
+        free(rowids);
+        return rc;
+    }
+    pthread_rwlock_wrlock(&g->lock);
+    int64_t seq = 0;
+    size_t count = 0;
+    rc = cd__gallery_check(g, err);
+    if (rc == CD_OK)
+        rc = cd_store_items_delete(e->st, g->info.id, ids, n, rowids, &count,
+                                   &seq, err);
+    if (rc == CD_OK)
+        rc = indexes_drop(e, g, rowids, count, seq, err);
+    if (rc == CD_OK)
+        *deleted = count;
+    pthread_rwlock_unlock(&g->lock);
+    pthread_rwlock_unlock(&e->lock);
+    free(rowids);
+    return rc;
+}
+
+/* --- listing cursors --------------------------------------------------- */
+
+/*
+ * A cursor is base64url of: the gallery id (8 bytes, little-endian), the
+ * last listed item id, and CURSOR_TAG bytes of SHA-256 over the store
+ * identity and those bytes.  Not a secret: the tag tells a cursor made by
+ * this store for this gallery from a damaged, edited or foreign one.
+ */
+#define CURSOR_TAG 12
+#define CURSOR_BYTES_MAX (8 + CD_ITEM_ID_MAX + CURSOR_TAG)
+
+static void cursor_tag(const cd_engine *e, const unsigned char *b, size_t n,
+                       unsigned char tag[CURSOR_TAG])
+{
+    struct sha256_ctx h;
+    unsigned char d[SHA256_DIGEST_SIZE];
+    sha256_init(&h);
+    sha256_update(&h, CD_STORE_ID_LEN, (const uint8_t *)e->store_id);
+    sha256_update(&h, n, b);
+    sha256_digest(&h, sizeof d, d);
+    memcpy(tag, d, CURSOR_TAG);
+}
+
+static void cursor_encode(const cd_engine *e, int64_t gallery_id,
+                          const char *last, char out[CD_CURSOR_MAX + 1])
+{
+    unsigned char b[CURSOR_BYTES_MAX];
+    size_t len = strlen(last);
+    uint64_t gid = (uint64_t)gallery_id;
+    for (int i = 0; i < 8; i++)
+        b[i] = (unsigned char)(gid >> (8 * i));
+    memcpy(b + 8, last, len);
+    cursor_tag(e, b, 8 + len, b + 8 + len);
+    cd__b64_encode(b, 8 + len + CURSOR_TAG, true, out);
+}
+
+/* The last id of cursor, which must be one of this store for gallery_id;
+ * CD_EINVAL saying which part is wrong. */
+static cd_err cursor_decode(const cd_engine *e, int64_t gallery_id,
+                            const char *cursor, char last[CD_ITEM_ID_MAX + 1],
+                            cd_error *err)
+{
+    unsigned char b[CURSOR_BYTES_MAX], tag[CURSOR_TAG];
+    size_t n = 0;
+    if (strlen(cursor) > CD_CURSOR_MAX ||
+        !cd__b64url_decode(cursor, b, sizeof b, &n) || n < 8 + 1 + CURSOR_TAG)
+        return cd__fail(err, CD_EINVAL, "cursor is not one this server made");
+    size_t len = n - 8 - CURSOR_TAG;
+    cursor_tag(e, b, 8 + len, tag);
+    if (memcmp(tag, b + 8 + len, CURSOR_TAG) != 0)
+        return cd__fail(err, CD_EINVAL, "cursor is damaged or not one this server made");
+    uint64_t gid = 0;
+    for (int i = 0; i < 8; i++)
+        gid |= (uint64_t)b[i] << (8 * i);
+    if ((int64_t)gid != gallery_id)
+        return cd__fail(err, CD_EINVAL, "cursor belongs to another gallery");
+    memcpy(last, b + 8, len);
+    last[len] = '\0';
+    if (strlen(last) != len)
+        return cd__fail(err, CD_EINVAL, "cursor is not one this server made");
+    return CD_OK;
+}
+
+cd_err cd_engine_items_list(cd_engine *e, const char *gallery_name,
+                            const char *cursor, size_t limit,
+                            const cd_item_pred *pred, cd_item ***out,
+                            size_t *n, char next[CD_CURSOR_MAX + 1],
+                            cd_error *err)
+{
+    cd_gallery row;
+    char last[CD_ITEM_ID_MAX + 1] = "";
+    bool more = false;
+    *out = NULL;
+    *n = 0;
+    next[0] = '\0';
+    if (limit < 1 || limit > CD_LIST_LIMIT_MAX)
+        return cd__fail(err, CD_EINVAL, "limit must be 1..%d", CD_LIST_LIMIT_MAX);
+    cd_err rc = cd_store_gallery_get(e->st, gallery_name, &row, err);
+    if (rc == CD_OK && cursor && cursor[0])
+        rc = cursor_decode(e, row.id, cursor, last, err);
+    if (rc == CD_OK)
+        rc = cd_store_items_page(e->st, row.id, last, limit, pred, out, n,
+                                 &more, err);
+    if (rc == CD_OK && more && *n > 0)
+        cursor_encode(e, row.id, (*out)[*n - 1]->id, next);
+    return rc;
+}
+
+/* --- filters on listing and bulk delete ---------------------------------- */
+
+static bool match_keep(void *ctx, const cd_item *item)
+{
+    return cd_match_has(ctx, item->rowid);
+}
+
+cd_err cd_engine_items_list_filtered(cd_engine *e, const char *gallery_name,
+                                     const char *cursor, size_t limit,
+                                     const cd_filter *filter, cd_item ***out,
+                                     size_t *n, char next[CD_CURSOR_MAX + 1],
+                                     cd_error *err)
+{
+    gallery *g;
+    cd_match *m = NULL;
+    *out = NULL;
+    *n = 0;
+    next[0] = '\0';
+    if (!filter)
+        return cd_engine_items_list(e, gallery_name, cursor, limit, NULL, out,
+                                    n, next, err);
+    if (!cd_engine_ready(e))
+        return cd__fail(err, CD_EBUSY, "indexes are still loading");
+    cd_err rc = cd__gallery_enter(e, gallery_name, &g, err);
+    if (rc != CD_OK)
+        return rc;
+    pthread_rwlock_rdlock(&g->lock);
+    rc = cd__gallery_check(g, err);
+    if (rc == CD_OK)
+        rc = cd_fields_match(g->fields, filter, &m, err);
+    cd_item_pred pred = {match_keep, m};
+    if (rc == CD_OK)
+        rc = cd_engine_items_list(e, gallery_name, cursor, limit, &pred, out,
+                                  n, next, err);
+    pthread_rwlock_unlock(&g->lock);
+    pthread_rwlock_unlock(&e->lock);
+    cd_match_destroy(m);
+    return rc;
+}
+
+cd_err cd_engine_items_delete_filtered(cd_engine *e, const char *gallery_name,
+                                       const cd_filter *filter,
+                                       size_t *deleted, cd_error *err)
+{
+    gallery *g;
+    cd_match *m = NULL;
+    int64_t *rowids = NULL;
+    cd_item_ref *refs = NULL;
+    const char **ids = NULL;
+    size_t n = 0, count = 0;
+    int64_t seq = 0;
+    *deleted = 0;
+    if (!cd_engine_ready(e))
+        return cd__fail(err, CD_EBUSY, "indexes are still loading");
+    cd_err rc = cd__gallery_enter(e, gallery_name, &g, err);
+    if (rc != CD_OK)
+        return rc;
+    pthread_rwlock_wrlock(&g->lock);
+    rc = cd__gallery_check(g, err);
+    if (rc == CD_OK)
+        rc = cd_fields_match(g->fields, filter, &m, err);
+    if (rc == CD_OK)
+        rc = cd_match_rowids(m, &rowids, &n, err);
+    if (rc == CD_OK && n > 0) {
+        refs = calloc(n, sizeof *refs);
+        ids = calloc(n, sizeof *ids);
+        if (!refs || !ids)
+            rc = cd__fail(err, CD_ENOMEM, "out of memory for %zu items", n);
+    }
+    if (rc == CD_OK && n > 0)
+        rc = cd_store_item_refs(e->st, rowids, n, false, false, refs, err);
+    size_t n_ids = 0;
+    for (size_t i = 0; rc == CD_OK && i < n; i++)
+        if (refs[i].id)
+            ids[n_ids++] = refs[i].id;
+    if (rc == CD_OK && n_ids > 0)
+        rc = cd_store_items_delete(e->st, g->info.id, ids, n_ids, rowids, &count,
+                                   &seq, err);
+    if (rc == CD_OK)
+        rc = indexes_drop(e, g, rowids, count, seq, err);
+    if (rc == CD_OK)
+        *deleted = count;
+    pthread_rwlock_unlock(&g->lock);
+    pthread_rwlock_unlock(&e->lock);
+    if (refs)
+        cd_item_refs_finish(refs, n);
+    free(refs);
+    free(ids);
+    free(rowids);
+    cd_match_destroy(m);
     return rc;
 }

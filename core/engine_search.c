@@ -247,12 +247,97 @@ static bool refused(const void *ctx, int64_t id)
            (kr->match && !cd_match_has(kr->match, id));
 }
 
+/* How one search is answered: the request's options, and what an exact
+ * answer reads the stored vectors from. */
+typedef struct search_how {
+    cd_engine *e;
+    const gallery *g;
+    cd_index_params ip;     /* zero: the index's own */
+    bool exact;
+} search_how;
+
+#define EXACT_BATCH 65536   /* stored vectors per scan step, at most */
+#define EXACT_BATCH_FLOATS ((size_t)1 << 22)    /* and at most 16 MiB of them */
+
+/* An exact search over the store's vectors of one model, step by step. */
+typedef struct exact_ctx {
+    const float *q;
+    size_t nq, k, dim;
+    bool l2, higher;
+    const keep_rule *kr;    /* what may be returned; NULL: anything */
+    int64_t *ids;           /* the best so far, nq*k, -1 padded */
+    float *scores;
+    int64_t *bid, *mid;     /* one step's best, and the merge's */
+    float *bsc, *msc;
+    cd_error *err;
+} exact_ctx;
+
+static cd_err exact_batch(void *ctx, const int64_t *rowids,
+                          const float *vectors, size_t n)
+{
+    exact_ctx *x = ctx;
+    cd_scan s = {.x = vectors, .ids = rowids, .n = n, .dim = x->dim, .l2 = x->l2};
+    if (x->kr && (x->kr->match || x->kr->skip)) {
+        s.skip = refused;
+        s.skip_ctx = x->kr;
+    }
+    cd_err rc = cd_scan_search(&s, x->q, x->nq, x->k, x->bid, x->bsc, x->err);
+    for (size_t i = 0; rc == CD_OK && i < x->nq; i++) {
+        size_t o = i * x->k;
+        merge_rows(x->higher, x->k, x->ids + o, x->scores + o, x->bid + o,
+                   x->bsc + o, x->mid, x->msc);
+        memcpy(x->ids + o, x->mid, x->k * sizeof *x->mid);
+        memcpy(x->scores + o, x->msc, x->k * sizeof *x->msc);
+    }
+    return rc;
+}
+
+/*
+ * The exact k best of gi's model's vectors as the store holds them that
+ * kr keeps (NULL: all), whatever index serves gi: one pass over the
+ * stored vectors.  The caller holds g's lock, so the store holds what the
+ * indexes do.
+ */
+static cd_err exact_search(const search_how *h, const gal_index *gi,
+                           const keep_rule *kr, const float *q, size_t nq,
+                           size_t k, int64_t *ids, float *scores,
+                           cd_error *err)
+{
+    exact_ctx x = {.q = q, .nq = nq, .k = k, .dim = (size_t)gi->model.dim,
+                   .l2 = gi->model.metric == CD_METRIC_L2,
+                   .higher = cd_metric_higher_is_better(gi->model.metric),
+                   .kr = kr, .ids = ids, .scores = scores, .err = err};
+    for (size_t i = 0; i < nq * k; i++) {
+        ids[i] = -1;
+        scores[i] = 0;
+    }
+    x.bid = malloc(nq * k * sizeof *x.bid);
+    x.bsc = malloc(nq * k * sizeof *x.bsc);
+    x.mid = malloc(k * sizeof *x.mid);
+    x.msc = malloc(k * sizeof *x.msc);
+    cd_err rc = CD_OK;
+    if (!x.bid || !x.bsc || !x.mid || !x.msc)
+        rc = cd__fail(err, CD_ENOMEM, "out of memory");
+    size_t batch = EXACT_BATCH_FLOATS / x.dim;
+    if (batch > EXACT_BATCH)
+        batch = EXACT_BATCH;
+    if (rc == CD_OK)
+        rc = cd_store_scan_vectors(h->e->st, h->g->info.id, gi->model.id,
+                                   gi->model.dim, 0, batch, exact_batch, &x,
+                                   NULL, err);
+    free(x.bid);
+    free(x.bsc);
+    free(x.mid);
+    free(x.msc);
+    return rc;
+}
+
 /*
  * Ranks, exactly, the vectors of gi's model of the items the rule keeps
  * among rows (sorted rowids; NULL: the filter's items), read from the
  * store in chunks, for each query.  ids/scores: nq*k, -1 padded.
  */
-static cd_err search_brute(cd_engine *e, const gallery *g, const gal_index *gi,
+static cd_err search_brute(const search_how *h, const gal_index *gi,
                            const keep_rule *kr, const float *q, size_t nq,
                            size_t k, int64_t *ids, float *scores,
                            cd_error *err)
@@ -292,7 +377,7 @@ static cd_err search_brute(cd_engine *e, const gallery *g, const gal_index *gi,
     }
     for (size_t r0 = 0; r0 < n_keep && rc == CD_OK; r0 += chunk) {
         size_t n = n_keep - r0 < chunk ? n_keep - r0 : chunk;
-        rc = cd_store_vectors_of(e->st, g->info.id, gi->model.id, (int)dim,
+        rc = cd_store_vectors_of(h->e->st, h->g->info.id, gi->model.id, (int)dim,
                                  rows + r0, n, vecs, found, err);
         size_t c = 0;   /* deleted meanwhile: drop the row */
         for (size_t i = 0; rc == CD_OK && i < n; i++) {
@@ -334,22 +419,27 @@ out:
  * go in chunks so that a chunk's candidates stay bounded.  ids/scores:
  * nq*k, padded with -1.
  */
-static cd_err search_part(cd_engine *e, const gallery *g, const gal_index *gi,
+static cd_err search_part(const search_how *h, const gal_index *gi,
                           const keep_rule *kr, int64_t keep, const float *q,
                           size_t nq, size_t k, int64_t *ids, float *scores,
                           cd_error *err)
 {
     size_t dim = (size_t)gi->model.dim;
     size_t total = (size_t)cd_index_count(gi->ix);
-    if (!kr->match && !kr->skip)
-        return cd_index_search(gi->ix, q, nq, k, ids, scores, err);
+    bool planned_brute = false;
     if (kr->match) {
         double m = (double)cd_match_count(kr->match);
         if (m <= BRUTE_MAX && ((m * (double)dim <= (double)BRUTE_FLOATS &&
                                 m * 10 <= (double)total) ||
                                m * m <= (double)k * (double)total))
-            return search_brute(e, g, gi, kr, q, nq, k, ids, scores, err);
+            planned_brute = true;
     }
+    if (planned_brute)
+        return search_brute(h, gi, kr, q, nq, k, ids, scores, err);
+    if (h->exact && !cd_index_is_exact(gi->ix))
+        return exact_search(h, gi, kr, q, nq, k, ids, scores, err);
+    if (!kr->match && !kr->skip)
+        return cd_index_search_params(gi->ix, q, nq, k, &h->ip, ids, scores, err);
     if (cd_index_scans(gi->ix, 1)) {
         cd_err rc = CD_OK;
         for (size_t q0 = 0; q0 < nq && rc == CD_OK; q0 += CD_SCAN_NQ_MAX) {
@@ -389,7 +479,8 @@ static cd_err search_part(cd_engine *e, const gallery *g, const gal_index *gi,
                 rc = cd__fail(err, CD_ENOMEM, "out of memory for %zu candidates", chunk * kk);
                 break;
             }
-            rc = cd_index_search(gi->ix, q + q0 * dim, chunk, kk, cid, csc, err);
+            rc = cd_index_search_params(gi->ix, q + q0 * dim, chunk, kk, &h->ip,
+                                        cid, csc, err);
             short_rows = false;
             for (size_t i = 0; rc == CD_OK && i < chunk; i++) {
                 size_t got = 0;
@@ -416,7 +507,7 @@ static cd_err search_part(cd_engine *e, const gallery *g, const gal_index *gi,
     free(cid);
     free(csc);
     if (rc == CD_OK && too_far)
-        return search_brute(e, g, gi, kr, q, nq, k, ids, scores, err);
+        return search_brute(h, gi, kr, q, nq, k, ids, scores, err);
     return rc;
 }
 
@@ -434,7 +525,7 @@ static int64_t keep_estimate(const gallery *g, const cd_match *match,
  * Answers the plan's queries into ids/scores (nq*k, -1 padded), only with
  * items match has (NULL: any).
  */
-static cd_err run_plan(cd_engine *e, const gallery *g, const query_plan *p,
+static cd_err run_plan(const search_how *h, const query_plan *p,
                        const cd_model *m, const cd_match *match,
                        const float *q, size_t nq, size_t k, int64_t *ids,
                        float *scores, cd_error *err)
@@ -449,12 +540,12 @@ static cd_err run_plan(cd_engine *e, const gallery *g, const query_plan *p,
     keep_rule own_rule = {match, NULL};
     keep_rule base_rule = {match, own ? &own->members : NULL};
     if (!base)
-        return search_part(e, g, own, &own_rule,
-                           keep_estimate(g, match, p->own_items), q, nq, k,
+        return search_part(h, own, &own_rule,
+                           keep_estimate(h->g, match, p->own_items), q, nq, k,
                            ids, scores, err);
     if (!own)
-        return search_part(e, g, base, &base_rule,
-                           keep_estimate(g, match, p->base_items), q, nq, k,
+        return search_part(h, base, &base_rule,
+                           keep_estimate(h->g, match, p->base_items), q, nq, k,
                            ids, scores, err);
 
     int64_t *oid = malloc(nq * k * sizeof *oid), *bid = malloc(nq * k * sizeof *bid);
@@ -463,12 +554,12 @@ static cd_err run_plan(cd_engine *e, const gallery *g, const query_plan *p,
     if (!oid || !bid || !osc || !bsc)
         rc = cd__fail(err, CD_ENOMEM, "out of memory");
     if (rc == CD_OK)
-        rc = search_part(e, g, own, &own_rule,
-                         keep_estimate(g, match, p->own_items), q, nq, k, oid,
+        rc = search_part(h, own, &own_rule,
+                         keep_estimate(h->g, match, p->own_items), q, nq, k, oid,
                          osc, err);
     if (rc == CD_OK)
-        rc = search_part(e, g, base, &base_rule,
-                         keep_estimate(g, match, p->base_items), q, nq, k,
+        rc = search_part(h, base, &base_rule,
+                         keep_estimate(h->g, match, p->base_items), q, nq, k,
                          bid, bsc, err);
     bool higher = cd_metric_higher_is_better(m->metric);
     for (size_t i = 0; rc == CD_OK && i < nq; i++)
@@ -486,8 +577,8 @@ cd_err cd_engine_search(cd_engine *e, const char *gallery_name,
                         size_t k, unsigned include, cd_search_result **out,
                         cd_error *err)
 {
-    return cd_engine_search_filtered(e, gallery_name, model, queries, nq, k,
-                                     include, NULL, out, err);
+    return cd_engine_search_with(e, gallery_name, model, queries, nq, k,
+                                 include, NULL, out, err);
 }
 
 cd_err cd_engine_search_filtered(cd_engine *e, const char *gallery_name,
@@ -496,6 +587,18 @@ cd_err cd_engine_search_filtered(cd_engine *e, const char *gallery_name,
                                  const cd_filter *filter,
                                  cd_search_result **out, cd_error *err)
 {
+    cd_search_options opt = {.filter = filter};
+    return cd_engine_search_with(e, gallery_name, model, queries, nq, k,
+                                 include, &opt, out, err);
+}
+
+cd_err cd_engine_search_with(cd_engine *e, const char *gallery_name,
+                             const char *model, const float *queries,
+                             size_t nq, size_t k, unsigned include,
+                             const cd_search_options *opt,
+                             cd_search_result **out, cd_error *err)
+{
+    const cd_filter *filter = opt ? opt->filter : NULL;
     gallery *g = NULL;
     cd_model m;
     float *q = NULL;
@@ -519,6 +622,15 @@ cd_err cd_engine_search_filtered(cd_engine *e, const char *gallery_name,
     rc = cd__model_by_name(e, model ? model : g->model.name, &m, err);
     if (rc != CD_OK)
         goto out;
+    search_how how = {.e = e, .g = g};
+    if (opt) {
+        how.ip.ef_search = opt->ef_search;
+        how.ip.nprobe = opt->nprobe;
+        how.exact = opt->exact;
+        rc = cd_index_params_check(g->info.index_spec, &how.ip, err);
+        if (rc != CD_OK)
+            goto out;
+    }
 
     size_t dim = (size_t)m.dim;
     q = malloc(nq * dim * sizeof *q);
@@ -558,7 +670,7 @@ cd_err cd_engine_search_filtered(cd_engine *e, const char *gallery_name,
         r->matched = (int64_t)cd_match_count(match);
     }
     if (rc == CD_OK)
-        rc = run_plan(e, g, &plan, &m, match, q, nq, k, ids, scores, err);
+        rc = run_plan(&how, &plan, &m, match, q, nq, k, ids, scores, err);
     cd_match_destroy(match);
     if (rc == CD_OK) {
         if (plan.own) {
@@ -630,4 +742,106 @@ out:
     }
     *out = r;
     return CD_OK;
+}
+
+/* --- index recall ---------------------------------------------------- */
+
+/* Picks every stride-th stored vector, up to CD_RECALL_SAMPLE. */
+typedef struct sample_ctx {
+    size_t dim, stride, seen, n;
+    float *vectors;         /* CD_RECALL_SAMPLE * dim */
+} sample_ctx;
+
+static cd_err sample_batch(void *ctx, const int64_t *rowids,
+                           const float *vectors, size_t n)
+{
+    sample_ctx *sc = ctx;
+    for (size_t i = 0; i < n && sc->n < CD_RECALL_SAMPLE; i++, sc->seen++)
+        if (sc->seen % sc->stride == 0)
+            memcpy(sc->vectors + sc->n++ * sc->dim, vectors + i * sc->dim,
+                   sc->dim * sizeof *sc->vectors);
+    return CD_OK;
+}
+
+/* Measures gi's recall (see cd_engine_index_recall); g's lock is held. */
+static cd_err measure_recall(cd_engine *e, const gallery *g,
+                             const gal_index *gi, double *out, cd_error *err)
+{
+    size_t dim = (size_t)gi->model.dim, total = gi->members.len;
+    size_t k = total < CD_RECALL_K ? total : CD_RECALL_K;
+    sample_ctx sc = {.dim = dim};
+    sc.stride = total > CD_RECALL_SAMPLE ? total / CD_RECALL_SAMPLE : 1;
+    sc.vectors = malloc(CD_RECALL_SAMPLE * dim * sizeof *sc.vectors);
+    int64_t *ann = malloc(CD_RECALL_SAMPLE * CD_RECALL_K * sizeof *ann);
+    int64_t *exact = malloc(CD_RECALL_SAMPLE * CD_RECALL_K * sizeof *exact);
+    float *scores = malloc(CD_RECALL_SAMPLE * CD_RECALL_K * sizeof *scores);
+    search_how h = {.e = e, .g = g, .exact = true};
+    cd_err rc = CD_OK;
+    if (!sc.vectors || !ann || !exact || !scores)
+        rc = cd__fail(err, CD_ENOMEM, "out of memory");
+    if (rc == CD_OK)
+        rc = cd_store_scan_vectors(e->st, g->info.id, gi->model.id, gi->model.dim,
+                                   0, SCAN_BATCH, sample_batch, &sc, NULL, err);
+    if (rc == CD_OK && sc.n > 0)
+        rc = exact_search(&h, gi, NULL, sc.vectors, sc.n, k, exact, scores, err);
+    if (rc == CD_OK && sc.n > 0)
+        rc = cd_index_search(gi->ix, sc.vectors, sc.n, k, ann, scores, err);
+    if (rc == CD_OK) {
+        size_t hit = 0, want = 0;
+        for (size_t i = 0; i < sc.n; i++)
+            for (size_t a = 0; a < k; a++) {
+                int64_t id = exact[i * k + a];
+                if (id < 0)
+                    continue;
+                want++;
+                for (size_t b = 0; b < k; b++)
+                    if (ann[i * k + b] == id) {
+                        hit++;
+                        break;
+                    }
+            }
+        *out = want ? (double)hit / (double)want : 1.0;
+    }
+    free(sc.vectors);
+    free(ann);
+    free(exact);
+    free(scores);
+    return rc;
+}
+
+cd_err cd_engine_index_recall(cd_engine *e, const char *gallery_name,
+                              double *out, cd_error *err)
+{
+    gallery *g;
+    *out = 1.0;
+    if (!cd_engine_ready(e))
+        return cd__fail(err, CD_EBUSY, "indexes are still loading");
+    cd_err rc = cd__gallery_enter(e, gallery_name, &g, err);
+    if (rc != CD_OK)
+        return rc;
+    pthread_rwlock_rdlock(&g->lock);
+    rc = cd__gallery_check(g, err);
+    const gal_index *gi = cd__index_slot(g, g->model.id);
+    if (rc != CD_OK || !gi || !gi->ix || gi->members.len == 0 ||
+        cd_index_is_exact(gi->ix))
+        goto unlock;
+    pthread_mutex_lock(&g->recall_mu);
+    int64_t changes = atomic_load(&g->changes);
+    int64_t since = changes - g->recall_changes;
+    bool stale = !g->recall_known || atomic_load(&g->rebuilt) ||
+                 (since > 0 && since * 10 >= g->recall_items);
+    if (stale) {
+        atomic_store(&g->rebuilt, false);
+        rc = measure_recall(e, g, gi, &g->recall, err);
+        g->recall_known = rc == CD_OK;
+        g->recall_changes = changes;
+        g->recall_items = (int64_t)gi->members.len;
+    }
+    if (rc == CD_OK)
+        *out = g->recall;
+    pthread_mutex_unlock(&g->recall_mu);
+unlock:
+    pthread_rwlock_unlock(&g->lock);
+    pthread_rwlock_unlock(&e->lock);
+    return rc;
 }

@@ -24,9 +24,17 @@
  * Search tuning, set on every main index built or loaded: IVF probes
  * nprobe = max(32, nlist / 16) lists (capped at nlist): 1/8 of the lists
  * at IVF256, where recall@10 stays above 0.99 on clustered data (FAISS's
- * default of 1 gives about 0.5); HNSW explores efSearch = 64 candidates
- * (FAISS's default is 16).  Plain PQ components of the spec are built
- * without polysemous training (see spec_without_polysemous).
+ * default of 1 gives about 0.5); HNSW explores 64 candidates (FAISS's
+ * default is 16).  Plain PQ components of the spec are built without
+ * polysemous training (see spec_without_polysemous).
+ *
+ * A search's own parameters (cd_index_search_params) go to FAISS per call
+ * (index_params.h), never into the index other searches read.  FAISS
+ * 1.7.3 takes a per-call efSearch for when the search stops but sizes its
+ * candidate heap by the index's own efSearch, so a per-call value above
+ * it would be cut to it: the index's efSearch is set to CD_EF_SEARCH_MAX
+ * (a capacity only; measured: no slower, the same recall) and every HNSW
+ * search passes its efSearch per call, HNSW_EF_SEARCH unless asked.
  *
  * Every mutating call leaves the index as it was when it fails, except
  * when FAISS itself fails half-way through an add or remove (out of
@@ -36,6 +44,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +64,7 @@
 #include <faiss/c_api/index_io_c.h>
 
 #include "idset.h"
+#include "index_params.h"
 #include "scan.h"
 
 #define TRAIN_POINTS_PER_LIST 39   /* FAISS k-means warns below this */
@@ -73,6 +83,8 @@ struct cd_index {
     int64_t threshold;      /* staged count that triggers training; 0: none */
     size_t nlist;           /* IVF lists of main, 0 when not IVF */
     bool can_remove;        /* main's type removes for real */
+    bool hnsw;              /* main is an HNSW (searched with efSearch per
+                               call) */
     cd__idset hidden;          /* removed ids main could not remove */
     int64_t hidden_vectors; /* stored vectors whose id is in hidden */
     bool readded;           /* a hidden id was added again */
@@ -180,9 +192,10 @@ static cd_err tune(FaissIndex *ix, size_t nlist, cd_error *err)
                                                      (double)nprobe) != 0)
             rc = faiss_fail(err, CD_EINTERNAL, "faiss set nprobe");
     }
-    /* Fails for every index without an HNSW in it; that is expected. */
+    /* The heap's capacity (see the file comment).  Fails for every index
+     * without an HNSW in it; that is expected. */
     (void)faiss_ParameterSpace_set_index_parameter(ps, ix, "efSearch",
-                                                   HNSW_EF_SEARCH);
+                                                   CD_EF_SEARCH_MAX);
     faiss_ParameterSpace_free(ps);
     return rc;
 }
@@ -391,6 +404,32 @@ cd_err cd_index_spec_check(const char *spec, int dim, cd_error *err)
     return spec_form_fail(err);
 }
 
+cd_err cd_index_params_check(const char *spec, const cd_index_params *p,
+                             cd_error *err)
+{
+    long nlist = 0;
+    const char *s = spec;
+    bool hnsw = strncmp(spec, "HNSW", 4) == 0;
+    if (strncmp(s, "IVF", 3) == 0) {
+        s += 3;
+        if (!read_number(&s, &nlist))
+            nlist = 0;
+    }
+    if (p->ef_search != 0 && !hnsw)
+        return cd__fail(err, CD_EINVAL, "params.ef_search applies to HNSW indexes; "
+                        "this gallery's index is %s", spec);
+    if (p->ef_search != 0 && (p->ef_search < 1 || p->ef_search > CD_EF_SEARCH_MAX))
+        return cd__fail(err, CD_EINVAL, "params.ef_search is %d, must be 1..%d",
+                        p->ef_search, CD_EF_SEARCH_MAX);
+    if (p->nprobe != 0 && nlist == 0)
+        return cd__fail(err, CD_EINVAL, "params.nprobe applies to IVF indexes; "
+                        "this gallery's index is %s", spec);
+    if (p->nprobe != 0 && (p->nprobe < 1 || p->nprobe > nlist))
+        return cd__fail(err, CD_EINVAL, "params.nprobe is %d, must be 1..%ld "
+                        "(the index's nlist)", p->nprobe, nlist);
+    return CD_OK;
+}
+
 /*
  * Builds an empty main index for spec: factory, metric check, id map when
  * the type cannot take ids, search tuning.  *nlist_out gets its IVF list
@@ -519,6 +558,7 @@ cd_err cd_index_create(const char *spec, int dim, cd_metric metric,
 
     /* An empty probe: only the type decides whether remove_ids throws. */
     ix->can_remove = remove_ids(ix->main, &probe, 1, &removed) == 0;
+    ix->hnsw = strncmp(spec, "HNSW", 4) == 0;
 
     if (!faiss_Index_is_trained(ix->main)) {
         rc = new_staging(dim, ix->metric, &ix->staging, err);
@@ -818,9 +858,66 @@ cd_err cd_index_search_skipping(const cd_index *ix, const float *queries,
     return cd_scan_search(&s, queries, nq, k, ids_out, scores_out, err);
 }
 
+/*
+ * faiss_Index_search on fx with p's parameter, when one is set and fx is
+ * the trained main index (staging is exact: nothing to tune).  An id map
+ * cannot pass parameters on in FAISS 1.7.3, so its sub-index is searched
+ * and the labels mapped to ids here, as IndexIDMap::search does.
+ */
+static cd_err faiss_search(const cd_index *ix, const FaissIndex *fx,
+                           const cd_index_params *p, size_t nq,
+                           const float *queries, size_t k, float *scores,
+                           int64_t *ids, cd_error *err)
+{
+    int ef = 0;
+    size_t nprobe = 0;
+    if (fx == ix->main && ix->hnsw) {
+        ef = p && p->ef_search > 0 ? p->ef_search : HNSW_EF_SEARCH;
+        if ((size_t)ef < k)
+            ef = k < (size_t)INT_MAX ? (int)k : INT_MAX;
+    } else if (fx == ix->main && p && p->nprobe > 0) {
+        nprobe = (size_t)p->nprobe;
+    }
+    if (ef == 0 && nprobe == 0) {
+        if (faiss_Index_search(fx, (idx_t)nq, queries, (idx_t)k, scores, ids) != 0)
+            return faiss_fail(err, CD_EINTERNAL, "faiss search");
+        return CD_OK;
+    }
+    FaissIndexIDMap *map = faiss_IndexIDMap_cast((FaissIndex *)fx);
+    const FaissIndex *target = map ? faiss_IndexIDMap_sub_index(map) : fx;
+    char msg[256];
+    if (cd__faiss_search_params(target, (int64_t)nq, queries, (int64_t)k,
+                                scores, ids, ef, nprobe, msg, sizeof msg) != 0)
+        return cd__fail(err, CD_EINTERNAL, "faiss search: %s", msg);
+    if (map) {
+        idx_t *id_map = NULL;
+        size_t n_map = 0;
+        faiss_IndexIDMap_id_map(map, &id_map, &n_map);
+        for (size_t i = 0; i < nq * k; i++)
+            if (ids[i] >= 0)
+                ids[i] = (size_t)ids[i] < n_map ? id_map[ids[i]] : -1;
+    }
+    return CD_OK;
+}
+
 cd_err cd_index_search(const cd_index *ix, const float *queries, size_t nq,
                        size_t k, int64_t *ids_out, float *scores_out,
                        cd_error *err)
+{
+    return cd_index_search_params(ix, queries, nq, k, NULL, ids_out,
+                                  scores_out, err);
+}
+
+bool cd_index_is_exact(const cd_index *ix)
+{
+    cd_scan s;
+    return flat_rows(active(ix), &s);
+}
+
+cd_err cd_index_search_params(const cd_index *ix, const float *queries,
+                              size_t nq, size_t k, const cd_index_params *p,
+                              int64_t *ids_out, float *scores_out,
+                              cd_error *err)
 {
     if (nq == 0 || k == 0)
         return CD_OK;
@@ -860,11 +957,9 @@ cd_err cd_index_search(const cd_index *ix, const float *queries, size_t nq,
             goto out;
         }
     }
-    if (faiss_Index_search(fx, (idx_t)nq, queries, (idx_t)fetch, scores,
-                           ids) != 0) {
-        rc = faiss_fail(err, CD_EINTERNAL, "faiss search");
+    rc = faiss_search(ix, fx, p, nq, queries, fetch, scores, ids, err);
+    if (rc != CD_OK)
         goto out;
-    }
     for (size_t i = 0; i < nq; i++)
         compact_row(ix, ids + i * fetch, scores + i * fetch, fetch,
                     ids_out + i * k, scores_out + i * k, k);

@@ -80,6 +80,37 @@ cd_err cd_index_search(const cd_index *ix, const float *queries, size_t nq,
                        size_t k, int64_t *ids_out, float *scores_out,
                        cd_error *err);
 
+/* Per-search parameters of an ANN index; 0 leaves the index's own. */
+typedef struct cd_index_params {
+    int ef_search;  /* HNSW: candidates explored, 1..CD_EF_SEARCH_MAX (at
+                       least k are, whatever it is) */
+    int nprobe;     /* IVF: lists probed, 1..nlist */
+} cd_index_params;
+
+/*
+ * Checks p against an index of spec (one cd_index_spec_check accepts):
+ * ef_search only for HNSW, nprobe only for IVF, each in its range.
+ * CD_EINVAL naming the parameter and its bound.  Needs no index, so an
+ * empty gallery answers the same.
+ */
+cd_err cd_index_params_check(const char *spec, const cd_index_params *p,
+                             cd_error *err);
+
+/*
+ * cd_index_search with p (NULL: none) applied to this search alone; the
+ * index's own settings, which concurrent searches read, are not touched.
+ * Exact indexes (Flat, or any type while staging) ignore p.  p must have
+ * passed cd_index_params_check for the index's spec.
+ */
+cd_err cd_index_search_params(const cd_index *ix, const float *queries,
+                              size_t nq, size_t k, const cd_index_params *p,
+                              int64_t *ids_out, float *scores_out,
+                              cd_error *err);
+
+/* True when the index answers exactly: a Flat index, or any type while it
+ * is still staging. */
+bool cd_index_is_exact(const cd_index *ix);
+
 /*
  * True when cd_index_search answers nq queries with one exact scan of the
  * index's own flat codes over all cores (cd_scan_search): a Flat index,

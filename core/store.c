@@ -163,6 +163,10 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_EMBEDDING_ONE] =
         "SELECT vector FROM embeddings WHERE gallery_id = ?1 AND model_id = ?2"
         " AND item_rowid = ?3",
+    /* One page of a listing: a range of the (gallery_id, ext_id) index. */
+    [ST_ITEM_PAGE] =
+        "SELECT rowid, ext_id, label, metadata FROM items"
+        " WHERE gallery_id = ?1 AND ext_id > ?2 ORDER BY ext_id LIMIT ?3",
     /* One range of the primary key, already in rowid order. */
     [ST_SCAN] =
         "SELECT item_rowid, vector FROM embeddings"

@@ -231,6 +231,50 @@ cd_err cd_store_item_delete(cd_store *st, int64_t gallery_id, const char *id,
                             cd_error *err);
 
 /*
+ * Deletes the items of gallery_id named by ids (n of them) in one
+ * transaction: their embeddings and rows, a tombstone each, all at one
+ * change sequence number.  Ids that are not in the gallery (or named
+ * twice) are skipped, not errors.  On success *deleted is how many were
+ * deleted, rowids (caller-allocated, n entries) their rowids in its first
+ * *deleted entries, and *seq_out the change sequence number (0 when
+ * nothing was deleted: then nothing changed).  CD_ENOTFOUND when the
+ * gallery is gone; on any failure nothing is deleted.
+ */
+cd_err cd_store_items_delete(cd_store *st, int64_t gallery_id,
+                             const char *const *ids, size_t n,
+                             int64_t *rowids, size_t *deleted,
+                             int64_t *seq_out, cd_error *err);
+
+/*
+ * Which items a listing keeps (a filter): keep() sees each candidate's
+ * rowid, id, label and metadata (no embeddings yet) and returns true to
+ * list it.  It runs inside the listing's read transaction and must not
+ * call the store.
+ */
+typedef struct cd_item_pred {
+    bool (*keep)(void *ctx, const cd_item *item);
+    void *ctx;
+} cd_item_pred;
+
+/*
+ * One page of a gallery's items in id order (bytewise), those whose id is
+ * greater than `after` (NULL or "": from the start), at most limit (>= 1)
+ * of them, each with its label, metadata and embeddings' models (no
+ * vectors); only those pred keeps when pred is not NULL.  Read in one
+ * transaction.  Keyset paging on the unique id: an item that exists for
+ * the whole of a listing is listed exactly once, whatever is written
+ * meanwhile.  *more is true when items follow the page.  *out is an array
+ * of *n items; free it with cd_items_destroy().
+ */
+cd_err cd_store_items_page(cd_store *st, int64_t gallery_id,
+                           const char *after, size_t limit,
+                           const cd_item_pred *pred, cd_item ***out,
+                           size_t *n, bool *more, cd_error *err);
+
+/* Frees n items from cd_store_items_page and the array.  Accepts NULL. */
+void cd_items_destroy(cd_item **items, size_t n);
+
+/*
  * For each rowid, the item's id (and label / metadata when asked);
  * refs[i].id is NULL for a rowid that no longer exists.  refs is caller-
  * allocated (n entries); free its strings with cd_item_refs_finish().

@@ -95,6 +95,7 @@ typedef enum stmt_id {
     ST_ITEM_DELETE,
     ST_TOMBSTONE_INSERT,
     ST_ITEM_REF,
+    ST_ITEM_PAGE,
     ST_SCAN,
     ST_TOMBSTONES,
     ST_TOMBSTONES_PRUNE,

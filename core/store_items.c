@@ -392,19 +392,72 @@ unlock:
     return CD_OK;
 }
 
-cd_err cd_store_item_delete(cd_store *st, int64_t gallery_id, const char *id,
-                            int64_t *rowid_out, int64_t *seq_out,
-                            cd_error *err)
+/*
+ * Deletes the item at rowid of gallery_id (its embeddings, its row and the
+ * gallery's count) and writes its tombstone at seq, inside the caller's
+ * write transaction.
+ */
+static cd_err delete_rowid(cd_conn *c, int64_t gallery_id, int64_t rowid,
+                           int64_t seq, cd_error *err)
 {
-    if (rowid_out)
-        *rowid_out = 0;
-    if (seq_out)
-        *seq_out = 0;
-    if (!st || !id)
-        return cd__fail(err, CD_EINVAL, "cd_store_item_delete: NULL argument");
-    cd_conn *c = cd__writer_acquire(st);
     sqlite3_stmt *s = NULL;
-    int64_t rowid = 0, seq = 0;
+    cd_err rc = cd__run_i64(c, ST_ITEM_DELETE_EMBEDDINGS, 2, gallery_id, rowid,
+                            NULL, NULL, err);
+    if (rc == CD_OK)
+        rc = cd__run_i64(c, ST_ITEM_DELETE, 1, rowid, 0, NULL, NULL, err);
+    if (rc == CD_OK)
+        rc = cd__run_i64(c, ST_GALLERY_ADD_COUNT, 2, gallery_id, -1, NULL, NULL,
+                         err);
+    if (rc == CD_OK)
+        rc = cd__conn_stmt(c, ST_TOMBSTONE_INSERT, &s, err);
+    if (rc == CD_OK) {
+        sqlite3_bind_int64(s, 1, gallery_id);
+        sqlite3_bind_int64(s, 2, seq);
+        sqlite3_bind_int64(s, 3, rowid);
+        rc = cd__step_write(c, s, NULL, NULL, err);
+    }
+    return rc;
+}
+
+/* The rowid of item id in gallery_id: *found false when there is none. */
+static cd_err rowid_of(cd_conn *c, int64_t gallery_id, const char *id,
+                       bool *found, int64_t *rowid, cd_error *err)
+{
+    sqlite3_stmt *s = NULL;
+    *found = false;
+    cd_err rc = cd__conn_stmt(c, ST_ITEM_BY_ID, &s, err);
+    if (rc != CD_OK)
+        return rc;
+    sqlite3_bind_int64(s, 1, gallery_id);
+    sqlite3_bind_text(s, 2, id, -1, SQLITE_STATIC);
+    int step = sqlite3_step(s);
+    if (step == SQLITE_ROW) {
+        *rowid = sqlite3_column_int64(s, 0);
+        *found = true;
+    } else if (step != SQLITE_DONE) {
+        rc = cd__db_fail(err, c, step);
+    }
+    cd__stmt_done(s);
+    return rc;
+}
+
+/*
+ * Deletes the items named by ids in one transaction (cd_store_items_delete);
+ * when each_needed, an id not in the gallery fails the whole call with
+ * CD_ENOTFOUND instead of being skipped.
+ */
+static cd_err delete_ids(cd_store *st, int64_t gallery_id,
+                         const char *const *ids, size_t n, bool each_needed,
+                         int64_t *rowids, size_t *deleted, int64_t *seq_out,
+                         cd_error *err)
+{
+    *deleted = 0;
+    *seq_out = 0;
+    if (!st || (n > 0 && (!ids || !rowids)))
+        return cd__fail(err, CD_EINVAL, "deleting items: NULL argument");
+    cd_conn *c = cd__writer_acquire(st);
+    int64_t seq = 0;
+    size_t count = 0;
     bool found;
     cd_err rc = cd__tx_begin(c, true, err);
     if (rc != CD_OK)
@@ -413,49 +466,160 @@ cd_err cd_store_item_delete(cd_store *st, int64_t gallery_id, const char *id,
     if (rc == CD_OK && !found)
         rc = cd__fail(err, CD_ENOTFOUND, "gallery %lld not found",
                       (long long)gallery_id);
-    if (rc == CD_OK)
-        rc = cd__conn_stmt(c, ST_ITEM_BY_ID, &s, err);
-    if (rc != CD_OK)
-        goto end;
-    sqlite3_bind_int64(s, 1, gallery_id);
-    sqlite3_bind_text(s, 2, id, -1, SQLITE_STATIC);
-    int step = sqlite3_step(s);
-    if (step == SQLITE_ROW)
-        rowid = sqlite3_column_int64(s, 0);
-    else if (step == SQLITE_DONE)
-        rc = cd__fail(err, CD_ENOTFOUND, "item \"%.*s\" not found",
-                      CD_ITEM_ID_MAX, id);
-    else
-        rc = cd__db_fail(err, c, step);
-    cd__stmt_done(s);
-    if (rc == CD_OK)
-        rc = cd__run_i64(c, ST_ITEM_DELETE_EMBEDDINGS, 2, gallery_id, rowid, NULL,
-                         NULL, err);
-    if (rc == CD_OK)
-        rc = cd__run_i64(c, ST_ITEM_DELETE, 1, rowid, 0, NULL, NULL, err);
-    if (rc == CD_OK)
-        rc = cd__run_i64(c, ST_GALLERY_ADD_COUNT, 2, gallery_id, -1, NULL, NULL,
-                         err);
-    if (rc == CD_OK) {
-        rc = cd__conn_stmt(c, ST_TOMBSTONE_INSERT, &s, err);
-        if (rc == CD_OK) {
-            sqlite3_bind_int64(s, 1, gallery_id);
-            sqlite3_bind_int64(s, 2, seq);
-            sqlite3_bind_int64(s, 3, rowid);
-            rc = cd__step_write(c, s, NULL, NULL, err);
+    for (size_t i = 0; rc == CD_OK && i < n; i++) {
+        int64_t rowid = 0;
+        if (!ids[i]) {
+            rc = cd__fail(err, CD_EINVAL, "id %zu is NULL", i);
+            break;
+        }
+        rc = rowid_of(c, gallery_id, ids[i], &found, &rowid, err);
+        if (rc == CD_OK && !found && each_needed)
+            rc = cd__fail(err, CD_ENOTFOUND, "item \"%.*s\" not found",
+                          CD_ITEM_ID_MAX, ids[i]);
+        if (rc == CD_OK && found) {
+            rc = delete_rowid(c, gallery_id, rowid, seq, err);
+            rowids[count++] = rowid;
         }
     }
-end:
-    rc = cd__tx_end(c, rc, err);
+    if (rc == CD_OK && count == 0) {
+        /* Nothing to delete: nothing changes, not even the seq. */
+        cd__tx_end(c, CD_ENOTFOUND, NULL);
+        seq = 0;
+    } else {
+        rc = cd__tx_end(c, rc, err);
+    }
 unlock:
     cd__conn_release(c);
     if (rc == CD_OK) {
-        if (rowid_out)
-            *rowid_out = rowid;
-        if (seq_out)
-            *seq_out = seq;
+        *deleted = count;
+        *seq_out = seq;
     }
     return rc;
+}
+
+cd_err cd_store_items_delete(cd_store *st, int64_t gallery_id,
+                             const char *const *ids, size_t n,
+                             int64_t *rowids, size_t *deleted,
+                             int64_t *seq_out, cd_error *err)
+{
+    return delete_ids(st, gallery_id, ids, n, false, rowids, deleted, seq_out,
+                      err);
+}
+
+cd_err cd_store_item_delete(cd_store *st, int64_t gallery_id, const char *id,
+                            int64_t *rowid_out, int64_t *seq_out,
+                            cd_error *err)
+{
+    int64_t rowid = 0, seq = 0;
+    size_t deleted = 0;
+    if (!id)
+        return cd__fail(err, CD_EINVAL, "cd_store_item_delete: NULL argument");
+    cd_err rc = delete_ids(st, gallery_id, &id, 1, true, &rowid, &deleted,
+                           &seq, err);
+    if (rowid_out)
+        *rowid_out = rowid;
+    if (seq_out)
+        *seq_out = seq;
+    return rc;
+}
+
+void cd_items_destroy(cd_item **items, size_t n)
+{
+    for (size_t i = 0; items && i < n; i++)
+        cd_item_destroy(items[i]);
+    free(items);
+}
+
+#define PAGE_CHUNK 256  /* rows read per step while a predicate drops some */
+
+cd_err cd_store_items_page(cd_store *st, int64_t gallery_id,
+                           const char *after, size_t limit,
+                           const cd_item_pred *pred, cd_item ***out,
+                           size_t *n, bool *more, cd_error *err)
+{
+    *out = NULL;
+    *n = 0;
+    *more = false;
+    if (!st || limit == 0)
+        return cd__fail(err, CD_EINVAL, "cd_store_items_page: bad argument");
+    /* One more than asked for tells whether another page follows. */
+    size_t want = limit + 1;
+    cd_item **items = calloc(want, sizeof *items);
+    if (!items)
+        return cd__fail(err, CD_ENOMEM, "out of memory for %zu items", want);
+    char *cursor = strdup(after ? after : "");
+    size_t got = 0;
+    bool exhausted = false;
+    cd_conn *c = cd__reader_acquire(st);
+    sqlite3_stmt *s = NULL;
+    cd_err rc = cursor ? cd__tx_begin(c, false, err)
+                       : cd__fail(err, CD_ENOMEM, "out of memory");
+    if (rc != CD_OK)
+        goto unlock;
+    while (rc == CD_OK && got < want && !exhausted) {
+        size_t step_rows = pred ? PAGE_CHUNK : want - got;
+        size_t seen = 0;
+        rc = cd__conn_stmt(c, ST_ITEM_PAGE, &s, err);
+        if (rc != CD_OK)
+            break;
+        sqlite3_bind_int64(s, 1, gallery_id);
+        sqlite3_bind_text(s, 2, cursor, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(s, 3, (sqlite3_int64)step_rows);
+        int step = SQLITE_DONE;
+        while (rc == CD_OK && got < want && (step = sqlite3_step(s)) == SQLITE_ROW) {
+            cd_item *it = calloc(1, sizeof *it);
+            seen++;
+            if (!it) {
+                rc = cd__fail(err, CD_ENOMEM, "out of memory listing items");
+                break;
+            }
+            it->rowid = sqlite3_column_int64(s, 0);
+            rc = cd__dup_column(s, 1, &it->id, err);
+            if (rc == CD_OK)
+                rc = cd__dup_column(s, 2, &it->label, err);
+            if (rc == CD_OK)
+                rc = cd__dup_column(s, 3, &it->metadata, err);
+            if (rc == CD_OK && !it->id)
+                rc = cd__fail(err, CD_ECORRUPT, "item row %lld has no id",
+                              (long long)it->rowid);
+            if (rc == CD_OK) {
+                char *next = strdup(it->id);
+                if (!next)
+                    rc = cd__fail(err, CD_ENOMEM, "out of memory");
+                free(cursor);
+                cursor = next;
+            }
+            if (rc != CD_OK || (pred && !pred->keep(pred->ctx, it))) {
+                cd_item_destroy(it);
+                continue;
+            }
+            items[got++] = it;
+        }
+        if (rc == CD_OK && got < want && step != SQLITE_DONE && step != SQLITE_ROW)
+            rc = cd__db_fail(err, c, step);
+        cd__stmt_done(s);
+        s = NULL;
+        if (seen < step_rows)
+            exhausted = true;
+    }
+    for (size_t i = 0; rc == CD_OK && i < got && i < limit; i++)
+        rc = item_load_embeddings(c, gallery_id, items[i], false, err);
+    rc = cd__tx_end(c, rc, err);
+unlock:
+    cd__conn_release(c);
+    free(cursor);
+    if (rc != CD_OK) {
+        cd_items_destroy(items, got);
+        return rc;
+    }
+    if (got > limit) {
+        cd_item_destroy(items[limit]);
+        got = limit;
+        *more = true;
+    }
+    *out = items;
+    *n = got;
+    return CD_OK;
 }
 
 void cd_item_refs_finish(cd_item_ref *refs, size_t n)

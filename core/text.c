@@ -135,3 +135,33 @@ size_t cd__b64_encode(const unsigned char *b, size_t n, bool url, char *out)
     out[o] = '\0';
     return o;
 }
+
+bool cd__b64url_decode(const char *s, unsigned char *out, size_t cap,
+                       size_t *n)
+{
+    uint32_t acc = 0;
+    int bits = 0;
+    size_t o = 0, len = strlen(s);
+    if (len % 4 == 1)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        int v = c == '-' ? 62 : c == '_' ? 63
+              : (c == '+' || c == '/') ? -1 : cd__b64_value(c);
+        if (v < 0)
+            return false;
+        acc = (acc << 6) | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            if (o == cap)
+                return false;
+            out[o++] = (unsigned char)(acc >> bits);
+            acc &= (1u << bits) - 1;
+        }
+    }
+    if (acc != 0)
+        return false;
+    *n = o;
+    return true;
+}

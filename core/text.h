@@ -39,4 +39,13 @@ int cd__b64_value(unsigned char c);
  */
 size_t cd__b64_encode(const unsigned char *b, size_t n, bool url, char *out);
 
+/*
+ * Decodes base64url without padding (what cd__b64_encode writes with url)
+ * of the NUL-terminated s into out, at most cap bytes; *n gets the count.
+ * False for any other character, a length no encoding has, non-zero
+ * spare bits, or more than cap bytes.
+ */
+bool cd__b64url_decode(const char *s, unsigned char *out, size_t cap,
+                       size_t *n);
+
 #endif

@@ -15,6 +15,7 @@
 #include "error.h"
 
 #define CD_ITEM_ID_MAX 256      /* bytes of an item id */
+#define CD_EF_SEARCH_MAX 4096   /* HNSW candidates a search may ask for */
 #define CD_METADATA_MAX 16384   /* bytes of an item's metadata JSON text */
 #define CD_DIM_MAX 4096
 #define CD_K_MAX 1000

@@ -44,6 +44,7 @@ static const char usage[] =
     "       compatd eval --show ID\n"
     "       compatd models|galleries|status [--json]\n"
     "       compatd adapter fit|list|show|delete ... (compatd adapter --help)\n"
+    "       compatd items list|delete --gallery G ... (compatd items --help)\n"
     "  (the client commands take --url URL, --key KEY, --cacert FILE; compatd <command> --help)\n"
     "\n"
     "Serves a backward-compatible embedding gallery over HTTP.\n"
@@ -605,6 +606,7 @@ static const struct command {
     {"galleries", cd_galleries_main},
     {"status", cd_status_main},
     {"adapter", cd_adapter_main},
+    {"items", cd_items_main},
 };
 
 /*

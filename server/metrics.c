@@ -258,6 +258,14 @@ char *cd_metrics_render(cd_metrics *m, cd_engine *e, size_t *len)
                         (long long)counts[j].items);
                 free(counts);
             }
+            put(&t, "# HELP compatd_index_recall Recall@10 of the gallery's index against exact "
+                    "search on a sample of its vectors.\n# TYPE compatd_index_recall gauge\n");
+            for (size_t i = 0; i < n; i++) {
+                double recall;
+                if (cd_engine_index_recall(e, gals[i].name, &recall, &err) == CD_OK)
+                    put(&t, "compatd_index_recall{gallery=\"%s\"} %.6g\n",
+                        esc(&l1, gals[i].name), recall);
+            }
         }
         free(gals);
         cd_engine_stats st;

@@ -556,3 +556,15 @@ bool cd_json_metadata(const cJSON *obj, const char *obj_text, size_t max, const 
     *out = text;
     return true;
 }
+
+bool cd_parse_positive(const char *s, int64_t *out)
+{
+    if (!s || *s < '1' || *s > '9' || strlen(s) > 18)
+        return false;
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    if (*end)
+        return false;
+    *out = v;
+    return true;
+}

@@ -38,6 +38,10 @@ typedef struct cd_request {
 /* The value of query argument name, or NULL. */
 const char *cd_request_arg(const cd_request *req, const char *name);
 
+/* Parses a positive decimal integer (a query argument, an id) of at most
+ * 18 digits, no sign or spaces; false for anything else. */
+bool cd_parse_positive(const char *s, int64_t *out);
+
 /* The body as a JSON object (Content-Type application/json, UTF-8, no
  * \u0000, no two members of one name anywhere), or NULL with rep set.
  * Free with cJSON_Delete(). */

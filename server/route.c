@@ -39,7 +39,12 @@ static const cd_route routes[] = {
         {"PATCH", CD_SCOPE_ADMIN, CD_BODY_JSON, cd__gallery_patch},
         {"DELETE", CD_SCOPE_ADMIN, CD_BODY_NONE, cd__gallery_delete}}},
     {"/v1/galleries/{g}/items", 0, {
+        {"GET", CD_SCOPE_READ, CD_BODY_NONE, cd__items_list},
         {"POST", CD_SCOPE_WRITE, CD_BODY_JSON, cd__items_upsert}}},
+    /* Before {id}: an item called "delete" is read by listing and
+     * deleted in bulk. */
+    {"/v1/galleries/{g}/items/delete", 0, {
+        {"POST", CD_SCOPE_WRITE, CD_BODY_JSON, cd__items_delete}}},
     {"/v1/galleries/{g}/items/{id}", 0, {
         {"GET", CD_SCOPE_READ, CD_BODY_NONE, cd__item_get},
         {"DELETE", CD_SCOPE_WRITE, CD_BODY_NONE, cd__item_delete}}},

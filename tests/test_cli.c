@@ -1200,6 +1200,120 @@ static void test_adapter(ctx *c)
     dataset_finish(&b);
 }
 
+/* compatd items list (--all, --limit, --json) prints every item once in
+ * id order, as the server holds them; items delete --ids deletes those
+ * listed (in batches), counts only present ids; bad lines refused. */
+static void test_items(ctx *c)
+{
+    enum { N = 2500, N_DEL = 1000 };
+    create_gallery(c, "listed", "m8");
+    for (int b = 0; b < N; b += 500) {
+        td_text t = {0};
+        td_text_append(&t, "{\"items\":[");
+        for (int i = b; i < b + 500; i++) {
+            td_text_append(&t, "%s{\"id\":\"it%04d\",\"label\":\"L%d\",\"vector\":[", i > b ? "," : "",
+                           i, i % 3);
+            for (int d = 0; d < DIM; d++)
+                td_text_append(&t, "%s%.4f", d ? "," : "", td_rng_gauss(&c->rng));
+            td_text_append(&t, "]}");
+        }
+        td_text_append(&t, "]}");
+        td_reply r;
+        CHECK_EQ(td_http_json(c->h, "POST", "/v1/galleries/listed/items", t.s, &r), 200);
+        td_reply_finish(&r);
+        free(t.s);
+    }
+    char *out, *err;
+    const char *all[] = {"items", "list", "--gallery", "listed", "--all", NULL};
+    CHECK_EQ(cli(c, &out, &err, all), 0);
+    CHECK_STREQ(err, "");
+    CHECK_EQ(count_char(out, '\n'), N);
+    int bad = 0, i = 0;
+    for (const char *l = out; *l && bad == 0; l = strchr(l, '\n') + 1, i++) {
+        char *want = td_fmt("it%04d\tL%d\tm8\n", i, i % 3);
+        bad += strncmp(l, want, strlen(want)) != 0;
+        if (bad)
+            CHECK_FAILED_("items list line %d: want %s got %.40s", i, want, l);
+        free(want);
+    }
+    free(out);
+    free(err);
+
+    const char *five[] = {"items", "list", "--gallery", "listed", "--limit", "5", NULL};
+    CHECK_EQ(cli(c, &out, &err, five), 0);
+    CHECK_EQ(count_char(out, '\n'), 5);
+    CHECK(strncmp(out, "it0000\tL0\tm8\n", 13) == 0);
+    free(out);
+    free(err);
+
+    const char *json[] = {"items", "list", "--gallery", "listed", "--limit", "1500", "--json",
+                          NULL};
+    CHECK_EQ(cli(c, &out, &err, json), 0);
+    CHECK_EQ(count_char(out, '\n'), 1500);
+    char *last = strrchr(out, '\n');
+    if (last)
+        *last = '\0';
+    last = strrchr(out, '\n');
+    cJSON *j = cJSON_Parse(last ? last + 1 : out);
+    CHECK_STREQ(td_json_str(j, "id"), "it1499");
+    CHECK_STREQ(td_json_str(j, "models.0"), "m8");
+    cJSON_Delete(j);
+    free(out);
+    free(err);
+
+    /* Delete the first N_DEL in batches of 300, and one id not there. */
+    char *ids_path = path_in(c, "delete-ids.txt");
+    char **ids = calloc(N_DEL + 1, sizeof *ids);
+    REQUIRE(ids);
+    for (int k = 0; k < N_DEL; k++)
+        ids[k] = td_fmt("it%04d", k);
+    ids[N_DEL] = td_fmt("ghost");
+    write_lines(ids_path, ids, N_DEL + 1);
+    const char *del[] = {"items", "delete", "--gallery", "listed", "--ids", ids_path,
+                         "--batch", "300", NULL};
+    CHECK_EQ(cli(c, &out, &err, del), 0);
+    CHECK_STREQ(out, "items delete: 1000 of 1001 ids deleted from gallery listed\n");
+    CHECK_STREQ(err, "");
+    free(out);
+    free(err);
+    td_reply r;
+    CHECK_EQ(td_gallery_count(c->h, "listed"), N - N_DEL);
+    CHECK_EQ(td_http_json(c->h, "GET", "/v1/galleries/listed/items/it0999", NULL, &r), 404);
+    td_reply_finish(&r);
+    CHECK_EQ(td_http_json(c->h, "GET", "/v1/galleries/listed/items/it1000", NULL, &r), 200);
+    td_reply_finish(&r);
+    CHECK_EQ(cli(c, &out, &err, all), 0);
+    CHECK_EQ(count_char(out, '\n'), N - N_DEL);
+    CHECK(strncmp(out, "it1000\t", 7) == 0);
+    free(out);
+    free(err);
+
+    /* Bad command lines are 2, a server's refusal one line and 1. */
+    const char *const *const bad_lines[] = {
+        (const char *const[]){"items", NULL},
+        (const char *const[]){"items", "frob", "--gallery", "listed", NULL},
+        (const char *const[]){"items", "list", NULL},
+        (const char *const[]){"items", "list", "--gallery", "listed", "--limit", "0", NULL},
+        (const char *const[]){"items", "list", "--gallery", "listed", "--limit", "3", "--all",
+                              NULL},
+        (const char *const[]){"items", "delete", "--gallery", "listed", NULL},
+    };
+    for (size_t k = 0; k < sizeof bad_lines / sizeof bad_lines[0]; k++) {
+        CHECK_EQ(cli(c, &out, &err, bad_lines[k]), 2);
+        free(out);
+        free(err);
+    }
+    const char *nope[] = {"items", "list", "--gallery", "nope", NULL};
+    CHECK_EQ(cli(c, &out, &err, nope), 1);
+    check_one_line(err, "items list", "nope", "unknown gallery");
+    free(out);
+    free(err);
+    for (int k = 0; k <= N_DEL; k++)
+        free(ids[k]);
+    free(ids);
+    free(ids_path);
+}
+
 static void test_unreachable(ctx *c)
 {
     char *dead = td_fmt("http://127.0.0.1:%d", dead_port());
@@ -1380,6 +1494,7 @@ int main(void)
     test_eval(&c);
     test_listings(&c);
     test_adapter(&c);
+    test_items(&c);
     test_unreachable(&c);
     test_tls();
     test_keys(&c);     /* last: from here on the daemon wants a key */

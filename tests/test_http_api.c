@@ -984,7 +984,7 @@ static const bad_case bad_cases[] = {
     {"unknown route", "GET", "/v1/nothing", NULL, NULL, NULL, false, 404, "no_route", NULL},
     {"trailing slash", "GET", "/v1/models/", NULL, NULL, NULL, false, 404, "no_route", NULL},
     {"PUT models", "PUT", MODELS, J, "{}", NULL, false, 405, "method_not_allowed", NULL},
-    {"GET items", "GET", ITEMS, NULL, NULL, NULL, false, 405, "method_not_allowed", NULL},
+    {"PUT items", "PUT", ITEMS, J, "{}", NULL, false, 405, "method_not_allowed", NULL},
     {"GET search", "GET", SEARCH, NULL, NULL, NULL, false, 405, "method_not_allowed", NULL},
     {"GET with a body", "GET", "/v1/models", J, "{}", NULL, false, 400, "unexpected_body", NULL},
     {"vectors=maybe", "GET", "/v1/galleries/g-l2/items/i1?vectors=maybe", NULL, NULL, NULL, false, 400, "invalid_argument", NULL},

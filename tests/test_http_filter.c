@@ -27,6 +27,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
+
 #include "check.h"
 #include "daemon.h"
 
@@ -518,6 +520,107 @@ static long test_evaluation(td_http *h)
     return id;
 }
 
+/* The items of the flat gallery whose album is a2 or a5 (eval_filter). */
+static bool list_matches(int i)
+{
+    return alive[i] && i >= MOVED && i % 11 != 0 && (i % 7 == 2 || i % 7 == 5);
+}
+
+/*
+ * GET .../items?filter= pages through exactly the matching items; a bad
+ * filter there is 400 at its place.
+ */
+static void test_listing(td_http *h)
+{
+    CURL *curl = curl_easy_init();
+    REQUIRE(curl);
+    char *enc = curl_easy_escape(curl, eval_filter, 0);
+    REQUIRE(enc);
+    unsigned char *seen = calloc(N, 1);
+    REQUIRE(seen);
+    char *after = strdup("");
+    bool ok = true;
+    td_reply r;
+    for (int page = 0; ok && page < 100; page++) {
+        char *a = curl_easy_escape(curl, after, 0);
+        char *path = td_fmt("/v1/galleries/flat/items?limit=700&filter=%s&after=%s", enc, a);
+        curl_free(a);
+        ok = td_http_call(h, &r, 200, "GET", path, NULL) == 200;
+        free(path);
+        const cJSON *it;
+        cJSON_ArrayForEach(it, td_json_at(r.json, "items")) {
+            int i = item_number(td_json_str(it, "id"));
+            if (i < 0 || i >= N || seen[i]++)
+                ok = false;
+        }
+        const char *next = td_json_str(r.json, "next");
+        free(after);
+        after = next ? strdup(next) : NULL;
+        td_reply_finish(&r);
+        if (!after)
+            break;
+    }
+    CHECK(ok && !after);
+    size_t wrong = 0;
+    for (int i = 0; i < N; i++)
+        wrong += (seen[i] != 0) != list_matches(i);
+    CHECK_EQ(wrong, 0);
+    char *bad = curl_easy_escape(curl, "{\"or\":[{\"label\":{\"gt\":1}}]}", 0);
+    char *path = td_fmt("/v1/galleries/flat/items?filter=%s", bad);
+    CHECK_EQ(td_http_json(h, "GET", path, NULL, &r), 400);
+    const char *msg = td_reply_error_message(&r);
+    CHECK(msg && strncmp(msg, "filter.or[0].label.gt: ", 23) == 0);
+    td_reply_finish(&r);
+    free(path);
+    curl_free(bad);
+    free(after);
+    free(seen);
+    curl_free(enc);
+    curl_easy_cleanup(curl);
+}
+
+/* POST .../items/delete {"filter"} on the sub gallery: the a2 items go,
+ * from the store and the filters; returns the count left. */
+static long test_delete_by_filter(td_http *h)
+{
+    td_reply r;
+    long before = td_gallery_count(h, "sub"), want = 0;
+    for (int i = 0; i < N; i++)
+        want += eval_matches(i) && i % 7 == 2;
+    CHECK_EQ(td_http_call(h, &r, 200, "POST", "/v1/galleries/sub/items/delete",
+                          "{\"filter\":{\"metadata.album\":\"a2\"}}"), 200);
+    /* sub was filled without metadata: nothing matches there. */
+    CHECK_EQ(td_json_num(r.json, "deleted"), 0);
+    td_reply_finish(&r);
+    CHECK_EQ(td_http_call(h, &r, 200, "POST", "/v1/galleries/sub/items/delete",
+                          "{\"filter\":{\"label\":{\"in\":[\"u2\",\"u9\"]}}}"), 200);
+    want = 0;
+    for (int i = 0; i < N; i++)
+        want += eval_matches(i) && (i % 40 == 2 || i % 40 == 9);
+    CHECK_EQ(td_json_num(r.json, "deleted"), (double)want);
+    td_reply_finish(&r);
+    CHECK_EQ(td_gallery_count(h, "sub"), before - want);
+    /* The filters see it at once: nothing of u2 or u9 is left to match. */
+    td_text t = {0};
+    td_text_append(&t, "{\"k\":5,\"filter\":{\"label\":{\"in\":[\"u2\",\"u9\"]}},\"vectors\":");
+    td_text_append_b64_rows(&t, q, 1, DIM);
+    td_text_append(&t, "}");
+    CHECK_EQ(td_http_call(h, &r, 200, "POST", "/v1/galleries/sub/search", t.s), 200);
+    CHECK_EQ(td_json_num(r.json, "matched"), 0);
+    td_reply_finish(&r);
+    free(t.s);
+    /* Both or a bad filter: 400, nothing deleted. */
+    CHECK_EQ(td_http_json(h, "POST", "/v1/galleries/sub/items/delete",
+                          "{\"ids\":[\"i1\"],\"filter\":{\"label\":\"u1\"}}", &r), 400);
+    td_reply_finish(&r);
+    CHECK_EQ(td_http_json(h, "POST", "/v1/galleries/sub/items/delete",
+                          "{\"filter\":{\"label\":{\"lt\":1}}}", &r), 400);
+    CHECK_STREQ(td_reply_error_code(&r), "invalid_filter");
+    td_reply_finish(&r);
+    CHECK_EQ(td_gallery_count(h, "sub"), before - want);
+    return before - want;
+}
+
 /* GET /v1/evaluations/{id} still says the filter. */
 static void check_stored_filter(td_http *h, long id)
 {
@@ -562,6 +665,8 @@ int main(int argc, char **argv)
     check_all(h, "ivf", 0.8);
     test_bad_input(h);
     long eval_id = test_evaluation(h);
+    test_listing(h);
+    long sub_left = test_delete_by_filter(h);
 
     /* A stop (which snapshots the indexes, not the fields), then kill -9:
      * the fields come back from the store each time. */
@@ -574,6 +679,7 @@ int main(int argc, char **argv)
     verdict v = search(h, "hnsw", "m1", RARE);
     CHECK(v.exact && v.matched_ok);
     check_stored_filter(h, eval_id);
+    CHECK_EQ(td_gallery_count(h, "sub"), sub_left);
 
     td_http_destroy(h);
     CHECK_EQ(td_daemon_stop(d), 0);

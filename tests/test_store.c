@@ -995,6 +995,110 @@ static void test_scan(fixture *f)
     }
 }
 
+/* Keeps items whose label is "even" (what a filter would do). */
+static bool keep_even(void *ctx, const cd_item *item)
+{
+    (*(int *)ctx)++;
+    return item->label && strcmp(item->label, "even") == 0;
+}
+
+/*
+ * Paging: id order, a page of limit with *more, each item once across
+ * pages, models listed; a predicate drops items over more rows than a
+ * page; bulk delete skips absent ids, takes one seq, and nothing changes
+ * (not the seq) when no id is present.
+ */
+static void test_pages(fixture *f)
+{
+    enum { N = 700 };
+    cd_error err = {0};
+    cd_gallery g;
+    CHECK_OK(cd_store_gallery_create(f->st, "pages", "m1", "Flat", &g, &err), &err);
+    static char ids[N][8];
+    static float v[N][DIM];
+    cd_item_in items[N];
+    int64_t rowids[N], seq;
+    /* Inserted in reverse: id order is not insertion order. */
+    for (int i = 0; i < N; i++) {
+        snprintf(ids[i], sizeof ids[i], "p%03d", N - 1 - i);
+        fill_vector(v[i], DIM, 900u + (uint64_t)i);
+        items[i] = (cd_item_in){ids[i], (N - 1 - i) % 2 ? "odd" : "even", NULL, v[i]};
+    }
+    CHECK_OK(cd_store_items_upsert(f->st, g.id, f->m1, DIM, items, N, &seq, rowids, NULL,
+                                   &err), &err);
+    CHECK_OK(cd_store_items_upsert(f->st, g.id, f->m2, DIM, items, 1, &seq, rowids, NULL,
+                                   &err), &err);
+
+    char after[16] = "";
+    int seen = 0, pages = 0;
+    bool more = true;
+    while (more) {
+        cd_item **page;
+        size_t n;
+        CHECK_OK(cd_store_items_page(f->st, g.id, after, 64, NULL, &page, &n, &more, &err),
+                 &err);
+        pages++;
+        for (size_t k = 0; k < n; k++) {
+            char want[16];
+            snprintf(want, sizeof want, "p%03d", seen++);
+            CHECK_STREQ(page[k]->id, want);
+            CHECK_EQ(page[k]->n_embeddings, strcmp(want, "p699") == 0 ? 2 : 1);
+        }
+        if (n)
+            snprintf(after, sizeof after, "%s", page[n - 1]->id);
+        CHECK(n == 64 || !more);
+        cd_items_destroy(page, n);
+    }
+    CHECK_EQ(seen, N);
+    CHECK_EQ(pages, (N + 63) / 64);
+
+    /* A predicate keeping half: pages fill from more rows than they hold. */
+    int asked = 0;
+    cd_item_pred even = {keep_even, &asked};
+    cd_item **page;
+    size_t n;
+    CHECK_OK(cd_store_items_page(f->st, g.id, "p100", 200, &even, &page, &n, &more, &err),
+             &err);
+    CHECK_EQ(n, 200);
+    CHECK(more);
+    CHECK_STREQ(page[0]->id, "p102");
+    CHECK_STREQ(page[199]->id, "p500");
+    cd_items_destroy(page, n);
+    CHECK(asked >= 400);
+    CHECK_OK(cd_store_items_page(f->st, g.id, "p600", 300, &even, &page, &n, &more, &err),
+             &err);
+    CHECK_EQ(n, 49);
+    CHECK(!more);
+    cd_items_destroy(page, n);
+
+    /* Bulk delete. */
+    const char *del[] = {"p001", "nope", "p002", "p001"};
+    int64_t gone[4];
+    size_t deleted;
+    int64_t before = 0;
+    cd_gallery row;
+    CHECK_OK(cd_store_gallery_get(f->st, "pages", &row, &err), &err);
+    before = row.seq;
+    CHECK_OK(cd_store_items_delete(f->st, g.id, del, 4, gone, &deleted, &seq, &err), &err);
+    CHECK_EQ(deleted, 2);
+    CHECK_EQ(seq, before + 1);
+    CHECK_OK(cd_store_gallery_get(f->st, "pages", &row, &err), &err);
+    CHECK_EQ(row.count, N - 2);
+    int64_t *tomb = NULL;
+    size_t n_tomb = 0;
+    CHECK_OK(cd_store_tombstones(f->st, g.id, before, &tomb, &n_tomb, &err), &err);
+    CHECK_EQ(n_tomb, 2);
+    free(tomb);
+    const char *absent[] = {"nope", "p001"};
+    CHECK_OK(cd_store_items_delete(f->st, g.id, absent, 2, gone, &deleted, &seq, &err), &err);
+    CHECK_EQ(deleted, 0);
+    CHECK_EQ(seq, 0);
+    CHECK_OK(cd_store_gallery_get(f->st, "pages", &row, &err), &err);
+    CHECK_EQ(row.seq, before + 1);
+    CHECK_EQ(cd_store_items_delete(f->st, 999999, del, 1, gone, &deleted, &seq, &err),
+             CD_ENOTFOUND);
+}
+
 static void test_refs(fixture *f)
 {
     cd_error err = {0};
@@ -1775,6 +1879,7 @@ int main(void)
     test_delete(&f);
     test_delete_models(&f);
     test_scan(&f);
+    test_pages(&f);
     test_refs(&f);
     test_gallery_delete(&f);
     test_evaluations(&f);

@@ -109,6 +109,39 @@ static void test_b64_encode(void)
 }
 
 /* Every byte against the alphabet written out: its index, or -1. */
+/* base64url without padding back to bytes (RFC 4648 section 10's
+ * vectors), and what it must refuse. */
+static void test_b64url_decode(void)
+{
+    static const struct {
+        const char *text, *bytes;   /* bytes NULL: refused */
+    } cases[] = {
+        {"", ""},
+        {"Zg", "f"},
+        {"Zm8", "fo"},
+        {"Zm9v", "foo"},
+        {"Zm9vYg", "foob"},
+        {"Zm9vYmFy", "foobar"},
+        {"-_8", "\xfb\xff"},
+        {"Zg==", NULL},         /* padding */
+        {"+/8", NULL},          /* the standard alphabet's 62 and 63 */
+        {"Z", NULL},            /* no encoding is 1 mod 4 long */
+        {"Zh", NULL},           /* spare bits set */
+        {"Zm9 v", NULL},
+        {"Zm9vYmFyYmF6", NULL}, /* more than the 8 bytes of room */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        unsigned char out[8];
+        size_t n = 99;
+        bool ok = cd__b64url_decode(cases[i].text, out, sizeof out, &n);
+        CHECK_EQ(ok, cases[i].bytes != NULL);
+        if (ok && cases[i].bytes) {
+            CHECK_EQ(n, strlen(cases[i].bytes));
+            CHECK(memcmp(out, cases[i].bytes, n) == 0);
+        }
+    }
+}
+
 static void test_b64_value(void)
 {
     static const char alphabet[] =
@@ -126,5 +159,6 @@ int main(void)
     test_utf8_cut();
     test_b64_encode();
     test_b64_value();
+    test_b64url_decode();
     return check_exit();
 }

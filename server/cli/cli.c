@@ -54,6 +54,7 @@ enum {
     OPT_QUERY_MODEL, OPT_QUERIES, OPT_BASELINE, OPT_BASELINE_IDS, OPT_KS, OPT_PRIMARY,
     OPT_SHOW, OPT_FILTER,
     OPT_NAME, OPT_FROM, OPT_TO, OPT_KIND, OPT_RIDGE, OPT_WEIGHTS,
+    OPT_LIMIT, OPT_ALL,
     OPT_END
 };
 
@@ -1705,23 +1706,37 @@ static int adapter_one(const char *cmd, bool show, const char *name, int argc, c
     return rc;
 }
 
-/* Where the subcommand of `compatd adapter` is: after the options that
- * may come first ("--url URL", "--json"), at 1 when there are none. */
-static int adapter_sub_at(int argc, char **argv)
+/* Where the subcommand of a command with subcommands is: after the
+ * options that may come first ("--url URL", or one of flags, which take
+ * no value), at 1 when there are none. */
+static int sub_at(int argc, char **argv, const char *const *flags)
 {
     int i = 1;
     while (i < argc && argv[i][0] == '-') {
-        bool flag = strchr(argv[i], '=') || strcmp(argv[i], "--json") == 0 ||
-                    strcmp(argv[i], "--weights") == 0 || strcmp(argv[i], "-h") == 0 ||
+        bool flag = strchr(argv[i], '=') || strcmp(argv[i], "-h") == 0 ||
                     strcmp(argv[i], "--help") == 0;
+        for (size_t f = 0; flags[f] && !flag; f++)
+            flag = strcmp(argv[i], flags[f]) == 0;
         i += flag ? 1 : 2;
     }
     return i;
 }
 
+/* argv without its entries at..at+skip-1, NULL-terminated in a malloc'd
+ * array (free()) of *n entries; NULL when out of memory. */
+static char **argv_without(int argc, char **argv, int at, int skip, int *n)
+{
+    char **rest = calloc((size_t)argc + 1, sizeof *rest);
+    *n = 0;
+    for (int i = 0; rest && i < argc; i++)
+        if (i < at || i >= at + skip)
+            rest[(*n)++] = argv[i];
+    return rest;
+}
+
 int cd_adapter_main(int argc, char **argv)
 {
-    int at = adapter_sub_at(argc, argv);
+    int at = sub_at(argc, argv, (const char *const[]){"--json", "--weights", NULL});
     const char *sub = at < argc ? argv[at] : "";
     bool fit = strcmp(sub, "fit") == 0, list = strcmp(sub, "list") == 0;
     bool show = strcmp(sub, "show") == 0, del = strcmp(sub, "delete") == 0;
@@ -1737,14 +1752,10 @@ int cd_adapter_main(int argc, char **argv)
     /* show and delete name the adapter right after the subcommand. */
     const char *name = (show || del) && at + 1 < argc && argv[at + 1][0] != '-' ? argv[at + 1]
                                                                                : NULL;
-    int skip = name ? 2 : 1;
-    char **rest = calloc((size_t)argc + 1, sizeof *rest);
+    int n;
+    char **rest = argv_without(argc, argv, at, name ? 2 : 1, &n);
     if (!rest)
         return fail("adapter", "out of memory");
-    int n = 0;
-    for (int i = 0; i < argc; i++)
-        if (i < at || i >= at + skip)
-            rest[n++] = argv[i];
     int rc;
     if (fit)
         rc = adapter_fit("adapter fit", n, rest);
@@ -1753,5 +1764,181 @@ int cd_adapter_main(int argc, char **argv)
     else
         rc = adapter_one(show ? "adapter show" : "adapter delete", show, name, n, rest);
     free(rest);
+    return rc;
+}
+
+/* --- compatd items list|delete ------------------------------------------- */
+
+#define LIST_PAGE_MAX 1000      /* the server's largest page */
+#define DEFAULT_LIST 100
+
+static const char items_usage[] =
+    "usage: compatd items list --gallery G [--limit N | --all] [--json]\n"
+    "       compatd items delete --gallery G --ids FILE [--batch N]\n"
+    "\n"
+    "list prints the gallery's items in id order, one a line: id, label (\"-\"\n"
+    "when none) and the models it has embeddings of, tab-separated; --json\n"
+    "prints each item as one line of the server's JSON instead.  It follows the\n"
+    "listing's cursors (GET /v1/galleries/{g}/items), so an item stored for the\n"
+    "whole run is printed exactly once whatever is written meanwhile.\n"
+    "\n"
+    "delete deletes the items whose ids FILE holds, one a line (POST\n"
+    "/v1/galleries/{g}/items/delete), in batches; each batch is atomic, and ids\n"
+    "not in the gallery are not errors.  Prints how many were deleted.\n"
+    "\n"
+    "options:\n"
+    "  --gallery G         the gallery\n"
+    "  --limit N           list at most N items (default 100)\n"
+    "  --all               list every item\n"
+    "  --json              list as JSON lines\n"
+    "  --ids FILE          the ids to delete, one a line\n"
+    "  --batch N           ids per delete request (default 10000)\n"
+    "\n" CONNECTION_HELP;
+
+static const struct option items_options[] = {
+    CONNECTION_OPTIONS,
+    {"gallery", required_argument, NULL, OPT_GALLERY},
+    {"limit", required_argument, NULL, OPT_LIMIT},
+    {"all", no_argument, NULL, OPT_ALL},
+    {"json", no_argument, NULL, OPT_JSON},
+    {"ids", required_argument, NULL, OPT_IDS},
+    {"batch", required_argument, NULL, OPT_BATCH},
+    {NULL, 0, NULL, 0},
+};
+
+/* Prints one listed item: JSON, or id, label and models tab-separated. */
+static void item_line(const cJSON *it, bool json)
+{
+    if (json) {
+        char *text = cJSON_PrintUnformatted(it);
+        if (text)
+            puts(text);
+        free(text);
+        return;
+    }
+    printf("%s\t%s\t", jstr(it, "id", "-"), jstr(it, "label", "-"));
+    const cJSON *m;
+    int i = 0;
+    cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(it, "models"))
+        printf("%s%s", i++ ? "," : "", cJSON_IsString(m) ? m->valuestring : "?");
+    putchar('\n');
+}
+
+static int items_list(const char *cmd, cd_client *c, const args *a)
+{
+    const char *gallery = arg(a, OPT_GALLERY);
+    bool all = arg(a, OPT_ALL) != NULL, json = arg(a, OPT_JSON) != NULL;
+    long want = DEFAULT_LIST;
+    if (all && arg(a, OPT_LIMIT))
+        return fail(cmd, "give --limit or --all, not both"), 2;
+    if (arg(a, OPT_LIMIT) && !int_arg(cmd, "limit", arg(a, OPT_LIMIT), 1, LONG_MAX, &want))
+        return 2;
+    char *cursor = NULL;
+    long printed = 0;
+    int rc = 0;
+    do {
+        long left = want - printed;
+        char page[32];
+        snprintf(page, sizeof page, "%ld", all || left > LIST_PAGE_MAX ? LIST_PAGE_MAX : left);
+        cJSON *j = get_json(cmd, c, api_path("/v1/galleries/", gallery, "/items?limit=", page,
+                                             cursor ? "&after=" : NULL, cursor, NULL),
+                            NULL);
+        free(cursor);
+        cursor = NULL;
+        if (!j) {
+            rc = 1;
+            break;
+        }
+        const cJSON *it;
+        cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(j, "items")) {
+            item_line(it, json);
+            printed++;
+        }
+        const char *next = jstr(j, "next", NULL);
+        if (next && !(cursor = strdup(next)))
+            rc = fail(cmd, "out of memory");
+        cJSON_Delete(j);
+    } while (cursor && (all || printed < want));
+    free(cursor);
+    if (fflush(stdout) != 0)
+        rc = fail(cmd, "writing the listing: %s", strerror(errno));
+    return rc;
+}
+
+static int items_delete(const char *cmd, cd_client *c, const args *a)
+{
+    const char *gallery = arg(a, OPT_GALLERY), *file = arg(a, OPT_IDS);
+    long batch = DEFAULT_BATCH;
+    if (!file)
+        return fail(cmd, "--ids FILE is required\n%s", items_usage), 2;
+    if (arg(a, OPT_BATCH) && !int_arg(cmd, "batch", arg(a, OPT_BATCH), 1, MAX_BATCH, &batch))
+        return 2;
+    cd_lines ids;
+    cd_error err;
+    if (cd_lines_load(file, CD_LINES_ANY, CD_ITEM_ID_MAX, &ids, &err) != CD_OK)
+        return fail(cmd, "%s", err.message);
+    char *path = api_path("/v1/galleries/", gallery, "/items/delete", NULL);
+    double deleted = 0;
+    int rc = path ? 0 : fail(cmd, "out of memory");
+    for (size_t from = 0; rc == 0 && from < ids.n; from += (size_t)batch) {
+        size_t to = from + (size_t)batch < ids.n ? from + (size_t)batch : ids.n;
+        cJSON *body = cJSON_CreateObject();
+        cJSON *arr = body ? cJSON_AddArrayToObject(body, "ids") : NULL;
+        for (size_t i = from; arr && i < to; i++)
+            cJSON_AddItemToArray(arr, cJSON_CreateString(ids.lines[i]));
+        char *text = arr ? cJSON_PrintUnformatted(body) : NULL;
+        cJSON_Delete(body);
+        cJSON *reply = NULL;
+        if (!text)
+            rc = fail(cmd, "out of memory");
+        else if (!call(cmd, c, "POST", path, text, &reply, NULL))
+            rc = 1;
+        else
+            deleted += jnum(reply, "deleted");
+        cJSON_Delete(reply);
+        free(text);
+        if (rc != 0 && from > 0)
+            fprintf(stderr, "compatd %s: the first %zu ids were handled (%.0f deleted)\n",
+                    cmd, from, deleted);
+    }
+    if (rc == 0)
+        printf("items delete: %.0f of %zu ids deleted from gallery %s\n", deleted, ids.n,
+               gallery);
+    free(path);
+    cd_lines_finish(&ids);
+    return rc;
+}
+
+int cd_items_main(int argc, char **argv)
+{
+    int at = sub_at(argc, argv, (const char *const[]){"--json", "--all", NULL});
+    const char *sub = at < argc ? argv[at] : "";
+    bool list = strcmp(sub, "list") == 0, del = strcmp(sub, "delete") == 0;
+    if (!list && !del) {
+        for (int i = 1; i < argc; i++)
+            if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+                fputs(items_usage, stdout);
+                return 0;
+            }
+        fprintf(stderr, "compatd items: list or delete?\n%s", items_usage);
+        return 2;
+    }
+    const char *cmd = list ? "items list" : "items delete";
+    int n;
+    char **rest = argv_without(argc, argv, at, 1, &n);
+    if (!rest)
+        return fail(cmd, "out of memory");
+    args a;
+    int rc = parse_args(cmd, n, rest, items_options, items_usage, &a);
+    free(rest);
+    if (rc >= 0)
+        return rc;
+    if (!arg(&a, OPT_GALLERY)) {
+        fprintf(stderr, "compatd %s: --gallery G is required\n%s", cmd, items_usage);
+        return 2;
+    }
+    cd_client *c = connect_to(cmd, &a);
+    rc = !c ? 1 : list ? items_list(cmd, c, &a) : items_delete(cmd, c, &a);
+    cd_client_destroy(c);
     return rc;
 }

@@ -7,6 +7,7 @@
  *   compatd models     list the models
  *   compatd galleries  list the galleries, backfill coverage, query models
  *   compatd status     health, readiness, counts, the compatibility summary
+ *   compatd items      list a gallery's items, delete them in bulk
  *
  * Every command takes --url (default $COMPATD_URL, else
  * http://127.0.0.1:8080), --key (default $COMPATD_KEY) and --cacert
@@ -40,5 +41,9 @@ int cd_status_main(int argc, char **argv);
 /* `compatd adapter fit|list|show|delete`: adapters (POST, GET, DELETE
  * /v1/adapters). */
 int cd_adapter_main(int argc, char **argv);
+
+/* `compatd items list|delete`: a gallery's items page by page (GET
+ * /v1/galleries/{g}/items), or deleted in bulk from a file of ids. */
+int cd_items_main(int argc, char **argv);
 
 #endif

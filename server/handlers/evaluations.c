@@ -341,23 +341,10 @@ out:
     cJSON_Delete(j);
 }
 
-/* Parses a positive decimal id; false for anything else. */
-static bool parse_id(const char *s, int64_t *out)
-{
-    if (!s || *s < '1' || *s > '9' || strlen(s) > 18)
-        return false;
-    char *end;
-    long long v = strtoll(s, &end, 10);
-    if (*end)
-        return false;
-    *out = v;
-    return true;
-}
-
 static void evaluations_get(cd_api *api, const char *id_s, cd_reply *rep)
 {
     int64_t id;
-    if (!parse_id(id_s, &id)) {
+    if (!cd_parse_positive(id_s, &id)) {
         cd_reply_error(rep, CD_HTTP_INVALID_ARGUMENT, "evaluation id must be a positive integer");
         return;
     }
@@ -378,12 +365,12 @@ static void evaluations_list(cd_api *api, const cd_request *req, const char *gal
     const char *before_s = cd_request_arg(req, "before");
     const char *model = cd_request_arg(req, "query_model");
     int64_t limit = DEFAULT_LIST_LIMIT, before = 0;
-    if (limit_s && (!parse_id(limit_s, &limit) || limit > MAX_LIST_LIMIT)) {
+    if (limit_s && (!cd_parse_positive(limit_s, &limit) || limit > MAX_LIST_LIMIT)) {
         cd_reply_error(rep, CD_HTTP_INVALID_ARGUMENT, "limit must be an integer 1..%d",
                        MAX_LIST_LIMIT);
         return;
     }
-    if (before_s && !parse_id(before_s, &before)) {
+    if (before_s && !cd_parse_positive(before_s, &before)) {
         cd_reply_error(rep, CD_HTTP_INVALID_ARGUMENT, "before must be an evaluation id");
         return;
     }

@@ -86,6 +86,11 @@ static void gallery_reply(cd_api *api, const char *name, cd_reply *rep)
     cJSON_AddStringToObject(root, "state", down ? "unavailable" : "ready");
     if (down)
         cJSON_AddStringToObject(root, "error", why.message);
+    double recall;
+    if (!down && cd_engine_index_recall(api->engine, name, &recall, &why) == CD_OK)
+        cJSON_AddNumberToObject(root, "index_recall", recall);
+    else
+        cJSON_AddNullToObject(root, "index_recall");
     cJSON *emb = cJSON_AddObjectToObject(root, "embeddings");
     cJSON *qm = cJSON_AddArrayToObject(root, "query_models");
     for (size_t i = 0; i < n; i++) {

@@ -42,6 +42,8 @@ void cd__gallery_delete(cd_api *api, const cd_request *req, cd_reply *rep);
 
 /* items.c; {g}, {id} */
 void cd__items_upsert(cd_api *api, const cd_request *req, cd_reply *rep);
+void cd__items_list(cd_api *api, const cd_request *req, cd_reply *rep);
+void cd__items_delete(cd_api *api, const cd_request *req, cd_reply *rep);
 void cd__item_get(cd_api *api, const cd_request *req, cd_reply *rep);
 void cd__item_delete(cd_api *api, const cd_request *req, cd_reply *rep);
 

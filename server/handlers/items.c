@@ -1,6 +1,8 @@
 /*
  * items.c - POST /v1/galleries/{g}/items (an upsert of a batch, all or
- * nothing) and GET and DELETE /v1/galleries/{g}/items/{id}.
+ * nothing), GET /v1/galleries/{g}/items (a listing, page by page), POST
+ * /v1/galleries/{g}/items/delete (a batch of deletes, all or nothing) and
+ * GET and DELETE /v1/galleries/{g}/items/{id}.
  */
 #include "handlers.h"
 
@@ -100,6 +102,144 @@ out:
     cJSON_Delete(j);
 }
 
+/* Adds item's id, label, metadata and models to obj. */
+static void item_fields_json(cJSON *obj, const cd_item *item)
+{
+    cJSON_AddStringToObject(obj, "id", item->id);
+    if (item->label)
+        cJSON_AddStringToObject(obj, "label", item->label);
+    else
+        cJSON_AddNullToObject(obj, "label");
+    cd_json_add_metadata(obj, item->metadata);
+    cJSON *models = cJSON_AddArrayToObject(obj, "models");
+    for (size_t i = 0; i < item->n_embeddings; i++)
+        cJSON_AddItemToArray(models, cJSON_CreateString(item->embeddings[i].model));
+}
+
+#define DEFAULT_LIST_LIMIT 100
+
+void cd__items_list(cd_api *api, const cd_request *req, cd_reply *rep)
+{
+    const char *gallery = req->params[0];
+    const char *limit_s = cd_request_arg(req, "limit");
+    const char *after = cd_request_arg(req, "after");
+    int64_t limit = DEFAULT_LIST_LIMIT;
+    if (limit_s && (!cd_parse_positive(limit_s, &limit) || limit > CD_LIST_LIMIT_MAX)) {
+        cd_reply_error(rep, CD_HTTP_INVALID_ARGUMENT, "limit must be an integer 1..%d",
+                       CD_LIST_LIMIT_MAX);
+        return;
+    }
+    /* ?filter=: URL-encoded JSON (README, Filters). */
+    const char *filter_text = cd_request_arg(req, "filter");
+    cd_filter *filter = NULL;
+    if (filter_text && !cd_json_filter_text(filter_text, "filter", &filter, rep))
+        return;
+    cd_item **items = NULL;
+    size_t n = 0;
+    char next[CD_CURSOR_MAX + 1];
+    cd_error err;
+    cd_err rc = cd_engine_items_list_filtered(api->engine, gallery, after, (size_t)limit,
+                                              filter, &items, &n, next, &err);
+    cd_filter_destroy(filter);
+    if (rc != CD_OK) {
+        cd_reply_core_error(rep, &err);
+        return;
+    }
+    cJSON *root = cJSON_CreateObject();
+    cJSON *arr = cJSON_AddArrayToObject(root, "items");
+    for (size_t i = 0; i < n; i++) {
+        cJSON *o = cJSON_CreateObject();
+        item_fields_json(o, items[i]);
+        cJSON_AddItemToArray(arr, o);
+    }
+    if (next[0])
+        cJSON_AddStringToObject(root, "next", next);
+    else
+        cJSON_AddNullToObject(root, "next");
+    cd_items_destroy(items, n);
+    cd_reply_json(rep, 200, root);
+}
+
+void cd__items_delete(cd_api *api, const cd_request *req, cd_reply *rep)
+{
+    const char *gallery = req->params[0];
+    static const char *const fields[] = {"ids", "filter", NULL};
+    cJSON *j = cd_json_body(req, rep);
+    const char **ids = NULL;
+    cd_filter *filter = NULL;
+    cd_limits lim = cd_api_limits(api);
+    if (!j)
+        return;
+    if (!cd_json_only_fields(j, fields, "", rep))
+        goto out;
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(j, "ids");
+    if (cJSON_GetObjectItemCaseSensitive(j, "filter")) {
+        /* A filter selects the items, matched and deleted in one call. */
+        if (arr) {
+            cd_reply_error(rep, CD_HTTP_INVALID_ARGUMENT, "give ids or filter, not both");
+            goto out;
+        }
+        if (!cd_json_filter(j, "filter", &filter, rep))
+            goto out;
+        if (!filter) {
+            cd_reply_error(rep, CD_HTTP_INVALID_FILTER, "filter: a filter is a JSON object");
+            goto out;
+        }
+        size_t deleted = 0;
+        cd_error ferr;
+        cd_err frc = cd_engine_items_delete_filtered(api->engine, gallery, filter, &deleted,
+                                                     &ferr);
+        if (frc == CD_OK) {
+            cJSON *root = cJSON_CreateObject();
+            cJSON_AddNumberToObject(root, "deleted", (double)deleted);
+            cd_reply_json(rep, 200, root);
+        }
+        cd_reply_failed(rep, frc, &ferr);
+        goto out;
+    }
+    if (!cJSON_IsArray(arr)) {
+        cd_reply_error(rep, CD_HTTP_INVALID_ARGUMENT, "ids must be an array of item ids");
+        goto out;
+    }
+    size_t n = (size_t)cJSON_GetArraySize(arr);
+    if (n > lim.max_batch) {
+        cd_reply_error(rep, CD_HTTP_BATCH_TOO_LARGE, "a batch holds at most %zu ids, got %zu",
+                       lim.max_batch, n);
+        goto out;
+    }
+    ids = calloc(n ? n : 1, sizeof *ids);
+    if (!ids) {
+        cd_reply_error(rep, CD_HTTP_OUT_OF_MEMORY, "out of memory for %zu ids", n);
+        goto out;
+    }
+    size_t i = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, arr) {
+        char where[48];
+        snprintf(where, sizeof where, "ids %zu: ", i);
+        size_t len = cJSON_IsString(it) ? strlen(it->valuestring) : 0;
+        if (len == 0 || len > CD_ITEM_ID_MAX || !cd_utf8_valid(it->valuestring, len)) {
+            cd_reply_error(rep, CD_HTTP_INVALID_ID, "%smust be an item id: a string of 1..%d "
+                           "bytes of UTF-8", where, CD_ITEM_ID_MAX);
+            goto out;
+        }
+        ids[i++] = it->valuestring;
+    }
+    size_t deleted = 0;
+    cd_error err;
+    cd_err rc = cd_engine_items_delete(api->engine, gallery, ids, n, &deleted, &err);
+    if (rc == CD_OK) {
+        cJSON *root = cJSON_CreateObject();
+        cJSON_AddNumberToObject(root, "deleted", (double)deleted);
+        cd_reply_json(rep, 200, root);
+    }
+    cd_reply_failed(rep, rc, &err);
+out:
+    cd_filter_destroy(filter);
+    free(ids);
+    cJSON_Delete(j);
+}
+
 void cd__item_get(cd_api *api, const cd_request *req, cd_reply *rep)
 {
     const char *gallery = req->params[0], *id = req->params[1];
@@ -117,17 +257,10 @@ void cd__item_get(cd_api *api, const cd_request *req, cd_reply *rep)
         return;
     }
     cJSON *root = cJSON_CreateObject();
-    cJSON_AddStringToObject(root, "id", item->id);
-    if (item->label)
-        cJSON_AddStringToObject(root, "label", item->label);
-    else
-        cJSON_AddNullToObject(root, "label");
-    cd_json_add_metadata(root, item->metadata);
-    cJSON *models = cJSON_AddArrayToObject(root, "models");
+    item_fields_json(root, item);
     cJSON *vecs = with_vectors ? cJSON_AddObjectToObject(root, "vectors") : NULL;
     for (size_t i = 0; i < item->n_embeddings; i++) {
         const cd_item_embedding *em = &item->embeddings[i];
-        cJSON_AddItemToArray(models, cJSON_CreateString(em->model));
         if (vecs && em->vector) {
             cJSON *a = cJSON_CreateArray();
             for (int d = 0; d < em->dim; d++)

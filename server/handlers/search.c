@@ -179,11 +179,51 @@ static bool result_size_ok(const cd_limits *lim, size_t nq, size_t k, unsigned i
     return true;
 }
 
+/*
+ * Reads "params" ({"ef_search", "nprobe"}: integers, the index checks
+ * which apply and their bounds) and "exact" (a boolean) into opt.
+ */
+static bool search_options(const cJSON *j, cd_search_options *opt, cd_reply *rep)
+{
+    static const char *const fields[] = {"ef_search", "nprobe", NULL};
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(j, "params");
+    const cJSON *exact = cJSON_GetObjectItemCaseSensitive(j, "exact");
+    long v;
+    memset(opt, 0, sizeof *opt);
+    if (exact && !cJSON_IsBool(exact)) {
+        cd_reply_error(rep, CD_HTTP_INVALID_ARGUMENT, "exact must be true or false");
+        return false;
+    }
+    opt->exact = cJSON_IsTrue(exact);
+    if (!p)
+        return true;
+    if (!cJSON_IsObject(p)) {
+        cd_reply_error(rep, CD_HTTP_INVALID_ARGUMENT, "params must be an object");
+        return false;
+    }
+    if (!cd_json_only_fields(p, fields, "params: ", rep))
+        return false;
+    const cJSON *ef = cJSON_GetObjectItemCaseSensitive(p, "ef_search");
+    if (ef && !cd_json_int(ef, 1, CD_EF_SEARCH_MAX, &v)) {
+        cd_reply_error(rep, CD_HTTP_INVALID_ARGUMENT, "params.ef_search must be an integer 1..%d",
+                       CD_EF_SEARCH_MAX);
+        return false;
+    }
+    opt->ef_search = ef ? (int)v : 0;
+    const cJSON *np = cJSON_GetObjectItemCaseSensitive(p, "nprobe");
+    if (np && !cd_json_int(np, 1, INT32_MAX, &v)) {
+        cd_reply_error(rep, CD_HTTP_INVALID_ARGUMENT, "params.nprobe must be an integer 1..nlist");
+        return false;
+    }
+    opt->nprobe = np ? (int)v : 0;
+    return true;
+}
+
 void cd__search(cd_api *api, const cd_request *req, cd_reply *rep)
 {
     const char *gallery = req->params[0];
     static const char *const fields[] = {"model", "k", "vector", "vector_b64", "vectors",
-                                         "include", "filter", NULL};
+                                         "include", "params", "exact", "filter", NULL};
     cJSON *j = cd_json_body(req, rep);
     float *q = NULL;
     cd_search_result *res = NULL;
@@ -206,6 +246,9 @@ void cd__search(cd_api *api, const cd_request *req, cd_reply *rep)
         cd_reply_error(rep, CD_HTTP_INVALID_K, "k must be an integer 1..%d", lim.max_k);
         goto out;
     }
+    cd_search_options opt;
+    if (!search_options(j, &opt, rep))
+        goto out;
     const cJSON *inc = cJSON_GetObjectItemCaseSensitive(j, "include");
     if (inc) {
         const cJSON *x;
@@ -263,8 +306,9 @@ void cd__search(cd_api *api, const cd_request *req, cd_reply *rep)
         goto out;
     }
     cd_error err;
-    cd_err rc = cd_engine_search_filtered(api->engine, gallery, m.name, q, nq, (size_t)k,
-                                          include, filter, &res, &err);
+    opt.filter = filter;
+    cd_err rc = cd_engine_search_with(api->engine, gallery, m.name, q, nq, (size_t)k, include,
+                                      &opt, &res, &err);
     if (rc != CD_OK) {
         cd_reply_core_error(rep, &err);
         goto out;

@@ -553,6 +553,9 @@
         ['items', 'Items', el('span', {'data-value': raw(g.count), text: count(g.count)})],
         ['model', 'Gallery model', g.model],
         ['index', 'Index', el('code', {text: g.index})],
+        ['recall', 'Index recall@10', el('span', {'data-value': raw(g.index_recall),
+          title: 'measured against exact search on a sample of the gallery\'s own vectors',
+          text: pct(g.index_recall, 1)})],
         ['policy', 'Query policy', g.query_policy || '—'],
         ['created', 'Created', when(g.created_at)]
       ]),
