@@ -437,6 +437,42 @@ static bool match_keep(void *ctx, const cd_item *item)
     return cd_match_has(ctx, item->rowid);
 }
 
+/*
+ * Enters gallery name and locks it (for writing when write), then
+ * matches filter in its fields into *m.  On success the caller ends with
+ * gallery_leave; on failure nothing is held.
+ */
+static cd_err gallery_match(cd_engine *e, const char *name, bool write,
+                            const cd_filter *filter, gallery **g, cd_match **m,
+                            cd_error *err)
+{
+    *m = NULL;
+    if (!cd_engine_ready(e))
+        return cd__fail(err, CD_EBUSY, "indexes are still loading");
+    cd_err rc = cd__gallery_enter(e, name, g, err);
+    if (rc != CD_OK)
+        return rc;
+    if (write)
+        pthread_rwlock_wrlock(&(*g)->lock);
+    else
+        pthread_rwlock_rdlock(&(*g)->lock);
+    rc = cd__gallery_check(*g, err);
+    if (rc == CD_OK)
+        rc = cd_fields_match((*g)->fields, filter, m, err);
+    if (rc != CD_OK) {
+        pthread_rwlock_unlock(&(*g)->lock);
+        pthread_rwlock_unlock(&e->lock);
+    }
+    return rc;
+}
+
+static void gallery_leave(cd_engine *e, gallery *g, cd_match *m)
+{
+    pthread_rwlock_unlock(&g->lock);
+    pthread_rwlock_unlock(&e->lock);
+    cd_match_destroy(m);
+}
+
 cd_err cd_engine_items_list_filtered(cd_engine *e, const char *gallery_name,
                                      const char *cursor, size_t limit,
                                      const cd_filter *filter, cd_item ***out,
@@ -451,22 +487,13 @@ cd_err cd_engine_items_list_filtered(cd_engine *e, const char *gallery_name,
     if (!filter)
         return cd_engine_items_list(e, gallery_name, cursor, limit, NULL, out,
                                     n, next, err);
-    if (!cd_engine_ready(e))
-        return cd__fail(err, CD_EBUSY, "indexes are still loading");
-    cd_err rc = cd__gallery_enter(e, gallery_name, &g, err);
+    cd_err rc = gallery_match(e, gallery_name, false, filter, &g, &m, err);
     if (rc != CD_OK)
         return rc;
-    pthread_rwlock_rdlock(&g->lock);
-    rc = cd__gallery_check(g, err);
-    if (rc == CD_OK)
-        rc = cd_fields_match(g->fields, filter, &m, err);
     cd_item_pred pred = {match_keep, m};
-    if (rc == CD_OK)
-        rc = cd_engine_items_list(e, gallery_name, cursor, limit, &pred, out,
-                                  n, next, err);
-    pthread_rwlock_unlock(&g->lock);
-    pthread_rwlock_unlock(&e->lock);
-    cd_match_destroy(m);
+    rc = cd_engine_items_list(e, gallery_name, cursor, limit, &pred, out, n,
+                              next, err);
+    gallery_leave(e, g, m);
     return rc;
 }
 
@@ -482,17 +509,10 @@ cd_err cd_engine_items_delete_filtered(cd_engine *e, const char *gallery_name,
     size_t n = 0, count = 0;
     int64_t seq = 0;
     *deleted = 0;
-    if (!cd_engine_ready(e))
-        return cd__fail(err, CD_EBUSY, "indexes are still loading");
-    cd_err rc = cd__gallery_enter(e, gallery_name, &g, err);
+    cd_err rc = gallery_match(e, gallery_name, true, filter, &g, &m, err);
     if (rc != CD_OK)
         return rc;
-    pthread_rwlock_wrlock(&g->lock);
-    rc = cd__gallery_check(g, err);
-    if (rc == CD_OK)
-        rc = cd_fields_match(g->fields, filter, &m, err);
-    if (rc == CD_OK)
-        rc = cd_match_rowids(m, &rowids, &n, err);
+    rc = cd_match_rowids(m, &rowids, &n, err);
     if (rc == CD_OK && n > 0) {
         refs = calloc(n, sizeof *refs);
         ids = calloc(n, sizeof *ids);
@@ -512,13 +532,11 @@ cd_err cd_engine_items_delete_filtered(cd_engine *e, const char *gallery_name,
         rc = indexes_drop(e, g, rowids, count, seq, err);
     if (rc == CD_OK)
         *deleted = count;
-    pthread_rwlock_unlock(&g->lock);
-    pthread_rwlock_unlock(&e->lock);
+    gallery_leave(e, g, m);
     if (refs)
         cd_item_refs_finish(refs, n);
     free(refs);
     free(ids);
     free(rowids);
-    cd_match_destroy(m);
     return rc;
 }

@@ -290,13 +290,16 @@ typedef struct verdict {
     bool matched_ok;    /* "matched" is the reference's */
 } verdict;
 
+/* Added to every search body (",\"exact\":true"), "" for none. */
+static const char *search_extra = "";
+
 static verdict search(td_http *h, const char *gallery, const char *model, size_t f)
 {
     const int64_t *ref = strcmp(model, "m1") == 0 ? ref_base : ref_hot;
     const float *ref_sc = strcmp(model, "m1") == 0 ? ref_base_sc : ref_hot_sc;
     td_text t = {0};
-    td_text_append(&t, "{\"model\":\"%s\",\"k\":%d,\"filter\":%s,\"vectors\":", model, K,
-                   filters[f]);
+    td_text_append(&t, "{\"model\":\"%s\",\"k\":%d%s,\"filter\":%s,\"vectors\":", model, K,
+                   search_extra, filters[f]);
     td_text_append_b64_rows(&t, q, NQ, DIM);
     td_text_append(&t, "}");
     char *path = td_fmt("/v1/galleries/%s/search", gallery);
@@ -663,6 +666,15 @@ int main(int argc, char **argv)
     check_all(h, "flat", 1.0);
     check_all(h, "hnsw", 0.8);
     check_all(h, "ivf", 0.8);
+    /* "exact": true with a filter is exact on any index. */
+    search_extra = ",\"exact\":true";
+    for (size_t f = 0; f < N_FILTERS; f += 3) {
+        verdict v = search(h, "hnsw", f % 2 ? "m2" : "m1", f);
+        CHECK(v.exact && v.matched_ok);
+        v = search(h, "ivf", "m1", f);
+        CHECK(v.exact && v.matched_ok);
+    }
+    search_extra = "";
     test_bad_input(h);
     long eval_id = test_evaluation(h);
     test_listing(h);
