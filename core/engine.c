@@ -145,6 +145,7 @@ static void gallery_free(gallery *g)
     }
     free(g->indexes);
     cd__traffic_finish(&g->traffic);
+    cd_fields_destroy(g->fields);
     pthread_rwlock_destroy(&g->lock);
     pthread_mutex_destroy(&g->overlap_mu);
     pthread_mutex_destroy(&g->traffic_mu);
@@ -167,6 +168,12 @@ static gallery *gallery_new(cd_engine *e, const cd_gallery *info,
     pthread_rwlock_init(&g->lock, NULL);
     pthread_mutex_init(&g->overlap_mu, NULL);
     pthread_mutex_init(&g->traffic_mu, NULL);
+    g->fields = cd_fields_create();
+    if (!g->fields) {
+        cd__fail(err, CD_ENOMEM, "out of memory");
+        gallery_free(g);
+        return NULL;
+    }
     pthread_mutex_init(&g->recall_mu, NULL);
     atomic_init(&g->changes, 0);
     atomic_init(&g->rebuilt, false);
@@ -1146,6 +1153,8 @@ cd_err cd_engine_load_indexes(cd_engine *e, cd_error *err)
                 grc = index_load(e, g, gi, &gerr);
         }
         free(counts);
+        if (grc == CD_OK)
+            grc = cd__fields_read(e, g, NULL, 0, &gerr);
         /* Damage read from the database is the whole database's, not this
          * gallery's: confirmed by the store's check, nothing is served. */
         if (grc == CD_ECORRUPT || grc == CD_EIO)

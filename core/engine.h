@@ -34,6 +34,7 @@
 #include "error.h"
 #include "eval.h"
 #include "live.h"
+#include "filter.h"
 #include "store.h"
 #include "vec.h"
 
@@ -228,6 +229,28 @@ cd_err cd_engine_items_list(cd_engine *e, const char *gallery,
                             size_t *n, char next[CD_CURSOR_MAX + 1],
                             cd_error *err);
 
+/*
+ * cd_engine_items_list of the items filter matches (NULL: every item),
+ * evaluated on the gallery's filter fields under its read lock, so the
+ * page and the fields agree.  CD_EINVAL for a filter cd_filter_check
+ * refuses; otherwise as cd_engine_items_list.
+ */
+cd_err cd_engine_items_list_filtered(cd_engine *e, const char *gallery,
+                                     const char *cursor, size_t limit,
+                                     const cd_filter *filter, cd_item ***out,
+                                     size_t *n, char next[CD_CURSOR_MAX + 1],
+                                     cd_error *err);
+
+/*
+ * Deletes every item of gallery that filter matches, in one transaction
+ * and from every index, under the gallery's write lock (so no write comes
+ * between the match and the delete); *deleted is how many.  All or
+ * nothing, as cd_engine_items_delete.
+ */
+cd_err cd_engine_items_delete_filtered(cd_engine *e, const char *gallery,
+                                       const cd_filter *filter,
+                                       size_t *deleted, cd_error *err);
+
 /* --- search ----------------------------------------------------------- */
 
 enum {
@@ -261,6 +284,8 @@ typedef struct cd_search_result {
     cd_hit *hits;                   /* query i's hits at hits[i*k ...] */
     size_t n_searched;
     cd_searched *searched;
+    bool filtered;                  /* a filter was given */
+    int64_t matched;                /* then: the gallery's items it matches */
 } cd_search_result;
 
 /*
@@ -275,6 +300,21 @@ cd_err cd_engine_search(cd_engine *e, const char *gallery, const char *model,
                         unsigned include, cd_search_result **out,
                         cd_error *err);
 
+/*
+ * cd_engine_search restricted to the items filter matches (NULL: every
+ * item; filter.h says how fields compare).  For a Flat index (and any
+ * index still staging) the hits are exactly the top k of the matching
+ * items; an ANN index answers with its recall on the matching subset,
+ * from the index with the filter applied to its candidates, or, when the
+ * matching items are few, from an exact pass over their stored vectors
+ * (engine_search.c's plan).  A hot-refresh search filters both spaces.
+ * CD_EINVAL for a filter cd_filter_check refuses.
+ */
+cd_err cd_engine_search_filtered(cd_engine *e, const char *gallery,
+                                 const char *model, const float *queries,
+                                 size_t nq, size_t k, unsigned include,
+                                 const cd_filter *filter,
+                                 cd_search_result **out, cd_error *err);
 /* How one search is answered; zero-initialised: a plain search, as the
  * index is tuned. */
 typedef struct cd_search_options {
@@ -297,6 +337,8 @@ typedef struct cd_search_options {
     int nprobe;         /* IVF lists probed, 1..nlist; 0: the index's */
     bool exact;         /* brute force over the stored vectors (a Flat
                            index's own answer, which is exact already) */
+    const cd_filter *filter;    /* only the items it matches (NULL: all);
+                                   see cd_engine_search_filtered */
 } cd_search_options;
 
 /*
@@ -333,7 +375,8 @@ void cd_search_result_destroy(cd_search_result *r);
 
 /*
  * Runs res's queries again as `shadow` (res->nq vectors of the gallery
- * model, in the same order) on the gallery model's index with res->k,
+ * model, in the same order) on the gallery model's index with res->k
+ * and the query's filter (NULL: none), so that both rank the same items,
  * compares each pair (cd_live_agreement), and adds them to the rolling
  * numbers of (gallery, res->model, adapter; NULL is "").  *out gets
  * res->nq agreements (free()d by the caller), NULL on failure.
@@ -343,8 +386,9 @@ void cd_search_result_destroy(cd_search_result *r);
  */
 cd_err cd_engine_shadow_search(cd_engine *e, const char *gallery,
                                const cd_search_result *res,
-                               const char *adapter, const float *shadow,
-                               cd_agreement **out, cd_error *err);
+                               const char *adapter, const cd_filter *filter,
+                               const float *shadow, cd_agreement **out,
+                               cd_error *err);
 
 /*
  * The live numbers of gallery (NULL: of every gallery), sorted, into *out
@@ -370,6 +414,9 @@ typedef struct cd_eval_request {
     const int *ks;              /* as cd_eval_input's */
     size_t n_ks;
     int primary_k;              /* the criterion's metric: k, or 0 for map */
+    const cd_filter *filter;    /* the evaluation gallery is the items it
+                                   matches; NULL: every item */
+    const char *filter_text;    /* stored with the evaluation (JSON) */
 } cd_eval_request;
 
 /*

@@ -119,6 +119,51 @@ static cd_err map_probes(const cd_adapter_record *a, size_t n, float **pv,
     return CD_OK;
 }
 
+/*
+ * Keeps of items (read from the store) those filter matches in g's
+ * fields, in order, with their query-model embeddings (own_dim each) and
+ * flags; n_own counts the kept ones that have one.
+ */
+static cd_err keep_matching(gallery *g, const cd_filter *filter,
+                            cd_eval_items *items, int dim, int own_dim,
+                            cd_error *err)
+{
+    cd_match *m = NULL;
+    pthread_rwlock_rdlock(&g->lock);
+    cd_err rc = cd__gallery_check(g, err);
+    if (rc == CD_OK)
+        rc = cd_fields_match(g->fields, filter, &m, err);
+    size_t c = 0, d = (size_t)dim, od = (size_t)own_dim, n_own = 0;
+    for (size_t i = 0; rc == CD_OK && i < items->n; i++) {
+        if (!cd_match_has(m, items->rowids[i])) {
+            free(items->ids[i]);
+            free(items->labels[i]);
+            continue;
+        }
+        items->rowids[c] = items->rowids[i];
+        items->ids[c] = items->ids[i];
+        items->labels[c] = items->labels[i];
+        if (c != i) {
+            memcpy(items->vectors + c * d, items->vectors + i * d, d * sizeof(float));
+            if (items->own)
+                memcpy(items->own + c * od, items->own + i * od, od * sizeof(float));
+        }
+        if (items->has_own) {
+            items->has_own[c] = items->has_own[i];
+            n_own += items->has_own[c] != 0;
+        }
+        c++;
+    }
+    if (rc == CD_OK) {
+        items->n = c;
+        if (items->has_own)
+            items->n_own = n_own;
+    }
+    pthread_rwlock_unlock(&g->lock);
+    cd_match_destroy(m);
+    return rc;
+}
+
 cd_err cd_engine_evaluation_run(cd_engine *e, const cd_eval_request *req,
                                 cd_evaluation *out, cd_error *err)
 {
@@ -159,6 +204,8 @@ cd_err cd_engine_evaluation_run(cd_engine *e, const cd_eval_request *req,
     if (rc == CD_OK)
         rc = copy_probe_vectors(&gm, req->baseline.vectors, req->baseline.n, "baseline", &bv,
                                 err);
+    if (rc == CD_OK && req->filter)
+        rc = cd_filter_check(req->filter, err);
     if (rc == CD_OK) {
         /* One read transaction: a consistent gallery, with its query-model
          * embeddings, even while writes go on; the copy is ours, so no lock
@@ -169,6 +216,8 @@ cd_err cd_engine_evaluation_run(cd_engine *e, const cd_eval_request *req,
         rc = cd_store_eval_items(e->st, info.id, gm.id, gm.dim, own ? qm.id : 0, qm.dim,
                                  &items, err);
     }
+    if (rc == CD_OK && req->filter)
+        rc = keep_matching(g, req->filter, &items, gm.dim, qm.dim, err);
     pthread_rwlock_unlock(&e->lock);
     /* The mixed view ranks the raw probes in the query model's space. */
     if (rc == CD_OK && req->mixed && req->adapter && req->probes.n > 0) {
@@ -185,8 +234,8 @@ cd_err cd_engine_evaluation_run(cd_engine *e, const cd_eval_request *req,
         goto out;
     if (items.n == 0) {
         rc = cd__fail(err, CD_EUNPROCESSABLE,
-                      "gallery %s has no labelled items with %s embeddings to evaluate against",
-                      info.name, gm.name);
+                      "gallery %s has no labelled items with %s embeddings%s to evaluate against",
+                      info.name, gm.name, req->filter ? " that the filter matches" : "");
         goto out;
     }
     cd_eval_input in = {
@@ -221,6 +270,10 @@ cd_err cd_engine_evaluation_run(cd_engine *e, const cd_eval_request *req,
     ev.mixed = req->mixed;
     ev.coverage = ev.report->coverage;
     eval_summary(ev.report, &ev);
+    if (req->filter && req->filter_text && !(ev.filter = strdup(req->filter_text))) {
+        rc = cd__fail(err, CD_ENOMEM, "out of memory");
+        goto out;
+    }
     rc = cd_store_evaluation_insert(e->st, &ev, err);
     if (rc == CD_OK) {
         atomic_fetch_add(&e->evaluations, 1);
@@ -230,6 +283,7 @@ cd_err cd_engine_evaluation_run(cd_engine *e, const cd_eval_request *req,
             atomic_fetch_add(&e->evaluations_adapted, 1);
         *out = ev;
         ev.report = NULL;
+        ev.filter = NULL;
     }
 out:
     cd_evaluation_finish(&ev);

@@ -14,6 +14,7 @@
 #include <stdbool.h>
 
 #include "adapter.h"
+#include "filter.h"
 #include "idset.h"
 #include "index.h"
 #include "live.h"
@@ -76,6 +77,8 @@ typedef struct gallery {
                                    lock) count into */
     cd__traffic traffic;    /* appearances in search results per rowid
                                (engine_lifecycle.c) */
+    cd_fields *fields;      /* every item's label and metadata members,
+                               for filters; kept with the indexes */
     atomic_llong changes;   /* items written or deleted since open */
     atomic_bool rebuilt;    /* the gallery-model index was rebuilt since
                                its recall was measured */
@@ -146,6 +149,8 @@ cd_err cd__index_rebuild(cd_engine *e, gallery *g, gal_index *gi,
                          cd_error *err);
 gal_index *cd__index_slot(gallery *g, int64_t model_id);
 gal_index *cd__index_slot_add(gallery *g, const cd_model *m);
+cd_err cd__fields_read(cd_engine *e, gallery *g, const int64_t *rowids,
+                       size_t n, cd_error *err);
 cd_err cd__members_batch(void *ctx, const int64_t *rowids,
                          const float *vectors, size_t n);
 cd_err cd__model_by_name(cd_engine *e, const char *name, cd_model *out,

@@ -36,6 +36,28 @@ static cd_err vector_check(const cd_model *m, const float *v, const char *what,
     return CD_OK;
 }
 
+static cd_err fields_item(void *ctx, int64_t rowid, const char *label,
+                          const cd_field_value *values, size_t n)
+{
+    gallery *g = ctx;
+    return cd_fields_set(g->fields, rowid, label, values, n, NULL);
+}
+
+/*
+ * Reads into g's filter fields the label and metadata of the n items
+ * rowids as stored (rowids NULL: of every item).  The caller holds g's
+ * write lock (or has it to itself).
+ */
+cd_err cd__fields_read(cd_engine *e, gallery *g, const int64_t *rowids,
+                       size_t n, cd_error *err)
+{
+    cd_err rc = cd_store_item_fields(e->st, g->info.id, rowids, n, fields_item,
+                                     g, err);
+    if (rc == CD_ENOMEM)
+        return cd__fail(err, CD_ENOMEM, "out of memory for the filter fields");
+    return rc;
+}
+
 /*
  * Readies vector v of model m in place: refuses (CD_EVECTOR) one not
  * finite, or for ip and l2 one whose scores could overflow float32
@@ -197,6 +219,22 @@ cd_err cd_engine_items_upsert(cd_engine *e, const char *gallery_name,
     }
     if (irc == CD_OK)
         irc = cd_index_add(gi->ix, rowids, rows, n, &ierr);
+    /* Filters read the stored label and metadata of the items given
+     * either (absent ones keep what they had); a new item given neither
+     * has none. */
+    int64_t *fresh = malloc(n * sizeof *fresh);
+    size_t n_fresh = 0;
+    cd_error ferr;
+    cd_err frc = fresh ? CD_OK : cd__fail(&ferr, CD_ENOMEM, "out of memory");
+    for (size_t i = 0; frc == CD_OK && i < n; i++) {
+        if (items[i].label || items[i].metadata)
+            fresh[n_fresh++] = rowids[i];
+        else if (!cd_fields_contains(g->fields, rowids[i]))
+            frc = cd_fields_set(g->fields, rowids[i], NULL, NULL, 0, &ferr);
+    }
+    if (frc == CD_OK)
+        frc = cd__fields_read(e, g, fresh, n_fresh, &ferr);
+    free(fresh);
     if (cd__members_batch(&gi->members, rowids, NULL, n) != CD_OK)
         cd__elog(e, CD_LOG_ERROR, "gallery %s: out of memory noting the items of model %s",
              g->info.name, m.name);
@@ -210,6 +248,8 @@ cd_err cd_engine_items_upsert(cd_engine *e, const char *gallery_name,
         gi->ix = NULL;
     }
     rc = index_settle(e, g, gi, err);
+    if (rc == CD_OK && frc != CD_OK)
+        rc = cd__gallery_fail(e, g, ferr.message, err);
     pthread_rwlock_unlock(&g->lock);
 out:
     pthread_rwlock_unlock(&e->lock);
@@ -234,9 +274,9 @@ cd_err cd_engine_item_get(cd_engine *e, const char *gallery_name,
 
 /*
  * Drops the deleted rowids (n of them, committed at seq; none: nothing
- * was committed) from every index of g, rebuilding one that cannot take
- * it; CD_EUNAVAILABLE when that fails too.  The caller holds g's write
- * lock.
+ * was committed) from every index of g and from its filter fields,
+ * rebuilding an index that cannot take it; CD_EUNAVAILABLE when that
+ * fails too.  The caller holds g's write lock.
  */
 static cd_err indexes_drop(cd_engine *e, gallery *g, const int64_t *rowids,
                            size_t n, int64_t seq, cd_error *err)
@@ -245,6 +285,8 @@ static cd_err indexes_drop(cd_engine *e, gallery *g, const int64_t *rowids,
         return CD_OK;
     g->seq = seq;
     atomic_fetch_add(&g->changes, (long long)n);
+    for (size_t j = 0; j < n; j++)
+        cd_fields_remove(g->fields, rowids[j]);
     for (size_t i = 0; i < g->n_indexes; i++) {
         gal_index *gi = &g->indexes[i];
         cd_error ierr;
@@ -410,5 +452,116 @@ cd_err cd_engine_items_list(cd_engine *e, const char *gallery_name,
                                  &more, err);
     if (rc == CD_OK && more && *n > 0)
         cursor_encode(e, row.id, (*out)[*n - 1]->id, next);
+    return rc;
+}
+
+/* --- filters on listing and bulk delete ---------------------------------- */
+
+static bool match_keep(void *ctx, const cd_item *item)
+{
+    return cd_match_has(ctx, item->rowid);
+}
+
+/*
+ * Enters gallery name and locks it (for writing when write), then
+ * matches filter in its fields into *m.  On success the caller ends with
+ * gallery_leave; on failure nothing is held.
+ */
+static cd_err gallery_match(cd_engine *e, const char *name, bool write,
+                            const cd_filter *filter, gallery **g, cd_match **m,
+                            cd_error *err)
+{
+    *m = NULL;
+    if (!cd_engine_ready(e))
+        return cd__fail(err, CD_EBUSY, "indexes are still loading");
+    cd_err rc = cd__gallery_enter(e, name, g, err);
+    if (rc != CD_OK)
+        return rc;
+    if (write)
+        pthread_rwlock_wrlock(&(*g)->lock);
+    else
+        pthread_rwlock_rdlock(&(*g)->lock);
+    rc = cd__gallery_check(*g, err);
+    if (rc == CD_OK)
+        rc = cd_fields_match((*g)->fields, filter, m, err);
+    if (rc != CD_OK) {
+        pthread_rwlock_unlock(&(*g)->lock);
+        pthread_rwlock_unlock(&e->lock);
+    }
+    return rc;
+}
+
+static void gallery_leave(cd_engine *e, gallery *g, cd_match *m)
+{
+    pthread_rwlock_unlock(&g->lock);
+    pthread_rwlock_unlock(&e->lock);
+    cd_match_destroy(m);
+}
+
+cd_err cd_engine_items_list_filtered(cd_engine *e, const char *gallery_name,
+                                     const char *cursor, size_t limit,
+                                     const cd_filter *filter, cd_item ***out,
+                                     size_t *n, char next[CD_CURSOR_MAX + 1],
+                                     cd_error *err)
+{
+    gallery *g;
+    cd_match *m = NULL;
+    *out = NULL;
+    *n = 0;
+    next[0] = '\0';
+    if (!filter)
+        return cd_engine_items_list(e, gallery_name, cursor, limit, NULL, out,
+                                    n, next, err);
+    cd_err rc = gallery_match(e, gallery_name, false, filter, &g, &m, err);
+    if (rc != CD_OK)
+        return rc;
+    cd_item_pred pred = {match_keep, m};
+    rc = cd_engine_items_list(e, gallery_name, cursor, limit, &pred, out, n,
+                              next, err);
+    gallery_leave(e, g, m);
+    return rc;
+}
+
+cd_err cd_engine_items_delete_filtered(cd_engine *e, const char *gallery_name,
+                                       const cd_filter *filter,
+                                       size_t *deleted, cd_error *err)
+{
+    gallery *g;
+    cd_match *m = NULL;
+    int64_t *rowids = NULL;
+    cd_item_ref *refs = NULL;
+    const char **ids = NULL;
+    size_t n = 0, count = 0;
+    int64_t seq = 0;
+    *deleted = 0;
+    cd_err rc = gallery_match(e, gallery_name, true, filter, &g, &m, err);
+    if (rc != CD_OK)
+        return rc;
+    rc = cd_match_rowids(m, &rowids, &n, err);
+    if (rc == CD_OK && n > 0) {
+        refs = calloc(n, sizeof *refs);
+        ids = calloc(n, sizeof *ids);
+        if (!refs || !ids)
+            rc = cd__fail(err, CD_ENOMEM, "out of memory for %zu items", n);
+    }
+    if (rc == CD_OK && n > 0)
+        rc = cd_store_item_refs(e->st, rowids, n, false, false, refs, err);
+    size_t n_ids = 0;
+    for (size_t i = 0; rc == CD_OK && i < n; i++)
+        if (refs[i].id)
+            ids[n_ids++] = refs[i].id;
+    if (rc == CD_OK && n_ids > 0)
+        rc = cd_store_items_delete(e->st, g->info.id, ids, n_ids, rowids, &count,
+                                   &seq, err);
+    if (rc == CD_OK)
+        rc = indexes_drop(e, g, rowids, count, seq, err);
+    if (rc == CD_OK)
+        *deleted = count;
+    gallery_leave(e, g, m);
+    if (refs)
+        cd_item_refs_finish(refs, n);
+    free(refs);
+    free(ids);
+    free(rowids);
     return rc;
 }

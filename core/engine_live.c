@@ -13,8 +13,9 @@
 
 cd_err cd_engine_shadow_search(cd_engine *e, const char *gallery_name,
                                const cd_search_result *res,
-                               const char *adapter, const float *shadow,
-                               cd_agreement **out, cd_error *err)
+                               const char *adapter, const cd_filter *filter,
+                               const float *shadow, cd_agreement **out,
+                               cd_error *err)
 {
     *out = NULL;
     cd_model gm;
@@ -26,8 +27,10 @@ cd_err cd_engine_shadow_search(cd_engine *e, const char *gallery_name,
                         "the query model %s is the gallery model: a shadow has nothing to compare with",
                         res->model);
     cd_search_result *sres = NULL;
-    rc = cd_engine_search(e, gallery_name, gm.name, shadow, res->nq, res->k,
-                          CD_SEARCH_UNCOUNTED, &sres, err);
+    /* The query's filter too: both rank the same items. */
+    cd_search_options opt = {.filter = filter};
+    rc = cd_engine_search_with(e, gallery_name, gm.name, shadow, res->nq, res->k,
+                               CD_SEARCH_UNCOUNTED, &opt, &sres, err);
     if (rc != CD_OK)
         return rc;
     cd_agreement *a = calloc(res->nq, sizeof *a);

@@ -15,6 +15,7 @@
 
 #include "adapter.h"
 #include "eval.h"
+#include "filter.h"
 #include "idset.h"
 #include "index.h"
 #include "scan.h"
@@ -307,80 +308,6 @@ static cd_err plan_query(cd_engine *e, gallery *g, const cd_model *m,
     return CD_OK;
 }
 
-#define FILTER_CHUNK_ENTRIES ((size_t)1 << 22) /* queries x candidates */
-
-/*
- * Searches base for each query's k best items that are not in `skip`:
- * in one pass where the index is scanned (Flat, a few queries); otherwise
- * asks FAISS for more candidates than k, drops the skipped ones, and asks
- * again with four times as many for queries left short, up to every
- * vector of the index.  Queries go in chunks so that a chunk's candidates
- * stay bounded.  ids/scores: nq*k, padded with -1.
- */
-static cd_err search_excluding(const gal_index *base, const cd__idset *skip,
-                               int64_t keep, const cd_index_params *ip,
-                               const float *q, size_t nq, size_t dim,
-                               size_t k, int64_t *ids, float *scores,
-                               cd_error *err)
-{
-    if (cd_index_scans(base->ix, nq))
-        return cd_index_search_skipping(base->ix, q, nq, k, skip, ids, scores,
-                                        err);
-    size_t total = (size_t)cd_index_count(base->ix);
-    size_t want = k < (size_t)keep ? k : (size_t)keep;
-    size_t first = k * (total / (size_t)(keep > 0 ? keep : 1) + 1) + 8;
-    int64_t *cid = NULL;
-    float *csc = NULL;
-    cd_err rc = CD_OK;
-    for (size_t i = 0; i < nq * k; i++) {
-        ids[i] = -1;
-        scores[i] = 0;
-    }
-    for (size_t q0 = 0; q0 < nq && rc == CD_OK;) {
-        size_t kk = first < total ? first : total;
-        if (kk < k)
-            kk = k;
-        size_t chunk = FILTER_CHUNK_ENTRIES / kk;
-        if (chunk == 0)
-            chunk = 1;
-        if (chunk > nq - q0)
-            chunk = nq - q0;
-        bool short_rows = true;
-        while (short_rows && rc == CD_OK) {
-            free(cid);
-            free(csc);
-            cid = malloc(chunk * kk * sizeof *cid);
-            csc = malloc(chunk * kk * sizeof *csc);
-            if (!cid || !csc) {
-                rc = cd__fail(err, CD_ENOMEM, "out of memory for %zu candidates", chunk * kk);
-                break;
-            }
-            rc = cd_index_search_params(base->ix, q + q0 * dim, chunk, kk, ip,
-                                        cid, csc, err);
-            short_rows = false;
-            for (size_t i = 0; rc == CD_OK && i < chunk; i++) {
-                size_t got = 0;
-                for (size_t j = 0; j < kk && got < k; j++) {
-                    int64_t id = cid[i * kk + j];
-                    if (id < 0 || cd__idset_contains(skip, id))
-                        continue;
-                    ids[(q0 + i) * k + got] = id;
-                    scores[(q0 + i) * k + got] = csc[i * kk + j];
-                    got++;
-                }
-                if (got < want && kk < total)
-                    short_rows = true;
-            }
-            if (short_rows)
-                kk = kk > total / 4 ? total : kk * 4;
-        }
-        q0 += chunk;
-    }
-    free(cid);
-    free(csc);
-    return rc;
-}
-
 /* Merges row a and row b (k each, best first, -1 padded) into out. */
 static void merge_rows(bool higher_better, size_t k, const int64_t *ia,
                        const float *sa, const int64_t *ib, const float *sb,
@@ -408,6 +335,41 @@ static void merge_rows(bool higher_better, size_t k, const int64_t *ia,
     }
 }
 
+#define FILTER_CHUNK_ENTRIES ((size_t)1 << 22) /* queries x candidates */
+/*
+ * The plan of a filtered part (Qdrant's query planner makes the same
+ * choice by cardinality, below its full_scan_threshold).  Few matching
+ * items (m of an index of n: at most a tenth of n with their vectors at
+ * most BRUTE_FLOATS floats, 2 MiB, or m^2 <= k n; and at most BRUTE_MAX,
+ * since each costs a read): their vectors are read
+ * from the store (about 10 us each) and ranked exactly, which is exact on
+ * any index and costs m reads.  Otherwise a Flat index (or one still
+ * staging) is scanned once with the filter tested on the rows that would
+ * enter the top k (exact), and an ANN index is asked for 2 k n / m
+ * candidates, the ones the filter refuses dropped, and queries left
+ * short ask again with four times as many.  Past OVERFETCH_MAX candidates,
+ * or with every vector asked for and rows still short (the filter and
+ * the query disagree, or the graph does not reach the matching items),
+ * the batch is ranked exactly instead, chunk by chunk.
+ */
+#define BRUTE_FLOATS ((size_t)1 << 19)
+#define BRUTE_MAX 65536
+#define OVERFETCH_MAX ((size_t)1 << 16)
+#define BRUTE_CHUNK_FLOATS ((size_t)1 << 22)
+
+/* Which items one part of a search may return. */
+typedef struct keep_rule {
+    const cd_match *match;      /* the filter's items; NULL: every item */
+    const cd__idset *skip;      /* items answered elsewhere; NULL: none */
+} keep_rule;
+
+static bool refused(const void *ctx, int64_t id)
+{
+    const keep_rule *kr = ctx;
+    return (kr->skip && cd__idset_contains(kr->skip, id)) ||
+           (kr->match && !cd_match_has(kr->match, id));
+}
+
 /* How one search is answered: the request's options, and what an exact
  * answer reads the stored vectors from. */
 typedef struct search_how {
@@ -425,7 +387,7 @@ typedef struct exact_ctx {
     const float *q;
     size_t nq, k, dim;
     bool l2, higher;
-    const cd__idset *skip;
+    const keep_rule *kr;    /* what may be returned; NULL: anything */
     int64_t *ids;           /* the best so far, nq*k, -1 padded */
     float *scores;
     int64_t *bid, *mid;     /* one step's best, and the merge's */
@@ -433,19 +395,14 @@ typedef struct exact_ctx {
     cd_error *err;
 } exact_ctx;
 
-static bool exact_skip(const void *ctx, int64_t id)
-{
-    return cd__idset_contains(ctx, id);
-}
-
 static cd_err exact_batch(void *ctx, const int64_t *rowids,
                           const float *vectors, size_t n)
 {
     exact_ctx *x = ctx;
     cd_scan s = {.x = vectors, .ids = rowids, .n = n, .dim = x->dim, .l2 = x->l2};
-    if (x->skip && x->skip->len > 0) {
-        s.skip = exact_skip;
-        s.skip_ctx = x->skip;
+    if (x->kr && (x->kr->match || x->kr->skip)) {
+        s.skip = refused;
+        s.skip_ctx = x->kr;
     }
     cd_err rc = cd_scan_search(&s, x->q, x->nq, x->k, x->bid, x->bsc, x->err);
     for (size_t i = 0; rc == CD_OK && i < x->nq; i++) {
@@ -459,20 +416,20 @@ static cd_err exact_batch(void *ctx, const int64_t *rowids,
 }
 
 /*
- * The exact k best of gi's model's vectors as the store holds them, not
- * in skip (may be NULL), whatever index serves gi: one pass over the
+ * The exact k best of gi's model's vectors as the store holds them that
+ * kr keeps (NULL: all), whatever index serves gi: one pass over the
  * stored vectors.  The caller holds g's lock, so the store holds what the
  * indexes do.
  */
 static cd_err exact_search(const search_how *h, const gal_index *gi,
-                           const cd__idset *skip, const float *q, size_t nq,
+                           const keep_rule *kr, const float *q, size_t nq,
                            size_t k, int64_t *ids, float *scores,
                            cd_error *err)
 {
     exact_ctx x = {.q = q, .nq = nq, .k = k, .dim = (size_t)gi->model.dim,
                    .l2 = gi->model.metric == CD_METRIC_L2,
                    .higher = cd_metric_higher_is_better(gi->model.metric),
-                   .skip = skip, .ids = ids, .scores = scores, .err = err};
+                   .kr = kr, .ids = ids, .scores = scores, .err = err};
     for (size_t i = 0; i < nq * k; i++) {
         ids[i] = -1;
         scores[i] = 0;
@@ -498,27 +455,205 @@ static cd_err exact_search(const search_how *h, const gal_index *gi,
     return rc;
 }
 
-/* One index's answer: exact from the store when asked for and the index
- * is not exact itself, else the index's with the request's parameters. */
-static cd_err search_in(const search_how *h, const gal_index *gi,
-                        const float *q, size_t nq, size_t k, int64_t *ids,
-                        float *scores, cd_error *err)
+/*
+ * Ranks, exactly, the vectors of gi's model of the items the rule keeps
+ * among rows (sorted rowids; NULL: the filter's items), read from the
+ * store in chunks, for each query.  ids/scores: nq*k, -1 padded.
+ */
+static cd_err search_brute(const search_how *h, const gal_index *gi,
+                           const keep_rule *kr, const float *q, size_t nq,
+                           size_t k, int64_t *ids, float *scores,
+                           cd_error *err)
 {
+    size_t dim = (size_t)gi->model.dim;
+    bool higher = cd_metric_higher_is_better(gi->model.metric);
+    int64_t *rows = NULL, *cid = NULL, *mid = NULL;
+    float *vecs = NULL, *csc = NULL, *msc = NULL;
+    bool *found = NULL;
+    size_t n_rows = 0;
+    for (size_t i = 0; i < nq * k; i++) {
+        ids[i] = -1;
+        scores[i] = 0;
+    }
+    cd_err rc = cd_match_rowids(kr->match, &rows, &n_rows, err);
+    if (rc != CD_OK)
+        return rc;
+    size_t n_keep = 0;   /* the rule's items that have a vector of gi */
+    for (size_t i = 0; i < n_rows; i++)
+        if (cd__idset_contains(&gi->members, rows[i]) &&
+            !(kr->skip && cd__idset_contains(kr->skip, rows[i])))
+            rows[n_keep++] = rows[i];
+    size_t chunk = BRUTE_CHUNK_FLOATS / dim ? BRUTE_CHUNK_FLOATS / dim : 1;
+    if (chunk > n_keep)
+        chunk = n_keep;
+    if (n_keep == 0)
+        goto out;
+    vecs = malloc(chunk * dim * sizeof *vecs);
+    found = malloc(chunk * sizeof *found);
+    cid = malloc(nq * k * sizeof *cid);
+    csc = malloc(nq * k * sizeof *csc);
+    mid = malloc(k * sizeof *mid);
+    msc = malloc(k * sizeof *msc);
+    if (!vecs || !found || !cid || !csc || !mid || !msc) {
+        rc = cd__fail(err, CD_ENOMEM, "out of memory for %zu vectors", chunk);
+        goto out;
+    }
+    for (size_t r0 = 0; r0 < n_keep && rc == CD_OK; r0 += chunk) {
+        size_t n = n_keep - r0 < chunk ? n_keep - r0 : chunk;
+        rc = cd_store_vectors_of(h->e->st, h->g->info.id, gi->model.id, (int)dim,
+                                 rows + r0, n, vecs, found, err);
+        size_t c = 0;   /* deleted meanwhile: drop the row */
+        for (size_t i = 0; rc == CD_OK && i < n; i++) {
+            if (!found[i])
+                continue;
+            if (c != i) {
+                memmove(vecs + c * dim, vecs + i * dim, dim * sizeof *vecs);
+                rows[r0 + c] = rows[r0 + i];
+            }
+            c++;
+        }
+        cd_scan sc = {.x = vecs, .ids = rows + r0, .n = c, .dim = dim,
+                      .l2 = gi->model.metric == CD_METRIC_L2};
+        if (rc == CD_OK)
+            rc = cd_scan_search(&sc, q, nq, k, cid, csc, err);
+        for (size_t i = 0; rc == CD_OK && i < nq; i++) {
+            merge_rows(higher, k, ids + i * k, scores + i * k, cid + i * k,
+                       csc + i * k, mid, msc);
+            memcpy(ids + i * k, mid, k * sizeof *mid);
+            memcpy(scores + i * k, msc, k * sizeof *msc);
+        }
+    }
+out:
+    free(rows);
+    free(vecs);
+    free(found);
+    free(cid);
+    free(csc);
+    free(mid);
+    free(msc);
+    return rc;
+}
+
+/*
+ * Searches gi for each query's k best items the rule keeps, about `keep`
+ * of them: unfiltered, straight from the index; where the index is
+ * scanned (Flat, or still staging), in one exact pass per group of
+ * queries; otherwise as the plan above FULL_SCAN_FLOATS says.  Queries
+ * go in chunks so that a chunk's candidates stay bounded.  ids/scores:
+ * nq*k, padded with -1.
+ */
+static cd_err search_part(const search_how *h, const gal_index *gi,
+                          const keep_rule *kr, int64_t keep, const float *q,
+                          size_t nq, size_t k, int64_t *ids, float *scores,
+                          cd_error *err)
+{
+    size_t dim = (size_t)gi->model.dim;
+    size_t total = (size_t)cd_index_count(gi->ix);
+    bool planned_brute = false;
+    if (kr->match) {
+        double m = (double)cd_match_count(kr->match);
+        if (m <= BRUTE_MAX && ((m * (double)dim <= (double)BRUTE_FLOATS &&
+                                m * 10 <= (double)total) ||
+                               m * m <= (double)k * (double)total))
+            planned_brute = true;
+    }
+    if (planned_brute)
+        return search_brute(h, gi, kr, q, nq, k, ids, scores, err);
     if (h->exact && !cd_index_is_exact(gi->ix))
-        return exact_search(h, gi, NULL, q, nq, k, ids, scores, err);
-    return cd_index_search_params(gi->ix, q, nq, k, &h->ip, ids, scores, err);
+        return exact_search(h, gi, kr, q, nq, k, ids, scores, err);
+    if (!kr->match && !kr->skip)
+        return cd_index_search_params(gi->ix, q, nq, k, &h->ip, ids, scores, err);
+    if (cd_index_scans(gi->ix, 1)) {
+        cd_err rc = CD_OK;
+        for (size_t q0 = 0; q0 < nq && rc == CD_OK; q0 += CD_SCAN_NQ_MAX) {
+            size_t n = nq - q0 < CD_SCAN_NQ_MAX ? nq - q0 : CD_SCAN_NQ_MAX;
+            rc = cd_index_search_skipping(gi->ix, q + q0 * dim, n, k, refused,
+                                          kr, ids + q0 * k, scores + q0 * k,
+                                          err);
+        }
+        return rc;
+    }
+    size_t want = k < (size_t)keep ? k : (size_t)keep;
+    size_t first = 2 * k * (total / (size_t)(keep > 0 ? keep : 1) + 1) + 8;
+    int64_t *cid = NULL;
+    float *csc = NULL;
+    cd_err rc = CD_OK;
+    bool too_far = false;
+    for (size_t i = 0; i < nq * k; i++) {
+        ids[i] = -1;
+        scores[i] = 0;
+    }
+    for (size_t q0 = 0; q0 < nq && rc == CD_OK && !too_far;) {
+        size_t kk = first < total ? first : total;
+        if (kk < k)
+            kk = k;
+        size_t chunk = FILTER_CHUNK_ENTRIES / kk;
+        if (chunk == 0)
+            chunk = 1;
+        if (chunk > nq - q0)
+            chunk = nq - q0;
+        bool short_rows = true;
+        while (short_rows && rc == CD_OK && !too_far) {
+            free(cid);
+            free(csc);
+            cid = malloc(chunk * kk * sizeof *cid);
+            csc = malloc(chunk * kk * sizeof *csc);
+            if (!cid || !csc) {
+                rc = cd__fail(err, CD_ENOMEM, "out of memory for %zu candidates", chunk * kk);
+                break;
+            }
+            rc = cd_index_search_params(gi->ix, q + q0 * dim, chunk, kk, &h->ip,
+                                        cid, csc, err);
+            short_rows = false;
+            for (size_t i = 0; rc == CD_OK && i < chunk; i++) {
+                size_t got = 0;
+                for (size_t j = 0; j < kk && got < k; j++) {
+                    int64_t id = cid[i * kk + j];
+                    if (id < 0 || refused(kr, id))
+                        continue;
+                    ids[(q0 + i) * k + got] = id;
+                    scores[(q0 + i) * k + got] = csc[i * kk + j];
+                    got++;
+                }
+                if (got < want && kk < total)
+                    short_rows = true;
+                else if (got < want && kr->match)
+                    too_far = true;     /* every vector asked for */
+            }
+            if (short_rows && !too_far) {
+                kk = kk > total / 4 ? total : kk * 4;
+                too_far = kr->match && kk > OVERFETCH_MAX;
+            }
+        }
+        q0 += chunk;
+    }
+    free(cid);
+    free(csc);
+    if (rc == CD_OK && too_far)
+        return search_brute(h, gi, kr, q, nq, k, ids, scores, err);
+    return rc;
+}
+
+/* Items of a space of `items` the filter is estimated to keep. */
+static int64_t keep_estimate(const gallery *g, const cd_match *match,
+                             int64_t items)
+{
+    size_t all = cd_fields_count(g->fields);
+    if (!match || all == 0)
+        return items;
+    return (int64_t)((double)items * (double)cd_match_count(match) / (double)all);
 }
 
 /*
  * Answers the plan's queries into ids/scores (nq*k, -1 padded): each part
- * searched with its queries (raw: nq x raw_dim, mapped: nq x mapped_dim)
- * on the items no earlier part holds, the answers merged best first.
+ * searched with its queries (raw: the query model's, mapped: the
+ * adapter's to model's, nq rows each) by search_part, on the items no earlier part holds and match has (NULL: any), the
+ * answers merged best first.
  */
 static cd_err run_plan(const search_how *h, const query_plan *p, bool higher,
-                       const float *raw,
-                       size_t raw_dim, const float *mapped, size_t mapped_dim,
-                       size_t nq, size_t k, int64_t *ids, float *scores,
-                       cd_error *err)
+                       const cd_match *match, const float *raw,
+                       const float *mapped, size_t nq, size_t k, int64_t *ids,
+                       float *scores, cd_error *err)
 {
     int64_t *pid = NULL, *mid = NULL;
     float *psc = NULL, *msc = NULL;
@@ -528,10 +663,11 @@ static cd_err run_plan(const search_how *h, const query_plan *p, bool higher,
     cd_err rc = CD_OK;
     for (size_t i = 0; i < nq * k; i++)
         ids[i] = -1;
+    if (match && cd_match_count(match) == 0)
+        return CD_OK;
     for (size_t i = 0; rc == CD_OK && i < p->n; i++) {
         const plan_part *pt = &p->parts[i];
         const float *q = pt->mapped ? mapped : raw;
-        size_t dim = pt->mapped ? mapped_dim : raw_dim;
         if (pt->gi && pt->gi->ix && pt->items > 0) {
             if (found && !pid) {
                 pid = malloc(nq * k * sizeof *pid);
@@ -545,13 +681,9 @@ static cd_err run_plan(const search_how *h, const query_plan *p, bool higher,
             }
             int64_t *oid = found ? pid : ids;
             float *osc = found ? psc : scores;
-            if (!earlier)
-                rc = search_in(h, pt->gi, q, nq, k, oid, osc, err);
-            else if (h->exact && !cd_index_is_exact(pt->gi->ix))
-                rc = exact_search(h, pt->gi, earlier, q, nq, k, oid, osc, err);
-            else
-                rc = search_excluding(pt->gi, earlier, pt->items, &h->ip, q, nq, dim, k,
-                                      oid, osc, err);
+            keep_rule rule = {match, earlier};
+            rc = search_part(h, pt->gi, &rule, keep_estimate(h->g, match, pt->items), q,
+                             nq, k, oid, osc, err);
             for (size_t r = 0; rc == CD_OK && found && r < nq; r++) {
                 merge_rows(higher, k, ids + r * k, scores + r * k, pid + r * k,
                            psc + r * k, mid + r * k, msc + r * k);
@@ -630,6 +762,17 @@ cd_err cd_engine_search(cd_engine *e, const char *gallery_name,
                                  include, NULL, out, err);
 }
 
+cd_err cd_engine_search_filtered(cd_engine *e, const char *gallery_name,
+                                 const char *model, const float *queries,
+                                 size_t nq, size_t k, unsigned include,
+                                 const cd_filter *filter,
+                                 cd_search_result **out, cd_error *err)
+{
+    cd_search_options opt = {.filter = filter};
+    return cd_engine_search_with(e, gallery_name, model, queries, nq, k,
+                                 include, &opt, out, err);
+}
+
 cd_err cd_engine_search_with(cd_engine *e, const char *gallery_name,
                              const char *model, const float *queries,
                              size_t nq, size_t k, unsigned include,
@@ -637,6 +780,7 @@ cd_err cd_engine_search_with(cd_engine *e, const char *gallery_name,
                              cd_search_result **out, cd_error *err)
 {
     const char *adapter = opt ? opt->adapter : NULL;
+    const cd_filter *filter = opt ? opt->filter : NULL;
     gallery *g = NULL;
     cd_model m, to;
     cd_adapter_record rec;
@@ -656,6 +800,8 @@ cd_err cd_engine_search_with(cd_engine *e, const char *gallery_name,
         return cd__fail(err, CD_EINVAL, "k must be 1..%d", CD_K_MAX);
     if (nq == 0)
         return cd__fail(err, CD_EINVAL, "no query vectors");
+    if (filter && (rc = cd_filter_check(filter, err)) != CD_OK)
+        return rc;
     rc = cd__gallery_enter(e, gallery_name, &g, err);
     if (rc != CD_OK)
         return rc;
@@ -699,6 +845,7 @@ cd_err cd_engine_search_with(cd_engine *e, const char *gallery_name,
 
     pthread_rwlock_rdlock(&g->lock);
     query_plan plan = {.n = 0};
+    cd_match *match = NULL;
     via v = {&rec, &to};
     rc = cd__gallery_check(g, err);
     if (rc == CD_OK)
@@ -713,11 +860,18 @@ cd_err cd_engine_search_with(cd_engine *e, const char *gallery_name,
             rc = cd_adapter_map(ad->ad, q, nq, mapped, err);
         snprintf(r->adapter, sizeof r->adapter, "%s", rec.name);
     }
+    if (rc == CD_OK && filter)
+        rc = cd_fields_match(g->fields, filter, &match, err);
+    if (match) {
+        r->filtered = true;
+        r->matched = (int64_t)cd_match_count(match);
+    }
     if (rc == CD_OK)
         rc = plan_query(e, g, &m, through ? &v : NULL, &plan, err);
     if (rc == CD_OK)
-        rc = run_plan(&how, &plan, cd_metric_higher_is_better(through ? to.metric : m.metric), q,
-                      dim, mapped, through ? (size_t)to.dim : 0, nq, k, ids, scores, err);
+        rc = run_plan(&how, &plan, cd_metric_higher_is_better(through ? to.metric : m.metric),
+                      match, q, mapped, nq, k, ids, scores, err);
+    cd_match_destroy(match);
     for (size_t i = 0; rc == CD_OK && i < plan.n; i++) {
         cd_searched *s = &r->searched[r->n_searched++];
         snprintf(s->model, sizeof s->model, "%s", plan.parts[i].model);

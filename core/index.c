@@ -836,27 +836,29 @@ bool cd_index_scans(const cd_index *ix, size_t nq)
 
 /* The skip test of a scan: hidden ids, then the caller's. */
 typedef struct skip_sets {
-    const cd__idset *a, *b;
+    const cd__idset *hidden;
+    bool (*skip)(const void *ctx, int64_t id);
+    const void *ctx;
 } skip_sets;
 
 static bool skip_either(const void *ctx, int64_t id)
 {
     const skip_sets *ss = ctx;
-    return (ss->a && cd__idset_contains(ss->a, id)) ||
-           (ss->b && cd__idset_contains(ss->b, id));
+    return (ss->hidden && cd__idset_contains(ss->hidden, id)) ||
+           (ss->skip && ss->skip(ss->ctx, id));
 }
 
 cd_err cd_index_search_skipping(const cd_index *ix, const float *queries,
-                                size_t nq, size_t k, const cd__idset *skip,
-                                int64_t *ids_out, float *scores_out,
-                                cd_error *err)
+                                size_t nq, size_t k,
+                                bool (*skip)(const void *ctx, int64_t id),
+                                const void *skip_ctx, int64_t *ids_out,
+                                float *scores_out, cd_error *err)
 {
     cd_scan s;
     if (nq > CD_SCAN_NQ_MAX || !flat_rows(active(ix), &s))
         return cd__fail(err, CD_EINVAL, "this index is not scanned");
-    skip_sets ss = {ix->hidden.len > 0 ? &ix->hidden : NULL,
-                    skip && skip->len > 0 ? skip : NULL};
-    if (ss.a || ss.b) {
+    skip_sets ss = {ix->hidden.len > 0 ? &ix->hidden : NULL, skip, skip_ctx};
+    if (ss.hidden || ss.skip) {
         s.skip = skip_either;
         s.skip_ctx = &ss;
     }
@@ -933,8 +935,8 @@ cd_err cd_index_search_params(const cd_index *ix, const float *queries,
     if (k > (size_t)INT64_MAX || nq > SIZE_MAX / sizeof(int64_t) / k)
         return cd__fail(err, CD_EINVAL, "too many results asked for");
     if (cd_index_scans(ix, nq))
-        return cd_index_search_skipping(ix, queries, nq, k, NULL, ids_out,
-                                        scores_out, err);
+        return cd_index_search_skipping(ix, queries, nq, k, NULL, NULL,
+                                        ids_out, scores_out, err);
 
     const FaissIndex *fx = active(ix);
     int64_t ntotal = faiss_Index_ntotal(fx);

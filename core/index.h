@@ -121,13 +121,16 @@ bool cd_index_scans(const cd_index *ix, size_t nq);
 
 /*
  * cd_index_search for an index where cd_index_scans(ix, nq) holds, never
- * returning an id in skip (NULL: none): one pass, however many rows skip
- * holds.  CD_EINVAL when cd_index_scans(ix, nq) is false.
+ * returning an id for which skip(skip_ctx, id) is true (skip NULL: none):
+ * one exact pass, however many ids skip refuses (it is asked only about
+ * rows that would enter the top k).  CD_EINVAL when cd_index_scans(ix,
+ * nq) is false.
  */
 cd_err cd_index_search_skipping(const cd_index *ix, const float *queries,
-                                size_t nq, size_t k, const cd__idset *skip,
-                                int64_t *ids_out, float *scores_out,
-                                cd_error *err);
+                                size_t nq, size_t k,
+                                bool (*skip)(const void *ctx, int64_t id),
+                                const void *skip_ctx, int64_t *ids_out,
+                                float *scores_out, cd_error *err);
 
 /* Number of live (not removed or hidden) vectors. */
 int64_t cd_index_count(const cd_index *ix);

@@ -72,7 +72,7 @@ extern const size_t cd__migrations_count;
     " e.queries, e.cross_top1, e.baseline_top1, e.cross_map,"               \
     " e.baseline_map, e.nfr, e.primary_k, e.skipped, e.gallery_items,"      \
     " e.negative_flips, e.positive_flips, e.nfi, e.pfr, e.adapter_id,"      \
-    " e.adapter, e.gallery_view, e.coverage"                                \
+    " e.adapter, e.gallery_view, e.coverage, e.filter"                      \
     " FROM evaluations e JOIN galleries g ON g.id = e.gallery_id"           \
     " JOIN models q ON q.id = e.query_model_id"                             \
     " JOIN models m ON m.id = e.gallery_model_id"
@@ -148,6 +148,22 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_TOMBSTONE_INSERT] =
         "INSERT INTO tombstones (gallery_id, seq, item_rowid) VALUES (?1, ?2, ?3)",
     [ST_ITEM_REF] = "SELECT ext_id, label, metadata FROM items WHERE rowid = ?1",
+    /* What filters read (filter.h): the label and each top-level member
+     * of the metadata object, parsed by SQLite's JSON functions; one row
+     * per member, or one with a NULL key for an item without any. */
+    [ST_ITEM_FIELDS_ALL] =
+        "SELECT i.rowid, i.label, j.key, j.type, j.atom FROM items i"
+        " LEFT JOIN json_each(CASE WHEN json_valid(i.metadata)"
+        " AND json_type(i.metadata) = 'object' THEN i.metadata END) j"
+        " WHERE i.gallery_id = ?1 ORDER BY i.rowid",
+    [ST_ITEM_FIELDS_ONE] =
+        "SELECT i.rowid, i.label, j.key, j.type, j.atom FROM items i"
+        " LEFT JOIN json_each(CASE WHEN json_valid(i.metadata)"
+        " AND json_type(i.metadata) = 'object' THEN i.metadata END) j"
+        " WHERE i.rowid = ?1",
+    [ST_EMBEDDING_ONE] =
+        "SELECT vector FROM embeddings WHERE gallery_id = ?1 AND model_id = ?2"
+        " AND item_rowid = ?3",
     /* One page of a listing: a range of the (gallery_id, ext_id) index. */
     [ST_ITEM_PAGE] =
         "SELECT rowid, ext_id, label, metadata FROM items"
@@ -175,9 +191,9 @@ static const char *const stmt_sql[ST_COUNT] = {
         " created_at, compatible, criterion, queries, cross_top1, baseline_top1,"
         " cross_map, baseline_map, nfr, primary_k, skipped, gallery_items,"
         " negative_flips, positive_flips, nfi, pfr, adapter_id, adapter,"
-        " gallery_view, coverage)"
+        " gallery_view, coverage, filter)"
         " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,"
-        " ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
+        " ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
     [ST_EVAL_METRIC_INSERT] =
         "INSERT INTO evaluation_metrics (evaluation_id, ranking, k, value)"
         " VALUES (?1, ?2, ?3, ?4)",
@@ -218,7 +234,7 @@ static const char *const stmt_sql[ST_COUNT] = {
     /* The gallery-model range of embeddings drives, in rowid order; each
      * item and its query-model embedding are primary-key look-ups. */
     [ST_EVAL_ITEMS] =
-        "SELECT i.ext_id, i.label, e.vector, p.vector FROM embeddings e"
+        "SELECT i.ext_id, i.label, e.vector, p.vector, e.item_rowid FROM embeddings e"
         " CROSS JOIN items i ON i.rowid = e.item_rowid"
         " LEFT JOIN embeddings p ON p.gallery_id = ?1 AND p.model_id = ?3"
         " AND p.item_rowid = e.item_rowid"

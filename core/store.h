@@ -28,6 +28,7 @@
 
 #include "adapter.h"
 #include "error.h"
+#include "filter.h"
 #include "eval.h"
 #include "text.h"
 #include "vec.h"
@@ -35,7 +36,7 @@
 typedef struct cd_store cd_store;
 
 /* The schema version this binary writes (schema/NNN_*.sql, highest NNN). */
-#define CD_SCHEMA_VERSION 8
+#define CD_SCHEMA_VERSION 9
 
 typedef enum cd_query_policy {
     CD_POLICY_VERIFIED = 0, /* latest evaluation passed (the default) */
@@ -315,6 +316,35 @@ cd_err cd_store_item_refs(cd_store *st, const int64_t *rowids, size_t n,
 
 void cd_item_refs_finish(cd_item_ref *refs, size_t n);
 
+/*
+ * Called once per item with its label (NULL when none) and its metadata
+ * object's top-level members (n may be 0; strings valid during the call
+ * only).  A non-zero return stops the read and is passed back.
+ */
+typedef cd_err (*cd_item_fields_fn)(void *ctx, int64_t rowid,
+                                     const char *label,
+                                     const cd_field_value *values, size_t n);
+
+/*
+ * Reads what filters need (filter.h) of the gallery's items: of every
+ * item in rowid order when rowids is NULL, else of the n given rowids
+ * (absent ones skipped).  SQLite's JSON functions parse the metadata;
+ * text that is not a JSON object reads as no members.  One read
+ * transaction.
+ */
+cd_err cd_store_item_fields(cd_store *st, int64_t gallery_id,
+                            const int64_t *rowids, size_t n,
+                            cd_item_fields_fn fn, void *ctx, cd_error *err);
+
+/*
+ * The embeddings of model_id (dim floats each) of the n given rowids of
+ * the gallery into vectors (n * dim, caller-allocated); found[i] (caller-
+ * allocated) tells whether rowid i has one.  One read transaction.
+ */
+cd_err cd_store_vectors_of(cd_store *st, int64_t gallery_id, int64_t model_id,
+                           int dim, const int64_t *rowids, size_t n,
+                           float *vectors, bool *found, cd_error *err);
+
 /* --- the change sequence: feeding indexes ------------------------------ */
 
 /*
@@ -385,6 +415,9 @@ typedef struct cd_evaluation {
     double cross_top1, baseline_top1, cross_map, baseline_map, nfr;
     cd_eval_report *report;         /* NULL unless asked for; freed by
                                        cd_evaluation_finish */
+    char *filter;                   /* the filter of its gallery as JSON
+                                       text, NULL: the whole gallery;
+                                       freed by cd_evaluation_finish */
 } cd_evaluation;
 
 /*
@@ -474,6 +507,7 @@ void cd_evaluations_destroy(cd_evaluation *evs, size_t n);
  */
 typedef struct cd_eval_items {
     size_t n;
+    int64_t *rowids;
     char **ids;
     char **labels;
     float *vectors;         /* n * dim of model_id */

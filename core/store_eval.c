@@ -347,7 +347,7 @@ static cd_err evaluation_from_row(sqlite3_stmt *s, cd_evaluation *ev,
         !cd__copy_column(s, 9, ev->criterion, sizeof ev->criterion))
         return cd__fail(err, CD_ECORRUPT, "evaluation %lld has a damaged row",
                         (long long)ev->id);
-    return CD_OK;
+    return cd__dup_column(s, 27, &ev->filter, err);
 }
 
 void cd_evaluation_finish(cd_evaluation *ev)
@@ -356,6 +356,8 @@ void cd_evaluation_finish(cd_evaluation *ev)
         return;
     cd_eval_report_destroy(ev->report);
     ev->report = NULL;
+    free(ev->filter);
+    ev->filter = NULL;
 }
 
 void cd_evaluations_destroy(cd_evaluation *evs, size_t n)
@@ -417,6 +419,10 @@ cd_err cd_store_evaluation_insert(cd_store *st, cd_evaluation *ev,
         }
         sqlite3_bind_text(s, 22, ev->mixed ? "mixed" : "gallery_model", -1, SQLITE_STATIC);
         bind_real(s, 23, ev->mixed ? ev->coverage : NAN);
+        if (ev->filter)
+            sqlite3_bind_text(s, 24, ev->filter, -1, SQLITE_STATIC);
+        else
+            sqlite3_bind_null(s, 24);
         rc = cd__step_write(c, s, NULL, NULL, err);
     }
     if (rc == CD_OK) {
@@ -567,6 +573,7 @@ void cd_eval_items_finish(cd_eval_items *items)
         if (items->labels)
             free(items->labels[i]);
     }
+    free(items->rowids);
     free(items->ids);
     free(items->labels);
     free(items->vectors);
@@ -579,6 +586,10 @@ void cd_eval_items_finish(cd_eval_items *items)
 static bool eval_items_grow(cd_eval_items *it, size_t cap, size_t bytes,
                             size_t own_bytes)
 {
+    int64_t *rowids = realloc(it->rowids, cap * sizeof *rowids);
+    if (!rowids)
+        return false;
+    it->rowids = rowids;
     char **ids = realloc(it->ids, cap * sizeof *ids);
     if (!ids)
         return false;
@@ -645,6 +656,7 @@ cd_err cd_store_eval_items(cd_store *st, int64_t gallery_id, int64_t model_id,
             break;
         }
         it.ids[i] = it.labels[i] = NULL;
+        it.rowids[i] = sqlite3_column_int64(s, 4);
         it.n++;
         rc = cd__dup_column(s, 0, &it.ids[i], err);
         if (rc == CD_OK)

@@ -140,6 +140,9 @@ typedef enum stmt_id {
     ST_ROUTE_DELETE,
     ST_ROUTE_OF_ADAPTER,
     ST_EVAL_LATEST_PAIR,
+    ST_ITEM_FIELDS_ALL,
+    ST_ITEM_FIELDS_ONE,
+    ST_EMBEDDING_ONE,
     ST_COUNT
 } stmt_id;
 

@@ -968,3 +968,168 @@ unlock:
     *n = count;
     return CD_OK;
 }
+
+/* --- what filters read --------------------------------------------------- */
+
+/* Grows *vals to hold one more member. */
+static bool fields_room(cd_field_value **vals, char ***texts, size_t n,
+                        size_t *cap)
+{
+    if (n < *cap)
+        return true;
+    size_t ncap = *cap ? *cap * 2 : 16;
+    cd_field_value *v = realloc(*vals, ncap * sizeof *v);
+    if (v)
+        *vals = v;
+    char **t = v ? realloc(*texts, 2 * ncap * sizeof *t) : NULL;
+    if (!t)
+        return false;
+    *texts = t;
+    *cap = ncap;
+    return true;
+}
+
+/*
+ * Steps s (bound) over rows (rowid, label, key, type, atom), grouped by
+ * rowid, and hands fn each item.
+ */
+static cd_err fields_rows(cd_conn *c, sqlite3_stmt *s, cd_item_fields_fn fn,
+                          void *ctx, cd_error *err)
+{
+    cd_field_value *vals = NULL;
+    char **texts = NULL;        /* the strings vals point to: 2 per member */
+    size_t n = 0, cap = 0;
+    char *label = NULL;
+    int64_t cur = -1;
+    cd_err rc = CD_OK;
+    int step;
+    for (;;) {
+        step = sqlite3_step(s);
+        int64_t rowid = step == SQLITE_ROW ? sqlite3_column_int64(s, 0) : -1;
+        if (cur >= 0 && rowid != cur) {
+            rc = fn(ctx, cur, label, vals, n);
+            for (size_t i = 0; i < 2 * n; i++)
+                free(texts[i]);
+            free(label);
+            label = NULL;
+            n = 0;
+            cur = -1;
+            if (rc != CD_OK)
+                break;
+        }
+        if (step != SQLITE_ROW)
+            break;
+        if (cur < 0) {
+            cur = rowid;
+            rc = cd__dup_column(s, 1, &label, err);
+            if (rc != CD_OK)
+                break;
+        }
+        if (sqlite3_column_type(s, 2) == SQLITE_NULL)
+            continue;   /* no metadata member */
+        if (!fields_room(&vals, &texts, n, &cap)) {
+            rc = cd__fail(err, CD_ENOMEM, "out of memory reading metadata");
+            break;
+        }
+        const char *type = (const char *)sqlite3_column_text(s, 3);
+        cd_field_value *v = &vals[n];
+        memset(v, 0, sizeof *v);
+        texts[2 * n] = texts[2 * n + 1] = NULL;
+        rc = cd__dup_column(s, 2, &texts[2 * n], err);
+        if (rc != CD_OK)
+            break;
+        v->name = texts[2 * n];
+        if (!type || strcmp(type, "null") == 0) {
+            v->type = CD_VALUE_NULL;
+        } else if (strcmp(type, "true") == 0 || strcmp(type, "false") == 0) {
+            v->type = CD_VALUE_BOOL;
+            v->b = type[0] == 't';
+        } else if (strcmp(type, "integer") == 0 || strcmp(type, "real") == 0) {
+            v->type = CD_VALUE_NUMBER;
+            v->num = sqlite3_column_double(s, 4);
+        } else if (strcmp(type, "text") == 0) {
+            v->type = CD_VALUE_STRING;
+            rc = cd__dup_column(s, 4, &texts[2 * n + 1], err);
+            v->str = texts[2 * n + 1] ? texts[2 * n + 1] : "";
+        } else {
+            v->type = CD_VALUE_OTHER;
+        }
+        n++;
+        if (rc != CD_OK)
+            break;
+    }
+    if (rc == CD_OK && step != SQLITE_DONE)
+        rc = cd__db_fail(err, c, step);
+    for (size_t i = 0; i < 2 * n; i++)
+        free(texts[i]);
+    free(label);
+    free(texts);
+    free(vals);
+    return rc;
+}
+
+cd_err cd_store_item_fields(cd_store *st, int64_t gallery_id,
+                            const int64_t *rowids, size_t n,
+                            cd_item_fields_fn fn, void *ctx, cd_error *err)
+{
+    cd_conn *c = cd__reader_acquire(st);
+    sqlite3_stmt *s = NULL;
+    cd_err rc = cd__tx_begin(c, false, err);
+    if (rc != CD_OK)
+        goto unlock;
+    rc = cd__conn_stmt(c, rowids ? ST_ITEM_FIELDS_ONE : ST_ITEM_FIELDS_ALL, &s, err);
+    if (rc == CD_OK && !rowids) {
+        sqlite3_bind_int64(s, 1, gallery_id);
+        rc = fields_rows(c, s, fn, ctx, err);
+    }
+    for (size_t i = 0; rc == CD_OK && rowids && i < n; i++) {
+        sqlite3_bind_int64(s, 1, rowids[i]);
+        rc = fields_rows(c, s, fn, ctx, err);
+        sqlite3_reset(s);
+    }
+    cd__stmt_done(s);
+    rc = cd__tx_end(c, rc, err);
+unlock:
+    cd__conn_release(c);
+    return rc;
+}
+
+cd_err cd_store_vectors_of(cd_store *st, int64_t gallery_id, int64_t model_id,
+                           int dim, const int64_t *rowids, size_t n,
+                           float *vectors, bool *found, cd_error *err)
+{
+    size_t bytes = (size_t)dim * sizeof(float);
+    cd_conn *c = cd__reader_acquire(st);
+    sqlite3_stmt *s = NULL;
+    cd_err rc = cd__tx_begin(c, false, err);
+    if (rc != CD_OK)
+        goto unlock;
+    rc = cd__conn_stmt(c, ST_EMBEDDING_ONE, &s, err);
+    if (rc == CD_OK) {
+        sqlite3_bind_int64(s, 1, gallery_id);
+        sqlite3_bind_int64(s, 2, model_id);
+    }
+    for (size_t i = 0; rc == CD_OK && i < n; i++) {
+        sqlite3_bind_int64(s, 3, rowids[i]);
+        int step = sqlite3_step(s);
+        found[i] = false;
+        if (step == SQLITE_ROW) {
+            const void *blob = sqlite3_column_blob(s, 0);
+            if (!blob || (size_t)sqlite3_column_bytes(s, 0) != bytes)
+                rc = cd__fail(err, CD_ECORRUPT, "embedding of item rowid %lld, model %lld "
+                              "has %d bytes, not %zu", (long long)rowids[i],
+                              (long long)model_id, sqlite3_column_bytes(s, 0), bytes);
+            else
+                memcpy(vectors + i * (size_t)dim, blob, bytes);
+            found[i] = rc == CD_OK;
+        } else if (step != SQLITE_DONE) {
+            rc = cd__db_fail(err, c, step);
+        }
+        sqlite3_reset(s);
+    }
+    cd__stmt_done(s);
+    rc = cd__tx_end(c, rc, err);
+unlock:
+    cd__conn_release(c);
+    return rc;
+}

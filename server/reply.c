@@ -21,6 +21,7 @@ static const struct {
     [CD_HTTP_DIMENSION_MISMATCH] = {400, "dimension_mismatch", CD_EDIM},
     [CD_HTTP_INVALID_VECTOR] = {400, "invalid_vector", CD_EVECTOR},
     [CD_HTTP_DUPLICATE_KEY] = {400, "duplicate_key", CD_OK},
+    [CD_HTTP_INVALID_FILTER] = {400, "invalid_filter", CD_OK},
     [CD_HTTP_INVALID_ID] = {400, "invalid_id", CD_OK},
     [CD_HTTP_INVALID_INDEX] = {400, "invalid_index", CD_OK},
     [CD_HTTP_INVALID_JSON] = {400, "invalid_json", CD_OK},

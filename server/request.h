@@ -128,4 +128,17 @@ void cd_json_add_metadata(cJSON *obj, const char *text);
 /* True when stored metadata text is one JSON object and nothing else. */
 bool cd_json_metadata_valid(const char *text);
 
+/*
+ * obj's member (e.g. "filter"), a filter (server/filter_json.c says the
+ * language), into *out: NULL when absent or null; free with
+ * cd_filter_destroy().  invalid_filter, its message starting with the
+ * position of the problem ("filter.and[1].metadata.year.gte: ..."), or
+ * out_of_memory.
+ */
+bool cd_json_filter(const cJSON *obj, const char *member, cd_filter **out, cd_reply *rep);
+
+/* The same for a filter given as JSON text (a query argument). */
+bool cd_json_filter_text(const char *text, const char *member, cd_filter **out,
+                         cd_reply *rep);
+
 #endif

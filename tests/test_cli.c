@@ -986,6 +986,36 @@ static void test_eval(ctx *c)
     free(out);
     free(err);
 
+    /* --filter: two labels' items are the gallery, and the table says so;
+     * a filter that is not JSON is refused before anything is sent. */
+    static const char two[] = "{\"label\":{\"in\":[\"person-0\",\"person-1\"]}}";
+    const char *filtered[] = {"eval", "--gallery", "faces", "--query-model", "m8b", "--queries",
+                              qvec, "--labels", qlabels, "--filter", two, "--json", NULL};
+    CHECK_EQ(cli(c, &out, &err, filtered), 0);
+    posted = cJSON_Parse(out);
+    cJSON *want = cJSON_Parse(two);
+    CHECK(posted && td_json_num(posted, "gallery_items") == 2 * PER);
+    CHECK(posted && cJSON_Compare(td_json_at(posted, "filter"), want, true));
+    cJSON_Delete(want);
+    cJSON_Delete(posted);
+    free(out);
+    free(err);
+    const char *filtered_table[] = {"eval", "--gallery", "faces", "--query-model", "m8b",
+                                    "--queries", qvec, "--labels", qlabels, "--filter", two,
+                                    NULL};
+    CHECK_EQ(cli(c, &out, &err, filtered_table), 0);
+    CHECK(strstr(out, "filter") && strstr(out, "person-1"));
+    free(out);
+    free(err);
+    long evals = eval_count(c, "faces");
+    const char *not_json[] = {"eval", "--gallery", "faces", "--query-model", "m8b", "--queries",
+                              qvec, "--labels", qlabels, "--filter", "{label", NULL};
+    CHECK_EQ(cli(c, &out, &err, not_json), 2);
+    CHECK(strstr(err, "--filter must be JSON") != NULL);
+    CHECK_EQ(eval_count(c, "faces"), evals);
+    free(out);
+    free(err);
+
     /* Bad input: one line, nothing stored. */
     long before = eval_count(c, "faces");
     static const struct {

@@ -449,6 +449,57 @@ static void test_small_gallery(td_http *h, td_rng *rng)
     CHECK_EQ(q, -1);
 }
 
+/*
+ * A filtered search's shadow is filtered the same way: with the shadow
+ * equal to the query (q has no embeddings in the gallery, so both rank
+ * the gallery model's), the two top-k lists are the same, overlap 1,
+ * while an unfiltered shadow would share about half of them.
+ */
+static void test_filtered_shadow(td_http *h, td_rng *rng)
+{
+    enum { N = 200 };
+    td_reply r;
+    CHECK_EQ(td_http_call(h, &r, 201, "POST", "/v1/galleries",
+                          "{\"name\":\"halves\",\"model\":\"g\",\"index\":\"Flat\"}"), 201);
+    td_reply_finish(&r);
+    CHECK_EQ(td_http_call(h, &r, 200, "PATCH", "/v1/galleries/halves",
+                          "{\"query_policy\":\"any\"}"), 200);
+    td_reply_finish(&r);
+    td_text t = {0};
+    td_text_append(&t, "{\"items\":[");
+    for (size_t i = 0; i < N; i++) {
+        char *v = td_b64_floats(items + i * DIM, DIM);
+        td_text_append(&t, "%s{\"id\":\"h%zu\",\"label\":\"%s\",\"vector_b64\":\"%s\"}",
+                       i ? "," : "", i, i % 2 ? "b" : "a", v);
+        free(v);
+    }
+    td_text_append(&t, "]}");
+    CHECK_EQ(td_http_call(h, &r, 200, "POST", "/v1/galleries/halves/items", t.s), 200);
+    td_reply_finish(&r);
+    free(t.s);
+    for (int round = 0; round < 5; round++) {
+        float v[DIM];
+        gauss_vector(rng, v);
+        char *b64 = td_b64_floats(v, DIM);
+        char *body = td_fmt("{\"model\":\"q\",\"k\":%d,\"vector_b64\":\"%s\","
+                            "\"shadow\":{\"vector_b64\":\"%s\"},\"filter\":{\"label\":\"a\"},"
+                            "\"include\":[\"label\"]}", K, b64, b64);
+        CHECK_EQ(td_http_call(h, &r, 200, "POST", "/v1/galleries/halves/search", body), 200);
+        CHECK_EQ(td_json_num(r.json, "agreement.0.overlap"), 1.0);
+        CHECK(cJSON_IsTrue(td_json_at(r.json, "agreement.0.top1_retained")));
+        const cJSON *hit;
+        int n = 0;
+        cJSON_ArrayForEach(hit, td_json_at(r.json, "results.0")) {
+            CHECK_STREQ(td_json_str(hit, "label"), "a");
+            n++;
+        }
+        CHECK_EQ(n, K);
+        td_reply_finish(&r);
+        free(body);
+        free(b64);
+    }
+}
+
 int main(void)
 {
     td_rng rng = {td_seed(13)};
@@ -478,6 +529,7 @@ int main(void)
     test_bad_input(h);
     test_window(h, &rng, qv, sv);
     test_small_gallery(h, &rng);
+    test_filtered_shadow(h, &rng);
     test_concurrent(d, h, &rng, qv, sv);
     free(qv);
     free(sv);

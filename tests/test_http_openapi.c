@@ -901,7 +901,7 @@ static const struct {
 } queries[] = {
     {"POST", "/v1/galleries/{g}/items", "model=faces-v1"},
     {"GET", "/v1/galleries/{g}/items/{id}", "vectors=true"},
-    {"GET", "/v1/galleries/{g}/items", "limit=2&after="},
+    {"GET", "/v1/galleries/{g}/items", "limit=2&after=&filter=%7B%22label%22%3A%22alice%22%7D"},
     {"GET", "/v1/galleries/{g}/evaluations", "limit=1&before=1000000&query_model=faces-v2"},
     {"GET", "/v1/adapters/{name}", "weights=true"},
     {"GET", "/v1/adapters/{name}/evaluations", "limit=5"},

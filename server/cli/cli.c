@@ -61,7 +61,7 @@ enum {
     OPT_GALLERY, OPT_MODEL, OPT_VECTORS, OPT_IDS, OPT_LABELS, OPT_FORMAT, OPT_DIM, OPT_BATCH,
     OPT_NO_RESUME, OPT_QUIET,
     OPT_QUERY_MODEL, OPT_QUERIES, OPT_BASELINE, OPT_BASELINE_IDS, OPT_KS, OPT_PRIMARY,
-    OPT_SHOW,
+    OPT_SHOW, OPT_FILTER,
     OPT_NAME, OPT_FROM, OPT_TO, OPT_KIND, OPT_RIDGE, OPT_WEIGHTS, OPT_ADAPTER, OPT_NONE,
     OPT_OUT, OPT_LIMIT, OPT_ORDER, OPT_MIXED, OPT_ALL,
     OPT_END
@@ -973,6 +973,8 @@ static const char eval_usage[] =
     "                       the same order)\n"
     "  --ks LIST            the k of top-k, e.g. 1,5,10 (the server's default: 1,5,10)\n"
     "  --primary METRIC     the criterion's metric: top<k> or map (default top1)\n"
+    "  --filter JSON        evaluate against the labelled items this filter matches,\n"
+    "                       e.g. '{\"metadata.album\": \"paris\"}' (README, Filters)\n"
     "  --format FMT         npy, fvecs or raw, for both vector files (default: from the\n"
     "                       files' names)\n"
     "  --show ID            print stored evaluation ID instead of running one\n"
@@ -1027,6 +1029,10 @@ static bool print_report(const cJSON *r)
     table_row(&head, (const char *const[]){"primary", jstr(r, "primary_metric", "-")});
     table_row(&head, (const char *const[]){"verdict", verdict});
     table_row(&head, (const char *const[]){"criterion", jstr(r, "criterion", "-")});
+    const cJSON *filter = cJSON_GetObjectItemCaseSensitive(r, "filter");
+    char *filter_text = cJSON_IsObject(filter) ? cJSON_PrintUnformatted(filter) : NULL;
+    if (filter_text)
+        table_row(&head, (const char *const[]){"filter", filter_text});
 
     table_init(&metrics, 5, "lrrrr",
                (const char *const[]){"metric", "cross", "baseline", "paragon", "update_gain"});
@@ -1098,6 +1104,7 @@ static bool print_report(const cJSON *r)
     table_finish(&flips);
     table_finish(&metrics);
     table_finish(&head);
+    free(filter_text);
     return ok;
 }
 
@@ -1194,6 +1201,7 @@ int cd_eval_main(int argc, char **argv)
         {"baseline-ids", required_argument, NULL, OPT_BASELINE_IDS},
         {"ks", required_argument, NULL, OPT_KS},
         {"primary", required_argument, NULL, OPT_PRIMARY},
+        {"filter", required_argument, NULL, OPT_FILTER},
         {"format", required_argument, NULL, OPT_FORMAT},
         {"show", required_argument, NULL, OPT_SHOW},
         {NULL, 0, NULL, 0},
@@ -1233,6 +1241,12 @@ int cd_eval_main(int argc, char **argv)
     rc = 1;
     if (arg(&a, OPT_KS) && !(ks = parse_ks(cmd, arg(&a, OPT_KS))))
         return 2;
+    cJSON *filter = NULL;
+    if (arg(&a, OPT_FILTER) && !(filter = cJSON_Parse(arg(&a, OPT_FILTER)))) {
+        cJSON_Delete(ks);
+        fprintf(stderr, "compatd eval: --filter must be JSON, not \"%s\"\n", arg(&a, OPT_FILTER));
+        return 2;
+    }
     if (!(c = connect_to(cmd, &a)) ||
         !(g = get_json(cmd, c, api_path("/v1/galleries/", gallery, NULL), NULL)))
         goto out;
@@ -1291,6 +1305,10 @@ int cd_eval_main(int argc, char **argv)
     if (arg(&a, OPT_PRIMARY) && !cJSON_AddStringToObject(req, "primary_metric",
                                                          arg(&a, OPT_PRIMARY)))
         goto oom;
+    if (filter) {
+        cJSON_AddItemToObject(req, "filter", filter);
+        filter = NULL;
+    }
     if (!(body = cJSON_PrintUnformatted(req)) ||
         !(path = api_path("/v1/galleries/", gallery, "/evaluations", NULL)))
         goto oom;
@@ -1309,6 +1327,7 @@ out:
     free(path);
     cJSON_Delete(req);
     cJSON_Delete(ks);
+    cJSON_Delete(filter);
     for (size_t i = 0; made_ids && i < qv.n; i++)
         free(made_ids[i]);
     free(made_ids);

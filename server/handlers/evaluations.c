@@ -70,6 +70,12 @@ static cJSON *report_json(const cd_evaluation *ev, bool lists)
     cJSON_AddStringToObject(j, "gallery_view", ev->mixed ? "mixed" : "gallery_model");
     add_real(j, "coverage", ev->coverage);
     cJSON_AddStringToObject(j, "created_at", ev->created_at);
+    /* The filter as stored: JSON this server printed. */
+    cJSON *filter = ev->filter ? cJSON_Parse(ev->filter) : NULL;
+    if (filter)
+        cJSON_AddItemToObject(j, "filter", filter);
+    else
+        cJSON_AddNullToObject(j, "filter");
     cJSON *ks = cJSON_AddArrayToObject(j, "ks");
     for (size_t i = 0; i < r->n_ks; i++)
         cJSON_AddItemToArray(ks, cJSON_CreateNumber(r->ks[i]));
@@ -281,10 +287,12 @@ static void evaluations_create(cd_api *api, const cd_request *req, const char *g
                                cd_reply *rep)
 {
     static const char *const fields[] = {"query_model", "adapter", "gallery_view", "queries",
-                                         "baseline", "ks", "primary_metric", NULL};
+                                         "baseline", "ks", "primary_metric", "filter", NULL};
     cJSON *j = cd_json_body(req, rep);
     probe_buf probes = {0}, base = {0};
     cd_evaluation ev = {0};
+    cd_filter *filter = NULL;
+    char *filter_text = NULL;
     if (!j)
         return;
     const char *qname, *primary_s, *adapter, *view;
@@ -296,11 +304,17 @@ static void evaluations_create(cd_api *api, const cd_request *req, const char *g
         !cd_json_string(j, "primary_metric", &primary_s, "", rep) ||
         !read_primary(primary_s, ks, n_ks, &primary, rep) ||
         !cd_json_string(j, "adapter", &adapter, "", rep) ||
-        !cd_json_string(j, "gallery_view", &view, "", rep))
+        !cd_json_string(j, "gallery_view", &view, "", rep) ||
+        !cd_json_filter(j, "filter", &filter, rep))
         goto out;
     if (view && strcmp(view, "mixed") != 0 && strcmp(view, "gallery_model") != 0) {
         cd_reply_error(rep, CD_HTTP_INVALID_ARGUMENT,
                        "gallery_view must be \"gallery_model\" or \"mixed\" (got \"%s\")", view);
+        goto out;
+    }
+    if (filter &&
+        !(filter_text = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(j, "filter")))) {
+        cd_reply_error(rep, CD_HTTP_OUT_OF_MEMORY, "out of memory");
         goto out;
     }
     if (adapter && !cd_name_valid(adapter)) {
@@ -337,6 +351,8 @@ static void evaluations_create(cd_api *api, const cd_request *req, const char *g
         .ks = ks,
         .n_ks = n_ks,
         .primary_k = primary,
+        .filter = filter,
+        .filter_text = filter_text,
     };
     cd_error err;
     if (cd_engine_evaluation_run(api->engine, &er, &ev, &err) != CD_OK) {
@@ -345,6 +361,8 @@ static void evaluations_create(cd_api *api, const cd_request *req, const char *g
     }
     cd_reply_json(rep, 201, report_json(&ev, true));
 out:
+    cd_filter_destroy(filter);
+    free(filter_text);
     cd_evaluation_finish(&ev);
     probe_buf_finish(&probes);
     probe_buf_finish(&base);

@@ -160,13 +160,18 @@ void cd__items_list(cd_api *api, const cd_request *req, cd_reply *rep)
                        CD_LIST_LIMIT_MAX);
         return;
     }
-    /* A filter (SPEC.md 3.9) becomes the listing's cd_item_pred here. */
+    /* ?filter=: URL-encoded JSON (README, Filters). */
+    const char *filter_text = cd_request_arg(req, "filter");
+    cd_filter *filter = NULL;
+    if (filter_text && !cd_json_filter_text(filter_text, "filter", &filter, rep))
+        return;
     cd_item **items = NULL;
     size_t n = 0;
     char next[CD_CURSOR_MAX + 1];
     cd_error err;
-    cd_err rc = cd_engine_items_list(api->engine, gallery, after, (size_t)limit, NULL,
-                                     &items, &n, next, &err);
+    cd_err rc = cd_engine_items_list_filtered(api->engine, gallery, after, (size_t)limit,
+                                              filter, &items, &n, next, &err);
+    cd_filter_destroy(filter);
     if (rc != CD_OK) {
         cd_reply_core_error(rep, &err);
         return;
@@ -189,16 +194,40 @@ void cd__items_list(cd_api *api, const cd_request *req, cd_reply *rep)
 void cd__items_delete(cd_api *api, const cd_request *req, cd_reply *rep)
 {
     const char *gallery = req->params[0];
-    static const char *const fields[] = {"ids", NULL};
+    static const char *const fields[] = {"ids", "filter", NULL};
     cJSON *j = cd_json_body(req, rep);
     const char **ids = NULL;
+    cd_filter *filter = NULL;
     cd_limits lim = cd_api_limits(api);
     if (!j)
         return;
-    /* A filter (SPEC.md 3.9) selects the ids here, in the same call. */
     if (!cd_json_only_fields(j, fields, "", rep))
         goto out;
     const cJSON *arr = cJSON_GetObjectItemCaseSensitive(j, "ids");
+    if (cJSON_GetObjectItemCaseSensitive(j, "filter")) {
+        /* A filter selects the items, matched and deleted in one call. */
+        if (arr) {
+            cd_reply_error(rep, CD_HTTP_INVALID_ARGUMENT, "give ids or filter, not both");
+            goto out;
+        }
+        if (!cd_json_filter(j, "filter", &filter, rep))
+            goto out;
+        if (!filter) {
+            cd_reply_error(rep, CD_HTTP_INVALID_FILTER, "filter: a filter is a JSON object");
+            goto out;
+        }
+        size_t deleted = 0;
+        cd_error ferr;
+        cd_err frc = cd_engine_items_delete_filtered(api->engine, gallery, filter, &deleted,
+                                                     &ferr);
+        if (frc == CD_OK) {
+            cJSON *root = cJSON_CreateObject();
+            cJSON_AddNumberToObject(root, "deleted", (double)deleted);
+            cd_reply_json(rep, 200, root);
+        }
+        cd_reply_failed(rep, frc, &ferr);
+        goto out;
+    }
     if (!cJSON_IsArray(arr)) {
         cd_reply_error(rep, CD_HTTP_INVALID_ARGUMENT, "ids must be an array of item ids");
         goto out;
@@ -237,6 +266,7 @@ void cd__items_delete(cd_api *api, const cd_request *req, cd_reply *rep)
     }
     cd_reply_failed(rep, rc, &err);
 out:
+    cd_filter_destroy(filter);
     free(ids);
     cJSON_Delete(j);
 }

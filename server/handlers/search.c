@@ -257,6 +257,10 @@ static void render_search(const cd_search_result *res, unsigned include,
     put_text(&b, "]");
     if (agr)
         put_agreement(&b, agr, res->nq);
+    if (res->filtered) {
+        put_text(&b, ",\"matched\":");
+        put_number(&b, (double)res->matched);
+    }
     put_text(&b, "}");
     reply_text_buf(rep, &b);
 }
@@ -333,11 +337,12 @@ void cd__search(cd_api *api, const cd_request *req, cd_reply *rep)
     const char *gallery = req->params[0];
     static const char *const fields[] = {"model", "adapter", "k", "vector", "vector_b64",
                                          "vectors", "include", "shadow", "shadow_vectors",
-                                         "params", "exact", NULL};
+                                         "params", "exact", "filter", NULL};
     cJSON *j = cd_json_body(req, rep);
     float *q = NULL, *shadow = NULL;
     cd_search_result *res = NULL;
     cd_agreement *agr = NULL;
+    cd_filter *filter = NULL;
     if (!j)
         return;
     const char *model, *adapter;
@@ -395,7 +400,8 @@ void cd__search(cd_api *api, const cd_request *req, cd_reply *rep)
             goto out;
         }
     }
-    if (!result_size_ok(&lim, nq, (size_t)k, include, rep) ||
+    if (!cd_json_filter(j, "filter", &filter, rep) ||
+        !result_size_ok(&lim, nq, (size_t)k, include, rep) ||
         !cd_api_model(api, gallery, model, &m, rep))
         goto out;
     q = malloc(nq * (size_t)m.dim * sizeof *q);
@@ -413,6 +419,7 @@ void cd__search(cd_api *api, const cd_request *req, cd_reply *rep)
         goto out;
     cd_error err;
     opt.adapter = adapter;
+    opt.filter = filter;
     cd_err rc = cd_engine_search_with(api->engine, gallery, m.name, q, nq, (size_t)k, include,
                                       &opt, &res, &err);
     if (rc != CD_OK) {
@@ -422,8 +429,8 @@ void cd__search(cd_api *api, const cd_request *req, cd_reply *rep)
     if (res->adapter[0])
         cd_metrics_adapter_search(api->metrics, res->adapter);
     if (shadow && cd_engine_shadow_search(api->engine, gallery, res,
-                                          res->adapter[0] ? res->adapter : NULL, shadow,
-                                          &agr, &err) != CD_OK) {
+                                          res->adapter[0] ? res->adapter : NULL, filter,
+                                          shadow, &agr, &err) != CD_OK) {
         cd_reply_core_error(rep, &err);
         goto out;
     }
@@ -432,6 +439,7 @@ void cd__search(cd_api *api, const cd_request *req, cd_reply *rep)
 bad_include:
     cd_reply_error(rep, CD_HTTP_INVALID_ARGUMENT, "include must be an array of \"label\" and \"metadata\"");
 out:
+    cd_filter_destroy(filter);
     cd_search_result_destroy(res);
     free(agr);
     free(shadow);

@@ -1174,7 +1174,8 @@
         ['primary_metric', 'Primary metric', r.primary_metric || 'top1'],
         ['queries', 'Probes', el('span', {'data-value': raw(r.queries), text: count(r.queries)})],
         ['skipped', 'Skipped probes', el('span', {'data-value': raw(r.skipped), text: count(r.skipped)})],
-        ['gallery_items', 'Gallery items', el('span', {'data-value': raw(r.gallery_items), text: count(r.gallery_items)})]
+        ['gallery_items', 'Gallery items', el('span', {'data-value': raw(r.gallery_items), text: count(r.gallery_items)})],
+        ['filter', 'Gallery filter', r.filter ? el('code', {text: JSON.stringify(r.filter)}) : 'none: every labelled item']
       ]),
       section('Retrieval metrics', null, metrics,
         r.paragon ? null : el('p', {class: 'muted small', text: r.adapter
