@@ -1377,9 +1377,50 @@ static void test_items(ctx *c)
     free(out);
     free(err);
 
+    /* --filter: the listing of label L1 is every third remaining item,
+     * in order, across pages; delete by filter removes exactly those. */
+    const char *l1[] = {"items", "list", "--gallery", "listed", "--all",
+                        "--filter", "{\"label\": \"L1\"}", NULL};
+    CHECK_EQ(cli(c, &out, &err, l1), 0);
+    CHECK_STREQ(err, "");
+    int want_l1 = 0, seen = 0;
+    for (int k = N_DEL; k < N; k++)
+        want_l1 += k % 3 == 1;
+    bad = 0;
+    i = N_DEL;
+    for (const char *l = out; *l && bad == 0; l = strchr(l, '\n') + 1, seen++) {
+        while (i % 3 != 1)
+            i++;
+        char *want = td_fmt("it%04d\tL1\tm8\n", i++);
+        bad += strncmp(l, want, strlen(want)) != 0;
+        if (bad)
+            CHECK_FAILED_("items list --filter line %d: want %s got %.40s", seen, want, l);
+        free(want);
+    }
+    CHECK_EQ(seen, want_l1);
+    free(out);
+    free(err);
+    const char *del_l1[] = {"items", "delete", "--gallery", "listed",
+                            "--filter", "{\"label\": \"L1\"}", NULL};
+    CHECK_EQ(cli(c, &out, &err, del_l1), 0);
+    char *said = td_fmt("items delete: %d items matched the filter and were deleted from "
+                        "gallery listed\n", want_l1);
+    CHECK_STREQ(out, said);
+    free(said);
+    free(out);
+    free(err);
+    CHECK_EQ(td_gallery_count(c->h, "listed"), N - N_DEL - want_l1);
+    CHECK_EQ(cli(c, &out, &err, l1), 0);
+    CHECK_STREQ(out, "");
+    free(out);
+    free(err);
+
     /* Bad command lines are 2, a server's refusal one line and 1. */
     const char *const *const bad_lines[] = {
         (const char *const[]){"items", NULL},
+        (const char *const[]){"items", "list", "--gallery", "listed", "--filter", "{nope", NULL},
+        (const char *const[]){"items", "delete", "--gallery", "listed", "--ids", "x",
+                              "--filter", "{}", NULL},
         (const char *const[]){"items", "frob", "--gallery", "listed", NULL},
         (const char *const[]){"items", "list", NULL},
         (const char *const[]){"items", "list", "--gallery", "listed", "--limit", "0", NULL},
@@ -1395,6 +1436,14 @@ static void test_items(ctx *c)
     const char *nope[] = {"items", "list", "--gallery", "nope", NULL};
     CHECK_EQ(cli(c, &out, &err, nope), 1);
     check_one_line(err, "items list", "nope", "unknown gallery");
+    free(out);
+    free(err);
+    /* A filter the server refuses: its message, one line, nothing deleted. */
+    const char *bad_filter[] = {"items", "delete", "--gallery", "listed",
+                                "--filter", "{\"label\": {\"gt\": \"a\"}}", NULL};
+    CHECK_EQ(cli(c, &out, &err, bad_filter), 1);
+    CHECK(err && strstr(err, "filter") != NULL);
+    CHECK_EQ(td_gallery_count(c->h, "listed"), N - N_DEL - want_l1);
     free(out);
     free(err);
     for (int k = 0; k <= N_DEL; k++)

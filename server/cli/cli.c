@@ -2178,8 +2178,8 @@ int cd_retire_main(int argc, char **argv)
 #define DEFAULT_LIST 100
 
 static const char items_usage[] =
-    "usage: compatd items list --gallery G [--limit N | --all] [--json]\n"
-    "       compatd items delete --gallery G --ids FILE [--batch N]\n"
+    "usage: compatd items list --gallery G [--limit N | --all] [--json] [--filter JSON]\n"
+    "       compatd items delete --gallery G (--ids FILE [--batch N] | --filter JSON)\n"
     "\n"
     "list prints the gallery's items in id order, one a line: id, label (\"-\"\n"
     "when none) and the models it has embeddings of, tab-separated; --json\n"
@@ -2191,6 +2191,10 @@ static const char items_usage[] =
     "/v1/galleries/{g}/items/delete), in batches; each batch is atomic, and ids\n"
     "not in the gallery are not errors.  Prints how many were deleted.\n"
     "\n"
+    "--filter takes a filter as the API does (e.g. '{\"metadata.album\": \"x\"}'):\n"
+    "list prints only the items it matches; delete deletes every item it matches,\n"
+    "in one atomic request.\n"
+    "\n"
     "options:\n"
     "  --gallery G         the gallery\n"
     "  --limit N           list at most N items (default 100)\n"
@@ -2198,6 +2202,7 @@ static const char items_usage[] =
     "  --json              list as JSON lines\n"
     "  --ids FILE          the ids to delete, one a line\n"
     "  --batch N           ids per delete request (default 10000)\n"
+    "  --filter JSON       only the items this filter matches\n"
     "\n" CONNECTION_HELP;
 
 static const struct option items_options[] = {
@@ -2208,8 +2213,19 @@ static const struct option items_options[] = {
     {"json", no_argument, NULL, OPT_JSON},
     {"ids", required_argument, NULL, OPT_IDS},
     {"batch", required_argument, NULL, OPT_BATCH},
+    {"filter", required_argument, NULL, OPT_FILTER},
     {NULL, 0, NULL, 0},
 };
+
+/* --filter's JSON, parsed (the server checks what it says); NULL after
+ * saying so when it is not JSON. */
+static cJSON *filter_arg(const char *cmd, const char *text)
+{
+    cJSON *f = cJSON_Parse(text);
+    if (!f)
+        fprintf(stderr, "compatd %s: --filter must be JSON, not \"%s\"\n", cmd, text);
+    return f;
+}
 
 /* Prints one listed item: JSON, or id, label and models tab-separated. */
 static void item_line(const cJSON *it, bool json)
@@ -2238,6 +2254,14 @@ static int items_list(const char *cmd, cd_client *c, const args *a)
         return fail(cmd, "give --limit or --all, not both"), 2;
     if (arg(a, OPT_LIMIT) && !int_arg(cmd, "limit", arg(a, OPT_LIMIT), 1, LONG_MAX, &want))
         return 2;
+    char *filter_q = NULL;
+    if (arg(a, OPT_FILTER)) {
+        cJSON *f = filter_arg(cmd, arg(a, OPT_FILTER));
+        filter_q = f ? cJSON_PrintUnformatted(f) : NULL;    /* api_path escapes it */
+        cJSON_Delete(f);
+        if (!filter_q)
+            return 2;
+    }
     char *cursor = NULL;
     long printed = 0;
     int rc = 0;
@@ -2245,7 +2269,10 @@ static int items_list(const char *cmd, cd_client *c, const args *a)
         long left = want - printed;
         char page[32];
         snprintf(page, sizeof page, "%ld", all || left > LIST_PAGE_MAX ? LIST_PAGE_MAX : left);
+        /* api_path stops at the first NULL, so the filter, there or not
+         * alike on every page, goes before the cursor. */
         cJSON *j = get_json(cmd, c, api_path("/v1/galleries/", gallery, "/items?limit=", page,
+                                             filter_q ? "&filter=" : "", filter_q ? filter_q : "",
                                              cursor ? "&after=" : NULL, cursor, NULL),
                             NULL);
         free(cursor);
@@ -2265,8 +2292,38 @@ static int items_list(const char *cmd, cd_client *c, const args *a)
         cJSON_Delete(j);
     } while (cursor && (all || printed < want));
     free(cursor);
+    free(filter_q);
     if (fflush(stdout) != 0)
         rc = fail(cmd, "writing the listing: %s", strerror(errno));
+    return rc;
+}
+
+/* Deletes every item of gallery that filter matches, in one request. */
+static int items_delete_filter(const char *cmd, cd_client *c, const char *gallery,
+                               const char *filter)
+{
+    cJSON *f = filter_arg(cmd, filter);
+    if (!f)
+        return 2;
+    cJSON *body = cJSON_CreateObject();
+    char *text = NULL, *path = api_path("/v1/galleries/", gallery, "/items/delete", NULL);
+    if (body && cJSON_AddItemToObject(body, "filter", f))
+        text = cJSON_PrintUnformatted(body);
+    else
+        cJSON_Delete(f);
+    cJSON_Delete(body);
+    cJSON *reply = NULL;
+    int rc = 0;
+    if (!text || !path)
+        rc = fail(cmd, "out of memory");
+    else if (!call(cmd, c, "POST", path, text, &reply, NULL))
+        rc = 1;
+    else
+        printf("items delete: %.0f items matched the filter and were deleted from gallery %s\n",
+               jnum(reply, "deleted"), gallery);
+    cJSON_Delete(reply);
+    free(text);
+    free(path);
     return rc;
 }
 
@@ -2274,8 +2331,10 @@ static int items_delete(const char *cmd, cd_client *c, const args *a)
 {
     const char *gallery = arg(a, OPT_GALLERY), *file = arg(a, OPT_IDS);
     long batch = DEFAULT_BATCH;
+    if (!file == !arg(a, OPT_FILTER))
+        return fail(cmd, "give --ids FILE or --filter JSON\n%s", items_usage), 2;
     if (!file)
-        return fail(cmd, "--ids FILE is required\n%s", items_usage), 2;
+        return items_delete_filter(cmd, c, gallery, arg(a, OPT_FILTER));
     if (arg(a, OPT_BATCH) && !int_arg(cmd, "batch", arg(a, OPT_BATCH), 1, MAX_BATCH, &batch))
         return 2;
     cd_lines ids;
