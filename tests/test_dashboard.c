@@ -1609,6 +1609,16 @@ int main(void)
     dom = dump_dom(url);
     long long mixed_id = check_backfill(h, dom);
     free(dom);
+    /* the curve's screenshot, beside the matrix's (SCREENSHOT's folder) */
+    if (shot_path) {
+        const char *slash = strrchr(shot_path, '/');
+        char *curve = td_fmt("%.*sbackfill-curve.png", slash ? (int)(slash - shot_path + 1) : 0,
+                             shot_path);
+        unlink(curve);
+        CHECK(screenshot(url, curve));
+        check_png(curve);
+        free(curve);
+    }
     free(url);
     /* its newest point's report says its view and coverage */
     url = td_fmt("%s#/evaluations/%lld", base, mixed_id);

@@ -1063,7 +1063,8 @@
         ['latest-cross', 'Latest cross top-1', pct((latest.cross || {}).top1)],
         ['latest-baseline', 'Latest baseline top-1', pct((latest.baseline || {}).top1)],
         ['latest-nfr', 'Latest NFR', pct((latest.flips || {}).nfr, 2)]
-      ]),
+      ])
+    ], curve ? [curve] : [], [    /* the curve first: a backfill under way is the news */
       section('Top-1 over time', null, lineChart('chart-top1', evs, [
         {name: 'cross top-1 (new→old)', key: 'cross_top1', cls: 's-cross',
          values: evs.map(function (e) { return (e.cross || {}).top1; })},
@@ -1075,8 +1076,7 @@
         {name: 'NFR', key: 'nfr', cls: 's-nfr',
          values: evs.map(function (e) { return (e.flips || {}).nfr; })}
       ], 0, nfrHi, function (v) { return pct(v, nfrHi < 0.05 ? 2 : 1); },
-      'Share of probes right with the old model and wrong with the new one.'))
-    ], curve ? [curve] : [], [
+      'Share of probes right with the old model and wrong with the new one.')),
       section('Evaluations', null, evaluationsTable(data.evaluations, false))
     ]);
   }
