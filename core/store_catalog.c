@@ -1,6 +1,6 @@
 /*
  * store_catalog.c - the store's catalog: query policies, models and
- * galleries (see store.h for the contract, store_int.h for what the
+ * galleries with their adapter routes (see store.h for the contract, store_int.h for what the
  * store_*.c files share).
  *
  * Models are never deleted, and a model's compatible_with names an
@@ -12,6 +12,7 @@
  */
 #include "store_int.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 /* --- policies ----------------------------------------------------------- */
@@ -416,4 +417,111 @@ cd_err cd_store_gallery_embeddings(cd_store *st, int64_t gallery_id,
                               err);
     *out = rows;
     return rc;
+}
+
+/* --- a gallery's adapter routes (schema 007) and its updates --------------- */
+
+/* Fills *r from an ST_ROUTE_LIST row. */
+static cd_err route_fill(sqlite3_stmt *s, void *elem, cd_error *err)
+{
+    cd_gallery_route *r = elem;
+    memset(r, 0, sizeof *r);
+    r->model_id = sqlite3_column_int64(s, 0);
+    r->adapter_id = sqlite3_column_int64(s, 2);
+    if (!cd__copy_column(s, 1, r->model, sizeof r->model) ||
+        !cd__copy_column(s, 3, r->adapter, sizeof r->adapter))
+        return cd__fail(err, CD_ECORRUPT, "a route of model %lld has a damaged row",
+                        (long long)r->model_id);
+    return CD_OK;
+}
+
+cd_err cd_store_routes(cd_store *st, int64_t gallery_id, cd_gallery_route **out,
+                       size_t *n, cd_error *err)
+{
+    if (!st || !out || !n)
+        return cd__fail(err, CD_EINVAL, "cd_store_routes: NULL argument");
+    void *rows;
+    cd_err rc = cd__list_rows(st, ST_ROUTE_LIST, 1, gallery_id, sizeof(cd_gallery_route),
+                              route_fill, &rows, n, err);
+    *out = rows;
+    return rc;
+}
+
+/* Runs statement id with the three ids bound (as many as it takes) on c;
+ * its changed rows into *changed. */
+static cd_err run_ids(cd_conn *c, stmt_id id, int64_t a, int64_t b, int64_t d,
+                      int *changed, cd_error *err)
+{
+    sqlite3_stmt *s = NULL;
+    cd_err rc = cd__conn_stmt(c, id, &s, err);
+    if (rc != CD_OK)
+        return rc;
+    const int64_t args[] = {a, b, d};
+    for (int i = 0; i < sqlite3_bind_parameter_count(s) && i < 3; i++)
+        sqlite3_bind_int64(s, i + 1, args[i]);
+    rc = cd__step_write(c, s, NULL, NULL, err);
+    *changed = sqlite3_changes(c->db);
+    return rc;
+}
+
+cd_err cd_store_gallery_update(cd_store *st, int64_t gallery_id,
+                               const cd_query_policy *policy,
+                               const cd_route_change *changes, size_t n,
+                               cd_error *err)
+{
+    if (!st || (n && !changes))
+        return cd__fail(err, CD_EINVAL, "cd_store_gallery_update: NULL argument");
+    if (policy && *policy != CD_POLICY_VERIFIED && *policy != CD_POLICY_DECLARED &&
+        *policy != CD_POLICY_ANY)
+        return cd__fail(err, CD_EINVAL, "unknown query policy %d", (int)*policy);
+    cd_conn *c = cd__writer_acquire(st);
+    cd_err rc = cd__tx_begin(c, true, err);
+    if (rc != CD_OK)
+        goto unlock;
+    bool found;
+    int64_t seq;
+    rc = cd__run_i64(c, ST_GALLERY_SEQ, 1, gallery_id, 0, &found, &seq, err);
+    if (rc == CD_OK && !found)
+        rc = cd__fail(err, CD_ENOTFOUND, "gallery %lld not found", (long long)gallery_id);
+    if (rc == CD_OK && policy) {
+        sqlite3_stmt *s = NULL;
+        rc = cd__conn_stmt(c, ST_GALLERY_SET_POLICY, &s, err);
+        if (rc == CD_OK) {
+            sqlite3_bind_int64(s, 1, gallery_id);
+            sqlite3_bind_text(s, 2, cd_policy_name(*policy), -1, SQLITE_STATIC);
+            rc = cd__step_write(c, s, NULL, NULL, err);
+        }
+    }
+    for (size_t i = 0; rc == CD_OK && i < n; i++) {
+        int changed = 0;
+        if (changes[i].adapter_id == 0) {
+            rc = run_ids(c, ST_ROUTE_DELETE, gallery_id, changes[i].model_id, 0, &changed, err);
+            continue;
+        }
+        rc = run_ids(c, ST_ROUTE_SET, gallery_id, changes[i].model_id, changes[i].adapter_id,
+                     &changed, err);
+        if (rc == CD_OK && changed == 0)
+            rc = cd__fail(err, CD_ENOTFOUND, "adapter %lld no longer exists",
+                          (long long)changes[i].adapter_id);
+    }
+    rc = cd__tx_end(c, rc, err);
+unlock:
+    cd__conn_release(c);
+    return rc;
+}
+
+void cd_adapter_record_finish(cd_adapter_record *a)
+{
+    if (!a)
+        return;
+    free(a->weights);
+    free(a->bias);
+    a->weights = a->bias = NULL;
+}
+
+void cd_adapter_records_destroy(cd_adapter_record *a, size_t n)
+{
+    for (size_t i = 0; a && i < n; i++)
+        cd_adapter_record_finish(&a[i]);
+    free(a);
 }
