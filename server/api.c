@@ -36,3 +36,26 @@ bool cd_api_model(cd_api *api, const char *gallery, const char *model, cd_model 
     }
     return true;
 }
+
+bool cd_api_batch_fits(cd_api *api, size_t n, cd_reply *rep)
+{
+    cd_limits lim = cd_api_limits(api);
+    if (n <= lim.max_batch)
+        return true;
+    cd_reply_error(rep, CD_HTTP_BATCH_TOO_LARGE, "a batch holds at most %zu items, got %zu",
+                   lim.max_batch, n);
+    return false;
+}
+
+void cd_api_items_store(cd_api *api, const char *gallery, const char *model,
+                        const cd_item_in *items, size_t n, cd_reply *rep)
+{
+    cd_error err;
+    cd_err rc = cd_engine_items_upsert(api->engine, gallery, model, items, n, &err);
+    if (rc == CD_OK) {
+        cJSON *root = cJSON_CreateObject();
+        cJSON_AddNumberToObject(root, "upserted", (double)n);
+        cd_reply_json(rep, 200, root);
+    }
+    cd_reply_failed(rep, rc, &err);
+}

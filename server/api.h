@@ -63,4 +63,11 @@ cd_limits cd_api_limits(const cd_api *api);
 bool cd_api_model(cd_api *api, const char *gallery, const char *model, cd_model *out,
                   cd_reply *rep);
 
+/* What both upsert bodies (JSON, binary) share: whether n items fit in a
+ * batch (413 batch_too_large), and the upsert itself, replying
+ * {"upserted": n} or the core error. */
+bool cd_api_batch_fits(cd_api *api, size_t n, cd_reply *rep);
+void cd_api_items_store(cd_api *api, const char *gallery, const char *model,
+                        const cd_item_in *items, size_t n, cd_reply *rep);
+
 #endif

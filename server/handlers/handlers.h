@@ -45,12 +45,6 @@ void cd__items_upsert(cd_api *api, const cd_request *req, cd_reply *rep);
 /* items_binary.c: the upsert with an application/octet-stream body (vec.h's
  * CD_BATCH layout), which cd__items_upsert hands it; {g} */
 void cd__items_upsert_binary(cd_api *api, const cd_request *req, cd_reply *rep);
-/* What both upsert bodies share: whether n items fit in a batch (413
- * batch_too_large), and the upsert itself, replying {"upserted": n} or
- * the core error. */
-bool cd__items_batch_fits(cd_api *api, size_t n, cd_reply *rep);
-void cd__items_store(cd_api *api, const char *gallery, const char *model,
-                     const cd_item_in *items, size_t n, cd_reply *rep);
 void cd__items_list(cd_api *api, const cd_request *req, cd_reply *rep);
 void cd__items_delete(cd_api *api, const cd_request *req, cd_reply *rep);
 void cd__item_get(cd_api *api, const cd_request *req, cd_reply *rep);

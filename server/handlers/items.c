@@ -3,7 +3,7 @@
  * nothing), GET /v1/galleries/{g}/items (a listing, page by page), POST
  * /v1/galleries/{g}/items/delete (a batch of deletes, all or nothing) and
  * GET and DELETE /v1/galleries/{g}/items/{id}.  The binary form of the
- * upsert's body is items_binary.c's; both end in cd__items_store.
+ * upsert's body is items_binary.c's; both end in cd_api_items_store.
  */
 #include "handlers.h"
 
@@ -12,29 +12,6 @@
 #include <string.h>
 
 #include "text.h"
-
-bool cd__items_batch_fits(cd_api *api, size_t n, cd_reply *rep)
-{
-    cd_limits lim = cd_api_limits(api);
-    if (n <= lim.max_batch)
-        return true;
-    cd_reply_error(rep, CD_HTTP_BATCH_TOO_LARGE, "a batch holds at most %zu items, got %zu",
-                   lim.max_batch, n);
-    return false;
-}
-
-void cd__items_store(cd_api *api, const char *gallery, const char *model,
-                     const cd_item_in *items, size_t n, cd_reply *rep)
-{
-    cd_error err;
-    cd_err rc = cd_engine_items_upsert(api->engine, gallery, model, items, n, &err);
-    if (rc == CD_OK) {
-        cJSON *root = cJSON_CreateObject();
-        cJSON_AddNumberToObject(root, "upserted", (double)n);
-        cd_reply_json(rep, 200, root);
-    }
-    cd_reply_failed(rep, rc, &err);
-}
 
 void cd__items_upsert(cd_api *api, const cd_request *req, cd_reply *rep)
 {
@@ -81,7 +58,7 @@ void cd__items_upsert(cd_api *api, const cd_request *req, cd_reply *rep)
         goto out;
     }
     n = (size_t)cJSON_GetArraySize(arr);
-    if (!cd__items_batch_fits(api, n, rep))
+    if (!cd_api_batch_fits(api, n, rep))
         goto out;
     if (!cd_api_model(api, gallery, model, &m, rep))
         goto out;
@@ -123,7 +100,7 @@ void cd__items_upsert(cd_api *api, const cd_request *req, cd_reply *rep)
         items[i].vector = v;
         i++;
     }
-    cd__items_store(api, gallery, m.name, items, n, rep);
+    cd_api_items_store(api, gallery, m.name, items, n, rep);
 out:
     for (size_t t = 0; texts && t < n_texts; t++)
         free(texts[t]);

@@ -135,7 +135,7 @@ void cd__items_upsert_binary(cd_api *api, const cd_request *req, cd_reply *rep)
         cd_reply_error(rep, CD_HTTP_INVALID_ARGUMENT, "the batch's count must be at least 1");
         return;
     }
-    if (!cd__items_batch_fits(api, n, rep) || !cd_api_model(api, gallery, model, &m, rep))
+    if (!cd_api_batch_fits(api, n, rep) || !cd_api_model(api, gallery, model, &m, rep))
         return;
     if (dim != (size_t)m.dim) {
         cd_reply_error(rep, CD_HTTP_DIMENSION_MISMATCH, "the batch's dim is %zu, model %s has "
@@ -184,7 +184,7 @@ void cd__items_upsert_binary(cd_api *api, const cd_request *req, cd_reply *rep)
     }
     for (size_t i = 0; i < n; i++)
         items[i].vector = rows + i * dim;
-    cd__items_store(api, gallery, m.name, items, n, rep);
+    cd_api_items_store(api, gallery, m.name, items, n, rep);
 out:
     free(copied);
     free(arena);
