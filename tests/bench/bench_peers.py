@@ -18,11 +18,17 @@ N x 128 float32 (cosine) is loaded into
 and each answers the same single queries (k=10) one by one, interleaved
 in rounds so machine noise falls on all of them alike.  Prints p50/p99
 per engine and the ratio compatd / peer at p50 (below 1: compatd is
-faster), the machine's read bandwidth (a STREAM-like pass: numpy dot of
+faster).  Then the same engines answer batches of 100 queries (compatd:
+one request with the 100 as base64 strings in `vectors`; FAISS: one
+search of the 100 rows; hnswlib: one knn_query of the 100), again
+interleaved in rounds, and it prints each engine's throughput in
+queries/s (100 over the median batch time) and the ratio compatd / FAISS
+(above 1: compatd is faster).  Also prints the machine's read bandwidth (a STREAM-like pass: numpy dot of
 two 128 MB float32 arrays, best of 5) and what fraction of it compatd's
 exact scan reaches; and with --svg writes a plot of p50 latency against
 gallery size (log-log), drawn here without any plotting library.
-Also checks compatd's top 10 against numpy's exact ones.
+Also checks compatd's top 10, single and in a batch, against numpy's
+exact ones.
 """
 import base64
 import http.client
@@ -41,7 +47,10 @@ DIM = 128
 K = 10
 ROUNDS = 5
 PER_ROUND = 40
-BATCH = 10000
+BATCH = 10000           # items per upsert request while loading
+NQ = 100                # queries in one batch search
+BATCH_ROUNDS = 5
+BATCHES_PER_ROUND = 2
 
 try:
     import hnswlib
@@ -131,15 +140,43 @@ def pct(v, p):
     return v[min(len(v) - 1, max(0, int(np.ceil(p * len(v))) - 1))]
 
 
+def hit_ids(result):
+    return [int(h["id"]) for h in result]
+
+
+def exact_top(xn, qv):
+    return list(np.argsort(-(xn @ qv))[:K])
+
+
+def interleaved(engines, rounds, per_round):
+    """Times each engine's calls fn(0 .. rounds*per_round-1), per_round at
+    a time, engine after engine in each round, so that machine noise falls
+    on all of them alike."""
+    times = {e: [] for e in engines}
+    for r in range(rounds):
+        for e, fn in engines.items():
+            for i in range(r * per_round, (r + 1) * per_round):
+                t0 = time.perf_counter()
+                fn(i)
+                times[e].append(time.perf_counter() - t0)
+    return times
+
+
 def run_size(d, n, rng):
     x = rng.standard_normal((n, DIM)).astype(np.float32)
     q = rng.standard_normal((ROUNDS * PER_ROUND, DIM)).astype(np.float32)
+    nb = BATCH_ROUNDS * BATCHES_PER_ROUND
+    qb = rng.standard_normal((nb * NQ, DIM)).astype(np.float32)
     name = "g%d" % n
     load_compatd(d, name, x)
     xn = x / np.linalg.norm(x, axis=1, keepdims=True)
     qn = q / np.linalg.norm(q, axis=1, keepdims=True)
+    qbn = qb / np.linalg.norm(qb, axis=1, keepdims=True)
     engines = {}
+    batch_engines = {}
     bodies = [json.dumps({"k": K, "vector_b64": b64(v)}) for v in q]
+    batch_bodies = [json.dumps({"k": K, "vectors": [b64(v) for v in qb[b * NQ:(b + 1) * NQ]]})
+                    for b in range(nb)]
     path = "/v1/galleries/%s/search" % name
 
     def compatd_one(i):
@@ -147,16 +184,25 @@ def run_size(d, n, rng):
         if st != 200:
             raise SystemExit("search: %d %s" % (st, body[:200]))
         return body
+
+    def compatd_batch(b):
+        st, body = d.call("POST", path, batch_bodies[b])
+        if st != 200:
+            raise SystemExit("batch search: %d %s" % (st, body[:200]))
+        return body
     engines["compatd (HTTP)"] = compatd_one
+    batch_engines["compatd (HTTP)"] = compatd_batch
     if hnswlib is not None:
         bf = hnswlib.BFIndex(space="cosine", dim=DIM)
         bf.init_index(max_elements=n)
         bf.add_items(x, np.arange(n))
         engines["hnswlib BFIndex"] = lambda i: bf.knn_query(q[i:i + 1], k=K)
+        batch_engines["hnswlib BFIndex"] = lambda b: bf.knn_query(qb[b * NQ:(b + 1) * NQ], k=K)
     if faiss is not None:
         fx = faiss.IndexFlatIP(DIM)
         fx.add(xn)
         engines["FAISS IndexFlatIP"] = lambda i: fx.search(qn[i:i + 1], K)
+        batch_engines["FAISS IndexFlatIP"] = lambda b: fx.search(qbn[b * NQ:(b + 1) * NQ], K)
 
     # compatd's answers against numpy's exact top 10.
     bad = 0
@@ -164,18 +210,19 @@ def run_size(d, n, rng):
         res = json.loads(compatd_one(i))["results"]
         if res and isinstance(res[0], list):
             res = res[0]
-        got = [int(h["id"]) for h in res]
-        want = list(np.argsort(-(xn @ qn[i]))[:K])
-        bad += got != want
-    times = {e: [] for e in engines}
-    for r in range(ROUNDS):
-        for e, fn in engines.items():
-            for i in range(r * PER_ROUND, (r + 1) * PER_ROUND):
-                t0 = time.perf_counter()
-                fn(i)
-                times[e].append(time.perf_counter() - t0)
+        bad += hit_ids(res) != exact_top(xn, qn[i])
+    # ... and in a batch: 5 rows of the first and of the last batch.
+    bad_batch = 0
+    for b in (0, nb - 1):
+        res = json.loads(compatd_batch(b))["results"]
+        if len(res) != NQ:
+            raise SystemExit("batch search: %d result lists for %d queries" % (len(res), NQ))
+        for j in (0, 1, NQ // 2, NQ - 2, NQ - 1):
+            bad_batch += hit_ids(res[j]) != exact_top(xn, qbn[b * NQ + j])
+    times = interleaved(engines, ROUNDS, PER_ROUND)
+    batch_times = interleaved(batch_engines, BATCH_ROUNDS, BATCHES_PER_ROUND)
     d.call("DELETE", "/v1/galleries/%s" % name)
-    return times, bad
+    return times, batch_times, bad, bad_batch
 
 
 def svg_plot(path, sizes, p50, bw_line):
@@ -240,6 +287,7 @@ def main():
         print("hnswlib: not installed (python3-hnswlib), skipped")
     if faiss is None:
         print("FAISS: not installed (python3-faiss), skipped")
+    print("load average at the start: %s" % " ".join(open("/proc/loadavg").read().split()[:3]))
     bw = bandwidth()
     print("read bandwidth (numpy dot of 2 x 128 MB, best of 5): %.1f GB/s" % bw)
     rng = np.random.default_rng(42)
@@ -248,16 +296,27 @@ def main():
     assert st == 201
     p50 = {}
     rows = []
+    batch_rows = []
+    batch_qps = {}
     try:
         for n in sizes:
-            times, bad = run_size(d, n, rng)
-            if bad:
-                print("compatd's top 10 differ from numpy's on %d of 5 queries" % bad)
+            t_start = time.time()
+            times, batch_times, bad, bad_batch = run_size(d, n, rng)
+            print("%s: done in %.0f s; load average %s" % (
+                "{:,}".format(n), time.time() - t_start, open("/proc/loadavg").read().split()[0]))
+            print("  compatd's top 10 against numpy's: %d of 5 single queries differ, "
+                  "%d of 10 batch rows differ" % (bad, bad_batch))
             c50 = pct(times["compatd (HTTP)"], 0.5)
             for e, t in times.items():
                 p50.setdefault(e, []).append(pct(t, 0.5))
                 ratio = c50 / pct(t, 0.5)
                 rows.append((n, e, pct(t, 0.5), pct(t, 0.99), ratio))
+            for e, t in batch_times.items():
+                batch_qps.setdefault(e, []).append(NQ / pct(t, 0.5))
+            for e, t in batch_times.items():
+                qps = NQ / pct(t, 0.5)
+                batch_rows.append((n, e, qps, NQ / min(t), len(t),
+                                   batch_qps["compatd (HTTP)"][-1] / qps))
     finally:
         d.stop()
     print("\n| gallery | engine | p50 | p99 | compatd / engine at p50 |")
@@ -265,6 +324,12 @@ def main():
     for n, e, a, b, r in rows:
         print("| {:,} | {} | {:.3f} ms | {:.3f} ms | {} |".format(
             n, e, a * 1e3, b * 1e3, "" if e.startswith("compatd") else "%.2fx" % r))
+    print("\n| gallery | engine | batch of %d: q/s (median batch) | best batch | batches "
+          "| compatd / engine in q/s |" % NQ)
+    print("|---:|---|---:|---:|---:|---:|")
+    for n, e, qps, best, nbatch, r in batch_rows:
+        print("| {:,} | {} | {:,.0f} | {:,.0f} | {} | {} |".format(
+            n, e, qps, best, nbatch, "" if e.startswith("compatd") else "%.2fx" % r))
     print()
     for i, n in enumerate(sizes):
         floor = n * DIM * 4 / (bw * 1e9)
@@ -277,6 +342,9 @@ def main():
         if "FAISS IndexFlatIP" in p50:
             r = p50["compatd (HTTP)"][i] / p50["FAISS IndexFlatIP"][i]
             print("  next to FAISS IndexFlatIP nq=1: %.2fx" % r)
+            r = batch_qps["compatd (HTTP)"][i] / batch_qps["FAISS IndexFlatIP"][i]
+            print("  target batch of %d throughput >= FAISS IndexFlatIP's: %s (%.2fx)" % (
+                NQ, "met" if r >= 1 else "not met", r))
     if svg:
         floor = ("memory-bandwidth floor", [n * DIM * 4 / (bw * 1e9) for n in sizes])
         svg_plot(svg, sizes, p50, floor)
