@@ -377,7 +377,7 @@ void cd_search_result_destroy(cd_search_result *r);
  * Runs res's queries again as `shadow` (res->nq vectors of the gallery
  * model, in the same order) on the gallery model's index with res->k
  * and the query's filter (NULL: none), so that both rank the same items,
- * compares each pair (cd_live_agreement), and adds them to the rolling
+ * compares each pair (overlap@k, top-1 retained), and adds them to the rolling
  * numbers of (gallery, res->model, adapter; NULL is "").  *out gets
  * res->nq agreements (free()d by the caller), NULL on failure.
  * CD_EINVAL when res->model is the gallery model (nothing to compare);

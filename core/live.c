@@ -13,8 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine.h"
-
 typedef struct live_key {
     cd_live_stats id;           /* gallery, model, adapter, queries */
     double *overlap;            /* ring of CD_LIVE_WINDOW */
@@ -28,48 +26,6 @@ struct cd_live {
     live_key *keys;
     size_t n, cap;
 };
-
-static int id_order(const void *a, const void *b)
-{
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-cd_err cd_live_agreement(const cd_search_result *q, const cd_search_result *shadow,
-                         cd_agreement *out)
-{
-    /* Each row's ids sorted, then walked together: k log k a row. */
-    const char **qs = malloc((q->k + 1) * sizeof *qs);
-    const char **ss = malloc((q->k + 1) * sizeof *ss);
-    if (!qs || !ss) {
-        free(qs);
-        free(ss);
-        return CD_ENOMEM;
-    }
-    for (size_t i = 0; i < q->nq; i++) {
-        const cd_hit *qh = &q->hits[i * q->k], *sh = &shadow->hits[i * shadow->k];
-        size_t qn = q->counts[i], sn = shadow->counts[i], common = 0;
-        out[i].top1_retained = false;
-        for (size_t j = 0; j < qn; j++) {
-            qs[j] = qh[j].item.id;
-            if (sn > 0 && strcmp(qs[j], sh[0].item.id) == 0)
-                out[i].top1_retained = true;
-        }
-        for (size_t j = 0; j < sn; j++)
-            ss[j] = sh[j].item.id;
-        qsort(qs, qn, sizeof *qs, id_order);
-        qsort(ss, sn, sizeof *ss, id_order);
-        for (size_t a = 0, b = 0; a < qn && b < sn;) {
-            int c = strcmp(qs[a], ss[b]);
-            common += c == 0;
-            a += c <= 0;
-            b += c >= 0;
-        }
-        out[i].overlap = (double)common / (double)q->k;
-    }
-    free(qs);
-    free(ss);
-    return CD_OK;
-}
 
 cd_live *cd_live_create(void)
 {

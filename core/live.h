@@ -18,7 +18,6 @@
 #define CD_LIVE_WINDOW 10000    /* the rolling means cover this many queries */
 
 typedef struct cd_live cd_live;
-struct cd_search_result;
 
 /* One query's agreement with its shadow. */
 typedef struct cd_agreement {
@@ -37,18 +36,6 @@ typedef struct cd_live_stats {
     double overlap_at_k;            /* mean overlap over the window */
     double top1_retained;           /* share of top1_retained in it */
 } cd_live_stats;
-
-/*
- * Compares each query of q with the same query of shadow (both of the
- * same nq and k) into out[0..nq-1].  Items are told apart by id.  The
- * overlap is divided by k even when a row holds fewer than k hits (a
- * gallery smaller than k), so that it stays comparable between searches;
- * a shadow with no hit at all retains nothing.  CD_ENOMEM when out of
- * memory (out is then unspecified).
- */
-cd_err cd_live_agreement(const struct cd_search_result *q,
-                         const struct cd_search_result *shadow,
-                         cd_agreement *out);
 
 /* A new, empty table, freed with cd_live_destroy(); NULL when out of
  * memory. */
