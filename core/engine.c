@@ -672,19 +672,22 @@ static cd_err flat_batch(void *ctx, const int64_t *rowids,
  * none is kept (index_snapshot), and a file left by an older compatd is
  * removed here.  With no file read, nothing needs the binding checks of
  * snapshot_check: no other gallery's, store's or history's rows can get
- * in, the index is this store's rows at this open, and the row count is
- * checked against the store's as for a snapshot.  What the scan must
- * still rule out is a damaged b-tree ending it early without an error
- * (see store_checked).  Every page of the file passed quick_check or the
- * full check at this open (unclean_check), and quick_check verifies the
- * structure of every b-tree, the embeddings table's own primary-key
- * b-tree that this scan walks included; what it leaves out (index
- * entries against their tables, UNIQUE constraints) this scan does not
- * read.  Without that check at this open, the full check runs first, as
- * before any rebuild.  Takes ix; on failure gi keeps no index.
+ * in, and the index is this store's rows at this open.  What the scan
+ * must still rule out is a damaged b-tree ending it early without an
+ * error (see store_checked).  Every page of the file passed quick_check
+ * or the full check at this open (unclean_check), and quick_check
+ * verifies the structure of every b-tree, the embeddings table's own
+ * primary-key b-tree that this scan walks included; what it leaves out
+ * (index entries against their tables, UNIQUE constraints) this scan
+ * does not read.  (A count(*) of the rows beside the scan, as a snapshot
+ * gets, would walk the same b-tree again: 0.3 s a million, no new
+ * evidence.)  Without that check at this open, the full check runs
+ * first, as before any rebuild.  The rows come as one batch when the
+ * gallery's item count holds them (a Flat index grows by copying, and
+ * one add sizes it once).  Takes ix; on failure gi keeps no index.
  */
 static cd_err flat_load(cd_engine *e, gallery *g, gal_index *gi,
-                        cd_index *ix, int64_t stored, cd_error *err)
+                        cd_index *ix, cd_error *err)
 {
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -692,12 +695,10 @@ static cd_err flat_load(cd_engine *e, gallery *g, gal_index *gi,
     flat_ctx f = {ix, &gi->members, err};
     if (rc == CD_OK)
         rc = cd_store_scan_vectors(e->st, g->info.id, gi->model.id,
-                                   gi->model.dim, 0, SCAN_BATCH, flat_batch, &f,
-                                   NULL, err);
-    if (rc == CD_OK && cd_index_count(ix) != stored)
-        rc = cd__fail(err, CD_ECORRUPT, "gallery %s model %s: the store counts %"
-                      PRId64 " vectors, its scan gave %" PRId64, g->info.name,
-                      gi->model.name, stored, cd_index_count(ix));
+                                   gi->model.dim, 0,
+                                   g->info.count > SCAN_BATCH
+                                       ? (size_t)g->info.count : SCAN_BATCH,
+                                   flat_batch, &f, NULL, err);
     if (rc != CD_OK) {
         cd_index_destroy(ix);
         return rc;
@@ -709,7 +710,7 @@ static cd_err flat_load(cd_engine *e, gallery *g, gal_index *gi,
     gi->dirty = false;
     clock_gettime(CLOCK_MONOTONIC, &t1);
     cd__elog(e, CD_LOG_INFO, "gallery %s model %s: %" PRId64 " vectors read from "
-             "the store in %.0f ms", g->info.name, gi->model.name, stored,
+             "the store in %.0f ms", g->info.name, gi->model.name, cd_index_count(ix),
              (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
     return CD_OK;
 }
@@ -727,15 +728,8 @@ static cd_err index_load(cd_engine *e, gallery *g, gal_index *gi,
         cd_index_destroy(flat);
         flat = NULL;
     }
-    if (flat) {
-        int64_t n = 0;
-        cd_err frc = cd_store_count_vectors(e->st, g->info.id, gi->model.id, &n, err);
-        if (frc != CD_OK) {
-            cd_index_destroy(flat);
-            return frc;
-        }
-        return flat_load(e, g, gi, flat, n, err);
-    }
+    if (flat)
+        return flat_load(e, g, gi, flat, err);
     cd_err mrc = cd_store_scan_rowids(e->st, g->info.id, gi->model.id,
                                       SCAN_BATCH, cd__members_batch,
                                       &gi->members, err);
@@ -980,11 +974,69 @@ static cd_err db_present(cd_engine *e, cd_error *err)
                     e->index_dir);
 }
 
+/* The background check (cd_engine_config.check_in_background): the full
+ * check after an unclean stop; else quick_check, and the full check when
+ * that finds damage or cannot run. */
+static void *background_check(void *arg)
+{
+    cd_engine *e = arg;
+    cd_error err, qerr;
+    cd_error_clear(&err);
+    cd_err rc = e->bg_full ? CD_ECORRUPT : cd_store_quick_check(e->db_path, NULL, &qerr);
+    if (rc != CD_OK)
+        rc = store_checked(e, &err);
+    if (rc == CD_OK && e->bg_full)
+        cd__elog(e, CD_LOG_INFO, "%s passed its integrity check", e->db_path);
+    e->bg_rc = rc;
+    e->bg_err = err;
+    atomic_store(&e->bg_passed, rc == CD_OK);
+    return NULL;
+}
+
+/*
+ * Starts the background check unclean_check chose, once cd_store_open has
+ * opened the store: the check's own connection must not be the first or
+ * the last one on the file, since a connection that finds itself the
+ * last at its close checkpoints the WAL and removes it, and the store's
+ * connections, opened meanwhile, would write to a removed file.  Without
+ * a thread the check runs here and now.
+ */
+static cd_err background_start(cd_engine *e, cd_error *err)
+{
+    if (!e->bg_wanted)
+        return CD_OK;
+    if (pthread_create(&e->bg_thread, NULL, background_check, e) == 0) {
+        e->bg_joinable = true;
+        return CD_OK;
+    }
+    background_check(e);
+    return cd_engine_wait_checked(e, err);
+}
+
+bool cd_engine_checked(cd_engine *e)
+{
+    return atomic_load(&e->bg_passed);
+}
+
+cd_err cd_engine_wait_checked(cd_engine *e, cd_error *err)
+{
+    if (e->bg_joinable) {
+        pthread_join(e->bg_thread, NULL);
+        e->bg_joinable = false;
+    }
+    if (e->bg_rc != CD_OK)
+        return cd__fail(err, e->bg_rc, "%s", e->bg_err.message);
+    return CD_OK;
+}
+
 /*
  * DATA/compatd.running exists while an engine has the directory open;
  * finding it at open means the last run did not close (a crash, kill -9,
  * power loss), and the store is checked before anything is served.
- * Then it is written anew.
+ * Then it is written anew.  With check_in_background the check of a
+ * current-schema store starts here on its own thread, and the loads that
+ * follow read the store beside it, as if it had passed (pages_checked):
+ * their result is only served once it has (cd_engine_load_indexes).
  */
 static cd_err unclean_check(cd_engine *e, cd_error *err)
 {
@@ -993,9 +1045,18 @@ static cd_err unclean_check(cd_engine *e, cd_error *err)
         return cd__fail(err, CD_ENOMEM, "out of memory");
     struct stat sb;
     cd_err rc = CD_OK;
-    if (stat(e->marker_path, &sb) == 0) {
+    bool unclean = stat(e->marker_path, &sb) == 0;
+    if (unclean)
         cd__elog(e, CD_LOG_WARN, "the last run on %s did not stop cleanly; checking %s",
-             e->data_dir, e->db_path);
+                 e->data_dir, e->db_path);
+    if (e->cfg.check_in_background && stat(e->db_path, &sb) == 0 && sb.st_size > 0 &&
+        cd_store_schema_current(e->db_path)) {
+        /* started by background_start once the store is open */
+        e->bg_wanted = true;
+        e->bg_full = unclean;
+        e->pages_checked = true;
+        atomic_store(&e->bg_passed, false);
+    } else if (unclean) {
         if ((rc = store_checked(e, err)) != CD_OK)
             goto fail;
         e->pages_checked = true;
@@ -1039,6 +1100,7 @@ cd_err cd_engine_open(const cd_engine_config *cfg, cd_engine **out,
     if (!e)
         return cd__fail(err, CD_ENOMEM, "out of memory");
     e->cfg = *cfg;
+    atomic_init(&e->bg_passed, true);
     pthread_rwlockattr_t attr;
     pthread_rwlockattr_init(&attr);
     pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
@@ -1070,6 +1132,8 @@ cd_err cd_engine_open(const cd_engine_config *cfg, cd_engine **out,
         (rc = db_present(e, err)) != CD_OK || (rc = unclean_check(e, err)) != CD_OK)
         goto fail;
     rc = cd_store_open(e->db_path, &e->st, err);
+    if (rc == CD_OK)
+        rc = background_start(e, err);
     if (rc == CD_OK)
         rc = cd_store_identity(e->st, e->store_id, err);
     if (rc == CD_OK)
@@ -1121,6 +1185,60 @@ static void remove_temporaries(cd_engine *e)
     closedir(d);
 }
 
+/* A gallery's filter fields, read beside its index loads. */
+typedef struct fields_job {
+    cd_engine *e;
+    gallery *g;
+    cd_err rc;
+    cd_error err;
+} fields_job;
+
+static void *fields_thread(void *arg)
+{
+    fields_job *j = arg;
+    j->rc = cd__fields_read(j->e, j->g, NULL, 0, &j->err);
+    return NULL;
+}
+
+/* Loads g's indexes, and its filter fields on another thread meanwhile
+ * (two reads of different tables; on two cores the load takes the longer
+ * of them, not their sum).  The caller holds g's write lock. */
+static cd_err gallery_load(cd_engine *e, gallery *g, cd_error *err)
+{
+    cd_model_count *counts = NULL;
+    size_t n = 0;
+    /* A spec accepted by an older compatd may be one we refuse now. */
+    cd_err rc = cd_index_spec_check(g->info.index_spec, g->model.dim, err);
+    if (rc != CD_OK) {
+        char why[CD_ERRMSG_MAX]; /* cd__fail writes over err->message */
+        snprintf(why, sizeof why, "%s", err->message);
+        return cd__fail(err, rc, "index \"%s\" is not accepted (%s); delete "
+                        "the gallery and create it again with another index",
+                        g->info.index_spec, why);
+    }
+    fields_job job = {e, g, CD_OK, {0}};
+    pthread_t fields;
+    bool threaded = pthread_create(&fields, NULL, fields_thread, &job) == 0;
+    rc = cd_store_gallery_models(e->st, g->info.id, &counts, &n, err);
+    for (size_t j = 0; j < n && rc == CD_OK; j++) {
+        cd_model m;
+        rc = cd__model_by_name(e, counts[j].model, &m, err);
+        gal_index *gi = rc == CD_OK ? cd__index_slot_add(g, &m) : NULL;
+        if (rc == CD_OK && !gi)
+            rc = cd__fail(err, CD_ENOMEM, "out of memory");
+        if (rc == CD_OK)
+            rc = index_load(e, g, gi, err);
+    }
+    free(counts);
+    if (threaded)
+        pthread_join(fields, NULL);
+    else
+        fields_thread(&job);
+    if (rc == CD_OK && job.rc != CD_OK)
+        rc = cd__fail(err, job.rc, "%s", job.err.message);
+    return rc;
+}
+
 cd_err cd_engine_load_indexes(cd_engine *e, cd_error *err)
 {
     cd_err rc = CD_OK;
@@ -1128,37 +1246,16 @@ cd_err cd_engine_load_indexes(cd_engine *e, cd_error *err)
     pthread_rwlock_rdlock(&e->lock);
     for (size_t i = 0; i < e->n_gals && rc == CD_OK; i++) {
         gallery *g = e->gals[i];
-        cd_model_count *counts = NULL;
-        size_t n = 0;
         cd_error gerr;
         pthread_rwlock_wrlock(&g->lock);
-        /* A spec accepted by an older compatd may be one we refuse now. */
-        cd_err grc = cd_index_spec_check(g->info.index_spec, g->model.dim, &gerr);
-        if (grc != CD_OK) {
-            char why[CD_ERRMSG_MAX]; /* cd__fail writes over gerr.message */
-            snprintf(why, sizeof why, "%s", gerr.message);
-            cd__fail(&gerr, grc, "index \"%s\" is not accepted (%s); delete "
-                     "the gallery and create it again with another index",
-                     g->info.index_spec, why);
-        }
-        if (grc == CD_OK)
-            grc = cd_store_gallery_embeddings(e->st, g->info.id, &counts, &n, &gerr);
-        for (size_t j = 0; j < n && grc == CD_OK; j++) {
-            cd_model m;
-            grc = cd__model_by_name(e, counts[j].model, &m, &gerr);
-            gal_index *gi = grc == CD_OK ? cd__index_slot_add(g, &m) : NULL;
-            if (grc == CD_OK && !gi)
-                grc = cd__fail(&gerr, CD_ENOMEM, "out of memory");
-            if (grc == CD_OK)
-                grc = index_load(e, g, gi, &gerr);
-        }
-        free(counts);
-        if (grc == CD_OK)
-            grc = cd__fields_read(e, g, NULL, 0, &gerr);
+        cd_err grc = gallery_load(e, g, &gerr);
         /* Damage read from the database is the whole database's, not this
          * gallery's: confirmed by the store's check, nothing is served. */
-        if (grc == CD_ECORRUPT || grc == CD_EIO)
-            rc = store_checked(e, err);
+        if (grc == CD_ECORRUPT || grc == CD_EIO) {
+            rc = cd_engine_wait_checked(e, err);
+            if (rc == CD_OK)
+                rc = store_checked(e, err);
+        }
         /* One gallery that cannot be built must not take the others (or
          * the daemon, restart after restart) down with it. */
         if (grc != CD_OK && rc == CD_OK)
@@ -1169,6 +1266,10 @@ cd_err cd_engine_load_indexes(cd_engine *e, cd_error *err)
         pthread_rwlock_unlock(&g->lock);
     }
     pthread_rwlock_unlock(&e->lock);
+    /* What was loaded beside a background check is served only once it
+     * has passed. */
+    if (rc == CD_OK)
+        rc = cd_engine_wait_checked(e, err);
     if (rc != CD_OK)
         return rc;
     atomic_store(&e->ready, true);
@@ -1242,6 +1343,8 @@ void cd_engine_close(cd_engine *e)
 {
     if (!e)
         return;
+    cd_error cerr;
+    cd_engine_wait_checked(e, &cerr);
     if (e->snap_running) {
         pthread_mutex_lock(&e->stop_mu);
         e->stopping = true;

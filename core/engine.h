@@ -45,6 +45,14 @@ typedef struct cd_engine_config {
     int snapshot_interval_s;    /* 0: only on close */
     void (*log)(void *ctx, int level, const char *msg); /* may be NULL */
     void *log_ctx;
+    /* The start's check of the store (quick_check after a clean stop, the
+     * full check after an unclean one) runs on its own thread, beside
+     * cd_engine_load_indexes, which waits for its verdict before the
+     * engine is ready; until then cd_engine_checked() is false and the
+     * caller must not write or serve the store.  Only when the store's
+     * schema is current (a migration waits for the check).  false: the
+     * check runs inside cd_engine_open. */
+    bool check_in_background;
 } cd_engine_config;
 
 /* Levels passed to cd_engine_config.log. */
@@ -71,6 +79,17 @@ cd_err cd_engine_load_indexes(cd_engine *e, cd_error *err);
 
 /* True once cd_engine_load_indexes has finished. */
 bool cd_engine_ready(cd_engine *e);
+
+/* False while a background check of the store (check_in_background) has
+ * not passed; true otherwise. */
+bool cd_engine_checked(cd_engine *e);
+
+/*
+ * Waits for the background check of the store, if one runs, and returns
+ * its verdict (CD_ECORRUPT with the message that refuses a damaged
+ * store); CD_OK at once without one.
+ */
+cd_err cd_engine_wait_checked(cd_engine *e, cd_error *err);
 
 /* Snapshots every index that changed since its last snapshot. */
 cd_err cd_engine_snapshot(cd_engine *e, cd_error *err);

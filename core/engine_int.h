@@ -131,7 +131,16 @@ struct cd_engine {
     cd_error check_err;         /* its verdict (code CD_OK: healthy) */
     bool pages_checked;         /* every page of the store passed
                                    quick_check or the full check at this
-                                   open (set before any load; flat_load) */
+                                   open, or will have before the engine
+                                   is ready (a background check: set
+                                   before any load; flat_load) */
+    bool bg_wanted;             /* a background check is to run */
+    pthread_t bg_thread;        /* the background check, while bg_joinable */
+    bool bg_joinable;
+    bool bg_full;               /* it runs the full check, not quick_check */
+    cd_err bg_rc;               /* its verdict, once joined */
+    cd_error bg_err;
+    atomic_bool bg_passed;      /* no background check, or it passed */
 };
 
 void cd__elog(cd_engine *e, int level, const char *fmt, ...)

@@ -116,6 +116,11 @@ static const char *const stmt_sql[ST_COUNT] = {
         "SELECT e.model_id, m.name, count(*) FROM embeddings e"
         " JOIN models m ON m.id = e.model_id WHERE e.gallery_id = ?1"
         " GROUP BY e.model_id ORDER BY m.name",
+    /* One probe of the embeddings key per model: reads no vectors. */
+    [ST_GALLERY_MODELS] =
+        "SELECT m.id, m.name, 0 FROM models m WHERE EXISTS (SELECT 1 FROM"
+        " embeddings e WHERE e.gallery_id = ?1 AND e.model_id = m.id)"
+        " ORDER BY m.name",
     [ST_ITEM_UPSERT] =
         "INSERT INTO items (gallery_id, ext_id, label, metadata)"
         " VALUES (?1, ?2, ?3, ?4)"
@@ -150,12 +155,15 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_ITEM_REF] = "SELECT ext_id, label, metadata FROM items WHERE rowid = ?1",
     /* What filters read (filter.h): the label and each top-level member
      * of the metadata object, parsed by SQLite's JSON functions; one row
-     * per member, or one with a NULL key for an item without any. */
+     * per member, or one with a NULL key for an item without any.  An
+     * item's rows come one after the other (json_each is the inner loop);
+     * items in no particular order, as sorting a million by rowid cost
+     * twice the reading. */
     [ST_ITEM_FIELDS_ALL] =
         "SELECT i.rowid, i.label, j.key, j.type, j.atom FROM items i"
         " LEFT JOIN json_each(CASE WHEN json_valid(i.metadata)"
         " AND json_type(i.metadata) = 'object' THEN i.metadata END) j"
-        " WHERE i.gallery_id = ?1 ORDER BY i.rowid",
+        " WHERE i.gallery_id = ?1",
     [ST_ITEM_FIELDS_ONE] =
         "SELECT i.rowid, i.label, j.key, j.type, j.atom FROM items i"
         " LEFT JOIN json_each(CASE WHEN json_valid(i.metadata)"

@@ -226,6 +226,14 @@ cd_err cd_store_gallery_embeddings(cd_store *st, int64_t gallery_id,
                                    cd_model_count **out, size_t *n,
                                    cd_error *err);
 
+/*
+ * The models of which the gallery has embeddings, as
+ * cd_store_gallery_embeddings gives them but with items 0 (not counted):
+ * one key probe per model, whatever the gallery's size.
+ */
+cd_err cd_store_gallery_models(cd_store *st, int64_t gallery_id,
+                               cd_model_count **out, size_t *n, cd_error *err);
+
 /* --- items ------------------------------------------------------------ */
 
 /*
@@ -327,7 +335,7 @@ typedef cd_err (*cd_item_fields_fn)(void *ctx, int64_t rowid,
 
 /*
  * Reads what filters need (filter.h) of the gallery's items: of every
- * item in rowid order when rowids is NULL, else of the n given rowids
+ * item (in no given order) when rowids is NULL, else of the n given rowids
  * (absent ones skipped).  SQLite's JSON functions parse the metadata;
  * text that is not a JSON object reads as no members.  One read
  * transaction.
@@ -570,6 +578,10 @@ cd_err cd_store_check(const char *db_path, cd_store_check_report *report,
  */
 cd_err cd_store_quick_check(const char *db_path, cd_store_check_report *report,
                             cd_error *err);
+
+/* True when the database at db_path opens read-only and its schema is
+ * this binary's (CD_SCHEMA_VERSION): opening it migrates nothing. */
+bool cd_store_schema_current(const char *db_path);
 
 /* --- backup ------------------------------------------------------------ */
 

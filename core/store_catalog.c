@@ -419,6 +419,19 @@ cd_err cd_store_gallery_embeddings(cd_store *st, int64_t gallery_id,
     return rc;
 }
 
+cd_err cd_store_gallery_models(cd_store *st, int64_t gallery_id,
+                               cd_model_count **out, size_t *n, cd_error *err)
+{
+    if (!st || !out || !n)
+        return cd__fail(err, CD_EINVAL, "cd_store_gallery_models: NULL argument");
+    void *rows;
+    cd_err rc = cd__list_rows(st, ST_GALLERY_MODELS, 1, gallery_id,
+                              sizeof(cd_model_count), model_count_fill, &rows, n,
+                              err);
+    *out = rows;
+    return rc;
+}
+
 /* --- a gallery's adapter routes (schema 007) and its updates --------------- */
 
 /* Fills *r from an ST_ROUTE_LIST row. */

@@ -198,6 +198,24 @@ static cd_err check_file(const char *db_path, bool quick, cd_store_check_report 
     return rc;
 }
 
+bool cd_store_schema_current(const char *db_path)
+{
+    cd__sqlite_setup();
+    sqlite3 *db = NULL;
+    sqlite3_stmt *s = NULL;
+    int version = -1;
+    if (sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
+                        NULL) == SQLITE_OK) {
+        sqlite3_busy_timeout(db, STORE_BUSY_TIMEOUT_MS);
+        if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &s, NULL) == SQLITE_OK &&
+            sqlite3_step(s) == SQLITE_ROW)
+            version = sqlite3_column_int(s, 0);
+        sqlite3_finalize(s);
+    }
+    sqlite3_close(db);
+    return version == CD_SCHEMA_VERSION;
+}
+
 cd_err cd_store_check(const char *db_path, cd_store_check_report *report,
                       cd_error *err)
 {

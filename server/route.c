@@ -252,7 +252,14 @@ void cd_route_dispatch(cd_api *api, const cd_route_match *m, const cd_request *r
     rep->route = cd_route_pattern(m);
     /* A JSON-only route's reader refuses any other body (415) itself. */
     const char *ct = req->content_type;
-    if (m->method->body == CD_BODY_BATCH && !cd_request_content_type_is(req, "application/json") &&
+    /* While the start's check of the store runs beside the loads (serve.c),
+     * no /v1 route reads or writes the store (the probes, /metrics, the
+     * dashboard's files and the OpenAPI text do not touch it). */
+    if (strncmp(m->route->pattern, "/v1/", 4) == 0 &&
+        strcmp(m->route->pattern, "/v1/openapi.yaml") != 0 && !cd_engine_checked(api->engine))
+        cd_reply_error(rep, CD_HTTP_NOT_READY, "the store is being checked at start; "
+                       "try again once /readyz answers 200");
+    else if (m->method->body == CD_BODY_BATCH && !cd_request_content_type_is(req, "application/json") &&
         !cd_request_content_type_is(req, "application/octet-stream"))
         cd_reply_error(rep, CD_HTTP_UNSUPPORTED_MEDIA_TYPE,
                        "Content-Type must be application/json or application/octet-stream "

@@ -289,6 +289,7 @@ int cd_serve(const cd_server_config *cfg)
         .data_dir = cfg->data_dir,
         .snapshot_interval_s = cfg->snapshot_interval_s,
         .log = engine_log,
+        .check_in_background = true,
     };
     if (cd_engine_open(&ecfg, &engine, &err) != CD_OK) {
         cd_log(CD_LOG_ERROR, "cannot open data directory %s: %s", cfg->data_dir, err.message);
@@ -306,8 +307,13 @@ int cd_serve(const cd_server_config *cfg)
     s.header_timeout_s = cfg->header_timeout_s;
     s.max_connections = max_connections;
 
-    /* Keys: those of the key file first, then the loopback rule. */
+    /* Keys: those of the key file first, then the loopback rule.  Loading
+     * them writes the store: not before its check has passed. */
     bool have_keys = false;
+    if (cfg->key_file && cd_engine_wait_checked(engine, &err) != CD_OK) {
+        cd_log(CD_LOG_ERROR, "%s", err.message);
+        goto out;
+    }
     if (cfg->key_file && cd_key_file_load(cd_engine_store(engine), cfg->key_file) != 0) {
         status = 2;
         goto out;

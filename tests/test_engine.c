@@ -6,6 +6,7 @@
  * back.
  */
 #include <dirent.h>
+#include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -447,14 +448,19 @@ static void top_record(cd_engine *e, const char *gallery, top_lists *t)
 /* Leaves the running marker as a killed process leaves it: the engine is
  * closed (a Flat index writes nothing then) but the next open takes the
  * unclean path, as after kill -9. */
-static void close_as_killed(cd_engine *e)
+static void close_as_killed_in(cd_engine *e, const char *dir)
 {
     char marker[300], kept[320];
-    snprintf(marker, sizeof marker, "%s/compatd.running", data_dir);
+    snprintf(marker, sizeof marker, "%s/compatd.running", dir);
     snprintf(kept, sizeof kept, "%s.kept", marker);
     CHECK_EQ(rename(marker, kept), 0);
     cd_engine_close(e);
     CHECK_EQ(rename(kept, marker), 0);
+}
+
+static void close_as_killed(cd_engine *e)
+{
+    close_as_killed_in(e, data_dir);
 }
 
 /*
@@ -545,6 +551,117 @@ static void test_flat_from_store(void)
     CHECK_EQ((size_t)now.count, alive);
     CHECK_OK(cd_engine_gallery_delete(e, "flatstore", &err), &err);
     cd_engine_close(e);
+}
+
+static cd_engine *open_sub(const char *sub, void (*log)(void *, int, const char *), void *ctx);
+
+/* Overwrites the start of the store's page that holds vector v (the
+ * page's header: its b-tree then fails SQLite's checks). */
+static void damage_page_of(const char *db, const float *v, size_t bytes)
+{
+    FILE *f = fopen(db, "r+b");
+    REQUIRE(f);
+    REQUIRE(fseek(f, 0, SEEK_END) == 0);
+    long size = ftell(f);
+    REQUIRE(size > 100);
+    char *all = malloc((size_t)size);
+    REQUIRE(all);
+    rewind(f);
+    REQUIRE(fread(all, 1, (size_t)size, f) == (size_t)size);
+    long page = ((unsigned char)all[16] << 8) | (unsigned char)all[17];
+    if (page == 1)
+        page = 65536;
+    char *at = memmem(all, (size_t)size, v, bytes);
+    REQUIRE(at);
+    long start = (long)(at - all) / page * page;
+    free(all);
+    char junk[64];
+    memset(junk, 0xA5, sizeof junk);
+    REQUIRE(fseek(f, start, SEEK_SET) == 0);
+    REQUIRE(fwrite(junk, 1, sizeof junk, f) == sizeof junk);
+    REQUIRE(fclose(f) == 0);
+}
+
+/*
+ * check_in_background: the start's check runs beside the loads and the
+ * engine is ready only once it has passed.  A healthy store, after a
+ * clean stop and after kill -9, gives the same results as before; with a
+ * page of its embeddings overwritten (after either stop) the load fails
+ * CD_ECORRUPT with the refusal, and the engine is never ready nor says
+ * checked.
+ */
+static void test_background_check(void)
+{
+    static model_state s;
+    static top_lists before, after;
+    memset(&s, 0, sizeof s);
+    s.metric = CD_METRIC_L2;
+    cd_error err;
+    char dir[300], db[320];
+    snprintf(dir, sizeof dir, "%s/bgcheck", data_dir);
+    snprintf(db, sizeof db, "%s/compatd.db", dir);
+    cd_engine *e = open_sub("bgcheck", NULL, NULL);
+    cd_model m = {.dim = DIM, .metric = CD_METRIC_L2};
+    snprintf(m.name, sizeof m.name, "bg-model");
+    CHECK_OK(cd_engine_model_create(e, &m, NULL, &err), &err);
+    CHECK_OK(cd_engine_gallery_create(e, "bg", "bg-model", "Flat", NULL, &err), &err);
+    upsert_range(e, "bg", NULL, &s, 0, N_ITEMS);
+    top_record(e, "bg", &before);
+    cd_engine_close(e);
+
+    cd_engine_config cfg = {.data_dir = dir, .check_in_background = true};
+    for (int killed = 0; killed < 2; killed++) {
+        e = NULL;
+        CHECK_OK(cd_engine_open(&cfg, &e, &err), &err);
+        REQUIRE(e);
+        CHECK(!cd_engine_ready(e));
+        CHECK_OK(cd_engine_load_indexes(e, &err), &err);
+        CHECK(cd_engine_ready(e));
+        CHECK(cd_engine_checked(e));
+        /* The check's connection closed beside the store's without taking
+         * the WAL away from them (another process's writes would go to a
+         * new one, unseen). */
+        char wal[340], shm[340];
+        snprintf(wal, sizeof wal, "%s-wal", db);
+        snprintf(shm, sizeof shm, "%s-shm", db);
+        CHECK_EQ(access(wal, F_OK), 0);
+        CHECK_EQ(access(shm, F_OK), 0);
+        top_record(e, "bg", &after);
+        CHECK(memcmp(&before, &after, sizeof before) == 0);
+        if (killed)
+            cd_engine_close(e);
+        else
+            close_as_killed_in(e, dir);
+    }
+
+    char good[340];
+    snprintf(good, sizeof good, "%s.good", db);
+    REQUIRE(link(db, good) == 0 || errno == EEXIST);
+    for (int killed = 0; killed < 2; killed++) {
+        /* A copy of the good file, damaged; the marker as the stop left it. */
+        char cmd[1400];
+        snprintf(cmd, sizeof cmd, "cp %s %s.tmp && mv %s.tmp %s", good, db, db, db);
+        REQUIRE(system(cmd) == 0);
+        damage_page_of(db, s.v[N_ITEMS / 2], sizeof s.v[0]);
+        char marker[320];
+        snprintf(marker, sizeof marker, "%s/compatd.running", dir);
+        if (killed) {
+            FILE *f = fopen(marker, "w");
+            REQUIRE(f && fclose(f) == 0);
+        } else {
+            unlink(marker);
+        }
+        e = NULL;
+        CHECK_OK(cd_engine_open(&cfg, &e, &err), &err);
+        REQUIRE(e);
+        CHECK_EQ(cd_engine_load_indexes(e, &err), CD_ECORRUPT);
+        CHECK(strstr(err.message, "DATABASE DAMAGED") != NULL);
+        CHECK(!cd_engine_ready(e));
+        CHECK(!cd_engine_checked(e));
+        CHECK_EQ(cd_engine_wait_checked(e, &err), CD_ECORRUPT);
+        cd_engine_close(e);
+    }
+    unlink(good);
 }
 
 /* Refusals that must leave everything as it was. */
@@ -1025,6 +1142,7 @@ int main(void)
     test_catch_up();
     test_flat_from_store();
     test_refusals();
+    test_background_check();
     test_vector_range();
     test_snapshot_beside_searches(200000);
     test_evaluation_run();

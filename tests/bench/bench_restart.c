@@ -102,7 +102,7 @@ static void fill(const char *dir, size_t n)
  * running marker, so the next start is an unclean one. */
 static double restart(const char *dir, const char *label, int kill9)
 {
-    cd_engine_config cfg = {.data_dir = dir};
+    cd_engine_config cfg = {.data_dir = dir, .check_in_background = true};
     cd_engine *e = NULL;
     cd_error err;
     double t0 = now(), c0 = cpu();
