@@ -213,6 +213,18 @@ cd_err cd_store_embeddings_retire(cd_store *st, int64_t gallery_id,
  */
 cd_err cd_store_reclaim(cd_store *st, cd_error *err);
 
+/*
+ * Rewrites the database at db_path, which no process may have open, with
+ * full pages (SQLite's VACUUM: b-tree pages filled by appends keep about
+ * a tenth of their room free; free pages go too).  Needs the file's size
+ * again in free disk while it runs.  The content, rowids included, stays
+ * as it was.  *bytes_before / *bytes_after: the file and its WAL.
+ * CD_EBUSY, changing nothing, when another connection has it open (a
+ * daemon serving it); CD_ENOTFOUND when there is no file.
+ */
+cd_err cd_store_compact(const char *db_path, int64_t *bytes_before,
+                        int64_t *bytes_after, cd_error *err);
+
 /* Deletes a gallery with all its items, embeddings and tombstones. */
 cd_err cd_store_gallery_delete(cd_store *st, int64_t gallery_id,
                                cd_error *err);

@@ -24,6 +24,7 @@
 #include "store_int.h"
 
 #include <stdio.h>
+#include <sys/stat.h>
 
 cd_err cd_store_gallery_promote(cd_store *st, int64_t gallery_id,
                                 int64_t model_id, int64_t *missing,
@@ -109,6 +110,61 @@ static cd_err run_plain(cd_conn *c, const char *sql, cd_error *err)
                            msg ? msg : sqlite3_errstr(rc));
     sqlite3_free(msg);
     return code;
+}
+
+/* The bytes of db_path and its WAL. */
+static int64_t file_bytes(const char *db_path)
+{
+    struct stat sb;
+    int64_t n = stat(db_path, &sb) == 0 ? (int64_t)sb.st_size : 0;
+    char wal[4096];
+    if (snprintf(wal, sizeof wal, "%s-wal", db_path) < (int)sizeof wal && stat(wal, &sb) == 0)
+        n += (int64_t)sb.st_size;
+    return n;
+}
+
+cd_err cd_store_compact(const char *db_path, int64_t *bytes_before,
+                        int64_t *bytes_after, cd_error *err)
+{
+    *bytes_before = *bytes_after = file_bytes(db_path);
+    cd__sqlite_setup();
+    sqlite3 *db = NULL;
+    int src = sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (src != SQLITE_OK) {
+        cd_err rc = cd__fail(err, src == SQLITE_CANTOPEN ? CD_ENOTFOUND : CD_EIO,
+                             "cannot open %s: %s", db_path,
+                             db ? sqlite3_errmsg(db) : sqlite3_errstr(src));
+        sqlite3_close(db);
+        return rc;
+    }
+    sqlite3_extended_result_codes(db, 1);
+    /* The file to itself, or refused at once: a daemon serving it holds
+     * it open, and one starting meanwhile waits for the lock. */
+    cd_err rc = CD_OK;
+    char *msg = NULL;
+    src = sqlite3_exec(db, "PRAGMA locking_mode = EXCLUSIVE; BEGIN EXCLUSIVE; COMMIT",
+                       NULL, NULL, &msg);
+    if ((src & 0xff) == SQLITE_BUSY || (src & 0xff) == SQLITE_LOCKED)
+        rc = cd__fail(err, CD_EBUSY, "%s is open in another process (a daemon serving "
+                      "it?): stop it first", db_path);
+    else if (src != SQLITE_OK)
+        rc = cd__fail(err, cd__store_code_of(src), "cannot lock %s: %s", db_path,
+                      msg ? msg : sqlite3_errstr(src));
+    sqlite3_free(msg);
+    msg = NULL;
+    /* VACUUM writes every table and index anew, in key order with full
+     * pages, through the WAL; the checkpoint moves the result into the
+     * file. */
+    if (rc == CD_OK &&
+        (src = sqlite3_exec(db, "VACUUM; PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL,
+                            &msg)) != SQLITE_OK)
+        rc = cd__fail(err, cd__store_code_of(src), "compacting %s: %s", db_path,
+                      msg ? msg : sqlite3_errstr(src));
+    sqlite3_free(msg);
+    if (sqlite3_close(db) != SQLITE_OK && rc == CD_OK)
+        rc = cd__fail(err, CD_EIO, "cannot close %s", db_path);
+    *bytes_after = file_bytes(db_path);
+    return rc;
 }
 
 cd_err cd_store_reclaim(cd_store *st, cd_error *err)

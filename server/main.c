@@ -4,7 +4,8 @@
  * lines with the flags' names (`listen = 127.0.0.1:8080`), read first so
  * that flags on the command line win.  `compatd backup` copies a data
  * directory's database while a daemon serves from it (core/store.h,
- * cd_store_backup), `compatd check` checks one for damage (cd_store_check).
+ * cd_store_backup), `compatd check` checks one for damage (cd_store_check),
+ * `compatd compact` rewrites a stopped one with full pages (cd_store_compact).
  * `compatd keys` manages API keys (server/auth.c).
  * `compatd import`, `eval`, `models`, `galleries`, `status`, `adapter`, `backfill`,
  * `promote` and `retire` talk to a
@@ -39,6 +40,7 @@ static const char usage[] =
     "usage: compatd [serve] [options]\n"
     "       compatd backup --to DIR [--data DIR]\n"
     "       compatd check [--data DIR]\n"
+    "       compatd compact [--data DIR]\n"
     "       compatd keys create|list|revoke ... (compatd keys --help)\n"
     "       compatd import --gallery G --model M --vectors FILE --ids FILE [--labels FILE] ...\n"
     "       compatd eval --gallery G --query-model M --queries FILE --labels FILE ...\n"
@@ -537,47 +539,58 @@ static const char check_usage[] =
     "  --data DIR    data directory to check (default ./data)\n"
     "  -h, --help    this text\n";
 
-static int check_main(int argc, char **argv)
+/*
+ * The command line of a command whose only option is --data DIR (check,
+ * compact): sets *db to DIR/compatd.db (free()) and returns -1 to go on,
+ * or the exit status to end with (help 0, usage error 2, out of memory 1).
+ */
+static int data_dir_args(int argc, char **argv, const char *help, char **db)
 {
-    static const struct option check_options[] = {
+    static const struct option data_options[] = {
         {"data", required_argument, NULL, 'd'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *data = "./data";
     int opt;
+    *db = NULL;
     optind = 1;
     opterr = 1;
-    while ((opt = getopt_long(argc, argv, "h", check_options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "h", data_options, NULL)) != -1) {
         if (opt == 'h') {
-            fputs(check_usage, stdout);
+            fputs(help, stdout);
             return 0;
         } else if (opt == 'd') {
             data = optarg;
         } else {
-            fputs(check_usage, stderr);
+            fputs(help, stderr);
             return 2;
         }
     }
     if (optind < argc || !*data) {
         fprintf(stderr, "compatd: unexpected argument \"%s\"\n%s",
-                optind < argc ? argv[optind] : "--data", check_usage);
+                optind < argc ? argv[optind] : "--data", help);
         return 2;
     }
-    char *db = NULL;
-    if (asprintf(&db, "%s/compatd.db", data) < 0) {
+    if (asprintf(db, "%s/compatd.db", data) < 0) {
+        *db = NULL;
         fprintf(stderr, "compatd: out of memory\n");
         return 1;
     }
+    return -1;
+}
+
+/* Runs cd_store_check on db and prints its verdict; CD_OK when healthy. */
+static cd_err check_print(const char *db, bool quiet_when_healthy)
+{
     cd_store_check_report r;
     cd_error err = {0};
     cd_err rc = cd_store_check(db, &r, &err);
-    int status = 1;
     if (rc == CD_OK) {
-        printf("compatd: %s is healthy (schema %d): %lld galleries, %lld items, "
-               "%lld embeddings\n", db, r.schema_version, (long long)r.galleries,
-               (long long)r.items, (long long)r.embeddings);
-        status = 0;
+        if (!quiet_when_healthy)
+            printf("compatd: %s is healthy (schema %d): %lld galleries, %lld items, "
+                   "%lld embeddings\n", db, r.schema_version, (long long)r.galleries,
+                   (long long)r.items, (long long)r.embeddings);
     } else if (rc == CD_ECORRUPT) {
         printf("compatd: %s is DAMAGED:\n", db);
         for (size_t i = 0; i < r.n_problems; i++)
@@ -588,6 +601,57 @@ static int check_main(int argc, char **argv)
                "keeping this one aside for inspection.\n");
     } else {
         fprintf(stderr, "compatd: cannot check %s: %s\n", db, err.message);
+    }
+    return rc;
+}
+
+static int check_main(int argc, char **argv)
+{
+    char *db;
+    int status = data_dir_args(argc, argv, check_usage, &db);
+    if (status < 0)
+        status = check_print(db, false) == CD_OK ? 0 : 1;
+    free(db);
+    return status;
+}
+
+/* --- compatd compact ---------------------------------------------------- */
+
+static const char compact_usage[] =
+    "usage: compatd compact [--data DIR]\n"
+    "\n"
+    "Checks a stopped data directory's database (as compatd check) and rewrites\n"
+    "it with full pages (SQLite's VACUUM): about a tenth smaller after bulk\n"
+    "imports, and without the free pages deletes left.  Refused while a daemon\n"
+    "serves the directory.  Needs the database's size again in free disk while\n"
+    "it runs (about 10 s per million 128-d vectors).\n"
+    "Exit status 0: compacted; 1: refused, damaged or failed (the database is\n"
+    "as it was); 2: usage error.\n"
+    "\n"
+    "options:\n"
+    "  --data DIR    data directory to compact (default ./data)\n"
+    "  -h, --help    this text\n";
+
+static int compact_main(int argc, char **argv)
+{
+    char *db;
+    int status = data_dir_args(argc, argv, compact_usage, &db);
+    if (status >= 0) {
+        free(db);
+        return status;
+    }
+    status = 1;
+    int64_t before = 0, after = 0;
+    cd_error err = {0};
+    if (check_print(db, true) != CD_OK) {
+        fprintf(stderr, "compatd: %s not compacted\n", db);
+    } else if (cd_store_compact(db, &before, &after, &err) != CD_OK) {
+        fprintf(stderr, "compatd: %s not compacted: %s\n", db, err.message);
+    } else {
+        printf("compatd: compacted %s: %lld -> %lld bytes (%.1f%% smaller)\n", db,
+               (long long)before, (long long)after,
+               before > 0 ? 100.0 * (double)(before - after) / (double)before : 0.0);
+        status = 0;
     }
     free(db);
     return status;
@@ -602,6 +666,7 @@ static const struct command {
     {"serve", serve_main},
     {"backup", backup_main},
     {"check", check_main},
+    {"compact", compact_main},
     {"keys", cd_keys_main},
     {"import", cd_import_main},
     {"eval", cd_eval_main},

@@ -365,6 +365,33 @@ int main(void)
 
     REQUIRE(td_daemon_start(copy, NULL));
     compare_daemons(ho, hc, seed, N_ITEMS);
+
+    /* compatd compact: refused while the copy is served (nothing
+     * changed), then run on it stopped; a daemon on it answers as before,
+     * from a file no larger. */
+    const char *compact_args[] = {"compact", "--data", dest, NULL};
+    REQUIRE(stat(dest_db, &before) == 0);
+    status = td_run_compatd(compact_args, &out);
+    if (status != 1)
+        fprintf(stderr, "compact of a served directory: %s", out ? out : "");
+    CHECK_EQ(status, 1);
+    CHECK(out && strstr(out, "stop it first"));
+    free(out);
+    REQUIRE(stat(dest_db, &after) == 0);
+    CHECK_EQ(after.st_size, before.st_size);
+    CHECK_EQ(td_daemon_stop(copy), 0);
+    REQUIRE(stat(dest_db, &before) == 0);
+    status = td_run_compatd(compact_args, &out);
+    if (status != 0)
+        fprintf(stderr, "compact: %s", out ? out : "");
+    CHECK_EQ(status, 0);
+    CHECK(out && strstr(out, "compacted"));
+    free(out);
+    REQUIRE(stat(dest_db, &after) == 0);
+    CHECK(after.st_size <= before.st_size);
+    CHECK_EQ(after.st_mode & 0777, 0600);
+    REQUIRE(td_daemon_start(copy, NULL));
+    compare_daemons(ho, hc, seed, N_ITEMS);
     CHECK_EQ(td_daemon_stop(copy), 0);
 
     /* kill -9 with the newest writes in the WAL, then a backup of the

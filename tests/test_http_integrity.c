@@ -245,6 +245,16 @@ int main(void)
         run_ok((const char *const[]){"rm", "-rf", to, NULL});
         free(to);
         free(to_db);
+        /* Nor is it compacted: refused, the file as it was. */
+        struct stat was, now;
+        REQUIRE(stat(db, &was) == 0);
+        status = td_run_compatd((const char *const[]){"compact", "--data", data, NULL}, &out);
+        CHECK_EQ(status, 1);
+        CHECK(out && strstr(out, "not compacted") && strstr(out, "DAMAGED"));
+        free(out);
+        REQUIRE(stat(db, &now) == 0);
+        CHECK_EQ(now.st_size, was.st_size);
+        CHECK_EQ(now.st_mtim.tv_nsec, was.st_mtim.tv_nsec);
     }
 
     /* Directories others could write into. */

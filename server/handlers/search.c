@@ -96,6 +96,20 @@ static void put_number(text_buf *b, double d)
     put_text(b, num);
 }
 
+/* A float32 score: 9 significant digits read back as the same float (a
+ * double's 17, and the check put_number makes, cost three conversions a
+ * hit); null when not finite. */
+static void put_score(text_buf *b, float f)
+{
+    char num[32];
+    if (!isfinite(f)) {
+        put_text(b, "null");
+        return;
+    }
+    snprintf(num, sizeof num, "%.9g", (double)f);
+    put_text(b, num);
+}
+
 /* Hands b's text to rep as a 200 JSON reply (or 503 when it failed). */
 static void reply_text_buf(cd_reply *rep, text_buf *b)
 {
@@ -226,7 +240,7 @@ static void render_search(const cd_search_result *res, unsigned include,
             put_text(&b, h ? ",{\"id\":" : "{\"id\":");
             put_string(&b, hit->item.id);
             put_text(&b, ",\"score\":");
-            put_number(&b, hit->score);
+            put_score(&b, hit->score);
             if (include & CD_INCLUDE_LABEL) {
                 put_text(&b, ",\"label\":");
                 if (hit->item.label)

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "engine.h"
+#include "store.h"
 
 #define BATCH 10000
 #define DIM 128
@@ -125,7 +126,7 @@ static double restart(const char *dir, const char *label, int kill9)
          * process would have ended). */
         char marker[1024];
         snprintf(marker, sizeof marker, "%s/compatd.running", dir);
-        char keep[1024];
+        char keep[1100];
         snprintf(keep, sizeof keep, "%s.keep", marker);
         if (rename(marker, keep) != 0)
             perror("rename");
@@ -186,6 +187,18 @@ int main(int argc, char **argv)
     printf("disk: %lld bytes (%lld in index/) = %.0f bytes a vector, "
            "%.2fx the raw %.0f (4 x dim + 8 for the id)\n",
            all, snaps, (double)all / (double)n, (double)all / (double)n / raw, raw);
+    /* What `compatd compact` makes of it, and a clean restart after. */
+    int64_t before = 0, after = 0;
+    cd_error err;
+    double t0 = now();
+    if (cd_store_compact(db, &before, &after, &err) != CD_OK)
+        fail("compact", &err);
+    printf("compacted in %.1f s: %lld -> %lld bytes\n", now() - t0, (long long)before,
+           (long long)after);
+    restart(dir, "clean restart, compacted", 0);
+    all = dir_bytes(dir);
+    printf("disk after compact: %lld bytes = %.0f bytes a vector, %.2fx the raw %.0f\n",
+           all, (double)all / (double)n, (double)all / (double)n / raw, raw);
     if (argc <= 2) {
         char cmd[1100];
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
