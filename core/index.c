@@ -46,6 +46,7 @@
 #include <pthread.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,6 +90,15 @@ struct cd_index {
     cd__idset hidden;          /* removed ids main could not remove */
     int64_t hidden_vectors; /* stored vectors whose id is in hidden */
     bool readded;           /* a hidden id was added again */
+    /* A Flat inner-product main's rows as half floats, row for row, for
+     * the scan (cd_scan.x16: half the bytes read, the same results); kept
+     * by every add and remove (half_sync).  x16_rows 0 when there is none:
+     * another type, L2, or x16_off. */
+    uint16_t *x16;
+    size_t x16_rows, x16_cap;
+    float x16_norm;         /* largest row norm seen, rounded up */
+    bool x16_off;           /* a value no half holds, or out of memory:
+                               no half rows for this index from then on */
 };
 
 /* ---- FAISS helpers -------------------------------------------------- */
@@ -595,10 +605,64 @@ void cd_index_destroy(cd_index *ix)
         faiss_Index_free(ix->main);
     cd__idset_finish(&ix->hidden);
     pthread_rwlock_destroy(&ix->params_lock);
+    free(ix->x16);
     free(ix);
 }
 
 /* ---- add / remove --------------------------------------------------- */
+
+static bool flat_rows(const FaissIndex *fx, cd_scan *s);
+
+/*
+ * Brings ix->x16 up to main's rows: the rows past x16_rows when main only
+ * grew (appended), else all of them (a remove moves rows).  Gives the
+ * half rows up for good when a value does not fit in a half (the scan
+ * then reads main's floats, as without them).
+ */
+static void half_sync(cd_index *ix, bool appended)
+{
+    cd_scan s;
+    if (ix->x16_off || ix->staging || !flat_rows(ix->main, &s) || s.l2 ||
+        !cd_scan_has_half()) {
+        free(ix->x16);
+        ix->x16 = NULL;
+        ix->x16_rows = ix->x16_cap = 0;
+        return;
+    }
+    size_t from = appended && ix->x16_rows <= s.n ? ix->x16_rows : 0;
+    if (from == 0)
+        ix->x16_norm = 0;
+    ix->x16_rows = 0;   /* not usable until complete */
+    if (s.n > ix->x16_cap) {
+        size_t cap = ix->x16_cap + ix->x16_cap / 2;
+        if (cap < s.n)
+            cap = s.n;
+        uint16_t *grown = cap <= SIZE_MAX / s.dim / sizeof *grown
+                              ? realloc(ix->x16, cap * s.dim * sizeof *grown) : NULL;
+        if (!grown) {
+            ix->x16_off = true;
+            half_sync(ix, false);
+            return;
+        }
+        ix->x16 = grown;
+        ix->x16_cap = cap;
+    }
+    double norm2 = (double)ix->x16_norm * ix->x16_norm;
+    for (size_t r = from; r < s.n; r++) {
+        double sq = 0;
+        for (size_t d = 0; d < s.dim; d++)
+            sq += (double)s.x[r * s.dim + d] * s.x[r * s.dim + d];
+        if (sq > norm2)
+            norm2 = sq;
+    }
+    if (!cd_scan_to_half(s.x + from * s.dim, (s.n - from) * s.dim, ix->x16 + from * s.dim)) {
+        ix->x16_off = true;
+        half_sync(ix, false);
+        return;
+    }
+    ix->x16_norm = (float)(sqrt(norm2) * (1 + 1e-6));
+    ix->x16_rows = s.n;
+}
 
 /*
  * Trains a fresh main index on everything staged plus the n new vectors,
@@ -657,6 +721,7 @@ static cd_err train_and_swap(cd_index *ix, const int64_t *ids,
     faiss_Index_free(ix->main);
     faiss_Index_free(ix->staging);
     ix->main = fresh;
+    half_sync(ix, false);
     ix->staging = NULL;
     ix->nlist = nlist;
     fresh = NULL;
@@ -694,6 +759,7 @@ cd_err cd_index_add(cd_index *ix, const int64_t *ids, const float *vectors,
             again++;
     if (faiss_Index_add_with_ids(ix->main, (idx_t)n, vectors, ids) != 0)
         return faiss_fail(err, CD_ENOMEM, "faiss add");
+    half_sync(ix, true);
     if (again) {
         /* The id stays hidden until the engine rebuilds: its old vector
          * must never come back and the new one cannot be told apart. */
@@ -766,6 +832,8 @@ cd_err cd_index_remove(cd_index *ix, const int64_t *ids, size_t n,
     size_t removed;
     if (remove_ids(active(ix), ids, n, &removed) != 0)
         return faiss_fail(err, CD_ENOMEM, "faiss remove");
+    if (removed > 0 && !ix->staging)
+        half_sync(ix, false);
     return CD_OK;
 }
 
@@ -857,6 +925,10 @@ cd_err cd_index_search_skipping(const cd_index *ix, const float *queries,
     cd_scan s;
     if (nq > CD_SCAN_NQ_MAX || !flat_rows(active(ix), &s))
         return cd__fail(err, CD_EINVAL, "this index is not scanned");
+    if (!ix->staging && ix->x16_rows == s.n && s.n > 0) {
+        s.x16 = ix->x16;
+        s.x16_norm = ix->x16_norm;
+    }
     skip_sets ss = {ix->hidden.len > 0 ? &ix->hidden : NULL, skip, skip_ctx};
     if (ss.hidden || ss.skip) {
         s.skip = skip_either;
@@ -1355,6 +1427,7 @@ cd_err cd_index_load(const char *path, const char *spec, int dim,
         goto fail;
     faiss_Index_free(ix->main);
     ix->main = loaded;
+    half_sync(ix, false);
     if (ix->staging) {
         faiss_Index_free(ix->staging);
         ix->staging = NULL;

@@ -13,9 +13,29 @@
  * negated, which is exact); a row is only looked up in the skip set when
  * it would enter a heap, so a filter costs little.  The heaps of all
  * threads are merged into thread 0's and sorted best first.
+ *
+ * With half rows (cd_scan.x16, inner product only) a scan reads 2 bytes a
+ * value instead of 4, which is what bounds it on a memory-bound machine,
+ * and stays exact.  Let s be a row's score from x (the fp32 kernel) and h
+ * its score from the half row.  Rounding a value to half changes it by
+ * at most 2^-11 of itself, or 2^-25 below half's normal range; each of
+ * the two fp32 sums of dim products is off from the true one by at most
+ * about dim * 2^-24 of the sum of |q_i x_i|; so |h - s| <= delta with
+ * delta = (2^-11 + 2 dim 2^-24) |q| N + 2^-25 |q|_1 (N the largest row
+ * norm, by Cauchy-Schwarz), taken twice over here for margin.  If t is
+ * the k-th best half score, the k rows at or above it have s >= t - delta,
+ * so the k-th best s is at least t - delta, and a row among the true top
+ * k has h >= t - 2 delta.  The scan therefore keeps, besides the heap of
+ * half scores, every row whose h is within 2 delta of its heap's top at
+ * that moment (the top only rises, and a thread's k-th is at most the
+ * merged one), drops those below t - 2 delta once t is known, and scores
+ * the rest from x into a second heap: the same rows and scores as a scan
+ * of x alone, ties included.  Rows within 2 delta of the k-th are few
+ * (delta is about 1e-3 for cosine), unless many rows are near-equal.
  */
 #include "scan.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -49,6 +69,14 @@ typedef struct heap {
 
 typedef void (*score_fn)(const float *x, size_t rows, const float *q,
                          size_t dim, bool l2, float *out);
+
+/* Rows kept for the exact pass of a half scan: row index and half score. */
+typedef struct cands {
+    size_t *row;
+    float *key;
+    size_t len, cap;
+    bool failed;            /* out of memory: the scan fails */
+} cands;
 
 /* ---- kernels ------------------------------------------------------------ */
 
@@ -125,7 +153,79 @@ static void score_avx2(const float *x, size_t rows, const float *q,
         out[r] = s;
     }
 }
+
+/* score_avx2 for inner product over half rows. */
+__attribute__((target("avx2,fma,f16c")))
+static void score_half(const uint16_t *x, size_t rows, const float *q,
+                       size_t dim, float *out)
+{
+    for (size_t r = 0; r < rows; r++, x += dim) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+        __m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+        size_t d = 0;
+        for (; d + 32 <= dim; d += 32) {
+            a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + d))),
+                                 _mm256_loadu_ps(q + d), a0);
+            a1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + d + 8))),
+                                 _mm256_loadu_ps(q + d + 8), a1);
+            a2 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + d + 16))),
+                                 _mm256_loadu_ps(q + d + 16), a2);
+            a3 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + d + 24))),
+                                 _mm256_loadu_ps(q + d + 24), a3);
+        }
+        for (; d + 8 <= dim; d += 8)
+            a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + d))),
+                                 _mm256_loadu_ps(q + d), a0);
+        float s = hsum256(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+        for (; d < dim; d++)
+            s += _cvtsh_ss(x[d]) * q[d];
+        out[r] = s;
+    }
+}
+
+__attribute__((target("avx2,fma,f16c")))
+static bool to_half_f16c(const float *x, size_t n, uint16_t *out)
+{
+    const __m256 limit = _mm256_set1_ps(65504.0f);
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        /* NaN compares false: not below the limit either. */
+        __m256 ok = _mm256_cmp_ps(_mm256_and_ps(v, abs_mask), limit, _CMP_LT_OQ);
+        if (_mm256_movemask_ps(ok) != 0xff)
+            return false;
+        _mm_storeu_si128((__m128i *)(out + i), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+    }
+    for (; i < n; i++) {
+        if (!(x[i] < 65504.0f && x[i] > -65504.0f))
+            return false;
+        out[i] = _cvtss_sh(x[i], _MM_FROUND_TO_NEAREST_INT);
+    }
+    return true;
+}
 #endif
+
+bool cd_scan_has_half(void)
+{
+#ifdef SCAN_X86
+    return cd_scan_has_avx2() && __builtin_cpu_supports("f16c");
+#else
+    return false;
+#endif
+}
+
+bool cd_scan_to_half(const float *x, size_t n, uint16_t *out)
+{
+#ifdef SCAN_X86
+    return cd_scan_has_half() && to_half_f16c(x, n, out);
+#else
+    (void)x;
+    (void)n;
+    (void)out;
+    return false;
+#endif
+}
 
 bool cd_scan_has_avx2(void)
 {
@@ -219,6 +319,70 @@ static void scan_range(const cd_scan *s, score_fn score, const float *queries,
     }
 }
 
+/* Keeps row (half score key) in c; when c is full, first drops the rows
+ * below floor (the heap's top less 2 delta now: they can no longer be
+ * within reach). */
+static void cands_push(cands *c, size_t row, float key, float floor)
+{
+    if (c->len == c->cap) {
+        size_t w = 0;
+        for (size_t i = 0; i < c->len; i++)
+            if (c->key[i] >= floor) {
+                c->row[w] = c->row[i];
+                c->key[w] = c->key[i];
+                w++;
+            }
+        c->len = w;
+        if (2 * c->len >= c->cap) {
+            size_t cap = c->cap ? 2 * c->cap : 64;
+            size_t *rows = realloc(c->row, cap * sizeof *rows);
+            if (rows)
+                c->row = rows;
+            float *keys = rows ? realloc(c->key, cap * sizeof *keys) : NULL;
+            if (!keys) {
+                c->failed = true;
+                return;
+            }
+            c->key = keys;
+            c->cap = cap;
+        }
+    }
+    c->row[c->len] = row;
+    c->key[c->len] = key;
+    c->len++;
+}
+
+#ifdef SCAN_X86
+/* Scans half rows [lo, hi) into heaps[0..nq) (half scores) and keeps the
+ * rows within twodelta[q] of a heap's top in cs[q] (see the file comment). */
+static void scan_range_half(const cd_scan *s, const float *queries, size_t nq,
+                            size_t k, size_t lo, size_t hi, heap *heaps,
+                            cands *cs, const float *twodelta, float *buf,
+                            size_t block)
+{
+    for (size_t r0 = lo; r0 < hi; r0 += block) {
+        size_t rows = hi - r0 < block ? hi - r0 : block;
+        const uint16_t *x = s->x16 + r0 * s->dim;
+        for (size_t qi = 0; qi < nq; qi++) {
+            heap *h = &heaps[qi];
+            score_half(x, rows, queries + qi * s->dim, s->dim, buf);
+            for (size_t r = 0; r < rows; r++) {
+                float key = buf[r];
+                float floor = h->len == k ? h->e[0].key - twodelta[qi] : -INFINITY;
+                if (key < floor)
+                    continue;
+                entry v = {key, s->ids ? s->ids[r0 + r] : (int64_t)(r0 + r)};
+                if (s->skip && s->skip(s->skip_ctx, v.id))
+                    continue;
+                cands_push(&cs[qi], r0 + r, key, floor);
+                if (beats_top(h, k, v))
+                    heap_offer(h, k, v);
+            }
+        }
+    }
+}
+#endif
+
 /* Sorts h best first into ids/scores (k entries, -1 padded); empties h. */
 static void heap_emit(heap *h, bool l2, size_t k, int64_t *ids, float *scores)
 {
@@ -254,6 +418,8 @@ typedef struct job {
     const float *queries;
     size_t nq, kh, block;
     heap *heaps;            /* slots x nq */
+    cands *cands;           /* slots x nq, for a half scan; else NULL */
+    const float *twodelta;  /* nq: 2 delta of each query (half scan) */
     float *bufs;            /* slots x block */
     size_t chunk_rows, nchunks;
     atomic_size_t next_chunk;
@@ -281,6 +447,14 @@ static void participate(job *j, int slot)
             break;
         size_t lo = c * j->chunk_rows;
         size_t hi = lo + j->chunk_rows < j->s->n ? lo + j->chunk_rows : j->s->n;
+#ifdef SCAN_X86
+        if (j->cands) {
+            scan_range_half(j->s, j->queries, j->nq, j->kh, lo, hi, h,
+                            j->cands + (size_t)slot * j->nq, j->twodelta, buf,
+                            j->block);
+            continue;
+        }
+#endif
         scan_range(j->s, j->score, j->queries, j->nq, j->kh, lo, hi, h, buf,
                    j->block);
     }
@@ -381,27 +555,43 @@ cd_err cd_scan_search(const cd_scan *s, const float *queries, size_t nq,
     if (block == 0)
         block = 1;
     score_fn score = score_portable;
+    bool half = false;
 #ifdef SCAN_X86
     if (!s->portable && cd_scan_has_avx2())
         score = score_avx2;
+    half = s->x16 && !s->l2 && !s->portable && cd_scan_has_half();
 #endif
 
     size_t slots = (size_t)nt * nq;
     heap *heaps = calloc(slots, sizeof *heaps);
     entry *pool_e = kh > 0 ? malloc(slots * kh * sizeof *pool_e) : NULL;
     float *bufs = malloc((size_t)nt * block * sizeof *bufs);
+    cands *cs = half ? calloc(slots, sizeof *cs) : NULL;
+    float *twodelta = half ? malloc(nq * sizeof *twodelta) : NULL;
     cd_err rc = CD_OK;
-    if (!heaps || (kh > 0 && !pool_e) || !bufs) {
+    if (!heaps || (kh > 0 && !pool_e) || !bufs || (half && (!cs || !twodelta))) {
         rc = cd__fail(err, CD_ENOMEM, "out of memory for a scan's heaps");
         goto out;
     }
     for (size_t i = 0; i < slots; i++)
         heaps[i].e = pool_e + i * kh;
+    for (size_t qi = 0; half && qi < nq; qi++) {
+        /* The file comment's delta, taken twice over, and doubled. */
+        const float *q = queries + qi * s->dim;
+        double q2 = 0, q1 = 0;
+        for (size_t d = 0; d < s->dim; d++) {
+            q2 += (double)q[d] * q[d];
+            q1 += fabs((double)q[d]);
+        }
+        double delta = (ldexp(1, -11) + 2.0 * (double)s->dim * ldexp(1, -24)) * sqrt(q2) *
+                       (double)s->x16_norm + ldexp(1, -25) * q1;
+        twodelta[qi] = (float)(4.0 * delta);
+    }
 
     if (kh > 0) {
         job j = {.s = s, .score = score, .queries = queries, .nq = nq,
                  .kh = kh, .block = block, .heaps = heaps, .bufs = bufs,
-                 .slots = nt};
+                 .cands = cs, .twodelta = twodelta, .slots = nt};
         j.chunk_rows = s->n / ((size_t)nt * CHUNKS_PER_THREAD);
         if (j.chunk_rows < block)
             j.chunk_rows = block;
@@ -440,10 +630,40 @@ cd_err cd_scan_search(const cd_scan *s, const float *queries, size_t nq,
                     heap_offer(h, kh, o->e[e]);
         }
     }
+    for (size_t i = 0; half && i < slots; i++)
+        if (cs[i].failed)
+            rc = cd__fail(err, CD_ENOMEM, "out of memory for a scan's candidates");
+    /* A half scan's exact pass: the kept rows at or above the merged k-th
+     * half score less 2 delta, scored from x into the same heap. */
+    for (size_t qi = 0; half && rc == CD_OK && qi < nq && kh > 0; qi++) {
+        heap *h = &heaps[qi];
+        float floor = h->len == kh ? h->e[0].key - twodelta[qi] : -INFINITY;
+        const float *q = queries + qi * s->dim;
+        h->len = 0;
+        for (int t = 0; t < nt; t++) {
+            const cands *c = &cs[(size_t)t * nq + qi];
+            for (size_t i = 0; i < c->len; i++) {
+                if (c->key[i] < floor)
+                    continue;
+                size_t row = c->row[i];
+                float sc;
+                score(s->x + row * s->dim, 1, q, s->dim, false, &sc);
+                entry v = {sc, s->ids ? s->ids[row] : (int64_t)row};
+                if (beats_top(h, kh, v))
+                    heap_offer(h, kh, v);
+            }
+        }
+    }
 out:
     if (rc == CD_OK)
         for (size_t qi = 0; qi < nq; qi++)
             heap_emit(&heaps[qi], s->l2, k, ids_out + qi * k, scores_out + qi * k);
+    for (size_t i = 0; cs && i < slots; i++) {
+        free(cs[i].row);
+        free(cs[i].key);
+    }
+    free(cs);
+    free(twodelta);
     free(bufs);
     free(pool_e);
     free(heaps);

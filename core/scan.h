@@ -34,7 +34,25 @@ typedef struct cd_scan {
     int threads;            /* <= 0: cd_scan_threads(n, dim), fewer while
                                other cores are busy */
     bool portable;          /* the portable kernel even where AVX2 runs */
+    /* The same rows as IEEE half floats (cd_scan_to_half), or NULL.  With
+     * them an inner-product scan reads half the bytes: it ranks by the
+     * half rows, keeps every row whose half score could be within the
+     * error bound of the k-th, and scores those from x, so the result is
+     * the one x alone gives (see scan.c).  Needs AVX2, FMA and F16C; else,
+     * for L2, or portable, x alone is read. */
+    const uint16_t *x16;
+    float x16_norm;         /* at least the largest L2 norm of a row of x */
 } cd_scan;
+
+/*
+ * Converts n floats to half floats (round to nearest even) into out:
+ * false (out partly written) when a value is not finite or 65504 or more
+ * in magnitude (no half holds it), or the CPU cannot run the half scan.
+ */
+bool cd_scan_to_half(const float *x, size_t n, uint16_t *out);
+
+/* True when this CPU can run the half-float scan (AVX2, FMA, F16C). */
+bool cd_scan_has_half(void);
 
 /*
  * Writes each of the nq queries' (dim floats each) k best rows to
