@@ -647,20 +647,12 @@ static void half_sync(cd_index *ix, bool appended)
         ix->x16 = grown;
         ix->x16_cap = cap;
     }
-    double norm2 = (double)ix->x16_norm * ix->x16_norm;
-    for (size_t r = from; r < s.n; r++) {
-        double sq = 0;
-        for (size_t d = 0; d < s.dim; d++)
-            sq += (double)s.x[r * s.dim + d] * s.x[r * s.dim + d];
-        if (sq > norm2)
-            norm2 = sq;
-    }
-    if (!cd_scan_to_half(s.x + from * s.dim, (s.n - from) * s.dim, ix->x16 + from * s.dim)) {
+    if (!cd_scan_to_half(s.x + from * s.dim, s.n - from, s.dim, ix->x16 + from * s.dim,
+                         &ix->x16_norm)) {
         ix->x16_off = true;
         half_sync(ix, false);
         return;
     }
-    ix->x16_norm = (float)(sqrt(norm2) * (1 + 1e-6));
     ix->x16_rows = s.n;
 }
 

@@ -183,25 +183,31 @@ static void score_half(const uint16_t *x, size_t rows, const float *q,
     }
 }
 
+/* One row of cd_scan_to_half; its squared norm (float sums) in *sq. */
 __attribute__((target("avx2,fma,f16c")))
-static bool to_half_f16c(const float *x, size_t n, uint16_t *out)
+static bool row_to_half(const float *x, size_t dim, uint16_t *out, float *sq)
 {
     const __m256 limit = _mm256_set1_ps(65504.0f);
     const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 acc = _mm256_setzero_ps();
     size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
+    for (; i + 8 <= dim; i += 8) {
         __m256 v = _mm256_loadu_ps(x + i);
         /* NaN compares false: not below the limit either. */
         __m256 ok = _mm256_cmp_ps(_mm256_and_ps(v, abs_mask), limit, _CMP_LT_OQ);
         if (_mm256_movemask_ps(ok) != 0xff)
             return false;
+        acc = _mm256_fmadd_ps(v, v, acc);
         _mm_storeu_si128((__m128i *)(out + i), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
     }
-    for (; i < n; i++) {
+    float s = hsum256(acc);
+    for (; i < dim; i++) {
         if (!(x[i] < 65504.0f && x[i] > -65504.0f))
             return false;
+        s += x[i] * x[i];
         out[i] = _cvtss_sh(x[i], _MM_FROUND_TO_NEAREST_INT);
     }
+    *sq = s;
     return true;
 }
 #endif
@@ -215,14 +221,31 @@ bool cd_scan_has_half(void)
 #endif
 }
 
-bool cd_scan_to_half(const float *x, size_t n, uint16_t *out)
+bool cd_scan_to_half(const float *x, size_t rows, size_t dim, uint16_t *out,
+                     float *norm_max)
 {
 #ifdef SCAN_X86
-    return cd_scan_has_half() && to_half_f16c(x, n, out);
+    if (!cd_scan_has_half())
+        return false;
+    float best = 0;
+    for (size_t r = 0; r < rows; r++) {
+        float sq;
+        if (!row_to_half(x + r * dim, dim, out + r * dim, &sq))
+            return false;
+        if (sq > best)
+            best = sq;
+    }
+    /* A float sum of dim squares is off by at most about dim 2^-24 of it. */
+    float norm = sqrtf(best) * (1.0f + (float)(dim + 4) * 0x1p-23f);
+    if (norm > *norm_max)
+        *norm_max = norm;
+    return true;
 #else
     (void)x;
-    (void)n;
+    (void)rows;
+    (void)dim;
     (void)out;
+    (void)norm_max;
     return false;
 #endif
 }

@@ -45,11 +45,14 @@ typedef struct cd_scan {
 } cd_scan;
 
 /*
- * Converts n floats to half floats (round to nearest even) into out:
- * false (out partly written) when a value is not finite or 65504 or more
- * in magnitude (no half holds it), or the CPU cannot run the half scan.
+ * Converts rows x dim floats to half floats (round to nearest even) into
+ * out, and raises *norm_max to at least the largest L2 norm of a row (for
+ * cd_scan.x16_norm): false (out partly written) when a value is not
+ * finite or 65504 or more in magnitude (no half holds it), or the CPU
+ * cannot run the half scan.
  */
-bool cd_scan_to_half(const float *x, size_t n, uint16_t *out);
+bool cd_scan_to_half(const float *x, size_t rows, size_t dim, uint16_t *out,
+                     float *norm_max);
 
 /* True when this CPU can run the half-float scan (AVX2, FMA, F16C). */
 bool cd_scan_has_half(void);

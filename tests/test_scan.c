@@ -88,13 +88,17 @@ static bool half_same(const cd_scan *s, const float *q, size_t nq, size_t k)
     int64_t *want_id = malloc(nq * k * sizeof *want_id), *got_id = malloc(nq * k * sizeof *got_id);
     float *want_sc = malloc(nq * k * sizeof *want_sc), *got_sc = malloc(nq * k * sizeof *got_sc);
     REQUIRE(x16 && want_id && got_id && want_sc && got_sc);
-    REQUIRE(cd_scan_to_half(s->x, s->n * s->dim, x16));
+    float norm = 0;
+    REQUIRE(cd_scan_to_half(s->x, s->n, s->dim, x16, &norm));
+    /* The bound it gives covers the largest norm, and not by much. */
+    float exact = norm_max(s->x, s->n, s->dim);
+    CHECK(norm >= exact && norm <= exact * 1.001f);
     cd_scan full = *s, half = *s;
     full.threads = 1;
     full.portable = false;
     full.x16 = NULL;
     half.x16 = x16;
-    half.x16_norm = norm_max(s->x, s->n, s->dim);
+    half.x16_norm = norm;
     cd_error err = {0};
     CHECK_EQ(cd_scan_search(&full, q, nq, k, want_id, want_sc, &err), CD_OK);
     for (int threads = 1; threads <= 4; threads++) {
@@ -267,9 +271,10 @@ int main(void)
         x[77] = 70000.0f;
         uint16_t *x16 = malloc(n * dim * sizeof *x16);
         REQUIRE(x16);
-        CHECK(!cd_scan_to_half(x, n * dim, x16));
+        float norm = 0;
+        CHECK(!cd_scan_to_half(x, n, dim, x16, &norm));
         x[77] = NAN;
-        CHECK(!cd_scan_to_half(x, n * dim, x16));
+        CHECK(!cd_scan_to_half(x, n, dim, x16, &norm));
         free(x16);
         free(x);
         free(q);

@@ -149,9 +149,10 @@ static double copy_bw(float *dst, const float *src, size_t n, int rounds)
 
 /* ---- single queries -------------------------------------------------- */
 
-enum { SCAN_1, SCAN_ALL, FAISS, CD_INDEX, METHODS };
+enum { SCAN_1, SCAN_ALL, HALF_1, HALF_ALL, FAISS, CD_INDEX, METHODS };
 static const char *method_name[METHODS] = {
-    "scan, 1 thread", "scan, all threads", "FAISS IndexFlatIP nq=1", "cd_index_search (Flat)",
+    "scan, 1 thread", "scan, all threads", "half rows, 1 thread", "half rows, all threads",
+    "FAISS IndexFlatIP nq=1", "cd_index_search (Flat)",
 };
 
 static int cmp_double(const void *a, const void *b)
@@ -181,6 +182,12 @@ static void run(size_t n, int rounds, double bw_all)
         exit(1);
     }
     int all = cd_scan_threads(n, DIM);
+    uint16_t *x16 = xmalloc(n * DIM * sizeof *x16);
+    float x16_norm = 0;
+    if (!cd_scan_to_half(x, n, DIM, x16, &x16_norm)) {
+        fprintf(stderr, "bench_scan: no half-float scan on this CPU\n");
+        exit(1);
+    }
     double *t[METHODS];
     for (int m = 0; m < METHODS; m++)
         t[m] = xmalloc((size_t)rounds * sizeof *t[m]);
@@ -191,10 +198,13 @@ static void run(size_t n, int rounds, double bw_all)
         const float *qr = q + (size_t)r * DIM;
         for (int m0 = 0; m0 < METHODS; m0++) {
             int m = (m0 + r) % METHODS;     /* alternate who goes first */
-            cd_scan s = {.x = x, .n = n, .dim = DIM, .threads = m == SCAN_1 ? 1 : all};
+            bool half = m == HALF_1 || m == HALF_ALL;
+            cd_scan s = {.x = x, .n = n, .dim = DIM,
+                         .threads = m == SCAN_1 || m == HALF_1 ? 1 : all,
+                         .x16 = half ? x16 : NULL, .x16_norm = x16_norm};
             double t0 = now();
             int rc = 0;
-            if (m == SCAN_1 || m == SCAN_ALL)
+            if (m == SCAN_1 || m == SCAN_ALL || half)
                 rc = cd_scan_search(&s, qr, 1, K, id_m[m], sc_m[m], &err);
             else if (m == FAISS)
                 rc = faiss_Index_search(fl, 1, qr, K, sc_m[m], id_m[m]);
@@ -223,11 +233,13 @@ static void run(size_t n, int rounds, double bw_all)
     printf("  %-26s %10s %12s %16s\n", "", "p50 us", "of read bw", "FAISS / this");
     for (int m = 0; m < METHODS; m++)
         printf("  %-26s %10.0f %11.0f%% %15.2fx\n", method_name[m], med[m] * 1e6,
-               100.0 * bytes / med[m] / bw_all, med[FAISS] / med[m]);
+               100.0 * (m == HALF_1 || m == HALF_ALL || m == CD_INDEX ? bytes / 2 : bytes) /
+                   med[m] / bw_all, med[FAISS] / med[m]);
     printf("  top-%d the same as FAISS's (ties aside): %s\n", K,
            mismatches ? "NO" : "yes");
     for (int m = 0; m < METHODS; m++)
         free(t[m]);
+    free(x16);
     cd_index_destroy(cix);
     faiss_Index_free(fl);
     free(ids);
