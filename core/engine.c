@@ -737,6 +737,7 @@ static cd_err index_load(cd_engine *e, gallery *g, gal_index *gi,
         return mrc;
     newest_ctx newest = {-1, NULL};
     snapshot_files(e, g->info.id, gi->model.id, pick_newest, &newest);
+    void *meta = NULL;  /* before the first goto out, which frees it */
     int64_t stored = 0;
     cd_err rc = cd_store_count_vectors(e->st, g->info.id, gi->model.id,
                                        &stored, err);
@@ -745,7 +746,6 @@ static cd_err index_load(cd_engine *e, gallery *g, gal_index *gi,
 
     const char *why = NULL;
     cd_error lerr;
-    void *meta = NULL;
     size_t meta_len = 0;
     cd_error_clear(&lerr);
     if (!newest.path) {
@@ -1034,9 +1034,10 @@ cd_err cd_engine_wait_checked(cd_engine *e, cd_error *err)
  * finding it at open means the last run did not close (a crash, kill -9,
  * power loss), and the store is checked before anything is served.
  * Then it is written anew.  With check_in_background the check of a
- * current-schema store starts here on its own thread, and the loads that
- * follow read the store beside it, as if it had passed (pages_checked):
- * their result is only served once it has (cd_engine_load_indexes).
+ * current-schema store is only chosen here: it runs on its own thread
+ * from background_start on, and the loads that follow read the store
+ * beside it as if it had passed (pages_checked); their result is only
+ * served once it has (cd_engine_load_indexes).
  */
 static cd_err unclean_check(cd_engine *e, cd_error *err)
 {

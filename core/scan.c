@@ -48,6 +48,7 @@
 #include <omp.h>
 
 #if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define SCAN_X86 1
 #endif
@@ -215,7 +216,10 @@ static bool row_to_half(const float *x, size_t dim, uint16_t *out, float *sq)
 bool cd_scan_has_half(void)
 {
 #ifdef SCAN_X86
-    return cd_scan_has_avx2() && __builtin_cpu_supports("f16c");
+    /* CPUID leaf 1, ECX bit 29 (clang's __builtin_cpu_supports does not
+     * know "f16c"); AVX2's check covers the OS saving the registers. */
+    unsigned a, b, c, d;
+    return cd_scan_has_avx2() && __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
 #else
     return false;
 #endif
