@@ -310,7 +310,9 @@ char *cd_metrics_render(cd_metrics *m, cd_engine *e, size_t *len)
         size_t n = 0;
         cd_error err;
         put(&t, "# HELP compatd_gallery_items Items per gallery.\n# TYPE compatd_gallery_items gauge\n");
-        if (cd_engine_gallery_list(e, &gals, &n, &err) == CD_OK) {
+        /* The galleries come from the store: not while its start's check
+         * runs (the route is served then, route.c). */
+        if (cd_engine_checked(e) && cd_engine_gallery_list(e, &gals, &n, &err) == CD_OK) {
             for (size_t i = 0; i < n; i++)
                 put(&t, "compatd_gallery_items{gallery=\"%s\"} %lld\n", esc(&l1, gals[i].name),
                     (long long)gals[i].count);

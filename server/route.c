@@ -21,12 +21,16 @@
 #include "text.h"
 
 static const cd_route routes[] = {
-    {"/", 0, {{"GET", CD_SCOPE_NONE, CD_BODY_NONE, cd__dashboard_get}}},
-    {"/ui/{file}", 0, {{"GET", CD_SCOPE_NONE, CD_BODY_NONE, cd__asset_get}}},
-    {"/healthz", CD_ROUTE_PROBE, {{"GET", CD_SCOPE_NONE, CD_BODY_NONE, cd__healthz_get}}},
-    {"/readyz", CD_ROUTE_PROBE, {{"GET", CD_SCOPE_NONE, CD_BODY_NONE, cd__readyz_get}}},
-    {"/metrics", CD_ROUTE_METRICS, {{"GET", CD_SCOPE_READ, CD_BODY_NONE, cd__metrics_get}}},
-    {"/v1/openapi.yaml", 0, {{"GET", CD_SCOPE_READ, CD_BODY_NONE, cd__openapi_get}}},
+    {"/", CD_ROUTE_STORELESS, {{"GET", CD_SCOPE_NONE, CD_BODY_NONE, cd__dashboard_get}}},
+    {"/ui/{file}", CD_ROUTE_STORELESS, {{"GET", CD_SCOPE_NONE, CD_BODY_NONE, cd__asset_get}}},
+    {"/healthz", CD_ROUTE_PROBE | CD_ROUTE_STORELESS,
+     {{"GET", CD_SCOPE_NONE, CD_BODY_NONE, cd__healthz_get}}},
+    {"/readyz", CD_ROUTE_PROBE | CD_ROUTE_STORELESS,
+     {{"GET", CD_SCOPE_NONE, CD_BODY_NONE, cd__readyz_get}}},
+    {"/metrics", CD_ROUTE_METRICS | CD_ROUTE_STORELESS,
+     {{"GET", CD_SCOPE_READ, CD_BODY_NONE, cd__metrics_get}}},
+    {"/v1/openapi.yaml", CD_ROUTE_STORELESS,
+     {{"GET", CD_SCOPE_READ, CD_BODY_NONE, cd__openapi_get}}},
     {"/v1/models", 0, {
         {"GET", CD_SCOPE_READ, CD_BODY_NONE, cd__models_list},
         {"POST", CD_SCOPE_ADMIN, CD_BODY_JSON, cd__models_create}}},
@@ -253,10 +257,8 @@ void cd_route_dispatch(cd_api *api, const cd_route_match *m, const cd_request *r
     /* A JSON-only route's reader refuses any other body (415) itself. */
     const char *ct = req->content_type;
     /* While the start's check of the store runs beside the loads (serve.c),
-     * no /v1 route reads or writes the store (the probes, /metrics, the
-     * dashboard's files and the OpenAPI text do not touch it). */
-    if (strncmp(m->route->pattern, "/v1/", 4) == 0 &&
-        strcmp(m->route->pattern, "/v1/openapi.yaml") != 0 && !cd_engine_checked(api->engine))
+     * only the routes that do not touch the store are served. */
+    if (!(m->route->flags & CD_ROUTE_STORELESS) && !cd_engine_checked(api->engine))
         cd_reply_error(rep, CD_HTTP_NOT_READY, "the store is being checked at start; "
                        "try again once /readyz answers 200");
     else if (m->method->body == CD_BODY_BATCH && !cd_request_content_type_is(req, "application/json") &&

@@ -51,6 +51,9 @@ enum {
     CD_ROUTE_PROBE = 1,     /* a Kubernetes probe: no key for any method, and
                                served on the reserved connections */
     CD_ROUTE_METRICS = 2,   /* no key either with --metrics-public */
+    CD_ROUTE_STORELESS = 4, /* reads and writes nothing of the store: also
+                               served while the start's check of it runs
+                               (cd_engine_checked) */
 };
 
 typedef struct cd_route {
